@@ -1,0 +1,198 @@
+//! The `Backend` trait: the storage primitives every backend implements, and their contract.
+
+use std::future::Future;
+
+use crate::error::{Error, Result};
+use crate::model::{
+    Action, Claim, Item, Key, NewItem, Phase, PhaseCounts, QueueConfig, QueueId, Selector,
+    SweepReport, Timestamp, Transition,
+};
+
+/// Storage for queues and their items.
+///
+/// Applications use [`crate::Store`], which validates input, applies limits, reads the clock
+/// and offers the conveniences (`pop`, `ack`, `nack`, `dump`, …). A backend implements only
+/// these primitives, each of which it can make atomic and fast.
+///
+/// # Contract
+///
+/// **Atomicity.** Every method is atomic: other callers (on any thread, through any clone of
+/// the handle) observe either none or all of its effect, and a crash leaves either none or
+/// all of it. In particular `push` stores the whole batch or nothing, `pop` removes exactly
+/// the items it returns, `claim` leases exactly the items it returns, and `update` checks its
+/// precondition and applies its action in one step.
+///
+/// **Durability.** A durable backend documents its durability setting. Under its default
+/// setting, when a mutating call returns `Ok`, its effect survives a process crash *and* a
+/// power loss (the bytes are synced to the device). Under a weaker, explicitly named setting
+/// (e.g. batched syncing), a returned call survives a process crash and is synced within the
+/// documented interval, or when [`Backend::sync`] returns. A non-durable backend (memory)
+/// says so. Reads never wait for durability.
+///
+/// **Cancellation.** If the future of a mutating call is dropped before it completes, the
+/// call either took effect completely or not at all; the caller cannot know which (as with a
+/// crash). Backends must not leave partial state behind, and must not hold locks across an
+/// `.await` (blocking I/O goes to `spawn_blocking` or a dedicated thread).
+///
+/// **Time.** Callers pass `now`; a backend never reads the clock itself, so a test can drive
+/// leases and TTLs with a manual clock. Backends must accept time going backwards (it only
+/// means nothing is due yet).
+///
+/// **Keys.** `push` assigns keys from a per-queue counter that only grows: the first key is
+/// 1, keys are never reused by the same queue (not after `pop`, `reset` or a restart), and a
+/// batch gets consecutive keys in the order given. `delete_queue` forgets the counter.
+///
+/// **Counters.** `count` answers from maintained counters, not by scanning: its cost must
+/// not grow with the number of items.
+///
+/// **Leases.** An item is in phase `in_flight` exactly when it has a lease. Only `claim`
+/// creates leases. A lease whose `until` is ≤ `now` has expired: `claim` and `sweep` first
+/// return such items to `pending` (lease cleared, `not_before = now`, attempts unchanged,
+/// since `claim` already counted the attempt).
+///
+/// **TTL.** If the queue has a TTL, a pending item whose `created_at + ttl` ≤ `now` is never
+/// handed out by `claim`: `claim` and `sweep` move it to `expired` first (counted there).
+///
+/// # Errors
+///
+/// - [`crate::Error::QueueNotFound`]: every item method, when the queue does not exist.
+/// - [`crate::Error::QueueExists`]: `create_queue` with a taken id.
+/// - [`crate::Error::ItemNotFound`]: `update` of a missing key.
+/// - [`crate::Error::PhaseConflict`] / [`crate::Error::NotLeaseOwner`]: `update` whose
+///   precondition fails; nothing changed.
+/// - [`crate::Error::InvalidInput`]: `update` moving into `in_flight`.
+/// - [`crate::Error::Corrupted`]: stored data failed its checksum; never returned as data.
+/// - [`crate::Error::Poisoned`]: an earlier durable write failed; nothing more is trusted.
+/// - [`crate::Error::Backend`]: anything else (I/O, connection), with its source.
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// Creates a queue. `config.created_at` is stored as given (the store sets it).
+    fn create_queue(&self, config: QueueConfig) -> impl Future<Output = Result<()>> + Send;
+
+    /// Replaces a queue's settings. Its items, key counter and `created_at` are kept.
+    fn update_queue(&self, config: QueueConfig) -> impl Future<Output = Result<()>> + Send;
+
+    /// A queue's settings, or `None`.
+    fn get_queue(&self, id: &QueueId) -> impl Future<Output = Result<Option<QueueConfig>>> + Send;
+
+    /// Every queue, ordered by id.
+    fn list_queues(&self) -> impl Future<Output = Result<Vec<QueueConfig>>> + Send;
+
+    /// Deletes a queue and all its items. `Ok(false)` if it did not exist.
+    fn delete_queue(&self, id: &QueueId) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Appends items in phase `pending` with `created_at = updated_at = now`,
+    /// `not_before = item.not_before.unwrap_or(now)`, no attempts, no lease. All or nothing.
+    /// Returns their keys, in order.
+    fn push(
+        &self,
+        queue: &QueueId,
+        items: Vec<NewItem>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Key>>> + Send;
+
+    /// The selected items, without changing anything. A missing key gives an empty vector.
+    fn fetch(
+        &self,
+        queue: &QueueId,
+        selector: &Selector,
+    ) -> impl Future<Output = Result<Vec<Item>>> + Send;
+
+    /// Removes and returns exactly what `fetch` with the same selector would return.
+    fn pop(
+        &self,
+        queue: &QueueId,
+        selector: &Selector,
+    ) -> impl Future<Output = Result<Vec<Item>>> + Send;
+
+    /// Item counts by phase, from counters.
+    fn count(&self, queue: &QueueId) -> impl Future<Output = Result<PhaseCounts>> + Send;
+
+    /// Removes every item of the queue (the key counter is kept). Returns how many.
+    fn reset(&self, queue: &QueueId) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Checks `transition.expect` and applies `transition.action` to one item, setting
+    /// `updated_at = now`. Returns the item as it is now (as it was, for `Action::Remove`).
+    fn update(
+        &self,
+        queue: &QueueId,
+        key: Key,
+        transition: Transition,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Item>> + Send;
+
+    /// Sweeps (see [`Backend::sweep`]), then leases up to `claim.limit` pending items with
+    /// `not_before ≤ now`, in order of `(not_before, key)`: each moves to `in_flight` with
+    /// `lease = (claim.owner, claim.lease_until)`, `attempts + 1`, `updated_at = now`.
+    fn claim(
+        &self,
+        queue: &QueueId,
+        claim: Claim,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Item>>> + Send;
+
+    /// Returns in-flight items with expired leases to pending and moves pending items past
+    /// the queue's TTL to `expired`. Cost proportional to what it changes, not queue size.
+    fn sweep(
+        &self,
+        queue: &QueueId,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<SweepReport>> + Send;
+
+    /// Makes every call that has returned so far durable (a no-op where every call already
+    /// is, or where nothing is durable).
+    fn sync(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Checks a transition's precondition against the item. For backend authors: `update`
+/// implementations call it before applying the action.
+///
+/// # Errors
+/// [`Error::NotLeaseOwner`], [`Error::PhaseConflict`], or [`Error::InvalidInput`] for a move
+/// into `in_flight`.
+pub fn check_expect(item: &Item, transition: &Transition) -> Result<()> {
+    if let Some(owner) = &transition.expect.lease_owner
+        && item.lease.as_ref().is_none_or(|l| &l.owner != owner)
+    {
+        return Err(Error::NotLeaseOwner {
+            key: item.key,
+            owner: owner.clone(),
+        });
+    }
+    if let Some(expected) = &transition.expect.phase
+        && &item.phase != expected
+    {
+        return Err(Error::PhaseConflict {
+            key: item.key,
+            expected: expected.clone(),
+            actual: item.phase.clone(),
+        });
+    }
+    if let Action::Move { phase, .. } = &transition.action
+        && *phase == Phase::IN_FLIGHT
+    {
+        return Err(Error::invalid(
+            "items enter `in_flight` only through claim, which gives them a lease",
+        ));
+    }
+    Ok(())
+}
+
+/// Applies an [`Action::Move`] to an item as the contract describes: the lease is dropped,
+/// `not_before` is set on entering `pending`, `error` replaces `last_error` when given.
+pub fn apply_move(
+    item: &mut Item,
+    phase: Phase,
+    not_before: Option<Timestamp>,
+    error: Option<String>,
+    now: Timestamp,
+) {
+    if phase == Phase::PENDING {
+        item.not_before = not_before.unwrap_or(now);
+    }
+    item.phase = phase;
+    item.lease = None;
+    if error.is_some() {
+        item.last_error = error;
+    }
+    item.updated_at = now;
+}

@@ -1,0 +1,75 @@
+//! hookspool: a durable on-disk queue engine with pluggable backends, built to be a
+//! crash-safe outbox.
+//!
+//! - Named queues of items with phases (`pending`, `in_flight`, `done`, `dead`, `expired`,
+//!   and any phase of your own), counted by phase without scanning.
+//! - Pollin's operations: `push`, `pop`, `fetch`, `count`, `dump`, `reset`, `delete`,
+//!   `update_phase` (with compare-and-set), over one small [`Backend`] trait.
+//! - A consumer protocol: `claim` leases due items, `ack` / `nack` / `kill` settle them, an
+//!   expired lease gives the item back; schedules (`not_before`) and per-queue TTLs.
+//! - Backends: [`MemoryBackend`] here; `hookspool-sled` (durable) in its own crate; your own,
+//!   checked by the conformance kit (feature `conformance`).
+//!
+//! It is not a message broker (no network protocol of its own, no replication) and not a
+//! database: items are opaque bytes with a small string map of metadata.
+//!
+//! # Durability
+//!
+//! What a returned call guarantees is the backend's contract (see [`Backend`]): with a
+//! durable backend's default setting, a `push` that returned `Ok` survives `kill -9` and power
+//! loss. [`MemoryBackend`] keeps nothing across a restart.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use hookspool::{MemoryBackend, NewItem, Phase, QueueConfig, QueueId, Store};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> hookspool::Result<()> {
+//! let store = Store::new(MemoryBackend::new());
+//! let orders = QueueId::new("orders")?;
+//! store.create_queue(QueueConfig::new(orders.clone())).await?;
+//!
+//! store.push(&orders, NewItem::new(br#"{"id":1}"#.to_vec())).await?;
+//! let batch = store.claim(&orders, "worker-1", 10, Duration::from_secs(30)).await?;
+//! for item in &batch {
+//!     // ... deliver item.payload ...
+//!     store.ack(&orders, item.key, "worker-1").await?;
+//! }
+//! assert_eq!(store.count_phase(&orders, &Phase::DONE).await?, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `conformance`: the [`conformance`](crate#features) kit for backend authors.
+//!
+//! # Modules
+//!
+//! The API is flat: [`Store`] (the queue API), [`Backend`] (the storage contract),
+//! [`MemoryBackend`], the model types ([`Item`], [`Phase`], [`QueueConfig`], …) and [`Error`].
+
+mod backend;
+mod error;
+mod memory;
+mod model;
+mod store;
+
+pub use backend::{Backend, apply_move, check_expect};
+pub use error::{Error, Result};
+pub use memory::MemoryBackend;
+pub use model::{
+    Action, Claim, Expect, Item, Key, Lease, MAX_PHASE_LEN, MAX_QUEUE_ID_LEN, NewItem, Page, Phase,
+    PhaseCounts, QueueConfig, QueueId, Retention, Secret, Selector, SweepReport, Timestamp,
+    Transition,
+};
+pub use store::{
+    Clock, DEFAULT_MAX_BATCH, DEFAULT_MAX_PAYLOAD, DUMP_PAGE, Dump, Limits, MAX_METADATA_ENTRIES,
+    MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_OWNER_LEN, ManualClock, Store, SystemClock,
+};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,605 @@
+//! The queue model: queue ids, phases, items, timestamps and the selectors the operations take.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// An item's key: assigned by `push`, strictly increasing within a queue (FIFO order), never
+/// reused by that queue (not even after `reset`).
+pub type Key = u64;
+
+/// Milliseconds since the Unix epoch. All times in the model are wall-clock timestamps so
+/// they survive restarts; the clock is injectable (see [`crate::Clock`]) so tests control it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Timestamp(ms)
+    }
+
+    /// Builds a timestamp from milliseconds since the epoch.
+    pub const fn from_millis(ms: u64) -> Self {
+        Timestamp(ms)
+    }
+
+    /// Milliseconds since the epoch.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+
+    /// This time plus a duration, saturating at the far future.
+    #[must_use]
+    pub fn saturating_add(self, d: Duration) -> Self {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_add(ms))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Longest allowed queue id, in bytes.
+pub const MAX_QUEUE_ID_LEN: usize = 128;
+/// Longest allowed phase name, in bytes.
+pub const MAX_PHASE_LEN: usize = 64;
+
+/// A validated queue id.
+///
+/// **Rule:** 1 to 128 ASCII characters from `A–Z a–z 0–9 _ - .`, starting with a letter or a
+/// digit. Ids are case-sensitive. The rule keeps ids safe in URLs, file names and shell
+/// commands without quoting.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct QueueId(String);
+
+impl QueueId {
+    /// Validates and wraps a queue id.
+    ///
+    /// # Errors
+    /// [`Error::InvalidQueueId`] saying what breaks the rule.
+    pub fn new(id: impl Into<String>) -> Result<Self> {
+        let id = id.into();
+        let reason = if id.is_empty() {
+            Some("must not be empty")
+        } else if id.len() > MAX_QUEUE_ID_LEN {
+            Some("must be at most 128 characters")
+        } else if !id.as_bytes()[0].is_ascii_alphanumeric() {
+            Some("must start with a letter or a digit")
+        } else if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            Some("may only contain letters, digits, '_', '-' and '.'")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidQueueId { id, reason }),
+            None => Ok(QueueId(id)),
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<&str> for QueueId {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<Self> {
+        QueueId::new(s)
+    }
+}
+
+impl std::str::FromStr for QueueId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        QueueId::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for QueueId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        QueueId::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An item's phase: one of the lifecycle phases or a name of the caller's own.
+///
+/// Lifecycle: [`Phase::PENDING`] → (claim) → [`Phase::IN_FLIGHT`] → (ack) → [`Phase::DONE`], or
+/// (nack / lease expiry) back to pending; the consumer moves items it gives up on to
+/// [`Phase::DEAD`]; items older than the queue's TTL go to [`Phase::EXPIRED`].
+///
+/// **Rule for names:** 1 to 64 characters from `a–z 0–9 _ - .`, starting with a letter.
+/// Every phase, built-in or not, can be counted, listed and moved into with `update_phase`
+/// (except `in_flight`, which only `claim` enters, so that every in-flight item has a lease).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Phase(std::borrow::Cow<'static, str>);
+
+impl Phase {
+    /// Waiting to be handed out (once its not-before time has come).
+    pub const PENDING: Phase = Phase(std::borrow::Cow::Borrowed("pending"));
+    /// Leased to a consumer by `claim`; returns to pending if the lease expires.
+    pub const IN_FLIGHT: Phase = Phase(std::borrow::Cow::Borrowed("in_flight"));
+    /// Acknowledged (kept only when the queue's retention is [`Retention::Keep`]).
+    pub const DONE: Phase = Phase(std::borrow::Cow::Borrowed("done"));
+    /// Given up on; kept for inspection and replay.
+    pub const DEAD: Phase = Phase(std::borrow::Cow::Borrowed("dead"));
+    /// Older than the queue's TTL before it was handed out; never handed out.
+    pub const EXPIRED: Phase = Phase(std::borrow::Cow::Borrowed("expired"));
+
+    /// Validates a phase name (built-in or user-defined).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPhase`] saying what breaks the rule.
+    pub fn new(name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        let reason = if name.is_empty() {
+            Some("must not be empty")
+        } else if name.len() > MAX_PHASE_LEN {
+            Some("must be at most 64 characters")
+        } else if !name.as_bytes()[0].is_ascii_lowercase() {
+            Some("must start with a lowercase letter")
+        } else if !name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        }) {
+            Some("may only contain lowercase letters, digits, '_', '-' and '.'")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidPhase { name, reason }),
+            None => Ok(match name.as_str() {
+                "pending" => Phase::PENDING,
+                "in_flight" => Phase::IN_FLIGHT,
+                "done" => Phase::DONE,
+                "dead" => Phase::DEAD,
+                "expired" => Phase::EXPIRED,
+                _ => Phase(std::borrow::Cow::Owned(name)),
+            }),
+        }
+    }
+
+    /// The phase name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for Phase {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Phase::new(s)
+    }
+}
+
+impl TryFrom<&str> for Phase {
+    type Error = Error;
+    fn try_from(s: &str) -> Result<Self> {
+        Phase::new(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Phase {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Phase::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A signing secret. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value. Call only where it is really needed (signing); never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// What `ack` does with an item.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retention {
+    /// Keep acknowledged items in phase [`Phase::DONE`] (the default: they can be inspected
+    /// and counted; remove them with `reset`, `delete` or `pop`).
+    #[default]
+    Keep,
+    /// Remove an item as soon as it is acknowledged.
+    Remove,
+}
+
+/// A queue's settings (Pollin's "endpoint").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    /// The queue's id.
+    pub id: QueueId,
+    /// Optional signing secret (used by delivery and inbound verification).
+    pub secret: Option<Secret>,
+    /// Optional item TTL: a pending item older than this (since it was pushed) is never handed
+    /// out; it moves to phase [`Phase::EXPIRED`], where it stays, counted, until removed.
+    #[serde(with = "opt_duration_ms")]
+    pub ttl: Option<Duration>,
+    /// What `ack` does with an item.
+    pub retention: Retention,
+    /// When the queue was created. Set by `create_queue`; kept by `update_queue`.
+    pub created_at: Timestamp,
+    /// Free-form metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl QueueConfig {
+    /// Settings with no secret, no TTL, [`Retention::Keep`] and no metadata.
+    pub fn new(id: QueueId) -> Self {
+        QueueConfig {
+            id,
+            secret: None,
+            ttl: None,
+            retention: Retention::Keep,
+            created_at: Timestamp(0),
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Sets the signing secret.
+    #[must_use]
+    pub fn with_secret(mut self, secret: Secret) -> Self {
+        self.secret = Some(secret);
+        self
+    }
+
+    /// Sets the item TTL.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sets what `ack` does.
+    #[must_use]
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Adds a metadata entry.
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+}
+
+mod opt_duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<T>`
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// The lease of an in-flight item.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The consumer that claimed the item.
+    pub owner: String,
+    /// When the lease runs out and the item returns to pending.
+    pub until: Timestamp,
+}
+
+/// A stored item (Pollin's "callback").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// Assigned by `push`; increasing within the queue.
+    pub key: Key,
+    /// The payload, any bytes (JSON is the common case).
+    pub payload: Vec<u8>,
+    /// The item's phase.
+    pub phase: Phase,
+    /// How many times the item has been claimed (an expired lease counts as an attempt).
+    pub attempts: u32,
+    /// When it was pushed.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// It is not handed out by `claim` before this time.
+    pub not_before: Timestamp,
+    /// Present exactly while the item is in phase `in_flight`.
+    pub lease: Option<Lease>,
+    /// The error recorded by the last `nack` (or set with a phase change).
+    pub last_error: Option<String>,
+    /// Small string map: event name, delivery id, headers.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// An item to push.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewItem {
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Metadata to store with it.
+    pub metadata: BTreeMap<String, String>,
+    /// Not handed out before this time (`None`: due at once).
+    pub not_before: Option<Timestamp>,
+}
+
+impl NewItem {
+    /// An item with this payload, no metadata, due at once.
+    pub fn new(payload: impl Into<Vec<u8>>) -> Self {
+        NewItem {
+            payload: payload.into(),
+            ..NewItem::default()
+        }
+    }
+
+    /// Adds a metadata entry.
+    #[must_use]
+    pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// Schedules the item: it is not claimed before `at`.
+    #[must_use]
+    pub fn not_before(mut self, at: Timestamp) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+}
+
+/// A page of items: which phase, where to start, how many, in which direction.
+///
+/// Items are ordered by key. `after` is a cursor (the last key of the previous page) and is
+/// the cheap way to page through a large queue; `offset` skips that many matching items
+/// after the cursor and costs time proportional to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// Only items in this phase (`None`: every phase).
+    pub phase: Option<Phase>,
+    /// Start after this key (before it, when `reverse`).
+    pub after: Option<Key>,
+    /// Skip this many matching items first.
+    pub offset: usize,
+    /// At most this many items.
+    pub limit: usize,
+    /// Newest first.
+    pub reverse: bool,
+}
+
+impl Page {
+    /// The first `limit` items of every phase, oldest first.
+    pub fn first(limit: usize) -> Self {
+        Page {
+            phase: None,
+            after: None,
+            offset: 0,
+            limit,
+            reverse: false,
+        }
+    }
+
+    /// Restricts the page to one phase.
+    #[must_use]
+    pub fn phase(mut self, phase: Phase) -> Self {
+        self.phase = Some(phase);
+        self
+    }
+
+    /// Skips `offset` matching items.
+    #[must_use]
+    pub fn offset(mut self, offset: usize) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Starts after this key.
+    #[must_use]
+    pub fn after(mut self, key: Key) -> Self {
+        self.after = Some(key);
+        self
+    }
+
+    /// Newest first.
+    #[must_use]
+    pub fn reverse(mut self) -> Self {
+        self.reverse = true;
+        self
+    }
+}
+
+/// What `fetch` and `pop` select.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// The item with this key, whatever its phase.
+    Key(Key),
+    /// A page of items.
+    Page(Page),
+}
+
+/// A `claim` request: lease up to `limit` due pending items to `owner` until `lease_until`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The consumer taking the items; `ack`/`nack` must name the same owner.
+    pub owner: String,
+    /// At most this many items.
+    pub limit: usize,
+    /// When the leases run out.
+    pub lease_until: Timestamp,
+}
+
+/// What a phase change requires of the item before it is applied (compare-and-set).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expect {
+    /// The item must be in this phase.
+    pub phase: Option<Phase>,
+    /// The item must be leased to this owner (implies phase `in_flight`).
+    pub lease_owner: Option<String>,
+}
+
+/// What a phase change does to the item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Move the item to `phase`. Leaving `in_flight` drops the lease. Entering `pending` sets
+    /// `not_before` (to the given time, or to now). `error`, when given, replaces
+    /// `last_error`. Moving into `in_flight` is refused: only `claim` leases items.
+    Move {
+        /// The new phase.
+        phase: Phase,
+        /// For `pending`: not handed out before this time.
+        not_before: Option<Timestamp>,
+        /// A new `last_error`.
+        error: Option<String>,
+    },
+    /// Remove the item.
+    Remove,
+}
+
+/// A phase change: `expect` is checked and `action` applied in one atomic step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// The precondition.
+    pub expect: Expect,
+    /// The change.
+    pub action: Action,
+}
+
+/// Item counts by phase, as kept by the backend's counters. Phases with no items are absent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseCounts(pub BTreeMap<Phase, u64>);
+
+impl PhaseCounts {
+    /// Items in every phase.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// Items in one phase.
+    pub fn get(&self, phase: &Phase) -> u64 {
+        self.0.get(phase).copied().unwrap_or(0)
+    }
+
+    /// Adds `n` to a phase's count (used by backends).
+    pub fn add(&mut self, phase: &Phase, n: u64) {
+        *self.0.entry(phase.clone()).or_insert(0) += n;
+    }
+
+    /// Subtracts `n` from a phase's count, dropping the entry at zero (used by backends).
+    pub fn sub(&mut self, phase: &Phase, n: u64) {
+        if let Some(c) = self.0.get_mut(phase) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                self.0.remove(phase);
+            }
+        }
+    }
+}
+
+/// What a `sweep` (or the sweep at the start of `claim`) did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// In-flight items whose lease had run out, returned to pending.
+    pub released: u64,
+    /// Pending items older than the queue's TTL, moved to `expired`.
+    pub expired: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_id_rule() {
+        for ok in ["a", "orders", "Orders.v1", "0-x_y", &"a".repeat(128)] {
+            assert!(QueueId::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "a b", "a/b", "é", &"a".repeat(129), "a\0"] {
+            assert!(
+                matches!(QueueId::new(bad), Err(Error::InvalidQueueId { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn phase_rule_and_builtins() {
+        assert_eq!(Phase::new("pending").ok(), Some(Phase::PENDING));
+        assert_eq!(Phase::new("in_flight").ok(), Some(Phase::IN_FLIGHT));
+        assert!(Phase::new("needs-review").is_ok());
+        for bad in ["", "Pending", "1x", "a b", "_x", &"a".repeat(65)] {
+            assert!(
+                matches!(Phase::new(bad), Err(Error::InvalidPhase { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        let s = Secret::new("whsec_supersecret");
+        assert!(!format!("{s:?}").contains("supersecret"));
+        let q = QueueConfig::new(QueueId::new("q").unwrap()).with_secret(s);
+        assert!(!format!("{q:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn phase_counts_drop_zero_entries() {
+        let mut c = PhaseCounts::default();
+        c.add(&Phase::PENDING, 2);
+        c.sub(&Phase::PENDING, 2);
+        assert!(c.0.is_empty());
+        assert_eq!(c.total(), 0);
+    }
+}
