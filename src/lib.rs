@@ -52,6 +52,8 @@
 //! [`MemoryBackend`], the model types ([`Item`], [`Phase`], [`QueueConfig`], …) and [`Error`].
 
 mod backend;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod error;
 mod memory;
 mod model;

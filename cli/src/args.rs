@@ -1,0 +1,412 @@
+//! The command line: every command, flag and help text, as clap derive types.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::parse_duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  hookspool --data-dir ./data queue create orders --ttl 1d
+  echo '{\"id\":1}' | hookspool --data-dir ./data push orders
+  hookspool --data-dir ./data fetch orders --json
+
+Run `hookspool --help` for exit codes and naming rules.";
+
+const LONG_HELP: &str = "\
+Examples:
+  hookspool --data-dir ./data queue create orders --ttl 1d
+  echo '{\"id\":1}' | hookspool --data-dir ./data push orders
+  hookspool --data-dir ./data fetch orders --json
+
+Exit codes:
+  0  success
+  1  the operation failed (unknown queue or item, invalid queue id or phase, phase conflict,
+     confirmation refused, I/O error); the message on stderr says why
+  2  usage error (unknown command or flag, missing argument, bad number or duration)
+  3  the data directory is in use by another hookspool process
+
+Durations are written like 500ms, 30s, 15m, 2h, 1d or 1h30m.
+Queue ids: 1-128 characters from A-Z a-z 0-9 _ - . starting with a letter or digit.
+Phases: pending, in_flight, done, dead, expired, or a name of your own (1-64 characters from
+a-z 0-9 _ - . starting with a lowercase letter).";
+
+/// The offline hookspool tool: inspect and change the queues of a data directory.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hookspool",
+    version,
+    about = "Inspect and manage the queues of a hookspool data directory",
+    long_about = "Inspect and manage the queues of a hookspool data directory (offline: the \
+                  directory must not be open in another process).\n\n\
+                  Tables are for people; pass --json for output that scripts can parse.",
+    after_help = EXAMPLES,
+    after_long_help = LONG_HELP,
+)]
+pub struct Cli {
+    /// The data directory (created only by `queue create`; other commands refuse a missing
+    /// one).
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKSPOOL_DATA_DIR",
+        default_value = "./hookspool-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Print JSON (one object per line for item lists) instead of tables. Times are
+    /// milliseconds since the Unix epoch.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every queue with its item count and settings.
+    #[command(
+        long_about = "List every queue: id, number of items, creation time (UTC), item TTL and \
+                      retention.",
+        after_help = "Example:\n  hookspool queues\n  hookspool queues --json | jq '.[].id'"
+    )]
+    Queues,
+
+    /// Create, show, update or delete a queue.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+
+    /// Count a queue's items, in every phase or in one.
+    #[command(
+        long_about = "Print how many items a queue holds (from counters: instant even on \
+                      large queues), in every phase or only in --phase.",
+        after_help = "Example:\n  hookspool count orders\n  hookspool count orders --phase dead"
+    )]
+    Count {
+        /// The queue.
+        queue: String,
+        /// Count only this phase.
+        #[arg(long)]
+        phase: Option<String>,
+    },
+
+    /// Show items without removing them.
+    #[command(
+        long_about = "Show a page of a queue's items, oldest first, without changing them: \
+                      key, phase, attempts, creation time, not-before time (`-` when due) and \
+                      a payload preview. With --json, one JSON object per line with every \
+                      field and the whole payload (as JSON if it is JSON, as a string if it is \
+                      other text, as payload_base64 otherwise).",
+        after_help = "Example:\n  hookspool fetch orders --phase dead --limit 5\n  \
+                      hookspool fetch orders --reverse --limit 1 --json\n  \
+                      hookspool fetch orders --key 42"
+    )]
+    Fetch(FetchArgs),
+
+    /// Write every item of a queue as JSON lines.
+    #[command(
+        long_about = "Write every item of a queue to stdout, oldest first, one JSON object per \
+                      line (the format of `fetch --json`). Items are read a page at a time, so \
+                      a queue of any size dumps in constant memory; when stderr is a terminal, \
+                      progress is shown there.",
+        after_help = "Example:\n  hookspool dump orders > orders.jsonl"
+    )]
+    Dump {
+        /// The queue.
+        queue: String,
+    },
+
+    /// Remove every item of a queue (asks first).
+    #[command(
+        long_about = "Remove every item of a queue; the queue and its settings stay. Asks for \
+                      confirmation on the terminal unless --yes is given; when stdin is not a \
+                      terminal and --yes is missing, it refuses and removes nothing.",
+        after_help = "Example:\n  hookspool reset orders\n  hookspool reset orders --yes"
+    )]
+    Reset {
+        /// The queue.
+        queue: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+
+    /// Push one item; prints its key.
+    #[command(
+        long_about = "Push one item into a queue and print the key it was given. The payload \
+                      is --data, or else all of stdin (any bytes; at most 1 MiB).",
+        after_help = "Example:\n  hookspool push orders --data '{\"id\":1}' --meta event=order.paid\n  \
+                      hookspool push orders --delay 30s < payload.json"
+    )]
+    Push {
+        /// The queue.
+        queue: String,
+        /// The payload (default: read stdin to its end).
+        #[arg(long)]
+        data: Option<String>,
+        /// Metadata entry KEY=VALUE (repeatable).
+        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+        meta: Vec<(String, String)>,
+        /// Do not hand the item out before this much time has passed.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        delay: Option<Duration>,
+    },
+
+    /// Delete one item.
+    #[command(
+        long_about = "Delete one item by key, whatever its phase. Fails if there is no such item.",
+        after_help = "Example:\n  hookspool delete orders 42"
+    )]
+    Delete {
+        /// The queue.
+        queue: String,
+        /// The item's key.
+        key: u64,
+    },
+
+    /// Move one item to a phase (optionally only if it is in another given phase).
+    #[command(
+        long_about = "Move one item to PHASE (any phase but in_flight, which only consumers \
+                      enter by claiming). With --if-phase, the move happens only if the item \
+                      is currently in that phase (compare-and-set); otherwise it fails and \
+                      nothing changes. Moving to pending makes the item due now.",
+        after_help = "Example:\n  hookspool set-phase orders 42 needs-review\n  \
+                      hookspool set-phase orders 42 pending --if-phase dead"
+    )]
+    SetPhase {
+        /// The queue.
+        queue: String,
+        /// The item's key.
+        key: u64,
+        /// The phase to move it to.
+        phase: String,
+        /// Only move it if it is in this phase now.
+        #[arg(long, value_name = "PHASE")]
+        if_phase: Option<String>,
+    },
+
+    /// Move dead items back to pending.
+    #[command(
+        long_about = "Move a dead item (KEY), or every dead item (--all), back to pending, due \
+                      now. Replaying a single item that is not dead fails and changes nothing.",
+        after_help = "Example:\n  hookspool replay orders 42\n  hookspool replay orders --all"
+    )]
+    Replay {
+        /// The queue.
+        queue: String,
+        /// The dead item's key.
+        #[arg(required_unless_present = "all")]
+        key: Option<u64>,
+        /// Replay every dead item.
+        #[arg(long, conflicts_with = "key")]
+        all: bool,
+    },
+}
+
+/// What `fetch` selects.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The queue.
+    pub queue: String,
+    /// Only items in this phase.
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Skip this many matching items first.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// At most this many items.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Newest first.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Only the item with this key (whatever its phase).
+    #[arg(long, conflicts_with_all = ["phase", "offset", "reverse"])]
+    pub key: Option<u64>,
+}
+
+/// The queue commands.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Create a queue.
+    #[command(
+        long_about = "Create a queue (and the data directory, if it does not exist yet).\n\n\
+                      --ttl: pending items older than this are never handed out; they move to \
+                      phase `expired`. --retention: what acknowledging an item does: keep it \
+                      in phase `done` (default) or remove it. --secret: the signing secret \
+                      (note that command-line arguments are visible to other local users).",
+        after_help = "Example:\n  hookspool queue create orders --ttl 1d --retention remove \
+                      --meta team=billing"
+    )]
+    Create {
+        /// The queue id.
+        id: String,
+        /// The settings to give it.
+        #[command(flatten)]
+        settings: QueueSettings,
+    },
+
+    /// Show a queue's settings and its item counts by phase.
+    #[command(
+        long_about = "Show a queue's settings (the secret masked) and how many items it has \
+                      in each phase.",
+        after_help = "Example:\n  hookspool queue show orders"
+    )]
+    Show {
+        /// The queue id.
+        id: String,
+    },
+
+    /// Change a queue's settings (items are kept).
+    #[command(
+        long_about = "Change some of a queue's settings; the others, and every item, are kept.",
+        after_help = "Example:\n  hookspool queue update orders --ttl 2h --meta owner=ops\n  \
+                      hookspool queue update orders --no-ttl --no-secret"
+    )]
+    Update {
+        /// The queue id.
+        id: String,
+        /// The settings to give it.
+        #[command(flatten)]
+        settings: QueueSettings,
+        /// Remove the TTL.
+        #[arg(long, conflicts_with = "ttl")]
+        no_ttl: bool,
+        /// Remove the signing secret.
+        #[arg(long, conflicts_with = "secret")]
+        no_secret: bool,
+        /// Remove this metadata key (repeatable).
+        #[arg(long, value_name = "KEY")]
+        remove_meta: Vec<String>,
+    },
+
+    /// Delete a queue and all its items (asks first).
+    #[command(
+        long_about = "Delete a queue and every item in it. Asks for confirmation on the \
+                      terminal unless --yes is given; when stdin is not a terminal and --yes \
+                      is missing, it refuses and deletes nothing.",
+        after_help = "Example:\n  hookspool queue delete orders --yes"
+    )]
+    Delete {
+        /// The queue id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+/// Settings shared by `queue create` and `queue update`.
+#[derive(Debug, Args)]
+pub struct QueueSettings {
+    /// Item TTL, e.g. 15m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Signing secret.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// What acknowledging an item does.
+    #[arg(long, value_enum)]
+    pub retention: Option<RetentionArg>,
+    /// Metadata entry KEY=VALUE (repeatable).
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+    pub meta: Vec<(String, String)>,
+}
+
+/// `--retention` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RetentionArg {
+    /// Keep acknowledged items in phase `done`.
+    Keep,
+    /// Remove acknowledged items.
+    Remove,
+}
+
+impl From<RetentionArg> for hookspool::Retention {
+    fn from(r: RetentionArg) -> Self {
+        match r {
+            RetentionArg::Keep => hookspool::Retention::Keep,
+            RetentionArg::Remove => hookspool::Retention::Remove,
+        }
+    }
+}
+
+/// Parses `KEY=VALUE` (the value may contain `=`; the key may not be empty).
+fn parse_meta(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn meta_parsing() {
+        assert_eq!(parse_meta("a=b"), Ok(("a".into(), "b".into())));
+        assert_eq!(parse_meta("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_meta("a="), Ok(("a".into(), String::new())));
+        assert!(parse_meta("=b").is_err());
+        assert!(parse_meta("ab").is_err());
+    }
+
+    #[test]
+    fn parses_global_flags_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "hookspool",
+            "fetch",
+            "q",
+            "--limit",
+            "5",
+            "--json",
+            "--data-dir",
+            "/d",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.data_dir, PathBuf::from("/d"));
+        let Command::Fetch(f) = cli.command else {
+            panic!("not fetch")
+        };
+        assert_eq!((f.limit, f.offset, f.reverse), (5, 0, false));
+    }
+
+    #[test]
+    fn usage_errors_are_rejected_by_clap() {
+        for args in [
+            &["hookspool", "push", "q", "--delay", "30"][..],
+            &["hookspool", "delete", "q", "not-a-key"],
+            &["hookspool", "delete", "q", "-1"],
+            &["hookspool", "replay", "q"],
+            &["hookspool", "replay", "q", "1", "--all"],
+            &["hookspool", "fetch", "q", "--key", "1", "--phase", "dead"],
+            &[
+                "hookspool",
+                "queue",
+                "create",
+                "q",
+                "--retention",
+                "sometimes",
+            ],
+            &["hookspool", "queue", "create", "q", "--meta", "novalue"],
+        ] {
+            let err = Cli::try_parse_from(args).expect_err(&format!("{args:?}"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The CLI's errors and the process exit code each one maps to.
+
+use std::path::PathBuf;
+
+/// Exit code of a command that succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a command that could not be carried out (unknown queue, bad id or phase,
+/// phase conflict, refused confirmation, I/O error, …).
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a usage error: unknown flag, missing argument, unparsable number or duration.
+/// clap exits with it on its own.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when the data directory is in use by another hookspool process.
+pub const EXIT_LOCKED: u8 = 3;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CliError {
+    /// The engine refused or failed the operation.
+    #[error("{0}")]
+    Store(#[from] hookspool::Error),
+
+    /// Another process (or another handle in this one) has the data directory open.
+    #[error(
+        "data directory {} is in use by another hookspool process; stop that process or \
+         pass another --data-dir",
+        .dir.display()
+    )]
+    Locked {
+        /// The directory, as given on the command line.
+        dir: PathBuf,
+    },
+
+    /// A command that reads was pointed at a data directory that does not exist. It is not
+    /// created, so that a typo in `--data-dir` is not mistaken for an empty store.
+    #[error(
+        "data directory {} does not exist (check --data-dir or HOOKSPOOL_DATA_DIR; \
+         `hookspool queue create` creates it)",
+        .dir.display()
+    )]
+    NoDataDir {
+        /// The directory, as given on the command line.
+        dir: PathBuf,
+    },
+
+    /// A destructive command needs confirmation, and none could be asked for (stdin is not a
+    /// terminal) or the answer was no.
+    #[error("{0}")]
+    NotConfirmed(String),
+
+    /// Bad input caught by the CLI itself (e.g. an empty payload source).
+    #[error("{0}")]
+    Input(String),
+
+    /// Reading stdin or writing stdout/stderr failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error: [`EXIT_LOCKED`] for a locked data directory,
+    /// [`EXIT_FAILED`] otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Locked { .. } | CliError::Store(hookspool::Error::Locked { .. }) => {
+                EXIT_LOCKED
+            }
+            _ => EXIT_FAILED,
+        }
+    }
+
+    /// Whether this is stdout closing under us (`hookspool dump q | head`): not a failure
+    /// worth a message, the reader simply had enough.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_for_locked() {
+        let locked = CliError::Locked {
+            dir: PathBuf::from("/tmp/x"),
+        };
+        assert_eq!(locked.exit_code(), EXIT_LOCKED);
+        let engine_locked = CliError::Store(hookspool::Error::Locked { path: "/x".into() });
+        assert_eq!(engine_locked.exit_code(), EXIT_LOCKED);
+        let other = CliError::Store(hookspool::Error::invalid("nope"));
+        assert_eq!(other.exit_code(), EXIT_FAILED);
+        assert!(locked.to_string().contains("/tmp/x"));
+        assert!(locked.to_string().contains("another hookspool process"));
+    }
+
+    #[test]
+    fn broken_pipe_is_recognised() {
+        let e = CliError::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(e.is_broken_pipe());
+        assert!(!CliError::Input("x".into()).is_broken_pipe());
+    }
+}

@@ -1,0 +1,418 @@
+//! Output formatting: aligned tables for people, JSON objects for scripts, and the payload
+//! rendering both share.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use base64::Engine as _;
+use hookspool::{Item, Lease, Phase, PhaseCounts, QueueConfig, Timestamp};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::duration::format_duration;
+
+/// Longest payload preview in a table, in characters.
+pub const PREVIEW_CHARS: usize = 48;
+
+/// Lifecycle phases, listed first (and always, with zero counts) by `queue show`.
+const LIFECYCLE: [Phase; 5] = [
+    Phase::PENDING,
+    Phase::IN_FLIGHT,
+    Phase::DONE,
+    Phase::DEAD,
+    Phase::EXPIRED,
+];
+
+/// A table of left-aligned columns separated by two spaces.
+#[derive(Debug)]
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: Vec<&'static str>) -> Self {
+        Table {
+            headers,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row (as many cells as headers).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Writes the header and the rows. The last column is not padded, so lines carry no
+    /// trailing spaces.
+    pub fn write(&self, out: &mut dyn Write) -> io::Result<()> {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let header: Vec<String> = self.headers.iter().map(|h| (*h).to_owned()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
+                if i + 1 == row.len() {
+                    line.push_str(cell);
+                } else {
+                    // Writing to a String cannot fail.
+                    let _ = write!(line, "{cell:<width$}  ");
+                }
+            }
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+/// A timestamp as UTC calendar time to the second, e.g. `2023-11-14 22:13:20`.
+pub fn format_timestamp(ts: Timestamp) -> String {
+    let ms = ts.as_millis();
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`, restricted to dates after the epoch, which is all a
+/// `u64` timestamp can express).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift the epoch to 0000-03-01 so that leap days fall at the end of each year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The not-before column: `-` when the item is already due, the time otherwise.
+pub fn format_not_before(not_before: Timestamp, now: Timestamp) -> String {
+    if not_before <= now {
+        "-".to_owned()
+    } else {
+        format_timestamp(not_before)
+    }
+}
+
+/// A queue's TTL for a table: the duration, or `-` for none.
+pub fn format_ttl(config: &QueueConfig) -> String {
+    config.ttl.map_or_else(|| "-".to_owned(), format_duration)
+}
+
+/// A queue's retention setting as its name.
+pub fn retention_name(config: &QueueConfig) -> &'static str {
+    match config.retention {
+        hookspool::Retention::Keep => "keep",
+        hookspool::Retention::Remove => "remove",
+    }
+}
+
+/// A one-line preview of a payload for tables: JSON compacted, text with control characters
+/// escaped, cut to [`PREVIEW_CHARS`] with `…`; binary payloads as `<N bytes, binary>`.
+pub fn payload_preview(payload: &[u8]) -> String {
+    let Ok(text) = std::str::from_utf8(payload) else {
+        return format!("<{} bytes, binary>", payload.len());
+    };
+    let text = match serde_json::from_str::<&RawValue>(text) {
+        Ok(raw) => compact_json(raw.get()),
+        Err(_) => text.to_owned(),
+    };
+    let mut preview = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == PREVIEW_CHARS {
+            preview.push('…');
+            break;
+        }
+        if c.is_control() {
+            preview.extend(c.escape_default());
+        } else {
+            preview.push(c);
+        }
+    }
+    preview
+}
+
+/// Removes the whitespace between the tokens of valid JSON text (never inside strings),
+/// keeping everything else, key order included, exactly as stored.
+fn compact_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A payload in an item's JSON form.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum PayloadJson<'a> {
+    /// The payload is JSON: embedded as is (compacted onto one line).
+    Json(Box<RawValue>),
+    /// The payload is UTF-8 text but not JSON: a JSON string.
+    Text(&'a str),
+}
+
+/// An item as one JSON object (one line of `fetch --json` and `dump`).
+#[derive(Serialize)]
+struct ItemJson<'a> {
+    key: u64,
+    phase: &'a str,
+    attempts: u32,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+    not_before: Timestamp,
+    lease: Option<&'a Lease>,
+    last_error: Option<&'a str>,
+    metadata: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<PayloadJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_base64: Option<String>,
+}
+
+/// Writes an item as one line of JSON.
+///
+/// Times are milliseconds since the Unix epoch. The payload is `payload` holding the JSON
+/// value itself when it parses as JSON, `payload` holding a string when it is other UTF-8
+/// text, and `payload_base64` (standard alphabet, padded) otherwise.
+pub fn write_item_json(out: &mut dyn Write, item: &Item) -> io::Result<()> {
+    let (payload, payload_base64) = match std::str::from_utf8(&item.payload) {
+        Ok(text) => {
+            let json = serde_json::from_str::<&RawValue>(text)
+                .ok()
+                .and_then(|raw| RawValue::from_string(compact_json(raw.get())).ok());
+            (
+                Some(json.map_or(PayloadJson::Text(text), PayloadJson::Json)),
+                None,
+            )
+        }
+        Err(_) => (
+            None,
+            Some(base64::engine::general_purpose::STANDARD.encode(&item.payload)),
+        ),
+    };
+    let line = ItemJson {
+        key: item.key,
+        phase: item.phase.as_str(),
+        attempts: item.attempts,
+        created_at: item.created_at,
+        updated_at: item.updated_at,
+        not_before: item.not_before,
+        lease: item.lease.as_ref(),
+        last_error: item.last_error.as_deref(),
+        metadata: &item.metadata,
+        payload,
+        payload_base64,
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    writeln!(out)
+}
+
+/// Counts for `queue show`: the lifecycle phases first (zero included), then the caller's
+/// own phases by name.
+pub fn phase_rows(counts: &PhaseCounts) -> Vec<(String, u64)> {
+    let mut rows: Vec<(String, u64)> = LIFECYCLE
+        .iter()
+        .map(|p| (p.as_str().to_owned(), counts.get(p)))
+        .collect();
+    for (phase, n) in &counts.0 {
+        if !LIFECYCLE.contains(phase) {
+            rows.push((phase.as_str().to_owned(), *n));
+        }
+    }
+    rows
+}
+
+/// A queue's settings and counts as a JSON object (`queues --json`, `queue show --json`).
+/// The secret is never printed: only whether there is one.
+pub fn queue_json(config: &QueueConfig, counts: &PhaseCounts) -> serde_json::Value {
+    let phases: serde_json::Map<String, serde_json::Value> = phase_rows(counts)
+        .into_iter()
+        .map(|(name, n)| (name, n.into()))
+        .collect();
+    serde_json::json!({
+        "id": config.id.as_str(),
+        "items": counts.total(),
+        "phases": phases,
+        "created_at": config.created_at,
+        "ttl_ms": config.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        "retention": retention_name(config),
+        "has_secret": config.secret.is_some(),
+        "metadata": config.metadata,
+    })
+}
+
+/// A secret for display: `****` when set, `-` when not. No characters of it are shown.
+pub fn mask_secret(config: &QueueConfig) -> &'static str {
+    if config.secret.is_some() { "****" } else { "-" }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
+mod tests {
+    use super::*;
+    use hookspool::{QueueId, Secret};
+
+    fn item(payload: &[u8]) -> Item {
+        Item {
+            key: 7,
+            payload: payload.to_vec(),
+            phase: Phase::new("needs-review").unwrap(),
+            attempts: 2,
+            created_at: Timestamp(1_000),
+            updated_at: Timestamp(2_000),
+            not_before: Timestamp(3_000),
+            lease: None,
+            last_error: Some("boom".into()),
+            metadata: BTreeMap::from([("event".to_owned(), "order.paid".to_owned())]),
+        }
+    }
+
+    fn json_line(item: &Item) -> serde_json::Value {
+        let mut out = Vec::new();
+        write_item_json(&mut out, item).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_utc_calendar_time() {
+        assert_eq!(format_timestamp(Timestamp(0)), "1970-01-01 00:00:00");
+        assert_eq!(
+            format_timestamp(Timestamp(1_700_000_000_123)),
+            "2023-11-14 22:13:20"
+        );
+        // A leap day, and the day after it.
+        assert_eq!(
+            format_timestamp(Timestamp(951_782_400_000)),
+            "2000-02-29 00:00:00"
+        );
+        assert_eq!(
+            format_timestamp(Timestamp(951_868_800_000)),
+            "2000-03-01 00:00:00"
+        );
+        // The far future does not overflow.
+        assert!(format_timestamp(Timestamp(u64::MAX)).len() > 10);
+    }
+
+    #[test]
+    fn json_payload_is_embedded_with_key_order_kept() {
+        let v = json_line(&item(b"{ \"z\": 1,\n \"a\": \"x y\" }"));
+        assert_eq!(v["payload"]["z"], 1);
+        assert_eq!(v["payload"]["a"], "x y");
+        assert!(v.get("payload_base64").is_none());
+        let mut out = Vec::new();
+        write_item_json(&mut out, &item(br#"{"z":1,"a":2}"#)).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(r#""payload":{"z":1,"a":2}"#), "{text}");
+    }
+
+    #[test]
+    fn item_json_has_every_field() {
+        let v = json_line(&item(b"{}"));
+        assert_eq!(v["key"], 7);
+        assert_eq!(v["phase"], "needs-review");
+        assert_eq!(v["attempts"], 2);
+        assert_eq!(v["created_at"], 1_000);
+        assert_eq!(v["updated_at"], 2_000);
+        assert_eq!(v["not_before"], 3_000);
+        assert!(v["lease"].is_null());
+        assert_eq!(v["last_error"], "boom");
+        assert_eq!(v["metadata"]["event"], "order.paid");
+    }
+
+    #[test]
+    fn text_and_binary_payloads() {
+        let v = json_line(&item(b"plain text\nline two"));
+        assert_eq!(v["payload"], "plain text\nline two");
+        let v = json_line(&item(b""));
+        assert_eq!(v["payload"], "");
+        let v = json_line(&item(&[0xff, 0x00, 0x80]));
+        assert!(v.get("payload").is_none());
+        assert_eq!(v["payload_base64"], "/wCA");
+    }
+
+    #[test]
+    fn compact_json_keeps_strings_intact() {
+        assert_eq!(
+            compact_json("{ \"a b\" : \"c \\\" d\" ,\n\t\"e\": [1, 2] }"),
+            "{\"a b\":\"c \\\" d\",\"e\":[1,2]}"
+        );
+    }
+
+    #[test]
+    fn previews_are_short_single_lines() {
+        assert_eq!(payload_preview(b"{ \"a\": 1 }"), r#"{"a":1}"#);
+        assert_eq!(payload_preview(b"a\nb"), "a\\nb");
+        assert_eq!(payload_preview(&[0xff; 10]), "<10 bytes, binary>");
+        let long = payload_preview("é".repeat(100).as_bytes());
+        assert_eq!(long.chars().count(), PREVIEW_CHARS + 1);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn table_aligns_columns_without_trailing_space() {
+        let mut t = Table::new(vec!["KEY", "PHASE", "PAYLOAD"]);
+        t.row(vec!["1".into(), "pending".into(), "x".into()]);
+        t.row(vec!["100".into(), "done".into(), String::new()]);
+        let mut out = Vec::new();
+        t.write(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "KEY  PHASE    PAYLOAD\n1    pending  x\n100  done\n"
+        );
+    }
+
+    #[test]
+    fn queue_json_masks_the_secret_and_lists_lifecycle_phases() {
+        let config = QueueConfig::new(QueueId::new("q").unwrap())
+            .with_secret(Secret::new("whsec_topsecret"))
+            .with_ttl(std::time::Duration::from_mins(1));
+        let mut counts = PhaseCounts::default();
+        counts.add(&Phase::PENDING, 2);
+        counts.add(&Phase::new("review").unwrap(), 1);
+        let v = queue_json(&config, &counts);
+        assert!(!v.to_string().contains("topsecret"));
+        assert_eq!(v["has_secret"], true);
+        assert_eq!(v["items"], 3);
+        assert_eq!(v["ttl_ms"], 60_000);
+        assert_eq!(v["phases"]["pending"], 2);
+        assert_eq!(v["phases"]["dead"], 0);
+        assert_eq!(v["phases"]["review"], 1);
+        assert_eq!(mask_secret(&config), "****");
+    }
+}

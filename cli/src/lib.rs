@@ -1,0 +1,123 @@
+//! The `hookspool` command-line tool as a library: argument types, the commands, and the
+//! process entry point, so that tests drive exactly what the binary runs.
+//!
+//! The tool works offline on a data directory (`--data-dir`, default `./hookspool-data`):
+//! it opens the store itself, so the directory must not be open in another process (that
+//! process holds its lock; the tool then exits with [`EXIT_LOCKED`]).
+//!
+//! Commands: `queues`, `queue create|show|update|delete`, `count`, `fetch`, `dump`, `reset`,
+//! `push`, `delete`, `set-phase`, `replay`. Tables by default, `--json` for scripts.
+//!
+//! Modules: `args` (clap types), `commands` (the commands over any [`hookspool::Backend`]),
+//! `format` (tables and JSON), `duration` (`15m`-style durations), `error` (errors and exit
+//! codes).
+
+mod args;
+mod commands;
+mod duration;
+mod error;
+mod format;
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use hookspool::{Backend, Store};
+
+pub use args::{Cli, Command, FetchArgs, QueueCommand, QueueSettings, RetentionArg};
+pub use commands::{DUMP_PROGRESS_EVERY, Io, run};
+pub use duration::{format_duration, parse_duration};
+pub use error::{CliError, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE};
+
+/// Opens the data directory with `open` and runs the command.
+///
+/// Only `queue create` may create a missing data directory; every other command refuses it
+/// ([`CliError::NoDataDir`]), so that a mistyped `--data-dir` is not read as an empty store.
+/// A directory locked by another process gives [`CliError::Locked`] naming it.
+///
+/// # Errors
+/// See [`CliError`].
+pub async fn execute<B, F>(cli: Cli, io: &mut Io<'_>, open: F) -> Result<(), CliError>
+where
+    B: Backend,
+    F: FnOnce(&Path) -> hookspool::Result<B>,
+{
+    let dir = cli.data_dir;
+    let creates = matches!(cli.command, Command::Queue(QueueCommand::Create { .. }));
+    match std::fs::metadata(&dir) {
+        Ok(meta) if !meta.is_dir() => {
+            return Err(CliError::Input(format!(
+                "data directory {} is not a directory",
+                dir.display()
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !creates => {
+            return Err(CliError::NoDataDir { dir });
+        }
+        // Anything else (exists, or will be created, or unreadable): `open` reports it.
+        _ => {}
+    }
+    tracing::debug!(dir = %dir.display(), "opening data directory");
+    let backend = open(&dir).map_err(|e| match e {
+        hookspool::Error::Locked { .. } => CliError::Locked { dir: dir.clone() },
+        e => CliError::Store(e),
+    })?;
+    let store = Store::new(backend);
+    run(&store, cli.command, cli.json, io).await?;
+    // Under a batched durability setting this is what makes the command's effect durable
+    // before the process exits; under the default it is a no-op.
+    store.sync().await?;
+    Ok(())
+}
+
+/// The whole process after argument parsing: runs [`execute`] on the real stdio in a
+/// single-threaded runtime, prints `error: <message>` on failure, and returns the exit code.
+pub fn main_with<B, F>(cli: Cli, open: F) -> ExitCode
+where
+    B: Backend,
+    F: FnOnce(&Path) -> hookspool::Result<B>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return report(Err(CliError::Io(e))),
+    };
+    let stdin = std::io::stdin();
+    let stderr = std::io::stderr();
+    let mut io_in = stdin.lock();
+    let mut io_err = stderr.lock();
+    // Buffered: `dump` writes a line per item.
+    let mut io_out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut io = Io {
+        stdin_is_terminal: std::io::stdin().is_terminal(),
+        stderr_is_terminal: std::io::stderr().is_terminal(),
+        stdout: &mut io_out,
+        stderr: &mut io_err,
+        stdin: &mut io_in,
+    };
+    // `io` borrows the streams; its last use ends the borrow so they can be flushed.
+    let result = runtime.block_on(execute(cli, &mut io, open));
+    // Flush even after an error, so that what was printed before it is not lost.
+    let flushed = io_out.flush().map_err(CliError::Io);
+    drop(io_err);
+    report(result.and(flushed))
+}
+
+/// Prints the error (if any) as `error: <message>` on stderr and picks the exit code.
+fn report(result: Result<(), CliError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        // The reader of our stdout went away (`| head`): stop quietly.
+        Err(e) if e.is_broken_pipe() => ExitCode::from(EXIT_OK),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
+mod tests;
