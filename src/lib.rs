@@ -44,7 +44,9 @@
 //!
 //! # Features
 //!
-//! - `conformance`: the [`conformance`](crate#features) kit for backend authors.
+//! - `conformance`: the `hookspool::conformance` kit for backend authors: a `Factory` trait,
+//!   one check per property of the [`Backend`] contract, a model-based property test, and the
+//!   `conformance_tests!` macro that runs them all.
 //!
 //! # Modules
 //!

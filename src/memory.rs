@@ -60,6 +60,9 @@ struct QueueState {
     due: BTreeSet<(Timestamp, Key)>,
     /// In-flight items by `(lease.until, key)`: lease expiry.
     leases: BTreeSet<(Timestamp, Key)>,
+    /// Pending items by `(created_at, key)`: TTL expiry. Not the same order as keys when the
+    /// clock has gone backwards between pushes.
+    ages: BTreeSet<(Timestamp, Key)>,
 }
 
 impl QueueState {
@@ -71,6 +74,7 @@ impl QueueState {
             by_phase: BTreeMap::new(),
             due: BTreeSet::new(),
             leases: BTreeSet::new(),
+            ages: BTreeSet::new(),
         }
     }
 
@@ -81,6 +85,7 @@ impl QueueState {
             .insert(item.key);
         if item.phase == Phase::PENDING {
             self.due.insert((item.not_before, item.key));
+            self.ages.insert((item.created_at, item.key));
         }
         if let Some(lease) = &item.lease {
             self.leases.insert((lease.until, item.key));
@@ -97,6 +102,7 @@ impl QueueState {
             }
         }
         self.due.remove(&(item.not_before, key));
+        self.ages.remove(&(item.created_at, key));
         if let Some(lease) = &item.lease {
             self.leases.remove(&(lease.until, key));
         }
@@ -154,21 +160,16 @@ impl QueueState {
                 report.released += 1;
             }
         }
-        if let Some(ttl) = self.config.ttl {
-            // Pending keys in key order are in push order, so the expired ones are a prefix
-            // (with a clock that does not go backwards).
-            let mut old = Vec::new();
-            if let Some(pending) = self.by_phase.get(&Phase::PENDING) {
-                for key in pending {
-                    let Some(item) = self.items.get(key) else {
-                        break;
-                    };
-                    if item.created_at.saturating_add(ttl) > now {
-                        break;
-                    }
-                    old.push(*key);
-                }
-            }
+        if let Some(cutoff) = self.config.ttl.and_then(|ttl| {
+            now.as_millis()
+                .checked_sub(ttl.as_millis().try_into().ok()?)
+        }) {
+            // Pending items created at or before `now - ttl` are past their TTL.
+            let old: Vec<Key> = self
+                .ages
+                .range(..=(Timestamp(cutoff), Key::MAX))
+                .map(|(_, k)| *k)
+                .collect();
             for key in old {
                 if let Some(mut item) = self.remove(key) {
                     item.phase = Phase::EXPIRED;
@@ -274,6 +275,7 @@ impl Backend for MemoryBackend {
             q.by_phase.clear();
             q.due.clear();
             q.leases.clear();
+            q.ages.clear();
             Ok(n)
         })
     }

@@ -1085,26 +1085,13 @@ pub fn cases() -> u32 {
         .unwrap_or(DEFAULT_CASES)
 }
 
-/// Runs [`run_ops`] on [`cases`] random op sequences whose clock only moves forward,
-/// shrinking a failure to a minimal sequence. Synchronous: it builds a runtime per case.
-///
-/// The clock never goes backwards here so that this test is deterministic in what it can
-/// find; [`model_based_with_rewinds`] adds backward jumps (see its docs for why it is
-/// separate).
+/// Runs [`run_ops`] on [`cases`] random op sequences, shrinking a failure to a minimal
+/// sequence. The clock mostly moves forward and sometimes jumps back, since the contract says
+/// backends must accept time going backwards. Synchronous: it builds a runtime per case.
 ///
 /// # Panics
 /// With the minimal failing op sequence and the divergence it shows.
 pub fn model_based<F: Factory>(factory: &F) {
-    run_model(factory, false);
-}
-
-/// As [`model_based`], with clock moves that also go backwards. Not part of
-/// [`conformance_tests!`](crate::conformance_tests) yet: the memory backend's TTL sweep assumes
-/// `created_at` grows with the key, so an item pushed after the clock went back can be handed
-/// out past its TTL (pinned deterministically by
-/// [`ttl_holds_when_the_clock_goes_backwards`](super::ttl_holds_when_the_clock_goes_backwards));
-/// here it would show up only in some runs, which makes a flaky test.
-pub fn model_based_with_rewinds<F: Factory>(factory: &F) {
     run_model(factory, true);
 }
 

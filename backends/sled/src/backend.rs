@@ -15,8 +15,8 @@ use hookspool::{
 };
 
 use crate::durable::{Syncer, Ticker, io_error, sync_dir};
-use crate::keys::{self, CONFIG, COUNT, DUE, ITEM, ITEM_TAGS, LEASE, NEXT_KEY};
-use crate::tx::{self, Tx, prefix_range, sled_error};
+use crate::keys::{self, AGE, CONFIG, COUNT, DUE, ITEM, ITEM_TAGS, LEASE, NEXT_KEY};
+use crate::tx::{self, Tx, sled_error};
 
 /// Name of the lock file in the data directory.
 pub const LOCK_FILE: &str = "hookspool.lock";
@@ -183,9 +183,7 @@ impl SledBackend {
         syncer.sync_opened(&dir)?;
         let ticker = match options.durability {
             Durability::Immediate => None,
-            Durability::Batched { interval } => {
-                Some(Ticker::start(Arc::clone(&syncer), interval)?)
-            }
+            Durability::Batched { interval } => Some(Ticker::start(Arc::clone(&syncer), interval)?),
         };
         Ok(SledBackend {
             inner: Arc::new(Inner {
@@ -208,6 +206,14 @@ impl SledBackend {
     /// The options the store was opened with.
     pub fn options(&self) -> &SledOptions {
         &self.inner.options
+    }
+
+    /// Whether some write that has been applied is not yet known to be on the device.
+    ///
+    /// Under [`Durability::Batched`] this is what a power loss could take away right now;
+    /// under [`Durability::Immediate`] it is true only while a call is waiting for its sync.
+    pub fn has_unsynced_writes(&self) -> bool {
+        self.inner.syncer.dirty()
     }
 
     /// Runs a read-only operation on a blocking thread, seeing a state between writes.
@@ -267,9 +273,7 @@ impl SledBackend {
 }
 
 /// Runs blocking work off the async runtime's threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::backend("sled", e))?
@@ -281,9 +285,7 @@ fn open_sled(config: &sled::Config, dir: &Path) -> Result<sled::Db> {
     loop {
         match config.open() {
             Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") =>
-            {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if Instant::now() >= deadline {
                     return Err(Error::Locked {
                         path: dir.display().to_string(),
@@ -388,8 +390,7 @@ fn select_page(tx: &Tx<'_>, queue: &QueueId, page: &Page) -> Result<Vec<Item>> {
         (Some(after), true) => (first, Bound::Excluded(keys::with_u64(prefix, after))),
     };
     let iter = tx.tree().range(range);
-    let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if page.reverse
-    {
+    let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if page.reverse {
         Box::new(iter.rev())
     } else {
         Box::new(iter)
@@ -448,9 +449,15 @@ fn time_range(tag: u8, queue: &QueueId, until: Timestamp) -> tx::Range {
     )
 }
 
-/// Expired leases back to pending, then pending items past the TTL to `expired`. Reads
-/// only the expired part of the lease index and the expired head of the pending index.
-fn sweep(tx: &mut Tx<'_>, queue: &QueueId, config: &QueueConfig, now: Timestamp) -> Result<SweepReport> {
+/// Expired leases back to pending, then pending items past the TTL to `expired` (in that
+/// order, so a released item past its TTL expires in the same sweep). Reads only the
+/// expired parts of the lease and age indexes.
+fn sweep(
+    tx: &mut Tx<'_>,
+    queue: &QueueId,
+    config: &QueueConfig,
+    now: Timestamp,
+) -> Result<SweepReport> {
     let mut report = SweepReport::default();
 
     let leases = tx
@@ -474,26 +481,33 @@ fn sweep(tx: &mut Tx<'_>, queue: &QueueId, config: &QueueConfig, now: Timestamp)
     }
 
     if let Some(ttl) = config.ttl {
-        // Pending items in key order are in push order, so the expired ones are a prefix
-        // (with a clock that does not go backwards); stop at the first one still alive.
-        let mut old = Vec::new();
-        for k in tx.keys(prefix_range(&keys::phase_prefix(queue, &Phase::PENDING))) {
-            let k = k?;
-            let key = keys::trailing_key(&k).ok_or_else(|| {
-                Error::corrupted(format!("queue `{queue}`: malformed index key"))
-            })?;
-            let item = tx.indexed_item(queue, key, "phase")?;
-            if item.created_at.saturating_add(ttl) > now {
-                break;
+        // `created_at + ttl <= now` (saturating, as `Timestamp::saturating_add`) holds
+        // exactly for `created_at <= now - ttl`, or for every item when `now` is the end
+        // of time. The age index yields exactly those items, in any clock history.
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let newest = if now.as_millis() == u64::MAX {
+            Some(u64::MAX)
+        } else {
+            now.as_millis().checked_sub(ttl)
+        };
+        if let Some(newest) = newest {
+            let old = tx
+                .keys(time_range(AGE, queue, Timestamp::from_millis(newest)))
+                .map(|k| k.and_then(|k| time_and_key(queue, &k)))
+                .collect::<Result<Vec<_>>>()?;
+            for (created_at, key) in old {
+                let mut item = tx.indexed_item(queue, key, "age")?;
+                if item.phase != Phase::PENDING || item.created_at != created_at {
+                    return Err(Error::corrupted(format!(
+                        "queue `{queue}`: the age index disagrees with item {key}"
+                    )));
+                }
+                tx.remove_item(queue, &item)?;
+                item.phase = Phase::EXPIRED;
+                item.updated_at = now;
+                tx.insert_item(queue, &item)?;
+                report.expired += 1;
             }
-            old.push(item);
-        }
-        for mut item in old {
-            tx.remove_item(queue, &item)?;
-            item.phase = Phase::EXPIRED;
-            item.updated_at = now;
-            tx.insert_item(queue, &item)?;
-            report.expired += 1;
         }
     }
     Ok(report)

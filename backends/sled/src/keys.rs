@@ -21,11 +21,15 @@ pub(crate) const PHASE: u8 = b'p';
 pub(crate) const DUE: u8 = b'd';
 /// Tag of the lease index of in-flight items: `l | id | lease.until | key` → empty.
 pub(crate) const LEASE: u8 = b'l';
+/// Tag of the age index of pending items: `e | id | created_at | key` → empty. It finds
+/// the items past a queue's TTL directly, even when the clock went backwards and older
+/// items sit behind younger ones in key order.
+pub(crate) const AGE: u8 = b'e';
 /// Tag of a phase counter: `c | id | phase` → u64 BE.
 pub(crate) const COUNT: u8 = b'c';
 
 /// Every tag whose entries belong to a queue's items (what `reset` removes).
-pub(crate) const ITEM_TAGS: [u8; 5] = [ITEM, PHASE, DUE, LEASE, COUNT];
+pub(crate) const ITEM_TAGS: [u8; 6] = [ITEM, PHASE, DUE, AGE, LEASE, COUNT];
 
 /// `tag | len(id) | id`: the prefix of every entry of one kind for one queue.
 ///
@@ -68,6 +72,14 @@ pub(crate) fn phase_key(queue: &QueueId, phase: &Phase, key: Key) -> Vec<u8> {
 pub(crate) fn due_key(queue: &QueueId, not_before: Timestamp, key: Key) -> Vec<u8> {
     with_u64(
         with_u64(queue_prefix(DUE, queue), not_before.as_millis()),
+        key,
+    )
+}
+
+/// `e | id | created_at | key`.
+pub(crate) fn age_key(queue: &QueueId, created_at: Timestamp, key: Key) -> Vec<u8> {
+    with_u64(
+        with_u64(queue_prefix(AGE, queue), created_at.as_millis()),
         key,
     )
 }

@@ -101,6 +101,7 @@
 //! | `i` id key                            | item (record)                           |
 //! | `p` id phase key                      | empty: phase index (paging, reset)      |
 //! | `d` id not_before key                 | empty: pending items in claim order     |
+//! | `e` id created_at key                 | empty: pending items by age (TTL)       |
 //! | `l` id lease_until key                | empty: in-flight items by lease expiry  |
 //! | `c` id phase                          | item count of the phase (u64), if > 0   |
 //!

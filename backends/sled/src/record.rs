@@ -33,6 +33,11 @@ fn config() -> impl bincode::config::Config {
 /// Encodes a value as a record, or says why it cannot be.
 fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, String> {
     let body = bincode::serde::encode_to_vec(value, config()).map_err(|e| e.to_string())?;
+    frame(&body)
+}
+
+/// Puts the header in front of a body, refusing one the decoder would not accept.
+fn frame(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
     if body.len() > MAX_RECORD_BODY {
         return Err(format!(
             "record body of {} bytes is over the sled backend's limit of {MAX_RECORD_BODY} bytes",
@@ -41,8 +46,8 @@ fn encode<T: Serialize>(value: &T) -> std::result::Result<Vec<u8>, String> {
     }
     let mut out = Vec::with_capacity(RECORD_HEADER_LEN + body.len());
     out.push(FORMAT_VERSION);
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    out.extend_from_slice(body);
     Ok(out)
 }
 
@@ -232,13 +237,12 @@ mod tests {
     }
 
     #[test]
-    fn oversized_item_is_refused_before_it_is_stored() {
-        let mut big = item();
-        big.payload = vec![7; MAX_RECORD_BODY + 1];
-        assert!(matches!(
-            encode_item_checked(&big),
-            Err(Error::InvalidInput(_))
-        ));
-        assert_corrupted(decode_item(&encode_item(&big)));
+    fn oversized_body_is_refused_before_it_is_stored() {
+        // `frame` is the size check of every encoder; a zeroed buffer keeps this test fast.
+        let big = vec![0; MAX_RECORD_BODY + 1];
+        assert!(frame(&big).is_err());
+        assert!(frame(&big[..MAX_RECORD_BODY]).is_ok());
+        // What `encode_item` falls back to on such an error is rejected by the decoder.
+        assert_corrupted(decode_item(&[FORMAT_VERSION, 0, 0, 0, 0]));
     }
 }

@@ -102,9 +102,8 @@ impl<'a> Tx<'a> {
         let Some(bytes) = self.get(&keys::queue_prefix(CONFIG, queue))? else {
             return Ok(None);
         };
-        let config = record::decode_config(&bytes).map_err(|reason| {
-            Error::corrupted(format!("settings of queue `{queue}`: {reason}"))
-        })?;
+        let config = record::decode_config(&bytes)
+            .map_err(|reason| Error::corrupted(format!("settings of queue `{queue}`: {reason}")))?;
         if config.id != *queue {
             return Err(Error::corrupted(format!(
                 "settings stored under queue `{queue}` name queue `{}`",
@@ -167,6 +166,7 @@ impl<'a> Tx<'a> {
         self.put(keys::phase_key(queue, &item.phase, item.key), Vec::new());
         if item.phase == Phase::PENDING {
             self.put(keys::due_key(queue, item.not_before, item.key), Vec::new());
+            self.put(keys::age_key(queue, item.created_at, item.key), Vec::new());
         }
         if let Some(lease) = &item.lease {
             self.put(keys::lease_key(queue, lease.until, item.key), Vec::new());
@@ -180,6 +180,7 @@ impl<'a> Tx<'a> {
         self.del(keys::phase_key(queue, &item.phase, item.key));
         if item.phase == Phase::PENDING {
             self.del(keys::due_key(queue, item.not_before, item.key));
+            self.del(keys::age_key(queue, item.created_at, item.key));
         }
         if let Some(lease) = &item.lease {
             self.del(keys::lease_key(queue, lease.until, item.key));

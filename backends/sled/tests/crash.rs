@@ -26,12 +26,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hookspool::{
     Error, Item, Key, ManualClock, NewItem, Phase, QueueConfig, QueueId, Store, Timestamp,
 };
-use hookspool_sled::SledBackend;
+use hookspool_sled::{Durability, SledBackend, SledOptions};
 
 /// Set (to the working directory) only in the child process.
 const CHILD_DIR_ENV: &str = "HOOKSPOOL_CRASH_CHILD_DIR";
 /// The child's own random seed, chosen by the parent so a run can be replayed.
 const CHILD_SEED_ENV: &str = "HOOKSPOOL_CRASH_CHILD_SEED";
+/// The durability the child opens the store with: `immediate` or `batched`.
+const CHILD_MODE_ENV: &str = "HOOKSPOOL_CRASH_CHILD_MODE";
+/// The batched mode's sync interval: long, so that most kills land between syncs and only
+/// "the write reached the OS" protects what returned.
+const BATCH_INTERVAL: Duration = Duration::from_secs(1);
 const ROUNDS_ENV: &str = "HOOKSPOOL_CRASH_ROUNDS";
 const SEED_ENV: &str = "HOOKSPOOL_CRASH_SEED";
 /// The name of the test the child runs (`--exact` needs the full test path).
@@ -55,12 +60,21 @@ fn crash_child() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
-    runtime().block_on(child_work(&PathBuf::from(dir), seed));
+    let durability = match std::env::var(CHILD_MODE_ENV).as_deref() {
+        Ok("batched") => Durability::Batched {
+            interval: BATCH_INTERVAL,
+        },
+        _ => Durability::Immediate,
+    };
+    runtime().block_on(child_work(&PathBuf::from(dir), seed, durability));
 }
 
-async fn child_work(dir: &Path, seed: u64) {
+async fn child_work(dir: &Path, seed: u64, durability: Durability) {
     let mut journal = Journal::open(&dir.join("journal"));
-    let store = Store::new(SledBackend::open(dir.join("store")).expect("child opens the store"));
+    let options = SledOptions::default().with_durability(durability);
+    let backend =
+        SledBackend::open_with(dir.join("store"), options).expect("child opens the store");
+    let store = Store::new(backend);
     let queue = queue_id();
     match store.create_queue(QueueConfig::new(queue.clone())).await {
         Ok(_) | Err(Error::QueueExists(_)) => {}
@@ -167,9 +181,22 @@ impl Journal {
 // ---- the parent ------------------------------------------------------------------------------
 
 /// Pushes, claims and acks survive SIGKILL at random moments, round after round on the same
-/// directory.
+/// directory, under the default durability ([`Durability::Immediate`]).
 #[test]
 fn sled_survives_sigkill_at_random_moments() {
+    crash_rounds("immediate");
+}
+
+/// The same under [`Durability::Batched`]: its contract also promises that a returned call
+/// survives a process crash (the write reached the OS), only power loss may take the last
+/// interval.
+#[test]
+fn sled_batched_survives_sigkill_at_random_moments() {
+    crash_rounds("batched");
+}
+
+/// Runs the kill-and-check rounds with the child opening the store in `mode`.
+fn crash_rounds(mode: &str) {
     let rounds: u32 = std::env::var(ROUNDS_ENV)
         .ok()
         .and_then(|s| s.parse().ok())
@@ -178,7 +205,9 @@ fn sled_survives_sigkill_at_random_moments() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(seed_from_time_and_pid);
-    eprintln!("crash test: {rounds} rounds, seed {seed} (set {SEED_ENV}={seed} to replay)");
+    eprintln!(
+        "crash test ({mode}): {rounds} rounds, seed {seed} (set {SEED_ENV}={seed} to replay)"
+    );
 
     let root = tempfile::tempdir().expect("tempdir");
     let journal_path = root.path().join("journal");
@@ -190,7 +219,7 @@ fn sled_survives_sigkill_at_random_moments() {
 
     for round in 0..rounds {
         let journal_len = fs::metadata(&journal_path).map_or(0, |m| m.len());
-        let mut child = spawn_child(root.path(), rng.next(), &stderr_path);
+        let mut child = spawn_child(root.path(), mode, rng.next(), &stderr_path);
         // One round in five kills early, possibly while the child is still opening (and
         // recovering) the store; the others wait for it to be at work first.
         let delay = if rng.below(5) == 0 {
@@ -215,7 +244,7 @@ fn sled_survives_sigkill_at_random_moments() {
     }
 
     eprintln!(
-        "crash test: {rounds} rounds in {:?}; {} items stored; journaled: {} pushed, {} claims, \
+        "crash test ({mode}): {rounds} rounds in {:?}; {} items stored; journaled: {} pushed, {} claims, \
          {} acked, {} nacked; {} open leases returned to pending across the checks",
         started.elapsed(),
         totals.items,
@@ -360,7 +389,7 @@ async fn check_leases_return(
 ) -> Vec<Item> {
     let queue = queue_id();
     let open_leases = before.iter().filter(|i| i.lease.is_some()).count() as u64;
-    clock.set(Timestamp::now().saturating_add(Duration::from_secs(365 * 24 * 3600)));
+    clock.set(Timestamp::now().saturating_add(Duration::from_hours(365 * 24)));
     let report = store.sweep(&queue).await.expect("sweep");
     assert_eq!(report.released, open_leases, "{ctx}: sweep released");
     assert_eq!(report.expired, 0, "{ctx}: no TTL, nothing expires");
@@ -468,13 +497,14 @@ impl Drop for ChildGuard {
     }
 }
 
-fn spawn_child(dir: &Path, seed: u64, stderr_path: &Path) -> ChildGuard {
+fn spawn_child(dir: &Path, mode: &str, seed: u64, stderr_path: &Path) -> ChildGuard {
     let exe = std::env::current_exe().expect("current_exe");
     let stderr = File::create(stderr_path).expect("child stderr file");
     let child = Command::new(exe)
         .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir)
         .env(CHILD_SEED_ENV, seed.to_string())
+        .env(CHILD_MODE_ENV, mode)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
