@@ -43,8 +43,11 @@ fn parent() -> BenchResult<()> {
         &settings,
         &fs_desc,
         &[
-            ("HOOKSPOOL_BENCH_N (batched, memory)", n),
-            ("HOOKSPOOL_BENCH_N_DURABLE (durable per call)", n_durable),
+            ("HOOKSPOOL_BENCH_N (batches, memory)", n),
+            (
+                "HOOKSPOOL_BENCH_N_DURABLE (sled: one ack per call)",
+                n_durable,
+            ),
         ],
     );
 
@@ -54,7 +57,7 @@ fn parent() -> BenchResult<()> {
     ];
     for mode in Mode::ALL {
         let id = format!("{CLAIM_ACK} {}", mode.name());
-        let n = if mode.durable_per_call() {
+        let n = if mode.waits_for_disk_per_call() {
             n_durable
         } else {
             n

@@ -80,13 +80,13 @@ fn parent() -> BenchResult<()> {
         &settings,
         &fs_desc,
         &[
-            ("HOOKSPOOL_BENCH_N (batched, memory)", n),
+            ("HOOKSPOOL_BENCH_N (batches, memory)", n),
             (
-                "HOOKSPOOL_BENCH_N_DURABLE (1 producer, durable per call)",
+                "HOOKSPOOL_BENCH_N_DURABLE (1 producer, sled per call)",
                 n_durable,
             ),
             (
-                "HOOKSPOOL_BENCH_N_GROUP (64 producers, durable per call)",
+                "HOOKSPOOL_BENCH_N_GROUP (64 producers, sled per call)",
                 n_group,
             ),
         ],
@@ -100,7 +100,7 @@ fn parent() -> BenchResult<()> {
     ];
     for mode in Mode::ALL {
         for (case, ..) in SHAPES {
-            let n = match (case, mode.durable_per_call()) {
+            let n = match (case, mode.waits_for_disk_per_call()) {
                 ("push-1", true) => n_durable,
                 ("push-64", true) => n_group,
                 _ => n,

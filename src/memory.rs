@@ -160,11 +160,17 @@ impl QueueState {
                 report.released += 1;
             }
         }
-        if let Some(cutoff) = self.config.ttl.and_then(|ttl| {
-            now.as_millis()
-                .checked_sub(ttl.as_millis().try_into().ok()?)
-        }) {
-            // Pending items created at or before `now - ttl` are past their TTL.
+        // `created_at + ttl <= now` (saturating, as `Timestamp::saturating_add`) holds exactly
+        // for `created_at <= now - ttl`, or for every item at the end of time.
+        let cutoff = self.config.ttl.and_then(|ttl| {
+            let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            if now.as_millis() == u64::MAX {
+                Some(u64::MAX)
+            } else {
+                now.as_millis().checked_sub(ttl)
+            }
+        });
+        if let Some(cutoff) = cutoff {
             let old: Vec<Key> = self
                 .ages
                 .range(..=(Timestamp(cutoff), Key::MAX))

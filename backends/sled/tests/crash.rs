@@ -278,13 +278,22 @@ struct Checked {
 
 /// Reopens (a copy of) the store after a kill and checks every invariant against the journal.
 async fn check_after_crash(root: &Path, round: u32, journal: &JournalState) -> Checked {
+    let ctx = format!("round {round}");
+    let original = root.join("store");
+    if !original.exists() {
+        // Killed before the first child got to create the store: nothing can be journaled.
+        assert_eq!(journal.opens, 0, "{ctx}: the store directory is gone");
+        return Checked {
+            items: 0,
+            released: 0,
+        };
+    }
     let copy = root.join(format!("check-{round}"));
-    copy_dir(&root.join("store"), &copy);
+    copy_dir(&original, &copy);
     let clock = ManualClock::new(Timestamp::now());
     let store = Store::new(SledBackend::open(&copy).expect("reopen after the kill"))
         .with_clock(clock.clone());
     let queue = queue_id();
-    let ctx = format!("round {round}");
 
     let checked = if store.queue(&queue).await.expect("get queue").is_none() {
         // Killed before the first child created the queue: then nothing can be journaled.

@@ -364,3 +364,42 @@ async fn failed_background_sync_poisons_batched_mode() {
     let b = SledBackend::open(dir).unwrap();
     assert_eq!(payloads(&b).await, vec![vec![0]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_cursors_at_the_ends_of_the_key_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = with_items(tmp.path(), SledOptions::default(), 3).await;
+    let page = |p: Page| {
+        let b = b.clone();
+        async move {
+            b.fetch(&qid("q"), &Selector::Page(p))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.key)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        page(Page::first(10).after(u64::MAX)).await,
+        Vec::<u64>::new()
+    );
+    assert_eq!(page(Page::first(10).after(0)).await, vec![1, 2, 3]);
+    assert_eq!(
+        page(Page::first(10).after(0).reverse()).await,
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        page(Page::first(10).after(u64::MAX).reverse()).await,
+        vec![3, 2, 1]
+    );
+    assert_eq!(page(Page::first(0)).await, Vec::<u64>::new());
+    assert_eq!(
+        page(Page::first(10).offset(usize::MAX)).await,
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        page(Page::first(10).phase(Phase::DONE)).await,
+        Vec::<u64>::new()
+    );
+}
