@@ -15,8 +15,8 @@ use std::time::Instant;
 use hookspool::{Phase, Retention};
 
 use common::backends::{Mode, create_queue, fill, runtime};
-use common::raw;
-use common::table::{Table, disk, median, micros, rate, ratio_to, rss_mib, spread};
+use common::raw::{self, percentile_us};
+use common::table::{Table, disk, median, micros, p50_ratio_to, rate, ratio_to, rss_mib, spread};
 use common::{
     BATCH, BenchResult, ChildArgs, Metrics, Samples, Settings, child_main, data_root, print_footer,
     print_header, record_disk, run_case, scratch,
@@ -106,17 +106,13 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
         (RAW_PER_RECORD, "write + fdatasync per record"),
         (RAW_PER_BATCH, "write per record, fdatasync per 1024"),
     ] {
-        let lat = match (samples.get(id, "p50_us"), samples.get(id, "p99_us")) {
-            (Some(a), Some(b)) => format!("{} / {}", micros(a.median), micros(b.median)),
-            _ => "-".into(),
-        };
         let n = plan.iter().find(|p| p.0 == id).map_or(0, |p| p.3);
         t.row(vec![
             what.into(),
             n.to_string(),
             median(samples.get(id, "ops_per_s"), rate),
             spread(samples.get(id, "us_per_op"), micros),
-            lat,
+            latency(samples, id),
             rss_mib(samples, id),
         ]);
     }
@@ -131,6 +127,8 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
             "µs/item median (min..max)",
             "ratio to fdatasync per record",
             "ratio to fdatasync per 1024",
+            "ack p50 / p99 µs",
+            "ack p50 ratio to fdatasync p50",
             "peak RSS MiB",
             "disk after MB (apparent / alloc)",
         ],
@@ -144,6 +142,8 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
             spread(samples.get(id, "us_per_op"), micros),
             ratio_to(samples, id, RAW_PER_RECORD),
             ratio_to(samples, id, RAW_PER_BATCH),
+            latency(samples, id),
+            p50_ratio_to(samples, id, RAW_PER_RECORD),
             rss_mib(samples, id),
             disk(samples, id, "disk"),
         ]);
@@ -152,8 +152,17 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
     println!(
         "An item is one claim share plus one ack call (each ack is its own durable write in \
          sled Immediate); a batched mode's time includes its final sync(). Ratio = items/s ÷ \
-         the raw baseline's records/s. The peak RSS includes the untimed pre-fill.\n"
+         the raw baseline's records/s; the p50 ratio compares one ack call with one \
+         write + fdatasync (robust to stalls caused by other processes). The peak RSS includes the untimed pre-fill.\n"
     );
+}
+
+/// `p50 / p99` µs, medians over the runs.
+fn latency(samples: &Samples, id: &str) -> String {
+    match (samples.get(id, "p50_us"), samples.get(id, "p99_us")) {
+        (Some(a), Some(b)) => format!("{} / {}", micros(a.median), micros(b.median)),
+        _ => "-".into(),
+    }
 }
 
 fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
@@ -175,6 +184,7 @@ async fn claim_ack(mode: Mode, dir: &Path, n: usize) -> BenchResult<Metrics> {
     let queue = create_queue(&store, Retention::Keep).await?;
     fill(&store, &queue, n).await?;
 
+    let mut ack_lat = Vec::with_capacity(n);
     let start = Instant::now();
     let mut done = 0;
     while done < n {
@@ -183,7 +193,9 @@ async fn claim_ack(mode: Mode, dir: &Path, n: usize) -> BenchResult<Metrics> {
             return Err(format!("claim found nothing after {done} of {n} items").into());
         }
         for item in &items {
+            let t = Instant::now();
             store.ack(&queue, item.key).await?;
+            ack_lat.push(t.elapsed());
         }
         done += items.len();
     }
@@ -195,7 +207,12 @@ async fn claim_ack(mode: Mode, dir: &Path, n: usize) -> BenchResult<Metrics> {
     if acked != n as u64 {
         return Err(format!("acked {n} items but {acked} are done").into());
     }
-    let mut m = Metrics::from([("ops".into(), n as f64), ("secs".into(), secs)]);
+    let mut m = Metrics::from([
+        ("ops".into(), n as f64),
+        ("secs".into(), secs),
+        ("p50_us".into(), percentile_us(&mut ack_lat, 50)),
+        ("p99_us".into(), percentile_us(&mut ack_lat, 99)),
+    ]);
     if mode.on_disk() {
         drop(store);
         record_disk(&mut m, "disk", dir)?;

@@ -103,14 +103,18 @@ pub fn median(s: Option<Summary>, fmt: fn(f64) -> String) -> String {
     s.map_or_else(|| "-".into(), |s| fmt(s.median))
 }
 
-/// `ratio×`, two significant decimals.
+/// `ratio×`, with enough decimals to show small ratios.
 pub fn ratio(x: f64) -> String {
     if !x.is_finite() {
         "-".into()
     } else if x >= 10.0 {
         format!("{x:.1}×")
-    } else {
+    } else if x >= 1.0 {
         format!("{x:.2}×")
+    } else if x >= 0.01 {
+        format!("{x:.3}×")
+    } else {
+        format!("{x:.4}×")
     }
 }
 
@@ -121,6 +125,16 @@ pub fn ratio_to(samples: &Samples, case: &str, baseline: &str) -> String {
         samples.get(baseline, "ops_per_s"),
     ) {
         (Some(a), Some(b)) if b.median > 0.0 => ratio(a.median / b.median),
+        _ => "-".into(),
+    }
+}
+
+/// The ratio of the median p50 call latency of `baseline` to that of `case` (>1: `case`'s
+/// typical call is faster). Unlike the throughput ratio, a few stalls caused by other
+/// processes sharing the disk barely move it.
+pub fn p50_ratio_to(samples: &Samples, case: &str, baseline: &str) -> String {
+    match (samples.get(case, "p50_us"), samples.get(baseline, "p50_us")) {
+        (Some(a), Some(b)) if a.median > 0.0 => ratio(b.median / a.median),
         _ => "-".into(),
     }
 }
