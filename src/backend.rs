@@ -4,7 +4,7 @@ use std::future::Future;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Action, Claim, Item, Key, NewItem, Phase, PhaseCounts, QueueConfig, QueueId, Selector,
+    Action, Claim, Item, Key, Move, NewItem, Phase, PhaseCounts, QueueConfig, QueueId, Selector,
     SweepReport, Timestamp, Transition,
 };
 
@@ -167,8 +167,8 @@ pub fn check_expect(item: &Item, transition: &Transition) -> Result<()> {
             actual: item.phase.clone(),
         });
     }
-    if let Action::Move { phase, .. } = &transition.action
-        && *phase == Phase::IN_FLIGHT
+    if let Action::Move(m) = &transition.action
+        && m.phase == Phase::IN_FLIGHT
     {
         return Err(Error::invalid(
             "items enter `in_flight` only through claim, which gives them a lease",
@@ -177,22 +177,21 @@ pub fn check_expect(item: &Item, transition: &Transition) -> Result<()> {
     Ok(())
 }
 
-/// Applies an [`Action::Move`] to an item as the contract describes: the lease is dropped,
-/// `not_before` is set on entering `pending`, `error` replaces `last_error` when given.
-pub fn apply_move(
-    item: &mut Item,
-    phase: Phase,
-    not_before: Option<Timestamp>,
-    error: Option<String>,
-    now: Timestamp,
-) {
-    if phase == Phase::PENDING {
-        item.not_before = not_before.unwrap_or(now);
+/// Applies a [`Move`] to an item as the contract describes: the lease is dropped,
+/// `not_before` is set on entering `pending`, `error` replaces `last_error` and `metadata`
+/// replaces the metadata when given, `updated_at = now`. For backend authors: `update`
+/// implementations call it after [`check_expect`].
+pub fn apply_move(item: &mut Item, m: Move, now: Timestamp) {
+    if m.phase == Phase::PENDING {
+        item.not_before = m.not_before.unwrap_or(now);
     }
-    item.phase = phase;
+    item.phase = m.phase;
     item.lease = None;
-    if error.is_some() {
-        item.last_error = error;
+    if m.error.is_some() {
+        item.last_error = m.error;
+    }
+    if let Some(metadata) = m.metadata {
+        item.metadata = metadata;
     }
     item.updated_at = now;
 }

@@ -160,6 +160,7 @@ macro_rules! conformance_tests {
             count_matches_contents_after_every_change
             reset_removes_items_and_keeps_the_key_counter
             update_moves_to_custom_phase_and_back
+            update_replaces_metadata_when_given
             update_compare_and_set_conflict_changes_nothing
             update_into_in_flight_is_refused
             update_missing_item_is_item_not_found

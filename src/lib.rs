@@ -65,8 +65,8 @@ pub use backend::{Backend, apply_move, check_expect};
 pub use error::{Error, Result};
 pub use memory::MemoryBackend;
 pub use model::{
-    Action, Claim, Expect, Item, Key, Lease, MAX_PHASE_LEN, MAX_QUEUE_ID_LEN, NewItem, Page, Phase,
-    PhaseCounts, QueueConfig, QueueId, Retention, Secret, Selector, SweepReport, Timestamp,
+    Action, Claim, Expect, Item, Key, Lease, MAX_PHASE_LEN, MAX_QUEUE_ID_LEN, Move, NewItem, Page,
+    Phase, PhaseCounts, QueueConfig, QueueId, Retention, Secret, Selector, SweepReport, Timestamp,
     Transition,
 };
 pub use store::{

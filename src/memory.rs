@@ -304,16 +304,12 @@ impl Backend for MemoryBackend {
                     queue: queue.clone(),
                     key,
                 }),
-                Action::Move {
-                    phase,
-                    not_before,
-                    error,
-                } => {
+                Action::Move(m) => {
                     let mut item = q.remove(key).ok_or_else(|| Error::ItemNotFound {
                         queue: queue.clone(),
                         key,
                     })?;
-                    apply_move(&mut item, phase, not_before, error, now);
+                    apply_move(&mut item, m, now);
                     q.insert(item.clone());
                     Ok(item)
                 }

@@ -492,19 +492,66 @@ pub struct Expect {
 /// What a phase change does to the item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Move the item to `phase`. Leaving `in_flight` drops the lease. Entering `pending` sets
-    /// `not_before` (to the given time, or to now). `error`, when given, replaces
-    /// `last_error`. Moving into `in_flight` is refused: only `claim` leases items.
-    Move {
-        /// The new phase.
-        phase: Phase,
-        /// For `pending`: not handed out before this time.
-        not_before: Option<Timestamp>,
-        /// A new `last_error`.
-        error: Option<String>,
-    },
+    /// Move the item (see [`Move`]).
+    Move(Move),
     /// Remove the item.
     Remove,
+}
+
+/// Moves an item to `phase`. Leaving `in_flight` drops the lease. Entering `pending` sets
+/// `not_before` (to the given time, or to now). `error`, when given, replaces `last_error`;
+/// `metadata`, when given, replaces the item's metadata (all of it). Moving into `in_flight`
+/// is refused: only `claim` leases items. Staying in the same phase is allowed (to change
+/// only the error or the metadata).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    /// The new phase.
+    pub phase: Phase,
+    /// For `pending`: not handed out before this time.
+    pub not_before: Option<Timestamp>,
+    /// A new `last_error`.
+    pub error: Option<String>,
+    /// New metadata, replacing the old.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl Move {
+    /// A move to `phase` that changes nothing else.
+    pub fn to(phase: Phase) -> Self {
+        Move {
+            phase,
+            not_before: None,
+            error: None,
+            metadata: None,
+        }
+    }
+
+    /// Sets `not_before` (used when the new phase is `pending`).
+    #[must_use]
+    pub fn not_before(mut self, at: Timestamp) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+
+    /// Records an error as the item's `last_error`.
+    #[must_use]
+    pub fn error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
+    }
+
+    /// Replaces the item's metadata.
+    #[must_use]
+    pub fn metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+}
+
+impl From<Move> for Action {
+    fn from(m: Move) -> Self {
+        Action::Move(m)
+    }
 }
 
 /// A phase change: `expect` is checked and `action` applied in one atomic step.

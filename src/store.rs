@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{
-    Action, Claim, Expect, Item, Key, NewItem, Page, Phase, PhaseCounts, QueueConfig, QueueId,
-    Retention, Selector, SweepReport, Timestamp, Transition,
+    Action, Claim, Expect, Item, Key, Move, NewItem, Page, Phase, PhaseCounts, QueueConfig,
+    QueueId, Retention, Selector, SweepReport, Timestamp, Transition,
 };
 
 /// Default largest payload: 1 MiB.
@@ -384,6 +384,26 @@ impl<B: Backend> Store<B> {
         self.transition(queue, key, expect, move_to(phase)).await
     }
 
+    /// Applies a transition to one item: its precondition (phase, lease owner) is checked
+    /// and its action applied in one atomic step. The general form behind `update_phase`,
+    /// `ack`, `nack` and `kill`; new metadata in the action is checked like a push's.
+    ///
+    /// # Errors
+    /// As the backend's `update`: [`Error::ItemNotFound`], [`Error::PhaseConflict`],
+    /// [`Error::NotLeaseOwner`], [`Error::InvalidInput`].
+    pub async fn update(&self, queue: &QueueId, key: Key, transition: Transition) -> Result<Item> {
+        if let Action::Move(Move {
+            metadata: Some(metadata),
+            ..
+        }) = &transition.action
+        {
+            check_metadata(metadata)?;
+        }
+        self.backend
+            .update(queue, key, transition, self.now())
+            .await
+    }
+
     /// Leases up to `limit` due pending items to `owner` for `lease`, oldest due first.
     /// Expired leases return to pending and items past the TTL expire before selection.
     ///
@@ -441,21 +461,16 @@ impl<B: Backend> Store<B> {
         retry_at: Timestamp,
         error: &str,
     ) -> Result<Item> {
-        let action = Action::Move {
-            phase: Phase::PENDING,
-            not_before: Some(retry_at),
-            error: Some(error.to_owned()),
-        };
+        let action = Move::to(Phase::PENDING)
+            .not_before(retry_at)
+            .error(error)
+            .into();
         self.transition(queue, key, leased_to(owner), action).await
     }
 
     /// Moves an item leased to `owner` to `dead`, recording `error` (the consumer gives up).
     pub async fn kill(&self, queue: &QueueId, key: Key, owner: &str, error: &str) -> Result<Item> {
-        let action = Action::Move {
-            phase: Phase::DEAD,
-            not_before: None,
-            error: Some(error.to_owned()),
-        };
+        let action = Move::to(Phase::DEAD).error(error).into();
         self.transition(queue, key, leased_to(owner), action).await
     }
 
@@ -561,11 +576,7 @@ impl<B: Backend> Dump<B> {
 }
 
 fn move_to(phase: Phase) -> Action {
-    Action::Move {
-        phase,
-        not_before: None,
-        error: None,
-    }
+    Action::Move(Move::to(phase))
 }
 
 fn leased_to(owner: &str) -> Expect {

@@ -14,8 +14,8 @@ use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
 use super::Factory;
 use crate::{
-    Action, Backend, Claim, Error, Expect, Item, Key, Lease, NewItem, Page, Phase, PhaseCounts,
-    QueueConfig, QueueId, Retention, Selector, SweepReport, Timestamp, Transition,
+    Action, Backend, Claim, Error, Expect, Item, Key, Lease, Move, NewItem, Page, Phase,
+    PhaseCounts, QueueConfig, QueueId, Retention, Selector, SweepReport, Timestamp, Transition,
 };
 
 /// The queue ids an [`Op`] can name (its `queue` field is taken modulo this list's length).
@@ -466,11 +466,12 @@ impl Model {
         }
         match transition.action {
             Action::Remove => Ok(q.items.remove(pos)),
-            Action::Move {
+            Action::Move(Move {
                 phase,
                 not_before,
                 error,
-            } => {
+                metadata,
+            }) => {
                 if phase == Phase::IN_FLIGHT {
                     return Err(Error::invalid("moving into in_flight"));
                 }
@@ -481,6 +482,9 @@ impl Model {
                 item.lease = None;
                 if let Some(e) = error {
                     item.last_error = Some(e);
+                }
+                if let Some(m) = metadata {
+                    item.metadata = m;
                 }
                 item.updated_at = now;
                 Ok(item.clone())
@@ -781,11 +785,7 @@ impl<F: Factory> Harness<'_, F> {
                 let action = if remove {
                     Action::Remove
                 } else {
-                    Action::Move {
-                        phase: Phase::DONE,
-                        not_before: None,
-                        error: None,
-                    }
+                    Action::Move(Move::to(Phase::DONE))
                 };
                 self.update(&id, key, leased(owner(*o), action)).await
             }
@@ -797,11 +797,12 @@ impl<F: Factory> Harness<'_, F> {
             } => {
                 let id = queue_id(*queue);
                 let key = self.model.resolve(&id, *key);
-                let action = Action::Move {
-                    phase: Phase::PENDING,
-                    not_before: Some(Timestamp(now.0.saturating_add(*retry_ms))),
-                    error: Some(format!("nack at {now}")),
-                };
+                // A nack also replaces the metadata, so the model test covers that too.
+                let action = Move::to(Phase::PENDING)
+                    .not_before(Timestamp(now.0.saturating_add(*retry_ms)))
+                    .error(format!("nack at {now}"))
+                    .metadata(BTreeMap::from([("nacked_at".to_owned(), now.to_string())]))
+                    .into();
                 self.update(&id, key, leased(owner(*o), action)).await
             }
             Op::Kill {
@@ -811,11 +812,9 @@ impl<F: Factory> Harness<'_, F> {
             } => {
                 let id = queue_id(*queue);
                 let key = self.model.resolve(&id, *key);
-                let action = Action::Move {
-                    phase: Phase::DEAD,
-                    not_before: None,
-                    error: Some(format!("killed at {now}")),
-                };
+                let action = Move::to(Phase::DEAD)
+                    .error(format!("killed at {now}"))
+                    .into();
                 self.update(&id, key, leased(owner(*o), action)).await
             }
             Op::UpdatePhase {
@@ -831,11 +830,7 @@ impl<F: Factory> Harness<'_, F> {
                         phase: expect.map(phase),
                         lease_owner: None,
                     },
-                    action: Action::Move {
-                        phase: phase(*p),
-                        not_before: None,
-                        error: None,
-                    },
+                    action: Action::Move(Move::to(phase(*p))),
                 };
                 self.update(&id, key, transition).await
             }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::Factory;
 use super::model::{read_all, select, tally};
 use crate::{
-    Action, Backend, Claim, DUMP_PAGE, Error, Expect, Item, Key, Lease, ManualClock, NewItem, Page,
-    Phase, PhaseCounts, QueueConfig, QueueId, Retention, Secret, Selector, Store, SweepReport,
-    Timestamp, Transition,
+    Action, Backend, Claim, DUMP_PAGE, Error, Expect, Item, Key, Lease, ManualClock, Move, NewItem,
+    Page, Phase, PhaseCounts, QueueConfig, QueueId, Retention, Secret, Selector, Store,
+    SweepReport, Timestamp, Transition,
 };
 
 /// The time every property starts at (far from zero, so going backwards is possible).
@@ -121,11 +121,12 @@ fn claim(owner: &str, limit: usize, until: Timestamp) -> Claim {
 }
 
 fn move_to(p: Phase) -> Action {
-    Action::Move {
+    Action::Move(Move {
         phase: p,
         not_before: None,
         error: None,
-    }
+        metadata: None,
+    })
 }
 
 fn plain(action: Action) -> Transition {
@@ -773,11 +774,12 @@ pub async fn count_matches_contents_after_every_change<F: Factory>(f: &F) {
         "ack",
     );
     check_counts(&b, &q, "ack").await;
-    let nack = Action::Move {
+    let nack = Action::Move(Move {
         phase: Phase::PENDING,
         not_before: Some(at(50)),
         error: Some("boom".to_owned()),
-    };
+        metadata: None,
+    });
     ok(b.update(&q, 2, leased("w1", nack), at(2)).await, "nack");
     check_counts(&b, &q, "nack").await;
     ok(
@@ -875,6 +877,52 @@ pub async fn reset_removes_items_and_keeps_the_key_counter<F: Factory>(f: &F) {
 
 // ---- update ---------------------------------------------------------------------------------
 
+/// `update` with `metadata` replaces the item's whole metadata map, atomically with the phase
+/// change (and survives a reopen); without it the metadata is kept. Staying in the same phase
+/// is allowed.
+pub async fn update_replaces_metadata_when_given<F: Factory>(f: &F) {
+    let (b, q) = backend_with(f, config("orders")).await;
+    let pushed = NewItem::new(b"x".to_vec())
+        .with_metadata("event", "order.paid")
+        .with_metadata("keep", "no");
+    ok(b.push(&q, vec![pushed], T0).await, "push");
+    let kept = ok(
+        b.update(&q, 1, plain(move_to(phase("parked"))), at(1))
+            .await,
+        "move without metadata",
+    );
+    assert_eq!(kept.metadata.get("keep").map(String::as_str), Some("no"));
+    let new_meta = std::collections::BTreeMap::from([("attempt.1".to_owned(), "503".to_owned())]);
+    let same_phase = Action::Move(Move::to(phase("parked")).metadata(new_meta.clone()));
+    let replaced = ok(
+        b.update(&q, 1, plain(same_phase), at(2)).await,
+        "metadata in the same phase",
+    );
+    assert_eq!(
+        replaced.metadata, new_meta,
+        "metadata is replaced, not merged"
+    );
+    assert_eq!(replaced.phase, phase("parked"));
+    assert_eq!(
+        replaced,
+        must_get(&b, &q, 1).await,
+        "update returns what is stored"
+    );
+    assert_eq!(
+        ok(b.count(&q).await, "count"),
+        counts(&[(&phase("parked"), 1)]),
+        "staying in a phase does not change the counts"
+    );
+    let b = f.reopen(b).await;
+    if f.durable() {
+        assert_eq!(
+            must_get(&b, &q, 1).await.metadata,
+            new_meta,
+            "metadata survives reopen"
+        );
+    }
+}
+
 /// `update` moves an item into a custom phase (counted and listed there) and back to pending,
 /// which makes it due at the given time or now; `error` replaces `last_error`; leaving
 /// `in_flight` drops the lease.
@@ -882,11 +930,12 @@ pub async fn update_moves_to_custom_phase_and_back<F: Factory>(f: &F) {
     let (b, q) = backend_with(f, config("orders")).await;
     push_n(&b, &q, 2, T0).await;
     let review = phase("needs-review");
-    let to_review = Action::Move {
+    let to_review = Action::Move(Move {
         phase: review.clone(),
         not_before: None,
         error: Some("a human should look".to_owned()),
-    };
+        metadata: None,
+    });
     let moved = ok(
         b.update(&q, 1, plain(to_review), at(10)).await,
         "update to custom phase",
@@ -928,11 +977,12 @@ pub async fn update_moves_to_custom_phase_and_back<F: Factory>(f: &F) {
         Some("a human should look"),
         "a move without an error keeps last_error"
     );
-    let later = Action::Move {
+    let later = Action::Move(Move {
         phase: Phase::PENDING,
         not_before: Some(at(500)),
         error: None,
-    };
+        metadata: None,
+    });
     let back = ok(b.update(&q, 1, plain(later), at(30)).await, "pending again");
     assert_eq!(
         back.not_before,
@@ -1256,16 +1306,20 @@ pub async fn settling_needs_the_lease_owner<F: Factory>(f: &F) {
     let (b, q) = backend_with(f, config("orders")).await;
     push_n(&b, &q, 3, T0).await;
     ok(b.claim(&q, claim("w1", 3, at(1_000)), T0).await, "claim");
-    let nack = |at_: Timestamp| Action::Move {
-        phase: Phase::PENDING,
-        not_before: Some(at_),
-        error: Some("HTTP 503".to_owned()),
+    let nack = |at_: Timestamp| {
+        Action::Move(Move {
+            phase: Phase::PENDING,
+            not_before: Some(at_),
+            error: Some("HTTP 503".to_owned()),
+            metadata: None,
+        })
     };
-    let kill = Action::Move {
+    let kill = Action::Move(Move {
         phase: Phase::DEAD,
         not_before: None,
         error: Some("HTTP 410".to_owned()),
-    };
+        metadata: None,
+    });
     for key in 1..=3 {
         let before = must_get(&b, &q, key).await;
         for action in [
@@ -1719,11 +1773,12 @@ pub async fn reopen_keeps_everything<F: Factory>(f: &F) {
         b.claim(&q, claim("w1", 2, at(60_000)), at(1)).await,
         "claim",
     );
-    let nack = Action::Move {
+    let nack = Action::Move(Move {
         phase: Phase::PENDING,
         not_before: Some(at(2_000)),
         error: Some("timeout".to_owned()),
-    };
+        metadata: None,
+    });
     ok(b.update(&q, 2, leased("w1", nack), at(2)).await, "nack");
     ok(
         b.update(&q, 4, plain(move_to(phase("review"))), at(3))

@@ -690,13 +690,9 @@ impl Backend for SledBackend {
             tx.remove_item(&queue, &item)?;
             match transition.action {
                 Action::Remove => Ok(item),
-                Action::Move {
-                    phase,
-                    not_before,
-                    error,
-                } => {
+                Action::Move(m) => {
                     let mut item = item;
-                    apply_move(&mut item, phase, not_before, error, now);
+                    apply_move(&mut item, m, now);
                     tx.insert_item(&queue, &item)?;
                     Ok(item)
                 }
