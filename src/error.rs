@@ -114,6 +114,36 @@ pub enum Error {
         reason: String,
     },
 
+    /// No subscription (or emitter) has this id.
+    #[error("no subscription with id `{0}`")]
+    SubscriptionNotFound(String),
+
+    /// `attach` (or `subscribe` with an explicit id) used an id that is already taken.
+    #[error("a subscription with id `{0}` already exists")]
+    SubscriptionExists(String),
+
+    /// A webhook target URL that cannot be used. `reason` says why.
+    #[error("invalid target URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A signing secret that cannot be used (malformed `whsec_` value, too short, empty).
+    #[error("invalid signing secret: {0}")]
+    InvalidSecret(String),
+
+    /// An event name or pattern that breaks the naming rule.
+    #[error("invalid event name {name:?}: {reason}")]
+    InvalidEvent {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
     /// A failure inside a backend that fits no other variant (I/O errors, a lost connection).
     #[error("{backend} backend error: {source}")]
     Backend {
@@ -163,6 +193,11 @@ impl Error {
             Error::Corrupted { .. } => "corrupted",
             Error::Locked { .. } => "locked",
             Error::Poisoned { .. } => "poisoned",
+            Error::SubscriptionNotFound(_) => "subscription_not_found",
+            Error::SubscriptionExists(_) => "subscription_exists",
+            Error::InvalidUrl { .. } => "invalid_url",
+            Error::InvalidSecret(_) => "invalid_secret",
+            Error::InvalidEvent { .. } => "invalid_event",
             Error::Backend { .. } => "backend",
         }
     }

@@ -57,8 +57,16 @@ mod backend;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+#[cfg(feature = "delivery")]
+mod hooks;
 mod memory;
 mod model;
+#[cfg(feature = "delivery")]
+mod net;
+#[cfg(feature = "delivery")]
+mod retry;
+#[cfg(feature = "signing")]
+mod signing;
 mod store;
 
 pub use backend::{Backend, apply_move, check_expect};
@@ -71,7 +79,30 @@ pub use model::{
 };
 pub use store::{
     Clock, DEFAULT_MAX_BATCH, DEFAULT_MAX_PAYLOAD, DUMP_PAGE, Dump, Limits, MAX_METADATA_ENTRIES,
-    MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_OWNER_LEN, ManualClock, Store, SystemClock,
+    MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_OWNER_LEN, ManualClock, Store, SystemClock, TokioClock,
+};
+#[cfg(feature = "delivery")]
+pub use hooks::{
+    Attempt, CANCELLED, DELIVERIES_QUEUE, DEFAULT_ROTATION_GRACE, Deliverer, Delivery,
+    DeliveryConfig, DeliveryId, DeliveryOutcome, EventPattern, GONE, Hooks, HooksOptions,
+    MAX_EVENT_LEN, MAX_EXTRA_HEADERS, OutcomeKind, SUBSCRIPTIONS_QUEUE, SubscribeOptions,
+    Subscription, SubscriptionUpdate, UrlResolver, check_event_name,
+};
+#[cfg(feature = "delivery")]
+pub use net::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_TIMEOUT, DeliveryClient,
+    DeliveryError, HttpConfig, HttpResponse, IpNet, IpNetError, MAX_URL_LEN, NetworkPolicy,
+    TargetUrl, USER_AGENT, UrlError, parse_retry_after,
+};
+#[cfg(feature = "delivery")]
+pub use retry::{DEFAULT_JITTER, DEFAULT_RETRY_AFTER_MAX, RetrySchedule, STANDARD_DELAYS};
+#[cfg(feature = "signing")]
+pub use signing::{
+    GENERATED_KEY_LEN, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP,
+    HEADER_X_HUB_SIGNATURE_256, HEADER_X_WEBHOOKS_DELIVERY, HEADER_X_WEBHOOKS_EVENT,
+    HEADER_X_WEBHOOKS_SIGNATURE, MAX_KEY_LEN, MIN_KEY_LEN, SignInput, SignatureScheme, SigningError,
+    SigningKey, TOLERANCE_SECS, VerifyError, WHSEC_PREFIX, sign, verify, verify_emitter,
+    verify_github,
 };
 
 #[cfg(doctest)]

@@ -72,6 +72,30 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock that follows tokio's clock (so `tokio::time::pause` and `advance` move it too),
+/// starting at a given wall-clock time. For tests of schedules; clones share the start.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    base: Timestamp,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock that shows `base` now and then moves with tokio's clock.
+    pub fn starting_at(base: Timestamp) -> Self {
+        TokioClock {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Timestamp {
+        self.base.saturating_add(self.start.elapsed())
+    }
+}
+
 /// Size limits the store enforces before anything reaches the backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
