@@ -71,22 +71,18 @@ mod store;
 
 pub use backend::{Backend, apply_move, check_expect};
 pub use error::{Error, Result};
+#[cfg(feature = "delivery")]
+pub use hooks::{
+    Attempt, CANCELLED, DEFAULT_ROTATION_GRACE, DELIVERIES_QUEUE, Deliverer, Delivery,
+    DeliveryConfig, DeliveryId, DeliveryOutcome, EventPattern, GONE, Hooks, HooksOptions,
+    MAX_EVENT_LEN, MAX_EXTRA_HEADERS, OutcomeKind, SUBSCRIPTIONS_QUEUE, SubscribeOptions,
+    Subscription, SubscriptionUpdate, UrlResolver, check_event_name,
+};
 pub use memory::MemoryBackend;
 pub use model::{
     Action, Claim, Expect, Item, Key, Lease, MAX_PHASE_LEN, MAX_QUEUE_ID_LEN, Move, NewItem, Page,
     Phase, PhaseCounts, QueueConfig, QueueId, Retention, Secret, Selector, SweepReport, Timestamp,
     Transition,
-};
-pub use store::{
-    Clock, DEFAULT_MAX_BATCH, DEFAULT_MAX_PAYLOAD, DUMP_PAGE, Dump, Limits, MAX_METADATA_ENTRIES,
-    MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_OWNER_LEN, ManualClock, Store, SystemClock, TokioClock,
-};
-#[cfg(feature = "delivery")]
-pub use hooks::{
-    Attempt, CANCELLED, DELIVERIES_QUEUE, DEFAULT_ROTATION_GRACE, Deliverer, Delivery,
-    DeliveryConfig, DeliveryId, DeliveryOutcome, EventPattern, GONE, Hooks, HooksOptions,
-    MAX_EVENT_LEN, MAX_EXTRA_HEADERS, OutcomeKind, SUBSCRIPTIONS_QUEUE, SubscribeOptions,
-    Subscription, SubscriptionUpdate, UrlResolver, check_event_name,
 };
 #[cfg(feature = "delivery")]
 pub use net::{
@@ -100,9 +96,14 @@ pub use retry::{DEFAULT_JITTER, DEFAULT_RETRY_AFTER_MAX, RetrySchedule, STANDARD
 pub use signing::{
     GENERATED_KEY_LEN, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP,
     HEADER_X_HUB_SIGNATURE_256, HEADER_X_WEBHOOKS_DELIVERY, HEADER_X_WEBHOOKS_EVENT,
-    HEADER_X_WEBHOOKS_SIGNATURE, MAX_KEY_LEN, MIN_KEY_LEN, SignInput, SignatureScheme, SigningError,
-    SigningKey, TOLERANCE_SECS, VerifyError, WHSEC_PREFIX, sign, verify, verify_emitter,
-    verify_github,
+    HEADER_X_WEBHOOKS_SIGNATURE, MAX_KEY_LEN, MIN_KEY_LEN, SignInput, SignatureScheme,
+    SigningError, SigningKey, TOLERANCE_SECS, VerifyError, WHSEC_PREFIX, sign, verify,
+    verify_emitter, verify_github,
+};
+pub use store::{
+    Clock, DEFAULT_MAX_BATCH, DEFAULT_MAX_PAYLOAD, DUMP_PAGE, Dump, Limits, MAX_METADATA_ENTRIES,
+    MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_OWNER_LEN, ManualClock, Store, SystemClock,
+    TokioClock,
 };
 
 #[cfg(doctest)]

@@ -251,9 +251,11 @@ impl IpNet {
 
     /// A network for the refusal table; callers pass canonical networks.
     const fn v6(segments: [u16; 8], prefix: u8) -> Self {
-        let [a, b, c, d, e, f, g, h] = segments;
+        let s = segments;
         Self {
-            addr: IpAddr::V6(Ipv6Addr::new(a, b, c, d, e, f, g, h)),
+            addr: IpAddr::V6(Ipv6Addr::new(
+                s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7],
+            )),
             prefix,
         }
     }
@@ -292,7 +294,9 @@ fn max_prefix(addr: IpAddr) -> u8 {
 }
 
 fn mask_v4(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
 }
 
 fn mask_v6(prefix: u8) -> u128 {
@@ -358,21 +362,21 @@ impl From<IpNet> for String {
 /// Networks refused by default: everything that is not a globally routed unicast address.
 const REFUSED: &[IpNet] = &[
     // IPv4
-    IpNet::v4(0, 0, 0, 0, 8),       // "this network", incl. the unspecified 0.0.0.0
-    IpNet::v4(10, 0, 0, 0, 8),      // private
-    IpNet::v4(100, 64, 0, 0, 10),   // carrier-grade NAT (shared address space)
-    IpNet::v4(127, 0, 0, 0, 8),     // loopback
-    IpNet::v4(169, 254, 0, 0, 16),  // link-local (incl. cloud metadata 169.254.169.254)
-    IpNet::v4(172, 16, 0, 0, 12),   // private
-    IpNet::v4(192, 0, 0, 0, 24),    // IETF protocol assignments
-    IpNet::v4(192, 0, 2, 0, 24),    // documentation (TEST-NET-1)
-    IpNet::v4(192, 88, 99, 0, 24),  // deprecated 6to4 relay anycast
-    IpNet::v4(192, 168, 0, 0, 16),  // private
-    IpNet::v4(198, 18, 0, 0, 15),   // benchmarking
+    IpNet::v4(0, 0, 0, 0, 8), // "this network", incl. the unspecified 0.0.0.0
+    IpNet::v4(10, 0, 0, 0, 8), // private
+    IpNet::v4(100, 64, 0, 0, 10), // carrier-grade NAT (shared address space)
+    IpNet::v4(127, 0, 0, 0, 8), // loopback
+    IpNet::v4(169, 254, 0, 0, 16), // link-local (incl. cloud metadata 169.254.169.254)
+    IpNet::v4(172, 16, 0, 0, 12), // private
+    IpNet::v4(192, 0, 0, 0, 24), // IETF protocol assignments
+    IpNet::v4(192, 0, 2, 0, 24), // documentation (TEST-NET-1)
+    IpNet::v4(192, 88, 99, 0, 24), // deprecated 6to4 relay anycast
+    IpNet::v4(192, 168, 0, 0, 16), // private
+    IpNet::v4(198, 18, 0, 0, 15), // benchmarking
     IpNet::v4(198, 51, 100, 0, 24), // documentation (TEST-NET-2)
-    IpNet::v4(203, 0, 113, 0, 24),  // documentation (TEST-NET-3)
-    IpNet::v4(224, 0, 0, 0, 4),     // multicast
-    IpNet::v4(240, 0, 0, 0, 4),     // reserved, incl. broadcast 255.255.255.255
+    IpNet::v4(203, 0, 113, 0, 24), // documentation (TEST-NET-3)
+    IpNet::v4(224, 0, 0, 0, 4), // multicast
+    IpNet::v4(240, 0, 0, 0, 4), // reserved, incl. broadcast 255.255.255.255
     // IPv6
     IpNet::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), // unspecified
     IpNet::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), // loopback
@@ -381,10 +385,10 @@ const REFUSED: &[IpNet] = &[
     IpNet::v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), // IETF protocol assignments: Teredo, benchmarking, ORCHID
     IpNet::v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation
     IpNet::v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), // documentation (RFC 9637)
-    IpNet::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), // unique local (private)
+    IpNet::v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),  // unique local (private)
     IpNet::v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), // link-local
     IpNet::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), // deprecated site-local
-    IpNet::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), // multicast
+    IpNet::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),  // multicast
 ];
 
 /// The IPv4 address an IPv6 address stands for, when it embeds one: IPv4-mapped
@@ -672,7 +676,9 @@ fn digits(s: &str, len: usize) -> Option<u32> {
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
         4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         _ => 31,
     }
@@ -950,7 +956,15 @@ mod tests {
 
     #[test]
     fn ipnet_rejects_garbage() {
-        for bad in ["", "10.0.0/8", "10.0.0.0/", "10.0.0.0/33", "::/129", "x/8", "10.0.0.0/+8"] {
+        for bad in [
+            "",
+            "10.0.0/8",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "x/8",
+            "10.0.0.0/+8",
+        ] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad:?} parsed");
         }
         assert_eq!(
@@ -1056,8 +1070,8 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "::ffff:169.254.169.254",
-            "::127.0.0.1",   // IPv4-compatible
-            "::10.0.0.1",    // IPv4-compatible
+            "::127.0.0.1",    // IPv4-compatible
+            "::10.0.0.1",     // IPv4-compatible
             "64:ff9b::a00:1", // NAT64 of 10.0.0.1
             "64:ff9b::7f00:1",
             "2002:c0a8:101::1", // 6to4 of 192.168.1.1
@@ -1066,7 +1080,11 @@ mod tests {
             assert!(!policy.permits(ip(s)), "{s} permitted");
         }
         // The same forms of a global address are permitted.
-        for s in ["::ffff:93.184.216.34", "64:ff9b::5db8:d822", "2002:5db8:d822::1"] {
+        for s in [
+            "::ffff:93.184.216.34",
+            "64:ff9b::5db8:d822",
+            "2002:5db8:d822::1",
+        ] {
             assert!(policy.permits(ip(s)), "{s} refused");
         }
     }
@@ -1156,7 +1174,13 @@ mod tests {
         for (input, expected) in cases {
             assert_eq!(&TargetUrl::parse(input).unwrap_err(), expected, "{input}");
         }
-        for garbage in ["", "not a url", "/relative/path", "http://exa mple.com/", "http://[::1/"] {
+        for garbage in [
+            "",
+            "not a url",
+            "/relative/path",
+            "http://exa mple.com/",
+            "http://[::1/",
+        ] {
             assert!(
                 matches!(TargetUrl::parse(garbage), Err(UrlError::Malformed(_))),
                 "{garbage:?}"
@@ -1165,7 +1189,10 @@ mod tests {
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         assert!(matches!(
             TargetUrl::parse(&long),
-            Err(UrlError::TooLong { max: MAX_URL_LEN, .. })
+            Err(UrlError::TooLong {
+                max: MAX_URL_LEN,
+                ..
+            })
         ));
         // Messages do not repeat the URL (it may carry a password or a token).
         let err = TargetUrl::parse("https://user:hunter2@example.com/").unwrap_err();
@@ -1175,14 +1202,22 @@ mod tests {
     #[test]
     fn target_url_serde_validates() {
         let url: TargetUrl = serde_json::from_str(r#""https://example.com/h""#).unwrap();
-        assert_eq!(serde_json::to_string(&url).unwrap(), r#""https://example.com/h""#);
+        assert_eq!(
+            serde_json::to_string(&url).unwrap(),
+            r#""https://example.com/h""#
+        );
         assert!(serde_json::from_str::<TargetUrl>(r#""ftp://example.com/""#).is_err());
     }
+
+    /// Unix time of Thu, 29 Feb 2024 12:00:00 GMT.
+    const LEAP_DAY_NOON: u64 = 1_709_208_000;
+    /// Unix time of Fri, 01 Jan 2100 00:00:00 GMT.
+    const YEAR_2100: u64 = 4_102_444_800;
 
     #[test]
     fn retry_after_parses_seconds_and_imf_fixdate() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_mins(2)));
         assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
         assert_eq!(
             parse_retry_after("99999999999999999999999", now),
@@ -1194,26 +1229,26 @@ mod tests {
         );
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:51:37 GMT", now),
-            Some(Duration::from_secs(120))
+            Some(Duration::from_mins(2))
         );
         assert_eq!(
             parse_retry_after("Mon, 07 Nov 1994 08:49:37 GMT", now),
-            Some(Duration::from_secs(86_400))
+            Some(Duration::from_hours(24))
         );
         // A date in the past means "now".
         assert_eq!(
             parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT", now),
             Some(Duration::ZERO)
         );
-        // A leap day and a year boundary, against a known epoch value.
+        // A leap day and a year boundary, against known Unix times.
         let epoch = SystemTime::UNIX_EPOCH;
         assert_eq!(
             parse_retry_after("Thu, 29 Feb 2024 12:00:00 GMT", epoch),
-            Some(Duration::from_secs(1_709_208_000))
+            Some(Duration::from_secs(LEAP_DAY_NOON))
         );
         assert_eq!(
             parse_retry_after("Fri, 01 Jan 2100 00:00:00 GMT", epoch),
-            Some(Duration::from_secs(4_102_444_800))
+            Some(Duration::from_secs(YEAR_2100))
         );
         for bad in [
             "",
@@ -1259,7 +1294,10 @@ mod tests {
 
     #[test]
     fn invalid_header_error_never_shows_the_value() {
-        let headers = vec![("webhook-signature".to_owned(), "v1,secret\nvalue".to_owned())];
+        let headers = vec![(
+            "webhook-signature".to_owned(),
+            "v1,secret\nvalue".to_owned(),
+        )];
         let err = header_map(&headers).unwrap_err();
         assert_eq!(
             err,

@@ -8,18 +8,18 @@ use serde::{Deserialize, Serialize};
 /// Default jitter: each delay is spread uniformly over ±20 % (Svix's `JITTER_DELTA`).
 pub const DEFAULT_JITTER: f64 = 0.2;
 /// Default ceiling of a delay asked for with `Retry-After`.
-pub const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_hours(24);
 
 /// The delays of the standard schedule (Svix, Standard Webhooks): after an immediate first
 /// attempt, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h — 8 attempts over about 27.5 hours.
 pub const STANDARD_DELAYS: [Duration; 7] = [
     Duration::from_secs(5),
-    Duration::from_secs(5 * 60),
-    Duration::from_secs(30 * 60),
-    Duration::from_secs(2 * 3600),
-    Duration::from_secs(5 * 3600),
-    Duration::from_secs(10 * 3600),
-    Duration::from_secs(10 * 3600),
+    Duration::from_mins(5),
+    Duration::from_mins(30),
+    Duration::from_hours(2),
+    Duration::from_hours(5),
+    Duration::from_hours(10),
+    Duration::from_hours(10),
 ];
 
 /// When to try a failed delivery again.
@@ -202,7 +202,11 @@ mod tests {
     fn standard_schedule_exact_values_without_jitter_offset() {
         let s = RetrySchedule::standard();
         assert_eq!(s.max_attempts(), 8);
-        assert_eq!(s.next_delay(0, None, 0.5), Some(Duration::ZERO), "first attempt immediate");
+        assert_eq!(
+            s.next_delay(0, None, 0.5),
+            Some(Duration::ZERO),
+            "first attempt immediate"
+        );
         let expected = [
             secs(5),
             secs(300),
@@ -213,7 +217,11 @@ mod tests {
             secs(36_000),
         ];
         for (done, want) in (1u32..).zip(expected) {
-            assert_eq!(s.next_delay(done, None, 0.5), Some(want), "after {done} attempts");
+            assert_eq!(
+                s.next_delay(done, None, 0.5),
+                Some(want),
+                "after {done} attempts"
+            );
         }
         assert_eq!(s.next_delay(8, None, 0.5), None, "no attempt after the 8th");
         assert_eq!(s.next_delay(u32::MAX, None, 0.5), None);
@@ -227,7 +235,10 @@ mod tests {
             let low = s.next_delay(done, None, 0.0).unwrap();
             let high = s.next_delay(done, None, 0.999_999).unwrap();
             assert!(close(low, base.mul_f64(0.8)), "{low:?} vs {base:?}");
-            assert!(high <= base.mul_f64(1.2) && high > base.mul_f64(1.199), "{high:?}");
+            assert!(
+                high <= base.mul_f64(1.2) && high > base.mul_f64(1.199),
+                "{high:?}"
+            );
             for r in [0.1, 0.3, 0.7, 0.9] {
                 let d = s.next_delay(done, None, r).unwrap();
                 assert!(d >= low && d <= high, "{d:?} outside [{low:?}, {high:?}]");
@@ -273,14 +284,29 @@ mod tests {
     fn retry_after_is_clamped_between_scheduled_and_twice_scheduled() {
         let s = RetrySchedule::standard();
         // Scheduled 5 min after the 2nd attempt.
-        assert_eq!(s.next_delay(2, Some(secs(10)), 0.5), Some(secs(300)), "never shorter");
-        assert_eq!(s.next_delay(2, Some(secs(420)), 0.5), Some(secs(420)), "honoured");
+        assert_eq!(
+            s.next_delay(2, Some(secs(10)), 0.5),
+            Some(secs(300)),
+            "never shorter"
+        );
+        assert_eq!(
+            s.next_delay(2, Some(secs(420)), 0.5),
+            Some(secs(420)),
+            "honoured"
+        );
         assert_eq!(s.next_delay(2, Some(secs(600)), 0.5), Some(secs(600)));
-        assert_eq!(s.next_delay(2, Some(secs(9999)), 0.5), Some(secs(600)), "at most 2x");
+        assert_eq!(
+            s.next_delay(2, Some(secs(9999)), 0.5),
+            Some(secs(600)),
+            "at most 2x"
+        );
         assert_eq!(s.next_delay(2, Some(Duration::MAX), 0.5), Some(secs(600)));
         // A hint above the jittered delay wins; below it, the jittered delay stands.
         assert_eq!(s.next_delay(2, Some(secs(250)), 0.0), Some(secs(250)));
-        assert!(close(s.next_delay(2, Some(secs(100)), 0.0).unwrap(), secs(240)));
+        assert!(close(
+            s.next_delay(2, Some(secs(100)), 0.0).unwrap(),
+            secs(240)
+        ));
         // retry_after_max caps the hint (but not the schedule itself).
         let capped = RetrySchedule {
             retry_after_max: secs(60),
@@ -310,7 +336,11 @@ mod tests {
         let empty: RetrySchedule = serde_json::from_str("{}").unwrap();
         assert_eq!(empty, RetrySchedule::standard());
 
-        for bad in [r#"{"jitter":1.5}"#, r#"{"jitter":-0.1}"#, r#"{"delay_ms":[1]}"#] {
+        for bad in [
+            r#"{"jitter":1.5}"#,
+            r#"{"jitter":-0.1}"#,
+            r#"{"delay_ms":[1]}"#,
+        ] {
             assert!(serde_json::from_str::<RetrySchedule>(bad).is_err(), "{bad}");
         }
     }

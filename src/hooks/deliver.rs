@@ -24,7 +24,7 @@ pub const MAX_ATTEMPT_RECORDS: usize = 48;
 /// How much of a response body is kept in the attempt log.
 pub const RESPONSE_PREFIX: usize = 1024;
 /// How long a delivery of a disabled subscription waits before it is looked at again.
-const DISABLED_RECHECK: Duration = Duration::from_secs(60);
+const DISABLED_RECHECK: Duration = Duration::from_mins(1);
 
 /// Settings of the delivery loop.
 #[derive(Clone, Debug)]
@@ -44,8 +44,8 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// The retry schedule (default [`RetrySchedule::standard`]).
     pub schedule: RetrySchedule,
-    /// Whether 4xx answers other than 410 and 429 are retried (default `true`); if not, they
-    /// end the delivery as dead.
+    /// Whether 4xx answers other than 410 and 429, and 3xx answers (redirects are not
+    /// followed), are retried (default `true`); if not, they end the delivery as dead.
     pub retry_client_errors: bool,
     /// HTTP client settings: timeouts, network policy (SSRF), response cap.
     pub http: HttpConfig,
@@ -61,7 +61,7 @@ impl Default for DeliveryConfig {
             concurrency: 32,
             per_subscription: 4,
             claim_batch: 64,
-            lease: Duration::from_secs(300),
+            lease: Duration::from_mins(5),
             poll_interval: Duration::from_millis(500),
             schedule: RetrySchedule::standard(),
             retry_client_errors: true,
@@ -247,7 +247,8 @@ impl<B: Backend> Loop<B> {
                             .update_phase_if(&q, item.key, Phase::IN_FLIGHT, Phase::PENDING)
                             .await
                         {
-                            Ok(_) | Err(Error::PhaseConflict { .. } | Error::ItemNotFound { .. }) => {}
+                            Ok(_)
+                            | Err(Error::PhaseConflict { .. } | Error::ItemNotFound { .. }) => {}
                             Err(e) => return Err(e),
                         }
                     } else if item.not_before > now
@@ -307,8 +308,12 @@ impl<B: Backend> Loop<B> {
             return Ok(());
         };
         let Some(sub) = self.hooks().subscription(&sub_id) else {
-            self.settle_unsent(item, Move::to(phase(CANCELLED)).error("subscription removed"), OutcomeKind::Cancelled)
-                .await?;
+            self.settle_unsent(
+                item,
+                Move::to(phase(CANCELLED)).error("subscription removed"),
+                OutcomeKind::Cancelled,
+            )
+            .await?;
             return Ok(());
         };
         if !sub.enabled {
@@ -325,7 +330,10 @@ impl<B: Backend> Loop<B> {
                 self.blocked.remove(&sub.id);
             }
         }
-        self.waiting.entry(sub.id.clone()).or_default().push_back(item);
+        self.waiting
+            .entry(sub.id.clone())
+            .or_default()
+            .push_back(item);
         Ok(())
     }
 
@@ -339,7 +347,9 @@ impl<B: Backend> Loop<B> {
                 if running >= limit {
                     break;
                 }
-                let Some(queue) = self.waiting.get_mut(&id) else { break };
+                let Some(queue) = self.waiting.get_mut(&id) else {
+                    break;
+                };
                 // Strict FIFO: oldest key first.
                 let next = if queue.len() > 1 {
                     let (i, _) = queue
@@ -380,10 +390,14 @@ impl<B: Backend> Loop<B> {
             client: self.d.client.clone(),
             config: self.d.config.clone(),
         };
-        self.tasks.spawn(async move { ctx.attempt(item, sub).await });
+        self.tasks
+            .spawn(async move { ctx.attempt(item, sub).await });
     }
 
-    async fn finished(&mut self, done: std::result::Result<Done, tokio::task::JoinError>) -> Result<()> {
+    async fn finished(
+        &mut self,
+        done: std::result::Result<Done, tokio::task::JoinError>,
+    ) -> Result<()> {
         let done = match done {
             Ok(done) => done,
             // A panicking request task: its lease runs out and the delivery is retried.
@@ -519,7 +533,11 @@ impl<B: Backend> Attempter<B> {
         }
     }
 
-    async fn try_attempt(&self, item: Item, sub: Option<&Subscription>) -> Result<Option<Timestamp>> {
+    async fn try_attempt(
+        &self,
+        item: Item,
+        sub: Option<&Subscription>,
+    ) -> Result<Option<Timestamp>> {
         let store = self.hooks.store();
         let inner = &self.hooks.inner;
         let id = DeliveryId::new(&inner.nonce, item.key);
@@ -547,23 +565,25 @@ impl<B: Backend> Attempter<B> {
                     .into_owned(),
                 r.retry_after,
             ),
-            Err(e) => (None, Some(format!("{}: {e}", e.class())), String::new(), None),
+            Err(e) => (
+                None,
+                Some(format!("{}: {e}", e.class())),
+                String::new(),
+                None,
+            ),
         };
         let kind = match &result {
             Ok(r) if (200..300).contains(&r.status) => OutcomeKind::Delivered,
             Ok(r) if r.status == 410 => OutcomeKind::Gone,
             Ok(r) => {
-                let retryable = r.status == 429
-                    || r.status >= 500
-                    || self.config.retry_client_errors
-                    || r.status < 400;
+                // 429 and 5xx always; other 4xx and 3xx (redirects are not followed) by setting.
+                let retryable =
+                    r.status == 429 || r.status >= 500 || self.config.retry_client_errors;
                 self.next(retryable, number, &item, retry_after)
             }
             Err(e) => self.next(e.is_retryable(), number, &item, None),
         };
 
-        let mut metadata = item.metadata.clone();
-        metadata.insert(M_ATTEMPTS.to_owned(), number.to_string());
         let record = super::Attempt {
             number,
             at: started,
@@ -572,20 +592,7 @@ impl<B: Backend> Attempter<B> {
             duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             response,
         };
-        metadata.insert(
-            format!("{M_ATTEMPT_PREFIX}{number:04}"),
-            serde_json::to_string(&record).unwrap_or_default(),
-        );
-        trim_attempts(&mut metadata);
-        let mv = match &kind {
-            OutcomeKind::Delivered => Move::to(Phase::DONE),
-            OutcomeKind::Retrying { at } => Move::to(Phase::PENDING).not_before(*at),
-            OutcomeKind::Dead => Move::to(Phase::DEAD),
-            OutcomeKind::Gone => Move::to(phase(GONE)),
-            OutcomeKind::Cancelled => Move::to(phase(CANCELLED)),
-        };
-        let mut mv = mv.metadata(metadata);
-        mv.error.clone_from(&error);
+        let mv = settle(&item, &kind, record);
         let transition = Transition {
             expect: Expect {
                 phase: Some(Phase::IN_FLIGHT),
@@ -594,7 +601,11 @@ impl<B: Backend> Attempter<B> {
             action: Action::Move(mv),
         };
         // The outcome is durable before anyone hears of it.
-        ignore_lost_lease(store.update(&inner.deliveries_queue, item.key, transition).await)?;
+        ignore_lost_lease(
+            store
+                .update(&inner.deliveries_queue, item.key, transition)
+                .await,
+        )?;
         if kind == OutcomeKind::Gone
             && let Some(s) = sub
         {
@@ -619,7 +630,13 @@ impl<B: Backend> Attempter<B> {
         Ok(blocked)
     }
 
-    fn next(&self, retryable: bool, number: u32, item: &Item, retry_after: Option<Duration>) -> OutcomeKind {
+    fn next(
+        &self,
+        retryable: bool,
+        number: u32,
+        item: &Item,
+        retry_after: Option<Duration>,
+    ) -> OutcomeKind {
         if !retryable {
             return OutcomeKind::Dead;
         }
@@ -628,11 +645,11 @@ impl<B: Backend> Attempter<B> {
             .get(M_REPLAY_BASE)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        match self
-            .config
-            .schedule
-            .next_delay(number.saturating_sub(base), retry_after, random_unit())
-        {
+        match self.config.schedule.next_delay(
+            number.saturating_sub(base),
+            retry_after,
+            random_unit(),
+        ) {
             Some(delay) => OutcomeKind::Retrying {
                 at: self.hooks.store().now().saturating_add(delay),
             },
@@ -657,24 +674,23 @@ impl<B: Backend> Attempter<B> {
         if let Some(r) = item.metadata.get(M_REQUEST_ID) {
             headers.push(("x-request-id".to_owned(), r.clone()));
         }
-        let (scheme, keys): (SignatureScheme, Vec<SigningKey>) = match sub {
-            Some(s) => {
-                for (k, v) in &s.headers {
-                    headers.push((k.to_ascii_lowercase(), v.clone()));
-                }
-                (s.scheme, s.signing_keys(now)?)
+        let (scheme, keys): (SignatureScheme, Vec<SigningKey>) = if let Some(s) = sub {
+            for (k, v) in &s.headers {
+                headers.push((k.to_ascii_lowercase(), v.clone()));
             }
-            None => match &self.hooks.inner.options.direct_secret {
-                Some(secret) => (
-                    SignatureScheme::StandardWebhooks,
-                    vec![parse_key(SignatureScheme::StandardWebhooks, secret.expose())?],
-                ),
-                None => {
-                    headers.push(("webhook-id".to_owned(), id.to_string()));
-                    headers.push(("webhook-timestamp".to_owned(), (now.as_millis() / 1000).to_string()));
-                    return Ok(headers);
-                }
-            },
+            (s.scheme, s.signing_keys(now)?)
+        } else {
+            let Some(secret) = &self.hooks.inner.options.direct_secret else {
+                // Unsigned, but still with the id receivers deduplicate on.
+                headers.push(("webhook-id".to_owned(), id.to_string()));
+                headers.push((
+                    "webhook-timestamp".to_owned(),
+                    (now.as_millis() / 1000).to_string(),
+                ));
+                return Ok(headers);
+            };
+            let scheme = SignatureScheme::StandardWebhooks;
+            (scheme, vec![parse_key(scheme, secret.expose())?])
         };
         let refs: Vec<&SigningKey> = keys.iter().collect();
         let input = SignInput {
@@ -687,6 +703,28 @@ impl<B: Backend> Attempter<B> {
         headers.extend(signed.into_iter().map(|(k, v)| (k.to_owned(), v)));
         Ok(headers)
     }
+}
+
+/// The move that records an attempt: the next phase, the attempt count and the attempt log
+/// in the metadata, and the error.
+fn settle(item: &Item, kind: &OutcomeKind, record: super::Attempt) -> Move {
+    let mut metadata = item.metadata.clone();
+    metadata.insert(M_ATTEMPTS.to_owned(), record.number.to_string());
+    metadata.insert(
+        format!("{M_ATTEMPT_PREFIX}{:04}", record.number),
+        serde_json::to_string(&record).unwrap_or_default(),
+    );
+    trim_attempts(&mut metadata);
+    let mv = match kind {
+        OutcomeKind::Delivered => Move::to(Phase::DONE),
+        OutcomeKind::Retrying { at } => Move::to(Phase::PENDING).not_before(*at),
+        OutcomeKind::Dead => Move::to(Phase::DEAD),
+        OutcomeKind::Gone => Move::to(phase(GONE)),
+        OutcomeKind::Cancelled => Move::to(phase(CANCELLED)),
+    };
+    let mut mv = mv.metadata(metadata);
+    mv.error = record.error;
+    mv
 }
 
 fn sub_of(item: &Item) -> Option<&str> {
@@ -716,7 +754,11 @@ fn trim_attempts(metadata: &mut BTreeMap<String, String>) {
 fn ignore_lost_lease(r: Result<Item>) -> Result<()> {
     match r {
         Ok(_) => Ok(()),
-        Err(e @ (Error::NotLeaseOwner { .. } | Error::PhaseConflict { .. } | Error::ItemNotFound { .. })) => {
+        Err(
+            e @ (Error::NotLeaseOwner { .. }
+            | Error::PhaseConflict { .. }
+            | Error::ItemNotFound { .. }),
+        ) => {
             tracing::warn!(error = %e, "delivery changed under the loop; leaving it");
             Ok(())
         }

@@ -22,13 +22,13 @@ use tokio::sync::{Mutex, Notify, broadcast};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{
-    Action, Expect, Item, Key, Move, NewItem, Page, Phase, QueueConfig, QueueId, Secret,
-    Timestamp, Transition,
+    Action, Expect, Item, Key, Move, NewItem, Page, Phase, QueueConfig, QueueId, Secret, Timestamp,
+    Transition,
 };
 use crate::net::TargetUrl;
 use crate::store::{DUMP_PAGE, Store};
 
-pub use deliver::{DeliveryConfig, DeliveryOutcome, Deliverer, OutcomeKind};
+pub use deliver::{Deliverer, DeliveryConfig, DeliveryOutcome, OutcomeKind};
 pub use subscription::{
     DEFAULT_ROTATION_GRACE, EventPattern, MAX_EVENT_LEN, MAX_EXTRA_HEADERS, SubscribeOptions,
     Subscription, SubscriptionUpdate, check_event_name,
@@ -85,7 +85,9 @@ impl DeliveryId {
         if ok {
             Ok(DeliveryId(s.to_owned()))
         } else {
-            Err(Error::invalid(format!("{s:?} is not a delivery id (msg_ and 24 hex digits)")))
+            Err(Error::invalid(format!(
+                "{s:?} is not a delivery id (msg_ and 24 hex digits)"
+            )))
         }
     }
 
@@ -228,7 +230,10 @@ impl<B: Backend> Hooks<B> {
     /// As [`Hooks::open`], with options.
     pub async fn open_with(store: Store<B>, options: HooksOptions) -> Result<Self> {
         if let Some(secret) = &options.direct_secret {
-            parse_key(crate::signing::SignatureScheme::StandardWebhooks, secret.expose())?;
+            parse_key(
+                crate::signing::SignatureScheme::StandardWebhooks,
+                secret.expose(),
+            )?;
         }
         let subs_queue = QueueId::new(SUBSCRIPTIONS_QUEUE)?;
         let deliveries_queue = QueueId::new(DELIVERIES_QUEUE)?;
@@ -400,10 +405,7 @@ impl<B: Backend> Hooks<B> {
         let Some(key) = self.read_subs().get(id).map(|(k, _)| *k) else {
             return Ok(false);
         };
-        self.inner
-            .store
-            .delete(&self.inner.subs_queue, key)
-            .await?;
+        self.inner.store.delete(&self.inner.subs_queue, key).await?;
         self.write_subs().remove(id);
         Ok(true)
     }
@@ -771,7 +773,9 @@ impl<B: Backend> Hooks<B> {
             mine.extend(
                 items
                     .iter()
-                    .filter(|i| i.metadata.get(M_SUBSCRIPTION).map(String::as_str) == Some(subscription))
+                    .filter(|i| {
+                        i.metadata.get(M_SUBSCRIPTION).map(String::as_str) == Some(subscription)
+                    })
                     .map(|i| i.key),
             );
         }
@@ -858,7 +862,11 @@ fn attempts_made(m: &BTreeMap<String, String>) -> u32 {
 fn random_hex(n: usize) -> Result<String> {
     let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf).map_err(|e| Error::invalid(format!("no randomness: {e}")))?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(buf.iter().fold(String::with_capacity(2 * n), |mut s, b| {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
 }
 
 /// A random number in [0, 1), for jitter.

@@ -293,9 +293,9 @@ pub(crate) fn check_headers(headers: &BTreeMap<String, String>) -> Result<()> {
     }
     for (name, value) in headers {
         let token = !name.is_empty()
-            && name.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-            });
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !token {
             return Err(Error::invalid(format!(
                 "header name {name:?} is not a valid HTTP header name"
@@ -306,7 +306,10 @@ pub(crate) fn check_headers(headers: &BTreeMap<String, String>) -> Result<()> {
                 "header {name:?} is set by hookspool itself and cannot be overridden"
             )));
         }
-        if value.len() > 4096 || !value.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        if value.len() > 4096
+            || !value
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
         {
             return Err(Error::invalid(format!(
                 "the value of header {name:?} must be at most 4096 visible ASCII characters"
@@ -360,7 +363,10 @@ pub(crate) fn to_metadata(sub: &Subscription) -> BTreeMap<String, String> {
     if sub.strict_fifo {
         m.insert("strict_fifo".to_owned(), "true".to_owned());
     }
-    m.insert("created_at".to_owned(), sub.created_at.as_millis().to_string());
+    m.insert(
+        "created_at".to_owned(),
+        sub.created_at.as_millis().to_string(),
+    );
     m
 }
 
@@ -417,7 +423,7 @@ pub(crate) fn from_item(item: &Item) -> Result<Subscription> {
 }
 
 /// How long requests are also signed with the previous secret after a rotation.
-pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_hours(24);
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,10 @@
 //! Integration tests of hookspool: one binary, one module per area.
 
+// Helpers outside `#[test]` functions unwrap too: a test that cannot set up should panic.
+#![allow(clippy::unwrap_used)]
+
 mod conformance_memory;
+mod delivery;
+mod delivery_crash;
+mod net;
 mod store;

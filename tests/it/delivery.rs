@@ -1,0 +1,733 @@
+//! Webhook delivery end to end: real axum receivers on 127.0.0.1:0, the real HTTP client, the
+//! delivery loop, and a manual store clock to step through retry schedules without sleeping.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use hookspool::{
+    DeliveryConfig, DeliveryOutcome, Error, Hooks, HooksOptions, HttpConfig, ManualClock,
+    MemoryBackend, NetworkPolicy, OutcomeKind, Phase, RetrySchedule, Secret, SignatureScheme,
+    SigningKey, Store, SubscribeOptions, SubscriptionUpdate, Timestamp, UrlResolver,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+/// One request as the receiver saw it.
+#[derive(Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A receiver whose answer can be switched mid-test.
+struct Receiver {
+    url: String,
+    requests: mpsc::UnboundedReceiver<Received>,
+    status: Arc<AtomicU16>,
+    retry_after: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    tx: mpsc::UnboundedSender<Received>,
+    status: Arc<AtomicU16>,
+    retry_after: Arc<std::sync::Mutex<Option<String>>>,
+    location: Option<String>,
+}
+
+async fn handle(
+    State(s): State<ReceiverState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let _ = s.tx.send(Received { headers, body });
+    let status = StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap();
+    let mut out = HeaderMap::new();
+    if let Some(ra) = s.retry_after.lock().unwrap().clone() {
+        out.insert("retry-after", ra.parse().unwrap());
+    }
+    if let Some(loc) = &s.location {
+        out.insert("location", loc.parse().unwrap());
+    }
+    (status, out, "receiver says hi")
+}
+
+async fn receiver(status: u16) -> Receiver {
+    receiver_with(status, None).await
+}
+
+async fn receiver_with(status: u16, location: Option<String>) -> Receiver {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let status = Arc::new(AtomicU16::new(status));
+    let retry_after = Arc::new(std::sync::Mutex::new(None));
+    let state = ReceiverState {
+        tx,
+        status: status.clone(),
+        retry_after: retry_after.clone(),
+        location,
+    };
+    let app = Router::new().fallback(handle).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        requests: rx,
+        status,
+        retry_after,
+    }
+}
+
+impl Receiver {
+    async fn next(&mut self) -> Received {
+        tokio::time::timeout(Duration::from_secs(10), self.requests.recv())
+            .await
+            .expect("the receiver got no request in time")
+            .expect("receiver closed")
+    }
+
+    fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    fn nothing_more(&mut self) {
+        assert!(
+            self.requests.try_recv().is_err(),
+            "unexpected extra request"
+        );
+    }
+}
+
+/// Settings for tests: loopback allowed, quick polling, short timeouts, no jitter.
+fn config(delays: &[u64]) -> DeliveryConfig {
+    DeliveryConfig {
+        poll_interval: Duration::from_millis(10),
+        schedule: RetrySchedule {
+            delays: delays.iter().map(|s| Duration::from_secs(*s)).collect(),
+            jitter: 0.0,
+            ..RetrySchedule::standard()
+        },
+        http: HttpConfig {
+            timeout: Duration::from_secs(5),
+            policy: NetworkPolicy::new().allow_loopback(),
+            ..HttpConfig::default()
+        },
+        ..DeliveryConfig::default()
+    }
+}
+
+struct Running {
+    hooks: Hooks<MemoryBackend>,
+    clock: ManualClock,
+    results: broadcast::Receiver<DeliveryOutcome>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<hookspool::Result<()>>>,
+}
+
+async fn start(config: DeliveryConfig) -> Running {
+    start_with(config, HooksOptions::default()).await
+}
+
+async fn start_with(config: DeliveryConfig, options: HooksOptions) -> Running {
+    let clock = ManualClock::new(T0);
+    let store = Store::new(MemoryBackend::new()).with_clock(clock.clone());
+    let hooks = Hooks::open_with(store, options).await.unwrap();
+    let results = hooks.results();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let deliverer = hooks.deliverer(config).unwrap();
+    let task = tokio::spawn(deliverer.run(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        hooks,
+        clock,
+        results,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl Running {
+    async fn outcome(&mut self) -> DeliveryOutcome {
+        tokio::time::timeout(Duration::from_secs(10), self.results.recv())
+            .await
+            .expect("no outcome in time")
+            .expect("results closed")
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+fn header<'a>(r: &'a Received, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .unwrap_or_else(|| panic!("missing header {name}"))
+        .to_str()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn fire_delivers_a_signed_request_and_records_it() {
+    let mut rx = receiver(200).await;
+    let mut run = start(config(&[5])).await;
+    let sub = run
+        .hooks
+        .subscribe(
+            "order.*",
+            &rx.url,
+            SubscribeOptions::default().secret(SECRET),
+        )
+        .await
+        .unwrap();
+    let ids = run
+        .hooks
+        .fire("order.paid", br#"{"id":42}"#.to_vec())
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+
+    let req = rx.next().await;
+    assert_eq!(&req.body[..], br#"{"id":42}"#);
+    assert_eq!(header(&req, "webhook-id"), ids[0].as_str());
+    assert_eq!(header(&req, "x-hookspool-event"), "order.paid");
+    assert_eq!(header(&req, "content-type"), "application/json");
+    assert!(header(&req, "user-agent").starts_with("hookspool/"));
+    assert_eq!(
+        header(&req, "webhook-timestamp"),
+        (T0.as_millis() / 1000).to_string()
+    );
+    // A receiver verifies with the public `verify`.
+    let key = SigningKey::from_whsec(SECRET).unwrap();
+    let now = T0.as_millis() / 1000;
+    hookspool::verify(
+        &[&key],
+        |n| req.headers.get(n).and_then(|v| v.to_str().ok()),
+        &req.body,
+        now,
+    )
+    .expect("signature verifies");
+
+    let outcome = run.outcome().await;
+    assert_eq!(outcome.kind, OutcomeKind::Delivered);
+    assert_eq!(outcome.delivery_id, ids[0]);
+    assert_eq!(outcome.subscription.as_deref(), Some(sub.id.as_str()));
+    assert_eq!((outcome.attempt, outcome.status), (1, Some(200)));
+    assert!(outcome.is_final());
+
+    let d = run.hooks.delivery(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(d.state, Phase::DONE);
+    assert_eq!(d.attempts.len(), 1);
+    assert_eq!(d.attempts[0].status, Some(200));
+    assert_eq!(d.attempts[0].response, "receiver says hi");
+    run.stop().await;
+    rx.nothing_more();
+}
+
+#[tokio::test]
+async fn failures_retry_on_the_schedule_then_die_and_replay_sends_again() {
+    let mut rx = receiver(503).await;
+    let mut run = start(config(&[5, 300])).await;
+    run.hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let id = run
+        .hooks
+        .fire("ping", b"{}".to_vec())
+        .await
+        .unwrap()
+        .remove(0);
+
+    rx.next().await;
+    let o = run.outcome().await;
+    assert_eq!(
+        o.kind,
+        OutcomeKind::Retrying {
+            at: T0.saturating_add(Duration::from_secs(5))
+        }
+    );
+    assert_eq!(o.error.as_deref(), Some("http_503"));
+    // Not due yet: nothing is sent until the clock reaches the retry time.
+    run.clock.advance(Duration::from_millis(4_999));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    rx.nothing_more();
+    run.clock.advance(Duration::from_millis(1));
+    rx.next().await;
+    let o = run.outcome().await;
+    assert_eq!(o.attempt, 2);
+    assert!(matches!(o.kind, OutcomeKind::Retrying { .. }));
+    run.clock.advance(Duration::from_mins(5));
+    rx.next().await;
+    let o = run.outcome().await;
+    assert_eq!(
+        (o.attempt, o.kind.clone()),
+        (3, OutcomeKind::Dead),
+        "three attempts, then dead"
+    );
+
+    let d = run.hooks.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(d.state, Phase::DEAD);
+    let numbers: Vec<u32> = d.attempts.iter().map(|a| a.number).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+
+    rx.set_status(200);
+    run.hooks.replay(&id).await.unwrap();
+    rx.next().await;
+    let o = run.outcome().await;
+    assert_eq!((o.attempt, o.kind), (4, OutcomeKind::Delivered));
+    assert!(
+        matches!(
+            run.hooks.replay(&id).await,
+            Err(Error::PhaseConflict { .. })
+        ),
+        "only dead deliveries replay"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_within_the_clamp() {
+    let mut rx = receiver(429).await;
+    *rx.retry_after.lock().unwrap() = Some("8".to_owned());
+    let mut run = start(config(&[5, 5])).await;
+    run.hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
+    rx.next().await;
+    let o = run.outcome().await;
+    assert_eq!(
+        o.kind,
+        OutcomeKind::Retrying {
+            at: T0.saturating_add(Duration::from_secs(8))
+        }
+    );
+    // A Retry-After far beyond twice the scheduled delay is clamped to 2 × 5 s.
+    *rx.retry_after.lock().unwrap() = Some("3600".to_owned());
+    run.clock.advance(Duration::from_secs(8));
+    rx.next().await;
+    let o = run.outcome().await;
+    let now = T0.saturating_add(Duration::from_secs(8));
+    assert_eq!(
+        o.kind,
+        OutcomeKind::Retrying {
+            at: now.saturating_add(Duration::from_secs(10))
+        }
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn gone_410_removes_the_subscription() {
+    let mut rx = receiver(410).await;
+    let mut run = start(config(&[5])).await;
+    let sub = run
+        .hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let id = run
+        .hooks
+        .fire("ping", b"{}".to_vec())
+        .await
+        .unwrap()
+        .remove(0);
+    rx.next().await;
+    let o = run.outcome().await;
+    assert_eq!(o.kind, OutcomeKind::Gone);
+    assert!(
+        run.hooks.subscription(&sub.id).is_none(),
+        "410 removes the subscription"
+    );
+    assert_eq!(
+        run.hooks
+            .delivery(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state
+            .as_str(),
+        "gone"
+    );
+    assert!(
+        run.hooks
+            .fire("ping", b"{}".to_vec())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let mut target = receiver(200).await;
+    let mut rx = receiver_with(308, Some(target.url.clone())).await;
+    let mut run = start(config(&[5])).await;
+    run.hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
+    rx.next().await;
+    let o = run.outcome().await;
+    assert_eq!(o.status, Some(308));
+    assert!(
+        matches!(o.kind, OutcomeKind::Retrying { .. }),
+        "a redirect is a failed attempt"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    target.nothing_more();
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn loopback_targets_are_refused_by_default() {
+    let mut rx = receiver(200).await;
+    let mut cfg = config(&[5]);
+    cfg.http.policy = NetworkPolicy::new();
+    let mut run = start(cfg).await;
+    run.hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let id = run
+        .hooks
+        .fire("ping", b"{}".to_vec())
+        .await
+        .unwrap()
+        .remove(0);
+    let o = run.outcome().await;
+    assert_eq!(o.kind, OutcomeKind::Dead, "a refused target is not retried");
+    assert!(
+        o.error.as_deref().unwrap().starts_with("forbidden"),
+        "{:?}",
+        o.error
+    );
+    assert_eq!(
+        run.hooks.delivery(&id).await.unwrap().unwrap().state,
+        Phase::DEAD
+    );
+    rx.nothing_more();
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn subscribing_twice_delivers_once_and_notify_reaches_only_the_owner() {
+    let mut a = receiver(200).await;
+    let mut b = receiver(200).await;
+    let mut run = start(config(&[5])).await;
+    let opts = |owner: &str| SubscribeOptions::default().owner(owner);
+    let s1 = run
+        .hooks
+        .subscribe("invoice.paid", &a.url, opts("alice"))
+        .await
+        .unwrap();
+    let s2 = run
+        .hooks
+        .subscribe("invoice.paid", &a.url, opts("alice"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s1.id, s2.id,
+        "subscribe is idempotent on (owner, event, url)"
+    );
+    run.hooks
+        .subscribe("invoice.paid", &b.url, opts("bob"))
+        .await
+        .unwrap();
+
+    let ids = run.hooks.fire("invoice.paid", b"1".to_vec()).await.unwrap();
+    assert_eq!(ids.len(), 2, "one delivery per subscription");
+    a.next().await;
+    b.next().await;
+    run.outcome().await;
+    run.outcome().await;
+
+    let ids = run
+        .hooks
+        .notify("bob", "invoice.paid", b"2".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(&b.next().await.body[..], b"2");
+    run.outcome().await;
+    a.nothing_more();
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn emitters_attach_detach_and_emit_with_a_request_id() {
+    let mut rx = receiver(200).await;
+    let mut run = start(config(&[5])).await;
+    let opts = SubscribeOptions::default()
+        .scheme(SignatureScheme::WebhooksEmitter)
+        .secret("secret");
+    run.hooks
+        .attach(
+            "audit",
+            &["user.created", "user.deleted"],
+            &rx.url,
+            opts.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        run.hooks.attach("audit", &["x"], &rx.url, opts).await,
+        Err(Error::SubscriptionExists(id)) if id == "audit"
+    ));
+    let (request_id, ids) = run
+        .hooks
+        .emit("user.deleted", br#"{"u":1}"#.to_vec(), Some("req-1"))
+        .await
+        .unwrap();
+    assert_eq!((request_id.as_str(), ids.len()), ("req-1", 1));
+    let req = rx.next().await;
+    assert_eq!(header(&req, "x-webhooks-event"), "user.deleted");
+    assert_eq!(header(&req, "x-request-id"), "req-1");
+    let key = SigningKey::from_text("secret").unwrap();
+    hookspool::verify_emitter(&key, header(&req, "x-webhooks-signature"), &req.body).unwrap();
+    run.outcome().await;
+
+    assert!(run.hooks.detach("audit").await.unwrap());
+    assert!(!run.hooks.detach("audit").await.unwrap());
+    assert!(
+        run.hooks
+            .emit("user.deleted", b"{}".to_vec(), None)
+            .await
+            .unwrap()
+            .1
+            .is_empty()
+    );
+    run.stop().await;
+}
+
+struct FromDb(Vec<String>);
+
+impl UrlResolver for FromDb {
+    async fn resolve(&self, _event: &str) -> hookspool::Result<Vec<String>> {
+        Ok(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn fire_to_urls_and_through_a_resolver_without_a_registry() {
+    let mut a = receiver(200).await;
+    let mut b = receiver(200).await;
+    let options = HooksOptions {
+        direct_secret: Some(Secret::new(SECRET)),
+        ..HooksOptions::default()
+    };
+    let mut run = start_with(config(&[5]), options).await;
+    let ids = run
+        .hooks
+        .fire_to(&[&a.url, &b.url], "ping", b"x".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    let key = SigningKey::from_whsec(SECRET).unwrap();
+    for req in [a.next().await, b.next().await] {
+        hookspool::verify(
+            &[&key],
+            |n| req.headers.get(n).and_then(|v| v.to_str().ok()),
+            &req.body,
+            T0.as_millis() / 1000,
+        )
+        .expect("direct deliveries are signed with the direct secret");
+    }
+    run.outcome().await;
+    run.outcome().await;
+    let resolver = FromDb(vec![a.url.clone()]);
+    let ids = run
+        .hooks
+        .fire_resolved(&resolver, "ping", b"y".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(&a.next().await.body[..], b"y");
+    run.outcome().await;
+    b.nothing_more();
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn key_rotation_sends_both_signatures_during_the_grace_period() {
+    let mut rx = receiver(200).await;
+    let mut run = start(config(&[5])).await;
+    let sub = run
+        .hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default().secret(SECRET))
+        .await
+        .unwrap();
+    let rotated = run.hooks.rotate_secret(&sub.id, None).await.unwrap();
+    assert_ne!(rotated.secret, sub.secret);
+    run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
+    let req = rx.next().await;
+    assert_eq!(header(&req, "webhook-signature").split(' ').count(), 2);
+    let now = T0.as_millis() / 1000;
+    for secret in [SECRET, rotated.secret.expose()] {
+        let key = SigningKey::from_whsec(secret).unwrap();
+        hookspool::verify(
+            &[&key],
+            |n| req.headers.get(n).and_then(|v| v.to_str().ok()),
+            &req.body,
+            now,
+        )
+        .expect("either secret verifies");
+    }
+    run.outcome().await;
+    // After the grace period only the new signature is sent.
+    run.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
+    let req = rx.next().await;
+    assert_eq!(header(&req, "webhook-signature").split(' ').count(), 1);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn disabled_subscriptions_get_nothing_and_updates_apply() {
+    let mut rx = receiver(200).await;
+    let mut other = receiver(200).await;
+    let mut run = start(config(&[5])).await;
+    let sub = run
+        .hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    run.hooks.set_enabled(&sub.id, false).await.unwrap();
+    assert!(
+        run.hooks
+            .fire("ping", b"{}".to_vec())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let update = SubscriptionUpdate {
+        url: Some(other.url.clone()),
+        enabled: Some(true),
+        headers: Some(BTreeMap::from([("X-Tenant".to_owned(), "acme".to_owned())])),
+        ..SubscriptionUpdate::default()
+    };
+    run.hooks.update(&sub.id, update).await.unwrap();
+    run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
+    let req = other.next().await;
+    assert_eq!(header(&req, "x-tenant"), "acme");
+    run.outcome().await;
+    rx.nothing_more();
+    assert_eq!(run.hooks.deregister_url(&other.url).await.unwrap(), 1);
+    assert!(run.hooks.subscriptions().is_empty());
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn strict_fifo_holds_back_what_follows_a_failing_delivery() {
+    let mut rx = receiver(503).await;
+    let mut run = start(config(&[5, 5, 5])).await;
+    run.hooks
+        .subscribe(
+            "seq",
+            &rx.url,
+            SubscribeOptions::default().strict_fifo(true),
+        )
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        run.hooks
+            .fire("seq", format!("{n}").into_bytes())
+            .await
+            .unwrap();
+    }
+    assert_eq!(&rx.next().await.body[..], b"1");
+    run.outcome().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    rx.nothing_more();
+    rx.set_status(200);
+    run.clock.advance(Duration::from_secs(5));
+    let order: Vec<Bytes> = vec![
+        rx.next().await.body,
+        rx.next().await.body,
+        rx.next().await.body,
+    ];
+    assert_eq!(
+        order,
+        [&b"1"[..], b"2", b"3"],
+        "the failed head goes first, then the rest in order"
+    );
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_typed_errors_and_nothing_is_stored() {
+    let run = start(config(&[5])).await;
+    let h = &run.hooks;
+    let opts = SubscribeOptions::default;
+    for url in [
+        "ftp://x.example/hook",
+        "not a url",
+        "http://",
+        "http://user:pw@x.example/",
+    ] {
+        assert!(
+            matches!(
+                h.subscribe("e", url, opts()).await,
+                Err(Error::InvalidUrl { .. })
+            ),
+            "{url}"
+        );
+    }
+    assert!(matches!(
+        h.subscribe("or*der", "https://x.example/", opts()).await,
+        Err(Error::InvalidEvent { .. })
+    ));
+    for bad in ["whsec_", "whsec_!!!", "whsec_c2hvcnQ="] {
+        assert!(
+            matches!(
+                h.subscribe("e", "https://x.example/", opts().secret(bad))
+                    .await,
+                Err(Error::InvalidSecret(_))
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        h.update("sub_nope", SubscriptionUpdate::default()).await,
+        Err(Error::SubscriptionNotFound(_))
+    ));
+    assert!(matches!(
+        h.fire("order.*", b"{}".to_vec()).await,
+        Err(Error::InvalidEvent { .. })
+    ));
+    h.subscribe("e", "https://x.example/", opts())
+        .await
+        .unwrap();
+    let big = vec![b'x'; hookspool::DEFAULT_MAX_PAYLOAD + 1];
+    assert!(matches!(
+        h.fire("e", big).await,
+        Err(Error::PayloadTooLarge { .. })
+    ));
+    assert!(matches!(
+        h.fire_to(&["https://ok.example/", "gopher://x"], "e", b"{}".to_vec())
+            .await,
+        Err(Error::InvalidUrl { .. })
+    ));
+    let q = hookspool::QueueId::new(hookspool::DELIVERIES_QUEUE).unwrap();
+    assert_eq!(
+        h.store().count(&q).await.unwrap(),
+        0,
+        "no failed call stored anything"
+    );
+    assert_eq!(h.subscriptions().len(), 1);
+}
