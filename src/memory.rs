@@ -15,9 +15,23 @@ use crate::model::{
 /// Keeps everything in process memory behind one mutex. Not durable: a restart loses it all.
 ///
 /// Cloning gives another handle to the same data.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct MemoryBackend {
     state: Arc<Mutex<HashMap<QueueId, QueueState>>>,
+}
+
+/// Shows the size, not the contents: items can carry secrets (subscriptions) and are many.
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("MemoryBackend")
+            .field("queues", &state.len())
+            .field(
+                "items",
+                &state.values().map(|q| q.items.len()).sum::<usize>(),
+            )
+            .finish()
+    }
 }
 
 impl MemoryBackend {

@@ -341,7 +341,10 @@ pub struct Lease {
 }
 
 /// A stored item (Pollin's "callback").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its `Debug` masks metadata values whose key contains `secret` (subscriptions keep their
+/// signing secrets there).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     /// Assigned by `push`; increasing within the queue.
     pub key: Key,
@@ -363,6 +366,35 @@ pub struct Item {
     pub last_error: Option<String>,
     /// Small string map: event name, delivery id, headers.
     pub metadata: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for Item {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let metadata: BTreeMap<&str, &str> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| {
+                let v = if k.contains("secret") {
+                    "****"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("Item")
+            .field("key", &self.key)
+            .field("payload", &String::from_utf8_lossy(&self.payload))
+            .field("phase", &self.phase)
+            .field("attempts", &self.attempts)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("not_before", &self.not_before)
+            .field("lease", &self.lease)
+            .field("last_error", &self.last_error)
+            .field("metadata", &metadata)
+            .finish()
+    }
 }
 
 /// An item to push.
@@ -639,6 +671,29 @@ mod tests {
         assert!(!format!("{s:?}").contains("supersecret"));
         let q = QueueConfig::new(QueueId::new("q").unwrap()).with_secret(s);
         assert!(!format!("{q:?}").contains("supersecret"));
+    }
+
+    #[test]
+    fn item_debug_masks_secret_metadata() {
+        let item = Item {
+            key: 1,
+            payload: b"{}".to_vec(),
+            phase: Phase::PENDING,
+            attempts: 0,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            not_before: Timestamp(0),
+            lease: None,
+            last_error: None,
+            metadata: BTreeMap::from([
+                ("secret".to_owned(), "whsec_hidden".to_owned()),
+                ("previous_secret".to_owned(), "whsec_old".to_owned()),
+                ("event".to_owned(), "order.paid".to_owned()),
+            ]),
+        };
+        let shown = format!("{item:?}");
+        assert!(!shown.contains("whsec_"), "{shown}");
+        assert!(shown.contains("order.paid"));
     }
 
     #[test]

@@ -731,3 +731,235 @@ async fn bad_input_is_refused_with_typed_errors_and_nothing_is_stored() {
     );
     assert_eq!(h.subscriptions().len(), 1);
 }
+
+/// A receiver that holds every request until the test lets it go, counting how many are
+/// held at once.
+struct Gate {
+    url: String,
+    arrived: mpsc::UnboundedReceiver<()>,
+    release: Arc<tokio::sync::Semaphore>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct GateState {
+    arrived: mpsc::UnboundedSender<()>,
+    release: Arc<tokio::sync::Semaphore>,
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn gated(State(s): State<GateState>) -> StatusCode {
+    let now = s.held.fetch_add(1, Ordering::SeqCst) + 1;
+    s.peak.fetch_max(now, Ordering::SeqCst);
+    let _ = s.arrived.send(());
+    s.release.acquire().await.unwrap().forget();
+    s.held.fetch_sub(1, Ordering::SeqCst);
+    StatusCode::OK
+}
+
+async fn gate() -> Gate {
+    let (tx, arrived) = mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let state = GateState {
+        arrived: tx,
+        release: release.clone(),
+        held: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        peak: peak.clone(),
+    };
+    let app = Router::new().fallback(gated).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Gate {
+        url: format!("http://{addr}/hook"),
+        arrived,
+        release,
+        peak,
+    }
+}
+
+impl Gate {
+    async fn arrived(&mut self) {
+        tokio::time::timeout(Duration::from_secs(10), self.arrived.recv())
+            .await
+            .expect("no request arrived in time")
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn per_subscription_concurrency_is_limited() {
+    let mut g = gate().await;
+    let mut run = start(config(&[5])).await;
+    run.hooks
+        .subscribe("ping", &g.url, SubscribeOptions::default().max_in_flight(2))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
+    }
+    g.arrived().await;
+    g.arrived().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        g.arrived.try_recv().is_err(),
+        "a third request while two are in flight"
+    );
+    g.release.add_permits(5);
+    for _ in 0..5 {
+        assert_eq!(run.outcome().await.kind, OutcomeKind::Delivered);
+    }
+    assert_eq!(g.peak.load(Ordering::SeqCst), 2);
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_stop_releases_requests_cut_off_by_the_grace_period() {
+    let mut g = gate().await;
+    let mut cfg = config(&[5]);
+    cfg.shutdown_grace = Duration::from_millis(100);
+    let mut run = start(cfg).await;
+    run.hooks
+        .subscribe("ping", &g.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let id = run
+        .hooks
+        .fire("ping", b"{}".to_vec())
+        .await
+        .unwrap()
+        .remove(0);
+    g.arrived().await;
+    run.stop().await;
+    let d = run.hooks.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(d.state, Phase::PENDING, "released back to pending");
+    assert!(
+        d.attempts.is_empty(),
+        "a cut-off request is not counted as an attempt"
+    );
+    g.release.add_permits(1);
+}
+
+#[tokio::test]
+async fn graceful_stop_waits_for_requests_in_flight() {
+    let mut g = gate().await;
+    let mut run = start(config(&[5])).await;
+    run.hooks
+        .subscribe("ping", &g.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let id = run
+        .hooks
+        .fire("ping", b"{}".to_vec())
+        .await
+        .unwrap()
+        .remove(0);
+    g.arrived().await;
+    let release = g.release.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.add_permits(1);
+    });
+    run.stop().await;
+    assert_eq!(
+        run.hooks.delivery(&id).await.unwrap().unwrap().state,
+        Phase::DONE
+    );
+}
+
+#[tokio::test]
+async fn a_restart_continues_the_schedule_from_the_recorded_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = receiver(503).await;
+    let clock = ManualClock::new(T0);
+    let open = || async {
+        let backend = hookspool_sled::SledBackend::open(dir.path()).unwrap();
+        Hooks::open(Store::new(backend).with_clock(clock.clone()))
+            .await
+            .unwrap()
+    };
+    let run = |hooks: Hooks<hookspool_sled::SledBackend>| {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(hooks.deliverer(config(&[5, 300, 300])).unwrap().run(async {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    };
+
+    let hooks = open().await;
+    hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let id = hooks.fire("ping", b"{}".to_vec()).await.unwrap().remove(0);
+    let mut results = hooks.results();
+    let (stop, task) = run(hooks.clone());
+    rx.next().await;
+    assert!(matches!(
+        results.recv().await.unwrap().kind,
+        OutcomeKind::Retrying { .. }
+    ));
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    drop((hooks, results));
+
+    // A new process: the retry is still due at T0 + 5 s, and it is attempt 2, not 1.
+    let hooks = open().await;
+    let d = hooks.delivery(&id).await.unwrap().unwrap();
+    assert_eq!(
+        d.next_attempt,
+        Some(T0.saturating_add(Duration::from_secs(5)))
+    );
+    let mut results = hooks.results();
+    let (stop, task) = run(hooks.clone());
+    clock.advance(Duration::from_secs(5));
+    rx.next().await;
+    let o = results.recv().await.unwrap();
+    assert_eq!(o.attempt, 2);
+    let at = T0.saturating_add(Duration::from_secs(5 + 300));
+    assert_eq!(
+        o.kind,
+        OutcomeKind::Retrying { at },
+        "the second delay of the schedule"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn secrets_never_show_in_debug_output() {
+    let run = start_with(
+        config(&[5]),
+        HooksOptions {
+            direct_secret: Some(Secret::new(SECRET)),
+            ..HooksOptions::default()
+        },
+    )
+    .await;
+    let sub = run
+        .hooks
+        .subscribe(
+            "e",
+            "https://x.example/",
+            SubscribeOptions::default().secret(SECRET),
+        )
+        .await
+        .unwrap();
+    let rotated = run.hooks.rotate_secret(&sub.id, None).await.unwrap();
+    let key = SigningKey::from_whsec(SECRET).unwrap();
+    let shown = format!("{rotated:?} {sub:?} {key:?} {:?}", run.hooks);
+    for secret in [
+        SECRET,
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        rotated.secret.expose(),
+    ] {
+        assert!(!shown.contains(secret), "a secret in Debug output: {shown}");
+    }
+    let json = serde_json::to_string(&rotated).unwrap();
+    assert!(
+        !json.contains("whsec_"),
+        "a secret in serialized output: {json}"
+    );
+}
