@@ -9,6 +9,9 @@
 //!   expired lease gives the item back; schedules (`not_before`) and per-queue TTLs.
 //! - Backends: [`MemoryBackend`] here; `hookspool-sled` (durable) in its own crate; your own,
 //!   checked by the conformance kit (feature `conformance`).
+//! - Webhook delivery (feature `delivery`): `Hooks` (subscriptions, `fire` / `notify` /
+//!   `emit`) and the `Deliverer` loop that POSTs deliveries signed, retries them and resumes
+//!   after a crash; `verify` for receivers (feature `signing`).
 //!
 //! It is not a message broker (no network protocol of its own, no replication) and not a
 //! database: items are opaque bytes with a small string map of metadata.
@@ -47,6 +50,10 @@
 //! - `conformance`: the `hookspool::conformance` kit for backend authors: a `Factory` trait,
 //!   one check per property of the [`Backend`] contract, a model-based property test, and the
 //!   `conformance_tests!` macro that runs them all.
+//! - `signing`: webhook signatures (`sign`, `verify`, `SigningKey`) without
+//!   an HTTP client.
+//! - `delivery` (implies `signing`): `Hooks`, `Deliverer`, the HTTP client with its network
+//!   policy, and retry schedules.
 //!
 //! # Modules
 //!
