@@ -179,20 +179,31 @@ impl<B: Backend> Deliverer<B> {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let mut lp = Loop::new(self).await?;
         tokio::pin!(shutdown);
-        loop {
+        let result = loop {
             lp.start_waiting();
-            let claimed = lp.claim().await?;
+            let claimed = match lp.claim().await {
+                Ok(n) => n,
+                Err(e) => break Err(e),
+            };
             let idle = claimed == 0;
-            tokio::select! {
+            let step = tokio::select! {
                 biased;
-                () = &mut shutdown => break,
-                Some(done) = lp.tasks.join_next(), if !lp.tasks.is_empty() => lp.finished(done).await?,
-                () = lp.d.hooks.inner.wake.notified(), if idle => {}
-                () = tokio::time::sleep(lp.d.config.poll_interval), if idle => {}
-                () = std::future::ready(()), if !idle => {}
+                () = &mut shutdown => break Ok(()),
+                Some(done) = lp.tasks.join_next_with_id(), if !lp.tasks.is_empty() => {
+                    lp.finished(done).await
+                }
+                () = lp.d.hooks.inner.wake.notified(), if idle => Ok(()),
+                () = tokio::time::sleep(lp.d.config.poll_interval), if idle => Ok(()),
+                () = std::future::ready(()), if !idle => Ok(()),
+            };
+            if let Err(e) = step {
+                break Err(e);
             }
-        }
-        lp.stop().await
+        };
+        // Even when the loop ends on an error, give back what it holds (best effort: the
+        // error may be the backend's).
+        let stopped = lp.stop().await;
+        result.and(stopped)
     }
 }
 
@@ -206,6 +217,8 @@ struct Loop<B: Backend> {
     waiting: BTreeMap<String, VecDeque<Item>>,
     /// Strict-FIFO subscriptions whose head delivery failed: (head key, retry time).
     blocked: HashMap<String, (Key, Timestamp)>,
+    /// What each running request task works on, to clean up after a task that panicked.
+    spawned: HashMap<tokio::task::Id, (Key, Option<String>)>,
 }
 
 impl<B: Backend> Loop<B> {
@@ -217,6 +230,7 @@ impl<B: Backend> Loop<B> {
             running: HashMap::new(),
             waiting: BTreeMap::new(),
             blocked: HashMap::new(),
+            spawned: HashMap::new(),
         };
         lp.recover().await?;
         Ok(lp)
@@ -390,19 +404,34 @@ impl<B: Backend> Loop<B> {
             client: self.d.client.clone(),
             config: self.d.config.clone(),
         };
-        self.tasks
+        let key = item.key;
+        let sub_id = sub.as_ref().map(|s| s.id.clone());
+        let handle = self
+            .tasks
             .spawn(async move { ctx.attempt(item, sub).await });
+        self.spawned.insert(handle.id(), (key, sub_id));
     }
 
     async fn finished(
         &mut self,
-        done: std::result::Result<Done, tokio::task::JoinError>,
+        done: std::result::Result<(tokio::task::Id, Done), tokio::task::JoinError>,
     ) -> Result<()> {
         let done = match done {
-            Ok(done) => done,
-            // A panicking request task: its lease runs out and the delivery is retried.
+            Ok((id, done)) => {
+                self.spawned.remove(&id);
+                done
+            }
+            // A request task that panicked (or was aborted): free its slot and put the
+            // delivery back to pending, so that it is tried again.
             Err(e) => {
                 tracing::error!(error = %e, "a delivery task failed");
+                if let Some((key, sub)) = self.spawned.remove(&e.id()) {
+                    self.held.remove(&key);
+                    if let Some(n) = sub.and_then(|s| self.running.get_mut(&s)) {
+                        *n = n.saturating_sub(1);
+                    }
+                    self.release_key(key, None).await?;
+                }
                 return Ok(());
             }
         };
@@ -426,7 +455,11 @@ impl<B: Backend> Loop<B> {
 
     /// Puts a claimed delivery back to pending without counting an attempt.
     async fn release(&mut self, item: Item, at: Option<Timestamp>) -> Result<()> {
-        self.held.remove(&item.key);
+        self.release_key(item.key, at).await
+    }
+
+    async fn release_key(&mut self, key: Key, at: Option<Timestamp>) -> Result<()> {
+        self.held.remove(&key);
         let mut mv = Move::to(Phase::PENDING);
         mv.not_before = at;
         let transition = Transition {
@@ -436,7 +469,7 @@ impl<B: Backend> Loop<B> {
         ignore_lost_lease(
             self.hooks()
                 .store()
-                .update(&self.hooks().inner.deliveries_queue, item.key, transition)
+                .update(&self.hooks().inner.deliveries_queue, key, transition)
                 .await,
         )
     }
@@ -479,7 +512,7 @@ impl<B: Backend> Loop<B> {
     async fn stop(mut self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.d.config.shutdown_grace;
         while !self.tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
                 Ok(Some(done)) => self.finished(done).await?,
                 Ok(None) | Err(_) => break,
             }

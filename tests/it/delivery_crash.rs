@@ -5,7 +5,8 @@
 //! nothing recorded as delivered was sent again after a restart, and that attempt numbers
 //! continued across restarts instead of starting again from 1.
 //!
-//! Reproduce a failing run with `HOOKSPOOL_DCRASH_SEED=<seed printed by the test>`.
+//! `HOOKSPOOL_DCRASH_SEED=<seed printed by the test>` replays a failing run's choice of kill
+//! moments (the timing of the processes around them cannot be replayed).
 
 // Tests may unwrap (house rule): a failed unwrap is a failed test, with its error printed.
 #![allow(clippy::unwrap_used)]
