@@ -39,8 +39,8 @@ pub struct DeliveryConfig {
     /// How long a claimed delivery stays leased (default 5 minutes). Must be longer than the
     /// HTTP timeout.
     pub lease: Duration,
-    /// How often to look for due deliveries when idle (default 500 ms; firing wakes the loop
-    /// at once).
+    /// How often to look for due deliveries when idle (default 500 ms). Firing and replaying
+    /// wake the loop at once, and it wakes on its own when a retry it scheduled falls due.
     pub poll_interval: Duration,
     /// The retry schedule (default [`RetrySchedule::standard`]).
     pub schedule: RetrySchedule,
@@ -141,8 +141,10 @@ impl<B: Backend> std::fmt::Debug for Deliverer<B> {
 struct Done {
     key: Key,
     subscription: Option<String>,
-    /// For a strict-FIFO subscription whose delivery will be retried: when.
-    blocked_until: Option<Timestamp>,
+    /// When the delivery will be retried, if it will.
+    retry_at: Option<Timestamp>,
+    /// Whether its subscription is strict FIFO (a retry then blocks what follows).
+    fifo: bool,
 }
 
 impl<B: Backend> Deliverer<B> {
@@ -186,6 +188,7 @@ impl<B: Backend> Deliverer<B> {
                 Err(e) => break Err(e),
             };
             let idle = claimed == 0;
+            let wait = lp.idle_wait();
             let step = tokio::select! {
                 biased;
                 () = &mut shutdown => break Ok(()),
@@ -193,7 +196,7 @@ impl<B: Backend> Deliverer<B> {
                     lp.finished(done).await
                 }
                 () = lp.d.hooks.inner.wake.notified(), if idle => Ok(()),
-                () = tokio::time::sleep(lp.d.config.poll_interval), if idle => Ok(()),
+                () = tokio::time::sleep(wait), if idle => Ok(()),
                 () = std::future::ready(()), if !idle => Ok(()),
             };
             if let Err(e) = step {
@@ -219,6 +222,9 @@ struct Loop<B: Backend> {
     blocked: HashMap<String, (Key, Timestamp)>,
     /// What each running request task works on, to clean up after a task that panicked.
     spawned: HashMap<tokio::task::Id, (Key, Option<String>)>,
+    /// Times at which deliveries this loop put back become due: the idle loop wakes then
+    /// instead of waiting for the next poll.
+    due: std::collections::BTreeSet<Timestamp>,
 }
 
 impl<B: Backend> Loop<B> {
@@ -231,6 +237,7 @@ impl<B: Backend> Loop<B> {
             waiting: BTreeMap::new(),
             blocked: HashMap::new(),
             spawned: HashMap::new(),
+            due: std::collections::BTreeSet::new(),
         };
         lp.recover().await?;
         Ok(lp)
@@ -282,6 +289,19 @@ impl<B: Backend> Loop<B> {
             }
         }
         Ok(())
+    }
+
+    /// How long the idle loop waits: until the next retry it knows of, or one poll interval.
+    fn idle_wait(&mut self) -> Duration {
+        let now = self.hooks().store().now();
+        // Times already reached were just claimed (or someone else took the delivery).
+        self.due = self
+            .due
+            .split_off(&Timestamp(now.as_millis().saturating_add(1)));
+        let poll = self.d.config.poll_interval;
+        self.due.first().map_or(poll, |at| {
+            Duration::from_millis(at.as_millis() - now.as_millis()).min(poll)
+        })
     }
 
     fn in_use(&self) -> usize {
@@ -436,11 +456,14 @@ impl<B: Backend> Loop<B> {
             }
         };
         self.held.remove(&done.key);
+        if let Some(at) = done.retry_at {
+            self.due.insert(at);
+        }
         if let Some(sub) = &done.subscription {
             if let Some(n) = self.running.get_mut(sub) {
                 *n = n.saturating_sub(1);
             }
-            if let Some(until) = done.blocked_until {
+            if let Some(until) = done.retry_at.filter(|_| done.fifo) {
                 self.blocked.insert(sub.clone(), (done.key, until));
                 // Hold back what waits behind the failed head.
                 if let Some(queue) = self.waiting.remove(sub) {
@@ -460,6 +483,9 @@ impl<B: Backend> Loop<B> {
 
     async fn release_key(&mut self, key: Key, at: Option<Timestamp>) -> Result<()> {
         self.held.remove(&key);
+        if let Some(at) = at {
+            self.due.insert(at);
+        }
         let mut mv = Move::to(Phase::PENDING);
         mv.not_before = at;
         let transition = Transition {
@@ -551,8 +577,9 @@ impl<B: Backend> Attempter<B> {
     async fn attempt(self, item: Item, sub: Option<Subscription>) -> Done {
         let key = item.key;
         let subscription = sub.as_ref().map(|s| s.id.clone());
-        let blocked_until = match self.try_attempt(item, sub.as_ref()).await {
-            Ok(b) => b,
+        let fifo = sub.as_ref().is_some_and(|s| s.strict_fifo);
+        let retry_at = match self.try_attempt(item, sub.as_ref()).await {
+            Ok(at) => at,
             Err(e) => {
                 // Not recorded: the lease runs out and the delivery is tried again.
                 tracing::error!(key, error = %e, "could not record a delivery attempt");
@@ -562,7 +589,8 @@ impl<B: Backend> Attempter<B> {
         Done {
             key,
             subscription,
-            blocked_until,
+            retry_at,
+            fifo,
         }
     }
 
@@ -644,8 +672,8 @@ impl<B: Backend> Attempter<B> {
         {
             self.hooks.unsubscribe(&s.id).await?;
         }
-        let blocked = match (&kind, sub) {
-            (OutcomeKind::Retrying { at }, Some(s)) if s.strict_fifo => Some(*at),
+        let retry_at = match &kind {
+            OutcomeKind::Retrying { at } => Some(*at),
             _ => None,
         };
         let outcome = DeliveryOutcome {
@@ -660,7 +688,7 @@ impl<B: Backend> Attempter<B> {
         };
         tracing::debug!(delivery = %outcome.delivery_id, attempt = number, status = ?outcome.status, kind = ?outcome.kind, "delivery attempt");
         let _ = inner.results.send(outcome);
-        Ok(blocked)
+        Ok(retry_at)
     }
 
     fn next(

@@ -590,7 +590,7 @@ async fn key_rotation_sends_both_signatures_during_the_grace_period() {
     }
     run.outcome().await;
     // After the grace period only the new signature is sent.
-    run.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    run.clock.advance(Duration::from_hours(24) + Duration::from_secs(1));
     run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
     let req = rx.next().await;
     assert_eq!(header(&req, "webhook-signature").split(' ').count(), 1);
@@ -962,4 +962,113 @@ async fn secrets_never_show_in_debug_output() {
         !json.contains("whsec_"),
         "a secret in serialized output: {json}"
     );
+}
+
+/// The whole default schedule (8 attempts over about 33 hours, ±20 % jitter) on tokio's paused
+/// clock: the store reads tokio's clock, so the loop's waits and the recorded times agree.
+#[tokio::test(start_paused = true)]
+async fn the_default_schedule_runs_on_the_paused_clock() {
+    let mut rx = receiver(500).await;
+    let store = Store::new(MemoryBackend::new()).with_clock(hookspool::TokioClock::starting_at(T0));
+    let hooks = Hooks::open(store).await.unwrap();
+    let mut results = hooks.results();
+    let cfg = DeliveryConfig {
+        // Long enough that no timer but the schedule's matters while a request is on the wire.
+        poll_interval: Duration::from_hours(24),
+        lease: Duration::from_hours(48),
+        http: HttpConfig {
+            timeout: Duration::from_hours(24),
+            policy: NetworkPolicy::new().allow_loopback(),
+            ..HttpConfig::default()
+        },
+        ..DeliveryConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(hooks.deliverer(cfg).unwrap().run(async {
+        let _ = stopped.await;
+    }));
+    hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let id = hooks.fire("ping", b"{}".to_vec()).await.unwrap().remove(0);
+    let mut announced = Vec::new();
+    // Virtual time: a deadline of days passes in no real time once nothing else is pending.
+    let day = Duration::from_hours(24);
+    loop {
+        tokio::time::timeout(day, rx.requests.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let o = tokio::time::timeout(day, results.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        match o.kind {
+            OutcomeKind::Retrying { at } => announced.push(at),
+            OutcomeKind::Dead => break,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    let attempts = hooks.attempts(&id).await.unwrap();
+    assert_eq!(attempts.len(), 8, "the default schedule makes 8 attempts");
+    let schedule = RetrySchedule::standard();
+    for (i, pair) in attempts.windows(2).enumerate() {
+        let gap = pair[1].at.as_millis() - pair[0].at.as_millis();
+        let d = u64::try_from(schedule.delays[i].as_millis()).unwrap();
+        assert!(
+            gap >= d * 8 / 10 && gap <= d * 12 / 10 + 1_000,
+            "attempt {} came {gap} ms after the previous; the schedule says {d} ms ± 20 %",
+            i + 2
+        );
+        assert_eq!(
+            pair[1].at, announced[i],
+            "the attempt is made when it was announced"
+        );
+    }
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn replay_subscription_sends_every_dead_delivery_of_that_subscription_again() {
+    let mut rx = receiver(400).await;
+    let mut other = receiver(400).await;
+    let mut cfg = config(&[5]);
+    cfg.retry_client_errors = false;
+    let mut run = start(cfg).await;
+    let sub = run
+        .hooks
+        .subscribe("ping", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    run.hooks
+        .subscribe("ping", &other.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    run.hooks.fire("ping", b"1".to_vec()).await.unwrap();
+    run.hooks.fire("ping", b"2".to_vec()).await.unwrap();
+    for _ in 0..4 {
+        let o = run.outcome().await;
+        assert_eq!(
+            (o.status, o.kind),
+            (Some(400), OutcomeKind::Dead),
+            "a 400 is final when 4xx are not retried"
+        );
+    }
+    for _ in 0..2 {
+        rx.next().await;
+        other.next().await;
+    }
+    rx.set_status(200);
+    assert_eq!(run.hooks.replay_subscription(&sub.id).await.unwrap(), 2);
+    let mut bodies = vec![rx.next().await.body, rx.next().await.body];
+    bodies.sort();
+    assert_eq!(bodies, [&b"1"[..], b"2"]);
+    for _ in 0..2 {
+        assert_eq!(run.outcome().await.kind, OutcomeKind::Delivered);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    other.nothing_more();
+    run.stop().await;
 }
