@@ -590,7 +590,8 @@ async fn key_rotation_sends_both_signatures_during_the_grace_period() {
     }
     run.outcome().await;
     // After the grace period only the new signature is sent.
-    run.clock.advance(Duration::from_hours(24) + Duration::from_secs(1));
+    run.clock
+        .advance(Duration::from_hours(24) + Duration::from_secs(1));
     run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
     let req = rx.next().await;
     assert_eq!(header(&req, "webhook-signature").split(' ').count(), 1);
