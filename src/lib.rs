@@ -66,6 +66,8 @@ pub mod conformance;
 mod error;
 #[cfg(feature = "delivery")]
 mod hooks;
+#[cfg(feature = "http")]
+pub mod http;
 mod memory;
 mod model;
 #[cfg(feature = "delivery")]

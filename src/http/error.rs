@@ -1,0 +1,168 @@
+//! API errors: every failure is JSON `{"error": code, "message": text}` with the right status,
+//! and request bodies, paths and queries that do not parse say exactly what is wrong.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+/// An error answer of the API.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A short stable code (`queue_not_found`, `invalid_json`, `unauthorized`, …).
+    pub code: &'static str,
+    /// A sentence saying what is wrong.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 `invalid_request`.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 404 `not_found`.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: self.code,
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// The one place where engine errors become HTTP statuses.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::QueueNotFound(_)
+            | Error::ItemNotFound { .. }
+            | Error::SubscriptionNotFound(_) => StatusCode::NOT_FOUND,
+            Error::QueueExists(_)
+            | Error::SubscriptionExists(_)
+            | Error::PhaseConflict { .. }
+            | Error::NotLeaseOwner { .. } => StatusCode::CONFLICT,
+            Error::InvalidQueueId { .. }
+            | Error::InvalidPhase { .. }
+            | Error::InvalidInput(_)
+            | Error::InvalidUrl { .. }
+            | Error::InvalidSecret(_)
+            | Error::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
+            Error::PayloadTooLarge { .. } | Error::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Error::Locked { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+/// JSON body extractor whose rejections are [`ApiError`]s: malformed JSON, a wrong type or an
+/// unknown field (types use `deny_unknown_fields`) gives 400 with serde's message naming it,
+/// a missing or wrong content type gives 415, a body over the limit 413.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(&rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: &JsonRejection) -> ApiError {
+    match r {
+        JsonRejection::JsonDataError(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", r.body_text())
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with `content-type: application/json`",
+        ),
+        _ if r.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is over the size limit",
+        ),
+        _ => ApiError::new(r.status(), "invalid_body", r.body_text()),
+    }
+}
+
+/// Path extractor whose rejections are [`ApiError`]s (400 naming the bad segment).
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(r) => Err(path_rejection(&r)),
+        }
+    }
+}
+
+fn path_rejection(r: &PathRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", r.body_text())
+}
+
+/// Query extractor whose rejections are [`ApiError`]s (400 naming the bad parameter).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(r) => Err(query_rejection(&r)),
+        }
+    }
+}
+
+fn query_rejection(r: &QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+}

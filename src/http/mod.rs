@@ -1,0 +1,157 @@
+//! The HTTP API as an axum [`Router`] an application mounts under any prefix and wraps with
+//! its own layers: queue admin, REST Hooks subscriptions, publishing, the delivery log, inbound
+//! callbacks, and health.
+//!
+//! Every error is JSON `{"error": code, "message": text}` with the right status
+//! ([`ApiError`]); request bodies reject unknown fields, naming them. Everything but
+//! `/healthz`, `/readyz` and `/callbacks/{channel}` (which use signatures) requires
+//! `Authorization: Bearer <token>` when tokens are configured.
+
+mod error;
+mod hooks_api;
+mod queues;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
+
+use crate::backend::Backend;
+use crate::hooks::Hooks;
+use crate::model::Secret;
+use crate::store::Store;
+
+/// Default largest request body: 2 MiB (a 1 MiB payload, JSON-escaped, fits).
+pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// Settings of the API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Bearer tokens that are accepted. Empty: no authentication (for an application that
+    /// mounts the router behind its own auth layer; the daemon refuses that on a non-loopback
+    /// address).
+    pub tokens: Vec<Secret>,
+    /// Largest request body in bytes (default [`DEFAULT_BODY_LIMIT`]).
+    pub body_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            tokens: Vec::new(),
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+/// What every handler reaches: the store, the webhook side, the settings.
+pub struct ApiState<B: Backend> {
+    /// The queue API.
+    pub store: Store<B>,
+    /// Subscriptions, publishing, deliveries.
+    pub hooks: Hooks<B>,
+    /// The API's settings.
+    pub config: Arc<ApiConfig>,
+}
+
+impl<B: Backend> Clone for ApiState<B> {
+    fn clone(&self) -> Self {
+        ApiState {
+            store: self.store.clone(),
+            hooks: self.hooks.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<B: Backend> ApiState<B> {
+    /// State over a store and its webhook side.
+    pub fn new(hooks: Hooks<B>, config: ApiConfig) -> Self {
+        ApiState {
+            store: hooks.store().clone(),
+            hooks,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The API router. Mount it with `Router::nest("/prefix", router(state))` or serve it as is.
+pub fn router<B: Backend>(state: ApiState<B>) -> Router {
+    let body_limit = state.config.body_limit;
+    let protected = Router::new()
+        .merge(queues::routes::<B>())
+        .merge(hooks_api::routes::<B>())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::<B>));
+    let public = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<B>))
+        .merge(hooks_api::public_routes::<B>());
+    Router::new()
+        .merge(protected)
+        .merge(public)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the store answers.
+async fn readyz<B: Backend>(State(state): State<ApiState<B>>) -> Result<&'static str, ApiError> {
+    state.store.queues().await?;
+    Ok("ready")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+/// Bearer-token check, in constant time per token.
+async fn auth<B: Backend>(State(state): State<ApiState<B>>, req: Request, next: Next) -> Response {
+    if state.config.tokens.is_empty() {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|given| {
+        state
+            .config
+            .tokens
+            .iter()
+            .any(|t| constant_time_eq(t.expose().as_bytes(), given.as_bytes()))
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        let mut resp = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send `Authorization: Bearer <token>` with a valid token",
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        resp
+    }
+}
+
+/// Compares two byte strings without an early exit on the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
