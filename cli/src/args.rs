@@ -70,6 +70,22 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: the HTTP API and the webhook delivery loop.
+    #[command(
+        long_about = "Run hookspool as a service on the data directory: the HTTP API (queue \
+                      admin, REST Hooks subscriptions, publishing, delivery log, inbound \
+                      callbacks, health) and the webhook delivery loop. Settings come from a \
+                      TOML file (--config), environment variables and flags, in rising \
+                      priority. Listening on anything but loopback needs an API token. SIGTERM \
+                      or Ctrl-C stops it gracefully: no new requests, deliveries in flight \
+                      finish (up to the grace period) or go back to pending, the store is \
+                      synced, exit code 0.",
+        after_help = "Example:\n  hookspool serve\n  \
+                      HOOKSPOOL_TOKENS=$(openssl rand -hex 24) hookspool serve --listen 0.0.0.0:8080\n  \
+                      hookspool --data-dir /var/lib/hookspool serve --config /etc/hookspool.toml"
+    )]
+    Serve(crate::serve::ServeArgs),
+
     /// List every queue with its item count and settings.
     #[command(
         long_about = "List every queue: id, number of items, creation time (UTC), item TTL and \

@@ -51,6 +51,9 @@ pub async fn run<B: Backend>(
     io: &mut Io<'_>,
 ) -> Result<(), CliError> {
     match command {
+        Command::Serve(_) => Err(CliError::Input(
+            "`serve` runs the daemon; call hookspool_cli::serve::main".to_owned(),
+        )),
         Command::Queues => queues(store, json, io).await,
         Command::Queue(cmd) => queue(store, cmd, json, io).await,
         Command::Count { queue, phase } => count(store, &queue, phase.as_deref(), json, io).await,

@@ -5,7 +5,7 @@
 //! it opens the store itself, so the directory must not be open in another process (that
 //! process holds its lock; the tool then exits with [`EXIT_LOCKED`]).
 //!
-//! Commands: `queues`, `queue create|show|update|delete`, `count`, `fetch`, `dump`, `reset`,
+//! Commands: `serve` (the daemon, in [`serve`]), `queues`, `queue create|show|update|delete`, `count`, `fetch`, `dump`, `reset`,
 //! `push`, `delete`, `set-phase`, `replay`. Tables by default, `--json` for scripts.
 //!
 //! Modules: `args` (clap types), `commands` (the commands over any [`hookspool::Backend`]),
@@ -17,6 +17,7 @@ mod commands;
 mod duration;
 mod error;
 mod format;
+pub mod serve;
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;

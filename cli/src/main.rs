@@ -8,6 +8,10 @@ use hookspool_cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let hookspool_cli::Command::Serve(args) = cli.command {
+        // The daemon sets up its own logging (format from its settings).
+        return hookspool_cli::serve::main(args, cli.data_dir);
+    }
     // Logs go to stderr, quiet unless HOOKSPOOL_LOG asks (e.g. HOOKSPOOL_LOG=debug).
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKSPOOL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -1,0 +1,151 @@
+//! `hookspool serve` as a real process: it starts, answers on its port, refuses unsafe
+//! settings, and stops cleanly on SIGTERM.
+#![allow(clippy::unwrap_used)] // tests may panic on failure
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn hookspool() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hookspool"))
+}
+
+/// Starts the daemon on a free loopback port; returns it and its address.
+fn start(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
+    let mut child = hookspool()
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("HOOKSPOOL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+/// A minimal HTTP/1.1 GET; returns the status line and the body.
+fn get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.lines().next().unwrap_or_default().to_owned();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, body)
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn serve_answers_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "test-token-0123456789";
+    let (mut child, addr) = start(dir.path(), &["--token", token]);
+    let (status, body) = get(&addr, "/healthz", None);
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok");
+    let (status, body) = get(&addr, "/readyz", None);
+    assert!(status.contains("200"), "{status}: {body}");
+    let (status, body) = get(&addr, "/no/such/endpoint", Some(token));
+    assert!(status.contains("404"), "{status}");
+    assert!(body.contains("\"error\""), "errors are JSON: {body}");
+
+    sigterm(&child);
+    let exit = child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "SIGTERM ends the daemon with exit code 0, got {exit:?}"
+    );
+    // The data directory is released: the offline CLI can open it now.
+    let out = hookspool()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["queues", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hookspool.deliveries"));
+}
+
+#[test]
+fn serve_refuses_a_public_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hookspool()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env_remove("HOOKSPOOL_TOKENS")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without an API token"), "{err}");
+}
+
+#[test]
+fn serve_reports_a_data_directory_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut first, _) = start(dir.path(), &[]);
+    let out = hookspool()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sigterm(&first);
+    assert!(first.wait().unwrap().success());
+}
+
+#[test]
+fn serve_help_documents_every_setting() {
+    let out = hookspool().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--config",
+        "--listen",
+        "--token",
+        "--allow-network",
+        "--log-format",
+        "--body-limit",
+        "--concurrency",
+        "--retry-schedule",
+        "--shutdown-grace",
+        "HOOKSPOOL_TOKENS",
+    ] {
+        assert!(help.contains(flag), "serve --help lacks {flag}");
+    }
+}

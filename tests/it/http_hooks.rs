@@ -1,0 +1,742 @@
+//! The HTTP API's REST Hooks, publishing, delivery log and inbound callbacks, end to end: the
+//! real router served on 127.0.0.1:0, a real axum receiver, the delivery loop, and reqwest.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use hookspool::http::{ApiConfig, ApiState, router};
+use hookspool::{
+    DELIVERIES_QUEUE, DeliveryConfig, Hooks, HttpConfig, MemoryBackend, NetworkPolicy, QueueConfig,
+    QueueId, Secret, SignInput, SignatureScheme, SigningKey, Store, sign, verify,
+};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+const CHANNEL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// One request as the receiver saw it.
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// A webhook receiver on 127.0.0.1:0 that answers 200 and records every request.
+struct Receiver {
+    url: String,
+    requests: mpsc::UnboundedReceiver<Received>,
+}
+
+async fn receiver() -> Receiver {
+    async fn handle(
+        State(tx): State<mpsc::UnboundedSender<Received>>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> &'static str {
+        let _ = tx.send(Received { headers, body });
+        "ok"
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new().fallback(handle).with_state(tx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Receiver {
+        url: format!("http://{addr}/hook"),
+        requests: rx,
+    }
+}
+
+impl Receiver {
+    async fn next(&mut self) -> Received {
+        tokio::time::timeout(Duration::from_secs(10), self.requests.recv())
+            .await
+            .expect("the receiver got no request in time")
+            .expect("receiver closed")
+    }
+}
+
+/// The API over a memory store, with the delivery loop running.
+struct Api {
+    base: String,
+    client: reqwest::Client,
+    store: Store<MemoryBackend>,
+    hooks: Hooks<MemoryBackend>,
+}
+
+async fn serve(hooks: &Hooks<MemoryBackend>, config: ApiConfig) -> String {
+    let app = router(ApiState::new(hooks.clone(), config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+async fn start_with(config: ApiConfig) -> Api {
+    let store = Store::new(MemoryBackend::new());
+    let hooks = Hooks::open(store.clone()).await.unwrap();
+    let delivery = DeliveryConfig {
+        poll_interval: Duration::from_millis(10),
+        http: HttpConfig {
+            timeout: Duration::from_secs(5),
+            policy: NetworkPolicy::new().allow_loopback(),
+            ..HttpConfig::default()
+        },
+        ..DeliveryConfig::default()
+    };
+    let deliverer = hooks.deliverer(delivery).unwrap();
+    tokio::spawn(deliverer.run(std::future::pending()));
+    let base = serve(&hooks, config).await;
+    Api {
+        base,
+        client: reqwest::Client::new(),
+        store,
+        hooks,
+    }
+}
+
+async fn start() -> Api {
+    start_with(ApiConfig::default()).await
+}
+
+/// A response: status, headers and the body parsed as JSON.
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    json: Value,
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        answer(req.send().await.unwrap()).await
+    }
+
+    async fn raw(&self, method: Method, path: &str, content_type: &str, body: &str) -> Answer {
+        let req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        answer(req.send().await.unwrap()).await
+    }
+
+    async fn subscribe(&self, event: &str, url: &str) -> Value {
+        let a = self
+            .call(
+                Method::POST,
+                "/hooks/subscribe",
+                Some(json!({"event": event, "target_url": url})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.json);
+        a.json
+    }
+
+    /// Polls the delivery log until the delivery reaches `state`.
+    async fn wait_state(&self, id: &str, state: &str) -> Value {
+        let poll = async {
+            loop {
+                let a = self.call(Method::GET, &format!("/deliveries/{id}"), None).await;
+                assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+                if a.json["state"] == state {
+                    return a.json;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), poll)
+            .await
+            .unwrap_or_else(|_| panic!("delivery {id} never reached {state}"))
+    }
+}
+
+async fn answer(resp: reqwest::Response) -> Answer {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("status {status}: body is not JSON ({e}): {text:?}"));
+    Answer {
+        status,
+        headers,
+        json,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Asserts a JSON error answer with its status and code.
+#[track_caller]
+fn assert_error(a: &Answer, status: StatusCode, code: &str) {
+    assert_eq!(a.status, status, "{}", a.json);
+    assert_eq!(a.json["error"], code, "{}", a.json);
+    assert!(a.json["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(
+        a.headers["content-type"], "application/json",
+        "errors are JSON"
+    );
+}
+
+#[tokio::test]
+async fn subscribe_publish_delivers_signed_and_logs_done() {
+    let api = start().await;
+    let mut rx = receiver().await;
+
+    let sub = api.subscribe("order.paid", &rx.url).await;
+    let sub_id = sub["id"].as_str().unwrap().to_owned();
+    let secret = sub["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(sub["events"], json!(["order.paid"]));
+    assert_eq!(sub["url"], rx.url);
+    assert_eq!(sub["enabled"], true);
+    assert_eq!(sub["scheme"], "standard_webhooks");
+
+    let a = api
+        .call(
+            Method::POST,
+            "/events",
+            Some(json!({"event": "order.paid", "payload": {"order": 42}})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json);
+    let ids = a.json["delivery_ids"].as_array().unwrap().clone();
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].as_str().unwrap();
+
+    // The receiver gets the payload, signed with the secret the subscribe answered.
+    let got = rx.next().await;
+    let key = SigningKey::from_whsec(&secret).unwrap();
+    let lookup = |name: &str| got.headers.get(name).and_then(|v| v.to_str().ok());
+    verify(&[&key], lookup, &got.body, unix_now()).unwrap();
+    assert_eq!(lookup("webhook-id"), Some(id));
+    let body: Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(body, json!({"order": 42}));
+
+    // The delivery log shows it done, with the attempt.
+    let d = api.wait_state(id, "done").await;
+    assert_eq!(d["id"], id);
+    assert_eq!(d["event"], "order.paid");
+    assert_eq!(d["subscription"], sub_id.as_str());
+    assert_eq!(d["payload"], json!({"order": 42}));
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["status"], 200);
+    assert!(attempts[0]["duration_ms"].is_u64());
+    assert!(attempts[0]["error"].is_null());
+
+    // A done delivery cannot be replayed.
+    let a = api
+        .call(Method::POST, &format!("/deliveries/{id}/replay"), None)
+        .await;
+    assert_error(&a, StatusCode::CONFLICT, "phase_conflict");
+
+    // The secret is not shown again: not by get, list, or a repeated subscribe.
+    let a = api
+        .call(Method::GET, &format!("/hooks/subscriptions/{sub_id}"), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json["id"], sub_id.as_str());
+    assert!(a.json.get("secret").is_none(), "{}", a.json);
+    let a = api.call(Method::GET, "/hooks/subscriptions", None).await;
+    assert_eq!(a.json["subscriptions"].as_array().unwrap().len(), 1);
+    assert!(!a.json.to_string().contains(&secret));
+    let a = api
+        .call(
+            Method::POST,
+            "/hooks/subscribe",
+            Some(json!({"event": "order.paid", "target_url": rx.url})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "a duplicate answers the existing one");
+    assert_eq!(a.json["id"], sub_id.as_str());
+    assert!(a.json.get("secret").is_none(), "{}", a.json);
+}
+
+#[tokio::test]
+async fn subscription_crud_and_rotation() {
+    let api = start().await;
+    let rx = receiver().await;
+    let a = api
+        .call(
+            Method::POST,
+            "/hooks/subscribe",
+            Some(json!({
+                "event": "user.*", "target_url": rx.url, "owner": "acme",
+                "secret": CHANNEL_SECRET, "headers": {"x-tenant": "acme"}
+            })),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.json);
+    assert_eq!(a.json["secret"], CHANNEL_SECRET);
+    assert_eq!(a.json["owner"], "acme");
+    let id = a.json["id"].as_str().unwrap().to_owned();
+    api.subscribe("other.event", &format!("{}/b", rx.url)).await;
+
+    // Listing by owner.
+    let a = api
+        .call(Method::GET, "/hooks/subscriptions?owner=acme", None)
+        .await;
+    let subs = a.json["subscriptions"].as_array().unwrap();
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0]["id"], id.as_str());
+    let a = api.call(Method::GET, "/hooks/subscriptions", None).await;
+    assert_eq!(a.json["subscriptions"].as_array().unwrap().len(), 2);
+
+    // PATCH changes what it names and nothing else.
+    let a = api
+        .call(
+            Method::PATCH,
+            &format!("/hooks/subscriptions/{id}"),
+            Some(json!({"enabled": false, "events": ["user.created", "user.deleted"]})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_eq!(a.json["enabled"], false);
+    assert_eq!(a.json["events"], json!(["user.created", "user.deleted"]));
+    assert_eq!(a.json["owner"], "acme");
+    assert_eq!(a.json["headers"], json!({"x-tenant": "acme"}));
+    assert!(!api.hooks.subscription(&id).unwrap().enabled);
+
+    // Rotation answers the new secret once; the old one keeps signing for a while.
+    let a = api
+        .call(
+            Method::POST,
+            &format!("/hooks/subscriptions/{id}/rotate-secret"),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    let new = a.json["secret"].as_str().unwrap();
+    assert!(new.starts_with("whsec_") && new != CHANNEL_SECRET);
+    assert!(a.json["previous_secret_expires_at"].is_u64());
+    assert_eq!(api.hooks.subscription(&id).unwrap().secret.expose(), new);
+    let a = api
+        .call(
+            Method::POST,
+            &format!("/hooks/subscriptions/{id}/rotate-secret"),
+            Some(json!({"secret": OTHER_SECRET})),
+        )
+        .await;
+    assert_eq!(a.json["secret"], OTHER_SECRET);
+
+    // Delete by id, then unsubscribe by URL.
+    let a = api
+        .call(Method::DELETE, &format!("/hooks/subscriptions/{id}"), None)
+        .await;
+    assert_eq!(a.json, json!({"removed": 1}));
+    let a = api
+        .call(
+            Method::GET,
+            &format!("/hooks/subscriptions/{id}"),
+            None,
+        )
+        .await;
+    assert_error(&a, StatusCode::NOT_FOUND, "subscription_not_found");
+    let a = api
+        .call(
+            Method::DELETE,
+            "/hooks/unsubscribe",
+            Some(json!({"target_url": format!("{}/b", rx.url)})),
+        )
+        .await;
+    assert_eq!(a.json, json!({"removed": 1}));
+    assert!(api.hooks.subscriptions().is_empty());
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_same_ids_and_fires_once() {
+    let api = start().await;
+    let mut rx = receiver().await;
+    api.subscribe("invoice.sent", &rx.url).await;
+    let body = json!({"event": "invoice.sent", "payload": [1, 2], "idempotency_key": "k-1"});
+
+    let first = api.call(Method::POST, "/events", Some(body.clone())).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.json);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let again = api.call(Method::POST, "/events", Some(body.clone())).await;
+    assert_eq!(again.status, StatusCode::ACCEPTED);
+    assert_eq!(again.json, first.json);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+
+    // Two concurrent requests with a fresh key: one fires, both answer its ids.
+    let body2 = json!({"event": "invoice.sent", "payload": 3, "idempotency_key": "k-2"});
+    let (a, b) = tokio::join!(
+        api.call(Method::POST, "/events", Some(body2.clone())),
+        api.call(Method::POST, "/events", Some(body2.clone())),
+    );
+    assert_eq!(a.json, b.json);
+    assert_ne!(a.json, first.json);
+
+    // Exactly two deliveries exist and the receiver gets exactly two requests.
+    let deliveries = QueueId::new(DELIVERIES_QUEUE).unwrap();
+    assert_eq!(api.store.count(&deliveries).await.unwrap(), 2);
+    let id1 = first.json["delivery_ids"][0].as_str().unwrap();
+    let id2 = a.json["delivery_ids"][0].as_str().unwrap();
+    api.wait_state(id1, "done").await;
+    api.wait_state(id2, "done").await;
+    let mut seen = [rx.next().await, rx.next().await]
+        .map(|r| r.headers["webhook-id"].to_str().unwrap().to_owned());
+    seen.sort();
+    let mut want = [id1.to_owned(), id2.to_owned()];
+    want.sort();
+    assert_eq!(seen, want);
+    assert!(rx.requests.try_recv().is_err(), "fired more than once");
+
+    // The same key for a different request is refused.
+    let other = json!({"event": "invoice.sent", "payload": [9], "idempotency_key": "k-1"});
+    let a = api.call(Method::POST, "/events", Some(other)).await;
+    assert_error(&a, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+
+    // Keys are durable: a new router over the same store (as after a restart) loads them.
+    let base = serve(&api.hooks, ApiConfig::default()).await;
+    let restarted = Api {
+        base,
+        client: api.client.clone(),
+        store: api.store.clone(),
+        hooks: api.hooks.clone(),
+    };
+    let a = restarted.call(Method::POST, "/events", Some(body)).await;
+    assert_eq!(a.json, first.json);
+    assert_eq!(a.headers["idempotent-replayed"], "true");
+    assert_eq!(api.store.count(&deliveries).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_status_and_a_json_error() {
+    let api = start().await;
+    let sub = |v: Value| Some(v);
+    let cases: Vec<(Method, &str, Option<Value>, StatusCode, &str)> = vec![
+        (
+            Method::POST,
+            "/hooks/subscribe",
+            sub(json!({"event": "a", "target_url": "http://example.com/h", "bogus": 1})),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/hooks/subscribe",
+            sub(json!({"event": 5, "target_url": "http://example.com/h"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/hooks/subscribe",
+            sub(json!({"event": "a", "target_url": "not a url"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_url",
+        ),
+        (
+            Method::POST,
+            "/hooks/subscribe",
+            sub(json!({"event": "bad event!", "target_url": "http://example.com/h"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+        ),
+        (
+            Method::POST,
+            "/hooks/subscribe",
+            sub(json!({"event": "a", "target_url": "http://example.com/h", "secret": "whsec_!!"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_secret",
+        ),
+        (
+            Method::POST,
+            "/hooks/subscribe",
+            sub(json!({"event": "a", "target_url": "http://example.com/h", "scheme": "rot13"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            Method::DELETE,
+            "/hooks/unsubscribe",
+            sub(json!({})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::DELETE,
+            "/hooks/unsubscribe",
+            sub(json!({"id": "sub_nope"})),
+            StatusCode::NOT_FOUND,
+            "subscription_not_found",
+        ),
+        (
+            Method::GET,
+            "/hooks/subscriptions/sub_nope",
+            None,
+            StatusCode::NOT_FOUND,
+            "subscription_not_found",
+        ),
+        (
+            Method::PATCH,
+            "/hooks/subscriptions/sub_nope",
+            sub(json!({"enabled": true})),
+            StatusCode::NOT_FOUND,
+            "subscription_not_found",
+        ),
+        (
+            Method::DELETE,
+            "/hooks/subscriptions/sub_nope",
+            None,
+            StatusCode::NOT_FOUND,
+            "subscription_not_found",
+        ),
+        (
+            Method::POST,
+            "/hooks/subscriptions/sub_nope/rotate-secret",
+            None,
+            StatusCode::NOT_FOUND,
+            "subscription_not_found",
+        ),
+        (
+            Method::GET,
+            "/hooks/subscriptions?bogus=1",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            Method::GET,
+            "/hooks/subscribe",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            Method::POST,
+            "/events",
+            sub(json!({"event": "a b", "payload": 1})),
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+        ),
+        (
+            Method::POST,
+            "/events",
+            sub(json!({"event": "a"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            Method::POST,
+            "/events",
+            sub(json!({"event": "a", "payload": 1, "idempotency_key": ""})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/deliveries/not-an-id",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            Method::GET,
+            "/deliveries/msg_00000000ffffffffffffffff",
+            None,
+            StatusCode::NOT_FOUND,
+            "delivery_not_found",
+        ),
+        (
+            Method::POST,
+            "/deliveries/msg_00000000ffffffffffffffff/replay",
+            None,
+            StatusCode::NOT_FOUND,
+            "delivery_not_found",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let a = api.call(method.clone(), path, body.clone()).await;
+        assert_eq!(a.status, status, "{method} {path} {body:?}: {}", a.json);
+        assert_error(&a, status, code);
+    }
+
+    // The unknown field is named.
+    let a = api
+        .call(
+            Method::POST,
+            "/hooks/subscribe",
+            Some(json!({"event": "a", "target_url": "http://example.com/h", "bogus": 1})),
+        )
+        .await;
+    assert!(a.json["message"].as_str().unwrap().contains("bogus"), "{}", a.json);
+
+    // Malformed JSON, a wrong content type, a malformed rotate body.
+    let a = api
+        .raw(Method::POST, "/events", "application/json", "{\"event\":")
+        .await;
+    assert_error(&a, StatusCode::BAD_REQUEST, "malformed_json");
+    let a = api
+        .raw(Method::POST, "/events", "text/plain", "{}")
+        .await;
+    assert_error(&a, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let rx = receiver().await;
+    let id = api.subscribe("a", &rx.url).await["id"].as_str().unwrap().to_owned();
+    let path = format!("/hooks/subscriptions/{id}/rotate-secret");
+    let a = api.raw(Method::POST, &path, "application/json", "{").await;
+    assert_error(&a, StatusCode::BAD_REQUEST, "malformed_json");
+    let a = api
+        .raw(Method::POST, &path, "application/json", r#"{"sekret": 1}"#)
+        .await;
+    assert_error(&a, StatusCode::BAD_REQUEST, "invalid_json");
+    assert!(a.json["message"].as_str().unwrap().contains("sekret"));
+    let a = api
+        .raw(Method::POST, &path, "application/json", r#"{"secret": "whsec_x"}"#)
+        .await;
+    assert_error(&a, StatusCode::BAD_REQUEST, "invalid_secret");
+    // A failed rotation changed nothing.
+    assert!(api.hooks.subscription(&id).unwrap().previous_secret.is_none());
+    // Bad input stored nothing.
+    let deliveries = QueueId::new(DELIVERIES_QUEUE).unwrap();
+    assert_eq!(api.store.count(&deliveries).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn oversize_bodies_get_413() {
+    let api = start_with(ApiConfig {
+        body_limit: 1024,
+        ..ApiConfig::default()
+    })
+    .await;
+    api.store
+        .create_queue(QueueConfig::new(QueueId::new("inbox").unwrap()))
+        .await
+        .unwrap();
+    let big = "x".repeat(4096);
+    let a = api
+        .call(
+            Method::POST,
+            "/events",
+            Some(json!({"event": "a", "payload": big})),
+        )
+        .await;
+    assert_error(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let a = api
+        .raw(Method::POST, "/callbacks/inbox", "text/plain", &big)
+        .await;
+    assert_error(&a, StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let inbox = QueueId::new("inbox").unwrap();
+    assert_eq!(api.store.count(&inbox).await.unwrap(), 0);
+}
+
+/// Signs a callback body as a Standard Webhooks sender would.
+fn signed_headers(secret: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+    let key = SigningKey::from_whsec(secret).unwrap();
+    let input = SignInput {
+        delivery_id: "msg_inbound1",
+        event: "ping",
+        timestamp: unix_now(),
+        body,
+    };
+    sign(SignatureScheme::StandardWebhooks, &[&key], &input).unwrap()
+}
+
+#[tokio::test]
+async fn callbacks_verify_signatures_and_push_durably() {
+    // Tokens configured: callbacks are public, the rest is not.
+    let api = start_with(ApiConfig {
+        tokens: vec![Secret::new("t0ken")],
+        ..ApiConfig::default()
+    })
+    .await;
+    let open = QueueId::new("inbox").unwrap();
+    let locked = QueueId::new("signed").unwrap();
+    api.store
+        .create_queue(QueueConfig::new(open.clone()))
+        .await
+        .unwrap();
+    api.store
+        .create_queue(QueueConfig::new(locked.clone()).with_secret(Secret::new(CHANNEL_SECRET)))
+        .await
+        .unwrap();
+
+    // Unsigned, to a channel without a secret: stored with its metadata.
+    let resp = api
+        .client
+        .post(format!("{}/callbacks/inbox", api.base))
+        .header("content-type", "text/plain")
+        .header("webhook-id", "msg_abc")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    let a = answer(resp).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json);
+    let key = a.json["key"].as_u64().unwrap();
+    let item = api.store.fetch_key(&open, key).await.unwrap().unwrap();
+    assert_eq!(item.payload, b"hello");
+    assert_eq!(item.metadata["content_type"], "text/plain");
+    assert_eq!(item.metadata["webhook_id"], "msg_abc");
+
+    // To a channel with a secret: a good signature is accepted...
+    let body = br#"{"ping":1}"#;
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut req = api
+            .client
+            .post(format!("{}/callbacks/signed", api.base))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move { answer(req.send().await.unwrap()).await }
+    };
+    let a = post(signed_headers(CHANNEL_SECRET, body)).await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json);
+    let item = api
+        .store
+        .fetch_key(&locked, a.json["key"].as_u64().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.payload, body);
+    assert_eq!(item.metadata["webhook_id"], "msg_inbound1");
+
+    // ...a wrong signature, a missing one, or a changed body are refused, and nothing is
+    // pushed.
+    let a = post(signed_headers(OTHER_SECRET, body)).await;
+    assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_signature");
+    let a = post(Vec::new()).await;
+    assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_signature");
+    let a = post(signed_headers(CHANNEL_SECRET, b"{\"ping\":2}")).await;
+    assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_signature");
+    assert_eq!(api.store.count(&locked).await.unwrap(), 1);
+
+    // Unknown channels, and hookspool's own queues, do not exist as channels.
+    for channel in ["nope", "hookspool.subscriptions", "Bad%20Id"] {
+        let a = api
+            .raw(Method::POST, &format!("/callbacks/{channel}"), "text/plain", "x")
+            .await;
+        assert_error(&a, StatusCode::NOT_FOUND, "channel_not_found");
+    }
+    assert!(api.hooks.subscriptions().is_empty());
+
+    // The protected routes want the token.
+    let a = api.call(Method::GET, "/hooks/subscriptions", None).await;
+    assert_error(&a, StatusCode::UNAUTHORIZED, "unauthorized");
+    let resp = api
+        .client
+        .get(format!("{}/hooks/subscriptions", api.base))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}

@@ -1,0 +1,844 @@
+//! The queue admin HTTP API against a real server on a loopback port: the whole queue and
+//! item flow, every bad input's status and JSON error, bearer tokens and the body limit.
+
+use hookspool::http::{ApiConfig, ApiState, router};
+use hookspool::{Hooks, MemoryBackend, Secret, Store};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+
+/// A running API over a fresh memory store.
+struct Api {
+    base: String,
+    client: Client,
+    token: Option<String>,
+}
+
+async fn serve(config: ApiConfig) -> Api {
+    let store = Store::new(MemoryBackend::new());
+    let hooks = Hooks::open(store).await.unwrap();
+    let app = router(ApiState::new(hooks, config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Api {
+        base: format!("http://{addr}"),
+        client: Client::new(),
+        token: None,
+    }
+}
+
+/// An answer: status, content type, raw body.
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts a JSON error with this status and code; returns its message.
+    fn error(&self, status: StatusCode, code: &str) -> String {
+        let v = self.json();
+        assert_eq!(self.status, status, "{v}");
+        assert!(self.content_type.starts_with("application/json"), "{v}");
+        assert_eq!(v["error"], code, "{v}");
+        v["message"].as_str().unwrap().to_owned()
+    }
+}
+
+impl Api {
+    async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Answer {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = resp.bytes().await.unwrap().to_vec();
+        Answer {
+            status,
+            content_type,
+            body,
+        }
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        self.raw(method, path, body.map(|b| serde_json::to_vec(&b).unwrap()))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Answer {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// Sends and asserts the status; returns the JSON body (`null` when empty).
+    async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        status: StatusCode,
+    ) -> Value {
+        let a = self.send(method, path, body).await;
+        assert_eq!(
+            a.status,
+            status,
+            "{path}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        if a.body.is_empty() {
+            Value::Null
+        } else {
+            a.json()
+        }
+    }
+}
+
+fn keys(v: &Value) -> Vec<u64> {
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_u64().unwrap())
+        .collect()
+}
+
+fn item_keys(v: &Value) -> Vec<u64> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn queue_crud_never_echoes_the_secret() {
+    let api = serve(ApiConfig::default()).await;
+    let created = api
+        .post(
+            "/queues",
+            json!({"id": "orders", "secret": "whsec_topsecret", "ttl_ms": 60000,
+                   "retention": "remove", "metadata": {"team": "billing"}}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert!(!String::from_utf8_lossy(&created.body).contains("topsecret"));
+    let v = created.json();
+    assert_eq!(v["id"], "orders");
+    assert_eq!(v["secret"], true);
+    assert_eq!(v["ttl_ms"], 60000);
+    assert_eq!(v["retention"], "remove");
+    assert_eq!(v["metadata"]["team"], "billing");
+    assert_eq!(v["items"], 0);
+    assert_eq!(v["phases"]["pending"], 0);
+
+    api.post("/queues", json!({"id": "orders"}))
+        .await
+        .error(StatusCode::CONFLICT, "queue_exists");
+    api.ok(
+        Method::POST,
+        "/queues",
+        Some(json!({"id": "plain"})),
+        StatusCode::CREATED,
+    )
+    .await;
+
+    let list = api.ok(Method::GET, "/queues", None, StatusCode::OK).await;
+    let ids: Vec<&str> = list["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"orders") && ids.contains(&"plain"), "{ids:?}");
+    let listed =
+        &list["queues"].as_array().unwrap()[ids.iter().position(|i| *i == "orders").unwrap()];
+    assert_eq!(listed["secret"], true);
+    assert!(!list.to_string().contains("topsecret"));
+
+    // PATCH changes only what it names; null clears.
+    let patched = api
+        .ok(
+            Method::PATCH,
+            "/queues/orders",
+            Some(json!({"secret": null, "retention": "keep"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(patched["secret"], false);
+    assert_eq!(patched["retention"], "keep");
+    assert_eq!(patched["ttl_ms"], 60000);
+    assert_eq!(patched["metadata"]["team"], "billing");
+    assert_eq!(patched["created_at"], v["created_at"]);
+    let shown = api
+        .ok(Method::GET, "/queues/orders", None, StatusCode::OK)
+        .await;
+    assert_eq!(shown, patched);
+    let patched = api
+        .ok(
+            Method::PATCH,
+            "/queues/orders",
+            Some(json!({"ttl_ms": null, "secret": "s2"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(patched["ttl_ms"], Value::Null);
+    assert_eq!(patched["secret"], true);
+
+    api.ok(
+        Method::DELETE,
+        "/queues/orders",
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    api.send(Method::DELETE, "/queues/orders", None)
+        .await
+        .error(StatusCode::NOT_FOUND, "queue_not_found");
+    api.get("/queues/orders")
+        .await
+        .error(StatusCode::NOT_FOUND, "queue_not_found");
+}
+
+#[tokio::test]
+async fn push_fetch_count_phase_replay_dump_reset() {
+    let api = serve(ApiConfig::default()).await;
+    api.ok(
+        Method::POST,
+        "/queues",
+        Some(json!({"id": "q"})),
+        StatusCode::CREATED,
+    )
+    .await;
+
+    // One JSON item, one binary item, then an atomic batch.
+    let one = api
+        .ok(
+            Method::POST,
+            "/queues/q/items",
+            Some(json!({"payload": {"order": 1, "tags": ["a"]}, "metadata": {"event": "order.paid"}})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let k1 = keys(&one)[0];
+    let bin = api
+        .ok(
+            Method::POST,
+            "/queues/q/items",
+            Some(json!({"payload_base64": "/wD+"})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let k2 = keys(&bin)[0];
+    let batch = api
+        .ok(
+            Method::POST,
+            "/queues/q/items",
+            Some(json!({"items": [
+                {"payload": "text"},
+                {"payload": null},
+                {"payload": 3, "delay_ms": 3_600_000},
+            ]})),
+            StatusCode::CREATED,
+        )
+        .await;
+    let bk = keys(&batch);
+    assert_eq!(bk.len(), 3);
+    assert!(k1 < k2 && k2 < bk[0] && bk[0] < bk[1] && bk[1] < bk[2]);
+
+    // A batch with one bad item stores nothing.
+    api.post(
+        "/queues/q/items",
+        json!({"items": [{"payload": 1}, {"payload_base64": "not base64!"}]}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_request");
+
+    let item = api
+        .ok(
+            Method::GET,
+            &format!("/queues/q/items/{k1}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(item["payload"], json!({"order": 1, "tags": ["a"]}));
+    assert_eq!(item["phase"], "pending");
+    assert_eq!(item["metadata"]["event"], "order.paid");
+    let item = api
+        .ok(
+            Method::GET,
+            &format!("/queues/q/items/{k2}"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(item["payload_base64"], "/wD+");
+    assert!(item.get("payload").is_none());
+    let delayed = api
+        .ok(
+            Method::GET,
+            &format!("/queues/q/items/{}", bk[2]),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert!(
+        delayed["not_before"].as_u64().unwrap()
+            >= delayed["created_at"].as_u64().unwrap() + 3_600_000
+    );
+
+    // Pages: default order, limit, offset, reverse, cursor.
+    let all = api
+        .ok(Method::GET, "/queues/q/items", None, StatusCode::OK)
+        .await;
+    assert_eq!(item_keys(&all), vec![k1, k2, bk[0], bk[1], bk[2]]);
+    assert_eq!(all["items"][2]["payload"], "text");
+    assert_eq!(all["items"][3]["payload"], Value::Null);
+    let page = api
+        .ok(
+            Method::GET,
+            "/queues/q/items?limit=2&offset=1",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(item_keys(&page), vec![k2, bk[0]]);
+    let page = api
+        .ok(
+            Method::GET,
+            "/queues/q/items?reverse=true&limit=2",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(item_keys(&page), vec![bk[2], bk[1]]);
+    let page = api
+        .ok(
+            Method::GET,
+            &format!("/queues/q/items?after={}", bk[0]),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(item_keys(&page), vec![bk[1], bk[2]]);
+
+    // Phase changes, with compare-and-set.
+    let moved = api
+        .ok(
+            Method::PUT,
+            &format!("/queues/q/items/{k1}/phase"),
+            Some(json!({"phase": "dead"})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(moved["phase"], "dead");
+    api.ok(
+        Method::PUT,
+        &format!("/queues/q/items/{k2}/phase"),
+        Some(json!({"phase": "dead", "if_phase": "pending"})),
+        StatusCode::OK,
+    )
+    .await;
+    let conflict = api
+        .send(
+            Method::PUT,
+            &format!("/queues/q/items/{}/phase", bk[0]),
+            Some(json!({"phase": "done", "if_phase": "dead"})),
+        )
+        .await
+        .error(StatusCode::CONFLICT, "phase_conflict");
+    assert!(
+        conflict.contains("pending") && conflict.contains("dead"),
+        "{conflict}"
+    );
+    api.ok(
+        Method::PUT,
+        &format!("/queues/q/items/{}/phase", bk[0]),
+        Some(json!({"phase": "needs-review"})),
+        StatusCode::OK,
+    )
+    .await;
+    api.send(
+        Method::PUT,
+        &format!("/queues/q/items/{}/phase", bk[1]),
+        Some(json!({"phase": "in_flight"})),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_input");
+
+    let count = api
+        .ok(Method::GET, "/queues/q/count", None, StatusCode::OK)
+        .await;
+    assert_eq!(count["total"], 5);
+    assert_eq!(count["phases"]["dead"], 2);
+    assert_eq!(count["phases"]["pending"], 2);
+    assert_eq!(count["phases"]["needs-review"], 1);
+    assert_eq!(count["phases"]["done"], 0);
+    let dead = api
+        .ok(
+            Method::GET,
+            "/queues/q/count?phase=dead",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(dead, json!({"total": 2, "phases": {"dead": 2}}));
+    let dead_items = api
+        .ok(
+            Method::GET,
+            "/queues/q/items?phase=dead",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(item_keys(&dead_items), vec![k1, k2]);
+    let shown = api.ok(Method::GET, "/queues/q", None, StatusCode::OK).await;
+    assert_eq!(shown["items"], 5);
+    assert_eq!(shown["phases"]["dead"], 2);
+
+    // Replay one dead item, then all; a live item cannot be replayed.
+    let replayed = api
+        .ok(
+            Method::POST,
+            &format!("/queues/q/items/{k1}/replay"),
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(replayed["phase"], "pending");
+    api.send(Method::POST, &format!("/queues/q/items/{k1}/replay"), None)
+        .await
+        .error(StatusCode::CONFLICT, "phase_conflict");
+    let all = api
+        .ok(Method::POST, "/queues/q/replay", None, StatusCode::OK)
+        .await;
+    assert_eq!(all, json!({"replayed": 1}));
+    let count = api
+        .ok(
+            Method::GET,
+            "/queues/q/count?phase=dead",
+            None,
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(count["total"], 0);
+
+    // The dump: one JSON object per line, oldest first.
+    let dump = api.get("/queues/q/dump").await;
+    assert_eq!(dump.status, StatusCode::OK);
+    assert_eq!(dump.content_type, "application/x-ndjson");
+    let text = String::from_utf8(dump.body).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["key"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![k1, k2, bk[0], bk[1], bk[2]]
+    );
+    assert_eq!(lines[0]["payload"]["order"], 1);
+
+    // Delete one item, then reset the rest.
+    api.ok(
+        Method::DELETE,
+        &format!("/queues/q/items/{k2}"),
+        None,
+        StatusCode::NO_CONTENT,
+    )
+    .await;
+    api.send(Method::DELETE, &format!("/queues/q/items/{k2}"), None)
+        .await
+        .error(StatusCode::NOT_FOUND, "item_not_found");
+    api.get(&format!("/queues/q/items/{k2}"))
+        .await
+        .error(StatusCode::NOT_FOUND, "item_not_found");
+    let reset = api
+        .ok(Method::POST, "/queues/q/reset", None, StatusCode::OK)
+        .await;
+    assert_eq!(reset, json!({"removed": 4}));
+    let count = api
+        .ok(Method::GET, "/queues/q/count", None, StatusCode::OK)
+        .await;
+    assert_eq!(count["total"], 0);
+    let empty = api.get("/queues/q/dump").await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert!(empty.body.is_empty());
+}
+
+#[tokio::test]
+async fn dump_streams_every_page() {
+    let api = serve(ApiConfig::default()).await;
+    api.ok(
+        Method::POST,
+        "/queues",
+        Some(json!({"id": "big"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    // More than two dump pages, so that the stream really pages.
+    let n = hookspool::DUMP_PAGE * 2 + 7;
+    let items: Vec<Value> = (0..n).map(|i| json!({"payload": {"i": i}})).collect();
+    let pushed = api
+        .ok(
+            Method::POST,
+            "/queues/big/items",
+            Some(json!({ "items": items })),
+            StatusCode::CREATED,
+        )
+        .await;
+    let pushed = keys(&pushed);
+    let dump = api.get("/queues/big/dump").await;
+    assert_eq!(dump.status, StatusCode::OK);
+    let text = String::from_utf8(dump.body).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), n);
+    for (i, (line, key)) in lines.iter().zip(&pushed).enumerate() {
+        assert_eq!(line["key"].as_u64().unwrap(), *key);
+        assert_eq!(line["payload"]["i"].as_u64().unwrap(), i as u64);
+    }
+    api.get("/queues/nope/dump")
+        .await
+        .error(StatusCode::NOT_FOUND, "queue_not_found");
+}
+
+#[tokio::test]
+async fn bad_inputs_get_json_errors() {
+    let api = serve(ApiConfig::default()).await;
+    api.ok(
+        Method::POST,
+        "/queues",
+        Some(json!({"id": "q"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let k = keys(
+        &api.ok(
+            Method::POST,
+            "/queues/q/items",
+            Some(json!({"payload": 1})),
+            StatusCode::CREATED,
+        )
+        .await,
+    )[0];
+
+    // Unknown queue, everywhere.
+    for (method, path, body) in [
+        (Method::GET, "/queues/missing", None),
+        (
+            Method::PATCH,
+            "/queues/missing",
+            Some(json!({"retention": "keep"})),
+        ),
+        (Method::GET, "/queues/missing/items", None),
+        (
+            Method::POST,
+            "/queues/missing/items",
+            Some(json!({"payload": 1})),
+        ),
+        (
+            Method::POST,
+            "/queues/missing/items",
+            Some(json!({"items": []})),
+        ),
+        (Method::GET, "/queues/missing/items/1", None),
+        (Method::DELETE, "/queues/missing/items/1", None),
+        (Method::GET, "/queues/missing/count", None),
+        (Method::POST, "/queues/missing/reset", None),
+        (Method::POST, "/queues/missing/replay", None),
+        (Method::POST, "/queues/missing/items/1/replay", None),
+    ] {
+        let msg = api
+            .send(method, path, body)
+            .await
+            .error(StatusCode::NOT_FOUND, "queue_not_found");
+        assert!(msg.contains("missing"), "{path}: {msg}");
+    }
+
+    // Bad queue ids and phases.
+    let msg = api
+        .post("/queues", json!({"id": "-bad"}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_queue_id");
+    assert!(msg.contains("-bad"), "{msg}");
+    api.get("/queues/a%20b")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_queue_id");
+    api.get("/queues/q/items?phase=Pending")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_phase");
+    api.get("/queues/q/count?phase=1x")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_phase");
+    api.send(
+        Method::PUT,
+        &format!("/queues/q/items/{k}/phase"),
+        Some(json!({"phase": "NOPE"})),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_phase");
+
+    // Malformed JSON, unknown fields (named), wrong types.
+    api.raw(Method::POST, "/queues", Some(b"{\"id\": ".to_vec()))
+        .await
+        .error(StatusCode::BAD_REQUEST, "malformed_json");
+    api.raw(Method::POST, "/queues/q/items", Some(b"not json".to_vec()))
+        .await
+        .error(StatusCode::BAD_REQUEST, "malformed_json");
+    for (method, path, body, field) in [
+        (
+            Method::POST,
+            "/queues",
+            json!({"id": "x", "colour": "red"}),
+            "colour",
+        ),
+        (Method::PATCH, "/queues/q", json!({"ttl": 5}), "ttl"),
+        (
+            Method::POST,
+            "/queues/q/items",
+            json!({"payload": 1, "delay": 5}),
+            "delay",
+        ),
+        (
+            Method::POST,
+            "/queues/q/items",
+            json!({"items": [{"payload": 1, "extra_field": true}]}),
+            "extra_field",
+        ),
+        (
+            Method::PUT,
+            "/queues/q/items/1/phase",
+            json!({"phase": "done", "expected": "dead"}),
+            "expected",
+        ),
+    ] {
+        let msg = api
+            .send(method, path, Some(body))
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_json");
+        assert!(msg.contains(field), "{path}: {msg}");
+    }
+    for (method, path, body) in [
+        (Method::POST, "/queues", json!({"id": 5})),
+        (
+            Method::POST,
+            "/queues",
+            json!({"id": "x", "ttl_ms": "soon"}),
+        ),
+        (
+            Method::POST,
+            "/queues",
+            json!({"id": "x", "retention": "forever"}),
+        ),
+        (Method::PATCH, "/queues/q", json!({"metadata": ["a"]})),
+        (
+            Method::POST,
+            "/queues/q/items",
+            json!({"payload": 1, "delay_ms": -1}),
+        ),
+        (
+            Method::POST,
+            "/queues/q/items",
+            json!({"items": {"payload": 1}}),
+        ),
+        (Method::PUT, "/queues/q/items/1/phase", json!({"phase": 1})),
+    ] {
+        let msg = api
+            .send(method, path, Some(body))
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_json");
+        assert!(
+            msg.contains("invalid type")
+                || msg.contains("unknown variant")
+                || msg.contains("invalid value"),
+            "{path}: {msg}"
+        );
+    }
+
+    // Bodies that parse but make no sense.
+    api.post("/queues/q/items", json!({"metadata": {"a": "b"}}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_request");
+    api.post(
+        "/queues/q/items",
+        json!({"payload": 1, "payload_base64": "AA=="}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_request");
+    api.post("/queues/q/items", json!({"items": [], "payload": 1}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_request");
+    api.post("/queues", json!({"id": "z", "ttl_ms": 0}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_input");
+    let long_key = "k".repeat(200);
+    api.post(
+        "/queues/q/items",
+        json!({"payload": 1, "metadata": {long_key: "v"}}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_input");
+
+    // Oversize payload (over the store's 1 MiB, under the 2 MiB body limit).
+    let big = "x".repeat(hookspool::DEFAULT_MAX_PAYLOAD + 1);
+    api.post("/queues/q/items", json!({ "payload": big }))
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+
+    // Paths and queries.
+    let msg = api
+        .get("/queues/q/items/abc")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_path");
+    assert!(msg.contains("abc") || msg.contains("parse"), "{msg}");
+    api.send(Method::DELETE, "/queues/q/items/-1", None)
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_path");
+    let msg = api
+        .get("/queues/q/items?colour=red")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_query");
+    assert!(msg.contains("colour"), "{msg}");
+    api.get("/queues/q/items?limit=many")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_query");
+    api.get("/queues/q/items?limit=0")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_request");
+    api.get(&format!(
+        "/queues/q/items?limit={}",
+        hookspool::DEFAULT_MAX_BATCH + 1
+    ))
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_request");
+    api.get("/queues/q/items/99")
+        .await
+        .error(StatusCode::NOT_FOUND, "item_not_found");
+    api.get("/no/such/endpoint")
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+
+    // A body without a JSON content type.
+    let resp = api
+        .client
+        .post(format!("{}/queues", api.base))
+        .body(r#"{"id":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(v["error"], "unsupported_media_type");
+
+    // Nothing above changed the queue.
+    let count = api
+        .ok(Method::GET, "/queues/q/count", None, StatusCode::OK)
+        .await;
+    assert_eq!(count["total"], 1);
+}
+
+#[tokio::test]
+async fn tokens_guard_everything_but_health() {
+    let mut api = serve(ApiConfig {
+        tokens: vec![Secret::new("t0ken")],
+        ..ApiConfig::default()
+    })
+    .await;
+    let health = api.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+
+    let msg = api
+        .get("/queues")
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert!(msg.contains("Bearer"), "{msg}");
+    api.post("/queues", json!({"id": "q"}))
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    api.token = Some("wrong".to_owned());
+    api.get("/queues")
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    api.token = Some("t0ke".to_owned());
+    api.get("/queues")
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    api.token = Some("t0ken".to_owned());
+    api.ok(
+        Method::POST,
+        "/queues",
+        Some(json!({"id": "q"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let list = api.ok(Method::GET, "/queues", None, StatusCode::OK).await;
+    assert!(
+        list["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["id"] == "q")
+    );
+    assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413_json() {
+    let api = serve(ApiConfig {
+        body_limit: 1024,
+        ..ApiConfig::default()
+    })
+    .await;
+    api.ok(
+        Method::POST,
+        "/queues",
+        Some(json!({"id": "q"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    let small = "x".repeat(500);
+    api.ok(
+        Method::POST,
+        "/queues/q/items",
+        Some(json!({ "payload": small })),
+        StatusCode::CREATED,
+    )
+    .await;
+    let big = "x".repeat(2000);
+    api.post("/queues/q/items", json!({ "payload": big }))
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    let count = api
+        .ok(Method::GET, "/queues/q/count", None, StatusCode::OK)
+        .await;
+    assert_eq!(count["total"], 1);
+}
