@@ -277,16 +277,16 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let delivering = tokio::spawn(deliverer.run(stopped(stop_rx.clone())));
+    let loop_task = tokio::spawn(deliverer.run(stopped(stop_rx.clone())));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stopped(stop_rx))
         .await;
-    let delivered = delivering
+    let loop_result = loop_task
         .await
         .map_err(|e| CliError::Input(format!("the delivery loop failed: {e}")))?;
     tracing::info!("hookspool stopped");
     served?;
-    delivered?;
+    loop_result?;
     store.sync().await?;
     Ok(())
 }

@@ -184,6 +184,8 @@ struct ListQuery {
     owner: Option<String>,
 }
 
+// `max_in_flight` has three cases (unchanged, removed, set), as in `SubscriptionUpdate`.
+#[allow(clippy::option_option)]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateRequest {
@@ -201,6 +203,7 @@ struct UpdateRequest {
 
 /// Deserializes a field that is present (even as `null`) into `Some`, so that absent
 /// (`#[serde(default)]`, `None`) and `null` (`Some(None)`) differ.
+#[allow(clippy::option_option)]
 fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
@@ -323,7 +326,11 @@ async fn subscribe<B: Backend>(
     Ok(if known.contains(&sub.id) {
         (StatusCode::OK, Json(SubscriptionView::public(&sub))).into_response()
     } else {
-        (StatusCode::CREATED, Json(SubscriptionView::with_secret(&sub))).into_response()
+        (
+            StatusCode::CREATED,
+            Json(SubscriptionView::with_secret(&sub)),
+        )
+            .into_response()
     })
 }
 
@@ -472,7 +479,7 @@ async fn publish<B: Backend>(
             "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
         )));
     }
-    let fingerprint = fingerprint(&req.event, req.owner.as_deref(), &payload);
+    let fingerprint = fingerprint(&req.event, req.owner.as_deref(), payload);
     let map = shared.idempotency(&state.store).await?;
     let cell = {
         let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
@@ -496,7 +503,10 @@ async fn publish<B: Backend>(
                 .map_err(|e| Error::invalid(format!("cannot encode idempotency record: {e}")))?;
             let queue = idempotency_queue(store).await?;
             store
-                .push(&queue, NewItem::new(bytes).with_metadata("key", key.as_str()))
+                .push(
+                    &queue,
+                    NewItem::new(bytes).with_metadata("key", key.as_str()),
+                )
                 .await?;
             Ok::<_, Error>(record)
         })
@@ -512,16 +522,10 @@ async fn publish<B: Backend>(
 }
 
 fn published(ids: &[DeliveryId], replayed: bool) -> Response {
-    let mut resp = (
-        StatusCode::ACCEPTED,
-        Json(Published { delivery_ids: ids }),
-    )
-        .into_response();
+    let mut resp = (StatusCode::ACCEPTED, Json(Published { delivery_ids: ids })).into_response();
     if replayed {
-        resp.headers_mut().insert(
-            HEADER_IDEMPOTENT_REPLAYED,
-            HeaderValue::from_static("true"),
-        );
+        resp.headers_mut()
+            .insert(HEADER_IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     resp
 }
@@ -604,11 +608,7 @@ async fn callback<B: Backend>(
         return Err(no_channel());
     }
     let queue_id = QueueId::new(channel.as_str()).map_err(|_| no_channel())?;
-    let queue = state
-        .store
-        .queue(&queue_id)
-        .await?
-        .ok_or_else(no_channel)?;
+    let queue = state.store.queue(&queue_id).await?.ok_or_else(no_channel)?;
     let body = body.map_err(|r| bytes_rejection(&r))?;
     if let Some(secret) = &queue.secret {
         let key = SigningKey::from_whsec(secret.expose()).map_err(|_| {
@@ -624,11 +624,7 @@ async fn callback<B: Backend>(
             .map_or(0, |d| d.as_secs());
         let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         verify(&[&key], lookup, &body, now).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_signature",
-                e.to_string(),
-            )
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())
         })?;
     }
     let mut item = NewItem::new(body.to_vec());

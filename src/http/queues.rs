@@ -40,6 +40,7 @@ const LIFECYCLE: [Phase; 5] = [
     Phase::EXPIRED,
 ];
 
+/// The queue admin routes, relative to where the API router is mounted.
 pub(super) fn routes<B: Backend>() -> Router<ApiState<B>> {
     Router::new()
         .route("/queues", get(list_queues::<B>).post(create_queue::<B>))
@@ -87,6 +88,8 @@ struct CreateQueue {
 }
 
 /// `PATCH /queues/{id}`: absent fields are kept; `null` clears `secret` and `ttl_ms`.
+// The outer `Option` is "given or not", the inner one the value, which may be `null`.
+#[allow(clippy::option_option)]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateQueue {

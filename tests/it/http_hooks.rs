@@ -1,6 +1,8 @@
 //! The HTTP API's REST Hooks, publishing, delivery log and inbound callbacks, end to end: the
 //! real router served on 127.0.0.1:0, a real axum receiver, the delivery loop, and reqwest.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -10,7 +12,7 @@ use axum::http::HeaderMap;
 use hookspool::http::{ApiConfig, ApiState, router};
 use hookspool::{
     DELIVERIES_QUEUE, DeliveryConfig, Hooks, HttpConfig, MemoryBackend, NetworkPolicy, QueueConfig,
-    QueueId, Secret, SignInput, SignatureScheme, SigningKey, Store, sign, verify,
+    QueueId, RetrySchedule, Secret, SignInput, SignatureScheme, SigningKey, Store, sign, verify,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -25,29 +27,43 @@ struct Received {
     body: Bytes,
 }
 
-/// A webhook receiver on 127.0.0.1:0 that answers 200 and records every request.
+/// A webhook receiver on 127.0.0.1:0 that records every request and answers `status`
+/// (200 at first; switchable mid-test).
 struct Receiver {
     url: String,
     requests: mpsc::UnboundedReceiver<Received>,
+    status: Arc<AtomicU16>,
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    tx: mpsc::UnboundedSender<Received>,
+    status: Arc<AtomicU16>,
 }
 
 async fn receiver() -> Receiver {
     async fn handle(
-        State(tx): State<mpsc::UnboundedSender<Received>>,
+        State(s): State<ReceiverState>,
         headers: HeaderMap,
         body: Bytes,
-    ) -> &'static str {
-        let _ = tx.send(Received { headers, body });
-        "ok"
+    ) -> axum::http::StatusCode {
+        let _ = s.tx.send(Received { headers, body });
+        axum::http::StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap()
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let app = Router::new().fallback(handle).with_state(tx);
+    let status = Arc::new(AtomicU16::new(200));
+    let state = ReceiverState {
+        tx,
+        status: Arc::clone(&status),
+    };
+    let app = Router::new().fallback(handle).with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     Receiver {
         url: format!("http://{addr}/hook"),
         requests: rx,
+        status,
     }
 }
 
@@ -79,8 +95,14 @@ async fn serve(hooks: &Hooks<MemoryBackend>, config: ApiConfig) -> String {
 async fn start_with(config: ApiConfig) -> Api {
     let store = Store::new(MemoryBackend::new());
     let hooks = Hooks::open(store.clone()).await.unwrap();
+    // No retries: a failed attempt is final, so a dead delivery can be replayed at once.
     let delivery = DeliveryConfig {
         poll_interval: Duration::from_millis(10),
+        schedule: RetrySchedule {
+            delays: Vec::new(),
+            jitter: 0.0,
+            ..RetrySchedule::standard()
+        },
         http: HttpConfig {
             timeout: Duration::from_secs(5),
             policy: NetworkPolicy::new().allow_loopback(),
@@ -146,7 +168,9 @@ impl Api {
     async fn wait_state(&self, id: &str, state: &str) -> Value {
         let poll = async {
             loop {
-                let a = self.call(Method::GET, &format!("/deliveries/{id}"), None).await;
+                let a = self
+                    .call(Method::GET, &format!("/deliveries/{id}"), None)
+                    .await;
                 assert_eq!(a.status, StatusCode::OK, "{}", a.json);
                 if a.json["state"] == state {
                     return a.json;
@@ -262,9 +286,45 @@ async fn subscribe_publish_delivers_signed_and_logs_done() {
             Some(json!({"event": "order.paid", "target_url": rx.url})),
         )
         .await;
-    assert_eq!(a.status, StatusCode::OK, "a duplicate answers the existing one");
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "a duplicate answers the existing one"
+    );
     assert_eq!(a.json["id"], sub_id.as_str());
     assert!(a.json.get("secret").is_none(), "{}", a.json);
+}
+
+#[tokio::test]
+async fn a_dead_delivery_is_replayed_over_http() {
+    let api = start().await;
+    let mut rx = receiver().await;
+    rx.status.store(500, Ordering::SeqCst);
+    api.subscribe("job.failed", &rx.url).await;
+    let a = api
+        .call(
+            Method::POST,
+            "/events",
+            Some(json!({"event": "job.failed", "payload": null})),
+        )
+        .await;
+    let id = a.json["delivery_ids"][0].as_str().unwrap().to_owned();
+    rx.next().await;
+    let d = api.wait_state(&id, "dead").await;
+    assert_eq!(d["attempts"][0]["status"], 500);
+    assert!(d["last_error"].is_string());
+
+    rx.status.store(200, Ordering::SeqCst);
+    let a = api
+        .call(Method::POST, &format!("/deliveries/{id}/replay"), None)
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    assert_ne!(a.json["state"], "dead");
+    rx.next().await;
+    let d = api.wait_state(&id, "done").await;
+    let attempts = d["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "the attempt log is kept: {d}");
+    assert_eq!(attempts[1]["status"], 200);
 }
 
 #[tokio::test]
@@ -340,11 +400,7 @@ async fn subscription_crud_and_rotation() {
         .await;
     assert_eq!(a.json, json!({"removed": 1}));
     let a = api
-        .call(
-            Method::GET,
-            &format!("/hooks/subscriptions/{id}"),
-            None,
-        )
+        .call(Method::GET, &format!("/hooks/subscriptions/{id}"), None)
         .await;
     assert_error(&a, StatusCode::NOT_FOUND, "subscription_not_found");
     let a = api
@@ -400,7 +456,11 @@ async fn idempotency_key_returns_the_same_ids_and_fires_once() {
     // The same key for a different request is refused.
     let other = json!({"event": "invoice.sent", "payload": [9], "idempotency_key": "k-1"});
     let a = api.call(Method::POST, "/events", Some(other)).await;
-    assert_error(&a, StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused");
+    assert_error(
+        &a,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
 
     // Keys are durable: a new router over the same store (as after a restart) loads them.
     let base = serve(&api.hooks, ApiConfig::default()).await;
@@ -416,153 +476,161 @@ async fn idempotency_key_returns_the_same_ids_and_fires_once() {
     assert_eq!(api.store.count(&deliveries).await.unwrap(), 2);
 }
 
+/// Bad requests with JSON bodies (`""`: no body), and the status and code each must get.
+const BAD_INPUTS: &[(&str, &str, &str, u16, &str)] = &[
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": "a", "target_url": "http://example.com/h", "bogus": 1}"#,
+        400,
+        "invalid_json",
+    ),
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": 5, "target_url": "http://example.com/h"}"#,
+        400,
+        "invalid_json",
+    ),
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": "a", "target_url": "not a url"}"#,
+        400,
+        "invalid_url",
+    ),
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": "a", "target_url": "ftp://example.com/h"}"#,
+        400,
+        "invalid_url",
+    ),
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": "bad event!", "target_url": "http://example.com/h"}"#,
+        400,
+        "invalid_event",
+    ),
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": "a", "target_url": "http://example.com/h", "secret": "whsec_!!"}"#,
+        400,
+        "invalid_secret",
+    ),
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": "a", "target_url": "http://example.com/h", "scheme": "rot13"}"#,
+        400,
+        "invalid_json",
+    ),
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": "a", "target_url": "http://example.com/h", "owner": "a b"}"#,
+        400,
+        "invalid_input",
+    ),
+    (
+        "POST",
+        "/hooks/subscribe",
+        r#"{"event": "a", "target_url": "http://example.com/h", "headers": {"webhook-id": "x"}}"#,
+        400,
+        "invalid_input",
+    ),
+    ("DELETE", "/hooks/unsubscribe", "{}", 400, "invalid_request"),
+    (
+        "DELETE",
+        "/hooks/unsubscribe",
+        r#"{"id": "sub_nope"}"#,
+        404,
+        "subscription_not_found",
+    ),
+    (
+        "GET",
+        "/hooks/subscriptions/sub_nope",
+        "",
+        404,
+        "subscription_not_found",
+    ),
+    (
+        "PATCH",
+        "/hooks/subscriptions/sub_nope",
+        r#"{"enabled": true}"#,
+        404,
+        "subscription_not_found",
+    ),
+    (
+        "DELETE",
+        "/hooks/subscriptions/sub_nope",
+        "",
+        404,
+        "subscription_not_found",
+    ),
+    (
+        "POST",
+        "/hooks/subscriptions/sub_nope/rotate-secret",
+        "",
+        404,
+        "subscription_not_found",
+    ),
+    (
+        "GET",
+        "/hooks/subscriptions?bogus=1",
+        "",
+        400,
+        "invalid_query",
+    ),
+    ("GET", "/hooks/subscribe", "", 405, "method_not_allowed"),
+    (
+        "POST",
+        "/events",
+        r#"{"event": "a b", "payload": 1}"#,
+        400,
+        "invalid_event",
+    ),
+    ("POST", "/events", r#"{"event": "a"}"#, 400, "invalid_json"),
+    (
+        "POST",
+        "/events",
+        r#"{"event": "a", "payload": 1, "owner": "no way"}"#,
+        400,
+        "invalid_input",
+    ),
+    (
+        "POST",
+        "/events",
+        r#"{"event": "a", "payload": 1, "idempotency_key": ""}"#,
+        400,
+        "invalid_request",
+    ),
+    ("GET", "/deliveries/not-an-id", "", 400, "invalid_input"),
+    (
+        "GET",
+        "/deliveries/msg_00000000ffffffffffffffff",
+        "",
+        404,
+        "delivery_not_found",
+    ),
+    (
+        "POST",
+        "/deliveries/msg_00000000ffffffffffffffff/replay",
+        "",
+        404,
+        "delivery_not_found",
+    ),
+];
+
 #[tokio::test]
 async fn every_bad_input_gets_its_status_and_a_json_error() {
     let api = start().await;
-    let sub = |v: Value| Some(v);
-    let cases: Vec<(Method, &str, Option<Value>, StatusCode, &str)> = vec![
-        (
-            Method::POST,
-            "/hooks/subscribe",
-            sub(json!({"event": "a", "target_url": "http://example.com/h", "bogus": 1})),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
-            Method::POST,
-            "/hooks/subscribe",
-            sub(json!({"event": 5, "target_url": "http://example.com/h"})),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
-            Method::POST,
-            "/hooks/subscribe",
-            sub(json!({"event": "a", "target_url": "not a url"})),
-            StatusCode::BAD_REQUEST,
-            "invalid_url",
-        ),
-        (
-            Method::POST,
-            "/hooks/subscribe",
-            sub(json!({"event": "bad event!", "target_url": "http://example.com/h"})),
-            StatusCode::BAD_REQUEST,
-            "invalid_event",
-        ),
-        (
-            Method::POST,
-            "/hooks/subscribe",
-            sub(json!({"event": "a", "target_url": "http://example.com/h", "secret": "whsec_!!"})),
-            StatusCode::BAD_REQUEST,
-            "invalid_secret",
-        ),
-        (
-            Method::POST,
-            "/hooks/subscribe",
-            sub(json!({"event": "a", "target_url": "http://example.com/h", "scheme": "rot13"})),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
-            Method::DELETE,
-            "/hooks/unsubscribe",
-            sub(json!({})),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
-        (
-            Method::DELETE,
-            "/hooks/unsubscribe",
-            sub(json!({"id": "sub_nope"})),
-            StatusCode::NOT_FOUND,
-            "subscription_not_found",
-        ),
-        (
-            Method::GET,
-            "/hooks/subscriptions/sub_nope",
-            None,
-            StatusCode::NOT_FOUND,
-            "subscription_not_found",
-        ),
-        (
-            Method::PATCH,
-            "/hooks/subscriptions/sub_nope",
-            sub(json!({"enabled": true})),
-            StatusCode::NOT_FOUND,
-            "subscription_not_found",
-        ),
-        (
-            Method::DELETE,
-            "/hooks/subscriptions/sub_nope",
-            None,
-            StatusCode::NOT_FOUND,
-            "subscription_not_found",
-        ),
-        (
-            Method::POST,
-            "/hooks/subscriptions/sub_nope/rotate-secret",
-            None,
-            StatusCode::NOT_FOUND,
-            "subscription_not_found",
-        ),
-        (
-            Method::GET,
-            "/hooks/subscriptions?bogus=1",
-            None,
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-        ),
-        (
-            Method::GET,
-            "/hooks/subscribe",
-            None,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-        ),
-        (
-            Method::POST,
-            "/events",
-            sub(json!({"event": "a b", "payload": 1})),
-            StatusCode::BAD_REQUEST,
-            "invalid_event",
-        ),
-        (
-            Method::POST,
-            "/events",
-            sub(json!({"event": "a"})),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
-            Method::POST,
-            "/events",
-            sub(json!({"event": "a", "payload": 1, "idempotency_key": ""})),
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-        ),
-        (
-            Method::GET,
-            "/deliveries/not-an-id",
-            None,
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-        ),
-        (
-            Method::GET,
-            "/deliveries/msg_00000000ffffffffffffffff",
-            None,
-            StatusCode::NOT_FOUND,
-            "delivery_not_found",
-        ),
-        (
-            Method::POST,
-            "/deliveries/msg_00000000ffffffffffffffff/replay",
-            None,
-            StatusCode::NOT_FOUND,
-            "delivery_not_found",
-        ),
-    ];
-    for (method, path, body, status, code) in cases {
+    for (method, path, body, status, code) in BAD_INPUTS {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let body = (!body.is_empty()).then(|| serde_json::from_str::<Value>(body).unwrap());
+        let status = StatusCode::from_u16(*status).unwrap();
         let a = api.call(method.clone(), path, body.clone()).await;
         assert_eq!(a.status, status, "{method} {path} {body:?}: {}", a.json);
         assert_error(&a, status, code);
@@ -576,19 +644,28 @@ async fn every_bad_input_gets_its_status_and_a_json_error() {
             Some(json!({"event": "a", "target_url": "http://example.com/h", "bogus": 1})),
         )
         .await;
-    assert!(a.json["message"].as_str().unwrap().contains("bogus"), "{}", a.json);
+    assert!(
+        a.json["message"].as_str().unwrap().contains("bogus"),
+        "{}",
+        a.json
+    );
 
     // Malformed JSON, a wrong content type, a malformed rotate body.
     let a = api
         .raw(Method::POST, "/events", "application/json", "{\"event\":")
         .await;
     assert_error(&a, StatusCode::BAD_REQUEST, "malformed_json");
-    let a = api
-        .raw(Method::POST, "/events", "text/plain", "{}")
-        .await;
-    assert_error(&a, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let a = api.raw(Method::POST, "/events", "text/plain", "{}").await;
+    assert_error(
+        &a,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
     let rx = receiver().await;
-    let id = api.subscribe("a", &rx.url).await["id"].as_str().unwrap().to_owned();
+    let id = api.subscribe("a", &rx.url).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let path = format!("/hooks/subscriptions/{id}/rotate-secret");
     let a = api.raw(Method::POST, &path, "application/json", "{").await;
     assert_error(&a, StatusCode::BAD_REQUEST, "malformed_json");
@@ -598,11 +675,22 @@ async fn every_bad_input_gets_its_status_and_a_json_error() {
     assert_error(&a, StatusCode::BAD_REQUEST, "invalid_json");
     assert!(a.json["message"].as_str().unwrap().contains("sekret"));
     let a = api
-        .raw(Method::POST, &path, "application/json", r#"{"secret": "whsec_x"}"#)
+        .raw(
+            Method::POST,
+            &path,
+            "application/json",
+            r#"{"secret": "whsec_x"}"#,
+        )
         .await;
     assert_error(&a, StatusCode::BAD_REQUEST, "invalid_secret");
     // A failed rotation changed nothing.
-    assert!(api.hooks.subscription(&id).unwrap().previous_secret.is_none());
+    assert!(
+        api.hooks
+            .subscription(&id)
+            .unwrap()
+            .previous_secret
+            .is_none()
+    );
     // Bad input stored nothing.
     let deliveries = QueueId::new(DELIVERIES_QUEUE).unwrap();
     assert_eq!(api.store.count(&deliveries).await.unwrap(), 0);
@@ -722,7 +810,12 @@ async fn callbacks_verify_signatures_and_push_durably() {
     // Unknown channels, and hookspool's own queues, do not exist as channels.
     for channel in ["nope", "hookspool.subscriptions", "Bad%20Id"] {
         let a = api
-            .raw(Method::POST, &format!("/callbacks/{channel}"), "text/plain", "x")
+            .raw(
+                Method::POST,
+                &format!("/callbacks/{channel}"),
+                "text/plain",
+                "x",
+            )
             .await;
         assert_error(&a, StatusCode::NOT_FOUND, "channel_not_found");
     }

@@ -221,8 +221,9 @@ async fn queue_crud_never_echoes_the_secret() {
         .error(StatusCode::NOT_FOUND, "queue_not_found");
 }
 
-#[tokio::test]
-async fn push_fetch_count_phase_replay_dump_reset() {
+/// A server with queue `q` holding five items: JSON, binary, and a batch of text, `null`
+/// and a delayed number. Returns their keys.
+async fn seeded() -> (Api, u64, u64, [u64; 3]) {
     let api = serve(ApiConfig::default()).await;
     api.ok(
         Method::POST,
@@ -266,6 +267,12 @@ async fn push_fetch_count_phase_replay_dump_reset() {
     let bk = keys(&batch);
     assert_eq!(bk.len(), 3);
     assert!(k1 < k2 && k2 < bk[0] && bk[0] < bk[1] && bk[1] < bk[2]);
+    (api, k1, k2, [bk[0], bk[1], bk[2]])
+}
+
+#[tokio::test]
+async fn push_and_fetch_pages() {
+    let (api, k1, k2, bk) = seeded().await;
 
     // A batch with one bad item stores nothing.
     api.post(
@@ -343,6 +350,11 @@ async fn push_fetch_count_phase_replay_dump_reset() {
         )
         .await;
     assert_eq!(item_keys(&page), vec![bk[1], bk[2]]);
+}
+
+#[tokio::test]
+async fn phase_changes_and_counts() {
+    let (api, k1, k2, bk) = seeded().await;
 
     // Phase changes, with compare-and-set.
     let moved = api
@@ -417,6 +429,20 @@ async fn push_fetch_count_phase_replay_dump_reset() {
     let shown = api.ok(Method::GET, "/queues/q", None, StatusCode::OK).await;
     assert_eq!(shown["items"], 5);
     assert_eq!(shown["phases"]["dead"], 2);
+}
+
+#[tokio::test]
+async fn replay_dump_delete_and_reset() {
+    let (api, k1, k2, bk) = seeded().await;
+    for k in [k1, k2] {
+        api.ok(
+            Method::PUT,
+            &format!("/queues/q/items/{k}/phase"),
+            Some(json!({"phase": "dead"})),
+            StatusCode::OK,
+        )
+        .await;
+    }
 
     // Replay one dead item, then all; a live item cannot be replayed.
     let replayed = api
@@ -529,8 +555,8 @@ async fn dump_streams_every_page() {
         .error(StatusCode::NOT_FOUND, "queue_not_found");
 }
 
-#[tokio::test]
-async fn bad_inputs_get_json_errors() {
+/// A server with queue `q` holding one item; returns its key.
+async fn with_one_item() -> (Api, u64) {
     let api = serve(ApiConfig::default()).await;
     api.ok(
         Method::POST,
@@ -548,6 +574,12 @@ async fn bad_inputs_get_json_errors() {
         )
         .await,
     )[0];
+    (api, k)
+}
+
+#[tokio::test]
+async fn unknown_ids_and_bad_names_are_json_errors() {
+    let (api, k) = with_one_item().await;
 
     // Unknown queue, everywhere.
     for (method, path, body) in [
@@ -604,6 +636,11 @@ async fn bad_inputs_get_json_errors() {
     )
     .await
     .error(StatusCode::BAD_REQUEST, "invalid_phase");
+}
+
+#[tokio::test]
+async fn bad_json_bodies_are_400_naming_the_problem() {
+    let (api, _k) = with_one_item().await;
 
     // Malformed JSON, unknown fields (named), wrong types.
     api.raw(Method::POST, "/queues", Some(b"{\"id\": ".to_vec()))
@@ -705,6 +742,11 @@ async fn bad_inputs_get_json_errors() {
     )
     .await
     .error(StatusCode::BAD_REQUEST, "invalid_input");
+}
+
+#[tokio::test]
+async fn bad_paths_queries_and_sizes_are_json_errors() {
+    let (api, _k) = with_one_item().await;
 
     // Oversize payload (over the store's 1 MiB, under the 2 MiB body limit).
     let big = "x".repeat(hookspool::DEFAULT_MAX_PAYLOAD + 1);
