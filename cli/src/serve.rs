@@ -261,6 +261,7 @@ pub async fn serve(
     let api = ApiConfig {
         tokens: config.tokens.clone(),
         body_limit: config.body_limit,
+        ..ApiConfig::default()
     };
     let app = router(ApiState::new(hooks, api));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;

@@ -522,7 +522,7 @@ impl<B: Backend> Loop<B> {
             duration: Duration::ZERO,
             kind,
         };
-        let _ = self.hooks().inner.results.send(outcome);
+        self.hooks().announce(outcome);
         Ok(())
     }
 
@@ -687,7 +687,7 @@ impl<B: Backend> Attempter<B> {
             kind,
         };
         tracing::debug!(delivery = %outcome.delivery_id, attempt = number, status = ?outcome.status, kind = ?outcome.kind, "delivery attempt");
-        let _ = inner.results.send(outcome);
+        self.hooks.announce(outcome);
         Ok(retry_at)
     }
 

@@ -9,6 +9,7 @@
 //! each attempt with the next state in one atomic `update`.
 
 mod deliver;
+mod stats;
 mod subscription;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ use crate::net::TargetUrl;
 use crate::store::{DUMP_PAGE, Store};
 
 pub use deliver::{Deliverer, DeliveryConfig, DeliveryOutcome, OutcomeKind};
+pub use stats::{DURATION_BUCKETS, DeliveryStatsSnapshot};
 pub use subscription::{
     DEFAULT_ROTATION_GRACE, EventPattern, MAX_EVENT_LEN, MAX_EXTRA_HEADERS, SubscribeOptions,
     Subscription, SubscriptionUpdate, check_event_name,
@@ -215,6 +217,7 @@ struct Inner<B: Backend> {
     /// Wakes the delivery loop when something is fired or replayed.
     wake: Notify,
     results: broadcast::Sender<DeliveryOutcome>,
+    stats: stats::DeliveryStats,
 }
 
 impl<B: Backend> Hooks<B> {
@@ -264,6 +267,7 @@ impl<B: Backend> Hooks<B> {
                 registry_write: Mutex::new(()),
                 wake: Notify::new(),
                 results,
+                stats: stats::DeliveryStats::default(),
             }),
         })
     }
@@ -278,6 +282,18 @@ impl<B: Backend> Hooks<B> {
     /// log keeps them all durably).
     pub fn results(&self) -> broadcast::Receiver<DeliveryOutcome> {
         self.inner.results.subscribe()
+    }
+
+    /// Delivery statistics of this process's delivery loops (outcomes by kind, attempt
+    /// durations), for metrics.
+    pub fn delivery_stats(&self) -> DeliveryStatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Announces an outcome: statistics, then the results stream.
+    fn announce(&self, outcome: DeliveryOutcome) {
+        self.inner.stats.record(&outcome);
+        let _ = self.inner.results.send(outcome);
     }
 
     // ---- subscriptions ------------------------------------------------------------------

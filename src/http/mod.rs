@@ -5,10 +5,12 @@
 //! Every error is JSON `{"error": code, "message": text}` with the right status
 //! ([`ApiError`]); request bodies reject unknown fields, naming them. Everything but
 //! `/healthz`, `/readyz` and `/callbacks/{channel}` (which use signatures) requires
-//! `Authorization: Bearer <token>` when tokens are configured.
+//! `Authorization: Bearer <token>` when tokens are configured (`/metrics` too, unless
+//! [`ApiConfig::public_metrics`]).
 
 mod error;
 mod hooks_api;
+mod metrics;
 mod queues;
 
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct ApiConfig {
     pub tokens: Vec<Secret>,
     /// Largest request body in bytes (default [`DEFAULT_BODY_LIMIT`]).
     pub body_limit: usize,
+    /// Whether `GET /metrics` is served without a token (default `true`).
+    pub public_metrics: bool,
 }
 
 impl Default for ApiConfig {
@@ -46,6 +50,7 @@ impl Default for ApiConfig {
         ApiConfig {
             tokens: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
+            public_metrics: true,
         }
     }
 }
@@ -58,6 +63,7 @@ pub struct ApiState<B: Backend> {
     pub hooks: Hooks<B>,
     /// The API's settings.
     pub config: Arc<ApiConfig>,
+    metrics: Arc<metrics::HttpMetrics>,
 }
 
 impl<B: Backend> Clone for ApiState<B> {
@@ -66,6 +72,7 @@ impl<B: Backend> Clone for ApiState<B> {
             store: self.store.clone(),
             hooks: self.hooks.clone(),
             config: Arc::clone(&self.config),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -77,6 +84,7 @@ impl<B: Backend> ApiState<B> {
             store: hooks.store().clone(),
             hooks,
             config: Arc::new(config),
+            metrics: Arc::default(),
         }
     }
 }
@@ -84,18 +92,30 @@ impl<B: Backend> ApiState<B> {
 /// The API router. Mount it with `Router::nest("/prefix", router(state))` or serve it as is.
 pub fn router<B: Backend>(state: ApiState<B>) -> Router {
     let body_limit = state.config.body_limit;
+    let metrics_route = Router::new().route("/metrics", get(metrics::metrics::<B>));
+    let (protected_metrics, public_metrics) = if state.config.public_metrics {
+        (Router::new(), metrics_route)
+    } else {
+        (metrics_route, Router::new())
+    };
     let protected = Router::new()
         .merge(queues::routes::<B>())
         .merge(hooks_api::routes::<B>())
+        .merge(protected_metrics)
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::<B>));
     let public = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<B>))
+        .merge(public_metrics)
         .merge(hooks_api::public_routes::<B>());
     Router::new()
         .merge(protected)
         .merge(public)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track::<B>,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

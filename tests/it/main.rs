@@ -7,6 +7,7 @@ mod conformance_memory;
 mod delivery;
 mod delivery_crash;
 mod http_hooks;
+mod http_metrics;
 mod http_queues;
 mod net;
 mod store;

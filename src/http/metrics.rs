@@ -1,0 +1,118 @@
+//! `GET /metrics` in the Prometheus text format: items by queue and phase (from the backend's
+//! counters), delivery outcomes and attempt durations (from the delivery loop), and HTTP
+//! requests by route and status (counted by a middleware).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{ApiError, ApiState};
+use crate::backend::Backend;
+
+/// HTTP requests counted by (method, route, status).
+#[derive(Debug, Default)]
+pub(super) struct HttpMetrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+}
+
+/// Counts every request by method, matched route (not the raw path, so ids do not explode
+/// the label set) and status.
+pub(super) async fn track<B: Backend>(
+    State(state): State<ApiState<B>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let mut requests = state
+        .metrics
+        .requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *requests.entry((method, route, status)).or_insert(0) += 1;
+    resp
+}
+
+/// The metrics page.
+pub(super) async fn metrics<B: Backend>(
+    State(state): State<ApiState<B>>,
+) -> Result<Response, ApiError> {
+    let mut out = String::new();
+    out.push_str("# HELP hookspool_items Items by queue and phase.\n");
+    out.push_str("# TYPE hookspool_items gauge\n");
+    for q in state.store.queues().await? {
+        let counts = state.store.counts(&q.id).await?;
+        for (phase, n) in &counts.0 {
+            let _ = writeln!(
+                out,
+                "hookspool_items{{queue=\"{}\",phase=\"{phase}\"}} {n}",
+                q.id
+            );
+        }
+    }
+    let delivery = state.hooks.delivery_stats();
+    out.push_str(
+        "# HELP hookspool_delivery_outcomes_total Delivery attempt outcomes since the process \
+         started.\n# TYPE hookspool_delivery_outcomes_total counter\n",
+    );
+    for (kind, n) in &delivery.outcomes {
+        let _ = writeln!(
+            out,
+            "hookspool_delivery_outcomes_total{{outcome=\"{kind}\"}} {n}"
+        );
+    }
+    out.push_str(
+        "# HELP hookspool_delivery_attempt_duration_seconds Duration of delivery requests.\n\
+         # TYPE hookspool_delivery_attempt_duration_seconds histogram\n",
+    );
+    for (le, n) in &delivery.buckets {
+        let _ = writeln!(
+            out,
+            "hookspool_delivery_attempt_duration_seconds_bucket{{le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "hookspool_delivery_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {}\n\
+         hookspool_delivery_attempt_duration_seconds_sum {}\n\
+         hookspool_delivery_attempt_duration_seconds_count {}",
+        delivery.count,
+        delivery.sum.as_secs_f64(),
+        delivery.count
+    );
+    out.push_str(
+        "# HELP hookspool_http_requests_total HTTP requests by method, route and status.\n\
+         # TYPE hookspool_http_requests_total counter\n",
+    );
+    let requests = state
+        .metrics
+        .requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    for ((method, route, status), n) in &requests {
+        let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "hookspool_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+        );
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}
