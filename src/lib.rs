@@ -13,7 +13,7 @@
 //!   `emit`) and the `Deliverer` loop that POSTs deliveries signed, retries them and resumes
 //!   after a crash; `verify` for receivers (feature `signing`).
 //!
-//! It is not a message broker (no network protocol of its own, no replication) and not a
+//! It is not a message broker (no replication; one process owns a data directory) and not a
 //! database: items are opaque bytes with a small string map of metadata.
 //!
 //! # Durability
