@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
 use hookspool::{
     DeliveryConfig, DeliveryOutcome, Error, Hooks, HooksOptions, HttpConfig, ManualClock,
     MemoryBackend, NetworkPolicy, OutcomeKind, Phase, RetrySchedule, Secret, SignatureScheme,
@@ -18,94 +17,10 @@ use hookspool::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::support::{Received, receiver, receiver_with, serve};
+
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const T0: Timestamp = Timestamp(1_700_000_000_000);
-
-/// One request as the receiver saw it.
-#[derive(Debug)]
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// A receiver whose answer can be switched mid-test.
-struct Receiver {
-    url: String,
-    requests: mpsc::UnboundedReceiver<Received>,
-    status: Arc<AtomicU16>,
-    retry_after: Arc<std::sync::Mutex<Option<String>>>,
-}
-
-#[derive(Clone)]
-struct ReceiverState {
-    tx: mpsc::UnboundedSender<Received>,
-    status: Arc<AtomicU16>,
-    retry_after: Arc<std::sync::Mutex<Option<String>>>,
-    location: Option<String>,
-}
-
-async fn handle(
-    State(s): State<ReceiverState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let _ = s.tx.send(Received { headers, body });
-    let status = StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap();
-    let mut out = HeaderMap::new();
-    if let Some(ra) = s.retry_after.lock().unwrap().clone() {
-        out.insert("retry-after", ra.parse().unwrap());
-    }
-    if let Some(loc) = &s.location {
-        out.insert("location", loc.parse().unwrap());
-    }
-    (status, out, "receiver says hi")
-}
-
-async fn receiver(status: u16) -> Receiver {
-    receiver_with(status, None).await
-}
-
-async fn receiver_with(status: u16, location: Option<String>) -> Receiver {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let status = Arc::new(AtomicU16::new(status));
-    let retry_after = Arc::new(std::sync::Mutex::new(None));
-    let state = ReceiverState {
-        tx,
-        status: status.clone(),
-        retry_after: retry_after.clone(),
-        location,
-    };
-    let app = Router::new().fallback(handle).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Receiver {
-        url: format!("http://{addr}/hook"),
-        requests: rx,
-        status,
-        retry_after,
-    }
-}
-
-impl Receiver {
-    async fn next(&mut self) -> Received {
-        tokio::time::timeout(Duration::from_secs(10), self.requests.recv())
-            .await
-            .expect("the receiver got no request in time")
-            .expect("receiver closed")
-    }
-
-    fn set_status(&self, status: u16) {
-        self.status.store(status, Ordering::SeqCst);
-    }
-
-    fn nothing_more(&mut self) {
-        assert!(
-            self.requests.try_recv().is_err(),
-            "unexpected extra request"
-        );
-    }
-}
 
 /// Settings for tests: loopback allowed, quick polling, short timeouts, no jitter.
 fn config(delays: &[u64]) -> DeliveryConfig {
@@ -769,10 +684,7 @@ async fn gate() -> Gate {
         held: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         peak: peak.clone(),
     };
-    let app = Router::new().fallback(gated).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(Router::new().fallback(gated).with_state(state)).await;
     Gate {
         url: format!("http://{addr}/hook"),
         arrived,

@@ -1,14 +1,8 @@
 //! The HTTP API's REST Hooks, publishing, delivery log and inbound callbacks, end to end: the
 //! real router served on 127.0.0.1:0, a real axum receiver, the delivery loop, and reqwest.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
 use hookspool::http::{ApiConfig, ApiState, router};
 use hookspool::{
     DELIVERIES_QUEUE, DeliveryConfig, Hooks, HttpConfig, MemoryBackend, NetworkPolicy, QueueConfig,
@@ -16,65 +10,11 @@ use hookspool::{
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+
+use crate::support::{self, receiver};
 
 const CHANNEL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
-
-/// One request as the receiver saw it.
-struct Received {
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-/// A webhook receiver on 127.0.0.1:0 that records every request and answers `status`
-/// (200 at first; switchable mid-test).
-struct Receiver {
-    url: String,
-    requests: mpsc::UnboundedReceiver<Received>,
-    status: Arc<AtomicU16>,
-}
-
-#[derive(Clone)]
-struct ReceiverState {
-    tx: mpsc::UnboundedSender<Received>,
-    status: Arc<AtomicU16>,
-}
-
-async fn receiver() -> Receiver {
-    async fn handle(
-        State(s): State<ReceiverState>,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> axum::http::StatusCode {
-        let _ = s.tx.send(Received { headers, body });
-        axum::http::StatusCode::from_u16(s.status.load(Ordering::SeqCst)).unwrap()
-    }
-    let (tx, rx) = mpsc::unbounded_channel();
-    let status = Arc::new(AtomicU16::new(200));
-    let state = ReceiverState {
-        tx,
-        status: Arc::clone(&status),
-    };
-    let app = Router::new().fallback(handle).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Receiver {
-        url: format!("http://{addr}/hook"),
-        requests: rx,
-        status,
-    }
-}
-
-impl Receiver {
-    async fn next(&mut self) -> Received {
-        tokio::time::timeout(Duration::from_secs(10), self.requests.recv())
-            .await
-            .expect("the receiver got no request in time")
-            .expect("receiver closed")
-    }
-}
 
 /// The API over a memory store, with the delivery loop running.
 struct Api {
@@ -85,10 +25,7 @@ struct Api {
 }
 
 async fn serve(hooks: &Hooks<MemoryBackend>, config: ApiConfig) -> String {
-    let app = router(ApiState::new(hooks.clone(), config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = support::serve(router(ApiState::new(hooks.clone(), config))).await;
     format!("http://{addr}")
 }
 
@@ -219,7 +156,7 @@ fn assert_error(a: &Answer, status: StatusCode, code: &str) {
 #[tokio::test]
 async fn subscribe_publish_delivers_signed_and_logs_done() {
     let api = start().await;
-    let mut rx = receiver().await;
+    let mut rx = receiver(200).await;
 
     let sub = api.subscribe("order.paid", &rx.url).await;
     let sub_id = sub["id"].as_str().unwrap().to_owned();
@@ -298,8 +235,8 @@ async fn subscribe_publish_delivers_signed_and_logs_done() {
 #[tokio::test]
 async fn a_dead_delivery_is_replayed_over_http() {
     let api = start().await;
-    let mut rx = receiver().await;
-    rx.status.store(500, Ordering::SeqCst);
+    let mut rx = receiver(200).await;
+    rx.set_status(500);
     api.subscribe("job.failed", &rx.url).await;
     let a = api
         .call(
@@ -314,7 +251,7 @@ async fn a_dead_delivery_is_replayed_over_http() {
     assert_eq!(d["attempts"][0]["status"], 500);
     assert!(d["last_error"].is_string());
 
-    rx.status.store(200, Ordering::SeqCst);
+    rx.set_status(200);
     let a = api
         .call(Method::POST, &format!("/deliveries/{id}/replay"), None)
         .await;
@@ -330,7 +267,7 @@ async fn a_dead_delivery_is_replayed_over_http() {
 #[tokio::test]
 async fn subscription_crud_and_rotation() {
     let api = start().await;
-    let rx = receiver().await;
+    let rx = receiver(200).await;
     let a = api
         .call(
             Method::POST,
@@ -417,7 +354,7 @@ async fn subscription_crud_and_rotation() {
 #[tokio::test]
 async fn idempotency_key_returns_the_same_ids_and_fires_once() {
     let api = start().await;
-    let mut rx = receiver().await;
+    let mut rx = receiver(200).await;
     api.subscribe("invoice.sent", &rx.url).await;
     let body = json!({"event": "invoice.sent", "payload": [1, 2], "idempotency_key": "k-1"});
 
@@ -661,7 +598,7 @@ async fn every_bad_input_gets_its_status_and_a_json_error() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     );
-    let rx = receiver().await;
+    let rx = receiver(200).await;
     let id = api.subscribe("a", &rx.url).await["id"]
         .as_str()
         .unwrap()

@@ -16,10 +16,7 @@ struct Api {
 async fn serve(config: ApiConfig) -> Api {
     let store = Store::new(MemoryBackend::new());
     let hooks = Hooks::open(store).await.unwrap();
-    let app = router(ApiState::new(hooks, config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = crate::support::serve(router(ApiState::new(hooks, config))).await;
     Api {
         base: format!("http://{addr}"),
         client: Client::new(),

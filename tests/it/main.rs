@@ -11,3 +11,4 @@ mod http_metrics;
 mod http_queues;
 mod net;
 mod store;
+mod support;
