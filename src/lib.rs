@@ -82,10 +82,12 @@ pub use backend::{Backend, apply_move, check_expect};
 pub use error::{Error, Result};
 #[cfg(feature = "delivery")]
 pub use hooks::{
-    Attempt, CANCELLED, DEFAULT_ROTATION_GRACE, DELIVERIES_QUEUE, DURATION_BUCKETS, Deliverer,
-    Delivery, DeliveryConfig, DeliveryId, DeliveryOutcome, DeliveryStatsSnapshot, EventPattern,
-    GONE, Hooks, HooksOptions, MAX_EVENT_LEN, MAX_EXTRA_HEADERS, OutcomeKind, SUBSCRIPTIONS_QUEUE,
-    SubscribeOptions, Subscription, SubscriptionUpdate, UrlResolver, check_event_name,
+    Attempt, CANCELLED, CallbackConfig, CallbackOutcome, CallbackResult, Callbacks,
+    DEFAULT_ROTATION_GRACE, DELIVERIES_QUEUE, DURATION_BUCKETS, Deliverer, Delivery,
+    DeliveryConfig, DeliveryId, DeliveryOutcome, DeliveryStatsSnapshot, EventPattern, GONE,
+    Handler, HandlerError, HandlerFn, Hooks, HooksOptions, Inbound, MAX_EVENT_LEN,
+    MAX_EXTRA_HEADERS, META_CONTENT_TYPE, META_WEBHOOK_ID, OutcomeKind, SUBSCRIPTIONS_QUEUE,
+    SubscribeOptions, Subscription, SubscriptionUpdate, UrlResolver, check_event_name, handler_fn,
 };
 pub use memory::MemoryBackend;
 pub use model::{

@@ -9,6 +9,7 @@
 //! each attempt with the next state in one atomic `update`.
 
 mod deliver;
+mod inbound;
 mod stats;
 mod subscription;
 
@@ -30,6 +31,10 @@ use crate::net::TargetUrl;
 use crate::store::{DUMP_PAGE, Store};
 
 pub use deliver::{Deliverer, DeliveryConfig, DeliveryOutcome, OutcomeKind};
+pub use inbound::{
+    CallbackConfig, CallbackOutcome, CallbackResult, Callbacks, Handler, HandlerError, HandlerFn,
+    Inbound, META_CONTENT_TYPE, META_WEBHOOK_ID, handler_fn,
+};
 pub use stats::{DURATION_BUCKETS, DeliveryStatsSnapshot};
 pub use subscription::{
     DEFAULT_ROTATION_GRACE, EventPattern, MAX_EVENT_LEN, MAX_EXTRA_HEADERS, SubscribeOptions,
@@ -216,6 +221,9 @@ struct Inner<B: Backend> {
     registry_write: Mutex<()>,
     /// Wakes the delivery loop when something is fired or replayed.
     wake: Notify,
+    /// Wakes the callback loop when a callback is received.
+    inbound_wake: Notify,
+    callback_results: broadcast::Sender<inbound::CallbackResult>,
     results: broadcast::Sender<DeliveryOutcome>,
     stats: stats::DeliveryStats,
 }
@@ -266,6 +274,8 @@ impl<B: Backend> Hooks<B> {
                 subs: RwLock::new(subs),
                 registry_write: Mutex::new(()),
                 wake: Notify::new(),
+                inbound_wake: Notify::new(),
+                callback_results: broadcast::channel(1024).0,
                 results,
                 stats: stats::DeliveryStats::default(),
             }),

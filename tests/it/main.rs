@@ -3,6 +3,7 @@
 // Helpers outside `#[test]` functions unwrap too: a test that cannot set up should panic.
 #![allow(clippy::unwrap_used)]
 
+mod callbacks;
 mod conformance_memory;
 mod delivery;
 mod delivery_crash;
