@@ -144,6 +144,29 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A hookspool HTTP API answered a request of `hookspool::client::Client` with an
+    /// error status. `code` and `message` are the server's `{"error": code, "message": text}`
+    /// (`code` is `invalid_response` when the answer was not the API's JSON).
+    #[error("server answered {status} {code}: {message}")]
+    Remote {
+        /// The HTTP status, e.g. 404.
+        status: u16,
+        /// The server's error code, e.g. `queue_not_found` or `unauthorized`.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+
+    /// A request of `hookspool::client::Client` got no answer: the server could not be
+    /// reached (refused, unresolvable, TLS failure), timed out, or broke off the response.
+    #[error("cannot reach {url}: {reason}")]
+    Network {
+        /// The URL that was requested (never with the token).
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A failure inside a backend that fits no other variant (I/O errors, a lost connection).
     #[error("{backend} backend error: {source}")]
     Backend {
@@ -198,6 +221,8 @@ impl Error {
             Error::InvalidUrl { .. } => "invalid_url",
             Error::InvalidSecret(_) => "invalid_secret",
             Error::InvalidEvent { .. } => "invalid_event",
+            Error::Remote { .. } => "remote",
+            Error::Network { .. } => "network",
             Error::Backend { .. } => "backend",
         }
     }

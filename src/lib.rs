@@ -61,6 +61,8 @@
 //! [`MemoryBackend`], the model types ([`Item`], [`Phase`], [`QueueConfig`], …) and [`Error`].
 
 mod backend;
+#[cfg(feature = "client")]
+pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;

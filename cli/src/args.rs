@@ -12,35 +12,51 @@ Examples:
   hookspool --data-dir ./data queue create orders --ttl 1d
   echo '{\"id\":1}' | hookspool --data-dir ./data push orders
   hookspool --data-dir ./data fetch orders --json
+  hookspool --url http://127.0.0.1:8080 --token \"$TOKEN\" count orders
 
-Run `hookspool --help` for exit codes and naming rules.";
+Run `hookspool --help` for exit codes, --url and naming rules.";
 
 const LONG_HELP: &str = "\
 Examples:
   hookspool --data-dir ./data queue create orders --ttl 1d
   echo '{\"id\":1}' | hookspool --data-dir ./data push orders
   hookspool --data-dir ./data fetch orders --json
+  hookspool --url http://127.0.0.1:8080 --token \"$TOKEN\" count orders
+
+Against a running daemon:
+  With --url (or HOOKSPOOL_URL), every queue command (queues, queue create|show|update|delete,
+  count, fetch, dump, reset, push, delete, set-phase, replay) runs through the daemon's HTTP
+  API instead of opening a data directory, so it works while `hookspool serve` has the
+  directory open. Output and exit codes are the same as offline. The URL may carry the
+  prefix the API is mounted under (http://host/hookspool/). The token is --token or
+  HOOKSPOOL_TOKEN (prefer the variable: arguments are visible to other local users).
+  --url cannot be combined with `serve`.
 
 Exit codes:
   0  success
   1  the operation failed (unknown queue or item, invalid queue id or phase, phase conflict,
-     confirmation refused, I/O error); the message on stderr says why
+     confirmation refused, token refused by the daemon, I/O error); the message on stderr
+     says why
   2  usage error (unknown command or flag, missing argument, bad number or duration)
-  3  the data directory is in use by another hookspool process
+  3  the data directory is in use by another hookspool process (use --url to go through
+     the daemon that holds it)
+  4  the daemon given by --url does not answer (connection refused, unknown host, timeout)
 
 Durations are written like 500ms, 30s, 15m, 2h, 1d or 1h30m.
 Queue ids: 1-128 characters from A-Z a-z 0-9 _ - . starting with a letter or digit.
 Phases: pending, in_flight, done, dead, expired, or a name of your own (1-64 characters from
 a-z 0-9 _ - . starting with a lowercase letter).";
 
-/// The offline hookspool tool: inspect and change the queues of a data directory.
+/// The hookspool tool: inspect and change the queues of a data directory, or of a running
+/// daemon (`--url`); run the daemon (`serve`).
 #[derive(Debug, Parser)]
 #[command(
     name = "hookspool",
     version,
-    about = "Inspect and manage the queues of a hookspool data directory",
+    about = "Inspect and manage the queues of a hookspool data directory or daemon",
     long_about = "Inspect and manage the queues of a hookspool data directory (offline: the \
-                  directory must not be open in another process).\n\n\
+                  directory must not be open in another process), or of a running daemon \
+                  with --url.\n\n\
                   Tables are for people; pass --json for output that scripts can parse.",
     after_help = EXAMPLES,
     after_long_help = LONG_HELP,
@@ -56,6 +72,21 @@ pub struct Cli {
         value_name = "DIR"
     )]
     pub data_dir: PathBuf,
+
+    /// Run the queue commands against the hookspool daemon at this URL (its HTTP API, with
+    /// the prefix it is mounted under, if any) instead of opening --data-dir. Not with
+    /// `serve`.
+    #[arg(long, global = true, env = "HOOKSPOOL_URL", value_name = "URL")]
+    pub url: Option<String>,
+
+    /// The API token to send with --url [env: HOOKSPOOL_TOKEN]. (For `serve`, see `hookspool
+    /// serve --help`.)
+    // The id is that of `serve --token`, so clap does not also add this global flag to
+    // `serve` (two `--token` flags there would clash); given before `serve`, it is a token
+    // the daemon accepts. HOOKSPOOL_TOKEN is read by the binary, not by clap, so that the
+    // variable never becomes a daemon token by that route.
+    #[arg(id = "tokens", long = "token", global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
 
     /// Print JSON (one object per line for item lists) instead of tables. Times are
     /// milliseconds since the Unix epoch.

@@ -1,9 +1,14 @@
 //! The commands themselves, over any [`Backend`]: each reads its arguments, calls the
-//! [`Store`], and writes a table or JSON.
+//! [`Store`], and writes a table or JSON. The output helpers here are shared with the
+//! `--url` path (`remote`), so that both print exactly alike.
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
-use hookspool::{Backend, Error, Item, NewItem, Page, Phase, QueueConfig, QueueId, Secret, Store};
+use hookspool::client::QueueInfo;
+use hookspool::{
+    Backend, Error, Item, NewItem, Page, Phase, QueueConfig, QueueId, Secret, Store, Timestamp,
+};
 
 use crate::args::{Command, FetchArgs, QueueCommand, QueueSettings};
 use crate::error::CliError;
@@ -67,37 +72,17 @@ pub async fn run<B: Backend>(
             delay,
         } => {
             let queue = QueueId::new(queue)?;
-            let payload = match data {
-                Some(data) => data.into_bytes(),
-                None => read_payload(store, io)?,
-            };
-            let mut item = NewItem::new(payload);
-            item.metadata.extend(meta);
-            if let Some(delay) = delay {
-                item.not_before = Some(store.now().saturating_add(delay));
-            }
+            let limit = store.limits().max_payload;
+            let item = new_item(data, meta, delay, store.now(), limit, io)?;
             let key = store.push(&queue, item).await?;
-            if json {
-                let line = serde_json::json!({ "queue": queue.as_str(), "key": key });
-                writeln!(io.stdout, "{line}")?;
-            } else {
-                writeln!(io.stdout, "{key}")?;
-            }
-            Ok(())
+            print_pushed(&queue, key, json, io)
         }
         Command::Delete { queue, key } => {
             let queue = QueueId::new(queue)?;
             if !store.delete(&queue, key).await? {
                 return Err(Error::ItemNotFound { queue, key }.into());
             }
-            if json {
-                let line =
-                    serde_json::json!({ "queue": queue.as_str(), "key": key, "deleted": true });
-                writeln!(io.stdout, "{line}")?;
-            } else {
-                writeln!(io.stdout, "deleted item {key} of queue `{queue}`")?;
-            }
-            Ok(())
+            print_deleted(&queue, key, json, io)
         }
         Command::SetPhase {
             queue,
@@ -125,17 +110,7 @@ pub async fn run<B: Backend>(
                 }
                 _ => {
                     let n = store.replay_dead(&queue).await?;
-                    if json {
-                        let line = serde_json::json!({ "queue": queue.as_str(), "replayed": n });
-                        writeln!(io.stdout, "{line}")?;
-                    } else {
-                        writeln!(
-                            io.stdout,
-                            "replayed {n} dead {} of queue `{queue}` to pending",
-                            plural(n, "item", "items")
-                        )?;
-                    }
-                    Ok(())
+                    print_replayed(&queue, n, json, io)
                 }
             }
         }
@@ -144,26 +119,36 @@ pub async fn run<B: Backend>(
 
 async fn queues<B: Backend>(store: &Store<B>, json: bool, io: &mut Io<'_>) -> Result<(), CliError> {
     let configs = store.queues().await?;
+    let mut list = Vec::with_capacity(configs.len());
+    for config in &configs {
+        list.push(QueueInfo::new(config, store.counts(&config.id).await?));
+    }
+    print_queues(&list, json, io)
+}
+
+/// `queues`: a table (or a JSON array) of every queue.
+pub(crate) fn print_queues(
+    queues: &[QueueInfo],
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
     if json {
-        let mut list = Vec::with_capacity(configs.len());
-        for config in &configs {
-            list.push(queue_json(config, &store.counts(&config.id).await?));
-        }
+        let list = queues.iter().map(queue_json).collect();
         writeln!(io.stdout, "{}", serde_json::Value::Array(list))?;
         return Ok(());
     }
-    if configs.is_empty() {
+    if queues.is_empty() {
         writeln!(io.stdout, "no queues")?;
         return Ok(());
     }
     let mut table = Table::new(vec!["ID", "ITEMS", "CREATED (UTC)", "TTL", "RETENTION"]);
-    for config in &configs {
+    for queue in queues {
         table.row(vec![
-            config.id.to_string(),
-            store.count(&config.id).await?.to_string(),
-            format_timestamp(config.created_at),
-            format_ttl(config),
-            retention_name(config).to_owned(),
+            queue.id.to_string(),
+            queue.counts.total().to_string(),
+            format_timestamp(queue.created_at),
+            format_ttl(queue),
+            retention_name(queue).to_owned(),
         ]);
     }
     table.write(io.stdout)?;
@@ -184,8 +169,7 @@ async fn queue<B: Backend>(
             if json {
                 show_queue(store, &config, json, io).await
             } else {
-                writeln!(io.stdout, "created queue `{}`", config.id)?;
-                Ok(())
+                print_created(&config.id, io)
             }
         }
         QueueCommand::Show { id } => {
@@ -218,34 +202,61 @@ async fn queue<B: Backend>(
         QueueCommand::Delete { id, yes } => {
             let id = QueueId::new(id)?;
             let n = store.count(&id).await?;
-            confirm(
-                io,
-                yes,
-                &format!(
-                    "Delete queue `{id}` and its {n} {}?",
-                    plural(n, "item", "items")
-                ),
-                &format!("not deleting queue `{id}`"),
-            )?;
+            confirm_queue_delete(&id, n, yes, io)?;
             if !store.delete_queue(&id).await? {
                 return Err(Error::QueueNotFound(id).into());
             }
-            if json {
-                let line = serde_json::json!({ "queue": id.as_str(), "deleted": true, "items": n });
-                writeln!(io.stdout, "{line}")?;
-            } else {
-                writeln!(
-                    io.stdout,
-                    "deleted queue `{id}` and its {n} {}",
-                    plural(n, "item", "items")
-                )?;
-            }
-            Ok(())
+            print_queue_deleted(&id, n, json, io)
         }
     }
 }
 
-fn apply_settings(config: &mut QueueConfig, settings: QueueSettings) {
+/// `queue create` without `--json`.
+pub(crate) fn print_created(id: &QueueId, io: &mut Io<'_>) -> Result<(), CliError> {
+    writeln!(io.stdout, "created queue `{id}`")?;
+    Ok(())
+}
+
+/// Asks before `queue delete` removes a queue of `n` items.
+pub(crate) fn confirm_queue_delete(
+    id: &QueueId,
+    n: u64,
+    yes: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
+    confirm(
+        io,
+        yes,
+        &format!(
+            "Delete queue `{id}` and its {n} {}?",
+            plural(n, "item", "items")
+        ),
+        &format!("not deleting queue `{id}`"),
+    )
+}
+
+/// What `queue delete` prints once the queue is gone.
+pub(crate) fn print_queue_deleted(
+    id: &QueueId,
+    n: u64,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
+    if json {
+        let line = serde_json::json!({ "queue": id.as_str(), "deleted": true, "items": n });
+        writeln!(io.stdout, "{line}")?;
+    } else {
+        writeln!(
+            io.stdout,
+            "deleted queue `{id}` and its {n} {}",
+            plural(n, "item", "items")
+        )?;
+    }
+    Ok(())
+}
+
+/// Applies `queue create`/`queue update` flags to a queue's settings.
+pub(crate) fn apply_settings(config: &mut QueueConfig, settings: QueueSettings) {
     if let Some(ttl) = settings.ttl {
         config.ttl = Some(ttl);
     }
@@ -265,14 +276,19 @@ async fn show_queue<B: Backend>(
     io: &mut Io<'_>,
 ) -> Result<(), CliError> {
     let counts = store.counts(&config.id).await?;
+    print_queue(&QueueInfo::new(config, counts), json, io)
+}
+
+/// `queue show` (and `queue update`, `queue create --json`): settings and counts by phase.
+pub(crate) fn print_queue(queue: &QueueInfo, json: bool, io: &mut Io<'_>) -> Result<(), CliError> {
     if json {
-        writeln!(io.stdout, "{}", queue_json(config, &counts))?;
+        writeln!(io.stdout, "{}", queue_json(queue))?;
         return Ok(());
     }
-    let metadata = if config.metadata.is_empty() {
+    let metadata = if queue.metadata.is_empty() {
         "-".to_owned()
     } else {
-        config
+        queue
             .metadata
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -280,18 +296,14 @@ async fn show_queue<B: Backend>(
             .join(", ")
     };
     let out = &mut *io.stdout;
-    writeln!(out, "queue      {}", config.id)?;
-    writeln!(
-        out,
-        "created    {} UTC",
-        format_timestamp(config.created_at)
-    )?;
-    writeln!(out, "ttl        {}", format_ttl(config))?;
-    writeln!(out, "retention  {}", retention_name(config))?;
-    writeln!(out, "secret     {}", mask_secret(config))?;
+    writeln!(out, "queue      {}", queue.id)?;
+    writeln!(out, "created    {} UTC", format_timestamp(queue.created_at))?;
+    writeln!(out, "ttl        {}", format_ttl(queue))?;
+    writeln!(out, "retention  {}", retention_name(queue))?;
+    writeln!(out, "secret     {}", mask_secret(queue))?;
     writeln!(out, "metadata   {metadata}")?;
-    writeln!(out, "items      {}", counts.total())?;
-    let rows = phase_rows(&counts);
+    writeln!(out, "items      {}", queue.counts.total())?;
+    let rows = phase_rows(&queue.counts);
     let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     for (name, n) in rows {
         writeln!(out, "  {name:<width$}  {n}")?;
@@ -312,10 +324,21 @@ async fn count<B: Backend>(
         Some(phase) => store.count_phase(&queue, phase).await?,
         None => store.count(&queue).await?,
     };
+    print_count(&queue, phase.as_ref(), n, json, io)
+}
+
+/// What `count` prints.
+pub(crate) fn print_count(
+    queue: &QueueId,
+    phase: Option<&Phase>,
+    n: u64,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
     if json {
         let line = serde_json::json!({
             "queue": queue.as_str(),
-            "phase": phase.as_ref().map(Phase::as_str),
+            "phase": phase.map(Phase::as_str),
             "count": n,
         });
         writeln!(io.stdout, "{line}")?;
@@ -331,7 +354,7 @@ async fn fetch<B: Backend>(
     json: bool,
     io: &mut Io<'_>,
 ) -> Result<(), CliError> {
-    let queue = QueueId::new(args.queue)?;
+    let queue = QueueId::new(args.queue.as_str())?;
     let items = if let Some(key) = args.key {
         let item = store
             .fetch_key(&queue, key)
@@ -342,17 +365,32 @@ async fn fetch<B: Backend>(
             })?;
         vec![item]
     } else {
-        let mut page = Page::first(args.limit).offset(args.offset);
-        if let Some(phase) = args.phase {
-            page = page.phase(Phase::new(phase)?);
-        }
-        if args.reverse {
-            page = page.reverse();
-        }
-        store.fetch_page(&queue, page).await?
+        store.fetch_page(&queue, fetch_page(&args)?).await?
     };
+    print_items(&items, store.now(), json, io)
+}
+
+/// The `fetch` selection as a `Page` (without `--key`).
+pub(crate) fn fetch_page(args: &FetchArgs) -> Result<Page, CliError> {
+    let mut page = Page::first(args.limit).offset(args.offset);
+    if let Some(phase) = &args.phase {
+        page = page.phase(Phase::new(phase.as_str())?);
+    }
+    if args.reverse {
+        page = page.reverse();
+    }
+    Ok(page)
+}
+
+/// What `fetch` prints: a table (not-before times relative to `now`) or JSON lines.
+pub(crate) fn print_items(
+    items: &[Item],
+    now: Timestamp,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
     if json {
-        for item in &items {
+        for item in items {
             write_item_json(io.stdout, item)?;
         }
         return Ok(());
@@ -361,7 +399,6 @@ async fn fetch<B: Backend>(
         writeln!(io.stdout, "no items")?;
         return Ok(());
     }
-    let now = store.now();
     let mut table = Table::new(vec![
         "KEY",
         "PHASE",
@@ -370,7 +407,7 @@ async fn fetch<B: Backend>(
         "NOT BEFORE",
         "PAYLOAD",
     ]);
-    for item in &items {
+    for item in items {
         table.row(item_row(item, now));
     }
     table.write(io.stdout)?;
@@ -392,24 +429,57 @@ async fn dump<B: Backend>(store: &Store<B>, queue: &str, io: &mut Io<'_>) -> Res
     let queue = QueueId::new(queue)?;
     // Also fails early, before any output, when the queue does not exist.
     let total = store.count(&queue).await?;
-    let progress = io.stderr_is_terminal && total >= DUMP_PROGRESS_EVERY;
-    let mut written: u64 = 0;
+    let mut out = DumpOutput::new(total, io);
     let mut pages = store.dump(&queue);
     while let Some(page) = pages.next_page().await? {
         for item in &page {
-            write_item_json(io.stdout, item)?;
-            written += 1;
-            if progress && written.is_multiple_of(DUMP_PROGRESS_EVERY) {
-                // `\r` rewrites one status line instead of scrolling the terminal.
-                write!(io.stderr, "\rdumped {written} of about {total} items")?;
-                io.stderr.flush()?;
-            }
+            out.item(item, io)?;
         }
     }
-    if progress {
-        writeln!(io.stderr, "\rdumped {written} items{:20}", "")?;
+    out.finish(io)
+}
+
+/// What `dump` writes: one JSON line per item on stdout, and progress on a terminal's stderr
+/// for large queues.
+pub(crate) struct DumpOutput {
+    total: u64,
+    written: u64,
+    progress: bool,
+}
+
+impl DumpOutput {
+    /// Output for a dump of about `total` items.
+    pub(crate) fn new(total: u64, io: &Io<'_>) -> Self {
+        DumpOutput {
+            total,
+            written: 0,
+            progress: io.stderr_is_terminal && total >= DUMP_PROGRESS_EVERY,
+        }
     }
-    Ok(())
+
+    /// Writes one item.
+    pub(crate) fn item(&mut self, item: &Item, io: &mut Io<'_>) -> Result<(), CliError> {
+        write_item_json(io.stdout, item)?;
+        self.written += 1;
+        if self.progress && self.written.is_multiple_of(DUMP_PROGRESS_EVERY) {
+            // `\r` rewrites one status line instead of scrolling the terminal.
+            write!(
+                io.stderr,
+                "\rdumped {} of about {} items",
+                self.written, self.total
+            )?;
+            io.stderr.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Ends the progress line.
+    pub(crate) fn finish(self, io: &mut Io<'_>) -> Result<(), CliError> {
+        if self.progress {
+            writeln!(io.stderr, "\rdumped {} items{:20}", self.written, "")?;
+        }
+        Ok(())
+    }
 }
 
 async fn reset<B: Backend>(
@@ -421,6 +491,18 @@ async fn reset<B: Backend>(
 ) -> Result<(), CliError> {
     let queue = QueueId::new(queue)?;
     let n = store.count(&queue).await?;
+    confirm_reset(&queue, n, yes, io)?;
+    let removed = store.reset(&queue).await?;
+    print_reset(&queue, removed, json, io)
+}
+
+/// Asks before `reset` removes `n` items.
+pub(crate) fn confirm_reset(
+    queue: &QueueId,
+    n: u64,
+    yes: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
     confirm(
         io,
         yes,
@@ -429,8 +511,16 @@ async fn reset<B: Backend>(
             plural(n, "item", "items")
         ),
         &format!("not resetting queue `{queue}`"),
-    )?;
-    let removed = store.reset(&queue).await?;
+    )
+}
+
+/// What `reset` prints.
+pub(crate) fn print_reset(
+    queue: &QueueId,
+    removed: u64,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
     if json {
         let line = serde_json::json!({ "queue": queue.as_str(), "removed": removed });
         writeln!(io.stdout, "{line}")?;
@@ -444,16 +534,88 @@ async fn reset<B: Backend>(
     Ok(())
 }
 
-/// Reads the payload for `push` from stdin, at most one byte over the store's limit so that
-/// an endless stream cannot exhaust memory.
-fn read_payload<B: Backend>(store: &Store<B>, io: &mut Io<'_>) -> Result<Vec<u8>, CliError> {
+/// The item `push` pushes: `--data` or stdin, `--meta`, `--delay` from `now`.
+pub(crate) fn new_item(
+    data: Option<String>,
+    meta: Vec<(String, String)>,
+    delay: Option<Duration>,
+    now: Timestamp,
+    limit: usize,
+    io: &mut Io<'_>,
+) -> Result<NewItem, CliError> {
+    let payload = match data {
+        Some(data) => data.into_bytes(),
+        None => read_payload(limit, io)?,
+    };
+    let mut item = NewItem::new(payload);
+    item.metadata.extend(meta);
+    if let Some(delay) = delay {
+        item.not_before = Some(now.saturating_add(delay));
+    }
+    Ok(item)
+}
+
+/// What `push` prints.
+pub(crate) fn print_pushed(
+    queue: &QueueId,
+    key: u64,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
+    if json {
+        let line = serde_json::json!({ "queue": queue.as_str(), "key": key });
+        writeln!(io.stdout, "{line}")?;
+    } else {
+        writeln!(io.stdout, "{key}")?;
+    }
+    Ok(())
+}
+
+/// What `delete` prints.
+pub(crate) fn print_deleted(
+    queue: &QueueId,
+    key: u64,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
+    if json {
+        let line = serde_json::json!({ "queue": queue.as_str(), "key": key, "deleted": true });
+        writeln!(io.stdout, "{line}")?;
+    } else {
+        writeln!(io.stdout, "deleted item {key} of queue `{queue}`")?;
+    }
+    Ok(())
+}
+
+/// What `replay --all` prints.
+pub(crate) fn print_replayed(
+    queue: &QueueId,
+    n: u64,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
+    if json {
+        let line = serde_json::json!({ "queue": queue.as_str(), "replayed": n });
+        writeln!(io.stdout, "{line}")?;
+    } else {
+        writeln!(
+            io.stdout,
+            "replayed {n} dead {} of queue `{queue}` to pending",
+            plural(n, "item", "items")
+        )?;
+    }
+    Ok(())
+}
+
+/// Reads the payload for `push` from stdin, at most one byte over `limit` so that an endless
+/// stream cannot exhaust memory.
+fn read_payload(limit: usize, io: &mut Io<'_>) -> Result<Vec<u8>, CliError> {
     if io.stdin_is_terminal {
         writeln!(
             io.stderr,
             "reading the payload from stdin; end it with Ctrl-D (or pass --data)"
         )?;
     }
-    let limit = store.limits().max_payload;
     let mut payload = Vec::new();
     io.stdin.take(limit as u64 + 1).read_to_end(&mut payload)?;
     if payload.len() > limit {
@@ -498,7 +660,8 @@ fn read_line(input: &mut dyn Read) -> Result<String, CliError> {
     Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
-fn report_item(
+/// What `set-phase` and `replay KEY` print: the item's new phase, or the item as JSON.
+pub(crate) fn report_item(
     queue: &QueueId,
     item: &Item,
     what: &str,

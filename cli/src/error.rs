@@ -12,6 +12,9 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the data directory is in use by another hookspool process.
 pub const EXIT_LOCKED: u8 = 3;
+/// Exit code when the daemon given by `--url` does not answer (connection refused, unknown
+/// host, timeout, broken connection).
+pub const EXIT_UNREACHABLE: u8 = 4;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,42 @@ pub enum CliError {
     #[error("{0}")]
     Input(String),
 
+    /// The daemon given by `--url` did not answer.
+    #[error(
+        "no answer from the hookspool daemon at {url}: {reason} (is `hookspool serve` \
+         running there? check --url or HOOKSPOOL_URL)"
+    )]
+    Unreachable {
+        /// The daemon's base URL.
+        url: String,
+        /// What went wrong (refused, timed out, …).
+        reason: String,
+    },
+
+    /// The daemon given by `--url` refused the API token (missing or wrong).
+    #[error(
+        "the hookspool daemon at {url} refused the request: {message} (pass --token or set \
+         HOOKSPOOL_TOKEN)"
+    )]
+    Unauthorized {
+        /// The daemon's base URL.
+        url: String,
+        /// The daemon's message.
+        message: String,
+    },
+
+    /// The daemon given by `--url` refused the operation. The message is the daemon's, which
+    /// for engine errors is the same sentence the offline command prints.
+    #[error("{message}")]
+    Remote {
+        /// The HTTP status.
+        status: u16,
+        /// The daemon's error code (`queue_not_found`, `phase_conflict`, …).
+        code: String,
+        /// The daemon's message.
+        message: String,
+    },
+
     /// Reading stdin or writing stdout/stderr failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -60,11 +99,14 @@ pub enum CliError {
 
 impl CliError {
     /// The process exit code for this error: [`EXIT_LOCKED`] for a locked data directory,
-    /// [`EXIT_FAILED`] otherwise.
+    /// [`EXIT_UNREACHABLE`] for a daemon that does not answer, [`EXIT_FAILED`] otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Locked { .. } | CliError::Store(hookspool::Error::Locked { .. }) => {
                 EXIT_LOCKED
+            }
+            CliError::Unreachable { .. } | CliError::Store(hookspool::Error::Network { .. }) => {
+                EXIT_UNREACHABLE
             }
             _ => EXIT_FAILED,
         }
@@ -93,6 +135,29 @@ mod tests {
         assert_eq!(other.exit_code(), EXIT_FAILED);
         assert!(locked.to_string().contains("/tmp/x"));
         assert!(locked.to_string().contains("another hookspool process"));
+    }
+
+    #[test]
+    fn unreachable_daemon_has_its_own_exit_code() {
+        let e = CliError::Unreachable {
+            url: "http://127.0.0.1:1/".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(e.exit_code(), EXIT_UNREACHABLE);
+        assert!(e.to_string().contains("http://127.0.0.1:1/"), "{e}");
+        let remote = CliError::Remote {
+            status: 404,
+            code: "queue_not_found".into(),
+            message: "queue `q` does not exist".into(),
+        };
+        assert_eq!(remote.exit_code(), EXIT_FAILED);
+        assert_eq!(remote.to_string(), "queue `q` does not exist");
+        let denied = CliError::Unauthorized {
+            url: "http://h/".into(),
+            message: "bad token".into(),
+        };
+        assert_eq!(denied.exit_code(), EXIT_FAILED);
+        assert!(denied.to_string().contains("--token"), "{denied}");
     }
 
     #[test]

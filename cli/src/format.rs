@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use base64::Engine as _;
-use hookspool::{Item, Lease, Phase, PhaseCounts, QueueConfig, Timestamp};
+use hookspool::client::QueueInfo;
+use hookspool::{Item, Lease, Phase, PhaseCounts, Timestamp};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -112,13 +113,13 @@ pub fn format_not_before(not_before: Timestamp, now: Timestamp) -> String {
 }
 
 /// A queue's TTL for a table: the duration, or `-` for none.
-pub fn format_ttl(config: &QueueConfig) -> String {
-    config.ttl.map_or_else(|| "-".to_owned(), format_duration)
+pub fn format_ttl(queue: &QueueInfo) -> String {
+    queue.ttl.map_or_else(|| "-".to_owned(), format_duration)
 }
 
 /// A queue's retention setting as its name.
-pub fn retention_name(config: &QueueConfig) -> &'static str {
-    match config.retention {
+pub fn retention_name(queue: &QueueInfo) -> &'static str {
+    match queue.retention {
         hookspool::Retention::Keep => "keep",
         hookspool::Retention::Remove => "remove",
     }
@@ -257,34 +258,35 @@ pub fn phase_rows(counts: &PhaseCounts) -> Vec<(String, u64)> {
 }
 
 /// A queue's settings and counts as a JSON object (`queues --json`, `queue show --json`).
-/// The secret is never printed: only whether there is one.
-pub fn queue_json(config: &QueueConfig, counts: &PhaseCounts) -> serde_json::Value {
-    let phases: serde_json::Map<String, serde_json::Value> = phase_rows(counts)
+/// The secret is never printed: only whether there is one. Local and remote queues (`--url`)
+/// both arrive here as a [`QueueInfo`], so they print alike.
+pub fn queue_json(queue: &QueueInfo) -> serde_json::Value {
+    let phases: serde_json::Map<String, serde_json::Value> = phase_rows(&queue.counts)
         .into_iter()
         .map(|(name, n)| (name, n.into()))
         .collect();
     serde_json::json!({
-        "id": config.id.as_str(),
-        "items": counts.total(),
+        "id": queue.id.as_str(),
+        "items": queue.counts.total(),
         "phases": phases,
-        "created_at": config.created_at,
-        "ttl_ms": config.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        "retention": retention_name(config),
-        "has_secret": config.secret.is_some(),
-        "metadata": config.metadata,
+        "created_at": queue.created_at,
+        "ttl_ms": queue.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        "retention": retention_name(queue),
+        "has_secret": queue.has_secret,
+        "metadata": queue.metadata,
     })
 }
 
 /// A secret for display: `****` when set, `-` when not. No characters of it are shown.
-pub fn mask_secret(config: &QueueConfig) -> &'static str {
-    if config.secret.is_some() { "****" } else { "-" }
+pub fn mask_secret(queue: &QueueInfo) -> &'static str {
+    if queue.has_secret { "****" } else { "-" }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
     use super::*;
-    use hookspool::{QueueId, Secret};
+    use hookspool::{QueueConfig, QueueId, Secret};
 
     fn item(payload: &[u8]) -> Item {
         Item {
@@ -405,7 +407,8 @@ mod tests {
         let mut counts = PhaseCounts::default();
         counts.add(&Phase::PENDING, 2);
         counts.add(&Phase::new("review").unwrap(), 1);
-        let v = queue_json(&config, &counts);
+        let queue = QueueInfo::new(&config, counts);
+        let v = queue_json(&queue);
         assert!(!v.to_string().contains("topsecret"));
         assert_eq!(v["has_secret"], true);
         assert_eq!(v["items"], 3);
@@ -413,6 +416,6 @@ mod tests {
         assert_eq!(v["phases"]["pending"], 2);
         assert_eq!(v["phases"]["dead"], 0);
         assert_eq!(v["phases"]["review"], 1);
-        assert_eq!(mask_secret(&config), "****");
+        assert_eq!(mask_secret(&queue), "****");
     }
 }

@@ -3,20 +3,24 @@
 //!
 //! The tool works offline on a data directory (`--data-dir`, default `./hookspool-data`):
 //! it opens the store itself, so the directory must not be open in another process (that
-//! process holds its lock; the tool then exits with [`EXIT_LOCKED`]).
+//! process holds its lock; the tool then exits with [`EXIT_LOCKED`]). With `--url` the queue
+//! commands go through a running daemon's HTTP API instead (`remote`, over
+//! [`hookspool::client::Client`]), with the same output; a daemon that does not answer gives
+//! [`EXIT_UNREACHABLE`].
 //!
 //! Commands: `serve` (the daemon, in [`serve`]), `queues`, `queue create|show|update|delete`, `count`, `fetch`, `dump`, `reset`,
 //! `push`, `delete`, `set-phase`, `replay`. Tables by default, `--json` for scripts.
 //!
 //! Modules: `args` (clap types), `commands` (the commands over any [`hookspool::Backend`]),
-//! `format` (tables and JSON), `duration` (`15m`-style durations), `error` (errors and exit
-//! codes).
+//! `remote` (the same commands against a daemon), `format` (tables and JSON), `duration`
+//! (`15m`-style durations), `error` (errors and exit codes).
 
 mod args;
 mod commands;
 mod duration;
 mod error;
 mod format;
+mod remote;
 pub mod serve;
 
 use std::io::{IsTerminal, Write};
@@ -28,9 +32,11 @@ use hookspool::{Backend, Store};
 pub use args::{Cli, Command, FetchArgs, QueueCommand, QueueSettings, RetentionArg};
 pub use commands::{DUMP_PROGRESS_EVERY, Io, run};
 pub use duration::{format_duration, parse_duration};
-pub use error::{CliError, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE};
+pub use error::{CliError, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
+pub use remote::serve_with_url;
 
-/// Opens the data directory with `open` and runs the command.
+/// Opens the data directory with `open` and runs the command, or, with `--url`, runs it
+/// against that daemon (and never calls `open`).
 ///
 /// Only `queue create` may create a missing data directory; every other command refuses it
 /// ([`CliError::NoDataDir`]), so that a mistyped `--data-dir` is not read as an empty store.
@@ -43,6 +49,9 @@ where
     B: Backend,
     F: FnOnce(&Path) -> hookspool::Result<B>,
 {
+    if let Some(url) = &cli.url {
+        return remote::execute(url, cli.token, cli.command, cli.json, io).await;
+    }
     let dir = cli.data_dir;
     let creates = matches!(cli.command, Command::Queue(QueueCommand::Create { .. }));
     match std::fs::metadata(&dir) {

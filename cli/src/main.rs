@@ -1,16 +1,34 @@
 //! The `hookspool` binary: parses arguments, sets up logging, and hands over to
 //! [`hookspool_cli::main_with`] with the sled backend.
 
+use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
 use hookspool_cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let hookspool_cli::Command::Serve(args) = cli.command {
+        // `--url` on the command line is a mistake; HOOKSPOOL_URL in the environment is the
+        // client's setting and does not concern the daemon.
+        if matches.value_source("url") == Some(ValueSource::CommandLine) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: {}",
+                hookspool_cli::serve_with_url()
+            );
+            return ExitCode::from(hookspool_cli::EXIT_USAGE);
+        }
         // The daemon sets up its own logging (format from its settings).
         return hookspool_cli::serve::main(args, cli.data_dir);
+    }
+    if cli.token.is_none() {
+        cli.token = std::env::var("HOOKSPOOL_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty());
     }
     // Logs go to stderr, quiet unless HOOKSPOOL_LOG asks (e.g. HOOKSPOOL_LOG=debug).
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKSPOOL_LOG")

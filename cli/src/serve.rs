@@ -1,7 +1,14 @@
 //! `hookspool serve`: the daemon. The HTTP API and the delivery loop over one data directory,
 //! configured from a TOML file, environment variables and flags (in rising priority), stopped
 //! gracefully by SIGTERM or Ctrl-C.
+//!
+//! Callback channels (`[channels.NAME]` in the config file) are queues that accept
+//! `POST /callbacks/NAME`, optionally signed; a channel with a `command` runs it for each
+//! callback, with retries ([`command::CommandHandler`]).
 
+pub mod command;
+
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,12 +18,14 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use hookspool::http::{ApiConfig, ApiState, DEFAULT_BODY_LIMIT, router};
 use hookspool::{
-    DeliveryConfig, Hooks, HttpConfig, IpNet, NetworkPolicy, RetrySchedule, Secret, Store,
+    Backend, CallbackConfig, DeliveryConfig, Hooks, HttpConfig, IpNet, MemoryBackend,
+    NetworkPolicy, QueueConfig, QueueId, RetrySchedule, Secret, SigningKey, Store,
 };
 use serde::Deserialize;
 
 use crate::duration::parse_duration;
 use crate::error::CliError;
+use command::CommandHandler;
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -32,6 +41,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the daemon keeps its queues.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The sled database in the data directory: durable (the default).
+    #[default]
+    Sled,
+    /// In memory: nothing survives a restart. For trying things out and tests.
+    Memory,
+}
+
 /// `hookspool serve` flags. Each can also come from an environment variable or the config
 /// file; flags win over the environment, which wins over the file.
 #[derive(Clone, Debug, Default, Args)]
@@ -44,6 +64,16 @@ pub struct ServeArgs {
     /// address is printed on stdout as `listening on ADDR`).
     #[arg(long, env = "HOOKSPOOL_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Storage backend [default: sled]: `sled` (durable, in the data directory) or `memory`
+    /// (nothing survives a restart).
+    #[arg(long, env = "HOOKSPOOL_BACKEND", value_enum)]
+    pub backend: Option<BackendKind>,
+
+    /// The URL other services reach this daemon at (used to build callback URLs when
+    /// subscribing to other hookspools) [default: http://LISTEN-ADDRESS].
+    #[arg(long, env = "HOOKSPOOL_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
 
     /// A bearer token the API accepts (repeat, or comma-separate in the environment). Needed
     /// to listen on anything but loopback.
@@ -92,12 +122,79 @@ pub struct ServeArgs {
     /// How long a graceful stop waits for requests in flight [default: 10s].
     #[arg(long, env = "HOOKSPOOL_SHUTDOWN_GRACE", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: Option<Duration>,
+
+    /// How long a channel's handler command may run before it counts as failed and is
+    /// retried [default: 30s].
+    #[arg(long, env = "HOOKSPOOL_CALLBACK_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub callback_timeout: Option<Duration>,
+
+    /// Most handler commands running at once [default: 8].
+    #[arg(long, env = "HOOKSPOOL_CALLBACK_CONCURRENCY", value_name = "N")]
+    pub callback_concurrency: Option<usize>,
+}
+
+/// A `[channels.NAME]` table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelFile {
+    /// A `whsec_` secret: callbacks must carry a valid Standard Webhooks signature.
+    secret: Option<String>,
+    /// Program and arguments run for each callback (payload on stdin).
+    command: Option<Vec<String>>,
+}
+
+/// A `[[sources]]` entry of the config file: another hookspool to subscribe a channel to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceFile {
+    /// The other hookspool's API base URL.
+    url: String,
+    /// Its API token.
+    token: Option<String>,
+    /// The event pattern to subscribe to (`order.paid`, `order.*`, `*`).
+    event: String,
+    /// Our channel that receives the events (a `[channels.NAME]`).
+    channel: String,
+    /// Where the other hookspool reaches our callback endpoint [default:
+    /// PUBLIC-URL/callbacks/CHANNEL].
+    callback_url: Option<String>,
+    /// The subscription's owner on the other side.
+    owner: Option<String>,
+}
+
+/// Another hookspool whose events one of our channels receives, checked.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// The other hookspool's API client (its token is masked in `Debug`).
+    pub client: hookspool::client::Client,
+    /// The event pattern.
+    pub event: String,
+    /// Our channel.
+    pub channel: QueueId,
+    /// Our callback URL as the other side reaches it; `None`: from the public URL.
+    pub callback_url: Option<String>,
+    /// The subscription's owner on the other side.
+    pub owner: Option<String>,
+}
+
+/// A callback channel of the daemon, checked.
+#[derive(Clone, Debug)]
+pub struct ChannelConfig {
+    /// The channel's queue.
+    pub id: QueueId,
+    /// The signing secret callbacks must be signed with, if any (masked in `Debug`).
+    pub secret: Option<Secret>,
+    /// What runs for each callback; `None`: callbacks are only stored (consume them through
+    /// the queue API).
+    pub handler: Option<CommandHandler>,
 }
 
 /// The config file's shape: the same settings as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
+    backend: Option<BackendKind>,
+    public_url: Option<String>,
     listen: Option<String>,
     tokens: Option<Vec<String>>,
     allow_networks: Option<Vec<String>>,
@@ -106,6 +203,10 @@ struct FileConfig {
     concurrency: Option<usize>,
     retry_schedule: Option<Vec<String>>,
     shutdown_grace: Option<String>,
+    callback_timeout: Option<String>,
+    callback_concurrency: Option<usize>,
+    channels: Option<BTreeMap<String, ChannelFile>>,
+    sources: Option<Vec<SourceFile>>,
 }
 
 /// The daemon's settings, resolved from file, environment and flags and checked.
@@ -113,6 +214,10 @@ struct FileConfig {
 pub struct ServeConfig {
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The storage backend.
+    pub backend: BackendKind,
+    /// The URL this daemon is reached at, if set.
+    pub public_url: Option<String>,
     /// The listen address.
     pub listen: SocketAddr,
     /// Accepted bearer tokens (masked in `Debug`).
@@ -125,6 +230,12 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Delivery loop settings.
     pub delivery: DeliveryConfig,
+    /// Callback channels.
+    pub channels: Vec<ChannelConfig>,
+    /// Other hookspools our channels subscribe to at start.
+    pub sources: Vec<SourceConfig>,
+    /// Callback loop settings (the retry schedule is the delivery one).
+    pub callbacks: CallbackConfig,
 }
 
 impl ServeConfig {
@@ -163,33 +274,8 @@ impl ServeConfig {
                  HOOKSPOOL_TOKENS), or listen on a loopback address"
             )));
         }
-        let networks = if args.allow_networks.is_empty() {
-            file.allow_networks.unwrap_or_default()
-        } else {
-            args.allow_networks
-        };
-        let allow_networks = networks
-            .iter()
-            .map(|n| {
-                n.parse::<IpNet>()
-                    .map_err(|e| CliError::Input(format!("allowed network {n:?}: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let schedule = if args.retry_schedule.is_empty() {
-            match file.retry_schedule {
-                Some(list) => list
-                    .iter()
-                    .map(|d| {
-                        parse_duration(d).map_err(|e| {
-                            CliError::Input(format!("config `retry_schedule` entry {d:?}: {e}"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => RetrySchedule::standard().delays,
-            }
-        } else {
-            args.retry_schedule
-        };
+        let allow_networks = networks(args.allow_networks, file.allow_networks)?;
+        let schedule = retry_delays(args.retry_schedule, file.retry_schedule)?;
         let shutdown_grace = match (args.shutdown_grace, file.shutdown_grace) {
             (Some(d), _) => d,
             (None, Some(s)) => parse_duration(&s)
@@ -213,8 +299,31 @@ impl ServeConfig {
             shutdown_grace,
             ..DeliveryConfig::default()
         };
+        let callbacks = callback_config(
+            args.callback_concurrency.or(file.callback_concurrency),
+            args.callback_timeout,
+            file.callback_timeout,
+            &delivery,
+        )?;
+        let channels = file
+            .channels
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, c)| channel(&name, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let public_url = args.public_url.or(file.public_url);
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(CliError::Input(format!(
+                "public URL {url:?} must start with http:// or https://"
+            )));
+        }
+        let sources = sources(file.sources, &channels, listen, public_url.as_deref())?;
         Ok(ServeConfig {
             data_dir,
+            backend: args.backend.or(file.backend).unwrap_or_default(),
+            public_url,
             listen,
             tokens: tokens.into_iter().map(Secret::new).collect(),
             allow_networks,
@@ -224,8 +333,154 @@ impl ServeConfig {
                 .or(file.body_limit)
                 .unwrap_or(DEFAULT_BODY_LIMIT),
             delivery,
+            channels,
+            sources,
+            callbacks,
         })
     }
+}
+
+/// The allowed networks: the flags', else the file's.
+fn networks(flags: Vec<String>, file: Option<Vec<String>>) -> Result<Vec<IpNet>, CliError> {
+    let list = if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    };
+    list.iter()
+        .map(|n| {
+            n.parse::<IpNet>()
+                .map_err(|e| CliError::Input(format!("allowed network {n:?}: {e}")))
+        })
+        .collect()
+}
+
+/// The retry delays: the flags', else the file's, else the standard schedule.
+fn retry_delays(
+    flags: Vec<Duration>,
+    file: Option<Vec<String>>,
+) -> Result<Vec<Duration>, CliError> {
+    if !flags.is_empty() {
+        return Ok(flags);
+    }
+    match file {
+        Some(list) => list
+            .iter()
+            .map(|d| {
+                parse_duration(d).map_err(|e| {
+                    CliError::Input(format!("config `retry_schedule` entry {d:?}: {e}"))
+                })
+            })
+            .collect(),
+        None => Ok(RetrySchedule::standard().delays),
+    }
+}
+
+/// The callback loop's settings: the delivery loop's retry schedule and grace period.
+fn callback_config(
+    concurrency: Option<usize>,
+    flag_timeout: Option<Duration>,
+    file_timeout: Option<String>,
+    delivery: &DeliveryConfig,
+) -> Result<CallbackConfig, CliError> {
+    let timeout = match (flag_timeout, file_timeout) {
+        (Some(d), _) => d,
+        (None, Some(s)) => parse_duration(&s)
+            .map_err(|e| CliError::Input(format!("config `callback_timeout` = {s:?}: {e}")))?,
+        (None, None) => Duration::from_secs(30),
+    };
+    let concurrency = concurrency.unwrap_or(8);
+    if concurrency == 0 || timeout.is_zero() {
+        return Err(CliError::Input(
+            "callback concurrency and timeout must be more than zero".to_owned(),
+        ));
+    }
+    Ok(CallbackConfig {
+        concurrency,
+        timeout,
+        schedule: delivery.schedule.clone(),
+        shutdown_grace: delivery.shutdown_grace,
+        ..CallbackConfig::default()
+    })
+}
+
+/// Checks the `[[sources]]` entries.
+fn sources(
+    list: Option<Vec<SourceFile>>,
+    channels: &[ChannelConfig],
+    listen: SocketAddr,
+    public_url: Option<&str>,
+) -> Result<Vec<SourceConfig>, CliError> {
+    let sources = list
+        .unwrap_or_default()
+        .into_iter()
+        .map(|src| source(src, channels))
+        .collect::<Result<Vec<_>, _>>()?;
+    if listen.ip().is_unspecified()
+        && public_url.is_none()
+        && sources.iter().any(|s| s.callback_url.is_none())
+    {
+        return Err(CliError::Input(format!(
+            "listening on {listen}, the callback URL for [[sources]] cannot be guessed: set \
+             public_url (or --public-url), or callback_url on each source"
+        )));
+    }
+    Ok(sources)
+}
+
+/// Checks one `[[sources]]` entry.
+fn source(src: SourceFile, channels: &[ChannelConfig]) -> Result<SourceConfig, CliError> {
+    let bad = |why: String| CliError::Input(format!("config source {:?}: {why}", src.url));
+    let channel = QueueId::new(src.channel.as_str()).map_err(|e| bad(e.to_string()))?;
+    if !channels.iter().any(|c| c.id == channel) {
+        return Err(bad(format!(
+            "channel {:?} is not configured: add a [channels.{}] table",
+            src.channel, src.channel
+        )));
+    }
+    let client = hookspool::client::Client::new(&src.url, src.token.map(Secret::new))
+        .map_err(|e| bad(e.to_string()))?;
+    if let Some(url) = &src.callback_url {
+        hookspool::TargetUrl::parse(url).map_err(|e| bad(format!("callback_url: {e}")))?;
+    }
+    Ok(SourceConfig {
+        client,
+        event: src.event,
+        channel,
+        callback_url: src.callback_url,
+        owner: src.owner,
+    })
+}
+
+/// Checks one `[channels.NAME]` table.
+fn channel(name: &str, c: ChannelFile) -> Result<ChannelConfig, CliError> {
+    let bad = |why: String| CliError::Input(format!("config channel {name:?}: {why}"));
+    if name.starts_with("hookspool.") {
+        return Err(bad(
+            "names starting with `hookspool.` are reserved".to_owned()
+        ));
+    }
+    let id = QueueId::new(name).map_err(|e| bad(e.to_string()))?;
+    let secret = match c.secret {
+        Some(s) => {
+            SigningKey::from_whsec(&s)
+                .map_err(|e| bad(format!("`secret` is not a whsec_ secret: {e}")))?;
+            Some(Secret::new(s))
+        }
+        None => None,
+    };
+    let handler = match c.command {
+        Some(argv) => Some(
+            CommandHandler::new(&argv)
+                .ok_or_else(|| bad("`command` must name a program".to_owned()))?,
+        ),
+        None => None,
+    };
+    Ok(ChannelConfig {
+        id,
+        secret,
+        handler,
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, CliError> {
@@ -236,10 +491,10 @@ fn read_file(path: &Path) -> Result<FileConfig, CliError> {
 }
 
 /// Runs the daemon until `shutdown` completes: opens the data directory, serves the API on
-/// `config.listen` and runs the delivery loop. `ready` is called with the bound address once
-/// the API accepts connections. On shutdown: stops accepting, lets requests and deliveries in
-/// flight finish (deliveries up to the grace period; the rest go back to pending), syncs the
-/// store, and returns.
+/// `config.listen`, and runs the delivery loop and the callback loop. `ready` is called with
+/// the bound address once the API accepts connections. On shutdown: stops accepting, lets
+/// requests, deliveries and handler commands in flight finish (up to the grace period; the
+/// rest go back to pending), syncs the store, and returns.
 ///
 /// # Errors
 /// [`CliError::Locked`] if the directory is in use; store and I/O errors.
@@ -248,28 +503,55 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), CliError> {
-    std::fs::create_dir_all(&config.data_dir)?;
-    let backend = hookspool_sled::SledBackend::open(&config.data_dir).map_err(|e| match e {
-        hookspool::Error::Locked { .. } => CliError::Locked {
-            dir: config.data_dir.clone(),
-        },
-        e => CliError::Store(e),
-    })?;
-    let store = Store::new(backend);
+    match config.backend {
+        BackendKind::Sled => {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let backend =
+                hookspool_sled::SledBackend::open(&config.data_dir).map_err(|e| match e {
+                    hookspool::Error::Locked { .. } => CliError::Locked {
+                        dir: config.data_dir.clone(),
+                    },
+                    e => CliError::Store(e),
+                })?;
+            serve_on(Store::new(backend), config, shutdown, ready).await
+        }
+        BackendKind::Memory => {
+            tracing::warn!("memory backend: nothing is kept after the daemon stops");
+            serve_on(Store::new(MemoryBackend::new()), config, shutdown, ready).await
+        }
+    }
+}
+
+/// [`serve`] over an open store.
+async fn serve_on<B: Backend>(
+    store: Store<B>,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), CliError> {
     let hooks = Hooks::open(store.clone()).await?;
     let deliverer = hooks.deliverer(config.delivery.clone())?;
+    let mut callbacks = hooks.callbacks(config.callbacks.clone())?;
+    for channel in &config.channels {
+        open_channel(&store, channel).await?;
+        if let Some(handler) = &channel.handler {
+            callbacks = callbacks
+                .handle(channel.id.as_str(), handler.clone())
+                .await?;
+        }
+    }
     let api = ApiConfig {
         tokens: config.tokens.clone(),
         body_limit: config.body_limit,
         ..ApiConfig::default()
     };
-    let app = router(ApiState::new(hooks, api));
+    let app = router(ApiState::new(hooks.clone(), api));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "hookspool serving");
     ready(addr);
 
-    // One shutdown signal, seen by both the server and the delivery loop.
+    // One shutdown signal, seen by the server and both loops.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -278,17 +560,106 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let loop_task = tokio::spawn(deliverer.run(stopped(stop_rx.clone())));
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    for src in config.sources.clone() {
+        tokio::spawn(subscribe_source(
+            hooks.clone(),
+            src,
+            public_url.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
+    let delivery_task = tokio::spawn(deliverer.run(stopped(stop_rx.clone())));
+    let callback_task = tokio::spawn(callbacks.run(stopped(stop_rx.clone())));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stopped(stop_rx))
         .await;
-    let loop_result = loop_task
-        .await
-        .map_err(|e| CliError::Input(format!("the delivery loop failed: {e}")))?;
+    let joined = |r: Result<hookspool::Result<()>, tokio::task::JoinError>, what: &str| {
+        r.map_err(|e| CliError::Input(format!("the {what} loop failed: {e}")))
+    };
+    let delivery_result = joined(delivery_task.await, "delivery")?;
+    let callback_result = joined(callback_task.await, "callback")?;
     tracing::info!("hookspool stopped");
     served?;
-    loop_result?;
+    delivery_result?;
+    callback_result?;
     store.sync().await?;
+    Ok(())
+}
+
+/// Subscribes a channel to another hookspool, trying again with a growing pause (1 s up to
+/// 1 min) until it succeeds or the daemon stops: the other side may start after us.
+async fn subscribe_source<B: Backend>(
+    hooks: Hooks<B>,
+    src: SourceConfig,
+    public_url: String,
+    stop: impl Future<Output = ()>,
+) {
+    let callback_url = src.callback_url.clone().unwrap_or_else(|| {
+        format!(
+            "{}/callbacks/{}",
+            public_url.trim_end_matches('/'),
+            src.channel
+        )
+    });
+    let mut request = hookspool::client::NewSubscription::new(&src.event, &callback_url);
+    if let Some(owner) = &src.owner {
+        request = request.owner(owner);
+    }
+    let attempts = async {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            match hooks
+                .subscribe_remote(&src.client, &src.channel, request.clone())
+                .await
+            {
+                Ok(sub) => {
+                    tracing::info!(remote = src.client.base_url(), channel = %src.channel,
+                        event = %src.event, subscription = %sub.id, "subscribed to a source");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(remote = src.client.base_url(), channel = %src.channel,
+                        error = %e, retry_in = ?pause, "could not subscribe to a source");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_mins(1));
+        }
+    };
+    tokio::select! {
+        () = attempts => {}
+        () = stop => {}
+    }
+}
+
+/// Creates a channel's queue, or sets its secret, as configured. A secret set earlier (for
+/// example by an operator through the API) is kept when the config names none.
+async fn open_channel<B: Backend>(
+    store: &Store<B>,
+    channel: &ChannelConfig,
+) -> Result<(), CliError> {
+    match store.queue(&channel.id).await? {
+        None => {
+            let mut q = QueueConfig::new(channel.id.clone());
+            q.secret.clone_from(&channel.secret);
+            store.create_queue(q).await?;
+        }
+        Some(mut q) => {
+            let differs = match (&q.secret, &channel.secret) {
+                (Some(old), Some(new)) => old.expose() != new.expose(),
+                (None, Some(_)) => true,
+                (_, None) => false,
+            };
+            if differs {
+                q.secret.clone_from(&channel.secret);
+                store.update_queue(q).await?;
+            }
+        }
+    }
     Ok(())
 }
 

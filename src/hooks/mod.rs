@@ -10,6 +10,8 @@
 
 mod deliver;
 mod inbound;
+#[cfg(feature = "client")]
+mod remote;
 mod stats;
 mod subscription;
 

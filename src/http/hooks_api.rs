@@ -13,13 +13,14 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, OnceCell};
+use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::{ApiRoutes, DeliveryDoc, SignatureSchemeDoc, SubscriptionDoc};
 use super::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
 use crate::backend::Backend;
 use crate::error::Error;
@@ -45,42 +46,25 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 const HEADER_IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
 /// The bearer-protected routes: REST Hooks, publishing, the delivery log.
-pub(super) fn routes<B: Backend>() -> Router<ApiState<B>> {
-    Router::new()
-        .route("/hooks/subscribe", post(subscribe::<B>))
-        .route("/hooks/unsubscribe", delete(unsubscribe::<B>))
-        .route("/hooks/subscriptions", get(list_subscriptions::<B>))
-        .route(
-            "/hooks/subscriptions/{id}",
-            get(get_subscription::<B>)
-                .patch(update_subscription::<B>)
-                .delete(delete_subscription::<B>),
-        )
-        .route(
-            "/hooks/subscriptions/{id}/rotate-secret",
-            post(rotate_secret::<B>),
-        )
-        .route("/events", post(publish::<B>))
-        .route("/deliveries/{id}", get(get_delivery::<B>))
-        .route("/deliveries/{id}/replay", post(replay_delivery::<B>))
-        .method_not_allowed_fallback(method_not_allowed)
+pub(super) fn routes<B: Backend>() -> ApiRoutes<ApiState<B>> {
+    ApiRoutes::new()
+        .route::<__path_subscribe, _, _>(subscribe::<B>)
+        .route::<__path_unsubscribe, _, _>(unsubscribe::<B>)
+        .route::<__path_list_subscriptions, _, _>(list_subscriptions::<B>)
+        .route::<__path_get_subscription, _, _>(get_subscription::<B>)
+        .route::<__path_update_subscription, _, _>(update_subscription::<B>)
+        .route::<__path_delete_subscription, _, _>(delete_subscription::<B>)
+        .route::<__path_rotate_secret, _, _>(rotate_secret::<B>)
+        .route::<__path_publish, _, _>(publish::<B>)
+        .route::<__path_get_delivery, _, _>(get_delivery::<B>)
+        .route::<__path_replay_delivery, _, _>(replay_delivery::<B>)
         // One per router: the idempotency map and the subscribe lock live as long as it.
-        .layer(Extension(Arc::new(Shared::default())))
+        .map_router(|r| r.layer(Extension(Arc::new(Shared::default()))))
 }
 
 /// The public routes: inbound callbacks, authenticated by their signatures.
-pub(super) fn public_routes<B: Backend>() -> Router<ApiState<B>> {
-    Router::new()
-        .route("/callbacks/{channel}", post(callback::<B>))
-        .method_not_allowed_fallback(method_not_allowed)
-}
-
-async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this endpoint does not accept that method",
-    )
+pub(super) fn public_routes<B: Backend>() -> ApiRoutes<ApiState<B>> {
+    ApiRoutes::new().route::<__path_callback, _, _>(callback::<B>)
 }
 
 /// State of this router beyond [`ApiState`].
@@ -153,51 +137,74 @@ async fn idempotency_queue<B: Backend>(store: &Store<B>) -> Result<QueueId, Erro
 
 // ---- request and response types ----------------------------------------------------------
 
-#[derive(Deserialize)]
+/// `POST /hooks/subscribe`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubscribeRequest {
+    /// The event pattern: `*`, `prefix.*` or an exact event name.
     event: String,
+    /// Where deliveries are POSTed (`url` is accepted too).
     #[serde(alias = "url")]
     target_url: String,
+    /// The signing secret (`whsec_…` for Standard Webhooks); generated when absent.
     secret: Option<String>,
+    /// Extra request headers.
     #[serde(default)]
     headers: BTreeMap<String, String>,
     #[serde(default)]
+    #[schema(value_type = SignatureSchemeDoc)]
     scheme: crate::signing::SignatureScheme,
+    /// Whose subscription it is (`POST /events` with `owner` reaches only theirs).
     owner: Option<String>,
+    /// Most requests in flight to it at once.
     max_in_flight: Option<u32>,
+    /// Deliver strictly in order.
     #[serde(default)]
     strict_fifo: bool,
 }
 
-#[derive(Deserialize)]
+/// `DELETE /hooks/unsubscribe`: exactly one of `id` and `target_url`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UnsubscribeRequest {
+    /// One subscription.
     id: Option<String>,
+    /// Every subscription of this URL (`url` is accepted too).
     #[serde(alias = "url")]
     target_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `GET /hooks/subscriptions`.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this owner's subscriptions.
     owner: Option<String>,
 }
 
+/// `PATCH /hooks/subscriptions/{id}`: each field given replaces the current value.
 // `max_in_flight` has three cases (unchanged, removed, set), as in `SubscriptionUpdate`.
 #[allow(clippy::option_option)]
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateRequest {
+    /// Where deliveries are POSTed (`target_url` is accepted too).
     #[serde(alias = "target_url")]
     url: Option<String>,
+    /// Event patterns.
     events: Option<Vec<String>>,
+    /// Extra request headers.
     headers: Option<BTreeMap<String, String>>,
+    #[schema(value_type = Option<SignatureSchemeDoc>)]
     scheme: Option<crate::signing::SignatureScheme>,
+    /// Disabled subscriptions receive nothing new.
     enabled: Option<bool>,
     /// Absent: unchanged; `null`: no per-subscription limit; a number: that limit.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
     max_in_flight: Option<Option<u32>>,
+    /// Deliver strictly in order.
     strict_fifo: Option<bool>,
 }
 
@@ -210,31 +217,42 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+/// `POST /hooks/subscriptions/{id}/rotate-secret` (or an empty body).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RotateRequest {
+    /// The new secret; a random one when absent.
     secret: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// `POST /events`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
+    /// The event name.
     event: String,
+    /// Any JSON value: the body of every delivery.
     payload: serde_json::Value,
+    /// Deliver only to this owner's subscriptions.
     owner: Option<String>,
+    /// 1 to 255 visible ASCII characters: a repeated request answers the first one's
+    /// result and delivers nothing more.
     idempotency_key: Option<String>,
 }
 
 /// A subscription as answered: never its secret, except in the one response that creates
 /// or rotates it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SubscriptionView<'a> {
     #[serde(flatten)]
+    #[schema(value_type = SubscriptionDoc)]
     sub: &'a Subscription,
+    /// The signing secret: only when the subscription is created or its secret rotated.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<&'a str>,
-    /// Until when the rotated-out secret still signs requests.
+    /// Until when the rotated-out secret still signs requests (ms since the Unix epoch).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<u64>)]
     previous_secret_expires_at: Option<Timestamp>,
 }
 
@@ -255,27 +273,36 @@ impl<'a> SubscriptionView<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// `GET /hooks/subscriptions`.
+#[derive(Serialize, ToSchema)]
 struct SubscriptionList<'a> {
+    /// The subscriptions, by id.
     subscriptions: Vec<SubscriptionView<'a>>,
 }
 
-#[derive(Serialize)]
+/// How many subscriptions were removed.
+#[derive(Serialize, ToSchema)]
 struct Removed {
+    /// Subscriptions removed.
     removed: usize,
 }
 
-#[derive(Serialize)]
+/// `POST /events`.
+#[derive(Serialize, ToSchema)]
 struct Published<'a> {
+    /// One delivery per subscription reached (`msg_…`).
+    #[schema(value_type = Vec<String>)]
     delivery_ids: &'a [DeliveryId],
 }
 
 /// A delivery as answered: the stored view plus its payload when that is JSON (payloads
 /// published over HTTP always are).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeliveryView<'a> {
     #[serde(flatten)]
+    #[schema(value_type = DeliveryDoc)]
     delivery: &'a Delivery,
+    /// The payload, when it is JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<serde_json::Value>,
 }
@@ -289,8 +316,11 @@ impl<'a> DeliveryView<'a> {
     }
 }
 
-#[derive(Serialize)]
+/// `POST /callbacks/{channel}`.
+#[derive(Serialize, ToSchema)]
 struct Accepted {
+    /// The stored item's key in the channel's queue.
+    #[schema(value_type = u64)]
     key: crate::model::Key,
 }
 
@@ -299,6 +329,16 @@ struct Accepted {
 /// `POST /hooks/subscribe`: 201 with the new subscription and its secret; 200 with the
 /// existing one (without its secret) when the same owner already subscribed the same URL to
 /// the same event.
+#[utoipa::path(
+    post,
+    path = "/hooks/subscribe",
+    tag = "hooks",
+    request_body = SubscribeRequest,
+    responses(
+        (status = 201, description = "Subscribed: the subscription with its secret.", body = SubscriptionView),
+        (status = 200, description = "Already subscribed: the subscription, without its secret.", body = SubscriptionView)
+    )
+)]
 async fn subscribe<B: Backend>(
     State(state): State<ApiState<B>>,
     Extension(shared): Extension<Arc<Shared>>,
@@ -336,6 +376,16 @@ async fn subscribe<B: Backend>(
 
 /// `DELETE /hooks/unsubscribe`: by `id` (404 if unknown) or by `target_url` (every
 /// subscription of that URL; `removed` may be 0).
+#[utoipa::path(
+    delete,
+    path = "/hooks/unsubscribe",
+    tag = "hooks",
+    request_body = UnsubscribeRequest,
+    responses(
+        (status = 200, description = "How many subscriptions were removed.", body = Removed),
+        (status = 404, description = "No such subscription (`subscription_not_found`).")
+    )
+)]
 async fn unsubscribe<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiJson(req): ApiJson<UnsubscribeRequest>,
@@ -360,6 +410,16 @@ async fn unsubscribe<B: Backend>(
 }
 
 /// `GET /hooks/subscriptions?owner=`: every subscription (of that owner), by id.
+#[utoipa::path(
+    get,
+    path = "/hooks/subscriptions",
+    tag = "hooks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The subscriptions.", body = SubscriptionList),
+        (status = 400, description = "A bad query parameter (`invalid_query`).")
+    )
+)]
 async fn list_subscriptions<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -387,6 +447,13 @@ fn require_subscription<B: Backend>(
 }
 
 /// `GET /hooks/subscriptions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/hooks/subscriptions/{id}",
+    tag = "hooks",
+    params(("id" = String, Path, description = "The subscription id (`sub_…`).")),
+    responses((status = 200, description = "The subscription.", body = SubscriptionView), (status = 404, description = "No such subscription (`subscription_not_found`)."))
+)]
 async fn get_subscription<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiPath(id): ApiPath<String>,
@@ -396,6 +463,14 @@ async fn get_subscription<B: Backend>(
 }
 
 /// `PATCH /hooks/subscriptions/{id}`: each field given replaces the current value.
+#[utoipa::path(
+    patch,
+    path = "/hooks/subscriptions/{id}",
+    tag = "hooks",
+    params(("id" = String, Path, description = "The subscription id (`sub_…`).")),
+    request_body = UpdateRequest,
+    responses((status = 200, description = "The subscription as it is now.", body = SubscriptionView), (status = 404, description = "No such subscription (`subscription_not_found`)."))
+)]
 async fn update_subscription<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiPath(id): ApiPath<String>,
@@ -415,6 +490,13 @@ async fn update_subscription<B: Backend>(
 }
 
 /// `DELETE /hooks/subscriptions/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/hooks/subscriptions/{id}",
+    tag = "hooks",
+    params(("id" = String, Path, description = "The subscription id (`sub_…`).")),
+    responses((status = 200, description = "Removed.", body = Removed), (status = 404, description = "No such subscription (`subscription_not_found`)."))
+)]
 async fn delete_subscription<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiPath(id): ApiPath<String>,
@@ -428,6 +510,14 @@ async fn delete_subscription<B: Backend>(
 
 /// `POST /hooks/subscriptions/{id}/rotate-secret`, with an empty body (a new random secret)
 /// or `{"secret": "..."}`: the subscription with its new secret.
+#[utoipa::path(
+    post,
+    path = "/hooks/subscriptions/{id}/rotate-secret",
+    tag = "hooks",
+    params(("id" = String, Path, description = "The subscription id (`sub_…`).")),
+    request_body(content = Option<RotateRequest>, description = "Optional: an empty body rotates to a random secret.", content_type = "application/json"),
+    responses((status = 200, description = "The subscription with its new secret.", body = SubscriptionView), (status = 404, description = "No such subscription (`subscription_not_found`)."))
+)]
 async fn rotate_secret<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiPath(id): ApiPath<String>,
@@ -448,6 +538,18 @@ async fn rotate_secret<B: Backend>(
 
 /// `POST /events`: 202 with the delivery ids once every delivery is stored. With an
 /// `idempotency_key`, a repeated request answers the first one's result and fires nothing.
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    request_body = PublishRequest,
+    responses(
+        (status = 202, description = "Every delivery is stored. With `idempotent-replayed: true`, \
+                                      the answer of an earlier request with the same key.", body = Published,
+         headers(("idempotent-replayed" = String, description = "`true` when the answer is an earlier request's"))),
+        (status = 422, description = "The idempotency key was used for a different request (`idempotency_key_reused`).")
+    )
+)]
 async fn publish<B: Backend>(
     State(state): State<ApiState<B>>,
     Extension(shared): Extension<Arc<Shared>>,
@@ -563,6 +665,13 @@ async fn require_delivery<B: Backend>(
 }
 
 /// `GET /deliveries/{id}`: state, event, subscription, next attempt and every attempt.
+#[utoipa::path(
+    get,
+    path = "/deliveries/{id}",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "The delivery id (`msg_…`).")),
+    responses((status = 200, description = "The delivery.", body = DeliveryView), (status = 404, description = "No such delivery (`delivery_not_found`)."))
+)]
 async fn get_delivery<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiPath(id): ApiPath<String>,
@@ -574,6 +683,17 @@ async fn get_delivery<B: Backend>(
 
 /// `POST /deliveries/{id}/replay`: a dead, gone or cancelled delivery goes back to pending
 /// (409 for any other state); answers the delivery as it is now.
+#[utoipa::path(
+    post,
+    path = "/deliveries/{id}/replay",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "The delivery id (`msg_…`).")),
+    responses(
+        (status = 200, description = "The delivery as it is now.", body = DeliveryView),
+        (status = 404, description = "No such delivery (`delivery_not_found`)."),
+        (status = 409, description = "The delivery is not dead, gone or cancelled (`phase_conflict`).")
+    )
+)]
 async fn replay_delivery<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiPath(id): ApiPath<String>,
@@ -591,6 +711,27 @@ async fn replay_delivery<B: Backend>(
 /// carry a valid Standard Webhooks signature (401 otherwise, nothing stored). The raw body is
 /// pushed into the queue with its `webhook-id` and content type as metadata, and 202 answers
 /// only after the push returned, so the request is durable under the backend's durability.
+#[utoipa::path(
+    post,
+    path = "/callbacks/{channel}",
+    tag = "callbacks",
+    description = "The channel is a queue. If it has a secret, the request must carry a valid \
+                   Standard Webhooks signature. The raw body is pushed into the queue with its \
+                   `webhook-id` and content type as metadata; 202 answers once it is stored. \
+                   Public: no bearer token, the signature authenticates.",
+    params(
+        ("channel" = String, Path, description = "The channel: a queue id."),
+        ("webhook-id" = Option<String>, Header, description = "Standard Webhooks message id."),
+        ("webhook-timestamp" = Option<String>, Header, description = "Standard Webhooks timestamp (seconds)."),
+        ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks signature(s), `v1,<base64>`.")
+    ),
+    request_body(content = String, description = "Any body, stored as it is.", content_type = "*/*"),
+    responses(
+        (status = 202, description = "Stored.", body = Accepted),
+        (status = 401, description = "No valid signature (`invalid_signature`)."),
+        (status = 404, description = "No such channel (`channel_not_found`).")
+    )
+)]
 async fn callback<B: Backend>(
     State(state): State<ApiState<B>>,
     ApiPath(channel): ApiPath<String>,
@@ -629,14 +770,17 @@ async fn callback<B: Backend>(
     }
     let mut item = NewItem::new(body.to_vec());
     for (name, meta) in [
-        (HEADER_WEBHOOK_ID, "webhook_id"),
-        (header::CONTENT_TYPE.as_str(), "content_type"),
+        (HEADER_WEBHOOK_ID, crate::hooks::META_WEBHOOK_ID),
+        (
+            header::CONTENT_TYPE.as_str(),
+            crate::hooks::META_CONTENT_TYPE,
+        ),
     ] {
         if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
             item = item.with_metadata(meta, v);
         }
     }
-    let key = state.store.push(&queue_id, item).await?;
+    let key = state.hooks.receive(&queue_id, item).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { key })).into_response())
 }
 

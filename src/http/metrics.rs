@@ -44,6 +44,15 @@ pub(super) async fn track<B: Backend>(
 }
 
 /// The metrics page.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    description = "Items by queue and phase, delivery outcomes and attempt durations, HTTP \
+                   requests by method, route and status, in the Prometheus text format. Public \
+                   unless the server is configured otherwise (then it needs the bearer token).",
+    responses((status = 200, description = "Prometheus text.", body = String, content_type = "text/plain; version=0.0.4"))
+)]
 pub(super) async fn metrics<B: Backend>(
     State(state): State<ApiState<B>>,
 ) -> Result<Response, ApiError> {

@@ -6,23 +6,26 @@
 //! ([`ApiError`]); request bodies reject unknown fields, naming them. Everything but
 //! `/healthz`, `/readyz` and `/callbacks/{channel}` (which use signatures) requires
 //! `Authorization: Bearer <token>` when tokens are configured (`/metrics` too, unless
-//! [`ApiConfig::public_metrics`]).
+//! [`ApiConfig::public_metrics`]). `GET /openapi.json`, public too, is the OpenAPI document
+//! of the routes, generated from the handlers' attributes and types ([`openapi()`]).
 
 mod error;
 mod hooks_api;
 mod metrics;
+mod openapi;
 mod queues;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Extension, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
+
+use openapi::ApiRoutes;
 
 use crate::backend::Backend;
 use crate::hooks::Hooks;
@@ -90,28 +93,17 @@ impl<B: Backend> ApiState<B> {
 }
 
 /// The API router. Mount it with `Router::nest("/prefix", router(state))` or serve it as is.
+///
+/// `GET /openapi.json` (public) serves the OpenAPI document of exactly these routes.
 pub fn router<B: Backend>(state: ApiState<B>) -> Router {
     let body_limit = state.config.body_limit;
-    let metrics_route = Router::new().route("/metrics", get(metrics::metrics::<B>));
-    let (protected_metrics, public_metrics) = if state.config.public_metrics {
-        (Router::new(), metrics_route)
-    } else {
-        (metrics_route, Router::new())
-    };
-    let protected = Router::new()
-        .merge(queues::routes::<B>())
-        .merge(hooks_api::routes::<B>())
-        .merge(protected_metrics)
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::<B>));
-    let public = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz::<B>))
-        .merge(public_metrics)
-        .merge(hooks_api::public_routes::<B>());
-    Router::new()
-        .merge(protected)
-        .merge(public)
+    let auth_state = state.clone();
+    let (api, doc) = routes::<B>(&state.config, |protected| {
+        protected.route_layer(middleware::from_fn_with_state(auth_state, auth::<B>))
+    });
+    api.method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(Extension(Arc::new(doc)))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track::<B>,
@@ -120,14 +112,72 @@ pub fn router<B: Backend>(state: ApiState<B>) -> Router {
         .with_state(state)
 }
 
+/// The OpenAPI document of the API with these settings (what `GET /openapi.json` serves):
+/// for an application that publishes it or generates a client without running a server.
+pub fn openapi(config: &ApiConfig) -> utoipa::openapi::OpenApi {
+    routes::<crate::memory::MemoryBackend>(config, |protected| protected).1
+}
+
+/// Every route and its document. `protect` layers the bearer check on the protected routes
+/// (it needs the state, which [`openapi()`] does not have).
+fn routes<B: Backend>(
+    config: &ApiConfig,
+    protect: impl FnOnce(Router<ApiState<B>>) -> Router<ApiState<B>>,
+) -> (Router<ApiState<B>>, utoipa::openapi::OpenApi) {
+    let metrics_route =
+        ApiRoutes::new().route::<metrics::__path_metrics, _, _>(metrics::metrics::<B>);
+    let (protected_metrics, public_metrics) = if config.public_metrics {
+        (ApiRoutes::new(), metrics_route)
+    } else {
+        (metrics_route, ApiRoutes::new())
+    };
+    let protected = ApiRoutes::new()
+        .merge(queues::routes::<B>())
+        .merge(hooks_api::routes::<B>())
+        .merge(protected_metrics)
+        .bearer_protected()
+        .map_router(protect);
+    let public = ApiRoutes::new()
+        .route::<__path_healthz, _, _>(healthz)
+        .route::<__path_readyz, _, _>(readyz::<B>)
+        .route::<openapi::__path_openapi_json, _, _>(openapi::openapi_json)
+        .merge(public_metrics)
+        .merge(hooks_api::public_routes::<B>());
+    protected.merge(public).finish()
+}
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    responses((status = 200, description = "The process answers.", body = String, content_type = "text/plain", example = "ok"))
+)]
 async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the store answers.
+/// `GET /readyz`: ready when the store answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    responses(
+        (status = 200, description = "The store answers.", body = String, content_type = "text/plain", example = "ready"),
+        (status = 503, description = "The store is locked by another process (`locked`).")
+    )
+)]
 async fn readyz<B: Backend>(State(state): State<ApiState<B>>) -> Result<&'static str, ApiError> {
     state.store.queues().await?;
     Ok("ready")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
 }
 
 async fn not_found() -> ApiError {

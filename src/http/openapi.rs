@@ -1,0 +1,338 @@
+//! `GET /openapi.json`: the API's OpenAPI 3.1 document, generated from the code.
+//!
+//! Every route is registered through [`ApiRoutes::route`], which takes the path and methods
+//! from the handler's `#[utoipa::path]` attribute and records its operation at the same time,
+//! so the router cannot serve a route the document lacks, nor the other way round. Request
+//! and response bodies are the real serde types with `ToSchema` derived; the few engine types
+//! that are serialized as they are (a subscription, a delivery) are described by the mirror
+//! schemas below, which the tests check against real responses.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::Extension;
+use axum::handler::Handler;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::__dev::SchemaReferences;
+use utoipa::openapi::path::{HttpMethod, Operation, Paths};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, RefOr,
+};
+use utoipa::{Path, ToSchema};
+
+use super::error::ErrorBody;
+
+/// Name of the bearer-token security scheme in the document.
+pub(super) const BEARER: &str = "bearer";
+
+/// A router whose every route carries its OpenAPI operation.
+pub(super) struct ApiRoutes<S> {
+    router: Router<S>,
+    paths: Paths,
+    schemas: Vec<(String, RefOr<Schema>)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> ApiRoutes<S> {
+    /// No routes.
+    pub(super) fn new() -> Self {
+        ApiRoutes {
+            router: Router::new(),
+            paths: Paths::new(),
+            schemas: Vec::new(),
+        }
+    }
+
+    /// Serves `handler` at the path and methods of its `#[utoipa::path]` attribute `P` (the
+    /// generated `__path_<handler>` type) and documents it with that attribute's operation.
+    pub(super) fn route<P, H, T>(mut self, handler: H) -> Self
+    where
+        P: Path + SchemaReferences,
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        let path = P::path();
+        let methods = P::methods();
+        let filter = methods.iter().map(method_filter).reduce(MethodFilter::or);
+        let endpoint = match filter {
+            Some(filter) => MethodRouter::new().on(filter, handler),
+            // `#[utoipa::path]` requires a method, so this arm is never taken.
+            None => MethodRouter::new(),
+        };
+        // Two operations on one path (`GET` and `POST /queues`) merge into one axum route.
+        self.router = self.router.route(&path, endpoint);
+        P::schemas(&mut self.schemas);
+        self.paths.add_path_operation(path, methods, P::operation());
+        self
+    }
+
+    /// Both sets of routes.
+    pub(super) fn merge(mut self, other: Self) -> Self {
+        self.router = self.router.merge(other.router);
+        self.paths.paths.extend(other.paths.paths);
+        self.schemas.extend(other.schemas);
+        self
+    }
+
+    /// Applies `f` to the router (layers); the document is unchanged.
+    pub(super) fn map_router(mut self, f: impl FnOnce(Router<S>) -> Router<S>) -> Self {
+        self.router = f(self.router);
+        self
+    }
+
+    /// Marks every operation so far as requiring the bearer token, with its 401 answer.
+    pub(super) fn bearer_protected(mut self) -> Self {
+        for operation in operations(&mut self.paths) {
+            operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            operation.responses.responses.insert(
+                "401".to_owned(),
+                ResponseBuilder::new()
+                    .description("No token, or not a valid one (`unauthorized`).")
+                    .build()
+                    .into(),
+            );
+        }
+        self
+    }
+
+    /// The router and the document describing it.
+    pub(super) fn finish(mut self) -> (Router<S>, OpenApi) {
+        for operation in operations(&mut self.paths) {
+            complete_errors(operation);
+        }
+        let components = ComponentsBuilder::new()
+            .schemas_from_iter(self.schemas)
+            .schema_from::<ErrorBody>()
+            .security_scheme(
+                BEARER,
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .description(Some(
+                            "`Authorization: Bearer <token>`, one of the tokens the server \
+                             is configured with.",
+                        ))
+                        .build(),
+                ),
+            );
+        let doc = OpenApiBuilder::new()
+            .info(
+                InfoBuilder::new()
+                    .title("hookspool")
+                    .version(env!("CARGO_PKG_VERSION"))
+                    .description(Some(
+                        "Queue admin, REST Hooks subscriptions, publishing, the delivery log \
+                         and inbound callbacks. Every error is JSON `{\"error\": code, \
+                         \"message\": text}`; request bodies reject unknown fields.",
+                    ))
+                    .build(),
+            )
+            .paths(self.paths)
+            .components(Some(components.build()))
+            .build();
+        (self.router, doc)
+    }
+}
+
+/// The axum filter of an OpenAPI method.
+fn method_filter(method: &HttpMethod) -> MethodFilter {
+    match method {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    }
+}
+
+/// Every operation of every path.
+fn operations(paths: &mut Paths) -> impl Iterator<Item = &mut Operation> {
+    paths.paths.values_mut().flat_map(|item| {
+        [
+            item.get.as_mut(),
+            item.put.as_mut(),
+            item.post.as_mut(),
+            item.delete.as_mut(),
+            item.options.as_mut(),
+            item.head.as_mut(),
+            item.patch.as_mut(),
+            item.trace.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
+/// Adds the errors every operation of its kind can give (a JSON body's 400, 413 and 415; a
+/// path's 400) and gives every 4xx/5xx answer the [`ErrorBody`] schema, so the attributes
+/// need only name the errors particular to a route.
+fn complete_errors(operation: &mut Operation) {
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, description: &str| {
+        responses.entry(status.to_owned()).or_insert_with(|| {
+            ResponseBuilder::new()
+                .description(description)
+                .build()
+                .into()
+        });
+    };
+    let json_body = operation
+        .request_body
+        .as_ref()
+        .is_some_and(|b| b.content.contains_key("application/json"));
+    if json_body {
+        add(
+            "400",
+            "Malformed JSON (`malformed_json`), a wrong type, a missing or an unknown field \
+             (`invalid_json`, naming it), or an invalid value (`invalid_request`, …).",
+        );
+        add(
+            "415",
+            "The body is not `application/json` (`unsupported_media_type`).",
+        );
+    }
+    if operation.request_body.is_some() {
+        add("413", "The body is over the size limit (`body_too_large`).");
+    }
+    let has_path_params = operation.parameters.as_ref().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| p.parameter_in == utoipa::openapi::path::ParameterIn::Path)
+    });
+    if has_path_params {
+        add("400", "A path segment is not valid (`invalid_path`, …).");
+    }
+    add("500", "A storage error (`internal`, …).");
+    for (status, response) in responses.iter_mut() {
+        let is_error = status.starts_with('4') || status.starts_with('5');
+        if let (true, RefOr::T(response)) = (is_error, response)
+            && response.content.is_empty()
+        {
+            let schema = RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"));
+            response.content.insert(
+                "application/json".to_owned(),
+                ContentBuilder::new().schema(Some(schema)).build(),
+            );
+        }
+    }
+}
+
+/// `GET /openapi.json`: this document. Public: it describes the API, it reveals no data.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "This OpenAPI document.", content_type = "application/json"))
+)]
+pub(super) async fn openapi_json(Extension(doc): Extension<Arc<OpenApi>>) -> Response {
+    Json(doc.as_ref()).into_response()
+}
+
+// ---- mirrors of engine types serialized as they are ------------------------------------------
+
+/// How deliveries are signed.
+#[derive(Serialize, ToSchema)]
+#[schema(as = SignatureScheme)]
+#[allow(dead_code)] // only its schema is used
+#[serde(rename_all = "snake_case")]
+pub(super) enum SignatureSchemeDoc {
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`; a `whsec_` secret.
+    StandardWebhooks,
+    /// `x-webhooks-signature: sha256:<base32hex>`; the secret is text.
+    WebhooksEmitter,
+    /// `x-hub-signature-256: sha256=<hex>`; the secret is text.
+    #[serde(rename = "github")]
+    GitHub,
+}
+
+/// What `ack` does with an item of the queue.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Retention)]
+#[allow(dead_code)] // only its schema is used
+#[serde(rename_all = "snake_case")]
+pub(super) enum RetentionDoc {
+    /// Acknowledged items stay, in phase `done`.
+    Keep,
+    /// Acknowledged items are removed.
+    Remove,
+}
+
+/// A subscription (its secret is never part of it).
+#[derive(ToSchema)]
+#[schema(as = Subscription)]
+#[allow(dead_code)] // only its schema is used
+pub(super) struct SubscriptionDoc {
+    /// `sub_…`.
+    id: String,
+    /// Where deliveries are POSTed.
+    url: String,
+    /// Event patterns: `*`, `prefix.*` or an exact name.
+    events: Vec<String>,
+    /// Whose subscription it is.
+    owner: Option<String>,
+    /// How requests are signed.
+    scheme: SignatureSchemeDoc,
+    /// Extra request headers.
+    headers: BTreeMap<String, String>,
+    /// Disabled subscriptions receive nothing new.
+    enabled: bool,
+    /// Most requests in flight at once (`null`: the server's default).
+    max_in_flight: Option<u32>,
+    /// A failing delivery holds back the ones after it.
+    strict_fifo: bool,
+    /// Milliseconds since the Unix epoch.
+    created_at: u64,
+}
+
+/// One attempt of a delivery.
+#[derive(ToSchema)]
+#[schema(as = Attempt)]
+#[allow(dead_code)] // only its schema is used
+pub(super) struct AttemptDoc {
+    /// 1 for the first attempt.
+    number: u32,
+    /// When the request was sent (ms since the Unix epoch).
+    at: u64,
+    /// The response status, if a response came.
+    status: Option<u16>,
+    /// The error class and message, if the attempt failed.
+    error: Option<String>,
+    /// How long the request took.
+    duration_ms: u64,
+    /// The start of the response body (at most 1 KiB).
+    response: String,
+}
+
+/// A delivery: what was sent where, its state and its attempts.
+#[derive(ToSchema)]
+#[schema(as = Delivery)]
+#[allow(dead_code)] // only its schema is used
+pub(super) struct DeliveryDoc {
+    /// `msg_…`: the `webhook-id` of every request for it.
+    id: String,
+    /// The event name.
+    event: String,
+    /// The subscription it goes to.
+    subscription: Option<String>,
+    /// The URL, for deliveries fired to a URL directly.
+    url: Option<String>,
+    /// The request id given to `emit`.
+    request_id: Option<String>,
+    /// `pending`, `in_flight`, `done`, `dead`, `gone` or `cancelled`.
+    state: String,
+    /// When the next attempt is due (ms since the Unix epoch).
+    next_attempt: Option<u64>,
+    /// When it was fired (ms since the Unix epoch).
+    created_at: u64,
+    /// The last error.
+    last_error: Option<String>,
+    /// Every attempt, oldest first.
+    attempts: Vec<AttemptDoc>,
+}
