@@ -79,6 +79,7 @@ mod retry;
 #[cfg(feature = "signing")]
 mod signing;
 mod store;
+pub mod text;
 
 pub use backend::{Backend, apply_move, check_expect};
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use std::io::{self, Write};
 
 use base64::Engine as _;
 use hookspool::client::QueueInfo;
+use hookspool::text::compact_json;
 use hookspool::{Item, Lease, Phase, PhaseCounts, Timestamp};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -148,32 +149,6 @@ pub fn payload_preview(payload: &[u8]) -> String {
         }
     }
     preview
-}
-
-/// Removes the whitespace between the tokens of valid JSON text (never inside strings),
-/// keeping everything else, key order included, exactly as stored.
-fn compact_json(json: &str) -> String {
-    let mut out = String::with_capacity(json.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in json.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// A payload in an item's JSON form.
@@ -366,14 +341,6 @@ mod tests {
         let v = json_line(&item(&[0xff, 0x00, 0x80]));
         assert!(v.get("payload").is_none());
         assert_eq!(v["payload_base64"], "/wCA");
-    }
-
-    #[test]
-    fn compact_json_keeps_strings_intact() {
-        assert_eq!(
-            compact_json("{ \"a b\" : \"c \\\" d\" ,\n\t\"e\": [1, 2] }"),
-            "{\"a b\":\"c \\\" d\",\"e\":[1,2]}"
-        );
     }
 
     #[test]

@@ -231,8 +231,9 @@ struct RotateRequest {
 struct PublishRequest {
     /// The event name.
     event: String,
-    /// Any JSON value: the body of every delivery.
-    payload: serde_json::Value,
+    /// Any JSON value: the body of every delivery, exactly as sent here.
+    #[schema(value_type = serde_json::Value)]
+    payload: Box<serde_json::value::RawValue>,
     /// Deliver only to this owner's subscriptions.
     owner: Option<String>,
     /// 1 to 255 visible ASCII characters: a repeated request answers the first one's
@@ -304,14 +305,18 @@ struct DeliveryView<'a> {
     delivery: &'a Delivery,
     /// The payload, when it is JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<serde_json::Value>,
+    #[schema(value_type = Option<serde_json::Value>)]
+    payload: Option<super::queues::PayloadView>,
 }
 
 impl<'a> DeliveryView<'a> {
     fn new(delivery: &'a Delivery) -> Self {
         DeliveryView {
             delivery,
-            payload: serde_json::from_slice(&delivery.payload).ok(),
+            payload: std::str::from_utf8(&delivery.payload)
+                .ok()
+                .map(super::queues::PayloadView::of)
+                .filter(|p| matches!(p, super::queues::PayloadView::Json(_))),
         }
     }
 }
@@ -555,13 +560,9 @@ async fn publish<B: Backend>(
     Extension(shared): Extension<Arc<Shared>>,
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> Result<Response, ApiError> {
-    let payload = serde_json::to_vec(&req.payload).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("could not encode the payload: {e}"),
-        )
-    })?;
+    // Delivered exactly as sent (key order and spacing kept): receivers may verify or
+    // hash the body as their publisher wrote it.
+    let payload = req.payload.get().as_bytes().to_vec();
     let (hooks, req, payload) = (&state.hooks, &req, &payload);
     let fire = move || async move {
         match &req.owner {
@@ -581,7 +582,18 @@ async fn publish<B: Backend>(
             "idempotency_key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
         )));
     }
-    let fingerprint = fingerprint(&req.event, req.owner.as_deref(), payload);
+    // Compared as JSON values, so a retry that spaces or orders the payload differently is
+    // still the same request.
+    let canonical = serde_json::from_str::<serde_json::Value>(req.payload.get())
+        .and_then(|v| serde_json::to_vec(&v))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("could not encode the payload: {e}"),
+            )
+        })?;
+    let fingerprint = fingerprint(&req.event, req.owner.as_deref(), &canonical);
     let map = shared.idempotency(&state.store).await?;
     let cell = {
         let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);

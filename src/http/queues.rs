@@ -150,6 +150,30 @@ struct SetPhase {
     if_phase: Option<String>,
 }
 
+/// A text payload: embedded JSON, or a string.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub(super) enum PayloadView {
+    /// Valid JSON, shown as stored.
+    Json(Box<serde_json::value::RawValue>),
+    /// Other text.
+    Text(String),
+}
+
+impl PayloadView {
+    /// The view of a UTF-8 payload.
+    pub(super) fn of(text: &str) -> Self {
+        match serde_json::from_str::<&serde_json::value::RawValue>(text)
+            .ok()
+            .and_then(|raw| {
+                serde_json::value::RawValue::from_string(crate::text::compact_json(raw.get())).ok()
+            }) {
+            Some(raw) => PayloadView::Json(raw),
+            None => PayloadView::Text(text.to_owned()),
+        }
+    }
+}
+
 /// `GET /queues/{id}/items`.
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -240,9 +264,11 @@ struct ItemView {
     last_error: Option<String>,
     /// Its metadata.
     metadata: BTreeMap<String, String>,
-    /// The payload when it is UTF-8 text.
+    /// The payload when it is UTF-8 text: as JSON when it is JSON (as stored, key order
+    /// kept, on one line), else as a string.
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<Value>,
+    #[schema(value_type = Option<Value>)]
+    payload: Option<PayloadView>,
     /// The payload when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_base64: Option<String>,
@@ -798,10 +824,7 @@ fn queue_json(config: &QueueConfig, counts: &PhaseCounts) -> QueueView {
 /// An item as JSON. Times are milliseconds since the Unix epoch.
 fn item_json(item: &Item) -> ItemView {
     let (payload, payload_base64) = match std::str::from_utf8(&item.payload) {
-        Ok(text) => (
-            Some(serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::from(text))),
-            None,
-        ),
+        Ok(text) => (Some(PayloadView::of(text)), None),
         Err(_) => (
             None,
             Some(base64::engine::general_purpose::STANDARD.encode(&item.payload)),

@@ -770,3 +770,50 @@ async fn callbacks_verify_signatures_and_push_durably() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+/// A published payload is delivered byte for byte as the publisher wrote it (key order and
+/// spacing kept), shown in the delivery log on one line in that order, and an idempotent
+/// retry that spaces the same JSON differently is still the same request.
+#[tokio::test]
+async fn payloads_are_delivered_exactly_as_published() {
+    let api = start().await;
+    let mut rx = receiver(200).await;
+    api.subscribe("doc.saved", &rx.url).await;
+    let payload = "{ \"zeta\": 1,\n  \"alpha\": [true, \"a b\"] }";
+    let body = format!(
+        "{{\"event\": \"doc.saved\", \"idempotency_key\": \"doc-1\", \"payload\": {payload}}}"
+    );
+    let first = api
+        .raw(Method::POST, "/events", "application/json", &body)
+        .await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.json);
+    let got = rx.next().await;
+    assert_eq!(got.body, payload.as_bytes(), "the body is the publisher's bytes");
+
+    let id = first.json["delivery_ids"][0].as_str().unwrap();
+    api.wait_state(id, "done").await;
+    let log = api
+        .client
+        .get(format!("{}/deliveries/{id}", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.contains(r#""payload":{"zeta":1,"alpha":[true,"a b"]}"#),
+        "key order kept in the log: {log}"
+    );
+
+    let respaced = format!(
+        "{{\"event\": \"doc.saved\", \"idempotency_key\": \"doc-1\", \"payload\": {}}}",
+        r#"{"alpha":[true,"a b"],"zeta":1}"#
+    );
+    let again = api
+        .raw(Method::POST, "/events", "application/json", &respaced)
+        .await;
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.json);
+    assert_eq!(again.json, first.json, "the same JSON value is the same request");
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+}
