@@ -788,7 +788,11 @@ async fn payloads_are_delivered_exactly_as_published() {
         .await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.json);
     let got = rx.next().await;
-    assert_eq!(got.body, payload.as_bytes(), "the body is the publisher's bytes");
+    assert_eq!(
+        got.body,
+        payload.as_bytes(),
+        "the body is the publisher's bytes"
+    );
 
     let id = first.json["delivery_ids"][0].as_str().unwrap();
     api.wait_state(id, "done").await;
@@ -814,6 +818,9 @@ async fn payloads_are_delivered_exactly_as_published() {
         .raw(Method::POST, "/events", "application/json", &respaced)
         .await;
     assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.json);
-    assert_eq!(again.json, first.json, "the same JSON value is the same request");
+    assert_eq!(
+        again.json, first.json,
+        "the same JSON value is the same request"
+    );
     assert_eq!(again.headers["idempotent-replayed"], "true");
 }
