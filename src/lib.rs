@@ -92,7 +92,7 @@ pub use hooks::{
     MAX_EXTRA_HEADERS, META_CONTENT_TYPE, META_WEBHOOK_ID, OutcomeKind, SUBSCRIPTIONS_QUEUE,
     SubscribeOptions, Subscription, SubscriptionUpdate, UrlResolver, check_event_name, handler_fn,
 };
-pub use memory::MemoryBackend;
+pub use memory::{MemoryBackend, QueueSnapshot};
 pub use model::{
     Action, Claim, Expect, Item, Key, Lease, MAX_PHASE_LEN, MAX_QUEUE_ID_LEN, Move, NewItem, Page,
     Phase, PhaseCounts, QueueConfig, QueueId, Retention, Secret, Selector, SweepReport, Timestamp,

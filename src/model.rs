@@ -398,7 +398,7 @@ impl fmt::Debug for Item {
 }
 
 /// An item to push.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewItem {
     /// The payload.
     pub payload: Vec<u8>,
@@ -437,7 +437,7 @@ impl NewItem {
 /// Items are ordered by key. `after` is a cursor (the last key of the previous page) and is
 /// the cheap way to page through a large queue; `offset` skips that many matching items
 /// after the cursor and costs time proportional to it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page {
     /// Only items in this phase (`None`: every phase).
     pub phase: Option<Phase>,
@@ -493,7 +493,7 @@ impl Page {
 }
 
 /// What `fetch` and `pop` select.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Selector {
     /// The item with this key, whatever its phase.
     Key(Key),
@@ -502,7 +502,7 @@ pub enum Selector {
 }
 
 /// A `claim` request: lease up to `limit` due pending items to `owner` until `lease_until`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// The consumer taking the items; `ack`/`nack` must name the same owner.
     pub owner: String,
@@ -513,7 +513,7 @@ pub struct Claim {
 }
 
 /// What a phase change requires of the item before it is applied (compare-and-set).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Expect {
     /// The item must be in this phase.
     pub phase: Option<Phase>,
@@ -522,7 +522,7 @@ pub struct Expect {
 }
 
 /// What a phase change does to the item.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Action {
     /// Move the item (see [`Move`]).
     Move(Move),
@@ -535,7 +535,7 @@ pub enum Action {
 /// `metadata`, when given, replaces the item's metadata (all of it). Moving into `in_flight`
 /// is refused: only `claim` leases items. Staying in the same phase is allowed (to change
 /// only the error or the metadata).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Move {
     /// The new phase.
     pub phase: Phase,
@@ -587,7 +587,7 @@ impl From<Move> for Action {
 }
 
 /// A phase change: `expect` is checked and `action` applied in one atomic step.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     /// The precondition.
     pub expect: Expect,

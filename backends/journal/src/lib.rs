@@ -1,0 +1,153 @@
+//! hookspool-journal: a durable [`hookspool::Backend`] of its own design, a segmented
+//! append-only log with group commit and checkpoints.
+//!
+//! - **Log.** Every mutating call (`create_queue`, `push`, `pop`, `update`, `claim`, `sweep`,
+//!   `reset`, …) that changes something is one record appended to the current segment file:
+//!   `[length][crc32][operation]`, the operation with all its inputs, its timestamp included,
+//!   so that replaying it on the same state gives the same result. A record is all or
+//!   nothing: one whose checksum does not hold is never applied.
+//! - **Group commit.** One writer thread takes every record appended since its last round,
+//!   writes them with one `pwrite` and makes them durable with one `fdatasync`; a call returns
+//!   only once its own record is synced ([`Durability::Immediate`], the default).
+//!   [`Durability::Periodic`] returns once the record is written to the file (it survives
+//!   `kill -9`, not a power loss) and syncs on an interval: weaker, and named so.
+//! - **State.** The working state is a [`hookspool::MemoryBackend`] (the reference
+//!   implementation of the contract), rebuilt at open from the latest checkpoint plus the
+//!   records after it. Reads never touch the disk.
+//! - **Checkpoints and space.** After `checkpoint_bytes` of log (64 MiB by default) the state
+//!   is written to the `checkpoint` file (to a temporary name, synced, renamed, directory
+//!   synced) and every segment before it is deleted: a drained queue shrinks to one segment
+//!   and a small checkpoint, and open replays only the log since the checkpoint.
+//! - **Segments** are preallocated with zeros (writing into allocated bytes needs no metadata
+//!   journal commit, so each fdatasync is cheaper) and the directory is synced whenever a
+//!   segment or the checkpoint is created, renamed or deleted. A failed write or sync
+//!   **poisons** the backend: every later call fails with [`hookspool::Error::Poisoned`]
+//!   until it is reopened, which recovers from what is on disk.
+//! - **Recovery.** A torn last record (a crash mid-write) is cut off at open; the store always
+//!   opens. A damaged record elsewhere (a checksum that fails with valid records after it) is
+//!   reported as [`hookspool::Error::Corrupted`], never returned as data; with
+//!   [`JournalOptions::skip_corrupt`] open skips it and counts it in
+//!   [`JournalBackend::recovery`].
+//!
+//! It is written against hookspool's public API, passes the conformance kit, and has its
+//! own crash, torn-write and fault-injection tests.
+//!
+//! # Example
+//!
+//! ```
+//! use hookspool::{NewItem, QueueConfig, QueueId, Store};
+//! use hookspool_journal::JournalBackend;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> hookspool::Result<()> {
+//! # let tmp = tempfile::tempdir().unwrap();
+//! # let dir = tmp.path().join("data");
+//! let store = Store::new(JournalBackend::open(&dir)?);
+//! let orders = QueueId::new("orders")?;
+//! store.create_queue(QueueConfig::new(orders.clone())).await?;
+//! // Returns once the record is on the device (Durability::Immediate).
+//! store.push(&orders, NewItem::new(br#"{"id":1}"#.to_vec())).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Limits
+//!
+//! The whole state, payloads included, is held in memory (as in `MemoryBackend`): memory
+//! grows with the data stored, and a checkpoint copies the state while writers wait. One
+//! process opens a directory at a time (`hookspool.lock`, [`hookspool::Error::Locked`]).
+
+mod backend;
+mod log;
+mod record;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use backend::JournalBackend;
+
+/// When a mutating call returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Once its record is fdatasync'ed (group commit). Survives a crash and a power loss.
+    #[default]
+    Immediate,
+    /// Once its record is written to the file; the writer fdatasyncs every `interval` (and
+    /// on `Backend::sync`). Survives `kill -9`; a power loss can lose the last `interval`.
+    Periodic {
+        /// How often the log is synced.
+        interval: Duration,
+    },
+}
+
+/// An I/O step the journal is about to take, as shown to [`Faults`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoOp {
+    /// Writing `len` bytes of records to segment `segment` (0: the checkpoint file).
+    Write {
+        /// How many bytes.
+        len: usize,
+        /// Which segment.
+        segment: u64,
+    },
+    /// An fdatasync or fsync of a file.
+    Sync,
+    /// An fsync of the directory.
+    SyncDir,
+    /// Creating a segment file.
+    CreateSegment,
+}
+
+/// Fault injection for tests: called before each I/O step; an error makes that step fail
+/// as if the operating system had failed it.
+pub trait Faults: Send + Sync + std::fmt::Debug {
+    /// `Err` to fail the step.
+    ///
+    /// # Errors
+    /// The error the step fails with.
+    fn check(&self, op: IoOp) -> std::io::Result<()>;
+}
+
+/// Settings of [`JournalBackend::open_with`].
+#[derive(Clone, Debug)]
+pub struct JournalOptions {
+    /// When calls return (default [`Durability::Immediate`]).
+    pub durability: Durability,
+    /// Size of a segment file (default 32 MiB).
+    pub segment_size: u64,
+    /// Whether new segments are filled with zeros up front (default `true`).
+    pub preallocate: bool,
+    /// Log bytes after which a checkpoint is written in the background (default 64 MiB).
+    pub checkpoint_bytes: u64,
+    /// Open even if records in the middle of the log are damaged, skipping them (default
+    /// `false`: such a log is refused with `Corrupted`). What was skipped is counted in
+    /// [`JournalBackend::recovery`]; later records that depended on it may not replay and are
+    /// skipped too.
+    pub skip_corrupt: bool,
+    /// Fault injection (tests).
+    pub faults: Option<Arc<dyn Faults>>,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions {
+            durability: Durability::Immediate,
+            segment_size: 32 << 20,
+            preallocate: true,
+            checkpoint_bytes: 64 << 20,
+            skip_corrupt: false,
+            faults: None,
+        }
+    }
+}
+
+/// What open found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Records replayed on top of the checkpoint.
+    pub replayed_records: u64,
+    /// Bytes of a torn last record cut off (0 if the log ended cleanly).
+    pub truncated_bytes: u64,
+    /// Damaged or unreplayable records skipped ([`JournalOptions::skip_corrupt`] only).
+    pub skipped_records: u64,
+}
