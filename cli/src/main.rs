@@ -1,5 +1,5 @@
 //! The `hookspool` binary: parses arguments, sets up logging, and hands over to
-//! [`hookspool_cli::main_with`] with the sled backend.
+//! [`hookspool_cli::main_with`] with the backend the data directory holds (sled or journal).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -37,5 +37,12 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    // The offline commands open whichever durable store the directory holds (sled for a new
+    // one, as the daemon does).
+    if hookspool_cli::serve::BackendKind::detect(&cli.data_dir)
+        == Some(hookspool_cli::serve::BackendKind::Journal)
+    {
+        return hookspool_cli::main_with(cli, |dir| hookspool_journal::JournalBackend::open(dir));
+    }
     hookspool_cli::main_with(cli, |dir| hookspool_sled::SledBackend::open(dir))
 }

@@ -50,6 +50,29 @@ pub enum BackendKind {
     Sled,
     /// In memory: nothing survives a restart. For trying things out and tests.
     Memory,
+    /// The journal (a segmented log with group commit, `hookspool-journal`) in the data
+    /// directory: durable.
+    Journal,
+}
+
+impl BackendKind {
+    /// Which durable backend's files `dir` holds: the journal's (`checkpoint`,
+    /// `journal-*.log`), sled's (`db`, `conf`), or `None` (empty or missing).
+    pub fn detect(dir: &Path) -> Option<BackendKind> {
+        let entries = std::fs::read_dir(dir).ok()?;
+        let mut found = None;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == "checkpoint" || (name.starts_with("journal-") && name.ends_with(".log")) {
+                return Some(BackendKind::Journal);
+            }
+            if name == "db" || name == "conf" {
+                found = Some(BackendKind::Sled);
+            }
+        }
+        found
+    }
 }
 
 /// `hookspool serve` flags. Each can also come from an environment variable or the config
@@ -65,8 +88,9 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKSPOOL_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Storage backend [default: sled]: `sled` (durable, in the data directory) or `memory`
-    /// (nothing survives a restart).
+    /// Storage backend [default: the one whose files the data directory holds, else sled]:
+    /// `sled` or `journal` (durable, in the data directory), or `memory` (nothing survives a
+    /// restart).
     #[arg(long, env = "HOOKSPOOL_BACKEND", value_enum)]
     pub backend: Option<BackendKind>,
 
@@ -320,9 +344,10 @@ impl ServeConfig {
             )));
         }
         let sources = sources(file.sources, &channels, listen, public_url.as_deref())?;
+        let backend = backend(args.backend.or(file.backend), &data_dir)?;
         Ok(ServeConfig {
             data_dir,
-            backend: args.backend.or(file.backend).unwrap_or_default(),
+            backend,
             public_url,
             listen,
             tokens: tokens.into_iter().map(Secret::new).collect(),
@@ -337,6 +362,29 @@ impl ServeConfig {
             sources,
             callbacks,
         })
+    }
+}
+
+/// The backend: as asked, if the data directory does not hold another one's files; else the
+/// one it holds; else sled.
+fn backend(asked: Option<BackendKind>, dir: &Path) -> Result<BackendKind, CliError> {
+    let found = BackendKind::detect(dir);
+    match (asked, found) {
+        (Some(BackendKind::Memory), _) => Ok(BackendKind::Memory),
+        (Some(a), Some(f)) if a != f => {
+            let (a, f) = (
+                format!("{a:?}").to_lowercase(),
+                format!("{f:?}").to_lowercase(),
+            );
+            Err(CliError::Input(format!(
+                "data directory {} holds a {f} store, not {a}: pass --backend {f} or use \
+                 another directory",
+                dir.display()
+            )))
+        }
+        (Some(a), _) => Ok(a),
+        (None, Some(f)) => Ok(f),
+        (None, None) => Ok(BackendKind::Sled),
     }
 }
 
@@ -513,6 +561,22 @@ pub async fn serve(
                     },
                     e => CliError::Store(e),
                 })?;
+            serve_on(Store::new(backend), config, shutdown, ready).await
+        }
+        BackendKind::Journal => {
+            let backend =
+                hookspool_journal::JournalBackend::open(&config.data_dir).map_err(|e| match e {
+                    hookspool::Error::Locked { .. } => CliError::Locked {
+                        dir: config.data_dir.clone(),
+                    },
+                    e => CliError::Store(e),
+                })?;
+            let report = backend.recovery();
+            tracing::info!(
+                replayed = report.replayed_records,
+                truncated_bytes = report.truncated_bytes,
+                "journal opened"
+            );
             serve_on(Store::new(backend), config, shutdown, ready).await
         }
         BackendKind::Memory => {

@@ -144,8 +144,53 @@ fn serve_help_documents_every_setting() {
         "--concurrency",
         "--retry-schedule",
         "--shutdown-grace",
+        "--backend",
+        "--public-url",
+        "--callback-timeout",
+        "--callback-concurrency",
         "HOOKSPOOL_TOKENS",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }
+}
+
+/// `--backend journal`: the daemon runs on the journal; afterwards the offline tool finds
+/// the journal's files and opens it, and asking the daemon for sled on it is refused.
+#[test]
+fn serve_runs_on_the_journal_and_the_cli_follows_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path(), &["--backend", "journal"]);
+    let (status, body) = get(&addr, "/readyz", None);
+    assert!(status.contains("200"), "{status}: {body}");
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    assert!(
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("journal-")),
+        "the journal's segment files are there"
+    );
+    let out = hookspool()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["queues", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hookspool.deliveries"));
+
+    let out = hookspool()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--backend", "sled"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds a journal store"), "{err}");
 }
