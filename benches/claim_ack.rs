@@ -1,6 +1,7 @@
 //! Benchmark: how fast can a consumer take items off a queue? Claim 1024, ack each one, per
 //! round, from a pre-filled queue (the fill is not timed), on every backend and durability
-//! mode, each printed as a ratio to the raw disk baseline measured in the same run.
+//! mode, each printed as a ratio to the raw disk baseline and to SQLite doing the same claims
+//! and acks (WAL, `synchronous=FULL`), both measured in the same run.
 //!
 //! `cargo bench -p hookspool-benches --bench claim_ack [-- FILTER]`; counts and runs come
 //! from `HOOKSPOOL_BENCH_N`, `HOOKSPOOL_BENCH_N_DURABLE`, `HOOKSPOOL_BENCH_RUNS`.
@@ -16,6 +17,7 @@ use hookspool::{Phase, Retention};
 
 use common::backends::{Mode, create_queue, fill, runtime};
 use common::raw::{self, percentile_us};
+use common::sqlite::{self, Ack, Schema};
 use common::table::{Table, disk, median, micros, p50_ratio_to, rate, ratio_to, rss_mib, spread};
 use common::{
     BATCH, BenchResult, ChildArgs, Metrics, Samples, Settings, child_main, data_root, print_footer,
@@ -32,6 +34,28 @@ fn main() -> BenchResult<()> {
 const RAW_PER_RECORD: &str = "raw-per-record";
 const RAW_PER_BATCH: &str = "raw-per-batch";
 const CLAIM_ACK: &str = "claim-ack";
+/// SQLite: claim 1024 per transaction, then one transaction per ack (what hookspool's
+/// claim + ack case does: one durable `ack` call per item).
+const SQLITE_ACK_EACH: &str = "sqlite-claim-ack-1";
+/// SQLite: claim 1024 per transaction, then ack the 1024 in one transaction ("popping 1024
+/// per transaction", the issue's reference for batched claim + ack).
+const SQLITE_ACK_BATCH: &str = "sqlite-claim-ack-batch";
+/// The SQLite cases with their acks, table labels and counts' names.
+const SQLITE_CASES: [(&str, Ack, &str); 2] = [
+    (
+        SQLITE_ACK_EACH,
+        Ack::PerItem,
+        "SQLite: claim 1024/tx, 1 ack/tx",
+    ),
+    (
+        SQLITE_ACK_BATCH,
+        Ack::PerBatch,
+        "SQLite: claim 1024/tx, 1024 acks/tx",
+    ),
+];
+/// The claim needs the pending index: with `Retention::Keep` semantics (acked rows stay, as
+/// done) a bare table makes every claim walk past all the rows acked before it.
+const SQLITE_SCHEMA: Schema = Schema::Indexed;
 
 fn parent() -> BenchResult<()> {
     let settings = Settings::from_env()?;
@@ -45,11 +69,12 @@ fn parent() -> BenchResult<()> {
         &[
             ("HOOKSPOOL_BENCH_N (batches, memory)", n),
             (
-                "HOOKSPOOL_BENCH_N_DURABLE (sled: one ack per call)",
+                "HOOKSPOOL_BENCH_N_DURABLE (sled, SQLite: one ack per call)",
                 n_durable,
             ),
         ],
     );
+    println!("- {}\n", sqlite::describe());
 
     let mut plan: Vec<Planned<'_>> = vec![
         (RAW_PER_RECORD.into(), RAW_PER_RECORD, None, n_durable),
@@ -64,6 +89,13 @@ fn parent() -> BenchResult<()> {
         };
         if settings.wants(&id) {
             plan.push((id, CLAIM_ACK, Some(mode), n));
+        }
+    }
+    for (case, ack, _) in SQLITE_CASES {
+        // One commit per ack waits for an fsync per item, as sled Immediate's acks do.
+        let n = if ack == Ack::PerItem { n_durable } else { n };
+        if settings.wants(case) {
+            plan.push((case.into(), case, None, n));
         }
     }
 
@@ -129,14 +161,27 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
             "ratio to fdatasync per 1024",
             "ack p50 / p99 µs",
             "ack p50 ratio to fdatasync p50",
+            "ratio to SQLite 1 ack/tx",
+            "ratio to SQLite 1024 acks/tx",
             "peak RSS MiB",
             "disk after MB (apparent / alloc)",
         ],
     );
-    for (id, _, mode, n) in plan {
-        let Some(mode) = mode else { continue };
+    // Hookspool rows (every mode of `Mode::ALL`, as planned), then SQLite's.
+    for (id, case, mode, n) in plan {
+        let (label, vs_each, vs_batch) = match mode {
+            Some(mode) => (
+                mode.label(),
+                ratio_to(samples, id, SQLITE_ACK_EACH),
+                ratio_to(samples, id, SQLITE_ACK_BATCH),
+            ),
+            None => match SQLITE_CASES.iter().find(|c| c.0 == *case) {
+                Some((_, _, label)) => (*label, "-".into(), "-".into()),
+                None => continue,
+            },
+        };
         t.row(vec![
-            mode.label().into(),
+            label.into(),
             n.to_string(),
             median(samples.get(id, "ops_per_s"), rate),
             spread(samples.get(id, "us_per_op"), micros),
@@ -144,6 +189,8 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
             ratio_to(samples, id, RAW_PER_BATCH),
             latency(samples, id),
             p50_ratio_to(samples, id, RAW_PER_RECORD),
+            vs_each,
+            vs_batch,
             rss_mib(samples, id),
             disk(samples, id, "disk"),
         ]);
@@ -151,9 +198,15 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
     t.print();
     println!(
         "An item is one claim share plus one ack call (each ack is its own durable write in \
-         sled Immediate); a batched mode's time includes its final sync(). Ratio = items/s ÷ \
-         the raw baseline's records/s; the p50 ratio compares one ack call with one \
-         write + fdatasync (robust to stalls caused by other processes). The peak RSS includes the untimed pre-fill.\n"
+         sled Immediate: hookspool has no batched ack, so its rows are \"1 ack per call\"); a \
+         batched mode's time includes its final sync(). Ratio = items/s ÷ the raw baseline's \
+         records/s, or ÷ SQLite's items/s; the p50 ratio compares one ack call with one \
+         write + fdatasync (robust to stalls caused by other processes). SQLite (pending \
+         index, WAL, synchronous=FULL): a claim is one BEGIN IMMEDIATE transaction that \
+         selects the next 1024 rows with state = 0 (id and payload) and sets state = 1; an \
+         ack sets state = 2 and keeps the row (as retention Keep does), one autocommit \
+         UPDATE per item or all 1024 in one transaction; its ack latency is one ack \
+         commit's. The peak RSS includes the untimed pre-fill.\n"
     );
 }
 
@@ -175,6 +228,8 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
             let mode = Mode::parse(args.str("mode")?)?;
             runtime()?.block_on(claim_ack(mode, &dir, n))
         }
+        SQLITE_ACK_EACH => sqlite::claim_ack(&dir, SQLITE_SCHEMA, n, Ack::PerItem),
+        SQLITE_ACK_BATCH => sqlite::claim_ack(&dir, SQLITE_SCHEMA, n, Ack::PerBatch),
         _ => Err(format!("unknown case {case:?}").into()),
     }
 }

@@ -251,6 +251,7 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
         match mode.open(&dir)? {
             AnyStore::Memory(s) => measure(case, s, &receiver, n, subs).await,
             AnyStore::Sled(s) => measure(case, s, &receiver, n, subs).await,
+            AnyStore::Journal(s) => measure(case, s, &receiver, n, subs).await,
         }
     })
 }

@@ -1,7 +1,8 @@
 //! Benchmark: how fast can items be pushed durably? 256-byte payloads from 1 producer (one
 //! item per call), from 64 concurrent producers (tokio tasks, one item per call) and in
 //! batches of 1024 per call, on every backend and durability mode, each printed as a ratio
-//! to the raw disk baseline measured in the same run.
+//! to the raw disk baseline and to SQLite doing the same pushes (WAL, `synchronous=FULL`),
+//! both measured in the same run.
 //!
 //! `cargo bench -p hookspool-benches --bench push [-- FILTER]`; counts and runs come from
 //! `HOOKSPOOL_BENCH_N`, `HOOKSPOOL_BENCH_N_DURABLE`, `HOOKSPOOL_BENCH_N_GROUP`,
@@ -18,6 +19,7 @@ use hookspool::{NewItem, QueueId, Retention};
 
 use common::backends::{AnyStore, Mode, create_queue, runtime};
 use common::raw::{self, percentile_us};
+use common::sqlite::{self, Schema, Writers};
 use common::table::{Table, disk, median, micros, p50_ratio_to, rate, ratio_to, rss_mib, spread};
 use common::{
     BATCH, BenchResult, ChildArgs, Metrics, PRODUCERS, Samples, Settings, child_main, data_root,
@@ -34,11 +36,12 @@ fn main() -> BenchResult<()> {
 // ---- parent: plans the runs, prints the tables ------------------------------------------
 
 /// One measurement of the plan: `id` names it in the samples, `case` tells the child what
-/// to run.
+/// to run; a hookspool case has a `mode`, a SQLite case a `schema`, a raw case neither.
 struct Planned {
     id: String,
     case: &'static str,
     mode: Option<Mode>,
+    schema: Option<Schema>,
     n: usize,
 }
 
@@ -47,27 +50,36 @@ const RAW_GROUP: &str = "raw-group";
 const RAW_PER_BATCH: &str = "raw-per-batch";
 const RAW_ONE_WRITE: &str = "raw-one-write";
 
-/// The push shapes, with the raw baseline each is compared with.
-const SHAPES: [(&str, &str, &str, &str); 3] = [
+/// The push shapes: the hookspool case, the SQLite case doing the same pushes, the shape's
+/// description, and the raw baseline it is compared with.
+const SHAPES: [(&str, &str, &str, &str, &str); 3] = [
     (
         "push-1",
+        "sqlite-push-1",
         "1 producer × 1 item/call",
         RAW_PER_RECORD,
         "fdatasync per record",
     ),
     (
         "push-64",
+        "sqlite-push-64",
         "64 tasks × 1 item/call",
         RAW_GROUP,
         "group commit, 64 threads",
     ),
     (
         "push-batch",
+        "sqlite-push-batch",
         "1 producer × 1024 items/call",
         RAW_PER_BATCH,
         "fdatasync per 1024",
     ),
 ];
+
+/// The id of the SQLite case of shape `case` with `schema` in the samples.
+fn sqlite_id(case: &str, schema: Schema) -> String {
+    format!("sqlite-{case} {}", schema.name())
+}
 
 fn parent() -> BenchResult<()> {
     let settings = Settings::from_env()?;
@@ -91,6 +103,7 @@ fn parent() -> BenchResult<()> {
             ),
         ],
     );
+    println!("- {}\n", sqlite::describe());
 
     let mut plan = vec![
         raw_case(RAW_PER_RECORD, n_durable),
@@ -111,6 +124,27 @@ fn parent() -> BenchResult<()> {
                     id,
                     case,
                     mode: Some(mode),
+                    schema: None,
+                    n,
+                });
+            }
+        }
+    }
+    // SQLite commits wait for an fsync, so it gets the counts of the durable modes.
+    for schema in Schema::ALL {
+        for (case, sqlite_case, ..) in SHAPES {
+            let n = match case {
+                "push-1" => n_durable,
+                "push-64" => n_group,
+                _ => n,
+            };
+            let id = sqlite_id(case, schema);
+            if settings.wants(&id) {
+                plan.push(Planned {
+                    id,
+                    case: sqlite_case,
+                    mode: None,
+                    schema: Some(schema),
                     n,
                 });
             }
@@ -129,11 +163,16 @@ fn parent() -> BenchResult<()> {
             if let Some(mode) = p.mode {
                 args.push(("mode", mode.name().to_owned()));
             }
+            if let Some(schema) = p.schema {
+                args.push(("schema", schema.name().to_owned()));
+                args.push(("writers", Writers::SharedConnection.name().to_owned()));
+            }
             run_case(&mut samples, &p.id, p.case, &args)?;
         }
     }
     print_raw(&samples, &plan);
     print_push(&samples, &plan);
+    print_versus_sqlite(&samples);
     print_footer();
     Ok(())
 }
@@ -143,6 +182,7 @@ fn raw_case(case: &'static str, n: usize) -> Planned {
         id: case.to_owned(),
         case,
         mode: None,
+        schema: None,
         n,
     }
 }
@@ -212,45 +252,126 @@ fn print_push(samples: &Samples, plan: &[Planned]) {
             "ratio to raw",
             "p50 ratio",
             "raw baseline",
+            "ratio to SQLite (index / bare)",
             "peak RSS MiB",
             "disk after push MB (apparent / alloc)",
         ],
     );
-    for p in plan.iter().filter(|p| p.mode.is_some()) {
-        let Some(mode) = p.mode else { continue };
-        let Some((_, shape, base, base_name)) = SHAPES.iter().find(|s| s.0 == p.case) else {
+    // Hookspool rows first (every mode of `Mode::ALL`, as planned), then SQLite's.
+    let rows = plan
+        .iter()
+        .filter(|p| p.mode.is_some())
+        .chain(plan.iter().filter(|p| p.schema.is_some()));
+    for p in rows {
+        let Some((case, _, shape, base, base_name)) =
+            SHAPES.iter().find(|s| s.0 == p.case || s.1 == p.case)
+        else {
             continue;
+        };
+        let (label, vs_sqlite) = match (p.mode, p.schema) {
+            (Some(mode), _) => (mode.label(), versus_sqlite(samples, &p.id, case)),
+            (None, Some(schema)) => (schema.label(), "-".into()),
+            (None, None) => continue,
         };
         let lat = match (samples.get(&p.id, "p50_us"), samples.get(&p.id, "p99_us")) {
             (Some(a), Some(b)) => format!("{} / {}", micros(a.median), micros(b.median)),
             _ => "-".into(),
         };
         t.row(vec![
-            mode.label().into(),
+            label.into(),
             (*shape).into(),
             p.n.to_string(),
             median(samples.get(&p.id, "ops_per_s"), rate),
             spread(samples.get(&p.id, "us_per_op"), micros),
             lat,
             ratio_to(samples, &p.id, base),
-            if p.case == "push-batch" {
+            if *case == "push-batch" {
                 "-".into()
             } else {
                 p50_ratio_to(samples, &p.id, base)
             },
             (*base_name).into(),
+            vs_sqlite,
             rss_mib(samples, &p.id),
             disk(samples, &p.id, "disk"),
         ]);
     }
     t.print();
     println!(
-        "ops/s = items per second; ratio = hookspool ops/s ÷ the raw baseline's ops/s \
-         (>1 means faster than the disk limit, possible only when not syncing per call); \
-         p50 ratio = the raw baseline's median call latency ÷ this case's (robust to stalls \
-         caused by other processes sharing the disk). Disk usage is measured after the store \
-         is closed.\n"
+        "ops/s = items per second; ratio = ops/s ÷ the raw baseline's ops/s (>1 means faster \
+         than the disk limit, possible only when not syncing per call); p50 ratio = the raw \
+         baseline's median call latency ÷ this case's (robust to stalls caused by other \
+         processes sharing the disk); ratio to SQLite = hookspool ops/s ÷ SQLite's ops/s for \
+         the same shape, with the pending index / with the bare table. SQLite: one call = one \
+         transaction (autocommit INSERT, or BEGIN IMMEDIATE + 1024 INSERTs + COMMIT), each \
+         durable at commit (WAL fsync'ed, synchronous=FULL). 64 producers = 64 OS threads \
+         sharing one connection behind a Mutex, each holding it for its own one-INSERT \
+         transaction (SQLite admits one writer at a time; a connection per thread with a busy \
+         timeout makes the losers sleep in the busy handler instead). \"pending index\" = \
+         CREATE INDEX … ON outbox(id) WHERE state = 0, what a claim needs so as not to scan \
+         (hookspool keeps such an index too); \"bare table\" = perf-baseline.md's table alone. \
+         Disk usage is measured after the store or database is closed (closing SQLite's last \
+         connection checkpoints and removes the WAL).\n"
     );
+}
+
+/// `a× / b×`: the ops/s of hookspool case `id` ÷ SQLite's of shape `case`, with each schema.
+fn versus_sqlite(samples: &Samples, id: &str, case: &str) -> String {
+    let ratios: Vec<String> = Schema::ALL
+        .into_iter()
+        .map(|schema| ratio_to(samples, id, &sqlite_id(case, schema)))
+        .collect();
+    ratios.join(" / ")
+}
+
+/// One row per shape, one column per hookspool mode (whatever `Mode::ALL` holds), each cell
+/// that mode's ops/s as ratios to the raw baseline and to SQLite: the issue's targets at a
+/// glance.
+fn print_versus_sqlite(samples: &Samples) {
+    let mut header = vec![
+        "shape".to_owned(),
+        "raw ops/s".to_owned(),
+        "SQLite ops/s (index / bare)".to_owned(),
+        "SQLite ÷ raw (index)".to_owned(),
+    ];
+    header.extend(
+        Mode::ALL
+            .iter()
+            .map(|m| format!("{}: ops/s, ÷ raw, ÷ SQLite (index / bare)", m.label())),
+    );
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = Table::new(
+        "Push versus the raw disk and SQLite (same run, medians)",
+        &header,
+    );
+    for (case, _, shape, base, _) in SHAPES {
+        let indexed = sqlite_id(case, Schema::Indexed);
+        let sqlite_rates: Vec<String> = Schema::ALL
+            .into_iter()
+            .map(|s| median(samples.get(&sqlite_id(case, s), "ops_per_s"), rate))
+            .collect();
+        let mut row = vec![
+            shape.to_owned(),
+            median(samples.get(base, "ops_per_s"), rate),
+            sqlite_rates.join(" / "),
+            ratio_to(samples, &indexed, base),
+        ];
+        for mode in Mode::ALL {
+            let id = format!("{case} {}", mode.name());
+            row.push(if samples.count(&id) == 0 {
+                "-".into()
+            } else {
+                format!(
+                    "{}, {}, {}",
+                    median(samples.get(&id, "ops_per_s"), rate),
+                    ratio_to(samples, &id, base),
+                    versus_sqlite(samples, &id, case)
+                )
+            });
+        }
+        t.row(row);
+    }
+    t.print();
 }
 
 // ---- child: one measurement ---------------------------------------------------------------
@@ -266,6 +387,17 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
         "push-1" | "push-64" | "push-batch" => {
             let mode = Mode::parse(args.str("mode")?)?;
             runtime()?.block_on(push_case(case, mode, &dir, n))
+        }
+        "sqlite-push-1" | "sqlite-push-64" | "sqlite-push-batch" => {
+            let schema = Schema::parse(args.str("schema")?)?;
+            match case {
+                "sqlite-push-1" => sqlite::push_per_call(&dir, schema, n),
+                "sqlite-push-64" => {
+                    let writers = Writers::parse(args.str("writers")?)?;
+                    sqlite::push_concurrent(&dir, schema, n, PRODUCERS, writers)
+                }
+                _ => sqlite::push_batches(&dir, schema, n),
+            }
         }
         _ => Err(format!("unknown case {case:?}").into()),
     }

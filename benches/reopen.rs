@@ -1,7 +1,8 @@
 //! Benchmark: what does a big queue cost? Reopen + count with 1,000,000 pending items (the
 //! fill is not timed), bytes on disk after the push and after draining, and peak RSS, with
 //! the raw disk baseline of the same run (append rates, and a full CRC-checked scan of a
-//! plain log holding the same records as the reopen baseline).
+//! plain log holding the same records as the reopen baseline) and SQLite holding the same
+//! items (WAL, `synchronous=FULL`).
 //!
 //! `cargo bench -p hookspool-benches --bench reopen [-- FILTER]`; counts and runs come from
 //! `HOOKSPOOL_BENCH_N_REOPEN`, `HOOKSPOOL_BENCH_N`, `HOOKSPOOL_BENCH_N_DURABLE`,
@@ -18,6 +19,7 @@ use hookspool::Retention;
 
 use common::backends::{Mode, create_queue, fill, queue_id, runtime};
 use common::raw;
+use common::sqlite::{self, Schema};
 use common::table::{
     Table, disk, median, megabytes, micros, rate, ratio, ratio_to, rss_mib, spread,
 };
@@ -40,9 +42,101 @@ const RAW_SCAN: &str = "raw-scan";
 const FILL: &str = "fill";
 const REOPEN: &str = "reopen";
 const DRAIN: &str = "drain";
+const SQLITE_FILL: &str = "sqlite-fill";
+const SQLITE_REOPEN: &str = "sqlite-reopen";
+const SQLITE_DRAIN: &str = "sqlite-drain";
 
-/// The durable mode reopened (the mode changes how writes are synced, not what is stored).
-const DURABLE: Mode = Mode::SledImmediate;
+/// What holds the big queue: a hookspool backend in one of its modes, or SQLite.
+#[derive(Clone, Copy, Debug)]
+enum Subject {
+    Hookspool(Mode),
+    Sqlite(Schema),
+}
+
+impl Subject {
+    /// The subjects measured: the first on-disk mode of each backend (the part of
+    /// [`Mode::name`] before its first '-': a backend's modes differ in how writes are
+    /// synced, not in what is stored or how it reopens), then SQLite with each schema.
+    fn all() -> Vec<Subject> {
+        let mut backends: Vec<&str> = Vec::new();
+        let mut subjects = Vec::new();
+        for mode in Mode::ALL.into_iter().filter(|m| m.on_disk()) {
+            let backend = mode.name().split('-').next().unwrap_or_default();
+            if !backends.contains(&backend) {
+                backends.push(backend);
+                subjects.push(Subject::Hookspool(mode));
+            }
+        }
+        subjects.extend(Schema::ALL.map(Subject::Sqlite));
+        subjects
+    }
+
+    /// The id of step `case` (fill, reopen, drain) of this subject in the samples.
+    fn id(self, case: &str) -> String {
+        match self {
+            Subject::Hookspool(mode) => format!("{case} {}", mode.name()),
+            Subject::Sqlite(schema) => format!("sqlite-{case} {}", schema.name()),
+        }
+    }
+
+    /// The child case running step `case` for this subject.
+    fn child_case(self, case: &'static str) -> &'static str {
+        match (self, case) {
+            (Subject::Hookspool(_), _) => case,
+            (Subject::Sqlite(_), FILL) => SQLITE_FILL,
+            (Subject::Sqlite(_), REOPEN) => SQLITE_REOPEN,
+            (Subject::Sqlite(_), _) => SQLITE_DRAIN,
+        }
+    }
+
+    /// The name printed in tables.
+    fn label(self) -> &'static str {
+        match self {
+            Subject::Hookspool(mode) => mode.label(),
+            Subject::Sqlite(schema) => schema.label(),
+        }
+    }
+
+    /// A scratch directory name.
+    fn dir_name(self) -> String {
+        self.id("data").replace(' ', "-")
+    }
+
+    /// Runs step `case` of this subject on `dir` holding `n` items.
+    fn run(
+        self,
+        samples: &mut Samples,
+        case: &'static str,
+        dir: &tempfile::TempDir,
+        n: usize,
+    ) -> BenchResult<()> {
+        let mut args = vec![
+            ("dir", dir.path().display().to_string()),
+            ("n", n.to_string()),
+        ];
+        match self {
+            Subject::Hookspool(mode) => args.push(("mode", mode.name().into())),
+            Subject::Sqlite(schema) => args.push(("schema", schema.name().into())),
+        }
+        run_case(samples, &self.id(case), self.child_case(case), &args)
+    }
+}
+
+/// The ids of SQLite's step `case` with each schema, for ratio columns.
+fn sqlite_ids(case: &str) -> Vec<String> {
+    Schema::ALL
+        .into_iter()
+        .map(|s| Subject::Sqlite(s).id(case))
+        .collect()
+}
+
+/// `a / b` of the median `key` of cases `a` and `b`.
+fn key_ratio(samples: &Samples, a: &str, b: &str, key: &str) -> String {
+    match (samples.get(a, key), samples.get(b, key)) {
+        (Some(x), Some(y)) if y.median > 0.0 => ratio(x.median / y.median),
+        _ => "-".into(),
+    }
+}
 
 #[allow(clippy::too_many_lines)] // one straight sequence: plan, run, print
 fn parent() -> BenchResult<()> {
@@ -64,8 +158,11 @@ fn parent() -> BenchResult<()> {
             ),
         ],
     );
-    let sled_id = |case: &str| format!("{case} {}", DURABLE.name());
-    let sled = settings.wants(&sled_id(REOPEN));
+    println!("- {}\n", sqlite::describe());
+    let subjects: Vec<Subject> = Subject::all()
+        .into_iter()
+        .filter(|s| settings.wants(&s.id(REOPEN)))
+        .collect();
     let memory = settings.wants("fill memory");
     let mut samples = Samples::default();
     let big = |dir: &tempfile::TempDir| {
@@ -79,11 +176,11 @@ fn parent() -> BenchResult<()> {
     eprintln!("reopen: filling");
     let scan_dir = scratch(&root, RAW_SCAN)?;
     run_case(&mut samples, RAW_SCAN_FILL, RAW_SCAN_FILL, &big(&scan_dir))?;
-    let sled_dir = scratch(&root, DURABLE.name())?;
-    if sled {
-        let mut args = big(&sled_dir);
-        args.push(("mode", DURABLE.name().into()));
-        run_case(&mut samples, &sled_id(FILL), FILL, &args)?;
+    let mut dirs = Vec::with_capacity(subjects.len());
+    for &subject in &subjects {
+        let dir = scratch(&root, &subject.dir_name())?;
+        subject.run(&mut samples, FILL, &dir, n_big)?;
+        dirs.push((subject, dir));
     }
     for round in 1..=settings.runs {
         eprintln!("reopen: round {round}/{}", settings.runs);
@@ -96,10 +193,8 @@ fn parent() -> BenchResult<()> {
             run_case(&mut samples, case, case, &args)?;
         }
         run_case(&mut samples, RAW_SCAN, RAW_SCAN, &big(&scan_dir))?;
-        if sled {
-            let mut args = big(&sled_dir);
-            args.push(("mode", DURABLE.name().into()));
-            run_case(&mut samples, &sled_id(REOPEN), REOPEN, &args)?;
+        for (subject, dir) in &dirs {
+            subject.run(&mut samples, REOPEN, dir, n_big)?;
         }
         if memory {
             let dir = scratch(&root, Mode::Memory.name())?;
@@ -108,11 +203,9 @@ fn parent() -> BenchResult<()> {
             run_case(&mut samples, "fill memory", FILL, &args)?;
         }
     }
-    if sled {
-        eprintln!("reopen: draining");
-        let mut args = big(&sled_dir);
-        args.push(("mode", DURABLE.name().into()));
-        run_case(&mut samples, &sled_id(DRAIN), DRAIN, &args)?;
+    eprintln!("reopen: draining");
+    for (subject, dir) in &dirs {
+        subject.run(&mut samples, DRAIN, dir, n_big)?;
     }
 
     let mut t = Table::new(
@@ -159,6 +252,7 @@ fn parent() -> BenchResult<()> {
     ]);
     t.print();
 
+    let sqlite_reopens = sqlite_ids(REOPEN);
     let mut t = Table::new(
         "Reopen + count (warm page cache: the data was just written)",
         &[
@@ -168,30 +262,43 @@ fn parent() -> BenchResult<()> {
             "count ms",
             "open + count ms median (min..max)",
             "time ÷ raw scan",
+            "time ÷ SQLite (index / bare)",
             "peak RSS MiB",
         ],
     );
-    if sled {
-        let id = sled_id(REOPEN);
-        let scan = samples.get(RAW_SCAN, "total_ms");
-        let total = samples.get(&id, "total_ms");
-        let vs = match (total, scan) {
-            (Some(a), Some(b)) if b.median > 0.0 => ratio(a.median / b.median),
-            _ => "-".into(),
+    for (subject, _) in &dirs {
+        let id = subject.id(REOPEN);
+        let vs_sqlite = match subject {
+            Subject::Hookspool(_) => sqlite_reopens
+                .iter()
+                .map(|s| key_ratio(&samples, &id, s, "total_ms"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            Subject::Sqlite(_) => "-".into(),
         };
         t.row(vec![
-            "sled".into(),
+            subject.label().into(),
             n_big.to_string(),
             median(samples.get(&id, "open_ms"), micros),
             median(samples.get(&id, "count_ms"), micros),
-            spread(total, micros),
-            vs,
+            spread(samples.get(&id, "total_ms"), micros),
+            key_ratio(&samples, &id, RAW_SCAN, "total_ms"),
+            vs_sqlite,
             rss_mib(&samples, &id),
         ]);
     }
     t.print();
+    println!(
+        "A hookspool backend opens and counts its queue; SQLite opens the database (pragmas \
+         included) and runs SELECT count(*) FROM outbox WHERE state = 0, which reads the \
+         pending index (or, bare, the whole table): SQLite keeps no row count. Time ratios: \
+         >1 means slower.\n"
+    );
 
-    let payload_mb = megabytes((n_big * PAYLOAD_LEN) as f64);
+    let payload_bytes = (n_big * PAYLOAD_LEN) as f64;
+    let payload_mb = megabytes(payload_bytes);
+    let sqlite_fills = sqlite_ids(FILL);
+    let sqlite_drains = sqlite_ids(DRAIN);
     let mut t = Table::new(
         &format!(
             "Space and memory with {n_big} items ({payload_mb} MB of payload); \
@@ -201,49 +308,117 @@ fn parent() -> BenchResult<()> {
             "backend",
             "fill items/s",
             "fill ratio to fdatasync per 1024",
+            "fill ratio to SQLite (index / bare)",
             "peak RSS MiB after fill",
             "disk after push MB (apparent / alloc)",
+            "alloc ÷ payload",
             "drain items/s",
             "drain ratio to fdatasync per 1024",
+            "drain ratio to SQLite (index / bare)",
             "peak RSS MiB drain",
             "disk after drain MB (apparent / alloc)",
         ],
     );
-    if sled {
-        let (fill_id, drain_id) = (sled_id(FILL), sled_id(DRAIN));
+    for (subject, _) in &dirs {
+        let (fill_id, drain_id) = (subject.id(FILL), subject.id(DRAIN));
+        let versus = |id: &str, bases: &[String]| match subject {
+            Subject::Hookspool(_) => bases
+                .iter()
+                .map(|b| ratio_to(&samples, id, b))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            Subject::Sqlite(_) => "-".into(),
+        };
+        let per_payload = samples
+            .get(&fill_id, "disk_alloc_bytes")
+            .map_or_else(|| "-".into(), |b| ratio(b.median / payload_bytes));
         t.row(vec![
-            format!("{} (fill: 1 run)", DURABLE.label()),
+            format!("{} (fill, drain: 1 run)", subject.label()),
             median(samples.get(&fill_id, "ops_per_s"), rate),
             ratio_to(&samples, &fill_id, RAW_PER_BATCH),
+            versus(&fill_id, &sqlite_fills),
             rss_mib(&samples, &fill_id),
             disk(&samples, &fill_id, "disk"),
+            per_payload,
             median(samples.get(&drain_id, "ops_per_s"), rate),
             ratio_to(&samples, &drain_id, RAW_PER_BATCH),
+            versus(&drain_id, &sqlite_drains),
             rss_mib(&samples, &drain_id),
             disk(&samples, &drain_id, "disk"),
         ]);
     }
     if memory {
         let id = "fill memory";
-        t.row(vec![
+        let mut row = vec![
             format!("memory ({} runs)", samples.count(id)),
             median(samples.get(id, "ops_per_s"), rate),
             ratio_to(&samples, id, RAW_PER_BATCH),
+            "-".into(),
             spread(samples.get(id, "peak_rss_kib"), |k| {
                 format!("{:.1}", k / 1024.0)
             }),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-            "-".into(),
-        ]);
+        ];
+        row.resize(12, "-".into());
+        t.row(row);
     }
     t.print();
     println!(
-        "Disk usage is measured with the store closed. The sled store is filled once, \
-         reopened in every round, and drained once after the last round.\n"
+        "Disk usage is measured with the store closed (SQLite: the last connection closed, \
+         which checkpoints and removes the WAL). Each store is filled once, reopened in every \
+         round, and drained once after the last round. SQLite's drain pops 1024 rows per \
+         BEGIN IMMEDIATE transaction (SELECT … WHERE state = 0 ORDER BY id LIMIT 1024, then \
+         DELETE each).\n"
     );
+
+    let sqlite_drained: Vec<Schema> = dirs
+        .iter()
+        .filter_map(|(s, _)| match s {
+            Subject::Sqlite(schema) => Some(*schema),
+            Subject::Hookspool(_) => None,
+        })
+        .collect();
+    if !sqlite_drained.is_empty() {
+        let mut t = Table::new(
+            "SQLite: giving the space back after draining (MB, apparent / alloc; database + WAL + shm)",
+            &[
+                "schema",
+                "after fill (closed)",
+                "drained, still open",
+                "+ wal_checkpoint(TRUNCATE)",
+                "+ close",
+                "+ VACUUM",
+                "free pages / pages before VACUUM",
+            ],
+        );
+        for schema in sqlite_drained {
+            let subject = Subject::Sqlite(schema);
+            let (fill_id, drain_id) = (subject.id(FILL), subject.id(DRAIN));
+            let pages = match (
+                samples.get(&drain_id, "free_pages"),
+                samples.get(&drain_id, "pages"),
+            ) {
+                (Some(f), Some(p)) => format!("{:.0} / {:.0}", f.median, p.median),
+                _ => "-".into(),
+            };
+            t.row(vec![
+                schema.label().into(),
+                disk(&samples, &fill_id, "disk"),
+                disk(&samples, &drain_id, "disk_drained"),
+                disk(&samples, &drain_id, "disk_truncated"),
+                disk(&samples, &drain_id, "disk"),
+                disk(&samples, &drain_id, "disk_vacuumed"),
+                pages,
+            ]);
+        }
+        t.print();
+        println!(
+            "Deleted rows' pages go to the database file's freelist, to be reused by later \
+             inserts: the file does not shrink until VACUUM (or auto_vacuum, off by default). \
+             The WAL keeps its largest size while a connection is open unless checkpointed \
+             with TRUNCATE (or journal_size_limit is set); closing the last connection \
+             removes it.\n"
+        );
+    }
     print_footer();
     Ok(())
 }
@@ -256,6 +431,14 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
         RAW_PER_BATCH => raw::per_batch(&dir, n, BATCH),
         RAW_SCAN_FILL => raw::scan_fill(&dir, n),
         RAW_SCAN => raw::scan(&dir, n),
+        SQLITE_FILL | SQLITE_REOPEN | SQLITE_DRAIN => {
+            let schema = Schema::parse(args.str("schema")?)?;
+            match case {
+                SQLITE_FILL => sqlite::fill(&dir, schema, n),
+                SQLITE_REOPEN => sqlite::reopen_count(&dir, schema, n),
+                _ => sqlite::drain(&dir, schema, n),
+            }
+        }
         FILL | REOPEN | DRAIN => {
             let mode = Mode::parse(args.str("mode")?)?;
             let rt = runtime()?;

@@ -8,6 +8,7 @@ use hookspool::{
     Item, Key, MemoryBackend, NewItem, Page, Phase, QueueConfig, QueueId, Retention, Store,
 };
 
+use hookspool_journal::{JournalBackend, JournalOptions};
 use hookspool_sled::{Durability, SledBackend, SledOptions};
 
 use super::{BATCH, BenchResult, payload};
@@ -31,11 +32,22 @@ pub enum Mode {
     /// `SledBackend`, `Durability::Batched { interval: 10ms }`: in the OS when a call
     /// returns, synced by a background thread or `sync()`.
     SledBatched,
+    /// `JournalBackend`, `Durability::Immediate` (the default): fdatasync'ed (group commit).
+    JournalImmediate,
+    /// `JournalBackend`, `Durability::Periodic { interval: 10ms }`: written to the file when
+    /// a call returns, fdatasync'ed by the writer every 10 ms or on `sync()`.
+    JournalPeriodic,
 }
 
 impl Mode {
     /// Every mode, in table order.
-    pub const ALL: [Mode; 3] = [Mode::Memory, Mode::SledImmediate, Mode::SledBatched];
+    pub const ALL: [Mode; 5] = [
+        Mode::Memory,
+        Mode::SledImmediate,
+        Mode::SledBatched,
+        Mode::JournalImmediate,
+        Mode::JournalPeriodic,
+    ];
 
     /// The name used in case names and child arguments.
     pub fn name(self) -> &'static str {
@@ -43,6 +55,8 @@ impl Mode {
             Mode::Memory => "memory",
             Mode::SledImmediate => "sled-immediate",
             Mode::SledBatched => "sled-batched",
+            Mode::JournalImmediate => "journal-immediate",
+            Mode::JournalPeriodic => "journal-periodic",
         }
     }
 
@@ -52,6 +66,8 @@ impl Mode {
             Mode::Memory => "memory",
             Mode::SledImmediate => "sled Immediate",
             Mode::SledBatched => "sled Batched 10ms",
+            Mode::JournalImmediate => "journal Immediate",
+            Mode::JournalPeriodic => "journal Periodic 10ms",
         }
     }
 
@@ -96,6 +112,22 @@ impl Mode {
                     dir, options,
                 )?)))
             }
+            Mode::JournalImmediate | Mode::JournalPeriodic => {
+                let durability = if self == Mode::JournalImmediate {
+                    hookspool_journal::Durability::Immediate
+                } else {
+                    hookspool_journal::Durability::Periodic {
+                        interval: BATCHED_INTERVAL,
+                    }
+                };
+                let options = JournalOptions {
+                    durability,
+                    ..JournalOptions::default()
+                };
+                Ok(AnyStore::Journal(Store::new(JournalBackend::open_with(
+                    dir, options,
+                )?)))
+            }
         }
     }
 }
@@ -108,6 +140,8 @@ pub enum AnyStore {
     Memory(Store<MemoryBackend>),
     /// Over [`SledBackend`].
     Sled(Store<SledBackend>),
+    /// Over [`JournalBackend`].
+    Journal(Store<JournalBackend>),
 }
 
 /// Runs the same expression on whichever store `$self` holds.
@@ -116,6 +150,7 @@ macro_rules! each {
         match $self {
             AnyStore::Memory($s) => $e,
             AnyStore::Sled($s) => $e,
+            AnyStore::Journal($s) => $e,
         }
     };
 }

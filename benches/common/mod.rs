@@ -9,6 +9,7 @@
 
 pub mod backends;
 pub mod raw;
+pub mod sqlite;
 pub mod table;
 
 use std::collections::BTreeMap;
