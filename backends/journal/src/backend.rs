@@ -42,9 +42,14 @@ struct Inner {
     recovery: RecoveryReport,
     /// Bytes appended since the last checkpoint, and whether one is being written.
     since_checkpoint: AtomicU64,
+    /// Size of the last checkpoint written (or loaded): the next one waits for at least as
+    /// much log, so that checkpoints cost at most about as much I/O as the log itself.
+    last_checkpoint: AtomicU64,
     checkpointing: AtomicBool,
-    /// Serializes checkpoints (the background one and explicit calls).
-    checkpoint_lock: StdMutex<()>,
+    /// Serializes checkpoints and holds the segment of the last one written: a checkpoint
+    /// that finishes after a newer one must not replace it (the newer one may already have
+    /// deleted the segments the older one starts at).
+    checkpoint_lock: StdMutex<u64>,
     _lock: File,
 }
 
@@ -133,8 +138,9 @@ impl JournalBackend {
                 apply: Mutex::new(()),
                 log,
                 since_checkpoint: AtomicU64::new(recovered.replayed_bytes),
+                last_checkpoint: AtomicU64::new(recovered.checkpoint_bytes),
                 checkpointing: AtomicBool::new(false),
-                checkpoint_lock: StdMutex::new(()),
+                checkpoint_lock: StdMutex::new(0),
                 options,
                 recovery: recovered.report,
                 _lock: lock,
@@ -162,16 +168,19 @@ impl JournalBackend {
     /// I/O errors; [`Error::Poisoned`].
     pub async fn checkpoint(&self) -> Result<()> {
         let inner = Arc::clone(&self.inner);
-        // One at a time; the state copy is taken under the apply lock (inside `take`).
-        let (segment, switch_lsn, queues) = {
+        // The state is copied under the apply lock, at the same point of the log as the
+        // switch to a new segment.
+        let (segment, queues) = {
             let _apply = inner.apply.lock().await;
-            let (segment, lsn) = inner.log.rotate()?;
+            let segment = inner.log.rotate()?;
             inner.since_checkpoint.store(0, Ordering::Relaxed);
-            (segment, lsn, inner.state.snapshot())
+            (segment, inner.state.snapshot())
         };
         // The checkpoint must not claim more than the device holds: it covers everything
         // before the switch, so that must be synced first.
-        inner.log.wait_synced(switch_lsn).await?;
+        // Asks the writer for that sync (under periodic durability the next periodic one may be
+        // a whole interval away); `sync` covers everything appended so far, the switch included.
+        inner.log.sync().await?;
         let inner2 = Arc::clone(&inner);
         tokio::task::spawn_blocking(move || write_checkpoint(&inner2, segment, queues))
             .await
@@ -190,9 +199,11 @@ impl JournalBackend {
             .since_checkpoint
             .fetch_add(appended, Ordering::Relaxed)
             + appended;
-        if since < inner.options.checkpoint_bytes
-            || inner.checkpointing.swap(true, Ordering::AcqRel)
-        {
+        let threshold = inner
+            .options
+            .checkpoint_bytes
+            .max(inner.last_checkpoint.load(Ordering::Relaxed));
+        if since < threshold || inner.checkpointing.swap(true, Ordering::AcqRel) {
             return;
         }
         if let Err(e) = self.checkpoint().await {
@@ -237,10 +248,14 @@ fn write_checkpoint(
     segment: u64,
     queues: Vec<hookspool::QueueSnapshot>,
 ) -> Result<()> {
-    let _one = inner
+    let mut last = inner
         .checkpoint_lock
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
+    if segment <= *last {
+        // A newer checkpoint is already in place.
+        return Ok(());
+    }
     let faults = inner.options.faults.as_ref();
     let bytes = record::encode_checkpoint(&Checkpoint { segment, queues })?;
     let tmp = inner.dir.join(CHECKPOINT_TMP);
@@ -261,6 +276,10 @@ fn write_checkpoint(
         sync_dir(&inner.dir, faults)
     };
     write().map_err(io_error)?;
+    *last = segment;
+    inner
+        .last_checkpoint
+        .store(bytes.len() as u64, Ordering::Relaxed);
     // Segments wholly before the checkpoint are no longer needed.
     let mut removed = false;
     for entry in std::fs::read_dir(&inner.dir).map_err(io_error)? {
@@ -281,6 +300,8 @@ fn write_checkpoint(
 /// What recovery rebuilt.
 struct Recovered {
     state: MemoryBackend,
+    /// Size of the checkpoint file loaded (0 without one).
+    checkpoint_bytes: u64,
     /// Where appending continues: (segment, offset), or `None` to start a new segment.
     tail: Option<(u64, u64)>,
     next_segment: u64,
@@ -291,12 +312,16 @@ struct Recovered {
 fn recover(dir: &Path, options: &JournalOptions) -> Result<Recovered> {
     // A checkpoint written to its temporary name but not renamed never counted.
     let _ = std::fs::remove_file(dir.join(CHECKPOINT_TMP));
-    let (state, first) = match std::fs::read(dir.join(CHECKPOINT_FILE)) {
+    let (state, first, checkpoint_bytes) = match std::fs::read(dir.join(CHECKPOINT_FILE)) {
         Ok(bytes) => {
             let cp = record::decode_checkpoint(&bytes)?;
-            (MemoryBackend::restore(cp.queues)?, cp.segment)
+            (
+                MemoryBackend::restore(cp.queues)?,
+                cp.segment,
+                bytes.len() as u64,
+            )
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MemoryBackend::new(), 1),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MemoryBackend::new(), 1, 0),
         Err(e) => return Err(io_error(e)),
     };
     let segments = list_segments(dir, first)?;
@@ -319,6 +344,7 @@ fn recover(dir: &Path, options: &JournalOptions) -> Result<Recovered> {
     }
     Ok(Recovered {
         state,
+        checkpoint_bytes,
         tail,
         next_segment,
         replayed_bytes,
@@ -384,8 +410,21 @@ fn replay_segment(
         });
     }
     let mut pos = SEGMENT_HEADER as usize;
+    // Where the written part ends: bytes after it are zeros (preallocated) or missing.
+    let written_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+    let valid_at =
+        |p: usize| p < bytes.len() && matches!(record::read(n, &bytes[p..]), Read::Record { .. });
     loop {
-        match record::read(n, &bytes[pos..]) {
+        let found = match record::read(n, &bytes[pos..]) {
+            // Zeros where a record should be, yet valid records after them: damage (a lost
+            // page), not the end of the log.
+            Read::End if (pos + 1..written_end).any(valid_at) => Read::Bad {
+                size: None,
+                why: "zeros where a record should be, with records after them".to_owned(),
+            },
+            other => other,
+        };
+        match found {
             Read::End => break,
             Read::Record { body, size } => {
                 let applied = record::decode(body).and_then(|op| ready(replay(state, op)));
@@ -404,36 +443,36 @@ fn replay_segment(
                 pos += size;
             }
             Read::Bad { size, why } => {
-                // A torn tail: nothing valid follows. Anything valid after it means the
-                // damage is in the middle.
-                let resumes = size.and_then(|s| {
-                    let next = pos + s;
-                    (next < bytes.len()
-                        && matches!(record::read(n, &bytes[next..]), Read::Record { .. }))
-                    .then_some(s)
-                });
-                match resumes {
-                    None if last => {
-                        report.truncated_bytes = bytes.len() as u64 - pos as u64;
-                        truncate_tail(path, pos as u64, options)?;
-                        tracing::warn!(segment = n, offset = pos, %why,
-                            "hookspool-journal: torn last record cut off");
-                        break;
-                    }
-                    Some(s) if options.skip_corrupt => {
-                        tracing::warn!(segment = n, offset = pos, %why,
-                            "hookspool-journal: damaged record skipped");
-                        report.skipped_records += 1;
-                        pos += s;
-                    }
-                    _ => {
-                        return Err(Error::Corrupted {
-                            what: format!(
-                                "journal segment {n} offset {pos}: {why}; open with \
-                                 skip_corrupt to skip damaged records"
-                            ),
-                        });
-                    }
+                // Where valid records resume: right after this one if its length is intact,
+                // else at the first later offset holding a valid record (the length field
+                // itself may be what is damaged). None: nothing valid follows.
+                let resume = size
+                    .map(|s| pos + s)
+                    .filter(|&p| valid_at(p))
+                    .or_else(|| (pos + 1..written_end).find(|&p| valid_at(p)));
+                if resume.is_none() && last {
+                    // A torn tail: nothing valid follows in the last segment.
+                    report.truncated_bytes = bytes.len() as u64 - pos as u64;
+                    truncate_tail(path, pos as u64, options)?;
+                    tracing::warn!(segment = n, offset = pos, %why,
+                        "hookspool-journal: torn last record cut off");
+                    break;
+                }
+                if !options.skip_corrupt {
+                    return Err(Error::Corrupted {
+                        what: format!(
+                            "journal segment {n} offset {pos}: {why}; open with \
+                             skip_corrupt to skip damaged records"
+                        ),
+                    });
+                }
+                tracing::warn!(segment = n, offset = pos, %why,
+                    "hookspool-journal: damaged record skipped");
+                report.skipped_records += 1;
+                match resume {
+                    Some(p) => pos = p,
+                    // The rest of a segment that is not the last: later segments follow.
+                    None => break,
                 }
             }
         }

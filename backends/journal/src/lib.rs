@@ -117,7 +117,8 @@ pub struct JournalOptions {
     pub segment_size: u64,
     /// Whether new segments are filled with zeros up front (default `true`).
     pub preallocate: bool,
-    /// Log bytes after which a checkpoint is written in the background (default 64 MiB).
+    /// Log bytes after which a checkpoint is written (default 64 MiB; at least the size of
+    /// the last checkpoint, so that checkpoints never write more than the log did).
     pub checkpoint_bytes: u64,
     /// Open even if records in the middle of the log are damaged, skipping them (default
     /// `false`: such a log is refused with `Corrupted`). What was skipped is counted in

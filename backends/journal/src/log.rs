@@ -244,9 +244,9 @@ impl Log {
         st.pending.push((lsn, Chunk::Rotate(to)));
     }
 
-    /// Makes every later record go to a new segment; returns that segment's number and the
-    /// LSN of the switch (synced once the old segment is complete on the device).
-    pub(crate) fn rotate(&self) -> Result<(u64, u64)> {
+    /// Makes every later record go to a new segment; returns that segment's number. (The
+    /// old segment is complete on the device once a later sync has returned.)
+    pub(crate) fn rotate(&self) -> Result<u64> {
         let mut st = self.shared.state();
         if let Some(reason) = &st.poisoned {
             return Err(Error::Poisoned {
@@ -254,10 +254,10 @@ impl Log {
             });
         }
         Self::push_rotate(&mut st);
-        let out = (st.segment, st.appended);
+        let segment = st.segment;
         drop(st);
         self.shared.wake.notify_one();
-        Ok(out)
+        Ok(segment)
     }
 
     /// Waits until record `lsn` is in the file.
