@@ -55,6 +55,11 @@ impl MemoryBackend {
         Self::default()
     }
 
+    /// How many items all queues hold together.
+    pub fn item_count(&self) -> usize {
+        self.lock().values().map(|q| q.items.len()).sum()
+    }
+
     /// A copy of every queue's complete state, ordered by queue id.
     pub fn snapshot(&self) -> Vec<QueueSnapshot> {
         let state = self.lock();

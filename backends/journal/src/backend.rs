@@ -45,6 +45,8 @@ struct Inner {
     /// Size of the last checkpoint written (or loaded): the next one waits for at least as
     /// much log, so that checkpoints cost at most about as much I/O as the log itself.
     last_checkpoint: AtomicU64,
+    /// How many items the last checkpoint held.
+    last_checkpoint_items: AtomicU64,
     checkpointing: AtomicBool,
     /// Serializes checkpoints and holds the segment of the last one written: a checkpoint
     /// that finishes after a newer one must not replace it (the newer one may already have
@@ -139,6 +141,7 @@ impl JournalBackend {
                 log,
                 since_checkpoint: AtomicU64::new(recovered.replayed_bytes),
                 last_checkpoint: AtomicU64::new(recovered.checkpoint_bytes),
+                last_checkpoint_items: AtomicU64::new(recovered.checkpoint_items),
                 checkpointing: AtomicBool::new(false),
                 checkpoint_lock: StdMutex::new(0),
                 options,
@@ -199,11 +202,14 @@ impl JournalBackend {
             .since_checkpoint
             .fetch_add(appended, Ordering::Relaxed)
             + appended;
-        let threshold = inner
-            .options
-            .checkpoint_bytes
-            .max(inner.last_checkpoint.load(Ordering::Relaxed));
-        if since < threshold || inner.checkpointing.swap(true, Ordering::AcqRel) {
+        let last = inner.last_checkpoint.load(Ordering::Relaxed);
+        // Enough log since the last checkpoint (at least as much as that checkpoint, so that
+        // checkpoints cost at most the log's own I/O) ...
+        let grown = since >= inner.options.checkpoint_bytes.max(last);
+        // ... or the live state has become small next to what is on disk (a queue drained):
+        // a checkpoint then reclaims the space of the segments it covers.
+        let shrunk = last + since > 2 * self.live_estimate() + inner.options.checkpoint_bytes / 2;
+        if !(grown || shrunk) || inner.checkpointing.swap(true, Ordering::AcqRel) {
             return;
         }
         if let Err(e) = self.checkpoint().await {
@@ -211,6 +217,19 @@ impl JournalBackend {
             tracing::warn!(error = %e, "hookspool-journal checkpoint failed");
         }
         inner.checkpointing.store(false, Ordering::Release);
+    }
+
+    /// About how many bytes a checkpoint of the current state would take: the item count
+    /// times the bytes per item of the last checkpoint (300 before the first).
+    fn live_estimate(&self) -> u64 {
+        let inner = &self.inner;
+        let items = inner.state.item_count() as u64;
+        let (bytes, count) = (
+            inner.last_checkpoint.load(Ordering::Relaxed),
+            inner.last_checkpoint_items.load(Ordering::Relaxed),
+        );
+        let per_item = bytes.checked_div(count).unwrap_or(300);
+        items.saturating_mul(per_item.max(1))
     }
 
     /// Applies a mutating call to the state and logs it, under the apply lock; then waits
@@ -257,6 +276,7 @@ fn write_checkpoint(
         return Ok(());
     }
     let faults = inner.options.faults.as_ref();
+    let items: u64 = queues.iter().map(|q| q.items.len() as u64).sum();
     let bytes = record::encode_checkpoint(&Checkpoint { segment, queues })?;
     let tmp = inner.dir.join(CHECKPOINT_TMP);
     let write = || -> std::io::Result<()> {
@@ -280,6 +300,7 @@ fn write_checkpoint(
     inner
         .last_checkpoint
         .store(bytes.len() as u64, Ordering::Relaxed);
+    inner.last_checkpoint_items.store(items, Ordering::Relaxed);
     // Segments wholly before the checkpoint are no longer needed.
     let mut removed = false;
     for entry in std::fs::read_dir(&inner.dir).map_err(io_error)? {
@@ -300,8 +321,9 @@ fn write_checkpoint(
 /// What recovery rebuilt.
 struct Recovered {
     state: MemoryBackend,
-    /// Size of the checkpoint file loaded (0 without one).
+    /// Size of the checkpoint file loaded (0 without one), and its item count.
     checkpoint_bytes: u64,
+    checkpoint_items: u64,
     /// Where appending continues: (segment, offset), or `None` to start a new segment.
     tail: Option<(u64, u64)>,
     next_segment: u64,
@@ -312,18 +334,21 @@ struct Recovered {
 fn recover(dir: &Path, options: &JournalOptions) -> Result<Recovered> {
     // A checkpoint written to its temporary name but not renamed never counted.
     let _ = std::fs::remove_file(dir.join(CHECKPOINT_TMP));
-    let (state, first, checkpoint_bytes) = match std::fs::read(dir.join(CHECKPOINT_FILE)) {
-        Ok(bytes) => {
-            let cp = record::decode_checkpoint(&bytes)?;
-            (
-                MemoryBackend::restore(cp.queues)?,
-                cp.segment,
-                bytes.len() as u64,
-            )
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MemoryBackend::new(), 1, 0),
-        Err(e) => return Err(io_error(e)),
-    };
+    let (state, first, checkpoint_bytes, checkpoint_items) =
+        match std::fs::read(dir.join(CHECKPOINT_FILE)) {
+            Ok(bytes) => {
+                let cp = record::decode_checkpoint(&bytes)?;
+                let items = cp.queues.iter().map(|q| q.items.len() as u64).sum();
+                (
+                    MemoryBackend::restore(cp.queues)?,
+                    cp.segment,
+                    bytes.len() as u64,
+                    items,
+                )
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MemoryBackend::new(), 1, 0, 0),
+            Err(e) => return Err(io_error(e)),
+        };
     let segments = list_segments(dir, first)?;
     let mut report = RecoveryReport::default();
     let mut replayed_bytes = 0;
@@ -345,6 +370,7 @@ fn recover(dir: &Path, options: &JournalOptions) -> Result<Recovered> {
     Ok(Recovered {
         state,
         checkpoint_bytes,
+        checkpoint_items,
         tail,
         next_segment,
         replayed_bytes,

@@ -14,15 +14,19 @@
 //! - **State.** The working state is a [`hookspool::MemoryBackend`] (the reference
 //!   implementation of the contract), rebuilt at open from the latest checkpoint plus the
 //!   records after it. Reads never touch the disk.
-//! - **Checkpoints and space.** After `checkpoint_bytes` of log (64 MiB by default) the state
-//!   is written to the `checkpoint` file (to a temporary name, synced, renamed, directory
-//!   synced) and every segment before it is deleted: a drained queue shrinks to one segment
-//!   and a small checkpoint, and open replays only the log since the checkpoint.
+//! - **Checkpoints and space.** After `checkpoint_bytes` of log (64 MiB by default, or the
+//!   last checkpoint's size if larger), or when the live state has become small next to what
+//!   is on disk (a queue drained), the state is written to the `checkpoint` file (to a
+//!   temporary name, synced, renamed, directory synced) and every segment before it is
+//!   deleted: open replays only the log since the checkpoint, and a drained queue gives its
+//!   space back.
 //! - **Segments** are preallocated with zeros (writing into allocated bytes needs no metadata
 //!   journal commit, so each fdatasync is cheaper) and the directory is synced whenever a
-//!   segment or the checkpoint is created, renamed or deleted. A failed write or sync
-//!   **poisons** the backend: every later call fails with [`hookspool::Error::Poisoned`]
-//!   until it is reopened, which recovers from what is on disk.
+//!   segment or the checkpoint is created, renamed or deleted. A failed write or sync of the
+//!   log **poisons** the backend: every later call fails with [`hookspool::Error::Poisoned`]
+//!   until it is reopened, which recovers from what is on disk. A failed checkpoint does not:
+//!   it never touches the log, the previous checkpoint stays in force, and the next threshold
+//!   tries again.
 //! - **Recovery.** A torn last record (a crash mid-write) is cut off at open; the store always
 //!   opens. A damaged record elsewhere (a checksum that fails with valid records after it) is
 //!   reported as [`hookspool::Error::Corrupted`], never returned as data; with
@@ -118,7 +122,9 @@ pub struct JournalOptions {
     /// Whether new segments are filled with zeros up front (default `true`).
     pub preallocate: bool,
     /// Log bytes after which a checkpoint is written (default 64 MiB; at least the size of
-    /// the last checkpoint, so that checkpoints never write more than the log did).
+    /// the last checkpoint, so that checkpoints never write more than the log did). A
+    /// checkpoint is also written when the checkpoint and log on disk exceed twice the live
+    /// state by more than half this (a drained queue gives its space back).
     pub checkpoint_bytes: u64,
     /// Open even if records in the middle of the log are damaged, skipping them (default
     /// `false`: such a log is refused with `Corrupted`). What was skipped is counted in

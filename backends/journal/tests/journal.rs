@@ -406,3 +406,55 @@ async fn concurrent_checkpoints_leave_a_store_that_opens() {
         rb.unwrap().unwrap();
     }
 }
+
+/// Draining a queue gives its space back without an explicit checkpoint: once what is on disk
+/// is large next to the live state, a checkpoint is written and the segments it covers go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_queue_gives_its_space_back_on_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let options = JournalOptions {
+        segment_size: SEGMENT_SIZE,
+        preallocate: false,
+        checkpoint_bytes: 64 << 10,
+        ..JournalOptions::default()
+    };
+    let store = Store::new(JournalBackend::open_with(&dir, options.clone()).unwrap());
+    store
+        .create_queue(QueueConfig::new(qid("q")))
+        .await
+        .unwrap();
+    for chunk in 0..20u8 {
+        let items = (0..50u8)
+            .map(|i| NewItem::new(vec![chunk ^ i; 256]))
+            .collect();
+        store.push_batch(&qid("q"), items).await.unwrap();
+    }
+    let full: u64 = dir_bytes(&dir);
+    assert!(full > 256 * 1000, "the log holds the payloads: {full}");
+    while !store
+        .pop_page(&qid("q"), Page::first(100))
+        .await
+        .unwrap()
+        .is_empty()
+    {}
+    assert_eq!(store.count(&qid("q")).await.unwrap(), 0);
+    let segs = segments(&dir);
+    assert!(segs.len() <= 1, "one segment left: {segs:?}");
+    let drained = dir_bytes(&dir);
+    assert!(
+        drained < full / 4,
+        "space given back: {full} bytes full, {drained} drained"
+    );
+    drop(store);
+    let store = Store::new(JournalBackend::open_with(&dir, options).unwrap());
+    assert_eq!(store.count(&qid("q")).await.unwrap(), 0);
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
