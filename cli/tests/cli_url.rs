@@ -4,36 +4,18 @@
 //! offline commands read back exactly what the daemon showed.
 #![allow(clippy::unwrap_used)] // tests may panic on failure
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookspool");
 const TOKEN: &str = "cli-url-token-0123456789";
 
-/// Starts the daemon on a free loopback port; returns it and its address.
-fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
-        .env("HOOKSPOOL_LOG", "warn")
-        .env_remove("HOOKSPOOL_URL")
-        .env_remove("HOOKSPOOL_TOKENS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, addr)
+/// Starts the daemon with the test's token.
+fn start(dir: &Path) -> (std::process::Child, String) {
+    support::start(dir, &["--token", TOKEN])
 }
 
 /// Runs the binary with `args` (stdin piped, so never a terminal) and a clean environment.

@@ -3,10 +3,11 @@
 //! directory and a free port on 127.0.0.1; receivers are real HTTP servers in this process.
 #![allow(clippy::unwrap_used)] // tests may panic on failure
 
+mod support;
+
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ impl Daemon {
         Self::start_env(data, extra, &[])
     }
 
-    /// As [`Daemon::start`], with extra environment variables.
+    /// As [`Daemon::start`], with extra environment variables; its log goes to a file.
     fn start_env(data: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Daemon {
         let log = data.with_extension(format!("{}.log", std::process::id()));
         let log_file = std::fs::OpenOptions::new()
@@ -40,26 +41,12 @@ impl Daemon {
             .append(true)
             .open(&log)
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookspool"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--listen", "127.0.0.1:0", "--token", TOKEN])
-            .args(extra)
-            .env("HOOKSPOOL_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}; log: {}", read(&log)))
-            .to_owned();
+        let mut args = vec!["--token", TOKEN];
+        args.extend_from_slice(extra);
+        let mut env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        env.push(("HOOKSPOOL_LOG", std::ffi::OsStr::new("info")));
+        let (child, addr) = support::start_with(data, &args, env, log_file.into());
         Daemon {
             child,
             url: format!("http://{addr}"),
@@ -73,7 +60,7 @@ impl Daemon {
 
     /// SIGTERM, and the exit status must be 0.
     fn stop(mut self) {
-        signal(&self.child, "-TERM");
+        support::signal(&self.child, "-TERM");
         let status = self.child.wait().unwrap();
         assert!(
             status.success(),
@@ -84,7 +71,7 @@ impl Daemon {
 
     /// SIGKILL: no chance to clean up.
     fn kill9(mut self) {
-        signal(&self.child, "-KILL");
+        support::signal(&self.child, "-KILL");
         self.child.wait().unwrap();
     }
 }
@@ -94,15 +81,6 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
 }
 
 fn read(path: &Path) -> String {

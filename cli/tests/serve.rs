@@ -2,38 +2,13 @@
 //! settings, and stops cleanly on SIGTERM.
 #![allow(clippy::unwrap_used)] // tests may panic on failure
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn hookspool() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hookspool"))
-}
-
-/// Starts the daemon on a free loopback port; returns it and its address.
-fn start(dir: &std::path::Path, extra: &[&str]) -> (Child, String) {
-    let mut child = hookspool()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("HOOKSPOOL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (child, addr)
-}
+use support::{hookspool, sigterm, start};
 
 /// A minimal HTTP/1.1 GET; returns the status line and the body.
 fn get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
@@ -50,14 +25,6 @@ fn get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
     let status = out.lines().next().unwrap_or_default().to_owned();
     let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     (status, body)
-}
-
-fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[test]
