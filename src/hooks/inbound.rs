@@ -314,6 +314,14 @@ impl<B: Backend> Hooks<B> {
         self.inner.callback_results.subscribe()
     }
 
+    /// How many handler calls ended each way since the process started:
+    /// `[("handled", n), ("retrying", n), ("dead", n)]`, for metrics.
+    pub fn callback_stats(&self) -> [(&'static str, u64); 3] {
+        let c = &self.inner.callback_counts;
+        let get = |i: usize| c[i].load(std::sync::atomic::Ordering::Relaxed);
+        [("handled", get(0)), ("retrying", get(1)), ("dead", get(2))]
+    }
+
     /// A callback loop with these settings; add handlers with [`Callbacks::handle`].
     ///
     /// # Errors
@@ -574,6 +582,13 @@ impl<B: Backend> CallbackLoop<B> {
             Some(CallbackOutcome::Handled) | None => {}
         }
         if let Some(outcome) = outcome {
+            let slot = match outcome {
+                CallbackOutcome::Handled => 0,
+                CallbackOutcome::Retrying { .. } => 1,
+                CallbackOutcome::Dead => 2,
+            };
+            self.hooks.inner.callback_counts[slot]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = self.hooks.inner.callback_results.send(CallbackResult {
                 channel: finished.channel,
                 key: finished.key,

@@ -226,6 +226,8 @@ struct Inner<B: Backend> {
     /// Wakes the callback loop when a callback is received.
     inbound_wake: Notify,
     callback_results: broadcast::Sender<inbound::CallbackResult>,
+    /// Handler outcomes since the process started: handled, retrying, dead.
+    callback_counts: [std::sync::atomic::AtomicU64; 3],
     results: broadcast::Sender<DeliveryOutcome>,
     stats: stats::DeliveryStats,
 }
@@ -278,6 +280,7 @@ impl<B: Backend> Hooks<B> {
                 wake: Notify::new(),
                 inbound_wake: Notify::new(),
                 callback_results: broadcast::channel(1024).0,
+                callback_counts: Default::default(),
                 results,
                 stats: stats::DeliveryStats::default(),
             }),

@@ -81,6 +81,16 @@ pub(super) async fn metrics<B: Backend>(
         );
     }
     out.push_str(
+        "# HELP hookspool_callback_outcomes_total Inbound callback handler outcomes since the \
+         process started.\n# TYPE hookspool_callback_outcomes_total counter\n",
+    );
+    for (kind, n) in state.hooks.callback_stats() {
+        let _ = writeln!(
+            out,
+            "hookspool_callback_outcomes_total{{outcome=\"{kind}\"}} {n}"
+        );
+    }
+    out.push_str(
         "# HELP hookspool_delivery_attempt_duration_seconds Duration of delivery requests.\n\
          # TYPE hookspool_delivery_attempt_duration_seconds histogram\n",
     );

@@ -64,6 +64,27 @@ async fn metrics_show_items_deliveries_and_requests() {
         .unwrap();
     assert_eq!(o.kind, OutcomeKind::Delivered);
 
+    // A callback on a channel with a handler: one handled outcome.
+    let mut handled = hooks.callback_results();
+    let callbacks = hooks
+        .callbacks(hookspool::CallbackConfig::default())
+        .unwrap()
+        .handle("inbox", hookspool::handler_fn(|_msg| async { Ok(()) }))
+        .await
+        .unwrap();
+    tokio::spawn(callbacks.run(std::future::pending()));
+    let r = http
+        .post(format!("{base}/callbacks/inbox"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    tokio::time::timeout(Duration::from_secs(10), handled.recv())
+        .await
+        .unwrap()
+        .unwrap();
+
     let r = http.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(
@@ -78,6 +99,8 @@ async fn metrics_show_items_deliveries_and_requests() {
         "hookspool_items{queue=\"hookspool.deliveries\",phase=\"done\"} 1",
         "hookspool_delivery_outcomes_total{outcome=\"delivered\"} 1",
         "hookspool_delivery_outcomes_total{outcome=\"dead\"} 0",
+        "hookspool_callback_outcomes_total{outcome=\"handled\"} 1",
+        "hookspool_callback_outcomes_total{outcome=\"dead\"} 0",
         "hookspool_delivery_attempt_duration_seconds_bucket{le=\"+Inf\"} 1",
         "hookspool_delivery_attempt_duration_seconds_count 1",
         "hookspool_http_requests_total{method=\"POST\",route=\"/queues/{id}/items\",status=\"201\"} 1",
