@@ -78,7 +78,12 @@ struct Planned {
     id: String,
     case: &'static str,
     clients: usize,
+    /// The daemon's `--backend` (raw cases: unused).
+    backend: &'static str,
 }
+
+/// The daemon's durable backends, each measured.
+const BACKENDS: [&str; 2] = ["sled", "journal"];
 
 fn parent() -> BenchResult<()> {
     let settings = Settings::from_env()?;
@@ -92,8 +97,9 @@ fn parent() -> BenchResult<()> {
         &[("DAEMON_BENCH_N (requests per case and run)", n)],
     );
     println!(
-        "- daemon: `{}` `serve --backend sled --token … --allow-network 127.0.0.0/8`, default \
-         settings otherwise; a fresh daemon and data directory per run, stopped by SIGTERM\n",
+        "- daemon: `{}` `serve --backend sled|journal --token … --allow-network 127.0.0.0/8`, \
+         default settings otherwise (durable: each answer means fdatasync'ed); a fresh daemon \
+         and data directory per run, stopped by SIGTERM\n",
         bin.display()
     );
 
@@ -102,20 +108,29 @@ fn parent() -> BenchResult<()> {
             id: RAW_PER_RECORD.into(),
             case: RAW_PER_RECORD,
             clients: 1,
+            backend: "-",
         },
         Planned {
             id: RAW_GROUP.into(),
             case: RAW_GROUP,
             clients: 16,
+            backend: "-",
         },
     ];
-    for case in [PUBLISH, PUBLISH_NO_SUB, PUSH] {
-        for clients in CLIENTS {
-            plan.push(Planned {
-                id: format!("{case} clients={clients}"),
-                case,
-                clients,
-            });
+    for backend in BACKENDS {
+        for case in [PUBLISH, PUBLISH_NO_SUB, PUSH] {
+            // Nothing is stored without a subscription: one backend shows the HTTP cost.
+            if case == PUBLISH_NO_SUB && backend != "sled" {
+                continue;
+            }
+            for clients in CLIENTS {
+                plan.push(Planned {
+                    id: format!("{case} {backend} clients={clients}"),
+                    case,
+                    clients,
+                    backend,
+                });
+            }
         }
     }
     plan.retain(|p| p.case == RAW_PER_RECORD || p.case == RAW_GROUP || settings.wants(&p.id));
@@ -130,6 +145,7 @@ fn parent() -> BenchResult<()> {
                 ("n", n.to_string()),
                 ("clients", p.clients.to_string()),
                 ("bin", bin.display().to_string()),
+                ("backend", p.backend.to_owned()),
             ];
             run_case(&mut samples, &p.id, p.case, &args)?;
         }
@@ -238,8 +254,9 @@ fn print_baseline(samples: &Samples, plan: &[Planned], n: usize) {
 
 fn print_requests(samples: &Samples, plan: &[Planned], n: usize) {
     let mut t = Table::new(
-        "Requests through the daemon's HTTP API (sled, durable: each answer means fdatasync'ed)",
+        "Requests through the daemon's HTTP API (durable: each answer means fdatasync'ed)",
         &[
+            "backend",
             "request",
             "clients",
             "N",
@@ -256,6 +273,7 @@ fn print_requests(samples: &Samples, plan: &[Planned], n: usize) {
             _ => "POST /queues/bench/items → 201, 1 item",
         };
         t.row(vec![
+            p.backend.into(),
             what.into(),
             p.clients.to_string(),
             n.to_string(),
@@ -275,6 +293,7 @@ fn print_deliveries(samples: &Samples, plan: &[Planned], n: usize) {
         "Webhook deliveries end to end (first publish → last delivery received, publishing \
          included), 1 subscription, default delivery settings",
         &[
+            "backend",
             "publishing clients",
             "N",
             "deliveries/s median (min..max)",
@@ -292,6 +311,7 @@ fn print_deliveries(samples: &Samples, plan: &[Planned], n: usize) {
             _ => "-".into(),
         };
         t.row(vec![
+            p.backend.into(),
             p.clients.to_string(),
             n.to_string(),
             spread(samples.get(&p.id, "e2e_per_s"), rate),
@@ -348,7 +368,8 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
         RAW_GROUP => raw::group_commit(&dir, n, clients),
         _ if is_daemon_case(case) => {
             let bin = args.path("bin")?;
-            measure_daemon(case, &bin, &dir, n, clients)
+            let backend = args.str("backend")?;
+            measure_daemon(case, &bin, backend, &dir, n, clients)
         }
         _ => Err(format!("unknown case {case:?}").into()),
     }
@@ -371,12 +392,13 @@ struct Published {
 fn measure_daemon(
     case: &str,
     bin: &Path,
+    backend: &str,
     dir: &Path,
     n: usize,
     clients: usize,
 ) -> BenchResult<Metrics> {
     let receiver = Receiver::start()?;
-    let daemon = Daemon::start(bin, dir)?;
+    let daemon = Daemon::start(bin, backend, dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -585,7 +607,7 @@ struct Daemon {
 impl Daemon {
     /// Starts the daemon with its data in `dir/data` and its log in `dir/daemon.log`, and
     /// returns once it printed `listening on ADDR`.
-    fn start(bin: &Path, dir: &Path) -> BenchResult<Daemon> {
+    fn start(bin: &Path, backend: &str, dir: &Path) -> BenchResult<Daemon> {
         let log = dir.join("daemon.log");
         let mut cmd = Command::new(bin);
         // Settings only from the flags below: none from this environment.
@@ -597,7 +619,7 @@ impl Daemon {
         let mut child = cmd
             .arg("--data-dir")
             .arg(dir.join("data"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--backend", "sled"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--backend", backend])
             .args(["--token", TOKEN, "--allow-network", "127.0.0.0/8"])
             .env("HOOKSPOOL_LOG", "warn")
             .stdin(Stdio::null())
