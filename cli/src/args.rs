@@ -62,7 +62,7 @@ a-z 0-9 _ - . starting with a lowercase letter).";
     after_long_help = LONG_HELP,
 )]
 pub struct Cli {
-    /// The data directory (created only by `queue create`; other commands refuse a missing
+    /// The data directory (created by `serve` and `queue create`; other commands refuse a missing
     /// one).
     #[arg(
         long,
@@ -105,9 +105,13 @@ pub enum Command {
     #[command(
         long_about = "Run hookspool as a service on the data directory: the HTTP API (queue \
                       admin, REST Hooks subscriptions, publishing, delivery log, inbound \
-                      callbacks, health) and the webhook delivery loop. Settings come from a \
-                      TOML file (--config), environment variables and flags, in rising \
-                      priority. Listening on anything but loopback needs an API token. SIGTERM \
+                      callbacks, health, OpenAPI document at /openapi.json), the webhook \
+                      delivery loop, and the handlers of callback channels. Settings come from \
+                      a TOML file (--config), environment variables and flags, in rising \
+                      priority; callback channels ([channels.NAME]: secret, command) and other \
+                      hookspools to subscribe to ([[sources]]: url, token, event, channel, \
+                      callback_url, owner) exist only in the file. Listening on anything but \
+                      loopback needs an API token. SIGTERM \
                       or Ctrl-C stops it gracefully: no new requests, deliveries in flight \
                       finish (up to the grace period) or go back to pending, the store is \
                       synced, exit code 0.",

@@ -79,7 +79,8 @@ impl BackendKind {
 /// file; flags win over the environment, which wins over the file.
 #[derive(Clone, Debug, Default, Args)]
 pub struct ServeArgs {
-    /// A TOML config file with any of the settings below (same names, `_` for `-`).
+    /// A TOML config file with any of the settings below (same names, `_` for `-`), plus
+    /// `[channels.NAME]` tables and `[[sources]]` entries (see the README's Configuration).
     #[arg(long, env = "HOOKSPOOL_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 

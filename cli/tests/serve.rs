@@ -115,6 +115,9 @@ fn serve_help_documents_every_setting() {
         "--public-url",
         "--callback-timeout",
         "--callback-concurrency",
+        "[channels.NAME]",
+        "[[sources]]",
+        "/openapi.json",
         "HOOKSPOOL_TOKENS",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
