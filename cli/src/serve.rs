@@ -843,6 +843,64 @@ mod tests {
         );
     }
 
+    /// Every bad `[channels.NAME]` or `[[sources]]` entry is refused with a message naming it.
+    #[test]
+    fn bad_channels_and_sources_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hookspool.toml");
+        let cases = [
+            ("[channels.\"hookspool.x\"]\n", "reserved"),
+            ("[channels.\"bad id!\"]\n", "bad id!"),
+            (
+                "[channels.orders]\nsecret = \"not-whsec\"\n",
+                "not a whsec_ secret",
+            ),
+            ("[channels.orders]\ncommand = []\n", "must name a program"),
+            ("[channels.orders]\ncolour = 1\n", "colour"),
+            (
+                "[[sources]]\nurl = \"http://a:1\"\nevent = \"e.*\"\nchannel = \"nope\"\n",
+                "add a [channels.nope] table",
+            ),
+            (
+                "[channels.orders]\n[[sources]]\nurl = \"ftp://a\"\nevent = \"e\"\n\
+                 channel = \"orders\"\n",
+                "ftp://a",
+            ),
+            (
+                "listen = \"0.0.0.0:1\"\ntokens = [\"a-long-enough-token\"]\n\
+                 [channels.orders]\n[[sources]]\nurl = \"http://a:1\"\nevent = \"e\"\n\
+                 channel = \"orders\"\n",
+                "public_url",
+            ),
+        ];
+        for (text, needle) in cases {
+            std::fs::write(&path, text).unwrap();
+            let args = ServeArgs {
+                config: Some(path.clone()),
+                ..ServeArgs::default()
+            };
+            let e = ServeConfig::resolve(args, PathBuf::from("d")).unwrap_err();
+            assert!(e.to_string().contains(needle), "{text:?}: {e}");
+        }
+        std::fs::write(
+            &path,
+            "[channels.orders]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+             command = [\"true\"]\n[[sources]]\nurl = \"http://a:1\"\nevent = \"e.*\"\n\
+             channel = \"orders\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(args, PathBuf::from("d")).unwrap();
+        assert_eq!((c.channels.len(), c.sources.len()), (1, 1));
+        assert!(
+            !format!("{c:?}").contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            "the channel secret is masked in Debug"
+        );
+    }
+
     #[test]
     fn tokens_are_masked_in_debug() {
         let args = ServeArgs {

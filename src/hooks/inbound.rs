@@ -325,11 +325,11 @@ impl<B: Backend> Hooks<B> {
     /// A callback loop with these settings; add handlers with [`Callbacks::handle`].
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a zero concurrency or timeout.
+    /// [`Error::InvalidInput`] for a zero concurrency, timeout or poll interval.
     pub fn callbacks(&self, config: CallbackConfig) -> Result<Callbacks<B>> {
-        if config.concurrency == 0 || config.timeout.is_zero() {
+        if config.concurrency == 0 || config.timeout.is_zero() || config.poll_interval.is_zero() {
             return Err(Error::invalid(
-                "callback concurrency and timeout must be more than zero",
+                "callback concurrency, timeout and poll interval must be more than zero",
             ));
         }
         Ok(Callbacks {

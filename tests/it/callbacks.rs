@@ -398,6 +398,11 @@ async fn channels_are_checked_when_handlers_are_registered() {
         ..CallbackConfig::default()
     };
     assert!(hooks.callbacks(zero).is_err());
+    let no_poll = CallbackConfig {
+        poll_interval: Duration::ZERO,
+        ..CallbackConfig::default()
+    };
+    assert!(hooks.callbacks(no_poll).is_err(), "a zero poll would spin");
     assert!(
         hooks.store().queue(&orders()).await.unwrap().is_some(),
         "registering a handler created the channel's queue"
