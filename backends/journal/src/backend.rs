@@ -1,65 +1,102 @@
-//! [`JournalBackend`]: opening (recovery), the logged operations, and checkpoints.
+//! [`JournalBackend`]: the backend calls (apply to the state, log, wait for durability),
+//! reading blobs, checkpoints and space reclamation. Recovery is in `recover`.
 
-use std::fs::TryLockError;
-use std::fs::{File, OpenOptions};
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::BufWriter;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hookspool::{
-    Backend, Claim, Error, Item, Key, MemoryBackend, NewItem, PhaseCounts, QueueConfig, QueueId,
-    Result, Selector, SweepReport, Timestamp, Transition,
+    Backend, Claim, Error, Item, Key, NewItem, PhaseCounts, QueueConfig, QueueId, Result, Selector,
+    SweepReport, Timestamp, Transition,
 };
-use tokio::sync::Mutex;
 
-use crate::log::{Log, Settings, create_segment, io_error, segment_name, segment_number, sync_dir};
-use crate::record::{self, Checkpoint, Op, Read, SEGMENT_HEADER, SEGMENT_MAGIC};
-use crate::{JournalOptions, RecoveryReport};
+use crate::log::{Log, Settings, create_segment, io_error, segment_name, sync_dir};
+use crate::record::{self, Op, RECORD_HEADER, SEGMENT_HEADER};
+use crate::recover::{self, CHECKPOINT_FILE, CHECKPOINT_TMP};
+use crate::state::{Header, Loc, State};
+use crate::{IoOp, JournalOptions, RecoveryReport};
 
 const LOCK_FILE: &str = "hookspool.lock";
-const CHECKPOINT_FILE: &str = "checkpoint";
-const CHECKPOINT_TMP: &str = "checkpoint.tmp";
+/// Blobs read with one `pread` when they lie this close together.
+const READ_GAP: u64 = 4096;
+/// At most this many bytes per `pread`.
+const READ_RUN: u64 = 4 << 20;
+/// Bytes of blobs copied per relocation record (each takes the state lock once).
+const RELOCATE_BATCH: u64 = 1 << 20;
 
 /// A durable [`Backend`] of its own design: every mutating call is one checksummed record
-/// appended to a segmented log (group commit), the working state lives in memory and is
-/// rebuilt at open from the latest checkpoint plus the records after it. See the crate docs.
+/// appended to a segmented log (group commit); a compact index of every item lives in memory
+/// and payloads stay in the segment files. See the crate docs.
 ///
 /// Cloning gives another handle to the same store; the store closes (pending writes synced,
-/// the directory unlocked) when the last handle is dropped.
+/// a final checkpoint written, the directory unlocked) when the last handle is dropped.
 #[derive(Clone)]
 pub struct JournalBackend {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     dir: PathBuf,
-    state: MemoryBackend,
-    /// Serializes "apply to the state, then append the record", so that the log's order is
-    /// the order the state saw.
-    apply: Mutex<()>,
+    state: Mutex<State>,
+    files: Files,
     log: Log,
     options: JournalOptions,
     recovery: RecoveryReport,
-    /// Bytes appended since the last checkpoint, and whether one is being written.
+    /// Log bytes appended since the last checkpoint.
     since_checkpoint: AtomicU64,
-    /// Size of the last checkpoint written (or loaded): the next one waits for at least as
-    /// much log, so that checkpoints cost at most about as much I/O as the log itself.
+    /// Size of the last checkpoint written or loaded.
     last_checkpoint: AtomicU64,
-    /// How many items the last checkpoint held.
-    last_checkpoint_items: AtomicU64,
+    /// Blob bytes removed from segments before the last checkpoint since it was written:
+    /// space a checkpoint (and compaction) would give back.
+    reclaimable: AtomicU64,
+    /// The first segment the last checkpoint needs: older ones hold only blobs.
+    checkpoint_segment: AtomicU64,
     checkpointing: AtomicBool,
-    /// Serializes checkpoints and holds the segment of the last one written: a checkpoint
-    /// that finishes after a newer one must not replace it (the newer one may already have
-    /// deleted the segments the older one starts at).
-    checkpoint_lock: StdMutex<u64>,
+    /// Serializes checkpoints.
+    checkpoint_lock: tokio::sync::Mutex<()>,
     _lock: File,
+}
+
+/// Read handles of segment files, opened when first needed. A handle outlives the file's
+/// deletion, so a reader that took one under the state lock can always finish.
+#[derive(Debug)]
+struct Files {
+    dir: PathBuf,
+    open: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+impl Files {
+    fn get(&self, segment: u32) -> Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = open.get(&segment) {
+            return Ok(Arc::clone(f));
+        }
+        let path = self.dir.join(segment_name(u64::from(segment)));
+        let file = File::open(&path).map_err(|e| Error::Corrupted {
+            what: format!("journal segment {segment} holds live items but cannot be opened: {e}"),
+        })?;
+        let file = Arc::new(file);
+        open.insert(segment, Arc::clone(&file));
+        Ok(file)
+    }
+
+    fn forget(&self, segment: u32) {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&segment);
+    }
 }
 
 impl std::fmt::Debug for JournalBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JournalBackend")
             .field("dir", &self.inner.dir)
-            .field("state", &self.inner.state)
+            .field("items", &self.inner.state().item_count())
             .field("log", &self.inner.log)
             .finish_non_exhaustive()
     }
@@ -67,9 +104,188 @@ impl std::fmt::Debug for JournalBackend {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Writes and syncs what is pending before the lock file is released.
+        // Writes and syncs what is pending, then records the final state in a checkpoint
+        // (the next open replays nothing) and deletes segments nothing needs any more,
+        // before the lock file is released. A failure costs replay time, not data.
         self.log.close();
+        if self.log.check().is_err() {
+            return;
+        }
+        let dirty = self.options.checkpoint_on_close
+            && self.since_checkpoint.load(Ordering::Relaxed) > 0
+            || self.reclaimable.load(Ordering::Relaxed) > 0;
+        if dirty {
+            let done = self
+                .write_checkpoint_tmp()
+                .and_then(|(segment, offset, bytes)| self.install(segment, offset, bytes));
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "hookspool-journal: final checkpoint failed");
+            }
+        }
     }
+}
+
+impl Inner {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every state change computes and checks before it mutates, and a panic inside one
+        // would be a bug that reopening recovers from: a poisoned lock still guards a state
+        // the log agrees with.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads blobs (in the order given), one `pread` per run of nearby ones. Waits, if need
+    /// be, until the writer has put them in their files.
+    fn read_blobs(&self, locs: &[Loc]) -> Result<Vec<Vec<u8>>> {
+        let mut order: Vec<usize> = (0..locs.len()).collect();
+        order.sort_by_key(|&i| locs[i]);
+        let mut out = vec![Vec::new(); locs.len()];
+        let mut i = 0;
+        while i < order.len() {
+            let first = locs[order[i]];
+            let start = u64::from(first.offset);
+            let mut end = start + u64::from(first.len);
+            let mut j = i + 1;
+            while j < order.len() {
+                let l = locs[order[j]];
+                let (from, to) = (u64::from(l.offset), u64::from(l.offset) + u64::from(l.len));
+                if l.segment != first.segment || from > end + READ_GAP || to - start > READ_RUN {
+                    break;
+                }
+                end = end.max(to);
+                j += 1;
+            }
+            self.log.wait_readable(u64::from(first.segment), end)?;
+            let file = self.files.get(first.segment)?;
+            let mut buf = vec![0; usize::try_from(end - start).unwrap_or(usize::MAX)];
+            file.read_exact_at(&mut buf, start)
+                .map_err(|e| Error::Corrupted {
+                    what: format!(
+                        "journal segment {} offset {start}: item data cannot be read: {e}",
+                        first.segment
+                    ),
+                })?;
+            for &k in &order[i..j] {
+                let l = locs[k];
+                let from = (u64::from(l.offset) - start) as usize;
+                out[k] = buf[from..from + l.len as usize].to_vec();
+            }
+            i = j;
+        }
+        Ok(out)
+    }
+
+    /// Appends a record under the state lock the caller holds; returns its LSN.
+    fn append(&self, body: &[u8]) -> Result<u64> {
+        let (lsn, _, _) = self.log.append(body)?;
+        Ok(lsn)
+    }
+
+    /// Writes the checkpoint to its temporary name and syncs it: the state as of the log's
+    /// current position, encoded under the state lock (writers wait that long). Returns
+    /// where replay will start and the file's size.
+    fn write_checkpoint_tmp(&self) -> Result<(u64, u64, u64)> {
+        let faults = self.options.faults.as_ref();
+        let write = || -> Result<(u64, u64, u64)> {
+            if let Some(f) = faults {
+                f.check(IoOp::Write { len: 0, segment: 0 })
+                    .map_err(io_error)?;
+            }
+            let tmp = self.dir.join(CHECKPOINT_TMP);
+            let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io_error)?);
+            let (segment, offset) = {
+                let st = self.state();
+                let (segment, offset) = self.log.position();
+                self.since_checkpoint.store(0, Ordering::Relaxed);
+                self.reclaimable.store(0, Ordering::Relaxed);
+                st.write_checkpoint(segment, offset, &mut out)
+                    .map_err(io_error)?;
+                (segment, offset)
+            };
+            let file = out.into_inner().map_err(|e| io_error(e.into_error()))?;
+            if let Some(f) = faults {
+                f.check(IoOp::Sync).map_err(io_error)?;
+            }
+            file.sync_all().map_err(io_error)?;
+            let bytes = file.metadata().map_err(io_error)?.len();
+            Ok((segment, offset, bytes))
+        };
+        write()
+    }
+
+    /// Puts a synced temporary checkpoint in force (rename, directory sync), then deletes
+    /// the segments before it that hold no live item.
+    fn install(&self, segment: u64, offset: u64, bytes: u64) -> Result<()> {
+        let faults = self.options.faults.as_ref();
+        std::fs::rename(
+            self.dir.join(CHECKPOINT_TMP),
+            self.dir.join(CHECKPOINT_FILE),
+        )
+        .map_err(io_error)?;
+        sync_dir(&self.dir, faults).map_err(io_error)?;
+        self.last_checkpoint.store(bytes, Ordering::Relaxed);
+        self.checkpoint_segment.store(segment, Ordering::Relaxed);
+        tracing::debug!(
+            segment,
+            offset,
+            bytes,
+            "hookspool-journal checkpoint written"
+        );
+        self.delete_dead_segments(segment)
+    }
+
+    /// Deletes every segment before `segment` that holds no live blob.
+    fn delete_dead_segments(&self, segment: u64) -> Result<()> {
+        let live: Vec<u32> = self.state().live().keys().copied().collect();
+        let mut removed = false;
+        for n in recover::segments_on_disk(&self.dir)? {
+            if n >= segment || u32::try_from(n).is_ok_and(|n| live.contains(&n)) {
+                continue;
+            }
+            if let Ok(n) = u32::try_from(n) {
+                self.files.forget(n);
+            }
+            std::fs::remove_file(self.dir.join(segment_name(n))).map_err(io_error)?;
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir, self.options.faults.as_ref()).map_err(io_error)?;
+        }
+        Ok(())
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::Backend {
+        backend: "journal",
+        source: Box::new(e),
+    }
+}
+
+fn segment_u32(segment: u64) -> Result<u32> {
+    u32::try_from(segment).map_err(|_| Error::invalid("the journal has run out of segment numbers"))
+}
+
+/// An item from its header and its blob.
+fn fill(header: Header, blob: &[u8]) -> Result<Item> {
+    Ok(fill_decoded(header, record::decode_blob(blob)?))
+}
+
+/// An item from its header and its decoded blob.
+fn fill_decoded(header: Header, (metadata, payload): Blob) -> Item {
+    let mut item = header.item;
+    item.payload = payload;
+    if !header.replaced_metadata {
+        item.metadata = metadata;
+    }
+    item
+}
+
+/// A blob's metadata and payload.
+type Blob = (std::collections::BTreeMap<String, String>, Vec<u8>);
+
+/// Reads and checks blobs before anything changes: an error leaves the items as they were.
+fn decode_all(blobs: &[Vec<u8>]) -> Result<Vec<Blob>> {
+    blobs.iter().map(|b| record::decode_blob(b)).collect()
 }
 
 impl JournalBackend {
@@ -87,8 +303,16 @@ impl JournalBackend {
     /// # Errors
     /// [`Error::Locked`] if another handle or process has the directory open;
     /// [`Error::Corrupted`] for a damaged record that is not a torn tail (unless
-    /// [`JournalOptions::skip_corrupt`]) or a damaged checkpoint; I/O errors.
+    /// [`JournalOptions::skip_corrupt`]), a damaged checkpoint, or a missing segment that
+    /// holds live items; [`Error::InvalidInput`] for a segment size outside 1 KiB–4 GiB;
+    /// I/O errors.
     pub fn open_with(dir: impl AsRef<Path>, options: JournalOptions) -> Result<Self> {
+        if !(1024..=u64::from(u32::MAX)).contains(&options.segment_size) {
+            return Err(Error::invalid(format!(
+                "journal segment size {} is outside 1 KiB–4 GiB",
+                options.segment_size
+            )));
+        }
         let dir = dir.as_ref().to_path_buf();
         let created = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(io_error)?;
@@ -119,7 +343,7 @@ impl JournalBackend {
             durability: options.durability,
             faults: options.faults.clone(),
         };
-        let recovered = recover(&dir, &options)?;
+        let recovered = recover::recover(&dir, &options)?;
         let (file, segment, offset) = if let Some((segment, offset)) = recovered.tail {
             let file = OpenOptions::new()
                 .read(true)
@@ -135,15 +359,19 @@ impl JournalBackend {
         let log = Log::start(settings, file, segment, offset, 0)?;
         Ok(JournalBackend {
             inner: Arc::new(Inner {
+                files: Files {
+                    dir: dir.clone(),
+                    open: Mutex::new(HashMap::new()),
+                },
                 dir,
-                state: recovered.state,
-                apply: Mutex::new(()),
+                state: Mutex::new(recovered.state),
                 log,
                 since_checkpoint: AtomicU64::new(recovered.replayed_bytes),
                 last_checkpoint: AtomicU64::new(recovered.checkpoint_bytes),
-                last_checkpoint_items: AtomicU64::new(recovered.checkpoint_items),
+                reclaimable: AtomicU64::new(0),
+                checkpoint_segment: AtomicU64::new(recovered.first_segment),
                 checkpointing: AtomicBool::new(false),
-                checkpoint_lock: StdMutex::new(0),
+                checkpoint_lock: tokio::sync::Mutex::new(()),
                 options,
                 recovery: recovered.report,
                 _lock: lock,
@@ -162,40 +390,128 @@ impl JournalBackend {
         &self.inner.recovery
     }
 
-    /// Writes a checkpoint now: the whole state to the `checkpoint` file (written to a
-    /// temporary file, synced, renamed, directory synced), then deletes the segments it
-    /// covers. Later opens replay only what follows it. Writers continue meanwhile, except
-    /// for the moment the state is copied.
+    /// Writes a checkpoint now and reclaims space: the state (the index, not the payloads)
+    /// goes to the `checkpoint` file (a temporary file, synced, renamed, directory synced);
+    /// segments before it that hold no live item are deleted, and the live items of
+    /// segments less than half live are copied forward (compaction) so that those go too.
+    /// Later opens replay only what follows the checkpoint. Writers wait only while the
+    /// state is encoded, and for a moment per megabyte compacted.
     ///
     /// # Errors
     /// I/O errors; [`Error::Poisoned`].
     pub async fn checkpoint(&self) -> Result<()> {
+        let _one = self.inner.checkpoint_lock.lock().await;
         let inner = Arc::clone(&self.inner);
-        // The state is copied under the apply lock, at the same point of the log as the
-        // switch to a new segment.
-        let (segment, queues) = {
-            let _apply = inner.apply.lock().await;
-            let segment = inner.log.rotate()?;
-            inner.since_checkpoint.store(0, Ordering::Relaxed);
-            (segment, inner.state.snapshot())
-        };
-        // The checkpoint must not claim more than the device holds: it covers everything
-        // before the switch, so that must be synced first.
-        // Asks the writer for that sync (under periodic durability the next periodic one may be
-        // a whole interval away); `sync` covers everything appended so far, the switch included.
-        inner.log.sync().await?;
-        let inner2 = Arc::clone(&inner);
-        tokio::task::spawn_blocking(move || write_checkpoint(&inner2, segment, queues))
+        let (segment, offset, bytes) =
+            tokio::task::spawn_blocking(move || inner.write_checkpoint_tmp())
+                .await
+                .map_err(join_error)??;
+        // The checkpoint must not claim more than the device holds: everything before its
+        // position must be synced before it is put in force.
+        self.inner.log.sync().await?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.install(segment, offset, bytes))
             .await
-            .map_err(|e| Error::Backend {
-                backend: "journal",
-                source: Box::new(e),
-            })?
+            .map_err(join_error)??;
+        self.compact(segment).await
     }
 
-    /// Writes a checkpoint once enough has been appended since the last one. The call that
-    /// crosses the threshold does it, after its own record is durable (so its latency
-    /// includes the checkpoint; other callers wait only while the state is copied).
+    /// Copies the live items of sparse segments before `segment` forward, then deletes them.
+    async fn compact(&self, segment: u64) -> Result<()> {
+        let inner = &self.inner;
+        let live: Vec<(u32, u64)> = inner
+            .state()
+            .live()
+            .iter()
+            .map(|(s, n)| (*s, *n))
+            .filter(|(s, _)| u64::from(*s) < segment)
+            .collect();
+        for (n, live_bytes) in live {
+            let size = std::fs::metadata(inner.dir.join(segment_name(u64::from(n))))
+                .map_or(0, |m| m.len());
+            if live_bytes.saturating_mul(2) >= size {
+                continue;
+            }
+            self.relocate_segment(n).await?;
+        }
+        inner.log.sync().await?;
+        let inner2 = Arc::clone(inner);
+        tokio::task::spawn_blocking(move || inner2.delete_dead_segments(segment))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Copies every live blob of segment `n` to the end of the log, a batch per record.
+    async fn relocate_segment(&self, n: u32) -> Result<()> {
+        let inner = &self.inner;
+        let mut items = inner.state().in_segment(n);
+        items.sort_by_key(|(q, _, loc)| (q.clone(), loc.offset));
+        let mut start = 0;
+        while start < items.len() {
+            let queue = items[start].0.clone();
+            let mut end = start;
+            let mut bytes = 0;
+            while end < items.len() && items[end].0 == queue && bytes < RELOCATE_BATCH {
+                bytes += u64::from(items[end].2.len);
+                end += 1;
+            }
+            let lsn = {
+                let mut st = inner.state();
+                // Items removed or moved since the list was made are skipped.
+                let still: Vec<(Key, Loc)> = items[start..end]
+                    .iter()
+                    .filter(|(q, key, loc)| {
+                        st.header(q, *key)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|h| h.loc == *loc)
+                    })
+                    .map(|(_, key, loc)| (*key, *loc))
+                    .collect();
+                if still.is_empty() {
+                    None
+                } else {
+                    let locs: Vec<Loc> = still.iter().map(|(_, l)| *l).collect();
+                    let blobs = inner.read_blobs(&locs)?;
+                    let refs: Vec<(Key, u32, u32, &[u8])> = still
+                        .iter()
+                        .zip(&blobs)
+                        .map(|((k, l), b)| (*k, l.segment, l.offset, b.as_slice()))
+                        .collect();
+                    let (body, moved) = record::encode_relocate(&queue, &refs)?;
+                    let (lsn, segment, offset) = inner.log.append(&body)?;
+                    let segment = segment_u32(segment)?;
+                    let base = offset + RECORD_HEADER as u64;
+                    let relocations: Vec<(Key, u32, u32, Loc)> = moved
+                        .iter()
+                        .map(|m| {
+                            let to = Loc {
+                                segment,
+                                offset: u32::try_from(base + u64::from(m.blob.at))
+                                    .unwrap_or(u32::MAX),
+                                len: m.blob.len,
+                            };
+                            (m.key, m.from_segment, m.from_offset, to)
+                        })
+                        .collect();
+                    st.relocate(&queue, &relocations);
+                    inner
+                        .since_checkpoint
+                        .fetch_add(body.len() as u64, Ordering::Relaxed);
+                    Some(lsn)
+                }
+            };
+            if let Some(lsn) = lsn {
+                inner.log.wait_written(lsn).await?;
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Writes a checkpoint once enough has been appended since the last one, or once
+    /// enough space would come back. The call that crosses the threshold does it, after its
+    /// own record is durable.
     async fn maybe_checkpoint(&self, appended: u64) {
         let inner = &self.inner;
         let since = inner
@@ -206,10 +522,11 @@ impl JournalBackend {
         // Enough log since the last checkpoint (at least as much as that checkpoint, so that
         // checkpoints cost at most the log's own I/O) ...
         let grown = since >= inner.options.checkpoint_bytes.max(last);
-        // ... or the live state has become small next to what is on disk (a queue drained):
-        // a checkpoint then reclaims the space of the segments it covers.
-        let shrunk = last + since > 2 * self.live_estimate() + inner.options.checkpoint_bytes / 2;
-        if !(grown || shrunk) || inner.checkpointing.swap(true, Ordering::AcqRel) {
+        // ... or enough space in old segments has died (a queue drained) that a checkpoint
+        // and compaction would give back more than the checkpoint costs.
+        let freed = inner.reclaimable.load(Ordering::Relaxed)
+            >= (inner.options.checkpoint_bytes / 2).max(last);
+        if !(grown || freed) || inner.checkpointing.swap(true, Ordering::AcqRel) {
             return;
         }
         if let Err(e) = self.checkpoint().await {
@@ -219,421 +536,191 @@ impl JournalBackend {
         inner.checkpointing.store(false, Ordering::Release);
     }
 
-    /// About how many bytes a checkpoint of the current state would take: the item count
-    /// times the bytes per item of the last checkpoint (300 before the first).
-    fn live_estimate(&self) -> u64 {
-        let inner = &self.inner;
-        let items = inner.state.item_count() as u64;
-        let (bytes, count) = (
-            inner.last_checkpoint.load(Ordering::Relaxed),
-            inner.last_checkpoint_items.load(Ordering::Relaxed),
-        );
-        let per_item = bytes.checked_div(count).unwrap_or(300);
-        items.saturating_mul(per_item.max(1))
+    /// Waits for a record's durability, then checkpoints if one is due.
+    async fn finish(&self, lsn: u64, bytes: usize) -> Result<()> {
+        let log = &self.inner.log;
+        match self.inner.options.durability {
+            crate::Durability::Immediate => log.wait_synced(lsn).await?,
+            crate::Durability::Periodic { .. } => log.wait_written(lsn).await?,
+        }
+        self.maybe_checkpoint((bytes + RECORD_HEADER) as u64).await;
+        Ok(())
     }
 
-    /// Applies a mutating call to the state and logs it, under the apply lock; then waits
-    /// for durability. `changed` says whether the call's result changed anything (nothing is
-    /// logged otherwise).
+    /// Counts blob bytes that left segments older than the last checkpoint.
+    fn freed(&self, headers: &[Header]) {
+        let first = self.inner.checkpoint_segment.load(Ordering::Relaxed);
+        let old: u64 = headers
+            .iter()
+            .filter(|h| u64::from(h.loc.segment) < first)
+            .map(|h| u64::from(h.loc.len))
+            .sum();
+        if old > 0 {
+            self.inner.reclaimable.fetch_add(old, Ordering::Relaxed);
+        }
+    }
+
+    /// Applies a call that returns nothing to read, logging `op` if `apply` says it
+    /// changed something.
     async fn logged<T>(
         &self,
-        op: Op,
-        apply: impl AsyncFnOnce(&MemoryBackend) -> Result<T>,
+        op: &Op,
+        apply: impl FnOnce(&mut State) -> Result<T>,
         changed: impl FnOnce(&T) -> bool,
     ) -> Result<T> {
         let inner = &self.inner;
         inner.log.check()?;
-        let body = record::encode(&op)?;
+        let body = record::encode(op)?;
         let (value, lsn) = {
-            let _apply = inner.apply.lock().await;
-            let value = apply(&inner.state).await?;
+            let mut st = inner.state();
+            let value = apply(&mut st)?;
             if !changed(&value) {
                 return Ok(value);
             }
-            (value, inner.log.append(&body)?)
+            (value, inner.append(&body)?)
         };
-        match inner.options.durability {
-            crate::Durability::Immediate => inner.log.wait_synced(lsn).await?,
-            crate::Durability::Periodic { .. } => inner.log.wait_written(lsn).await?,
-        }
-        self.maybe_checkpoint(body.len() as u64 + 8).await;
+        self.finish(lsn, body.len()).await?;
         Ok(value)
-    }
-}
-
-/// Writes the checkpoint file and removes the segments before `segment`.
-fn write_checkpoint(
-    inner: &Inner,
-    segment: u64,
-    queues: Vec<hookspool::QueueSnapshot>,
-) -> Result<()> {
-    let mut last = inner
-        .checkpoint_lock
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if segment <= *last {
-        // A newer checkpoint is already in place.
-        return Ok(());
-    }
-    let faults = inner.options.faults.as_ref();
-    let items: u64 = queues.iter().map(|q| q.items.len() as u64).sum();
-    let bytes = record::encode_checkpoint(&Checkpoint { segment, queues })?;
-    let tmp = inner.dir.join(CHECKPOINT_TMP);
-    let write = || -> std::io::Result<()> {
-        if let Some(f) = faults {
-            f.check(crate::IoOp::Write {
-                len: bytes.len(),
-                segment: 0,
-            })?;
-        }
-        let mut file = File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, &bytes)?;
-        if let Some(f) = faults {
-            f.check(crate::IoOp::Sync)?;
-        }
-        file.sync_all()?;
-        std::fs::rename(&tmp, inner.dir.join(CHECKPOINT_FILE))?;
-        sync_dir(&inner.dir, faults)
-    };
-    write().map_err(io_error)?;
-    *last = segment;
-    inner
-        .last_checkpoint
-        .store(bytes.len() as u64, Ordering::Relaxed);
-    inner.last_checkpoint_items.store(items, Ordering::Relaxed);
-    // Segments wholly before the checkpoint are no longer needed.
-    let mut removed = false;
-    for entry in std::fs::read_dir(&inner.dir).map_err(io_error)? {
-        let entry = entry.map_err(io_error)?;
-        if let Some(n) = entry.file_name().to_str().and_then(segment_number)
-            && n < segment
-        {
-            std::fs::remove_file(entry.path()).map_err(io_error)?;
-            removed = true;
-        }
-    }
-    if removed {
-        sync_dir(&inner.dir, faults).map_err(io_error)?;
-    }
-    Ok(())
-}
-
-/// What recovery rebuilt.
-struct Recovered {
-    state: MemoryBackend,
-    /// Size of the checkpoint file loaded (0 without one), and its item count.
-    checkpoint_bytes: u64,
-    checkpoint_items: u64,
-    /// Where appending continues: (segment, offset), or `None` to start a new segment.
-    tail: Option<(u64, u64)>,
-    next_segment: u64,
-    replayed_bytes: u64,
-    report: RecoveryReport,
-}
-
-fn recover(dir: &Path, options: &JournalOptions) -> Result<Recovered> {
-    // A checkpoint written to its temporary name but not renamed never counted.
-    let _ = std::fs::remove_file(dir.join(CHECKPOINT_TMP));
-    let (state, first, checkpoint_bytes, checkpoint_items) =
-        match std::fs::read(dir.join(CHECKPOINT_FILE)) {
-            Ok(bytes) => {
-                let cp = record::decode_checkpoint(&bytes)?;
-                let items = cp.queues.iter().map(|q| q.items.len() as u64).sum();
-                (
-                    MemoryBackend::restore(cp.queues)?,
-                    cp.segment,
-                    bytes.len() as u64,
-                    items,
-                )
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (MemoryBackend::new(), 1, 0, 0),
-            Err(e) => return Err(io_error(e)),
-        };
-    let segments = list_segments(dir, first)?;
-    let mut report = RecoveryReport::default();
-    let mut replayed_bytes = 0;
-    let mut tail = None;
-    let mut next_segment = segments.last().map_or(first, |n| n + 1);
-    for (i, &n) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        let path = dir.join(segment_name(n));
-        let Some(end) = replay_segment(&state, &path, n, last, options, &mut report)? else {
-            // An empty last segment, removed: it is created again.
-            next_segment = n;
-            break;
-        };
-        replayed_bytes += end - SEGMENT_HEADER;
-        if last {
-            tail = Some((n, end));
-        }
-    }
-    Ok(Recovered {
-        state,
-        checkpoint_bytes,
-        checkpoint_items,
-        tail,
-        next_segment,
-        replayed_bytes,
-        report,
-    })
-}
-
-/// The segment numbers from `first` on, checked to be consecutive.
-fn list_segments(dir: &Path, first: u64) -> Result<Vec<u64>> {
-    let mut segments: Vec<u64> = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io_error)? {
-        let entry = entry.map_err(io_error)?;
-        if let Some(n) = entry.file_name().to_str().and_then(segment_number) {
-            segments.push(n);
-        }
-    }
-    segments.sort_unstable();
-    // Segments before the checkpoint are left over from a checkpoint whose cleanup was cut
-    // short: the checkpoint covers them.
-    segments.retain(|n| *n >= first);
-    if let Some(pair) = segments.windows(2).find(|w| w[1] != w[0] + 1) {
-        return Err(Error::Corrupted {
-            what: format!(
-                "journal segment {} is missing (found {} then {})",
-                pair[0] + 1,
-                pair[0],
-                pair[1]
-            ),
-        });
-    }
-    if let Some(&s) = segments.first()
-        && s != first
-    {
-        return Err(Error::Corrupted {
-            what: format!("journal segment {first} (the checkpoint's start) is missing"),
-        });
-    }
-    Ok(segments)
-}
-
-/// Replays one segment onto `state`; returns where its written part ends (`None` if the
-/// segment was an empty last one, removed). A torn tail of the last segment is cut off.
-fn replay_segment(
-    state: &MemoryBackend,
-    path: &Path,
-    n: u64,
-    last: bool,
-    options: &JournalOptions,
-    report: &mut RecoveryReport,
-) -> Result<Option<u64>> {
-    let bytes = std::fs::read(path).map_err(io_error)?;
-    if bytes.len() < SEGMENT_HEADER as usize
-        || &bytes[..8] != SEGMENT_MAGIC
-        || bytes[8..16] != n.to_le_bytes()
-    {
-        if last && bytes.iter().skip(8).all(|b| *b == 0) {
-            // Created but its header never made it: an empty last segment.
-            std::fs::remove_file(path).map_err(io_error)?;
-            return Ok(None);
-        }
-        return Err(Error::Corrupted {
-            what: format!("journal segment {}: bad header", path.display()),
-        });
-    }
-    let mut pos = SEGMENT_HEADER as usize;
-    // Where the written part ends: bytes after it are zeros (preallocated) or missing.
-    let written_end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
-    let valid_at =
-        |p: usize| p < bytes.len() && matches!(record::read(n, &bytes[p..]), Read::Record { .. });
-    loop {
-        let found = match record::read(n, &bytes[pos..]) {
-            // Zeros where a record should be, yet valid records after them: damage (a lost
-            // page), not the end of the log.
-            Read::End if (pos + 1..written_end).any(valid_at) => Read::Bad {
-                size: None,
-                why: "zeros where a record should be, with records after them".to_owned(),
-            },
-            other => other,
-        };
-        match found {
-            Read::End => break,
-            Read::Record { body, size } => {
-                let applied = record::decode(body).and_then(|op| ready(replay(state, op)));
-                if let Err(e) = applied {
-                    if !options.skip_corrupt {
-                        return Err(Error::Corrupted {
-                            what: format!(
-                                "journal segment {n} offset {pos}: record does not replay: {e}"
-                            ),
-                        });
-                    }
-                    report.skipped_records += 1;
-                } else {
-                    report.replayed_records += 1;
-                }
-                pos += size;
-            }
-            Read::Bad { size, why } => {
-                // Where valid records resume: right after this one if its length is intact,
-                // else at the first later offset holding a valid record (the length field
-                // itself may be what is damaged). None: nothing valid follows.
-                let resume = size
-                    .map(|s| pos + s)
-                    .filter(|&p| valid_at(p))
-                    .or_else(|| (pos + 1..written_end).find(|&p| valid_at(p)));
-                if resume.is_none() && last {
-                    // A torn tail: nothing valid follows in the last segment.
-                    report.truncated_bytes = bytes.len() as u64 - pos as u64;
-                    truncate_tail(path, pos as u64, options)?;
-                    tracing::warn!(segment = n, offset = pos, %why,
-                        "hookspool-journal: torn last record cut off");
-                    break;
-                }
-                if !options.skip_corrupt {
-                    return Err(Error::Corrupted {
-                        what: format!(
-                            "journal segment {n} offset {pos}: {why}; open with \
-                             skip_corrupt to skip damaged records"
-                        ),
-                    });
-                }
-                tracing::warn!(segment = n, offset = pos, %why,
-                    "hookspool-journal: damaged record skipped");
-                report.skipped_records += 1;
-                match resume {
-                    Some(p) => pos = p,
-                    // The rest of a segment that is not the last: later segments follow.
-                    None => break,
-                }
-            }
-        }
-    }
-    Ok(Some(pos as u64))
-}
-
-/// Cuts a torn last record off: zeros it where the segment was preallocated (so the space
-/// stays allocated), truncates otherwise; then syncs.
-fn truncate_tail(path: &Path, at: u64, options: &JournalOptions) -> Result<()> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(io_error)?;
-    let len = file.metadata().map_err(io_error)?.len();
-    if options.preallocate && len <= options.segment_size {
-        let zeros = vec![0u8; usize::try_from(len - at).unwrap_or(0)];
-        std::os::unix::fs::FileExt::write_all_at(&file, &zeros, at).map_err(io_error)?;
-    } else {
-        file.set_len(at).map_err(io_error)?;
-    }
-    file.sync_all().map_err(io_error)
-}
-
-/// Runs a future that completes without waiting: `MemoryBackend`'s calls only take a lock.
-/// (Recovery runs inside `open`, which may itself be called from async code, so it cannot
-/// start a runtime of its own.)
-fn ready<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    let mut fut = std::pin::pin!(fut);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(r) => r,
-        std::task::Poll::Pending => Err(Error::invalid(
-            "a memory backend call did not complete at once during recovery",
-        )),
-    }
-}
-
-/// Applies one logged operation during recovery.
-async fn replay(state: &MemoryBackend, op: Op) -> Result<()> {
-    match op {
-        Op::CreateQueue(c) => state.create_queue(c).await,
-        Op::UpdateQueue(c) => state.update_queue(c).await,
-        Op::DeleteQueue(id) => state.delete_queue(&id).await.map(drop),
-        Op::Push { queue, items, now } => state.push(&queue, items, now).await.map(drop),
-        Op::Pop { queue, selector } => state.pop(&queue, &selector).await.map(drop),
-        Op::Reset(queue) => state.reset(&queue).await.map(drop),
-        Op::Update {
-            queue,
-            key,
-            transition,
-            now,
-        } => state.update(&queue, key, transition, now).await.map(drop),
-        Op::Claim { queue, claim, now } => state.claim(&queue, claim, now).await.map(drop),
-        Op::Sweep { queue, now } => state.sweep(&queue, now).await.map(drop),
     }
 }
 
 impl Backend for JournalBackend {
     async fn create_queue(&self, config: QueueConfig) -> Result<()> {
-        let c = config.clone();
-        self.logged(
-            Op::CreateQueue(config),
-            async move |s| s.create_queue(c).await,
-            |()| true,
-        )
-        .await
+        let op = Op::CreateQueue(config.clone());
+        self.logged(&op, |s| s.create_queue(config), |()| true)
+            .await
     }
 
     async fn update_queue(&self, config: QueueConfig) -> Result<()> {
-        let c = config.clone();
-        self.logged(
-            Op::UpdateQueue(config),
-            async move |s| s.update_queue(c).await,
-            |()| true,
-        )
-        .await
+        let op = Op::UpdateQueue(config.clone());
+        self.logged(&op, |s| s.update_queue(config), |()| true)
+            .await
     }
 
     async fn get_queue(&self, id: &QueueId) -> Result<Option<QueueConfig>> {
         self.inner.log.check()?;
-        self.inner.state.get_queue(id).await
+        Ok(self.inner.state().get_queue(id))
     }
 
     async fn list_queues(&self) -> Result<Vec<QueueConfig>> {
         self.inner.log.check()?;
-        self.inner.state.list_queues().await
+        Ok(self.inner.state().list_queues())
     }
 
     async fn delete_queue(&self, id: &QueueId) -> Result<bool> {
+        let op = Op::DeleteQueue(id.clone());
+        let first = self.inner.checkpoint_segment.load(Ordering::Relaxed);
         self.logged(
-            Op::DeleteQueue(id.clone()),
-            async |s| s.delete_queue(id).await,
+            &op,
+            |s| {
+                let old = s.queue_bytes_before(id, first);
+                let deleted = s.delete_queue(id);
+                self.inner.reclaimable.fetch_add(old, Ordering::Relaxed);
+                Ok(deleted)
+            },
             |deleted| *deleted,
         )
         .await
     }
 
     async fn push(&self, queue: &QueueId, items: Vec<NewItem>, now: Timestamp) -> Result<Vec<Key>> {
-        // The record keeps a copy: a memcpy of the payloads, small next to the write.
-        let op = Op::Push {
-            queue: queue.clone(),
-            items: items.clone(),
-            now,
+        let inner = &self.inner;
+        inner.log.check()?;
+        let (body, pushed) = record::encode_push(queue, &items, now)?;
+        drop(items);
+        let (keys, lsn) = {
+            let mut st = inner.state();
+            if !st.has_queue(queue) {
+                return Err(Error::QueueNotFound(queue.clone()));
+            }
+            let (lsn, segment, offset) = inner.log.append(&body)?;
+            let keys = st.push(
+                queue,
+                &pushed,
+                now,
+                segment_u32(segment)?,
+                offset + RECORD_HEADER as u64,
+            )?;
+            (keys, lsn)
         };
-        self.logged(op, async move |s| s.push(queue, items, now).await, |_| true)
-            .await
+        self.finish(lsn, body.len()).await?;
+        Ok(keys)
     }
 
     async fn fetch(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {
-        self.inner.log.check()?;
-        self.inner.state.fetch(queue, selector).await
+        let inner = &self.inner;
+        inner.log.check()?;
+        let headers = {
+            let st = inner.state();
+            let keys = st.select(queue, selector)?;
+            let headers: Vec<Header> = keys
+                .into_iter()
+                .filter_map(|k| st.header(queue, k).ok().flatten())
+                .collect();
+            // Handles taken under the lock: a segment deleted after it is released (its
+            // items relocated) stays readable through them.
+            for h in &headers {
+                inner.files.get(h.loc.segment)?;
+            }
+            headers
+        };
+        let locs: Vec<Loc> = headers.iter().map(|h| h.loc).collect();
+        let blobs = inner.read_blobs(&locs)?;
+        headers
+            .into_iter()
+            .zip(blobs)
+            .map(|(h, b)| fill(h, &b))
+            .collect()
     }
 
     async fn pop(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {
-        self.logged(
-            Op::Pop {
-                queue: queue.clone(),
-                selector: selector.clone(),
-            },
-            async |s| s.pop(queue, selector).await,
-            |items: &Vec<Item>| !items.is_empty(),
-        )
-        .await
+        let inner = &self.inner;
+        inner.log.check()?;
+        let body = record::encode(&Op::Pop {
+            queue: queue.clone(),
+            selector: selector.clone(),
+        })?;
+        let (items, lsn) = {
+            let mut st = inner.state();
+            let keys = st.select(queue, selector)?;
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
+            let headers: Vec<Header> = keys
+                .iter()
+                .filter_map(|k| st.header(queue, *k).ok().flatten())
+                .collect();
+            let locs: Vec<Loc> = headers.iter().map(|h| h.loc).collect();
+            // Read before anything changes: a read error leaves the items where they are.
+            let blobs = decode_all(&inner.read_blobs(&locs)?)?;
+            self.freed(&headers);
+            let items = headers
+                .into_iter()
+                .zip(blobs)
+                .map(|(h, b)| fill_decoded(h, b))
+                .collect();
+            st.remove(queue, &keys)?;
+            (items, inner.append(&body)?)
+        };
+        self.finish(lsn, body.len()).await?;
+        Ok(items)
     }
 
     async fn count(&self, queue: &QueueId) -> Result<PhaseCounts> {
         self.inner.log.check()?;
-        self.inner.state.count(queue).await
+        self.inner.state().count(queue)
     }
 
     async fn reset(&self, queue: &QueueId) -> Result<u64> {
+        let first = self.inner.checkpoint_segment.load(Ordering::Relaxed);
         self.logged(
-            Op::Reset(queue.clone()),
-            async |s| s.reset(queue).await,
+            &Op::Reset(queue.clone()),
+            |s| {
+                let old = s.queue_bytes_before(queue, first);
+                let n = s.reset(queue)?;
+                self.inner.reclaimable.fetch_add(old, Ordering::Relaxed);
+                Ok(n)
+            },
             |n| *n > 0,
         )
         .await
@@ -646,44 +733,86 @@ impl Backend for JournalBackend {
         transition: Transition,
         now: Timestamp,
     ) -> Result<Item> {
-        let t = transition.clone();
-        self.logged(
-            Op::Update {
+        let inner = &self.inner;
+        inner.log.check()?;
+        let body = record::encode(&Op::Update {
+            queue: queue.clone(),
+            key,
+            transition: transition.clone(),
+            now,
+        })?;
+        let (item, lsn) = {
+            let mut st = inner.state();
+            let before = st.header(queue, key)?.ok_or_else(|| Error::ItemNotFound {
                 queue: queue.clone(),
                 key,
-                transition,
-                now,
-            },
-            async move |s| s.update(queue, key, t, now).await,
-            |_| true,
-        )
-        .await
+            })?;
+            let blob = decode_all(&inner.read_blobs(&[before.loc])?)?.remove(0);
+            let removes = matches!(transition.action, hookspool::Action::Remove);
+            let after = st.update(queue, key, transition, now)?;
+            if removes {
+                self.freed(std::slice::from_ref(&after));
+            }
+            (fill_decoded(after, blob), inner.append(&body)?)
+        };
+        self.finish(lsn, body.len()).await?;
+        Ok(item)
     }
 
     async fn claim(&self, queue: &QueueId, claim: Claim, now: Timestamp) -> Result<Vec<Item>> {
-        // The sweep claim starts with is logged on its own when it changed something, so
-        // that a claim that leases nothing needs no record.
-        self.sweep(queue, now).await?;
-        let c = claim.clone();
-        self.logged(
-            Op::Claim {
-                queue: queue.clone(),
-                claim,
-                now,
-            },
-            async move |s| s.claim(queue, c, now).await,
-            |items: &Vec<Item>| !items.is_empty(),
-        )
-        .await
+        let inner = &self.inner;
+        inner.log.check()?;
+        let sweep = record::encode(&Op::Sweep {
+            queue: queue.clone(),
+            now,
+        })?;
+        let body = record::encode(&Op::Claim {
+            queue: queue.clone(),
+            claim: claim.clone(),
+            now,
+        })?;
+        let (items, lsn) = {
+            let mut st = inner.state();
+            let swept = st.sweep(queue, now)?;
+            // The sweep is logged on its own, so that it is replayed even if nothing is
+            // leased (or reading fails) below.
+            let mut lsn = if swept.released > 0 || swept.expired > 0 {
+                Some(inner.append(&sweep)?)
+            } else {
+                None
+            };
+            let keys = st.claimable(queue, claim.limit, now)?;
+            if keys.is_empty() {
+                (Vec::new(), lsn)
+            } else {
+                let locs: Vec<Loc> = keys
+                    .iter()
+                    .filter_map(|k| st.header(queue, *k).ok().flatten().map(|h| h.loc))
+                    .collect();
+                let blobs = decode_all(&inner.read_blobs(&locs)?)?;
+                let headers = st.lease(queue, &keys, &claim.owner, claim.lease_until, now)?;
+                let items = headers
+                    .into_iter()
+                    .zip(blobs)
+                    .map(|(h, b)| fill_decoded(h, b))
+                    .collect();
+                lsn = Some(inner.append(&body)?);
+                (items, lsn)
+            }
+        };
+        if let Some(lsn) = lsn {
+            self.finish(lsn, body.len()).await?;
+        }
+        Ok(items)
     }
 
     async fn sweep(&self, queue: &QueueId, now: Timestamp) -> Result<SweepReport> {
         self.logged(
-            Op::Sweep {
+            &Op::Sweep {
                 queue: queue.clone(),
                 now,
             },
-            async |s| s.sweep(queue, now).await,
+            |s| s.sweep(queue, now),
             |r: &SweepReport| r.released > 0 || r.expired > 0,
         )
         .await

@@ -64,6 +64,9 @@
 mod backend;
 mod log;
 mod record;
+mod recover;
+mod slots;
+mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,6 +134,10 @@ pub struct JournalOptions {
     /// [`JournalBackend::recovery`]; later records that depended on it may not replay and are
     /// skipped too.
     pub skip_corrupt: bool,
+    /// Write a checkpoint when the store is closed (the last handle dropped) if anything
+    /// changed since the last one (default `true`): the next open then replays nothing. A
+    /// crash skips it, and open replays the log instead.
+    pub checkpoint_on_close: bool,
     /// Fault injection (tests).
     pub faults: Option<Arc<dyn Faults>>,
 }
@@ -143,6 +150,7 @@ impl Default for JournalOptions {
             preallocate: true,
             checkpoint_bytes: 64 << 20,
             skip_corrupt: false,
+            checkpoint_on_close: true,
             faults: None,
         }
     }
@@ -157,4 +165,7 @@ pub struct RecoveryReport {
     pub truncated_bytes: u64,
     /// Damaged or unreplayable records skipped ([`JournalOptions::skip_corrupt`] only).
     pub skipped_records: u64,
+    /// Items dropped because the segment holding their data is missing
+    /// ([`JournalOptions::skip_corrupt`] only).
+    pub skipped_items: u64,
 }

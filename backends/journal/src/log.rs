@@ -67,6 +67,10 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     progress: watch::Sender<Progress>,
+    /// How far the files are written: `(segment, offset)`, and whether the log is poisoned;
+    /// for readers that must block until a record they index is in its file.
+    readable: Mutex<((u64, u64), bool)>,
+    readable_changed: Condvar,
     settings: Settings,
 }
 
@@ -181,6 +185,8 @@ impl Log {
             }),
             wake: Condvar::new(),
             progress,
+            readable: Mutex::new(((segment, offset), false)),
+            readable_changed: Condvar::new(),
             settings,
         });
         let writer = Writer {
@@ -209,10 +215,10 @@ impl Log {
         }
     }
 
-    /// Queues a record body for writing; returns its LSN. `frame` frames the body for a
-    /// given segment (the checksum covers the segment number). Starts a new segment first
-    /// when the record would not fit in the current one.
-    pub(crate) fn append(&self, body: &[u8]) -> Result<u64> {
+    /// Queues a record body for writing; returns its LSN and where the record will be: its
+    /// segment and the offset of its header. Starts a new segment first when the record
+    /// would not fit in the current one.
+    pub(crate) fn append(&self, body: &[u8]) -> Result<(u64, u64, u64)> {
         let mut st = self.shared.state();
         if let Some(reason) = &st.poisoned {
             return Err(Error::Poisoned {
@@ -226,13 +232,51 @@ impl Log {
             Self::push_rotate(&mut st);
         }
         let record = crate::record::frame(st.segment, body)?;
+        let (segment, offset) = (st.segment, st.segment_bytes);
         st.segment_bytes += size;
         st.appended += 1;
         let lsn = st.appended;
         st.pending.push((lsn, Chunk::Data(record)));
         drop(st);
         self.shared.wake.notify_one();
-        Ok(lsn)
+        Ok((lsn, segment, offset))
+    }
+
+    /// Where the next record will go: `(segment, offset)`. Read under the state lock, it is
+    /// the log position that state corresponds to.
+    pub(crate) fn position(&self) -> (u64, u64) {
+        let st = self.shared.state();
+        (st.segment, st.segment_bytes)
+    }
+
+    /// Blocks until the bytes of segment `segment` up to `end` are in the file (a record
+    /// appended a moment ago may still be on its way to the writer).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if the log stopped first.
+    pub(crate) fn wait_readable(&self, segment: u64, end: u64) -> Result<()> {
+        let mut r = self
+            .shared
+            .readable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if r.0 >= (segment, end) {
+                return Ok(());
+            }
+            if r.1 {
+                return self.check().and(Err(Error::Poisoned {
+                    reason: "the journal writer stopped".to_owned(),
+                }));
+            }
+            // Wakes the writer in case the record is still pending.
+            self.shared.wake.notify_one();
+            r = self
+                .shared
+                .readable_changed
+                .wait(r)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
     }
 
     fn push_rotate(st: &mut State) {
@@ -242,22 +286,6 @@ impl Log {
         let lsn = st.appended;
         let to = st.segment;
         st.pending.push((lsn, Chunk::Rotate(to)));
-    }
-
-    /// Makes every later record go to a new segment; returns that segment's number. (The
-    /// old segment is complete on the device once a later sync has returned.)
-    pub(crate) fn rotate(&self) -> Result<u64> {
-        let mut st = self.shared.state();
-        if let Some(reason) = &st.poisoned {
-            return Err(Error::Poisoned {
-                reason: reason.clone(),
-            });
-        }
-        Self::push_rotate(&mut st);
-        let segment = st.segment;
-        drop(st);
-        self.shared.wake.notify_one();
-        Ok(segment)
     }
 
     /// Waits until record `lsn` is in the file.
@@ -359,6 +387,9 @@ impl Writer {
                 (std::mem::take(&mut st.pending), st.sync_wanted, st.shutdown)
             };
             let result = self.write_all(chunks, &mut written);
+            if result.is_ok() {
+                self.publish_readable(false);
+            }
             let result = result.and_then(|()| {
                 let due = periodic.is_none_or(|i| last_sync.elapsed() >= i)
                     || sync_wanted > synced
@@ -385,12 +416,45 @@ impl Writer {
                     self.shared
                         .progress
                         .send_modify(|p| p.poisoned = Some(reason));
+                    self.publish_readable(true);
                     return;
                 }
             }
             if shutdown && self.shared.state().pending.is_empty() {
+                self.give_back_preallocation();
+                self.publish_readable(true);
                 return;
             }
+        }
+    }
+
+    fn publish_readable(&self, stopped: bool) {
+        let mut r = self
+            .shared
+            .readable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *r = ((self.segment, self.offset), stopped);
+        drop(r);
+        self.shared.readable_changed.notify_all();
+    }
+
+    /// At a clean close, cuts the preallocated zeros off the last segment: a closed store
+    /// takes only the space its records need. (Appends after the next open grow the file;
+    /// the next segment is preallocated again.) Best effort: zeros are a valid end of log.
+    fn give_back_preallocation(&self) {
+        if !self.shared.settings.preallocate {
+            return;
+        }
+        let shrink = || -> std::io::Result<()> {
+            if self.file.metadata()?.len() > self.offset {
+                self.file.set_len(self.offset)?;
+                self.file.sync_all()?;
+            }
+            Ok(())
+        };
+        if let Err(e) = shrink() {
+            tracing::warn!(error = %e, "hookspool-journal: could not trim the last segment");
         }
     }
 

@@ -3,12 +3,20 @@
 //!
 //! A segment is a header ([`SEGMENT_MAGIC`], then the segment's number as u64 LE) followed by
 //! records `[len: u32 LE][crc32 of body: u32 LE][body: len bytes]`; `len = 0` marks the end of
-//! the written part (segments are preallocated with zeros). The body is one [`Op`] in bincode 2.
+//! the written part (segments are preallocated with zeros). A body starts with its kind:
+//!
+//! - [`KIND_OP`]: one [`Op`] in bincode 2;
+//! - [`KIND_PUSH`]: a push, laid out so that each item's *blob* (checksum, metadata,
+//!   payload) sits at a known offset: the index points at it and reads it with one `pread`;
+//! - [`KIND_RELOCATE`]: blobs copied forward out of an old segment by compaction.
+//!
+//! A blob is `[crc32 of the rest: u32][metadata length: u32][metadata, bincode][payload]`
+//! (metadata length 0: no metadata), so that a blob read long after its record was checked
+//! is checked again.
 
-use hookspool::{
-    Claim, Error, Key, NewItem, QueueConfig, QueueId, QueueSnapshot, Result, Selector, Timestamp,
-    Transition,
-};
+use std::collections::BTreeMap;
+
+use hookspool::{Claim, Error, Key, QueueConfig, QueueId, Result, Selector, Timestamp, Transition};
 use serde::{Deserialize, Serialize};
 
 /// First bytes of every segment file.
@@ -20,21 +28,20 @@ pub(crate) const RECORD_HEADER: usize = 8;
 /// Largest record body accepted when reading: a length above it is damage, not data (a push
 /// of 10,000 items of 1 MiB would be bigger, but the store's limits keep a batch far below).
 pub(crate) const MAX_RECORD: usize = 1 << 30;
-/// First bytes of the checkpoint file.
-pub(crate) const CHECKPOINT_MAGIC: &[u8; 8] = b"HSPJCKP1";
 
-/// One logged operation: a mutating backend call with everything it was given, `now`
-/// included, so that replaying it on the state it was applied to gives the same result.
+/// Body kinds.
+pub(crate) const KIND_OP: u8 = 1;
+pub(crate) const KIND_PUSH: u8 = 2;
+pub(crate) const KIND_RELOCATE: u8 = 3;
+
+/// One logged operation other than a push: a mutating backend call with everything it was
+/// given, `now` included, so that replaying it on the state it was applied to gives the same
+/// result.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Op {
     CreateQueue(QueueConfig),
     UpdateQueue(QueueConfig),
     DeleteQueue(QueueId),
-    Push {
-        queue: QueueId,
-        items: Vec<NewItem>,
-        now: Timestamp,
-    },
     Pop {
         queue: QueueId,
         selector: Selector,
@@ -61,12 +68,243 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Encodes an operation as a record body.
-pub(crate) fn encode(op: &Op) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(op, config()).map_err(|e| Error::Backend {
+fn encode_error(e: bincode::error::EncodeError) -> Error {
+    Error::Backend {
         backend: "journal",
         source: Box::new(e),
-    })
+    }
+}
+
+/// Encodes an operation as a record body.
+pub(crate) fn encode(op: &Op) -> Result<Vec<u8>> {
+    let mut out = vec![KIND_OP];
+    bincode::serde::encode_into_std_write(op, &mut out, config()).map_err(encode_error)?;
+    Ok(out)
+}
+
+/// Where one blob is inside a record body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlobAt {
+    pub at: u32,
+    pub len: u32,
+}
+
+/// One item of a push record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PushedItem {
+    pub not_before: Option<Timestamp>,
+    pub blob: BlobAt,
+}
+
+/// One item of a relocation record: the item, where its blob was, where it is now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Relocated {
+    pub key: Key,
+    pub from_segment: u32,
+    pub from_offset: u32,
+    pub blob: BlobAt,
+}
+
+/// A decoded record body.
+#[derive(Debug)]
+pub(crate) enum Body {
+    Op(Op),
+    Push {
+        queue: QueueId,
+        now: Timestamp,
+        items: Vec<PushedItem>,
+    },
+    Relocate {
+        queue: QueueId,
+        items: Vec<Relocated>,
+    },
+}
+
+fn too_large(what: &str) -> Error {
+    Error::invalid(format!("{what} is too large for a journal record"))
+}
+
+fn put_u32(out: &mut Vec<u8>, n: usize, what: &str) -> Result<()> {
+    let n = u32::try_from(n).map_err(|_| too_large(what))?;
+    out.extend_from_slice(&n.to_le_bytes());
+    Ok(())
+}
+
+fn put_queue(out: &mut Vec<u8>, queue: &QueueId) {
+    let name = queue.as_str().as_bytes();
+    // Queue ids are at most 128 bytes (validated by `QueueId::new`).
+    out.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend_from_slice(name);
+}
+
+/// Appends a blob: `[crc][meta len][meta][payload]`.
+pub(crate) fn put_blob(
+    out: &mut Vec<u8>,
+    metadata: &BTreeMap<String, String>,
+    payload: &[u8],
+) -> Result<BlobAt> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let meta = if metadata.is_empty() {
+        Vec::new()
+    } else {
+        bincode::serde::encode_to_vec(metadata, config()).map_err(encode_error)?
+    };
+    put_u32(out, meta.len(), "metadata")?;
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out[at + 4..]);
+    out[at..at + 4].copy_from_slice(&crc.to_le_bytes());
+    let len = u32::try_from(out.len() - at).map_err(|_| too_large("an item"))?;
+    let at = u32::try_from(at).map_err(|_| too_large("a push"))?;
+    Ok(BlobAt { at, len })
+}
+
+/// Decodes a blob read back from a segment.
+pub(crate) fn decode_blob(blob: &[u8]) -> Result<(BTreeMap<String, String>, Vec<u8>)> {
+    let bad = |why: &str| Error::Corrupted {
+        what: format!("journal item data: {why}"),
+    };
+    if blob.len() < 8 {
+        return Err(bad("too short"));
+    }
+    let crc = u32::from_le_bytes([blob[0], blob[1], blob[2], blob[3]]);
+    if crc32fast::hash(&blob[4..]) != crc {
+        return Err(bad("checksum mismatch"));
+    }
+    let meta_len = u32::from_le_bytes([blob[4], blob[5], blob[6], blob[7]]) as usize;
+    let meta = blob
+        .get(8..8 + meta_len)
+        .ok_or_else(|| bad("metadata length past the end"))?;
+    let metadata = if meta.is_empty() {
+        BTreeMap::new()
+    } else {
+        bincode::serde::decode_from_slice(meta, config())
+            .map(|(m, _)| m)
+            .map_err(|e| bad(&format!("metadata does not decode: {e}")))?
+    };
+    Ok((metadata, blob[8 + meta_len..].to_vec()))
+}
+
+/// Encodes a push: `[kind][queue][now][count]` then per item
+/// `[has not_before: u8][not_before: u64]?[blob len: u32][blob]`. Returns the body and each
+/// item's blob position.
+pub(crate) fn encode_push(
+    queue: &QueueId,
+    items: &[hookspool::NewItem],
+    now: Timestamp,
+) -> Result<(Vec<u8>, Vec<PushedItem>)> {
+    let size: usize = items.iter().map(|i| i.payload.len() + 32).sum();
+    let mut out = Vec::with_capacity(size + 160);
+    out.push(KIND_PUSH);
+    put_queue(&mut out, queue);
+    out.extend_from_slice(&now.as_millis().to_le_bytes());
+    put_u32(&mut out, items.len(), "a push")?;
+    let mut pushed = Vec::with_capacity(items.len());
+    for item in items {
+        match item.not_before {
+            Some(t) => {
+                out.push(1);
+                out.extend_from_slice(&t.as_millis().to_le_bytes());
+            }
+            None => out.push(0),
+        }
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let blob = put_blob(&mut out, &item.metadata, &item.payload)?;
+        out[len_at..len_at + 4].copy_from_slice(&blob.len.to_le_bytes());
+        pushed.push(PushedItem {
+            not_before: item.not_before,
+            blob,
+        });
+    }
+    Ok((out, pushed))
+}
+
+/// Encodes a relocation of blobs (each given with its key and old position).
+pub(crate) fn encode_relocate(
+    queue: &QueueId,
+    blobs: &[(Key, u32, u32, &[u8])],
+) -> Result<(Vec<u8>, Vec<Relocated>)> {
+    let size: usize = blobs.iter().map(|b| b.3.len() + 24).sum();
+    let mut out = Vec::with_capacity(size + 160);
+    out.push(KIND_RELOCATE);
+    put_queue(&mut out, queue);
+    put_u32(&mut out, blobs.len(), "a relocation")?;
+    let mut moved = Vec::with_capacity(blobs.len());
+    for &(key, from_segment, from_offset, blob) in blobs {
+        out.extend_from_slice(&key.to_le_bytes());
+        out.extend_from_slice(&from_segment.to_le_bytes());
+        out.extend_from_slice(&from_offset.to_le_bytes());
+        put_u32(&mut out, blob.len(), "an item")?;
+        let at = u32::try_from(out.len()).map_err(|_| too_large("a relocation"))?;
+        out.extend_from_slice(blob);
+        moved.push(Relocated {
+            key,
+            from_segment,
+            from_offset,
+            blob: BlobAt {
+                at,
+                len: u32::try_from(blob.len()).map_err(|_| too_large("an item"))?,
+            },
+        });
+    }
+    Ok((out, moved))
+}
+
+/// Reads fixed-size fields off the front of a body.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let bytes = self
+            .buf
+            .get(self.pos..self.pos + n)
+            .ok_or_else(|| Error::Corrupted {
+                what: "a journal record ends early".to_owned(),
+            })?;
+        self.pos += n;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64> {
+        let b = self.take(8)?;
+        let mut a = [0; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn queue(&mut self) -> Result<QueueId> {
+        let len = self.u16()? as usize;
+        let name = std::str::from_utf8(self.take(len)?).map_err(|e| Error::Corrupted {
+            what: format!("a journal record names a queue that is not UTF-8: {e}"),
+        })?;
+        QueueId::new(name)
+    }
+
+    fn blob(&mut self) -> Result<BlobAt> {
+        let len = self.u32()?;
+        let at = u32::try_from(self.pos).map_err(|_| too_large("a record"))?;
+        self.take(len as usize)?;
+        Ok(BlobAt { at, len })
+    }
 }
 
 /// The checksum of a body in segment `segment`. The segment number is part of it, so that a
@@ -158,70 +396,75 @@ pub(crate) fn read(segment: u64, buf: &[u8]) -> Read<'_> {
     Read::Record { body, size }
 }
 
-/// Decodes a record body whose checksum held.
-pub(crate) fn decode(body: &[u8]) -> Result<Op> {
-    bincode::serde::decode_from_slice(body, config())
-        .map(|(op, _)| op)
-        .map_err(|e| Error::Corrupted {
-            what: format!("a journal record passed its checksum but does not decode: {e}"),
-        })
-}
-
-/// The checkpoint: the whole state as of the start of segment `segment`, whose records (and
-/// those of every later segment) are replayed on top of it at open.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Checkpoint {
-    pub segment: u64,
-    pub queues: Vec<QueueSnapshot>,
-}
-
-/// `[magic][crc32 of body][body]`.
-pub(crate) fn encode_checkpoint(cp: &Checkpoint) -> Result<Vec<u8>> {
-    let body = bincode::serde::encode_to_vec(cp, config()).map_err(|e| Error::Backend {
-        backend: "journal",
-        source: Box::new(e),
-    })?;
-    let mut out = Vec::with_capacity(body.len() + 12);
-    out.extend_from_slice(CHECKPOINT_MAGIC);
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
-}
-
-/// Reads a checkpoint file's contents.
-pub(crate) fn decode_checkpoint(bytes: &[u8]) -> Result<Checkpoint> {
-    let bad = |why: &str| Error::Corrupted {
-        what: format!("journal checkpoint: {why}"),
-    };
-    if bytes.len() < 12 || &bytes[..8] != CHECKPOINT_MAGIC {
-        return Err(bad("not a checkpoint file (bad magic or too short)"));
+/// Decodes a record body whose checksum held. Blobs are not copied: their positions in the
+/// body are returned.
+pub(crate) fn decode(body: &[u8]) -> Result<Body> {
+    let mut c = Cursor { buf: body, pos: 1 };
+    match body.first() {
+        Some(&KIND_OP) => bincode::serde::decode_from_slice(&body[1..], config())
+            .map(|(op, _)| Body::Op(op))
+            .map_err(|e| Error::Corrupted {
+                what: format!("a journal record passed its checksum but does not decode: {e}"),
+            }),
+        Some(&KIND_PUSH) => {
+            let queue = c.queue()?;
+            let now = Timestamp(c.u64()?);
+            let n = c.u32()? as usize;
+            let mut items = Vec::with_capacity(n.min(body.len() / 9));
+            for _ in 0..n {
+                let not_before = match c.u8()? {
+                    0 => None,
+                    _ => Some(Timestamp(c.u64()?)),
+                };
+                items.push(PushedItem {
+                    not_before,
+                    blob: c.blob()?,
+                });
+            }
+            Ok(Body::Push { queue, now, items })
+        }
+        Some(&KIND_RELOCATE) => {
+            let queue = c.queue()?;
+            let n = c.u32()? as usize;
+            let mut items = Vec::with_capacity(n.min(body.len() / 20));
+            for _ in 0..n {
+                let key = c.u64()?;
+                let from_segment = c.u32()?;
+                let from_offset = c.u32()?;
+                items.push(Relocated {
+                    key,
+                    from_segment,
+                    from_offset,
+                    blob: c.blob()?,
+                });
+            }
+            Ok(Body::Relocate { queue, items })
+        }
+        other => Err(Error::Corrupted {
+            what: format!("a journal record of unknown kind {other:?}"),
+        }),
     }
-    let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    let body = &bytes[12..];
-    if crc32fast::hash(body) != crc {
-        return Err(bad("checksum mismatch"));
-    }
-    bincode::serde::decode_from_slice(body, config())
-        .map(|(cp, _)| cp)
-        .map_err(|e| bad(&format!("does not decode: {e}")))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
     use super::*;
+    use hookspool::NewItem;
 
-    fn op() -> Op {
-        Op::Push {
-            queue: QueueId::new("q").unwrap(),
-            items: vec![NewItem::new(b"hello".to_vec()).with_metadata("a", "b")],
-            now: Timestamp(7),
-        }
+    fn op() -> Vec<u8> {
+        let items = vec![
+            NewItem::new(b"hello".to_vec()).with_metadata("a", "b"),
+            NewItem::new(b"world".to_vec()).not_before(Timestamp(9)),
+        ];
+        encode_push(&QueueId::new("q").unwrap(), &items, Timestamp(7))
+            .unwrap()
+            .0
     }
 
     #[test]
     fn a_record_round_trips_and_every_cut_or_flip_is_caught() {
-        let buf = frame(5, &encode(&op()).unwrap()).unwrap();
+        let buf = frame(5, &op()).unwrap();
         assert!(
             matches!(read(6, &buf), Read::Bad { .. }),
             "a record of another segment does not pass"
@@ -230,7 +473,18 @@ mod tests {
             panic!("a whole record reads")
         };
         assert_eq!(size, buf.len());
-        assert!(matches!(decode(body).unwrap(), Op::Push { .. }));
+        let Body::Push { queue, now, items } = decode(body).unwrap() else {
+            panic!("a push decodes as a push")
+        };
+        assert_eq!((queue.as_str(), now), ("q", Timestamp(7)));
+        assert_eq!(items[1].not_before, Some(Timestamp(9)));
+        let blob = |i: usize| {
+            let b = items[i].blob;
+            decode_blob(&body[b.at as usize..(b.at + b.len) as usize]).unwrap()
+        };
+        assert_eq!(blob(0).1, b"hello");
+        assert_eq!(blob(0).0.get("a").map(String::as_str), Some("b"));
+        assert_eq!(blob(1), (BTreeMap::new(), b"world".to_vec()));
         for cut in 1..buf.len() {
             assert!(
                 matches!(read(5, &buf[..cut]), Read::Bad { .. }),
@@ -250,18 +504,30 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_round_trips_and_damage_is_reported() {
-        let cp = Checkpoint {
-            segment: 3,
-            queues: Vec::new(),
+    fn a_damaged_blob_is_caught_on_its_own() {
+        let mut out = Vec::new();
+        let b = put_blob(&mut out, &BTreeMap::new(), b"payload").unwrap();
+        assert_eq!(decode_blob(&out).unwrap().1, b"payload");
+        for bit in 0..(b.len as usize) * 8 {
+            let mut flipped = out.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                decode_blob(&flipped).is_err(),
+                "flip of bit {bit} is caught"
+            );
+        }
+    }
+
+    #[test]
+    fn a_relocation_round_trips() {
+        let mut blob = Vec::new();
+        put_blob(&mut blob, &BTreeMap::new(), b"x").unwrap();
+        let (body, moved) =
+            encode_relocate(&QueueId::new("q").unwrap(), &[(3, 1, 40, &blob[..])]).unwrap();
+        let Body::Relocate { items, .. } = decode(&body).unwrap() else {
+            panic!("a relocation decodes as one")
         };
-        let bytes = encode_checkpoint(&cp).unwrap();
-        assert_eq!(decode_checkpoint(&bytes).unwrap().segment, 3);
-        let mut bad = bytes.clone();
-        *bad.last_mut().unwrap() ^= 1;
-        assert!(matches!(
-            decode_checkpoint(&bad),
-            Err(Error::Corrupted { .. })
-        ));
+        assert_eq!(items, moved);
+        assert_eq!(items[0].key, 3);
     }
 }
