@@ -139,7 +139,12 @@ impl Slots {
     /// present. Appending keys in increasing order (pushes, restores) is the fast path.
     pub(crate) fn insert(&mut self, key: Key, slot: Slot) {
         debug_assert_ne!(slot.phase, REMOVED);
-        let chunk = self.chunks.entry(key >> CHUNK_BITS).or_default();
+        let id = key >> CHUNK_BITS;
+        // Pushes and restores go to the last chunk.
+        let chunk = match self.chunks.last_entry() {
+            Some(last) if *last.key() == id => last.into_mut(),
+            _ => self.chunks.entry(id).or_default(),
+        };
         match chunk.slots.last() {
             Some(last) if last.low >= slot.low => {
                 let at = chunk.slots.partition_point(|s| s.low < slot.low);

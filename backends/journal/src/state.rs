@@ -133,6 +133,12 @@ impl Queue {
     }
 
     fn add(&mut self, key: Key, slot: Slot, extras: Extras, live: &mut HashMap<u32, u64>) {
+        *live.entry(slot.segment).or_default() += u64::from(slot.len);
+        self.add_indexed(key, slot, extras);
+    }
+
+    /// [`Queue::add`] without the live-bytes count (the caller keeps it).
+    fn add_indexed(&mut self, key: Key, slot: Slot, extras: Extras) {
         if slot.phase == PENDING && !slot.has(IN_ORDER) {
             self.due.insert((slot.not_before, key));
             self.ages.insert((slot.created_at, key));
@@ -151,7 +157,6 @@ impl Queue {
             self.metadata.insert(key, metadata);
         }
         self.counts[slot.phase as usize] += 1;
-        *live.entry(slot.segment).or_default() += u64::from(slot.len);
         self.slots.insert(key, slot);
     }
 
@@ -161,18 +166,33 @@ impl Queue {
             self.due.remove(&(slot.not_before, key));
             self.ages.remove(&(slot.created_at, key));
         }
-        let lease = self.lease_of.remove(&key);
+        // The flags say which side maps hold the item: most items are in none.
+        let lease = if slot.has(HAS_LEASE) {
+            self.lease_of.remove(&key)
+        } else {
+            None
+        };
         if let Some(l) = &lease {
             self.leases.remove(&(l.until.as_millis(), key));
         }
         self.counts[slot.phase as usize] -= 1;
         subtract_live(live, slot.segment, slot.len);
+        let error = if slot.has(HAS_ERROR) {
+            self.errors.remove(&key)
+        } else {
+            None
+        };
+        let metadata = if slot.has(HAS_META) {
+            self.metadata.remove(&key)
+        } else {
+            None
+        };
         Some((
             slot,
             Extras {
                 lease,
-                error: self.errors.remove(&key),
-                metadata: self.metadata.remove(&key),
+                error,
+                metadata,
             },
         ))
     }
@@ -205,8 +225,16 @@ impl Queue {
                 created_at: Timestamp(slot.created_at),
                 updated_at: Timestamp(slot.updated_at),
                 not_before: Timestamp(slot.not_before),
-                lease: self.lease_of.get(&key).cloned(),
-                last_error: self.errors.get(&key).cloned(),
+                lease: if slot.has(HAS_LEASE) {
+                    self.lease_of.get(&key).cloned()
+                } else {
+                    None
+                },
+                last_error: if slot.has(HAS_ERROR) {
+                    self.errors.get(&key).cloned()
+                } else {
+                    None
+                },
                 metadata: if replaced {
                     self.metadata.get(&key).cloned().unwrap_or_default()
                 } else {
@@ -839,6 +867,7 @@ impl State {
             q.cursor = q.next_key;
             let mut read = 0;
             let mut last_key = 0;
+            let mut run = (0u32, 0u64);
             while read < count {
                 read_block(&mut r, &mut buf)?;
                 let mut c = VarCursor { buf: &buf, pos: 0 };
@@ -862,11 +891,16 @@ impl State {
                         )));
                     }
                     last_key = key;
-                    let extras = Extras {
-                        lease: leases.remove(&key),
-                        error: errors.remove(&key),
-                        metadata: metadata.remove(&key),
-                    };
+                    let mut extras = Extras::default();
+                    if s.has(HAS_LEASE) {
+                        extras.lease = leases.remove(&key);
+                    }
+                    if s.has(HAS_ERROR) {
+                        extras.error = errors.remove(&key);
+                    }
+                    if s.has(HAS_META) {
+                        extras.metadata = metadata.remove(&key);
+                    }
                     if (s.phase == IN_FLIGHT) != extras.lease.is_some() {
                         return Err(corrupt(format!(
                             "queue `{}`: item {key} is in flight without a lease or leased \
@@ -874,10 +908,21 @@ impl State {
                             q.config.id
                         )));
                     }
-                    q.add(key, s, extras, &mut state.live);
+                    // Live bytes are counted per run of one segment, not per item.
+                    if run.0 != s.segment {
+                        if run.1 > 0 {
+                            *state.live.entry(run.0).or_default() += run.1;
+                        }
+                        run = (s.segment, 0);
+                    }
+                    run.1 += u64::from(s.len);
+                    q.add_indexed(key, s, extras);
                     prev = (key, s);
                     read += 1;
                 }
+            }
+            if run.1 > 0 {
+                *state.live.entry(run.0).or_default() += run.1;
             }
             if read != count || !leases.is_empty() || !errors.is_empty() || !metadata.is_empty() {
                 return Err(corrupt(format!(
