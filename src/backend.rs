@@ -120,6 +120,38 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Item>> + Send;
 
+    /// Applies several transitions to items of one queue, in order: each is checked and
+    /// applied exactly as [`Backend::update`] would be, seeing the effect of those before it,
+    /// and each gets its own result. A failed precondition ([`Error::ItemNotFound`],
+    /// [`Error::PhaseConflict`], [`Error::NotLeaseOwner`], [`Error::InvalidInput`]) fails
+    /// that entry only; any other error fails the whole call.
+    ///
+    /// This is the batched ack: a consumer settles what it claimed in one call. A backend
+    /// should override it to apply the batch as one atomic step with one durable write (the
+    /// memory and journal backends do). The default calls `update` once per entry: each
+    /// entry is atomic and durable on its own, and an error that fails the call can leave
+    /// the entries before it applied.
+    fn update_many(
+        &self,
+        queue: &QueueId,
+        updates: Vec<(Key, Transition)>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Vec<Result<Item>>>> + Send {
+        async move {
+            if self.get_queue(queue).await?.is_none() {
+                return Err(Error::QueueNotFound(queue.clone()));
+            }
+            let mut out = Vec::with_capacity(updates.len());
+            for (key, transition) in updates {
+                match self.update(queue, key, transition, now).await {
+                    Err(e) if !e.fails_one_entry() => return Err(e),
+                    result => out.push(result),
+                }
+            }
+            Ok(out)
+        }
+    }
+
     /// Sweeps (see [`Backend::sweep`]), then leases up to `claim.limit` pending items with
     /// `not_before ≤ now`, in order of `(not_before, key)`: each moves to `in_flight` with
     /// `lease = (claim.owner, claim.lease_until)`, `attempts + 1`, `updated_at = now`.

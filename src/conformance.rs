@@ -171,6 +171,8 @@ macro_rules! conformance_tests {
             claim_takes_only_pending_items
             concurrent_claims_never_share_an_item
             settling_needs_the_lease_owner
+            update_many_settles_each_entry_like_update
+            update_many_survives_reopen
             reclaimed_item_rejects_the_old_owner
             expired_lease_returns_to_pending_on_claim
             expired_lease_returns_to_pending_on_sweep

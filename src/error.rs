@@ -200,6 +200,19 @@ impl Error {
         Error::InvalidInput(what.into())
     }
 
+    /// Whether this error belongs to one entry of [`crate::Backend::update_many`] (a failed
+    /// precondition: the item is missing, in another phase, leased to someone else, or the
+    /// move is not allowed) rather than to the whole call.
+    pub fn fails_one_entry(&self) -> bool {
+        matches!(
+            self,
+            Error::ItemNotFound { .. }
+                | Error::PhaseConflict { .. }
+                | Error::NotLeaseOwner { .. }
+                | Error::InvalidInput(_)
+        )
+    }
+
     /// A short stable code for the variant, for JSON error bodies and exit codes.
     pub fn code(&self) -> &'static str {
         match self {

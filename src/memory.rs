@@ -226,6 +226,30 @@ impl QueueState {
         }
     }
 
+    fn update(
+        &mut self,
+        queue: &QueueId,
+        key: Key,
+        transition: Transition,
+        now: Timestamp,
+    ) -> Result<Item> {
+        let missing = || Error::ItemNotFound {
+            queue: queue.clone(),
+            key,
+        };
+        let item = self.items.get(&key).ok_or_else(missing)?;
+        check_expect(item, &transition)?;
+        match transition.action {
+            Action::Remove => self.remove(key).ok_or_else(missing),
+            Action::Move(m) => {
+                let mut item = self.remove(key).ok_or_else(missing)?;
+                apply_move(&mut item, m, now);
+                self.insert(item.clone());
+                Ok(item)
+            }
+        }
+    }
+
     fn sweep(&mut self, now: Timestamp) -> SweepReport {
         let mut report = SweepReport::default();
         let expired: Vec<Key> = self
@@ -377,27 +401,21 @@ impl Backend for MemoryBackend {
         transition: Transition,
         now: Timestamp,
     ) -> Result<Item> {
+        self.with_queue(queue, |q| q.update(queue, key, transition, now))
+    }
+
+    async fn update_many(
+        &self,
+        queue: &QueueId,
+        updates: Vec<(Key, Transition)>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Item>>> {
+        // One lock for the whole batch: atomic as one step.
         self.with_queue(queue, |q| {
-            let item = q.items.get(&key).ok_or_else(|| Error::ItemNotFound {
-                queue: queue.clone(),
-                key,
-            })?;
-            check_expect(item, &transition)?;
-            match transition.action {
-                Action::Remove => q.remove(key).ok_or_else(|| Error::ItemNotFound {
-                    queue: queue.clone(),
-                    key,
-                }),
-                Action::Move(m) => {
-                    let mut item = q.remove(key).ok_or_else(|| Error::ItemNotFound {
-                        queue: queue.clone(),
-                        key,
-                    })?;
-                    apply_move(&mut item, m, now);
-                    q.insert(item.clone());
-                    Ok(item)
-                }
-            }
+            Ok(updates
+                .into_iter()
+                .map(|(key, transition)| q.update(queue, key, transition, now))
+                .collect())
         })
     }
 

@@ -476,6 +476,71 @@ impl<B: Backend> Store<B> {
             .map(drop)
     }
 
+    /// Acknowledges several items leased to `owner` in one call (the batched ack: one
+    /// atomic step and one durable write on backends that support it, see
+    /// [`Backend::update_many`]). Each key gets its own result, in order:
+    /// [`Error::NotLeaseOwner`] for one whose lease is not `owner`'s any more, and so on;
+    /// the others are acknowledged all the same.
+    ///
+    /// # Errors
+    /// [`Error::QueueNotFound`]; [`Error::BatchTooLarge`] for more keys than the batch
+    /// limit; whatever fails the backend call as a whole.
+    pub async fn ack_many(
+        &self,
+        queue: &QueueId,
+        keys: &[Key],
+        owner: &str,
+    ) -> Result<Vec<Result<()>>> {
+        let config = self.require_queue(queue).await?;
+        let action = match config.retention {
+            Retention::Keep => move_to(Phase::DONE),
+            Retention::Remove => Action::Remove,
+        };
+        let updates = keys
+            .iter()
+            .map(|key| {
+                let transition = Transition {
+                    expect: leased_to(owner),
+                    action: action.clone(),
+                };
+                (*key, transition)
+            })
+            .collect();
+        let results = self.update_many(queue, updates).await?;
+        Ok(results.into_iter().map(|r| r.map(drop)).collect())
+    }
+
+    /// Applies several transitions in one call: each is checked and applied as
+    /// [`Store::update`] would, in order, with its own result. See
+    /// [`Backend::update_many`] for what is atomic.
+    ///
+    /// # Errors
+    /// [`Error::BatchTooLarge`] for more entries than the batch limit, or
+    /// [`Error::InvalidInput`] for bad metadata in an entry (nothing is applied then); the
+    /// backend's errors that fail the whole call, such as [`Error::QueueNotFound`].
+    pub async fn update_many(
+        &self,
+        queue: &QueueId,
+        updates: Vec<(Key, Transition)>,
+    ) -> Result<Vec<Result<Item>>> {
+        if updates.len() > self.limits.max_batch {
+            return Err(Error::BatchTooLarge {
+                len: updates.len(),
+                limit: self.limits.max_batch,
+            });
+        }
+        for (_, t) in &updates {
+            if let Action::Move(Move {
+                metadata: Some(metadata),
+                ..
+            }) = &t.action
+            {
+                check_metadata(metadata)?;
+            }
+        }
+        self.backend.update_many(queue, updates, self.now()).await
+    }
+
     /// Returns an item leased to `owner` to pending, due at `retry_at`, recording `error`.
     pub async fn nack(
         &self,

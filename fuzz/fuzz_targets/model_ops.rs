@@ -148,6 +148,11 @@ enum FuzzOp {
         key: FuzzKey,
         owner: u8,
     },
+    AckMany {
+        queue: u8,
+        keys: Vec<FuzzKey>,
+        owner: u8,
+    },
     Nack {
         queue: u8,
         key: FuzzKey,
@@ -240,6 +245,12 @@ impl FuzzOp {
             FuzzOp::Ack { queue, key, owner } => Op::Ack {
                 queue,
                 key: key.build(),
+                owner,
+            },
+            FuzzOp::AckMany { queue, keys, owner } => Op::AckMany {
+                queue,
+                // A handful is enough to mix successes and failures in one call.
+                keys: keys.into_iter().take(8).map(FuzzKey::build).collect(),
                 owner,
             },
             FuzzOp::Nack {

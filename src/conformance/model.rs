@@ -165,6 +165,16 @@ pub enum Op {
         /// Which consumer.
         owner: u8,
     },
+    /// Ack of several items through one `update_many` (a key may repeat: the second ack of
+    /// the same item fails on its own).
+    AckMany {
+        /// Which queue.
+        queue: u8,
+        /// Which items.
+        keys: Vec<KeyRef>,
+        /// Which consumer.
+        owner: u8,
+    },
     /// Nack through `update`: requires the lease; back to pending at `now + retry_ms`.
     Nack {
         /// Which queue.
@@ -246,6 +256,8 @@ pub enum Outcome {
     Swept(SweepReport),
     /// An error, by code.
     Error(&'static str),
+    /// One outcome per entry (`update_many`).
+    Each(Vec<Outcome>),
 }
 
 impl<T> From<crate::Result<T>> for Outcome
@@ -293,6 +305,11 @@ impl From<PhaseCounts> for Outcome {
 impl From<u64> for Outcome {
     fn from(n: u64) -> Self {
         Outcome::Number(n)
+    }
+}
+impl From<Vec<crate::Result<Item>>> for Outcome {
+    fn from(results: Vec<crate::Result<Item>>) -> Self {
+        Outcome::Each(results.into_iter().map(Outcome::from).collect())
     }
 }
 impl From<SweepReport> for Outcome {
@@ -490,6 +507,21 @@ impl Model {
                 Ok(item.clone())
             }
         }
+    }
+
+    /// Mirrors [`Backend::update_many`]: one `update` after another, each with its own
+    /// result; a missing queue fails the call.
+    pub fn update_many(
+        &mut self,
+        id: &QueueId,
+        updates: Vec<(Key, Transition)>,
+        now: Timestamp,
+    ) -> crate::Result<Vec<crate::Result<Item>>> {
+        self.queue(id)?;
+        Ok(updates
+            .into_iter()
+            .map(|(key, t)| self.update(id, key, t, now))
+            .collect())
     }
 
     /// Mirrors [`Backend::sweep`]: expired leases back to pending first, then the TTL, so
@@ -777,17 +809,31 @@ impl<F: Factory> Harness<'_, F> {
             } => {
                 let id = queue_id(*queue);
                 let key = self.model.resolve(&id, *key);
-                // Ack follows the queue's retention, as `Store::ack` does.
-                let remove = self
-                    .model
-                    .get_queue(&id)
-                    .is_some_and(|c| c.retention == Retention::Remove);
-                let action = if remove {
-                    Action::Remove
-                } else {
-                    Action::Move(Move::to(Phase::DONE))
-                };
+                let action = self.ack_action(&id);
                 self.update(&id, key, leased(owner(*o), action)).await
+            }
+            Op::AckMany {
+                queue,
+                keys,
+                owner: o,
+            } => {
+                let id = queue_id(*queue);
+                let action = self.ack_action(&id);
+                let updates: Vec<(Key, Transition)> = keys
+                    .iter()
+                    .map(|k| {
+                        (
+                            self.model.resolve(&id, *k),
+                            leased(owner(*o), action.clone()),
+                        )
+                    })
+                    .collect();
+                let real = self
+                    .backend()
+                    .update_many(&id, updates.clone(), now)
+                    .await
+                    .into();
+                (real, self.model.update_many(&id, updates, now).into())
             }
             Op::Nack {
                 queue,
@@ -865,6 +911,19 @@ impl<F: Factory> Harness<'_, F> {
                 }
                 (Outcome::Unit, Outcome::Unit)
             }
+        }
+    }
+
+    /// Ack follows the queue's retention, as `Store::ack` does.
+    fn ack_action(&self, id: &QueueId) -> Action {
+        let remove = self
+            .model
+            .get_queue(id)
+            .is_some_and(|c| c.retention == Retention::Remove);
+        if remove {
+            Action::Remove
+        } else {
+            Action::Move(Move::to(Phase::DONE))
         }
     }
 
@@ -1034,6 +1093,8 @@ pub fn op_strategy(rewind: bool) -> impl Strategy<Value = Op> {
         4 => (queue(), key_ref(), any::<u8>()).prop_map(|(queue, key, owner)| {
             Op::Ack { queue, key, owner }
         }),
+        2 => (queue(), proptest::collection::vec(key_ref(), 0..6), any::<u8>())
+            .prop_map(|(queue, keys, owner)| Op::AckMany { queue, keys, owner }),
         3 => (queue(), key_ref(), any::<u8>(), 0u64..3_000).prop_map(|(queue, key, owner, retry_ms)| {
             Op::Nack { queue, key, owner, retry_ms }
         }),

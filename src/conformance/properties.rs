@@ -1410,6 +1410,128 @@ pub async fn settling_needs_the_lease_owner<F: Factory>(f: &F) {
     );
 }
 
+/// `update_many` applies each entry as `update` would, in order (a repeated key sees the
+/// entry before it), gives each its own result, and fails as a whole only for a missing
+/// queue; an empty batch changes nothing.
+pub async fn update_many_settles_each_entry_like_update<F: Factory>(f: &F) {
+    let (b, q) = backend_with(f, config("orders")).await;
+    push_n(&b, &q, 8, T0).await;
+    ok(b.claim(&q, claim("w1", 6, at(1_000)), T0).await, "claim");
+    let with_meta =
+        Move::to(Phase::DEAD)
+            .error("HTTP 410")
+            .metadata(std::collections::BTreeMap::from([(
+                "why".to_owned(),
+                "gone".to_owned(),
+            )]));
+    let batch = vec![
+        (1, leased("w1", move_to(Phase::DONE))),
+        (2, leased("w2", move_to(Phase::DONE))),
+        (3, leased("w1", Action::Remove)),
+        (4, leased("w1", move_to(Phase::DONE))),
+        (4, leased("w1", move_to(Phase::DONE))),
+        (99, leased("w1", move_to(Phase::DONE))),
+        (5, leased("w1", with_meta.into())),
+        (7, only_if(Phase::PENDING, move_to(phase("parked")))),
+        (8, only_if(Phase::DEAD, move_to(Phase::PENDING))),
+        (6, plain(move_to(Phase::IN_FLIGHT))),
+    ];
+    let results = ok(b.update_many(&q, batch, at(7)).await, "update_many");
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().map_or_else(Error::code, |_| "ok"))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "not_lease_owner",
+            "ok",
+            "ok",
+            "not_lease_owner",
+            "item_not_found",
+            "ok",
+            "ok",
+            "phase_conflict",
+            "invalid_input",
+        ],
+        "one result per entry, in order"
+    );
+    let done = match &results[0] {
+        Ok(item) => item.clone(),
+        Err(e) => panic!("entry 0: {e}"),
+    };
+    assert_eq!(
+        (
+            done.key,
+            done.phase.clone(),
+            done.lease.clone(),
+            done.updated_at
+        ),
+        (1, Phase::DONE, None, at(7)),
+        "an entry's result is the item as it is now"
+    );
+    assert_eq!(done.payload, b"item-0", "with its payload");
+    assert!(get(&b, &q, 3).await.is_none(), "a removal removes");
+    let killed = must_get(&b, &q, 5).await;
+    assert_eq!(
+        (killed.phase.clone(), killed.last_error.as_deref()),
+        (Phase::DEAD, Some("HTTP 410"))
+    );
+    assert_eq!(killed.metadata.get("why").map(String::as_str), Some("gone"));
+    assert_eq!(must_get(&b, &q, 7).await.phase, phase("parked"));
+    let untouched = must_get(&b, &q, 2).await;
+    assert_eq!(
+        (untouched.phase.clone(), untouched.updated_at),
+        (Phase::IN_FLIGHT, T0),
+        "a failed entry changes nothing"
+    );
+    check_counts(&b, &q, "update_many").await;
+    let before = all(&b, &q).await;
+    assert!(
+        ok(
+            b.update_many(&q, Vec::new(), at(8)).await,
+            "empty update_many"
+        )
+        .is_empty(),
+        "an empty batch has no results"
+    );
+    assert_eq!(all(&b, &q).await, before, "an empty batch changes nothing");
+    assert_err!(
+        b.update_many(&qid("nope"), vec![(1, plain(Action::Remove))], at(9))
+            .await,
+        Error::QueueNotFound(_),
+        "update_many on a missing queue"
+    );
+}
+
+/// What `update_many` returned survives a reopen (for durable backends).
+pub async fn update_many_survives_reopen<F: Factory>(f: &F) {
+    if !f.durable() {
+        return;
+    }
+    let (b, q) = backend_with(f, config("orders")).await;
+    push_n(&b, &q, 300, T0).await;
+    let leased_items = ok(b.claim(&q, claim("w1", 200, at(1_000)), T0).await, "claim");
+    let batch: Vec<(Key, Transition)> = leased_items
+        .iter()
+        .map(|i| (i.key, leased("w1", move_to(Phase::DONE))))
+        .collect();
+    let results = ok(b.update_many(&q, batch, at(5)).await, "update_many");
+    assert!(results.iter().all(Result::is_ok), "every ack succeeds");
+    let before = all(&b, &q).await;
+    let b = f.reopen(b).await;
+    assert_eq!(
+        all(&b, &q).await,
+        before,
+        "the batch is all there after reopen"
+    );
+    assert_eq!(
+        ok(b.count(&q).await, "count"),
+        counts(&[(&Phase::DONE, 200), (&Phase::PENDING, 100)])
+    );
+}
+
 /// When a lease runs out and another consumer claims the item, the first owner's ack is `NotLeaseOwner`.
 pub async fn reclaimed_item_rejects_the_old_owner<F: Factory>(f: &F) {
     let (b, q) = backend_with(f, config("orders")).await;

@@ -759,6 +759,69 @@ impl Backend for JournalBackend {
         Ok(item)
     }
 
+    async fn update_many(
+        &self,
+        queue: &QueueId,
+        updates: Vec<(Key, Transition)>,
+        now: Timestamp,
+    ) -> Result<Vec<Result<Item>>> {
+        let inner = &self.inner;
+        inner.log.check()?;
+        let body = record::encode(&Op::UpdateMany {
+            queue: queue.clone(),
+            updates: updates.clone(),
+            now,
+        })?;
+        let (results, lsn) = {
+            let mut st = inner.state();
+            if !st.has_queue(queue) {
+                return Err(Error::QueueNotFound(queue.clone()));
+            }
+            // Every blob is read and checked before anything changes.
+            let mut keys: Vec<Key> = updates.iter().map(|(k, _)| *k).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let headers: Vec<Header> = keys
+                .iter()
+                .filter_map(|k| st.header(queue, *k).ok().flatten())
+                .collect();
+            let locs: Vec<Loc> = headers.iter().map(|h| h.loc).collect();
+            let blobs: HashMap<Key, Blob> = headers
+                .iter()
+                .map(|h| h.item.key)
+                .zip(decode_all(&inner.read_blobs(&locs)?)?)
+                .collect();
+            let mut results = Vec::with_capacity(updates.len());
+            for (key, transition) in updates {
+                let removes = matches!(transition.action, hookspool::Action::Remove);
+                let result = st.update(queue, key, transition, now).and_then(|h| {
+                    if removes {
+                        self.freed(std::slice::from_ref(&h));
+                    }
+                    let blob = blobs
+                        .get(&key)
+                        .cloned()
+                        .ok_or_else(|| Error::ItemNotFound {
+                            queue: queue.clone(),
+                            key,
+                        })?;
+                    Ok(fill_decoded(h, blob))
+                });
+                results.push(result);
+            }
+            let lsn = if results.iter().any(Result::is_ok) {
+                Some(inner.append(&body)?)
+            } else {
+                None
+            };
+            (results, lsn)
+        };
+        if let Some(lsn) = lsn {
+            self.finish(lsn, body.len()).await?;
+        }
+        Ok(results)
+    }
+
     async fn claim(&self, queue: &QueueId, claim: Claim, now: Timestamp) -> Result<Vec<Item>> {
         let inner = &self.inner;
         inner.log.check()?;

@@ -58,6 +58,11 @@ pub(crate) enum Op {
         claim: Claim,
         now: Timestamp,
     },
+    UpdateMany {
+        queue: QueueId,
+        updates: Vec<(Key, Transition)>,
+        now: Timestamp,
+    },
     Sweep {
         queue: QueueId,
         now: Timestamp,

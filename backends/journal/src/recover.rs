@@ -345,5 +345,19 @@ fn replay(state: &mut State, op: Op) -> Result<()> {
                 .map(drop)
         }
         Op::Sweep { queue, now } => state.sweep(&queue, now).map(drop),
+        Op::UpdateMany {
+            queue,
+            updates,
+            now,
+        } => {
+            for (key, transition) in updates {
+                // An entry that failed its precondition failed the same way when logged.
+                match state.update(&queue, key, transition, now) {
+                    Err(e) if !e.fails_one_entry() => return Err(e),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
     }
 }

@@ -846,92 +846,7 @@ impl State {
         let mut state = State::default();
         let mut buf = Vec::new();
         for _ in 0..queues {
-            let config: QueueConfig = decode_bytes(&mut r, &mut buf)?;
-            let mut q = Queue::new(config);
-            q.next_key = read_u64(&mut r)?;
-            q.tail_created = read_u64(&mut r)?;
-            q.phases = decode_bytes(&mut r, &mut buf)?;
-            q.phase_ids = q.phases.iter().cloned().zip(0..).collect();
-            q.counts = vec![0; q.phases.len()];
-            if q.phases.get(..5) != Queue::new(q.config.clone()).phases.get(..5)
-                || q.phase_ids.len() != q.phases.len()
-            {
-                return Err(corrupt("a queue's phase table is damaged"));
-            }
-            let (leases, errors, metadata): Side = decode_bytes(&mut r, &mut buf)?;
-            let mut leases: HashMap<Key, Lease> = leases.into_iter().collect();
-            let mut errors: HashMap<Key, String> = errors.into_iter().collect();
-            let mut metadata: HashMap<Key, BTreeMap<String, String>> =
-                metadata.into_iter().collect();
-            let count = read_u64(&mut r)?;
-            q.cursor = q.next_key;
-            let mut read = 0;
-            let mut last_key = 0;
-            let mut run = (0u32, 0u64);
-            while read < count {
-                read_block(&mut r, &mut buf)?;
-                let mut c = VarCursor { buf: &buf, pos: 0 };
-                let mut prev = (0u64, Slot::new(0));
-                while c.pos < buf.len() {
-                    let key = prev.0 + c.next()?;
-                    let mut s = Slot::new(key);
-                    s.segment = narrow(unzigzag(u64::from(prev.1.segment), c.next()?))?;
-                    s.offset = narrow(unzigzag(u64::from(prev.1.offset), c.next()?))?;
-                    s.len = narrow(c.next()?)?;
-                    s.phase = u16::try_from(c.next()?).map_err(corrupt)?;
-                    s.flags = u8::try_from(c.next()?).map_err(corrupt)?;
-                    s.attempts = narrow(c.next()?)?;
-                    s.created_at = unzigzag(prev.1.created_at, c.next()?);
-                    s.updated_at = unzigzag(s.created_at, c.next()?);
-                    s.not_before = unzigzag(s.created_at, c.next()?);
-                    if key <= last_key || key >= q.next_key || s.phase as usize >= q.phases.len() {
-                        return Err(corrupt(format!(
-                            "queue `{}`: item {key} is out of order, out of range or in no phase",
-                            q.config.id
-                        )));
-                    }
-                    last_key = key;
-                    let mut extras = Extras::default();
-                    if s.has(HAS_LEASE) {
-                        extras.lease = leases.remove(&key);
-                    }
-                    if s.has(HAS_ERROR) {
-                        extras.error = errors.remove(&key);
-                    }
-                    if s.has(HAS_META) {
-                        extras.metadata = metadata.remove(&key);
-                    }
-                    if (s.phase == IN_FLIGHT) != extras.lease.is_some() {
-                        return Err(corrupt(format!(
-                            "queue `{}`: item {key} is in flight without a lease or leased \
-                             outside in_flight",
-                            q.config.id
-                        )));
-                    }
-                    // Live bytes are counted per run of one segment, not per item.
-                    if run.0 != s.segment {
-                        if run.1 > 0 {
-                            *state.live.entry(run.0).or_default() += run.1;
-                        }
-                        run = (s.segment, 0);
-                    }
-                    run.1 += u64::from(s.len);
-                    q.add_indexed(key, s, extras);
-                    prev = (key, s);
-                    read += 1;
-                }
-            }
-            if run.1 > 0 {
-                *state.live.entry(run.0).or_default() += run.1;
-            }
-            if read != count || !leases.is_empty() || !errors.is_empty() || !metadata.is_empty() {
-                return Err(corrupt(format!(
-                    "queue `{}`: item count or side tables do not match",
-                    q.config.id
-                )));
-            }
-            q.slots.shrink();
-            q.fix_cursor();
+            let q = state.read_queue(&mut r, &mut buf)?;
             let id = q.config.id.clone();
             if state.queues.insert(id.clone(), q).is_some() {
                 return Err(corrupt(format!("queue `{id}` appears twice")));
@@ -947,6 +862,104 @@ impl State {
         }
         Ok(((segment, offset), state))
     }
+}
+
+impl State {
+    /// Reads one queue of a checkpoint (its live bytes are added to the state's).
+    fn read_queue(&mut self, r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Queue> {
+        let config: QueueConfig = decode_bytes(r, buf)?;
+        let mut q = Queue::new(config);
+        q.next_key = read_u64(r)?;
+        q.tail_created = read_u64(r)?;
+        q.phases = decode_bytes(r, buf)?;
+        q.phase_ids = q.phases.iter().cloned().zip(0..).collect();
+        q.counts = vec![0; q.phases.len()];
+        if q.phases.get(..5) != Queue::new(q.config.clone()).phases.get(..5)
+            || q.phase_ids.len() != q.phases.len()
+        {
+            return Err(corrupt("a queue's phase table is damaged"));
+        }
+        let (leases, errors, metadata): Side = decode_bytes(r, buf)?;
+        let mut leases: HashMap<Key, Lease> = leases.into_iter().collect();
+        let mut errors: HashMap<Key, String> = errors.into_iter().collect();
+        let mut metadata: HashMap<Key, BTreeMap<String, String>> = metadata.into_iter().collect();
+        let count = read_u64(r)?;
+        q.cursor = q.next_key;
+        let mut read = 0;
+        let mut last_key = 0;
+        let mut run = (0u32, 0u64);
+        while read < count {
+            read_block(r, buf)?;
+            let mut c = VarCursor { buf, pos: 0 };
+            let mut prev = (0u64, Slot::new(0));
+            while c.pos < buf.len() {
+                let (key, s) = decode_slot(&mut c, prev)?;
+                if key <= last_key || key >= q.next_key || s.phase as usize >= q.phases.len() {
+                    return Err(corrupt(format!(
+                        "queue `{}`: item {key} is out of order, out of range or in no phase",
+                        q.config.id
+                    )));
+                }
+                last_key = key;
+                let mut extras = Extras::default();
+                if s.has(HAS_LEASE) {
+                    extras.lease = leases.remove(&key);
+                }
+                if s.has(HAS_ERROR) {
+                    extras.error = errors.remove(&key);
+                }
+                if s.has(HAS_META) {
+                    extras.metadata = metadata.remove(&key);
+                }
+                if (s.phase == IN_FLIGHT) != extras.lease.is_some() {
+                    return Err(corrupt(format!(
+                        "queue `{}`: item {key} is in flight without a lease or leased outside \
+                         in_flight",
+                        q.config.id
+                    )));
+                }
+                // Live bytes are counted per run of one segment, not per item.
+                if run.0 != s.segment {
+                    if run.1 > 0 {
+                        *self.live.entry(run.0).or_default() += run.1;
+                    }
+                    run = (s.segment, 0);
+                }
+                run.1 += u64::from(s.len);
+                q.add_indexed(key, s, extras);
+                prev = (key, s);
+                read += 1;
+            }
+        }
+        if run.1 > 0 {
+            *self.live.entry(run.0).or_default() += run.1;
+        }
+        if read != count || !leases.is_empty() || !errors.is_empty() || !metadata.is_empty() {
+            return Err(corrupt(format!(
+                "queue `{}`: item count or side tables do not match",
+                q.config.id
+            )));
+        }
+        q.slots.shrink();
+        q.fix_cursor();
+        Ok(q)
+    }
+}
+
+/// Decodes one slot, delta-encoded against the one before it in its block.
+fn decode_slot(c: &mut VarCursor<'_>, prev: (Key, Slot)) -> Result<(Key, Slot)> {
+    let key = prev.0 + c.next()?;
+    let mut s = Slot::new(key);
+    s.segment = narrow(unzigzag(u64::from(prev.1.segment), c.next()?))?;
+    s.offset = narrow(unzigzag(u64::from(prev.1.offset), c.next()?))?;
+    s.len = narrow(c.next()?)?;
+    s.phase = u16::try_from(c.next()?).map_err(corrupt)?;
+    s.flags = u8::try_from(c.next()?).map_err(corrupt)?;
+    s.attempts = narrow(c.next()?)?;
+    s.created_at = unzigzag(prev.1.created_at, c.next()?);
+    s.updated_at = unzigzag(s.created_at, c.next()?);
+    s.not_before = unzigzag(s.created_at, c.next()?);
+    Ok((key, s))
 }
 
 fn narrow(n: u64) -> Result<u32> {
