@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use hookspool::{Phase, Retention};
+use hookspool::{Key, Phase, Retention};
 
 use common::backends::{Mode, create_queue, fill, runtime};
 use common::raw::{self, percentile_us};
@@ -38,6 +38,10 @@ const CLAIM_ACK: &str = "claim-ack";
 /// share syncs among them): what a consumer that batches does with hookspool's API, and the
 /// like-for-like comparison with SQLite acking 1024 per transaction.
 const CLAIM_ACK_CONCURRENT: &str = "claim-ack-concurrent";
+/// Claim 1024, then ack all 1024 in one `ack_many` call (the batched ack: one record and one
+/// sync on the journal): the like-for-like comparison with SQLite acking 1024 per
+/// transaction.
+const CLAIM_ACK_BATCH: &str = "claim-ack-batch";
 /// SQLite: claim 1024 per transaction, then one transaction per ack (what hookspool's
 /// claim + ack case does: one durable `ack` call per item).
 const SQLITE_ACK_EACH: &str = "sqlite-claim-ack-1";
@@ -103,6 +107,17 @@ fn parent() -> BenchResult<()> {
         };
         if settings.wants(&id) {
             plan.push((id, CLAIM_ACK_CONCURRENT, Some(mode), n_concurrent));
+        }
+        // sled has no batched update of its own (the default applies one update, and one
+        // sync, per entry): its per-call count.
+        let id = format!("{CLAIM_ACK_BATCH} {}", mode.name());
+        let n_batch = if matches!(mode, Mode::SledImmediate | Mode::SledBatched) {
+            n_durable
+        } else {
+            settings.count("HOOKSPOOL_BENCH_N", 100_000, 2_048)?
+        };
+        if settings.wants(&id) {
+            plan.push((id, CLAIM_ACK_BATCH, Some(mode), n_batch));
         }
     }
     for (case, ack, _) in SQLITE_CASES {
@@ -187,6 +202,8 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
             Some(mode) => (
                 if *case == CLAIM_ACK_CONCURRENT {
                     format!("{}, 1024 concurrent acks", mode.label())
+                } else if *case == CLAIM_ACK_BATCH {
+                    format!("{}, 1024 acks per call (ack_many)", mode.label())
                 } else {
                     format!("{}, 1 ack at a time", mode.label())
                 },
@@ -217,7 +234,8 @@ fn print_tables(samples: &Samples, plan: &[Planned<'_>]) {
     println!(
         "An item is one claim share plus one ack call (each ack is its own durable write in \
          the Immediate modes; \"1024 concurrent acks\" sends a claimed batch's acks at once, \
-         so group commit shares syncs among them); a \
+         so group commit shares syncs among them; \"1024 acks per call\" acks a claimed \
+         batch with one `ack_many` call, whose latency is that call's); a \
          batched mode's time includes its final sync(). Ratio = items/s ÷ the raw baseline's \
          records/s, or ÷ SQLite's items/s; the p50 ratio compares one ack call with one \
          write + fdatasync (robust to stalls caused by other processes). SQLite (pending \
@@ -243,9 +261,14 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
     match case {
         RAW_PER_RECORD => raw::per_record(&dir, n),
         RAW_PER_BATCH => raw::per_batch(&dir, n, BATCH),
-        CLAIM_ACK | CLAIM_ACK_CONCURRENT => {
+        CLAIM_ACK | CLAIM_ACK_CONCURRENT | CLAIM_ACK_BATCH => {
             let mode = Mode::parse(args.str("mode")?)?;
-            runtime()?.block_on(claim_ack(mode, &dir, n, case == CLAIM_ACK_CONCURRENT))
+            let style = match case {
+                CLAIM_ACK => Acks::OneAtATime,
+                CLAIM_ACK_CONCURRENT => Acks::Concurrent,
+                _ => Acks::OneCall,
+            };
+            runtime()?.block_on(claim_ack(mode, &dir, n, style))
         }
         SQLITE_ACK_EACH => sqlite::claim_ack(&dir, SQLITE_SCHEMA, n, Ack::PerItem),
         SQLITE_ACK_BATCH => sqlite::claim_ack(&dir, SQLITE_SCHEMA, n, Ack::PerBatch),
@@ -253,7 +276,18 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
     }
 }
 
-async fn claim_ack(mode: Mode, dir: &Path, n: usize, concurrent: bool) -> BenchResult<Metrics> {
+/// How a claimed batch is acked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Acks {
+    /// One `ack` call after another.
+    OneAtATime,
+    /// All `ack` calls at once.
+    Concurrent,
+    /// One `ack_many` call.
+    OneCall,
+}
+
+async fn claim_ack(mode: Mode, dir: &Path, n: usize, style: Acks) -> BenchResult<Metrics> {
     let store = mode.open(dir)?;
     let queue = create_queue(&store, Retention::Keep).await?;
     fill(&store, &queue, n).await?;
@@ -266,7 +300,12 @@ async fn claim_ack(mode: Mode, dir: &Path, n: usize, concurrent: bool) -> BenchR
         if items.is_empty() {
             return Err(format!("claim found nothing after {done} of {n} items").into());
         }
-        if concurrent {
+        if style == Acks::OneCall {
+            let keys: Vec<Key> = items.iter().map(|i| i.key).collect();
+            let t = Instant::now();
+            store.ack_many(&queue, &keys).await?;
+            ack_lat.push(t.elapsed());
+        } else if style == Acks::Concurrent {
             let mut acks = tokio::task::JoinSet::new();
             for item in &items {
                 let (store, queue, key) = (store.clone(), queue.clone(), item.key);

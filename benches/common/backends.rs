@@ -186,6 +186,15 @@ impl AnyStore {
         each!(self, s => s.ack(queue, key, OWNER).await)
     }
 
+    /// `Store::ack_many` by [`OWNER`]: every key must be acked.
+    pub async fn ack_many(&self, queue: &QueueId, keys: &[Key]) -> BenchResult<()> {
+        let results = each!(self, s => s.ack_many(queue, keys, OWNER).await?);
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// `Store::pop_page` of up to `limit` pending items.
     pub async fn pop_pending(&self, queue: &QueueId, limit: usize) -> hookspool::Result<Vec<Item>> {
         let page = Page::first(limit).phase(Phase::PENDING);
