@@ -81,7 +81,7 @@ mod signing;
 mod store;
 pub mod text;
 
-pub use backend::{Backend, apply_move, check_expect};
+pub use backend::{Backend, apply_move, check_expect, lock_file};
 pub use error::{Error, Result};
 #[cfg(feature = "delivery")]
 pub use hooks::{

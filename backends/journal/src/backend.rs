@@ -2,7 +2,7 @@
 //! reading blobs, checkpoints and space reclamation. Recovery is in `recover`.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::BufWriter;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -320,22 +320,7 @@ impl JournalBackend {
             // The new directory's own entry must survive too.
             let _ = sync_dir(parent, None);
         }
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(dir.join(LOCK_FILE))
-            .map_err(io_error)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::Locked {
-                    path: dir.display().to_string(),
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io_error(e)),
-        }
+        let lock = hookspool::lock_file(&dir.join(LOCK_FILE), "journal")?;
         let settings = Settings {
             dir: dir.clone(),
             segment_size: options.segment_size,

@@ -111,12 +111,25 @@ async fn child_work(dir: &Path, seed: u64, mode: &str) {
 
     let mut rng = Rng::new(seed);
     let mut held: Vec<Key> = Vec::new();
+    // Items this child acked: it deletes some, so that segments empty out and compaction and
+    // segment deletion run (and get killed) too.
+    let mut done: Vec<Key> = Vec::new();
     let mut n = 0u64;
     let started = Instant::now();
     while started.elapsed() < CHILD_MAX_LIFETIME {
         n += 1;
         let roll = rng.below(100);
-        if roll < 45 || (held.is_empty() && roll >= 65) {
+        if roll >= 88 && !done.is_empty() {
+            // Deletes keep up with acks, so that whole segments empty out.
+            for _ in 0..done.len().min(4) {
+                let key = done.swap_remove(rng.below(done.len() as u64) as usize);
+                assert!(
+                    store.delete(&queue, key).await.expect("delete"),
+                    "{key} was there"
+                );
+                journal.record(&format!("deleted {key}"));
+            }
+        } else if roll < 40 || (held.is_empty() && roll >= 65) {
             // A single push, or a small batch (all or nothing).
             let size = if roll < 30 { 1 } else { 2 + rng.below(5) };
             let items = (0..size)
@@ -131,7 +144,7 @@ async fn child_work(dir: &Path, seed: u64, mode: &str) {
             // Leases of every length: short ones expire while this child runs (so its own
             // claims sweep them back), long ones are still open when the kill comes.
             let lease = [50, 400, 60_000][rng.below(3) as usize];
-            let limit = 1 + rng.below(4) as usize;
+            let limit = 1 + rng.below(8) as usize;
             let items = store
                 .claim(&queue, &owner, limit, Duration::from_millis(lease))
                 .await
@@ -147,6 +160,11 @@ async fn child_work(dir: &Path, seed: u64, mode: &str) {
             let keys: Vec<Key> = items.iter().map(|i| i.key).collect();
             journal.record(&format!("claimed {} {}", until.as_millis(), join(&keys)));
             held.extend(keys);
+        } else if roll < 72 && held.len() >= 2 {
+            // A batched ack: one record for all of them.
+            let take = held.len().min(2 + rng.below(3) as usize);
+            let keys: Vec<Key> = held.drain(..take).collect();
+            ack_batch(&store, &owner, &keys, &mut journal, &mut done).await;
         } else {
             let key = held.swap_remove(rng.below(held.len() as u64) as usize);
             let result = if roll < 85 {
@@ -160,11 +178,50 @@ async fn child_work(dir: &Path, seed: u64, mode: &str) {
                     .map(|_| "nacked")
             };
             match result {
-                Ok(what) => journal.record(&format!("{what} {key}")),
-                // The lease ran out before we settled the item: it is not ours any more.
-                Err(Error::NotLeaseOwner { .. } | Error::PhaseConflict { .. }) => {}
+                Ok(what) => {
+                    journal.record(&format!("{what} {key}"));
+                    if what == "acked" {
+                        done.push(key);
+                    }
+                }
+                // The lease ran out before we settled the item: it is not ours any more. (If
+                // we claimed it again and settled that claim first, it may even be deleted.)
+                Err(
+                    Error::NotLeaseOwner { .. }
+                    | Error::PhaseConflict { .. }
+                    | Error::ItemNotFound { .. },
+                ) => {}
                 Err(e) => panic!("settling item {key}: {e}"),
             }
+        }
+    }
+}
+
+/// Acks `keys` with one `ack_many` call, journaling each ack that succeeded.
+async fn ack_batch(
+    store: &Store<JournalBackend>,
+    owner: &str,
+    keys: &[Key],
+    journal: &mut Journal,
+    done: &mut Vec<Key>,
+) {
+    let results = store
+        .ack_many(&queue_id(), keys, owner)
+        .await
+        .expect("ack_many");
+    for (key, result) in keys.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                journal.record(&format!("acked {key}"));
+                done.push(*key);
+            }
+            // As for a single ack (see `child_work`).
+            Err(
+                Error::NotLeaseOwner { .. }
+                | Error::PhaseConflict { .. }
+                | Error::ItemNotFound { .. },
+            ) => {}
+            Err(e) => panic!("batched ack of item {key}: {e}"),
         }
     }
 }
@@ -269,17 +326,20 @@ fn crash_rounds(mode: &str) {
         totals.journal = journal;
     }
     let (last_segment, checkpoint) = layout(&root.path().join("store"));
+    let segments_left = segment_count(&root.path().join("store"));
 
     eprintln!(
         "crash test ({mode}): {rounds} rounds in {:?}; {} items stored; journaled: {} pushed, {} claims, \
-         {} acked, {} nacked; {} open leases returned to pending across the checks; {} torn \
-         tails cut off; last segment {last_segment}, checkpoint written: {checkpoint}",
+         {} acked, {} nacked, {} deleted; {} open leases returned to pending across the \
+         checks; {} torn tails cut off; last segment {last_segment} ({segments_left} left), \
+         checkpoint written: {checkpoint}",
         started.elapsed(),
         totals.items,
         totals.journal.pushed.len(),
         totals.journal.claims,
         totals.journal.acked.len(),
         totals.journal.nacked,
+        totals.journal.deleted.len(),
         totals.released,
         totals.torn_tails,
     );
@@ -295,7 +355,26 @@ fn crash_rounds(mode: &str) {
             "only {last_segment} segments were written"
         );
         assert!(checkpoint, "no checkpoint was written");
+        assert!(
+            !totals.journal.deleted.is_empty(),
+            "no delete was journaled"
+        );
+        // Segments emptied by deletes were deleted themselves (or compacted away).
+        assert!(
+            segments_left < last_segment,
+            "all {last_segment} segments are still there"
+        );
     }
+}
+
+/// How many segment files the store directory holds.
+fn segment_count(dir: &Path) -> u64 {
+    fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with("journal-"))
+            .count() as u64
+    })
 }
 
 #[derive(Default)]
@@ -395,22 +474,33 @@ fn check_items(ctx: &str, items: &[Item], journal: &JournalState) {
     }
     let by_key: BTreeMap<Key, &Item> = items.iter().map(|i| (i.key, i)).collect();
 
-    // Every push that returned Ok (and was journaled) is still there, in some phase.
+    // Every push that returned Ok (and was journaled) is still there, in some phase, unless
+    // it was deleted: the child deletes only items whose ack it journaled (the delete itself
+    // may have returned just before the kill, unjournaled). A journaled delete never comes
+    // back.
     for key in &journal.pushed {
-        assert!(
-            by_key.contains_key(key),
-            "{ctx}: journaled push {key} is lost"
-        );
+        if journal.deleted.contains(key) {
+            assert!(
+                !by_key.contains_key(key),
+                "{ctx}: deleted item {key} came back"
+            );
+        } else {
+            assert!(
+                by_key.contains_key(key) || journal.acked.contains(key),
+                "{ctx}: journaled push {key} is lost"
+            );
+        }
     }
     // Nothing acked comes back: an acked item stays done (retention Keep, and nothing else
-    // moves done items in this test), so in particular it is not pending.
+    // moves done items in this test), so in particular it is not pending; or it was deleted.
     for key in &journal.acked {
-        let phase = by_key.get(key).map(|i| &i.phase);
-        assert_eq!(
-            phase,
-            Some(&Phase::DONE),
-            "{ctx}: journaled ack {key} is not done"
-        );
+        if let Some(item) = by_key.get(key) {
+            assert_eq!(
+                item.phase,
+                Phase::DONE,
+                "{ctx}: journaled ack {key} is not done"
+            );
+        }
     }
     // An item whose last journaled event is a claim is still leased (by that claim or a later
     // one), or was settled or released by a call the kill kept out of the journal.
@@ -597,6 +687,7 @@ struct JournalState {
     opens: usize,
     pushed: BTreeSet<Key>,
     acked: BTreeSet<Key>,
+    deleted: BTreeSet<Key>,
     claims: u64,
     nacked: u64,
     /// The last journaled event of each key.
@@ -608,6 +699,7 @@ enum Event {
     Claimed(Timestamp),
     Acked,
     Nacked,
+    Deleted,
 }
 
 impl JournalState {
@@ -651,6 +743,10 @@ impl JournalState {
                 "nacked" => {
                     state.nacked += 1;
                     state.last.insert(nums[0], Event::Nacked);
+                }
+                "deleted" => {
+                    state.deleted.insert(nums[0]);
+                    state.last.insert(nums[0], Event::Deleted);
                 }
                 _ => panic!("bad journal line {line:?}"),
             }

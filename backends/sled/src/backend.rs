@@ -2,7 +2,7 @@
 //! read-compute-apply steps over one sled tree.
 
 use std::fmt;
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -328,23 +328,10 @@ struct DirLock {
 
 impl DirLock {
     fn acquire(dir: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(dir.join(LOCK_FILE))
-            .map_err(io_error)?;
-        match file.try_lock() {
-            Ok(()) => Ok(DirLock {
-                _file: file,
-                sled_file: dir.join("db"),
-            }),
-            Err(TryLockError::WouldBlock) => Err(Error::Locked {
-                path: dir.display().to_string(),
-            }),
-            Err(TryLockError::Error(e)) => Err(io_error(e)),
-        }
+        Ok(DirLock {
+            _file: hookspool::lock_file(&dir.join(LOCK_FILE), "sled")?,
+            sled_file: dir.join("db"),
+        })
     }
 }
 
