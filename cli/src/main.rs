@@ -37,12 +37,12 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    // The offline commands open whichever durable store the directory holds (sled for a new
-    // one, as the daemon does).
+    // The offline commands open whichever durable store the directory holds (the journal for
+    // a new one, as the daemon does).
     if hookspool_cli::serve::BackendKind::detect(&cli.data_dir)
-        == Some(hookspool_cli::serve::BackendKind::Journal)
+        == Some(hookspool_cli::serve::BackendKind::Sled)
     {
-        return hookspool_cli::main_with(cli, |dir| hookspool_journal::JournalBackend::open(dir));
+        return hookspool_cli::main_with(cli, |dir| hookspool_sled::SledBackend::open(dir));
     }
-    hookspool_cli::main_with(cli, |dir| hookspool_sled::SledBackend::open(dir))
+    hookspool_cli::main_with(cli, |dir| hookspool_journal::JournalBackend::open(dir))
 }

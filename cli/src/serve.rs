@@ -45,14 +45,14 @@ pub enum LogFormat {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// The sled database in the data directory: durable (the default).
+    /// The journal (a segmented log with group commit, `hookspool-journal`) in the data
+    /// directory: durable (the default).
     #[default]
+    Journal,
+    /// The sled database in the data directory: durable.
     Sled,
     /// In memory: nothing survives a restart. For trying things out and tests.
     Memory,
-    /// The journal (a segmented log with group commit, `hookspool-journal`) in the data
-    /// directory: durable.
-    Journal,
 }
 
 impl BackendKind {
@@ -89,8 +89,8 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKSPOOL_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Storage backend [default: the one whose files the data directory holds, else sled]:
-    /// `sled` or `journal` (durable, in the data directory), or `memory` (nothing survives a
+    /// Storage backend [default: the one whose files the data directory holds, else journal]:
+    /// `journal` or `sled` (durable, in the data directory), or `memory` (nothing survives a
     /// restart).
     #[arg(long, env = "HOOKSPOOL_BACKEND", value_enum)]
     pub backend: Option<BackendKind>,
@@ -367,7 +367,7 @@ impl ServeConfig {
 }
 
 /// The backend: as asked, if the data directory does not hold another one's files; else the
-/// one it holds; else sled.
+/// one it holds; else the journal.
 fn backend(asked: Option<BackendKind>, dir: &Path) -> Result<BackendKind, CliError> {
     let found = BackendKind::detect(dir);
     match (asked, found) {
@@ -385,7 +385,7 @@ fn backend(asked: Option<BackendKind>, dir: &Path) -> Result<BackendKind, CliErr
         }
         (Some(a), _) => Ok(a),
         (None, Some(f)) => Ok(f),
-        (None, None) => Ok(BackendKind::Sled),
+        (None, None) => Ok(BackendKind::Journal),
     }
 }
 

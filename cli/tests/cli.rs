@@ -273,7 +273,8 @@ fn read_commands_do_not_create_a_missing_data_dir() {
 fn a_data_dir_in_use_is_reported_with_its_own_exit_code() {
     let (_tmp, dir) = data_dir();
     ok(&dir, &["queue", "create", "q"]);
-    let held = hookspool_sled::SledBackend::open(&dir).expect("open the data dir in the test");
+    let held =
+        hookspool_journal::JournalBackend::open(&dir).expect("open the data dir in the test");
     let err = fails(&dir, &["count", "q"], 3);
     assert!(err.starts_with("error: data directory "), "{err}");
     assert!(err.contains(&dir.display().to_string()), "{err}");
@@ -332,7 +333,7 @@ fn dump_streams_a_large_queue_and_stops_quietly_when_the_reader_leaves() {
             .enable_all()
             .build()
             .unwrap();
-        let store = hookspool::Store::new(hookspool_sled::SledBackend::open(&dir).unwrap());
+        let store = hookspool::Store::new(hookspool_journal::JournalBackend::open(&dir).unwrap());
         let queue = hookspool::QueueId::new("big").unwrap();
         runtime.block_on(async {
             for chunk in (0..total).collect::<Vec<u32>>().chunks(5_000) {

@@ -124,12 +124,12 @@ fn serve_help_documents_every_setting() {
     }
 }
 
-/// `--backend journal`: the daemon runs on the journal; afterwards the offline tool finds
-/// the journal's files and opens it, and asking the daemon for sled on it is refused.
+/// The default backend is the journal: the daemon runs on it; afterwards the offline tool
+/// finds the journal's files and opens it, and asking the daemon for sled on it is refused.
 #[test]
 fn serve_runs_on_the_journal_and_the_cli_follows_the_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path(), &["--backend", "journal"]);
+    let (mut child, addr) = start(dir.path(), &[]);
     let (status, body) = get(&addr, "/readyz", None);
     assert!(status.contains("200"), "{status}: {body}");
     sigterm(&child);
@@ -163,4 +163,53 @@ fn serve_runs_on_the_journal_and_the_cli_follows_the_directory() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds a journal store"), "{err}");
+}
+
+/// `--backend sled` still works: the daemon runs on sled, the offline tool and a restarted
+/// daemon (no flag) find sled's files and use them, and asking for the journal is refused.
+#[test]
+fn serve_runs_on_sled_when_asked_and_both_follow_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path(), &["--backend", "sled"]);
+    let (status, body) = get(&addr, "/readyz", None);
+    assert!(status.contains("200"), "{status}: {body}");
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "db"), "sled's files: {names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("journal-")),
+        "{names:?}"
+    );
+    let out = hookspool()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["queues", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hookspool.deliveries"));
+    let (mut child, addr) = start(dir.path(), &[]);
+    let (status, body) = get(&addr, "/readyz", None);
+    assert!(status.contains("200"), "restart on sled: {status}: {body}");
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+
+    let out = hookspool()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--backend", "journal"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds a sled store"), "{err}");
 }
