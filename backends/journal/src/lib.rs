@@ -11,15 +11,21 @@
 //!   only once its own record is synced ([`Durability::Immediate`], the default).
 //!   [`Durability::Periodic`] returns once the record is written to the file (it survives
 //!   `kill -9`, not a power loss) and syncs on an interval: weaker, and named so.
-//! - **State.** The working state is a [`hookspool::MemoryBackend`] (the reference
-//!   implementation of the contract), rebuilt at open from the latest checkpoint plus the
-//!   records after it. Reads never touch the disk.
-//! - **Checkpoints and space.** After `checkpoint_bytes` of log (64 MiB by default, or the
-//!   last checkpoint's size if larger), or when the live state has become small next to what
-//!   is on disk (a queue drained), the state is written to the `checkpoint` file (to a
-//!   temporary name, synced, renamed, directory synced) and every segment before it is
-//!   deleted: open replays only the log since the checkpoint, and a drained queue gives its
-//!   space back.
+//! - **State.** In memory is a compact index: one 48-byte slot per item (phase, attempts,
+//!   times, and where its *blob* is), plus small maps for what only some items carry (lease
+//!   owners, errors, replaced metadata). Payloads and their metadata stay in the segment
+//!   files, each item's blob with its own checksum, and are read with `pread` (nearby ones in
+//!   one call) when an item is returned. Counts come from counters; claim order needs no
+//!   per-item index for items pushed in order (see `state`).
+//! - **Checkpoints.** After `checkpoint_bytes` of log (64 MiB by default, or the last
+//!   checkpoint's size if larger), after as much blob data in older segments has died (a
+//!   queue drained), and at a clean close, the index is written to the `checkpoint` file (a
+//!   temporary name, synced, renamed, directory synced) with the log position it stands for:
+//!   open loads it and replays only the records after that position. About 12 bytes an item.
+//! - **Space.** A segment before the checkpoint whose items are all gone is deleted; one
+//!   that is less than half live is compacted: its live blobs are copied to the end of the
+//!   log (a record per megabyte, writers wait only for that), then it is deleted. At a clean
+//!   close the preallocated tail of the last segment is given back.
 //! - **Segments** are preallocated with zeros (writing into allocated bytes needs no metadata
 //!   journal commit, so each fdatasync is cheaper) and the directory is synced whenever a
 //!   segment or the checkpoint is created, renamed or deleted. A failed write or sync of the
@@ -31,7 +37,12 @@
 //!   opens. A damaged record elsewhere (a checksum that fails with valid records after it) is
 //!   reported as [`hookspool::Error::Corrupted`], never returned as data; with
 //!   [`JournalOptions::skip_corrupt`] open skips it and counts it in
-//!   [`JournalBackend::recovery`].
+//!   [`JournalBackend::recovery`]. An item whose blob fails its checksum when read is
+//!   reported the same way, and the call that read it changes nothing. A missing segment that
+//!   holds live items is `Corrupted` too (with `skip_corrupt`, those items are dropped and
+//!   counted).
+//! - **Batched acks.** `update_many` (`Store::ack_many`) is one record and one sync for the
+//!   whole batch.
 //!
 //! It is written against hookspool's public API, passes the conformance kit, and has its
 //! own crash, torn-write and fault-injection tests.
@@ -57,9 +68,13 @@
 //!
 //! # Limits
 //!
-//! The whole state, payloads included, is held in memory (as in `MemoryBackend`): memory
-//! grows with the data stored, and a checkpoint copies the state while writers wait. One
-//! process opens a directory at a time (`hookspool.lock`, [`hookspool::Error::Locked`]).
+//! Memory grows with the number of items (48 bytes each, plus the strings of leased or
+//! failed items), not with their size. Encoding a checkpoint holds the state lock: writers
+//! wait that long (a whole checkpoint of a million items took 33 ms on the development
+//! machine). An item whose data is damaged on disk
+//! cannot be read, popped, claimed or acked (each would return it): it is reported, never
+//! returned, and stays until its queue is reset or deleted. One process opens a directory
+//! at a time (`hookspool.lock`, [`hookspool::Error::Locked`]).
 
 mod backend;
 mod log;
