@@ -67,6 +67,7 @@ use crate::{Backend, MemoryBackend};
 
 pub mod model;
 mod properties;
+pub mod support;
 
 pub use properties::*;
 

@@ -17,6 +17,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hookspool::conformance::support::{Rng, copy_dir};
 use hookspool::{
     Error, Item, ManualClock, NewItem, Phase, PhaseCounts, QueueConfig, QueueId, Retention, Store,
     Timestamp,
@@ -260,14 +261,6 @@ fn all_records(dir: &Path) -> Vec<Record> {
         .into_iter()
         .flat_map(|(n, path)| parse_segment(n, &fs::read(path).unwrap()))
         .collect()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 /// The finished store and what the checks compare against.
@@ -637,30 +630,5 @@ async fn a_missing_segment_is_reported() {
                 Err(e) => panic!("segment {missing}: expected Corrupted, got {e}"),
             }
         }
-    }
-}
-
-/// xorshift64*: seeded, reproducible choices without a `rand` dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
