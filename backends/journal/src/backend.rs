@@ -115,9 +115,13 @@ impl Drop for Inner {
             && self.since_checkpoint.load(Ordering::Relaxed) > 0
             || self.reclaimable.load(Ordering::Relaxed) > 0;
         if dirty {
+            // The log is closed: every removal is durable, so dead segments can go at once.
             let done = self
                 .write_checkpoint_tmp()
-                .and_then(|(segment, offset, bytes)| self.install(segment, offset, bytes));
+                .and_then(|(segment, offset, bytes)| {
+                    self.install(segment, offset, bytes)?;
+                    self.delete_segments(&self.dead_segments(segment)?)
+                });
             if let Err(e) = done {
                 tracing::warn!(error = %e, "hookspool-journal: final checkpoint failed");
             }
@@ -212,8 +216,7 @@ impl Inner {
         write()
     }
 
-    /// Puts a synced temporary checkpoint in force (rename, directory sync), then deletes
-    /// the segments before it that hold no live item.
+    /// Puts a synced temporary checkpoint in force (rename, directory sync).
     fn install(&self, segment: u64, offset: u64, bytes: u64) -> Result<()> {
         let faults = self.options.faults.as_ref();
         std::fs::rename(
@@ -230,24 +233,31 @@ impl Inner {
             bytes,
             "hookspool-journal checkpoint written"
         );
-        self.delete_dead_segments(segment)
+        Ok(())
     }
 
-    /// Deletes every segment before `segment` that holds no live blob.
-    fn delete_dead_segments(&self, segment: u64) -> Result<()> {
+    /// The segments before `segment` that hold no live blob, as the state says now. The
+    /// removals that emptied them may not be durable yet: sync the log before deleting
+    /// them ([`Inner::delete_segments`]), or a crash could bring back items whose data is
+    /// gone.
+    fn dead_segments(&self, segment: u64) -> Result<Vec<u64>> {
         let live: Vec<u32> = self.state().live().keys().copied().collect();
-        let mut removed = false;
-        for n in recover::segments_on_disk(&self.dir)? {
-            if n >= segment || u32::try_from(n).is_ok_and(|n| live.contains(&n)) {
-                continue;
-            }
+        Ok(recover::segments_on_disk(&self.dir)?
+            .into_iter()
+            .filter(|&n| n < segment && !u32::try_from(n).is_ok_and(|n| live.contains(&n)))
+            .collect())
+    }
+
+    /// Deletes segments (that [`Inner::dead_segments`] listed, with the log synced since),
+    /// then syncs the directory. Blobs never go to old segments, so a dead one stays dead.
+    fn delete_segments(&self, dead: &[u64]) -> Result<()> {
+        for &n in dead {
             if let Ok(n) = u32::try_from(n) {
                 self.files.forget(n);
             }
             std::fs::remove_file(self.dir.join(segment_name(n))).map_err(io_error)?;
-            removed = true;
         }
-        if removed {
+        if !dead.is_empty() {
             sync_dir(&self.dir, self.options.faults.as_ref()).map_err(io_error)?;
         }
         Ok(())
@@ -401,7 +411,8 @@ impl JournalBackend {
         self.compact(segment).await
     }
 
-    /// Copies the live items of sparse segments before `segment` forward, then deletes them.
+    /// Copies the live items of sparse segments before `segment` forward, then deletes every
+    /// segment before `segment` that no longer holds a live item.
     async fn compact(&self, segment: u64) -> Result<()> {
         let inner = &self.inner;
         let live: Vec<(u32, u64)> = inner
@@ -419,9 +430,12 @@ impl JournalBackend {
             }
             self.relocate_segment(n).await?;
         }
+        // Listed first, then the log synced: the removals (and relocations) that emptied
+        // them are durable before the segments go.
+        let dead = inner.dead_segments(segment)?;
         inner.log.sync().await?;
         let inner2 = Arc::clone(inner);
-        tokio::task::spawn_blocking(move || inner2.delete_dead_segments(segment))
+        tokio::task::spawn_blocking(move || inner2.delete_segments(&dead))
             .await
             .map_err(join_error)?
     }
