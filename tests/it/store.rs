@@ -446,3 +446,52 @@ async fn update_phase_refuses_in_flight_and_conflicts_change_nothing() {
         "deleting twice reports false"
     );
 }
+
+#[tokio::test]
+async fn batched_acks_are_checked_before_anything_is_applied() {
+    let s = small_store(Limits {
+        max_payload: 1024,
+        max_batch: 3,
+    });
+    let q = queue(&s, "orders").await;
+    s.push_batch(&q, payloads(3)).await.unwrap();
+    let claimed = s.claim(&q, "w", 3, Duration::from_secs(60)).await.unwrap();
+    let keys: Vec<u64> = claimed.iter().map(|i| i.key).collect();
+
+    // Over the batch limit: refused whole.
+    let err = s.ack_many(&q, &[1, 2, 3, 4], "w").await.unwrap_err();
+    assert!(
+        matches!(err, Error::BatchTooLarge { len: 4, limit: 3 }),
+        "{err}"
+    );
+    // Bad metadata in one entry: refused whole, nothing applied.
+    let bad = hookspool::Transition {
+        expect: hookspool::Expect::default(),
+        action: hookspool::Move::to(Phase::DEAD)
+            .metadata(BTreeMap::from([(String::new(), "x".to_owned())]))
+            .into(),
+    };
+    let ok = hookspool::Transition {
+        expect: hookspool::Expect::default(),
+        action: hookspool::Move::to(Phase::DONE).into(),
+    };
+    let err = s
+        .update_many(&q, vec![(keys[0], ok), (keys[1], bad)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert_eq!(s.count_phase(&q, &Phase::IN_FLIGHT).await.unwrap(), 3);
+    // A missing queue fails the call.
+    assert!(matches!(
+        s.ack_many(&qid("nope"), &keys, "w").await,
+        Err(Error::QueueNotFound(_))
+    ));
+    // One entry failing fails only itself.
+    let results = s.ack_many(&q, &[keys[0], 99, keys[1]], "w").await.unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert!(matches!(
+        results[1],
+        Err(Error::ItemNotFound { key: 99, .. })
+    ));
+    assert_eq!(s.count_phase(&q, &Phase::DONE).await.unwrap(), 2);
+}

@@ -461,3 +461,20 @@ fn dir_bytes(dir: &Path) -> u64 {
         .map(|e| e.metadata().unwrap().len())
         .sum()
 }
+
+#[test]
+fn a_segment_size_outside_1_kib_to_4_gib_is_refused_and_nothing_is_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    for size in [0, 100, (4 << 30) + 1] {
+        let options = JournalOptions {
+            segment_size: size,
+            ..JournalOptions::default()
+        };
+        match JournalBackend::open_with(&dir, options) {
+            Err(Error::InvalidInput(what)) => assert!(what.contains("segment size"), "{what}"),
+            other => panic!("segment size {size}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    assert!(!dir.exists(), "a refused open creates nothing");
+}
