@@ -455,7 +455,7 @@ async fn batched_acks_are_checked_before_anything_is_applied() {
     });
     let q = queue(&s, "orders").await;
     s.push_batch(&q, payloads(3)).await.unwrap();
-    let claimed = s.claim(&q, "w", 3, Duration::from_secs(60)).await.unwrap();
+    let claimed = s.claim(&q, "w", 3, Duration::from_mins(1)).await.unwrap();
     let keys: Vec<u64> = claimed.iter().map(|i| i.key).collect();
 
     // Over the batch limit: refused whole.
