@@ -100,7 +100,7 @@ fn parent() -> BenchResult<()> {
         }
         let id = format!("{CLAIM_ACK_CONCURRENT} {}", mode.name());
         // sled serializes its writers: 10,000 items keep its runs short.
-        let n_concurrent = if matches!(mode, Mode::SledImmediate | Mode::SledBatched) {
+        let n_concurrent = if matches!(mode, Mode::SledImmediate | Mode::SledPeriodic) {
             n.min(10_000)
         } else {
             n
@@ -111,7 +111,7 @@ fn parent() -> BenchResult<()> {
         // sled has no batched update of its own (the default applies one update, and one
         // sync, per entry): its per-call count.
         let id = format!("{CLAIM_ACK_BATCH} {}", mode.name());
-        let n_batch = if matches!(mode, Mode::SledImmediate | Mode::SledBatched) {
+        let n_batch = if matches!(mode, Mode::SledImmediate | Mode::SledPeriodic) {
             n_durable
         } else {
             settings.count("HOOKSPOOL_BENCH_N", 100_000, 2_048)?
@@ -326,7 +326,7 @@ async fn claim_ack(mode: Mode, dir: &Path, n: usize, style: Acks) -> BenchResult
         }
         done += items.len();
     }
-    // For a batched mode, the acks are durable only once this returns.
+    // For a periodic mode, the acks are durable only once this returns.
     store.sync().await?;
     let secs = start.elapsed().as_secs_f64();
 

@@ -241,7 +241,7 @@ fn print_raw(samples: &Samples, plan: &[Planned]) {
 
 fn print_push(samples: &Samples, plan: &[Planned]) {
     let mut t = Table::new(
-        "Push (256 B payloads; a batched mode's time includes its final sync())",
+        "Push (256 B payloads; a periodic mode's time includes its final sync())",
         &[
             "backend / mode",
             "shape",
@@ -412,7 +412,7 @@ async fn push_case(case: &str, mode: Mode, dir: &Path, n: usize) -> BenchResult<
         "push-64" => push_producers(&store, &queue, n).await?,
         _ => (n, push_batches(&store, &queue, n).await?),
     };
-    // For a batched mode, pushes are durable only once this returns.
+    // For a periodic mode, pushes are durable only once this returns.
     store.sync().await?;
     let secs = start.elapsed().as_secs_f64();
 

@@ -63,6 +63,7 @@ use crate::model::{
 /// - [`crate::Error::InvalidInput`]: `update` moving into `in_flight`.
 /// - [`crate::Error::Corrupted`]: stored data failed its checksum; never returned as data.
 /// - [`crate::Error::Poisoned`]: an earlier durable write failed; nothing more is trusted.
+/// - [`crate::Error::Internal`]: the backend found its own state contradicting itself.
 /// - [`crate::Error::Backend`]: anything else (I/O, connection), with its source.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Creates a queue. `config.created_at` is stored as given (the store sets it).
@@ -126,7 +127,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// [`Error::PhaseConflict`], [`Error::NotLeaseOwner`], [`Error::InvalidInput`]) fails
     /// that entry only; any other error fails the whole call.
     ///
-    /// This is the batched ack: a consumer settles what it claimed in one call. A backend
+    /// This is how consumers settle what they claimed (ack, nack, kill, the batched ack), so
+    /// it returns no items: a backend should not read an item's payload for it. A backend
     /// should override it to apply the batch as one atomic step with one durable write (the
     /// memory and journal backends do). The default calls `update` once per entry: each
     /// entry is atomic and durable on its own, and an error that fails the call can leave
@@ -136,7 +138,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         queue: &QueueId,
         updates: Vec<(Key, Transition)>,
         now: Timestamp,
-    ) -> impl Future<Output = Result<Vec<Result<Item>>>> + Send {
+    ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send {
         async move {
             if self.get_queue(queue).await?.is_none() {
                 return Err(Error::QueueNotFound(queue.clone()));
@@ -145,7 +147,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
             for (key, transition) in updates {
                 match self.update(queue, key, transition, now).await {
                     Err(e) if !e.fails_one_entry() => return Err(e),
-                    result => out.push(result),
+                    result => out.push(result.map(drop)),
                 }
             }
             Ok(out)
@@ -226,43 +228,4 @@ pub fn apply_move(item: &mut Item, m: Move, now: Timestamp) {
         item.metadata = metadata;
     }
     item.updated_at = now;
-}
-
-/// Opens (creating it if need be) the lock file at `path` and takes an exclusive lock on it
-/// (`flock`): one process, and one open handle, per data directory. For backend authors:
-/// keep the returned file open for as long as the store is open.
-///
-/// A lock held by another handle gives [`Error::Locked`], after retrying for up to 100 ms:
-/// while any thread of this process is spawning a child, the child briefly holds copies of
-/// all open files (between `fork` and `exec`), so a lock released a moment ago can look
-/// taken for that long.
-///
-/// # Errors
-/// [`Error::Locked`]; [`Error::Backend`] (named `backend`) if the file cannot be opened or
-/// locked.
-pub fn lock_file(path: &std::path::Path, backend: &'static str) -> Result<std::fs::File> {
-    let io = |e: std::io::Error| Error::Backend {
-        backend,
-        source: Box::new(e),
-    };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io)?;
-    for attempt in 0..=20 {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) if attempt < 20 => {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => break,
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
-        }
-    }
-    Err(Error::Locked {
-        path: path.parent().unwrap_or(path).display().to_string(),
-    })
 }

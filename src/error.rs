@@ -114,57 +114,13 @@ pub enum Error {
         reason: String,
     },
 
-    /// No subscription (or emitter) has this id.
-    #[error("no subscription with id `{0}`")]
-    SubscriptionNotFound(String),
-
-    /// `attach` (or `subscribe` with an explicit id) used an id that is already taken.
-    #[error("a subscription with id `{0}` already exists")]
-    SubscriptionExists(String),
-
-    /// A webhook target URL that cannot be used. `reason` says why.
-    #[error("invalid target URL {url:?}: {reason}")]
-    InvalidUrl {
-        /// The URL as given.
-        url: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-
-    /// A signing secret that cannot be used (malformed `whsec_` value, too short, empty).
-    #[error("invalid signing secret: {0}")]
-    InvalidSecret(String),
-
-    /// An event name or pattern that breaks the naming rule.
-    #[error("invalid event name {name:?}: {reason}")]
-    InvalidEvent {
-        /// The name as given.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-
-    /// A hookspool HTTP API answered a request of `hookspool::client::Client` with an
-    /// error status. `code` and `message` are the server's `{"error": code, "message": text}`
-    /// (`code` is `invalid_response` when the answer was not the API's JSON).
-    #[error("server answered {status} {code}: {message}")]
-    Remote {
-        /// The HTTP status, e.g. 404.
-        status: u16,
-        /// The server's error code, e.g. `queue_not_found` or `unauthorized`.
-        code: String,
-        /// The server's message.
-        message: String,
-    },
-
-    /// A request of `hookspool::client::Client` got no answer: the server could not be
-    /// reached (refused, unresolvable, TLS failure), timed out, or broke off the response.
-    #[error("cannot reach {url}: {reason}")]
-    Network {
-        /// The URL that was requested (never with the token).
-        url: String,
-        /// What went wrong.
-        reason: String,
+    /// A fault inside hookspool or a backend: an invariant that does not hold, or a backend
+    /// breaking the [`crate::Backend`] contract (for example returning fewer keys than items
+    /// pushed). Never the caller's input; worth a bug report. `what` says what was found.
+    #[error("internal error: {what}")]
+    Internal {
+        /// What was found.
+        what: String,
     },
 
     /// A failure inside a backend that fits no other variant (I/O errors, a lost connection).
@@ -195,6 +151,11 @@ impl Error {
         Error::Corrupted { what: what.into() }
     }
 
+    /// Builds an [`Error::Internal`] with a description.
+    pub fn internal(what: impl Into<String>) -> Self {
+        Error::Internal { what: what.into() }
+    }
+
     /// Builds an [`Error::InvalidInput`] with a description.
     pub fn invalid(what: impl Into<String>) -> Self {
         Error::InvalidInput(what.into())
@@ -202,7 +163,8 @@ impl Error {
 
     /// Whether this error belongs to one entry of [`crate::Backend::update_many`] (a failed
     /// precondition: the item is missing, in another phase, leased to someone else, or the
-    /// move is not allowed) rather than to the whole call.
+    /// move is not allowed) rather than to the whole call. [`Error::Internal`],
+    /// [`Error::Corrupted`] and the backend's own failures fail the whole call.
     pub fn fails_one_entry(&self) -> bool {
         matches!(
             self,
@@ -229,13 +191,7 @@ impl Error {
             Error::Corrupted { .. } => "corrupted",
             Error::Locked { .. } => "locked",
             Error::Poisoned { .. } => "poisoned",
-            Error::SubscriptionNotFound(_) => "subscription_not_found",
-            Error::SubscriptionExists(_) => "subscription_exists",
-            Error::InvalidUrl { .. } => "invalid_url",
-            Error::InvalidSecret(_) => "invalid_secret",
-            Error::InvalidEvent { .. } => "invalid_event",
-            Error::Remote { .. } => "remote",
-            Error::Network { .. } => "network",
+            Error::Internal { .. } => "internal",
             Error::Backend { .. } => "backend",
         }
     }

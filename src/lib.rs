@@ -1,26 +1,34 @@
-//! hookspool: a durable on-disk queue engine with pluggable backends, built to be a
-//! crash-safe outbox.
+//! hookspool: a durable queue engine with pluggable backends, built to be a crash-safe outbox.
 //!
-//! - Named queues of items with phases (`pending`, `in_flight`, `done`, `dead`, `expired`,
-//!   and any phase of your own), counted by phase without scanning.
-//! - Pollin's operations: `push`, `pop`, `fetch`, `count`, `dump`, `reset`, `delete`,
-//!   `update_phase` (with compare-and-set), over one small [`Backend`] trait.
-//! - A consumer protocol: `claim` leases due items, `ack` / `nack` / `kill` settle them, an
-//!   expired lease gives the item back; schedules (`not_before`) and per-queue TTLs.
-//! - Backends: [`MemoryBackend`] here; `hookspool-sled` (durable) in its own crate; your own,
-//!   checked by the conformance kit (feature `conformance`).
-//! - Webhook delivery (feature `delivery`): `Hooks` (subscriptions, `fire` / `notify` /
-//!   `emit`) and the `Deliverer` loop that POSTs deliveries signed, retries them and resumes
-//!   after a crash; `verify` for receivers (feature `signing`).
+//! This crate is the engine only: the queue model, the [`Backend`] trait and its contract,
+//! the [`Store`] applications call, the in-memory reference backend, and the conformance kit
+//! that proves a backend keeps the contract. It knows nothing of HTTP or webhooks.
 //!
-//! It is not a message broker (no replication; one process owns a data directory) and not a
-//! database: items are opaque bytes with a small string map of metadata.
+//! - **Queues of items with phases**: `pending`, `in_flight`, `done`, `dead`, `expired`, and
+//!   any phase of your own, each counted from counters (no scan) and paged by key cursor.
+//! - **Queue operations**: `push` (one or a batch, atomically), `pop`, `fetch`, `count`,
+//!   `dump` (streamed), `reset`, `delete`, `update_phase` (with compare-and-set).
+//! - **A consumer protocol**: `claim` leases due items, `ack` / `nack` / `kill` settle them
+//!   (`ack_many` settles a batch in one durable write), an expired lease gives the item back
+//!   with its attempt counted; schedules (`not_before`) and per-queue TTLs.
+//! - **Backends**: [`MemoryBackend`] here (the reference, not durable);
+//!   `hookspool-journal` (hookspool's own segmented log, the default of the daemon) and
+//!   `hookspool-sled` in their own crates, both durable under a [`Durability`] setting;
+//!   your own, proved by the conformance kit (feature `conformance`).
+//!
+//! **It is not** a message broker (no replication; one process owns a data directory) and
+//! not a database: items are opaque bytes with a small string map of metadata.
+//!
+//! The crates above this one: `hookspool-webhooks` (signing, subscriptions, firing and the
+//! delivery loop), `hookspool-http` (the axum router of the HTTP API), `hookspool-client`
+//! (a typed client of that API), `hookspool-cli` (the `hookspool` tool and daemon).
 //!
 //! # Durability
 //!
-//! What a returned call guarantees is the backend's contract (see [`Backend`]): with a
-//! durable backend's default setting, a `push` that returned `Ok` survives `kill -9` and power
-//! loss. [`MemoryBackend`] keeps nothing across a restart.
+//! What a returned call guarantees is the backend's contract (see [`Backend`]): under a
+//! durable backend's default [`Durability::Immediate`], a `push` that returned `Ok` survives
+//! `kill -9` and power loss; [`Durability::Periodic`] survives `kill -9` and syncs on an
+//! interval. [`MemoryBackend`] keeps nothing across a restart.
 //!
 //! # Example
 //!
@@ -36,9 +44,10 @@
 //!
 //! store.push(&orders, NewItem::new(br#"{"id":1}"#.to_vec())).await?;
 //! let batch = store.claim(&orders, "worker-1", 10, Duration::from_secs(30)).await?;
-//! for item in &batch {
-//!     // ... deliver item.payload ...
-//!     store.ack(&orders, item.key, "worker-1").await?;
+//! let keys: Vec<_> = batch.iter().map(|item| item.key).collect();
+//! // ... deliver each item.payload, then settle the batch in one call ...
+//! for result in store.ack_many(&orders, &keys, "worker-1").await? {
+//!     result?;
 //! }
 //! assert_eq!(store.count_phase(&orders, &Phase::DONE).await?, 1);
 //! # Ok(())
@@ -47,79 +56,40 @@
 //!
 //! # Features
 //!
-//! - `conformance`: the `hookspool::conformance` kit for backend authors: a `Factory` trait,
-//!   one check per property of the [`Backend`] contract, a model-based property test, and the
-//!   `conformance_tests!` macro that runs them all.
-//! - `signing`: webhook signatures (`sign`, `verify`, `SigningKey`) without
-//!   an HTTP client.
-//! - `delivery` (implies `signing`): `Hooks`, `Deliverer`, the HTTP client with its network
-//!   policy, and retry schedules.
+//! - `conformance`: the [`conformance`] kit for backend authors: a `Factory` trait, one
+//!   check per property of the [`Backend`] contract, a model-based property test, the
+//!   `conformance_tests!` macro that runs them all, and `conformance::support` for a
+//!   backend's own crash tests.
 //!
 //! # Modules
 //!
-//! The API is flat: [`Store`] (the queue API), [`Backend`] (the storage contract),
-//! [`MemoryBackend`], the model types ([`Item`], [`Phase`], [`QueueConfig`], …) and [`Error`].
+//! The API is flat: [`Store`] (the queue API), [`Backend`] (the storage contract, with
+//! [`check_expect`] and [`apply_move`] for implementors), [`MemoryBackend`], the model types
+//! ([`Item`], [`Phase`], [`QueueConfig`], [`Transition`], …), [`Durability`], [`lock_file`]
+//! (the data-directory lock for backends that live in a directory) and [`Error`].
 
 mod backend;
-#[cfg(feature = "client")]
-pub mod client;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod durability;
 mod error;
-#[cfg(feature = "delivery")]
-mod hooks;
-#[cfg(feature = "http")]
-pub mod http;
+mod lock;
 mod memory;
 mod model;
-#[cfg(feature = "delivery")]
-mod net;
-#[cfg(feature = "delivery")]
-mod retry;
-#[cfg(feature = "signing")]
-mod signing;
 mod store;
-pub mod text;
 
-pub use backend::{Backend, apply_move, check_expect, lock_file};
+pub use backend::{Backend, apply_move, check_expect};
+pub use durability::Durability;
 pub use error::{Error, Result};
-#[cfg(feature = "delivery")]
-pub use hooks::{
-    Attempt, CANCELLED, CallbackConfig, CallbackOutcome, CallbackResult, Callbacks,
-    DEFAULT_ROTATION_GRACE, DELIVERIES_QUEUE, DURATION_BUCKETS, Deliverer, Delivery,
-    DeliveryConfig, DeliveryId, DeliveryOutcome, DeliveryStatsSnapshot, EventPattern, GONE,
-    Handler, HandlerError, HandlerFn, Hooks, HooksOptions, Inbound, MAX_EVENT_LEN,
-    MAX_EXTRA_HEADERS, META_CONTENT_TYPE, META_WEBHOOK_ID, OutcomeKind, SUBSCRIPTIONS_QUEUE,
-    SubscribeOptions, Subscription, SubscriptionUpdate, UrlResolver, check_event_name, handler_fn,
-};
-pub use memory::{MemoryBackend, QueueSnapshot};
+pub use lock::lock_file;
+pub use memory::MemoryBackend;
 pub use model::{
     Action, Claim, Expect, Item, Key, Lease, MAX_PHASE_LEN, MAX_QUEUE_ID_LEN, Move, NewItem, Page,
-    Phase, PhaseCounts, QueueConfig, QueueId, Retention, Secret, Selector, SweepReport, Timestamp,
+    Phase, PhaseCounts, QueueConfig, QueueId, Retention, Selector, SweepReport, Timestamp,
     Transition,
-};
-#[cfg(feature = "delivery")]
-pub use net::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_TIMEOUT, DeliveryClient,
-    DeliveryError, HttpConfig, HttpResponse, IpNet, IpNetError, MAX_URL_LEN, NetworkPolicy,
-    TargetUrl, USER_AGENT, UrlError, parse_retry_after,
-};
-#[cfg(feature = "delivery")]
-pub use retry::{DEFAULT_JITTER, DEFAULT_RETRY_AFTER_MAX, RetrySchedule, STANDARD_DELAYS};
-#[cfg(feature = "signing")]
-pub use signing::{
-    GENERATED_KEY_LEN, HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP,
-    HEADER_X_HUB_SIGNATURE_256, HEADER_X_WEBHOOKS_DELIVERY, HEADER_X_WEBHOOKS_EVENT,
-    HEADER_X_WEBHOOKS_SIGNATURE, MAX_KEY_LEN, MIN_KEY_LEN, SignInput, SignatureScheme,
-    SigningError, SigningKey, TOLERANCE_SECS, VerifyError, WHSEC_PREFIX, sign, verify,
-    verify_emitter, verify_github,
 };
 pub use store::{
     Clock, DEFAULT_MAX_BATCH, DEFAULT_MAX_PAYLOAD, DUMP_PAGE, Dump, Limits, MAX_METADATA_ENTRIES,
     MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_OWNER_LEN, ManualClock, Store, SystemClock,
     TokioClock,
 };
-
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-struct ReadmeDoctests;

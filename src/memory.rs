@@ -5,8 +5,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{Deserialize, Serialize};
-
 use crate::backend::{Backend, apply_move, check_expect};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -36,19 +34,6 @@ impl std::fmt::Debug for MemoryBackend {
     }
 }
 
-/// One queue's complete state: what [`MemoryBackend::snapshot`] gives and
-/// [`MemoryBackend::restore`] takes, for backends that keep their working state in a
-/// `MemoryBackend` and persist it themselves (a log with checkpoints).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueueSnapshot {
-    /// The queue's settings.
-    pub config: QueueConfig,
-    /// The key the next pushed item gets (never reused, even after items are removed).
-    pub next_key: Key,
-    /// Every item, in key order.
-    pub items: Vec<Item>,
-}
-
 impl MemoryBackend {
     /// An empty backend.
     pub fn new() -> Self {
@@ -58,56 +43,6 @@ impl MemoryBackend {
     /// How many items all queues hold together.
     pub fn item_count(&self) -> usize {
         self.lock().values().map(|q| q.items.len()).sum()
-    }
-
-    /// A copy of every queue's complete state, ordered by queue id.
-    pub fn snapshot(&self) -> Vec<QueueSnapshot> {
-        let state = self.lock();
-        let mut all: Vec<QueueSnapshot> = state
-            .values()
-            .map(|q| QueueSnapshot {
-                config: q.config.clone(),
-                next_key: q.next_key,
-                items: q.items.values().cloned().collect(),
-            })
-            .collect();
-        all.sort_by(|a, b| a.config.id.cmp(&b.config.id));
-        all
-    }
-
-    /// A backend holding exactly this state (indexes and counters rebuilt).
-    ///
-    /// # Errors
-    /// [`Error::Corrupted`] if the snapshot contradicts itself: a queue twice, an item key at
-    /// or above its queue's `next_key`, or a key twice.
-    pub fn restore(snapshot: Vec<QueueSnapshot>) -> Result<Self> {
-        let backend = MemoryBackend::new();
-        {
-            let mut state = backend.lock();
-            for snap in snapshot {
-                let id = snap.config.id.clone();
-                let mut q = QueueState::new(snap.config);
-                q.next_key = snap.next_key;
-                for item in snap.items {
-                    if item.key >= q.next_key || q.items.contains_key(&item.key) {
-                        return Err(Error::Corrupted {
-                            what: format!(
-                                "snapshot of queue `{id}`: item key {} is repeated or not below \
-                                 the next key {}",
-                                item.key, q.next_key
-                            ),
-                        });
-                    }
-                    q.insert(item);
-                }
-                if state.insert(id.clone(), q).is_some() {
-                    return Err(Error::Corrupted {
-                        what: format!("snapshot has queue `{id}` twice"),
-                    });
-                }
-            }
-        }
-        Ok(backend)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<QueueId, QueueState>> {
@@ -409,12 +344,12 @@ impl Backend for MemoryBackend {
         queue: &QueueId,
         updates: Vec<(Key, Transition)>,
         now: Timestamp,
-    ) -> Result<Vec<Result<Item>>> {
+    ) -> Result<Vec<Result<()>>> {
         // One lock for the whole batch: atomic as one step.
         self.with_queue(queue, |q| {
             Ok(updates
                 .into_iter()
-                .map(|(key, transition)| q.update(queue, key, transition, now))
+                .map(|(key, transition)| q.update(queue, key, transition, now).map(drop))
                 .collect())
         })
     }

@@ -217,29 +217,6 @@ impl<'de> Deserialize<'de> for Phase {
     }
 }
 
-/// A signing secret. Its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret value. Call only where it is really needed (signing); never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
-
 /// What `ack` does with an item.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -252,13 +229,14 @@ pub enum Retention {
     Remove,
 }
 
-/// A queue's settings (Pollin's "endpoint").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A queue's settings.
+///
+/// Its `Debug` masks metadata values whose key contains `secret` (layers above the engine
+/// keep credentials there, such as a callback channel's signing secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueConfig {
     /// The queue's id.
     pub id: QueueId,
-    /// Optional signing secret (used by delivery and inbound verification).
-    pub secret: Option<Secret>,
     /// Optional item TTL: a pending item older than this (since it was pushed) is never handed
     /// out; it moves to phase [`Phase::EXPIRED`], where it stays, counted, until removed.
     #[serde(with = "opt_duration_ms")]
@@ -272,23 +250,15 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    /// Settings with no secret, no TTL, [`Retention::Keep`] and no metadata.
+    /// Settings with no TTL, [`Retention::Keep`] and no metadata.
     pub fn new(id: QueueId) -> Self {
         QueueConfig {
             id,
-            secret: None,
             ttl: None,
             retention: Retention::Keep,
             created_at: Timestamp(0),
             metadata: BTreeMap::new(),
         }
-    }
-
-    /// Sets the signing secret.
-    #[must_use]
-    pub fn with_secret(mut self, secret: Secret) -> Self {
-        self.secret = Some(secret);
-        self
     }
 
     /// Sets the item TTL.
@@ -311,6 +281,33 @@ impl QueueConfig {
         self.metadata.insert(key.into(), value.into());
         self
     }
+}
+
+impl fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueConfig")
+            .field("id", &self.id)
+            .field("ttl", &self.ttl)
+            .field("retention", &self.retention)
+            .field("created_at", &self.created_at)
+            .field("metadata", &masked(&self.metadata))
+            .finish()
+    }
+}
+
+/// Metadata as `Debug` shows it: values whose key contains `secret` masked.
+fn masked(metadata: &BTreeMap<String, String>) -> BTreeMap<&str, &str> {
+    metadata
+        .iter()
+        .map(|(k, v)| {
+            let v = if k.contains("secret") {
+                "****"
+            } else {
+                v.as_str()
+            };
+            (k.as_str(), v)
+        })
+        .collect()
 }
 
 mod opt_duration_ms {
@@ -340,10 +337,10 @@ pub struct Lease {
     pub until: Timestamp,
 }
 
-/// A stored item (Pollin's "callback").
+/// A stored item.
 ///
-/// Its `Debug` masks metadata values whose key contains `secret` (subscriptions keep their
-/// signing secrets there).
+/// Its `Debug` masks metadata values whose key contains `secret` (layers above the engine
+/// keep credentials there, such as a subscription's signing secret).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {
     /// Assigned by `push`; increasing within the queue.
@@ -370,18 +367,6 @@ pub struct Item {
 
 impl fmt::Debug for Item {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let metadata: BTreeMap<&str, &str> = self
-            .metadata
-            .iter()
-            .map(|(k, v)| {
-                let v = if k.contains("secret") {
-                    "****"
-                } else {
-                    v.as_str()
-                };
-                (k.as_str(), v)
-            })
-            .collect();
         f.debug_struct("Item")
             .field("key", &self.key)
             .field("payload", &String::from_utf8_lossy(&self.payload))
@@ -392,7 +377,7 @@ impl fmt::Debug for Item {
             .field("not_before", &self.not_before)
             .field("lease", &self.lease)
             .field("last_error", &self.last_error)
-            .field("metadata", &metadata)
+            .field("metadata", &masked(&self.metadata))
             .finish()
     }
 }
@@ -666,11 +651,13 @@ mod tests {
     }
 
     #[test]
-    fn secret_debug_is_masked() {
-        let s = Secret::new("whsec_supersecret");
-        assert!(!format!("{s:?}").contains("supersecret"));
-        let q = QueueConfig::new(QueueId::new("q").unwrap()).with_secret(s);
-        assert!(!format!("{q:?}").contains("supersecret"));
+    fn queue_debug_masks_secret_metadata() {
+        let q = QueueConfig::new(QueueId::new("q").unwrap())
+            .with_metadata("secret", "whsec_supersecret")
+            .with_metadata("team", "billing");
+        let shown = format!("{q:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(shown.contains("billing"), "{shown}");
     }
 
     #[test]

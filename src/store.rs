@@ -1,5 +1,5 @@
 //! `Store`: the queue API applications call. It validates input, enforces limits, reads the
-//! clock, and builds Pollin's operations and the consumer protocol on the backend primitives.
+//! clock, and builds the queue operations and the consumer protocol on the backend primitives.
 
 use std::fmt;
 use std::sync::Arc;
@@ -210,12 +210,12 @@ impl<B: Backend> Store<B> {
             .ok_or(Error::QueueNotFound(config.id))
     }
 
-    /// A queue's settings, or `None` (Pollin's `find`).
+    /// A queue's settings, or `None`.
     pub async fn queue(&self, id: &QueueId) -> Result<Option<QueueConfig>> {
         self.backend.get_queue(id).await
     }
 
-    /// Every queue, ordered by id (Pollin's `index`).
+    /// Every queue, ordered by id.
     pub async fn queues(&self) -> Result<Vec<QueueConfig>> {
         self.backend.list_queues().await
     }
@@ -243,7 +243,7 @@ impl<B: Backend> Store<B> {
         let keys = self.push_batch(queue, vec![item]).await?;
         keys.first()
             .copied()
-            .ok_or_else(|| Error::invalid("backend returned no key for a pushed item"))
+            .ok_or_else(|| Error::internal("the backend returned no key for a pushed item"))
     }
 
     /// Pushes a batch atomically (all or none); returns the keys in order.
@@ -274,8 +274,8 @@ impl<B: Backend> Store<B> {
         let n = items.len();
         let keys = self.backend.push(queue, items, self.now()).await?;
         if keys.len() != n {
-            return Err(Error::invalid(format!(
-                "backend returned {} keys for {n} pushed items",
+            return Err(Error::internal(format!(
+                "the backend returned {} keys for {n} pushed items",
                 keys.len()
             )));
         }
@@ -471,9 +471,7 @@ impl<B: Backend> Store<B> {
             Retention::Keep => move_to(Phase::DONE),
             Retention::Remove => Action::Remove,
         };
-        self.transition(queue, key, leased_to(owner), action)
-            .await
-            .map(drop)
+        self.settle_leased(queue, key, owner, action).await
     }
 
     /// Acknowledges several items leased to `owner` in one call (the batched ack: one
@@ -506,13 +504,13 @@ impl<B: Backend> Store<B> {
                 (*key, transition)
             })
             .collect();
-        let results = self.update_many(queue, updates).await?;
-        Ok(results.into_iter().map(|r| r.map(drop)).collect())
+        self.update_many(queue, updates).await
     }
 
     /// Applies several transitions in one call: each is checked and applied as
     /// [`Store::update`] would, in order, with its own result. See
-    /// [`Backend::update_many`] for what is atomic.
+    /// [`Backend::update_many`] for what is atomic. No item is read back (a backend that
+    /// keeps payloads on disk does not read them).
     ///
     /// # Errors
     /// [`Error::BatchTooLarge`] for more entries than the batch limit, or
@@ -522,7 +520,7 @@ impl<B: Backend> Store<B> {
         &self,
         queue: &QueueId,
         updates: Vec<(Key, Transition)>,
-    ) -> Result<Vec<Result<Item>>> {
+    ) -> Result<Vec<Result<()>>> {
         if updates.len() > self.limits.max_batch {
             return Err(Error::BatchTooLarge {
                 len: updates.len(),
@@ -542,6 +540,9 @@ impl<B: Backend> Store<B> {
     }
 
     /// Returns an item leased to `owner` to pending, due at `retry_at`, recording `error`.
+    ///
+    /// # Errors
+    /// [`Error::NotLeaseOwner`] if the lease is not `owner`'s any more (it expired).
     pub async fn nack(
         &self,
         queue: &QueueId,
@@ -549,18 +550,38 @@ impl<B: Backend> Store<B> {
         owner: &str,
         retry_at: Timestamp,
         error: &str,
-    ) -> Result<Item> {
+    ) -> Result<()> {
         let action = Move::to(Phase::PENDING)
             .not_before(retry_at)
             .error(error)
             .into();
-        self.transition(queue, key, leased_to(owner), action).await
+        self.settle_leased(queue, key, owner, action).await
     }
 
     /// Moves an item leased to `owner` to `dead`, recording `error` (the consumer gives up).
-    pub async fn kill(&self, queue: &QueueId, key: Key, owner: &str, error: &str) -> Result<Item> {
+    ///
+    /// # Errors
+    /// [`Error::NotLeaseOwner`] if the lease is not `owner`'s any more (it expired).
+    pub async fn kill(&self, queue: &QueueId, key: Key, owner: &str, error: &str) -> Result<()> {
         let action = Move::to(Phase::DEAD).error(error).into();
-        self.transition(queue, key, leased_to(owner), action).await
+        self.settle_leased(queue, key, owner, action).await
+    }
+
+    /// Applies a transition to one item, as [`Store::update`] does, without reading the
+    /// item back: the path of `ack`, `nack` and `kill`, for a consumer settling what it
+    /// claimed (a backend that keeps payloads on disk does not read them for it).
+    ///
+    /// # Errors
+    /// As [`Store::update`].
+    pub async fn settle(&self, queue: &QueueId, key: Key, transition: Transition) -> Result<()> {
+        self.update_many(queue, vec![(key, transition)])
+            .await?
+            .pop()
+            .unwrap_or_else(|| {
+                Err(Error::internal(
+                    "the backend returned no result for a one-entry update_many",
+                ))
+            })
     }
 
     /// Moves one dead item back to pending, due now.
@@ -604,6 +625,11 @@ impl<B: Backend> Store<B> {
     /// Makes everything returned so far durable (see the backend's durability setting).
     pub async fn sync(&self) -> Result<()> {
         self.backend.sync().await
+    }
+
+    async fn settle_leased(&self, queue: &QueueId, key: Key, owner: &str, action: Action) -> Result<()> {
+        let expect = leased_to(owner);
+        self.settle(queue, key, Transition { expect, action }).await
     }
 
     async fn transition(

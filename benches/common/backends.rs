@@ -19,7 +19,7 @@ pub const QUEUE: &str = "bench";
 pub const OWNER: &str = "bench-consumer";
 /// Lease of the claim cases: long enough never to expire during a run.
 pub const LEASE: Duration = Duration::from_hours(1);
-/// Sync interval of the batched sled mode.
+/// Sync interval of the periodic modes.
 pub const BATCHED_INTERVAL: Duration = Duration::from_millis(10);
 
 /// A backend with one of its durability settings.
@@ -29,9 +29,9 @@ pub enum Mode {
     Memory,
     /// `SledBackend`, `Durability::Immediate` (the default): fdatasync'ed when a call returns.
     SledImmediate,
-    /// `SledBackend`, `Durability::Batched { interval: 10ms }`: in the OS when a call
+    /// `SledBackend`, `Durability::Periodic { interval: 10ms }`: in the OS when a call
     /// returns, synced by a background thread or `sync()`.
-    SledBatched,
+    SledPeriodic,
     /// `JournalBackend`, `Durability::Immediate` (the default): fdatasync'ed (group commit).
     JournalImmediate,
     /// `JournalBackend`, `Durability::Periodic { interval: 10ms }`: written to the file when
@@ -44,7 +44,7 @@ impl Mode {
     pub const ALL: [Mode; 5] = [
         Mode::Memory,
         Mode::SledImmediate,
-        Mode::SledBatched,
+        Mode::SledPeriodic,
         Mode::JournalImmediate,
         Mode::JournalPeriodic,
     ];
@@ -54,7 +54,7 @@ impl Mode {
         match self {
             Mode::Memory => "memory",
             Mode::SledImmediate => "sled-immediate",
-            Mode::SledBatched => "sled-batched",
+            Mode::SledPeriodic => "sled-periodic",
             Mode::JournalImmediate => "journal-immediate",
             Mode::JournalPeriodic => "journal-periodic",
         }
@@ -65,7 +65,7 @@ impl Mode {
         match self {
             Mode::Memory => "memory",
             Mode::SledImmediate => "sled Immediate",
-            Mode::SledBatched => "sled Batched 10ms",
+            Mode::SledPeriodic => "sled Periodic 10ms",
             Mode::JournalImmediate => "journal Immediate",
             Mode::JournalPeriodic => "journal Periodic 10ms",
         }
@@ -80,7 +80,7 @@ impl Mode {
     }
 
     /// Whether every mutating call waits for the disk, so that per-call cases get the small
-    /// count: sled `Immediate` waits for an fdatasync, and sled `Batched` for sled's own
+    /// count: sled `Immediate` waits for an fdatasync, and sled `Periodic` for sled's own
     /// `flush` (a `sync_file_range` that waits for the writeback), measured at ~0.3-0.5 ms
     /// a call on this machine.
     pub fn waits_for_disk_per_call(self) -> bool {
@@ -99,11 +99,11 @@ impl Mode {
                 let _ = dir;
                 Ok(AnyStore::Memory(Store::new(MemoryBackend::new())))
             }
-            Mode::SledImmediate | Mode::SledBatched => {
+            Mode::SledImmediate | Mode::SledPeriodic => {
                 let durability = if self == Mode::SledImmediate {
                     Durability::Immediate
                 } else {
-                    Durability::Batched {
+                    Durability::Periodic {
                         interval: BATCHED_INTERVAL,
                     }
                 };

@@ -307,8 +307,8 @@ impl From<u64> for Outcome {
         Outcome::Number(n)
     }
 }
-impl From<Vec<crate::Result<Item>>> for Outcome {
-    fn from(results: Vec<crate::Result<Item>>) -> Self {
+impl From<Vec<crate::Result<()>>> for Outcome {
+    fn from(results: Vec<crate::Result<()>>) -> Self {
         Outcome::Each(results.into_iter().map(Outcome::from).collect())
     }
 }
@@ -516,11 +516,11 @@ impl Model {
         id: &QueueId,
         updates: Vec<(Key, Transition)>,
         now: Timestamp,
-    ) -> crate::Result<Vec<crate::Result<Item>>> {
+    ) -> crate::Result<Vec<crate::Result<()>>> {
         self.queue(id)?;
         Ok(updates
             .into_iter()
-            .map(|(key, t)| self.update(id, key, t, now))
+            .map(|(key, t)| self.update(id, key, t, now).map(drop))
             .collect())
     }
 

@@ -1,18 +1,8 @@
-//! Integration tests of hookspool: one binary, one module per area.
+//! Integration tests of the hookspool engine: one binary, one module per area. (The webhook,
+//! HTTP and CLI crates have their own, beside their code.)
 
 // Helpers outside `#[test]` functions unwrap too: a test that cannot set up should panic.
 #![allow(clippy::unwrap_used)]
 
-mod callbacks;
-mod client;
 mod conformance_memory;
-mod delivery;
-mod delivery_crash;
-mod http_hooks;
-mod http_metrics;
-mod http_openapi;
-mod http_queues;
-mod net;
-mod remote;
 mod store;
-mod support;

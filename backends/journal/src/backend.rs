@@ -299,6 +299,20 @@ fn decode_all(blobs: &[Vec<u8>]) -> Result<Vec<Blob>> {
 }
 
 impl JournalBackend {
+    /// Whether `dir` holds a journal: a checkpoint or a segment file. `false` for an empty
+    /// or missing directory, or one that holds another backend's files. Reads only the
+    /// directory listing (no lock is taken), so it can tell which backend to open with.
+    pub fn detect(dir: impl AsRef<Path>) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name == CHECKPOINT_FILE || crate::log::segment_number(&name).is_some()
+        })
+    }
+
     /// Opens (or creates) the journal in `dir` with default options.
     ///
     /// # Errors
@@ -314,14 +328,21 @@ impl JournalBackend {
     /// [`Error::Locked`] if another handle or process has the directory open;
     /// [`Error::Corrupted`] for a damaged record that is not a torn tail (unless
     /// [`JournalOptions::skip_corrupt`]), a damaged checkpoint, or a missing segment that
-    /// holds live items; [`Error::InvalidInput`] for a segment size outside 1 KiB–4 GiB;
-    /// I/O errors.
+    /// holds live items; [`Error::InvalidInput`] for a segment size outside 1 KiB–4 GiB or
+    /// a zero periodic sync interval; I/O errors.
     pub fn open_with(dir: impl AsRef<Path>, options: JournalOptions) -> Result<Self> {
         if !(1024..=u64::from(u32::MAX)).contains(&options.segment_size) {
             return Err(Error::invalid(format!(
                 "journal segment size {} is outside 1 KiB–4 GiB",
                 options.segment_size
             )));
+        }
+        if let crate::Durability::Periodic { interval } = options.durability
+            && interval.is_zero()
+        {
+            return Err(Error::invalid(
+                "the periodic sync interval must not be zero",
+            ));
         }
         let dir = dir.as_ref().to_path_buf();
         let created = !dir.exists();
@@ -763,7 +784,7 @@ impl Backend for JournalBackend {
         queue: &QueueId,
         updates: Vec<(Key, Transition)>,
         now: Timestamp,
-    ) -> Result<Vec<Result<Item>>> {
+    ) -> Result<Vec<Result<()>>> {
         let inner = &self.inner;
         inner.log.check()?;
         let body = record::encode(&Op::UpdateMany {
@@ -776,35 +797,15 @@ impl Backend for JournalBackend {
             if !st.has_queue(queue) {
                 return Err(Error::QueueNotFound(queue.clone()));
             }
-            // Every blob is read and checked before anything changes.
-            let mut keys: Vec<Key> = updates.iter().map(|(k, _)| *k).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            let headers: Vec<Header> = keys
-                .iter()
-                .filter_map(|k| st.header(queue, *k).ok().flatten())
-                .collect();
-            let locs: Vec<Loc> = headers.iter().map(|h| h.loc).collect();
-            let blobs: HashMap<Key, Blob> = headers
-                .iter()
-                .map(|h| h.item.key)
-                .zip(decode_all(&inner.read_blobs(&locs)?)?)
-                .collect();
+            // Settling reads nothing from disk: the index holds all that the preconditions
+            // and the moves need.
             let mut results = Vec::with_capacity(updates.len());
             for (key, transition) in updates {
                 let removes = matches!(transition.action, hookspool::Action::Remove);
-                let result = st.update(queue, key, transition, now).and_then(|h| {
+                let result = st.update(queue, key, transition, now).map(|h| {
                     if removes {
                         self.freed(std::slice::from_ref(&h));
                     }
-                    let blob = blobs
-                        .get(&key)
-                        .cloned()
-                        .ok_or_else(|| Error::ItemNotFound {
-                            queue: queue.clone(),
-                            key,
-                        })?;
-                    Ok(fill_decoded(h, blob))
                 });
                 results.push(result);
             }

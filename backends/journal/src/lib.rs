@@ -84,23 +84,14 @@ mod slots;
 mod state;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use backend::JournalBackend;
 
-/// When a mutating call returns.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// Once its record is fdatasync'ed (group commit). Survives a crash and a power loss.
-    #[default]
-    Immediate,
-    /// Once its record is written to the file; the writer fdatasyncs every `interval` (and
-    /// on `Backend::sync`). Survives `kill -9`; a power loss can lose the last `interval`.
-    Periodic {
-        /// How often the log is synced.
-        interval: Duration,
-    },
-}
+/// When a mutating call returns: hookspool's one durability setting, re-exported here.
+/// For the journal, [`Durability::Immediate`] returns once the call's record is
+/// fdatasync'ed (group commit); [`Durability::Periodic`] once it is written to the segment
+/// file, with the writer syncing every `interval`.
+pub use hookspool::Durability;
 
 /// An I/O step the journal is about to take, as shown to [`Faults`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

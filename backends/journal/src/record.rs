@@ -16,8 +16,10 @@
 
 use std::collections::BTreeMap;
 
-use hookspool::{Claim, Error, Key, QueueConfig, QueueId, Result, Selector, Timestamp, Transition};
-use serde::{Deserialize, Serialize};
+use hookspool::{
+    Claim, Error, Key, QueueConfig, QueueId, Result, Retention, Selector, Timestamp, Transition,
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// First bytes of every segment file.
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"HSPJSEG1";
@@ -39,8 +41,8 @@ pub(crate) const KIND_RELOCATE: u8 = 3;
 /// result.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Op {
-    CreateQueue(QueueConfig),
-    UpdateQueue(QueueConfig),
+    CreateQueue(#[serde(with = "stored_config")] QueueConfig),
+    UpdateQueue(#[serde(with = "stored_config")] QueueConfig),
     DeleteQueue(QueueId),
     Pop {
         queue: QueueId,
@@ -68,6 +70,58 @@ pub(crate) enum Op {
         now: Timestamp,
     },
 }
+
+/// Queue settings as the journal lays them out (in records and in the checkpoint).
+///
+/// Before the engine and the webhook layer became separate crates, a queue's signing secret
+/// had a field of its own, second in the layout. The slot stays, so that every journal
+/// written since still reads: it is written empty, and a secret found in it is read into the
+/// metadata entry `secret`, where the webhook layer now keeps a callback channel's secret.
+#[derive(Serialize, Deserialize)]
+struct StoredConfig {
+    id: QueueId,
+    legacy_secret: Option<String>,
+    ttl_ms: Option<u64>,
+    retention: Retention,
+    created_at: Timestamp,
+    metadata: BTreeMap<String, String>,
+}
+
+/// `#[serde(with)]` for a [`QueueConfig`] stored as [`StoredConfig`].
+pub(crate) mod stored_config {
+    use super::{
+        BTreeMap, Deserialize, Deserializer, QueueConfig, Serialize, Serializer, StoredConfig,
+    };
+
+    pub(crate) fn serialize<S: Serializer>(c: &QueueConfig, s: S) -> Result<S::Ok, S::Error> {
+        StoredConfig {
+            id: c.id.clone(),
+            legacy_secret: None,
+            ttl_ms: c.ttl.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            retention: c.retention,
+            created_at: c.created_at,
+            metadata: c.metadata.clone(),
+        }
+        .serialize(s)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<QueueConfig, D::Error> {
+        let stored = StoredConfig::deserialize(d)?;
+        let mut metadata: BTreeMap<String, String> = stored.metadata;
+        if let Some(secret) = stored.legacy_secret {
+            metadata.entry("secret".to_owned()).or_insert(secret);
+        }
+        let mut config = QueueConfig::new(stored.id).with_retention(stored.retention);
+        config.ttl = stored.ttl_ms.map(std::time::Duration::from_millis);
+        config.created_at = stored.created_at;
+        config.metadata = metadata;
+        Ok(config)
+    }
+}
+
+/// A [`QueueConfig`] in the journal's layout, for the checkpoint.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ConfigRecord(#[serde(with = "stored_config")] pub(crate) QueueConfig);
 
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()

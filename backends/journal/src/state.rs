@@ -24,7 +24,7 @@ use hookspool::{
     SweepReport, Timestamp, Transition, apply_move, check_expect,
 };
 
-use crate::record::PushedItem;
+use crate::record::{ConfigRecord, PushedItem};
 use crate::slots::{HAS_ERROR, HAS_LEASE, HAS_META, IN_ORDER, Slot, Slots};
 
 /// Where an item's blob is.
@@ -775,7 +775,7 @@ impl State {
         let mut items = 0;
         for id in ids {
             let q = &self.queues[id];
-            put_bytes(&mut w, &encode(&q.config)?)?;
+            put_bytes(&mut w, &encode(&ConfigRecord(q.config.clone()))?)?;
             w.write_all(&q.next_key.to_le_bytes())?;
             w.write_all(&q.tail_created.to_le_bytes())?;
             put_bytes(&mut w, &encode(&q.phases)?)?;
@@ -867,7 +867,7 @@ impl State {
 impl State {
     /// Reads one queue of a checkpoint (its live bytes are added to the state's).
     fn read_queue(&mut self, r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Queue> {
-        let config: QueueConfig = decode_bytes(r, buf)?;
+        let ConfigRecord(config) = decode_bytes(r, buf)?;
         let mut q = Queue::new(config);
         q.next_key = read_u64(r)?;
         q.tail_created = read_u64(r)?;

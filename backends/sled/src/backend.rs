@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use hookspool::{
-    Action, Backend, Claim, Error, Item, Key, Lease, NewItem, Page, Phase, PhaseCounts,
+    Action, Backend, Claim, Durability, Error, Item, Key, Lease, NewItem, Page, Phase, PhaseCounts,
     QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition, apply_move,
     check_expect,
 };
@@ -35,25 +35,6 @@ const SLED_FLUSH_EVERY_MS: u64 = 500;
 /// How long `open` waits for sled's own file lock when ours is free. sled's I/O threads may
 /// hold its data file for a moment after the previous handle in this process was dropped.
 const SLED_LOCK_WAIT: Duration = Duration::from_secs(5);
-
-/// When a mutating call's effect is on the device.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// A mutating call returns only after its write has been flushed by sled and
-    /// fdatasync'ed: it survives a process crash and a power loss. Concurrent callers share
-    /// one flush and fdatasync (group commit), so throughput grows with concurrency.
-    #[default]
-    Immediate,
-    /// A mutating call returns once sled has written its write to its data file (sled's
-    /// `flush`, shared among concurrent callers): it survives a crash of the process, not
-    /// necessarily of the machine. A background thread fdatasyncs every `interval` when
-    /// something is unsynced, and [`Backend::sync`] syncs at once. A power loss can lose
-    /// the writes of the last `interval` (plus the duration of one sync).
-    Batched {
-        /// How often the background thread syncs. Must not be zero.
-        interval: Duration,
-    },
-}
 
 /// Settings for [`SledBackend::open_with`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,6 +116,14 @@ impl Drop for Inner {
 }
 
 impl SledBackend {
+    /// Whether `dir` holds a sled store (sled's `db` or `conf` file). `false` for an empty
+    /// or missing directory, or one that holds another backend's files. Reads only the
+    /// directory listing (no lock is taken), so it can tell which backend to open with.
+    pub fn detect(dir: impl AsRef<Path>) -> bool {
+        let dir = dir.as_ref();
+        dir.join("db").is_file() || dir.join("conf").is_file()
+    }
+
     /// Opens (creating if needed) a store in `dir` with default options.
     ///
     /// # Errors
@@ -150,13 +139,13 @@ impl SledBackend {
     /// `spawn_blocking` if the runtime must not stall.
     ///
     /// # Errors
-    /// As [`SledBackend::open`], and [`Error::InvalidInput`] for a zero batched interval.
+    /// As [`SledBackend::open`], and [`Error::InvalidInput`] for a zero periodic interval.
     pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        if let Durability::Batched { interval } = options.durability
+        if let Durability::Periodic { interval } = options.durability
             && interval.is_zero()
         {
-            return Err(Error::invalid("the batched sync interval must not be zero"));
+            return Err(Error::invalid("the periodic sync interval must not be zero"));
         }
         let existed = dir.is_dir();
         std::fs::create_dir_all(&dir).map_err(io_error)?;
@@ -183,7 +172,7 @@ impl SledBackend {
         syncer.sync_opened(&dir)?;
         let ticker = match options.durability {
             Durability::Immediate => None,
-            Durability::Batched { interval } => Some(Ticker::start(Arc::clone(&syncer), interval)?),
+            Durability::Periodic { interval } => Some(Ticker::start(Arc::clone(&syncer), interval)?),
         };
         Ok(SledBackend {
             inner: Arc::new(Inner {
@@ -210,7 +199,7 @@ impl SledBackend {
 
     /// Whether some write that has been applied is not yet known to be on the device.
     ///
-    /// Under [`Durability::Batched`] this is what a power loss could take away right now;
+    /// Under [`Durability::Periodic`] this is what a power loss could take away right now;
     /// under [`Durability::Immediate`] it is true only while a call is waiting for its sync.
     pub fn has_unsynced_writes(&self) -> bool {
         self.inner.syncer.dirty()
@@ -233,7 +222,7 @@ impl SledBackend {
 
     /// Runs a mutating operation on a blocking thread: computes its writes under the
     /// writer lock, applies them as one batch, then waits until they are synced
-    /// (`Immediate`) or in sled's data file (`Batched`), without the lock, so that other
+    /// (`Immediate`) or in sled's data file (`Periodic`), without the lock, so that other
     /// writers join the same flush or sync.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
@@ -263,7 +252,7 @@ impl SledBackend {
             if let Some(generation) = generation {
                 match inner.options.durability {
                     Durability::Immediate => inner.syncer.wait_durable(generation)?,
-                    Durability::Batched { .. } => inner.syncer.wait_flushed(generation)?,
+                    Durability::Periodic { .. } => inner.syncer.wait_flushed(generation)?,
                 }
             }
             Ok(out)

@@ -1,6 +1,6 @@
 //! Making writes survive power loss: sled's flush followed by our own fdatasync of the files
 //! sled wrote, shared between concurrent writers (group commit), with poisoning on failure
-//! and the background syncer of [`crate::Durability::Batched`].
+//! and the background syncer of [`crate::Durability::Periodic`].
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -283,7 +283,7 @@ impl Drop for Leader<'_> {
     }
 }
 
-/// The background thread of `Durability::Batched`: syncs every `interval` while something
+/// The background thread of `Durability::Periodic`: syncs every `interval` while something
 /// is unsynced. It stops when the [`Ticker`] is dropped.
 #[derive(Debug)]
 pub(crate) struct Ticker {

@@ -59,7 +59,7 @@
 //!   written so far and wakes every caller whose write it covered; callers arriving
 //!   meanwhile wait and are covered by that sync or the next one. So N concurrent callers
 //!   cost about two syncs, not N.
-//! - [`Durability::Batched`] `{ interval }`: a mutating call returns once step 1 (sled's
+//! - [`Durability::Periodic`] `{ interval }`: a mutating call returns once step 1 (sled's
 //!   flush, which writes to the data file and waits for the write-back with
 //!   `sync_file_range`) has covered its write, shared among concurrent callers like the
 //!   syncs. Its effect survives `kill -9`, but not necessarily a power loss. A background
@@ -143,5 +143,8 @@ mod keys;
 mod record;
 mod tx;
 
-pub use backend::{DEFAULT_CACHE_CAPACITY, Durability, LOCK_FILE, SledBackend, SledOptions};
+pub use backend::{DEFAULT_CACHE_CAPACITY, LOCK_FILE, SledBackend, SledOptions};
+/// When a mutating call returns: hookspool's one durability setting, re-exported here (see
+/// [Durability](#durability) above for what each value means for sled).
+pub use hookspool::Durability;
 pub use record::{FORMAT_VERSION, MAX_RECORD_BODY, RECORD_HEADER_LEN, decode_item, encode_item};

@@ -2,9 +2,11 @@
 //! body, and the body in bincode 2 (serde, standard config). Decoding never panics and never
 //! returns bytes that failed a check as data.
 
-use hookspool::{Error, Item, QueueConfig, Result};
-use serde::Serialize;
+use std::collections::BTreeMap;
+
+use hookspool::{Error, Item, QueueConfig, QueueId, Result, Retention, Timestamp};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// The version byte that starts every record this crate writes.
 ///
@@ -108,9 +110,48 @@ pub(crate) fn encode_item_checked(item: &Item) -> Result<Vec<u8>> {
     encode(item).map_err(|reason| Error::invalid(format!("item cannot be stored: {reason}")))
 }
 
+/// Queue settings as this crate lays them out in a record.
+///
+/// Before the engine and the webhook layer became separate crates, a queue's signing secret
+/// had a field of its own, second in the layout. The slot stays, so that every store written
+/// since still reads: it is written empty, and a secret found in it is read into the
+/// metadata entry `secret`, where the webhook layer now keeps a callback channel's secret.
+#[derive(Serialize, Deserialize)]
+struct ConfigRecord {
+    id: QueueId,
+    legacy_secret: Option<String>,
+    ttl_ms: Option<u64>,
+    retention: Retention,
+    created_at: Timestamp,
+    metadata: BTreeMap<String, String>,
+}
+
+impl From<ConfigRecord> for QueueConfig {
+    fn from(r: ConfigRecord) -> Self {
+        let mut config = QueueConfig::new(r.id).with_retention(r.retention);
+        config.ttl = r.ttl_ms.map(std::time::Duration::from_millis);
+        config.created_at = r.created_at;
+        config.metadata = r.metadata;
+        if let Some(secret) = r.legacy_secret {
+            config.metadata.entry("secret".to_owned()).or_insert(secret);
+        }
+        config
+    }
+}
+
 /// Encodes queue settings for storage.
 pub(crate) fn encode_config(config: &QueueConfig) -> Result<Vec<u8>> {
-    encode(config).map_err(|reason| {
+    let record = ConfigRecord {
+        id: config.id.clone(),
+        legacy_secret: None,
+        ttl_ms: config
+            .ttl
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        retention: config.retention,
+        created_at: config.created_at,
+        metadata: config.metadata.clone(),
+    };
+    encode(&record).map_err(|reason| {
         Error::invalid(format!(
             "settings of queue `{}` cannot be stored: {reason}",
             config.id
@@ -120,7 +161,7 @@ pub(crate) fn encode_config(config: &QueueConfig) -> Result<Vec<u8>> {
 
 /// Decodes queue settings; the error reason is for the caller to wrap with context.
 pub(crate) fn decode_config(bytes: &[u8]) -> std::result::Result<QueueConfig, String> {
-    decode(bytes)
+    decode::<ConfigRecord>(bytes).map(QueueConfig::from)
 }
 
 /// Decodes an item; the error reason is for the caller to wrap with context.
@@ -132,7 +173,7 @@ pub(crate) fn decode_item_reason(bytes: &[u8]) -> std::result::Result<Item, Stri
 mod tests {
     use std::collections::BTreeMap;
 
-    use hookspool::{Lease, Phase, QueueId, Retention, Secret, Timestamp};
+    use hookspool::{Lease, Phase};
 
     use super::*;
 
@@ -172,12 +213,40 @@ mod tests {
     #[test]
     fn config_round_trips() {
         let cfg = QueueConfig::new(QueueId::new("orders").unwrap())
-            .with_secret(Secret::new("whsec_x"))
             .with_ttl(std::time::Duration::from_millis(1500))
             .with_retention(Retention::Remove)
             .with_metadata("team", "payments");
         let bytes = encode_config(&cfg).unwrap();
         assert_eq!(decode_config(&bytes).unwrap(), cfg);
+    }
+
+    /// A record written when the secret had a field of its own (the bytes below are what
+    /// that release wrote for queue `orders` with secret `whsec_x` and one metadata entry)
+    /// reads with the secret in the metadata.
+    #[test]
+    fn a_legacy_secret_is_read_into_the_metadata() {
+        #[derive(Serialize)]
+        struct Legacy {
+            id: String,
+            secret: Option<String>,
+            ttl: Option<u64>,
+            retention: Retention,
+            created_at: Timestamp,
+            metadata: BTreeMap<String, String>,
+        }
+        let legacy = Legacy {
+            id: "orders".into(),
+            secret: Some("whsec_x".into()),
+            ttl: Some(1500),
+            retention: Retention::Keep,
+            created_at: Timestamp::from_millis(7),
+            metadata: BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
+        };
+        let cfg = decode_config(&encode(&legacy).unwrap()).unwrap();
+        assert_eq!(cfg.metadata.get("secret").map(String::as_str), Some("whsec_x"));
+        assert_eq!(cfg.metadata.get("team").map(String::as_str), Some("payments"));
+        assert_eq!(cfg.ttl, Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(cfg.created_at, Timestamp::from_millis(7));
     }
 
     #[test]

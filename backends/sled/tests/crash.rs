@@ -62,7 +62,7 @@ fn crash_child() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let durability = match std::env::var(CHILD_MODE_ENV).as_deref() {
-        Ok("batched") => Durability::Batched {
+        Ok("batched") => Durability::Periodic {
             interval: BATCH_INTERVAL,
         },
         _ => Durability::Immediate,
@@ -188,7 +188,7 @@ fn sled_survives_sigkill_at_random_moments() {
     crash_rounds("immediate");
 }
 
-/// The same under [`Durability::Batched`]: its contract also promises that a returned call
+/// The same under [`Durability::Periodic`]: its contract also promises that a returned call
 /// survives a process crash (the write reached the OS), only power loss may take the last
 /// interval.
 #[test]

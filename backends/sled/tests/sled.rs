@@ -21,7 +21,7 @@ fn qid(name: &str) -> QueueId {
 }
 
 fn batched(interval: Duration) -> SledOptions {
-    SledOptions::default().with_durability(Durability::Batched { interval })
+    SledOptions::default().with_durability(Durability::Periodic { interval })
 }
 
 /// A backend with queue `q` holding items with payloads `0..n`.
@@ -360,7 +360,7 @@ async fn failed_background_sync_poisons_batched_mode() {
     ));
     drop(b);
     repair_blobs_dir(dir);
-    // Batched calls had reached sled's data file before they returned.
+    // Periodic calls had reached sled's data file before they returned.
     let b = SledBackend::open(dir).unwrap();
     assert_eq!(payloads(&b).await, vec![vec![0]]);
 }

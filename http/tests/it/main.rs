@@ -1,0 +1,16 @@
+//! Integration tests of hookspool-http and hookspool-client: every route over a real server
+//! on 127.0.0.1:0, the typed client against it, two in-process hookspools doing remote
+//! subscribe. One binary, one module per area.
+
+// Helpers outside `#[test]` functions unwrap too: a test that cannot set up should panic.
+#![allow(clippy::unwrap_used)]
+
+mod client;
+mod http_hooks;
+mod http_metrics;
+mod http_openapi;
+mod http_queues;
+mod remote;
+// The receiver of the webhook tests: one file, used by both test binaries.
+#[path = "../../../webhooks/tests/it/support.rs"]
+mod support;

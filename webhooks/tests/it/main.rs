@@ -1,0 +1,12 @@
+//! Integration tests of hookspool-webhooks: real receivers on 127.0.0.1, real processes
+//! killed with SIGKILL, tokio's paused clock for schedules. One binary, one module per area.
+
+// Helpers outside `#[test]` functions unwrap too: a test that cannot set up should panic.
+#![allow(clippy::unwrap_used)]
+
+mod callbacks;
+mod delivery;
+mod delivery_crash;
+mod idempotency;
+mod net;
+mod support;
