@@ -7,10 +7,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use hookspool_client::wire::ErrorBody;
 use serde::de::DeserializeOwned;
-
-use crate::error::Error;
 
 /// An error answer of the API.
 #[derive(Debug)]
@@ -42,54 +40,66 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
-}
 
-/// The body of every error answer.
-#[derive(Serialize, utoipa::ToSchema)]
-pub(super) struct ErrorBody<'a> {
-    /// A short stable code (`queue_not_found`, `invalid_json`, `unauthorized`, …).
-    error: &'a str,
-    /// A sentence saying what is wrong.
-    message: &'a str,
+    /// An error's answer; a server error (5xx) is logged, since only the log tells an
+    /// operator what went wrong.
+    fn with_status(status: StatusCode, code: &'static str, e: &dyn std::error::Error) -> Self {
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError::new(status, code, e.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: self.code,
-            message: &self.message,
+            error: self.code.to_owned(),
+            message: self.message,
         };
         (self.status, Json(body)).into_response()
     }
 }
 
-/// The one place where engine errors become HTTP statuses.
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
+/// The one place where errors become HTTP statuses: the engine's errors, and the webhook
+/// layer's (whose store errors are the engine's, with the same statuses).
+fn engine_status(e: &hookspool::Error) -> StatusCode {
+    use hookspool::Error as E;
+    match e {
+        E::QueueNotFound(_) | E::ItemNotFound { .. } => StatusCode::NOT_FOUND,
+        E::QueueExists(_) | E::PhaseConflict { .. } | E::NotLeaseOwner { .. } => {
+            StatusCode::CONFLICT
+        }
+        E::InvalidQueueId { .. } | E::InvalidPhase { .. } | E::InvalidInput(_) => {
+            StatusCode::BAD_REQUEST
+        }
+        E::PayloadTooLarge { .. } | E::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        E::Locked { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<hookspool::Error> for ApiError {
+    fn from(e: hookspool::Error) -> Self {
+        ApiError::with_status(engine_status(&e), e.code(), &e)
+    }
+}
+
+impl From<hookspool_webhooks::Error> for ApiError {
+    fn from(e: hookspool_webhooks::Error) -> Self {
+        use hookspool_webhooks::Error as E;
         let status = match &e {
-            Error::QueueNotFound(_)
-            | Error::ItemNotFound { .. }
-            | Error::SubscriptionNotFound(_) => StatusCode::NOT_FOUND,
-            Error::QueueExists(_)
-            | Error::SubscriptionExists(_)
-            | Error::PhaseConflict { .. }
-            | Error::NotLeaseOwner { .. } => StatusCode::CONFLICT,
-            Error::InvalidQueueId { .. }
-            | Error::InvalidPhase { .. }
-            | Error::InvalidInput(_)
-            | Error::InvalidUrl { .. }
-            | Error::InvalidSecret(_)
-            | Error::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
-            Error::PayloadTooLarge { .. } | Error::BatchTooLarge { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            Error::Locked { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            E::Store(store) => engine_status(store),
+            E::SubscriptionNotFound(_) | E::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
+            E::SubscriptionExists(_) => StatusCode::CONFLICT,
+            E::InvalidUrl { .. }
+            | E::InvalidSecret(_)
+            | E::InvalidEvent { .. }
+            | E::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            E::IdempotencyKeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %e, "request failed");
-        }
-        ApiError::new(status, e.code(), e.to_string())
+        ApiError::with_status(status, e.code(), &e)
     }
 }
 

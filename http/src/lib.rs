@@ -1,6 +1,12 @@
-//! The HTTP API as an axum [`Router`] an application mounts under any prefix and wraps with
-//! its own layers: queue admin, REST Hooks subscriptions, publishing, the delivery log, inbound
-//! callbacks, and health.
+//! hookspool-http: the hookspool HTTP API as an axum [`Router`] that an application mounts
+//! under any prefix and wraps with its own layers (queue admin, REST Hooks subscriptions,
+//! publishing, the delivery log, inbound callbacks, metrics, health), and its OpenAPI
+//! document. `hookspool serve` serves exactly this router.
+//!
+//! A thin adapter: each handler reads a request body of [`hookspool_client::wire`], calls the
+//! engine's `Store` or hookspool-webhooks' `Hooks`, and answers with a wire type; errors
+//! become statuses in one place ([`ApiError`]'s `From` impls), and a missing queue, item,
+//! subscription or delivery is a 404 from the typed not-found errors.
 //!
 //! Every error is JSON `{"error": code, "message": text}` with the right status
 //! ([`ApiError`]); request bodies reject unknown fields, naming them. Everything but
@@ -25,12 +31,9 @@ use axum::response::{IntoResponse, Response};
 
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
+use hookspool::{Backend, Store};
+use hookspool_webhooks::{Hooks, Secret};
 use openapi::ApiRoutes;
-
-use crate::backend::Backend;
-use crate::hooks::Hooks;
-use crate::model::Secret;
-use crate::store::Store;
 
 /// Default largest request body: 2 MiB (a 1 MiB payload, JSON-escaped, fits).
 pub const DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -115,7 +118,7 @@ pub fn router<B: Backend>(state: ApiState<B>) -> Router {
 /// The OpenAPI document of the API with these settings (what `GET /openapi.json` serves):
 /// for an application that publishes it or generates a client without running a server.
 pub fn openapi(config: &ApiConfig) -> utoipa::openapi::OpenApi {
-    routes::<crate::memory::MemoryBackend>(config, |protected| protected).1
+    routes::<hookspool::MemoryBackend>(config, |protected| protected).1
 }
 
 /// Every route and its document. `protect` layers the bearer check on the protected routes

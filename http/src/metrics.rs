@@ -11,18 +11,19 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, ApiState};
-use crate::backend::Backend;
+use hookspool::Backend;
+
+use crate::{ApiError, ApiState};
 
 /// HTTP requests counted by (method, route, status).
 #[derive(Debug, Default)]
-pub(super) struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
 }
 
 /// Counts every request by method, matched route (not the raw path, so ids do not explode
 /// the label set) and status.
-pub(super) async fn track<B: Backend>(
+pub(crate) async fn track<B: Backend>(
     State(state): State<ApiState<B>>,
     req: Request,
     next: Next,
@@ -53,7 +54,7 @@ pub(super) async fn track<B: Backend>(
                    unless the server is configured otherwise (then it needs the bearer token).",
     responses((status = 200, description = "Prometheus text.", body = String, content_type = "text/plain; version=0.0.4"))
 )]
-pub(super) async fn metrics<B: Backend>(
+pub(crate) async fn metrics<B: Backend>(
     State(state): State<ApiState<B>>,
 ) -> Result<Response, ApiError> {
     let mut out = String::new();

@@ -3,11 +3,10 @@
 //! Every route is registered through [`ApiRoutes::route`], which takes the path and methods
 //! from the handler's `#[utoipa::path]` attribute and records its operation at the same time,
 //! so the router cannot serve a route the document lacks, nor the other way round. Request
-//! and response bodies are the real serde types with `ToSchema` derived; the few engine types
-//! that are serialized as they are (a subscription, a delivery) are described by the mirror
-//! schemas below, which the tests check against real responses.
+//! and response bodies are the wire types of `hookspool_client::wire` (and the webhook types
+//! it re-exports), with `ToSchema` derived: the same types the handlers serialize and the
+//! client reads.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::Extension;
@@ -15,7 +14,6 @@ use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json, Router};
-use serde::Serialize;
 use utoipa::__dev::SchemaReferences;
 use utoipa::openapi::path::{HttpMethod, Operation, Paths};
 use utoipa::openapi::response::ResponseBuilder;
@@ -24,15 +22,15 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, RefOr,
 };
-use utoipa::{Path, ToSchema};
+use utoipa::Path;
 
-use super::error::ErrorBody;
+use hookspool_client::wire::ErrorBody;
 
 /// Name of the bearer-token security scheme in the document.
-pub(super) const BEARER: &str = "bearer";
+pub(crate) const BEARER: &str = "bearer";
 
 /// A router whose every route carries its OpenAPI operation.
-pub(super) struct ApiRoutes<S> {
+pub(crate) struct ApiRoutes<S> {
     router: Router<S>,
     paths: Paths,
     schemas: Vec<(String, RefOr<Schema>)>,
@@ -40,7 +38,7 @@ pub(super) struct ApiRoutes<S> {
 
 impl<S: Clone + Send + Sync + 'static> ApiRoutes<S> {
     /// No routes.
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ApiRoutes {
             router: Router::new(),
             paths: Paths::new(),
@@ -50,7 +48,7 @@ impl<S: Clone + Send + Sync + 'static> ApiRoutes<S> {
 
     /// Serves `handler` at the path and methods of its `#[utoipa::path]` attribute `P` (the
     /// generated `__path_<handler>` type) and documents it with that attribute's operation.
-    pub(super) fn route<P, H, T>(mut self, handler: H) -> Self
+    pub(crate) fn route<P, H, T>(mut self, handler: H) -> Self
     where
         P: Path + SchemaReferences,
         H: Handler<T, S>,
@@ -72,7 +70,7 @@ impl<S: Clone + Send + Sync + 'static> ApiRoutes<S> {
     }
 
     /// Both sets of routes.
-    pub(super) fn merge(mut self, other: Self) -> Self {
+    pub(crate) fn merge(mut self, other: Self) -> Self {
         self.router = self.router.merge(other.router);
         self.paths.paths.extend(other.paths.paths);
         self.schemas.extend(other.schemas);
@@ -80,13 +78,13 @@ impl<S: Clone + Send + Sync + 'static> ApiRoutes<S> {
     }
 
     /// Applies `f` to the router (layers); the document is unchanged.
-    pub(super) fn map_router(mut self, f: impl FnOnce(Router<S>) -> Router<S>) -> Self {
+    pub(crate) fn map_router(mut self, f: impl FnOnce(Router<S>) -> Router<S>) -> Self {
         self.router = f(self.router);
         self
     }
 
     /// Marks every operation so far as requiring the bearer token, with its 401 answer.
-    pub(super) fn bearer_protected(mut self) -> Self {
+    pub(crate) fn bearer_protected(mut self) -> Self {
         for operation in operations(&mut self.paths) {
             operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
             operation.responses.responses.insert(
@@ -101,7 +99,7 @@ impl<S: Clone + Send + Sync + 'static> ApiRoutes<S> {
     }
 
     /// The router and the document describing it.
-    pub(super) fn finish(mut self) -> (Router<S>, OpenApi) {
+    pub(crate) fn finish(mut self) -> (Router<S>, OpenApi) {
         for operation in operations(&mut self.paths) {
             complete_errors(operation);
         }
@@ -231,108 +229,6 @@ fn complete_errors(operation: &mut Operation) {
     tag = "meta",
     responses((status = 200, description = "This OpenAPI document.", content_type = "application/json"))
 )]
-pub(super) async fn openapi_json(Extension(doc): Extension<Arc<OpenApi>>) -> Response {
+pub(crate) async fn openapi_json(Extension(doc): Extension<Arc<OpenApi>>) -> Response {
     Json(doc.as_ref()).into_response()
-}
-
-// ---- mirrors of engine types serialized as they are ------------------------------------------
-
-/// How deliveries are signed.
-#[derive(Serialize, ToSchema)]
-#[schema(as = SignatureScheme)]
-#[allow(dead_code)] // only its schema is used
-#[serde(rename_all = "snake_case")]
-pub(super) enum SignatureSchemeDoc {
-    /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`; a `whsec_` secret.
-    StandardWebhooks,
-    /// `x-webhooks-signature: sha256:<base32hex>`; the secret is text.
-    WebhooksEmitter,
-    /// `x-hub-signature-256: sha256=<hex>`; the secret is text.
-    #[serde(rename = "github")]
-    GitHub,
-}
-
-/// What `ack` does with an item of the queue.
-#[derive(Serialize, ToSchema)]
-#[schema(as = Retention)]
-#[allow(dead_code)] // only its schema is used
-#[serde(rename_all = "snake_case")]
-pub(super) enum RetentionDoc {
-    /// Acknowledged items stay, in phase `done`.
-    Keep,
-    /// Acknowledged items are removed.
-    Remove,
-}
-
-/// A subscription (its secret is never part of it).
-#[derive(ToSchema)]
-#[schema(as = Subscription)]
-#[allow(dead_code)] // only its schema is used
-pub(super) struct SubscriptionDoc {
-    /// `sub_…`.
-    id: String,
-    /// Where deliveries are POSTed.
-    url: String,
-    /// Event patterns: `*`, `prefix.*` or an exact name.
-    events: Vec<String>,
-    /// Whose subscription it is.
-    owner: Option<String>,
-    /// How requests are signed.
-    scheme: SignatureSchemeDoc,
-    /// Extra request headers.
-    headers: BTreeMap<String, String>,
-    /// Disabled subscriptions receive nothing new.
-    enabled: bool,
-    /// Most requests in flight at once (`null`: the server's default).
-    max_in_flight: Option<u32>,
-    /// A failing delivery holds back the ones after it.
-    strict_fifo: bool,
-    /// Milliseconds since the Unix epoch.
-    created_at: u64,
-}
-
-/// One attempt of a delivery.
-#[derive(ToSchema)]
-#[schema(as = Attempt)]
-#[allow(dead_code)] // only its schema is used
-pub(super) struct AttemptDoc {
-    /// 1 for the first attempt.
-    number: u32,
-    /// When the request was sent (ms since the Unix epoch).
-    at: u64,
-    /// The response status, if a response came.
-    status: Option<u16>,
-    /// The error class and message, if the attempt failed.
-    error: Option<String>,
-    /// How long the request took.
-    duration_ms: u64,
-    /// The start of the response body (at most 1 KiB).
-    response: String,
-}
-
-/// A delivery: what was sent where, its state and its attempts.
-#[derive(ToSchema)]
-#[schema(as = Delivery)]
-#[allow(dead_code)] // only its schema is used
-pub(super) struct DeliveryDoc {
-    /// `msg_…`: the `webhook-id` of every request for it.
-    id: String,
-    /// The event name.
-    event: String,
-    /// The subscription it goes to.
-    subscription: Option<String>,
-    /// The URL, for deliveries fired to a URL directly.
-    url: Option<String>,
-    /// The request id given to `emit`.
-    request_id: Option<String>,
-    /// `pending`, `in_flight`, `done`, `dead`, `gone` or `cancelled`.
-    state: String,
-    /// When the next attempt is due (ms since the Unix epoch).
-    next_attempt: Option<u64>,
-    /// When it was fired (ms since the Unix epoch).
-    created_at: u64,
-    /// The last error.
-    last_error: Option<String>,
-    /// Every attempt, oldest first.
-    attempts: Vec<AttemptDoc>,
 }

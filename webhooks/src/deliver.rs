@@ -7,17 +7,21 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{
-    CANCELLED, DeliveryId, GONE, Hooks, M_ATTEMPT_PREFIX, M_ATTEMPTS, M_EVENT, M_REPLAY_BASE,
-    M_REQUEST_ID, M_SUBSCRIPTION, M_URL, Subscription, attempts_made, parse_key, random_unit,
+use hookspool::{
+    Action, Backend, DUMP_PAGE, Error as StoreError, Expect, Item, Key, Move, Page, Phase,
+    Timestamp, Transition,
 };
-use crate::backend::Backend;
+
+use crate::deliveries::DeliveryId;
 use crate::error::{Error, Result};
-use crate::model::{Action, Expect, Item, Key, Move, Page, Phase, Timestamp, Transition};
+use crate::hooks::{
+    CANCELLED, GONE, Hooks, M_ATTEMPT_PREFIX, M_ATTEMPTS, M_EVENT, M_REPLAY_BASE,
+    M_REQUEST_ID, M_SUBSCRIPTION, M_URL, attempts_made, random_unit,
+};
 use crate::net::{DeliveryClient, HttpConfig, TargetUrl};
 use crate::retry::RetrySchedule;
 use crate::signing::{SignInput, SignatureScheme, SigningKey, sign};
-use crate::store::DUMP_PAGE;
+use crate::subscription::{Subscription, parse_key};
 
 /// Most attempt records kept in a delivery's log (the oldest are dropped beyond this).
 pub const MAX_ATTEMPT_RECORDS: usize = 48;
@@ -269,8 +273,10 @@ impl<B: Backend> Loop<B> {
                             .await
                         {
                             Ok(_)
-                            | Err(Error::PhaseConflict { .. } | Error::ItemNotFound { .. }) => {}
-                            Err(e) => return Err(e),
+                            | Err(
+                                StoreError::PhaseConflict { .. } | StoreError::ItemNotFound { .. },
+                            ) => {}
+                            Err(e) => return Err(e.into()),
                         }
                     } else if item.not_before > now
                         && let Some(sub) = sub_of(&item).and_then(|s| self.hooks().subscription(s))
@@ -495,7 +501,7 @@ impl<B: Backend> Loop<B> {
         ignore_lost_lease(
             self.hooks()
                 .store()
-                .update(&self.hooks().inner.deliveries_queue, key, transition)
+                .settle(&self.hooks().inner.deliveries_queue, key, transition)
                 .await,
         )
     }
@@ -509,7 +515,7 @@ impl<B: Backend> Loop<B> {
         ignore_lost_lease(
             self.hooks()
                 .store()
-                .update(&self.hooks().inner.deliveries_queue, item.key, transition)
+                .settle(&self.hooks().inner.deliveries_queue, item.key, transition)
                 .await,
         )?;
         let outcome = DeliveryOutcome {
@@ -560,9 +566,9 @@ impl<B: Backend> Loop<B> {
                 expect: self.leased(),
                 action: Action::Move(Move::to(Phase::PENDING)),
             };
-            ignore_lost_lease(self.hooks().store().update(&q, key, transition).await)?;
+            ignore_lost_lease(self.hooks().store().settle(&q, key, transition).await)?;
         }
-        self.hooks().store().sync().await
+        Ok(self.hooks().store().sync().await?)
     }
 }
 
@@ -609,7 +615,9 @@ impl<B: Backend> Attempter<B> {
                 url: u.clone(),
                 reason: e.to_string(),
             })?,
-            (None, None) => return Err(Error::corrupted(format!("delivery {id} has no target"))),
+            (None, None) => {
+                return Err(StoreError::corrupted(format!("delivery {id} has no target")).into());
+            }
         };
         let started = store.now();
         let headers = self.headers(&item, sub, &id, &event, started)?;
@@ -664,7 +672,7 @@ impl<B: Backend> Attempter<B> {
         // The outcome is durable before anyone hears of it.
         ignore_lost_lease(
             store
-                .update(&inner.deliveries_queue, item.key, transition)
+                .settle(&inner.deliveries_queue, item.key, transition)
                 .await,
         )?;
         if kind == OutcomeKind::Gone
@@ -812,17 +820,17 @@ fn trim_attempts(metadata: &mut BTreeMap<String, String>) {
 
 /// A settle that finds the lease gone (it expired and the item was taken back) is not an
 /// error of the loop: the delivery is tried again by whoever holds it now.
-fn ignore_lost_lease(r: Result<Item>) -> Result<()> {
+fn ignore_lost_lease(r: hookspool::Result<()>) -> Result<()> {
     match r {
-        Ok(_) => Ok(()),
+        Ok(()) => Ok(()),
         Err(
-            e @ (Error::NotLeaseOwner { .. }
-            | Error::PhaseConflict { .. }
-            | Error::ItemNotFound { .. }),
+            e @ (StoreError::NotLeaseOwner { .. }
+            | StoreError::PhaseConflict { .. }
+            | StoreError::ItemNotFound { .. }),
         ) => {
             tracing::warn!(error = %e, "delivery changed under the loop; leaving it");
             Ok(())
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }

@@ -20,20 +20,59 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::{Hooks, random_unit};
-use crate::backend::Backend;
-use crate::error::{Error, Result};
-use crate::model::{
-    Action, Expect, Item, Key, Move, NewItem, Page, Phase, QueueConfig, QueueId, Timestamp,
-    Transition,
+use hookspool::{
+    Action, Backend, DUMP_PAGE, Error as StoreError, Expect, Item, Key, Move, NewItem, Page, Phase, QueueConfig,
+    QueueId, Store, Timestamp, Transition,
 };
+
+use crate::error::{Error, Result};
+use crate::hooks::{Hooks, random_unit};
+use crate::secret::Secret;
+use crate::signing::SigningKey;
+use crate::subscription::generate_secret;
 use crate::retry::RetrySchedule;
-use crate::store::{DUMP_PAGE, Store};
 
 /// Metadata key of an inbound item: the sender's `webhook-id`.
 pub const META_WEBHOOK_ID: &str = "webhook_id";
 /// Metadata key of an inbound item: the request's content type.
 pub const META_CONTENT_TYPE: &str = "content_type";
+/// Metadata key of a channel's queue that holds the channel's signing secret (a `whsec_`
+/// secret): callbacks into the channel must carry a valid Standard Webhooks signature made
+/// with it. The engine's `Debug` masks it; the HTTP API and the CLI never show it.
+pub const CHANNEL_SECRET: &str = "secret";
+/// The prefix of hookspool's own queues (subscriptions, deliveries, idempotency records):
+/// never a callback channel.
+pub const INTERNAL_PREFIX: &str = "hookspool.";
+
+/// A channel's signing secret: the [`CHANNEL_SECRET`] metadata entry of its queue.
+pub fn channel_secret(queue: &QueueConfig) -> Option<Secret> {
+    queue.metadata.get(CHANNEL_SECRET).map(Secret::new)
+}
+
+/// Sets (or, with `None`, removes) a channel's signing secret on its queue's settings; store
+/// them with `Store::update_queue` or `create_queue`. Callbacks are verified with it as a
+/// Standard Webhooks (`whsec_`) secret: with anything else, every callback into the channel
+/// is refused as misconfigured.
+///
+/// # Errors
+/// [`Error::InvalidSecret`] for an empty secret.
+pub fn set_channel_secret(queue: &mut QueueConfig, secret: Option<&Secret>) -> Result<()> {
+    match secret {
+        Some(s) if s.expose().is_empty() => Err(Error::InvalidSecret(
+            "a channel's secret must not be empty".to_owned(),
+        )),
+        Some(s) => {
+            queue
+                .metadata
+                .insert(CHANNEL_SECRET.to_owned(), s.expose().to_owned());
+            Ok(())
+        }
+        None => {
+            queue.metadata.remove(CHANNEL_SECRET);
+            Ok(())
+        }
+    }
+}
 
 /// One received callback, as a [`Handler`] sees it.
 #[derive(Clone, PartialEq, Eq)]
@@ -301,11 +340,50 @@ impl<B: Backend> Hooks<B> {
     /// Returns the item's key once the push is durable (under the backend's durability).
     ///
     /// # Errors
-    /// [`Error::QueueNotFound`] if the channel has no queue; the store's validation errors.
+    /// The engine's `QueueNotFound` if the channel has no queue; the store's validation
+    /// errors.
     pub async fn receive(&self, channel: &QueueId, item: NewItem) -> Result<Key> {
         let key = self.store().push(channel, item).await?;
         self.inner.inbound_wake.notify_one();
         Ok(key)
+    }
+
+    /// The channel's signing secret, set first (a new `whsec_` secret, stored on the
+    /// channel's queue, which is created if need be) if it has no usable one. What a
+    /// channel subscribed to another hookspool gives that hookspool to sign with.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for one of hookspool's own queues (`hookspool.` prefix);
+    /// the store's errors.
+    pub async fn ensure_channel_secret(&self, channel: &QueueId) -> Result<Secret> {
+        if channel.as_str().starts_with(INTERNAL_PREFIX) {
+            return Err(Error::invalid(format!(
+                "{channel} is one of hookspool's own queues, not a callback channel"
+            )));
+        }
+        let store = self.store();
+        loop {
+            if let Some(mut q) = store.queue(channel).await? {
+                let usable = channel_secret(&q)
+                    .filter(|s| SigningKey::from_whsec(s.expose()).is_ok());
+                if let Some(s) = usable {
+                    return Ok(s);
+                }
+                let secret = generate_secret()?;
+                set_channel_secret(&mut q, Some(&secret))?;
+                store.update_queue(q).await?;
+                return Ok(secret);
+            }
+            let secret = generate_secret()?;
+            let mut q = QueueConfig::new(channel.clone());
+            set_channel_secret(&mut q, Some(&secret))?;
+            match store.create_queue(q).await {
+                Ok(_) => return Ok(secret),
+                // Created meanwhile by someone else: use theirs (next round).
+                Err(StoreError::QueueExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// A stream of handler results (every call's outcome). Receivers that fall behind by
@@ -342,15 +420,16 @@ impl<B: Backend> Hooks<B> {
 
 impl<B: Backend> Callbacks<B> {
     /// Registers the handler of `channel`, creating the channel's queue (without a secret) if
-    /// it does not exist. Set a secret on the queue (or use
-    /// `Hooks::subscribe_remote`) to require signed callbacks.
+    /// it does not exist. Give the channel a secret ([`set_channel_secret`], or subscribe it
+    /// to another hookspool with `hookspool_client::Client::subscribe_channel`) to require
+    /// signed callbacks.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for a channel name that is not a valid queue id, one of
     /// hookspool's own queues (`hookspool.` prefix), or one that already has a handler.
     pub async fn handle(mut self, channel: &str, handler: impl Handler) -> Result<Self> {
         let id = QueueId::new(channel)?;
-        if channel.starts_with("hookspool.") {
+        if channel.starts_with(INTERNAL_PREFIX) {
             return Err(Error::invalid(format!(
                 "{channel:?} is one of hookspool's own queues, not a callback channel"
             )));
@@ -363,8 +442,8 @@ impl<B: Backend> Callbacks<B> {
         let store = self.hooks.store();
         if store.queue(&id).await?.is_none() {
             match store.create_queue(QueueConfig::new(id.clone())).await {
-                Ok(_) | Err(Error::QueueExists(_)) => {}
-                Err(e) => return Err(e),
+                Ok(_) | Err(StoreError::QueueExists(_)) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         self.handlers.insert(id, Arc::new(handler));
@@ -470,7 +549,7 @@ impl<B: Backend> CallbackLoop<B> {
                         expect: self.leased(),
                         action: Action::Move(Move::to(Phase::PENDING)),
                     };
-                    ignore_lost(self.store.update(channel, item.key, transition).await)?;
+                    ignore_lost(self.store.settle(channel, item.key, transition).await)?;
                 }
             }
         }
@@ -498,8 +577,8 @@ impl<B: Backend> CallbackLoop<B> {
             {
                 Ok(items) => items,
                 // Deleted by an operator while we run: nothing to do until it comes back.
-                Err(Error::QueueNotFound(_)) => continue,
-                Err(e) => return Err(e),
+                Err(StoreError::QueueNotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
             };
             claimed += items.len();
             for item in items {
@@ -636,8 +715,8 @@ impl<B: Backend> CallbackLoop<B> {
             expect: self.leased(),
             action: action.into(),
         };
-        ignore_lost(self.store.update(&f.channel, f.key, transition).await)
-            .map(|r| r.map(|_| outcome))
+        ignore_lost(self.store.settle(&f.channel, f.key, transition).await)
+            .map(|r| r.map(|()| outcome))
     }
 
     /// How long the idle loop waits: until the next retry it knows of, or one poll interval.
@@ -668,22 +747,22 @@ impl<B: Backend> CallbackLoop<B> {
                 expect: self.leased(),
                 action: Action::Move(Move::to(Phase::PENDING).error("cut off by shutdown")),
             };
-            ignore_lost(self.store.update(&channel, key, transition).await)?;
+            ignore_lost(self.store.settle(&channel, key, transition).await)?;
         }
-        self.store.sync().await
+        Ok(self.store.sync().await?)
     }
 }
 
 /// `Ok(None)` for the errors that mean the item is no longer ours to record.
-fn ignore_lost<T>(r: Result<T>) -> Result<Option<T>> {
+fn ignore_lost<T>(r: hookspool::Result<T>) -> Result<Option<T>> {
     match r {
         Ok(v) => Ok(Some(v)),
         Err(
-            Error::ItemNotFound { .. }
-            | Error::NotLeaseOwner { .. }
-            | Error::PhaseConflict { .. }
-            | Error::QueueNotFound(_),
+            StoreError::ItemNotFound { .. }
+            | StoreError::NotLeaseOwner { .. }
+            | StoreError::PhaseConflict { .. }
+            | StoreError::QueueNotFound(_),
         ) => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }

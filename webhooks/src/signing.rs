@@ -146,6 +146,7 @@ const BASE32HEX_LOWER: &[u8; 32] = b"0123456789abcdefghijklmnopqrstuv";
 ///
 /// Serialized in snake_case: `"standard_webhooks"`, `"webhooks_emitter"`, `"github"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureScheme {
     /// `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>` (with rotation);

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::deliver::{DeliveryOutcome, OutcomeKind};
+use crate::deliver::{DeliveryOutcome, OutcomeKind};
 
 /// Upper bounds of the attempt-duration histogram buckets, in seconds.
 pub const DURATION_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0];

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use hookspool::{Item, Phase, Timestamp};
+
 use crate::error::{Error, Result};
-use crate::model::{Item, Phase, Secret, Timestamp};
 use crate::net::TargetUrl;
+use crate::secret::Secret;
 use crate::signing::{SignatureScheme, SigningKey};
 
 /// Longest event name or pattern, in bytes.
@@ -125,7 +127,9 @@ impl From<EventPattern> for String {
 }
 
 /// A subscription: events matching `events` are delivered to `url`, signed with `secret`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+///
+/// The HTTP API shows it as a [`SubscriptionInfo`] (without the secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
     /// Its id: generated (`sub_…`), or chosen by the caller (emitters).
     pub id: String,
@@ -138,10 +142,8 @@ pub struct Subscription {
     /// How requests are signed.
     pub scheme: SignatureScheme,
     /// The signing secret (`whsec_…` for Standard Webhooks, text for the others).
-    #[serde(skip)]
     pub secret: Secret,
     /// The secret being rotated out, and until when requests are also signed with it.
-    #[serde(skip)]
     pub previous_secret: Option<(Secret, Timestamp)>,
     /// Extra request headers.
     pub headers: BTreeMap<String, String>,
@@ -175,6 +177,72 @@ impl Subscription {
         self.enabled
             && owner.is_none_or(|o| self.owner.as_deref() == Some(o))
             && self.events.iter().any(|p| p.matches(event))
+    }
+}
+
+/// A subscription as the HTTP API shows it (and the client reads it): everything but the
+/// secret, which only the answer that creates or rotates it carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionInfo {
+    /// Its id (`sub_…`, or the emitter id given to `attach`).
+    pub id: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// The event patterns it receives: `*`, `prefix.*` or an exact name.
+    pub events: Vec<String>,
+    /// Whose subscription it is.
+    pub owner: Option<String>,
+    /// How requests are signed.
+    pub scheme: SignatureScheme,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Whether it receives new events.
+    pub enabled: bool,
+    /// Most requests in flight to it at once (`None`: the delivery loop's default).
+    pub max_in_flight: Option<u32>,
+    /// Whether deliveries go strictly in order (a failing one holds back the ones after it).
+    pub strict_fifo: bool,
+    /// When it was created (ms since the Unix epoch).
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
+    pub created_at: Timestamp,
+    /// The signing secret: only in the answer that creates the subscription or rotates its
+    /// secret (its `Debug` masks it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub secret: Option<Secret>,
+    /// Until when the rotated-out secret still signs requests (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    pub previous_secret_expires_at: Option<Timestamp>,
+}
+
+impl SubscriptionInfo {
+    /// How the API shows `sub` to anyone: without its secret.
+    pub fn of(sub: &Subscription) -> Self {
+        SubscriptionInfo {
+            id: sub.id.clone(),
+            url: sub.url.as_str().to_owned(),
+            events: sub.events.iter().map(|p| p.as_str().to_owned()).collect(),
+            owner: sub.owner.clone(),
+            scheme: sub.scheme,
+            headers: sub.headers.clone(),
+            enabled: sub.enabled,
+            max_in_flight: sub.max_in_flight,
+            strict_fifo: sub.strict_fifo,
+            created_at: sub.created_at,
+            secret: None,
+            previous_secret_expires_at: sub.previous_secret.as_ref().map(|(_, until)| *until),
+        }
+    }
+
+    /// How the API shows `sub` to whoever created it or rotated its secret: with the secret.
+    pub fn with_secret(sub: &Subscription) -> Self {
+        SubscriptionInfo {
+            secret: Some(sub.secret.clone()),
+            ..Self::of(sub)
+        }
     }
 }
 
@@ -372,11 +440,11 @@ pub(crate) fn to_metadata(sub: &Subscription) -> BTreeMap<String, String> {
 
 pub(crate) fn from_item(item: &Item) -> Result<Subscription> {
     let bad = |what: &str| {
-        Error::corrupted(format!(
+        Error::Store(hookspool::Error::corrupted(format!(
             "subscription record {} (queue {}): {what}",
             item.key,
-            super::SUBSCRIPTIONS_QUEUE
-        ))
+            crate::SUBSCRIPTIONS_QUEUE
+        )))
     };
     let m = &item.metadata;
     let get = |k: &str| m.get(k).ok_or_else(|| bad(&format!("missing `{k}`")));

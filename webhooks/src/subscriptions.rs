@@ -1,0 +1,317 @@
+//! The subscription registry of [`Hooks`]: subscribe and unsubscribe, named emitters,
+//! updates, enabling, secret rotation. Subscriptions live in [`crate::SUBSCRIPTIONS_QUEUE`]
+//! (one item each) and, for matching at fire time, in memory.
+
+use std::collections::BTreeMap;
+
+use hookspool::{Action, Backend, Expect, Key, Move, NewItem, Transition};
+
+use crate::error::{Error, Result};
+use crate::hooks::{Hooks, random_hex};
+use crate::net::TargetUrl;
+use crate::secret::Secret;
+use crate::subscription::{
+    EventPattern, SubscribeOptions, Subscription, SubscriptionUpdate, check_headers, check_id,
+    generate_secret, parse_key, phase_of, to_metadata,
+};
+
+impl<B: Backend> Hooks<B> {
+
+    /// Subscribes `url` to an event (or pattern, see [`EventPattern`]). Idempotent: if the
+    /// same owner already subscribed the same URL to the same event, that subscription is
+    /// returned and nothing changes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`], [`Error::InvalidEvent`], [`Error::InvalidSecret`],
+    /// [`Error::InvalidInput`] (owner, headers).
+    pub async fn subscribe(
+        &self,
+        event: &str,
+        url: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription> {
+        Ok(self.subscribe_or_find(event, url, options).await?.0)
+    }
+
+    /// As [`Hooks::subscribe`], and says whether the subscription is new (`true`) or
+    /// existed already (`false`: nothing changed, and a caller that did not create it should
+    /// not be shown its secret).
+    ///
+    /// # Errors
+    /// As [`Hooks::subscribe`].
+    pub async fn subscribe_or_find(
+        &self,
+        event: &str,
+        url: &str,
+        options: SubscribeOptions,
+    ) -> Result<(Subscription, bool)> {
+        let pattern = EventPattern::new(event)?;
+        let url = parse_url(url)?;
+        let _guard = self.inner.registry_write.lock().await;
+        let existing = self.read_subs().values().find_map(|(_, s)| {
+            (s.url == url && s.owner == options.owner && s.events == [pattern.clone()])
+                .then(|| s.clone())
+        });
+        if let Some(sub) = existing {
+            return Ok((sub, false));
+        }
+        let id = format!("sub_{}", random_hex(10)?);
+        let sub = self
+            .insert_subscription(id, vec![pattern], url, options)
+            .await?;
+        Ok((sub, true))
+    }
+
+    /// Attaches a named emitter (webhooks_emitter's `attach` / `attach_many`): a
+    /// subscription with the id you choose, for one or more events.
+    ///
+    /// # Errors
+    /// [`Error::SubscriptionExists`] if the id is taken; as [`Hooks::subscribe`] otherwise.
+    pub async fn attach(
+        &self,
+        id: &str,
+        events: &[&str],
+        url: &str,
+        options: SubscribeOptions,
+    ) -> Result<Subscription> {
+        check_id("emitter id", id)?;
+        if events.is_empty() {
+            return Err(Error::invalid("attach needs at least one event"));
+        }
+        let patterns = events
+            .iter()
+            .map(|e| EventPattern::new(*e))
+            .collect::<Result<Vec<_>>>()?;
+        let url = parse_url(url)?;
+        let _guard = self.inner.registry_write.lock().await;
+        if self.read_subs().contains_key(id) {
+            return Err(Error::SubscriptionExists(id.to_owned()));
+        }
+        self.insert_subscription(id.to_owned(), patterns, url, options)
+            .await
+    }
+
+    /// Detaches a named emitter (removes the subscription). `false` if there was none.
+    pub async fn detach(&self, id: &str) -> Result<bool> {
+        self.unsubscribe(id).await
+    }
+
+    pub(crate) async fn insert_subscription(
+        &self,
+        id: String,
+        events: Vec<EventPattern>,
+        url: TargetUrl,
+        options: SubscribeOptions,
+    ) -> Result<Subscription> {
+        if let Some(owner) = &options.owner {
+            check_id("owner", owner)?;
+        }
+        check_headers(&options.headers)?;
+        if options.max_in_flight == Some(0) {
+            return Err(Error::invalid("max_in_flight must be at least 1"));
+        }
+        let secret = match options.secret {
+            Some(s) => {
+                parse_key(options.scheme, s.expose())?;
+                s
+            }
+            None => generate_secret()?,
+        };
+        let sub = Subscription {
+            id,
+            url,
+            events,
+            owner: options.owner,
+            scheme: options.scheme,
+            secret,
+            previous_secret: None,
+            headers: options.headers,
+            enabled: true,
+            max_in_flight: options.max_in_flight,
+            strict_fifo: options.strict_fifo,
+            created_at: self.inner.store.now(),
+        };
+        let store = &self.inner.store;
+        let item = NewItem {
+            payload: Vec::new(),
+            metadata: to_metadata(&sub),
+            not_before: None,
+        };
+        let key = store.push(&self.inner.subs_queue, item).await?;
+        // A crash here leaves the item `pending`, which loading reads as enabled.
+        store
+            .update_phase(&self.inner.subs_queue, key, phase_of(&sub))
+            .await?;
+        self.write_subs().insert(sub.id.clone(), (key, sub.clone()));
+        Ok(sub)
+    }
+
+    /// Removes a subscription. Its deliveries not yet sent end as `cancelled`. `false` if
+    /// there was none.
+    pub async fn unsubscribe(&self, id: &str) -> Result<bool> {
+        let _guard = self.inner.registry_write.lock().await;
+        self.remove_subscription(id).await
+    }
+
+    pub(crate) async fn remove_subscription(&self, id: &str) -> Result<bool> {
+        let Some(key) = self.read_subs().get(id).map(|(k, _)| *k) else {
+            return Ok(false);
+        };
+        self.inner.store.delete(&self.inner.subs_queue, key).await?;
+        self.write_subs().remove(id);
+        Ok(true)
+    }
+
+    /// Removes `url` from every event at once (Cap'n Hook's deregister); returns how many
+    /// subscriptions were removed.
+    pub async fn deregister_url(&self, url: &str) -> Result<usize> {
+        let url = parse_url(url)?;
+        let _guard = self.inner.registry_write.lock().await;
+        let ids: Vec<String> = self
+            .read_subs()
+            .values()
+            .filter(|(_, s)| s.url == url)
+            .map(|(_, s)| s.id.clone())
+            .collect();
+        for id in &ids {
+            self.remove_subscription(id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Every subscription, ordered by id.
+    pub fn subscriptions(&self) -> Vec<Subscription> {
+        self.read_subs().values().map(|(_, s)| s.clone()).collect()
+    }
+
+    /// One subscription.
+    pub fn subscription(&self, id: &str) -> Option<Subscription> {
+        self.read_subs().get(id).map(|(_, s)| s.clone())
+    }
+
+    /// Changes a subscription.
+    ///
+    /// # Errors
+    /// [`Error::SubscriptionNotFound`]; as [`Hooks::subscribe`] for the new values.
+    pub async fn update(&self, id: &str, update: SubscriptionUpdate) -> Result<Subscription> {
+        let _guard = self.inner.registry_write.lock().await;
+        let mut sub = self.require(id)?;
+        if let Some(url) = update.url {
+            sub.url = parse_url(&url)?;
+        }
+        if let Some(events) = update.events {
+            if events.is_empty() {
+                return Err(Error::invalid("a subscription needs at least one event"));
+            }
+            sub.events = events
+                .into_iter()
+                .map(EventPattern::new)
+                .collect::<Result<_>>()?;
+        }
+        if let Some(headers) = update.headers {
+            check_headers(&headers)?;
+            sub.headers = headers;
+        }
+        if let Some(scheme) = update.scheme {
+            parse_key(scheme, sub.secret.expose())?;
+            sub.scheme = scheme;
+        }
+        if let Some(enabled) = update.enabled {
+            sub.enabled = enabled;
+        }
+        if let Some(n) = update.max_in_flight {
+            if n == Some(0) {
+                return Err(Error::invalid("max_in_flight must be at least 1"));
+            }
+            sub.max_in_flight = n;
+        }
+        if let Some(fifo) = update.strict_fifo {
+            sub.strict_fifo = fifo;
+        }
+        self.save(sub).await
+    }
+
+    /// Enables or disables a subscription. A disabled subscription gets no new deliveries;
+    /// its pending ones wait until it is enabled again.
+    pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<Subscription> {
+        self.update(
+            id,
+            SubscriptionUpdate {
+                enabled: Some(enabled),
+                ..SubscriptionUpdate::default()
+            },
+        )
+        .await
+    }
+
+    /// Rotates a subscription's secret (a new random one when `new` is `None`). For the
+    /// rotation grace period ([`HooksOptions::rotation_grace`]) requests carry signatures
+    /// with both the new and the old secret (Standard Webhooks; the other schemes carry one
+    /// signature, with the new secret).
+    pub async fn rotate_secret(&self, id: &str, new: Option<Secret>) -> Result<Subscription> {
+        let _guard = self.inner.registry_write.lock().await;
+        let mut sub = self.require(id)?;
+        let new = match new {
+            Some(s) => {
+                parse_key(sub.scheme, s.expose())?;
+                s
+            }
+            None => generate_secret()?,
+        };
+        let until = self
+            .inner
+            .store
+            .now()
+            .saturating_add(self.inner.options.rotation_grace);
+        sub.previous_secret = Some((std::mem::replace(&mut sub.secret, new), until));
+        self.save(sub).await
+    }
+
+    pub(crate) async fn save(&self, sub: Subscription) -> Result<Subscription> {
+        let key = self
+            .read_subs()
+            .get(&sub.id)
+            .map(|(k, _)| *k)
+            .ok_or_else(|| Error::SubscriptionNotFound(sub.id.clone()))?;
+        let action = Move::to(phase_of(&sub)).metadata(to_metadata(&sub));
+        let transition = Transition {
+            expect: Expect::default(),
+            action: Action::Move(action),
+        };
+        self.inner
+            .store
+            .update(&self.inner.subs_queue, key, transition)
+            .await?;
+        self.write_subs().insert(sub.id.clone(), (key, sub.clone()));
+        if sub.enabled {
+            self.inner.wake.notify_one();
+        }
+        Ok(sub)
+    }
+
+    pub(crate) fn require(&self, id: &str) -> Result<Subscription> {
+        self.subscription(id)
+            .ok_or_else(|| Error::SubscriptionNotFound(id.to_owned()))
+    }
+
+    pub(crate) fn read_subs(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (Key, Subscription)>> {
+        self.inner
+            .subs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn write_subs(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (Key, Subscription)>> {
+        self.inner
+            .subs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub(crate) fn parse_url(url: &str) -> Result<TargetUrl> {
+    TargetUrl::parse(url).map_err(|e| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    })
+}
