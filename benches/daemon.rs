@@ -31,7 +31,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hookspool::HEADER_WEBHOOK_ID;
+use hookspool_webhooks::HEADER_WEBHOOK_ID;
 use serde_json::Value;
 
 use common::raw::{self, percentile_us};

@@ -20,10 +20,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hookspool::{
-    Backend, DeliveryConfig, HEADER_WEBHOOK_ID, Hooks, HttpConfig, NetworkPolicy, OutcomeKind,
-    Phase, QueueId, Store, SubscribeOptions,
-};
+use hookspool::{Backend, Phase, QueueId, Store};
+use hookspool_webhooks::{DeliveryConfig, HEADER_WEBHOOK_ID, Hooks, HttpConfig, NetworkPolicy, OutcomeKind, SubscribeOptions};
 use tokio::sync::broadcast::error::RecvError;
 
 use common::backends::{AnyStore, Mode, runtime};
@@ -314,7 +312,7 @@ async fn burst<B: Backend>(
     // Subscribed before the first fire, so no outcome is missed.
     let results = hooks.results();
     let start = Instant::now();
-    let mut producers: tokio::task::JoinSet<hookspool::Result<Vec<(String, Instant)>>> =
+    let mut producers: tokio::task::JoinSet<hookspool_webhooks::Result<Vec<(String, Instant)>>> =
         tokio::task::JoinSet::new();
     for p in 0..PRODUCERS {
         let hooks = hooks.clone();
@@ -359,7 +357,7 @@ async fn burst<B: Backend>(
 /// store's count of done deliveries.
 async fn wait_done<B: Backend>(
     hooks: &Hooks<B>,
-    mut results: tokio::sync::broadcast::Receiver<hookspool::DeliveryOutcome>,
+    mut results: tokio::sync::broadcast::Receiver<hookspool_webhooks::DeliveryOutcome>,
     n: usize,
 ) -> BenchResult<(usize, usize)> {
     let (mut delivered, mut failed) = (0, 0);
@@ -370,7 +368,7 @@ async fn wait_done<B: Backend>(
             Ok(Ok(o)) if o.kind == OutcomeKind::Delivered => delivered += 1,
             Ok(Ok(_)) => failed += 1,
             Ok(Err(RecvError::Lagged(_))) => {
-                let q = QueueId::new(hookspool::DELIVERIES_QUEUE)?;
+                let q = QueueId::new(hookspool_webhooks::DELIVERIES_QUEUE)?;
                 loop {
                     let done = hooks.store().count_phase(&q, &Phase::DONE).await?;
                     if done >= n as u64 {

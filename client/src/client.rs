@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::wire::{
-    Counts, Delivery, ErrorBody, ItemList, ItemView, NewQueue, NewSubscription, Publish,
-    Published, PushBody, PushItem, PushedKeys, QueueInfo, QueueList, QueueUpdate, Removed,
-    Replayed, RotateSecret, SetPhase, SubscriptionInfo, SubscriptionList, Unsubscribe,
+    Counts, Delivery, ErrorBody, ItemList, ItemView, NewQueue, NewSubscription, Publish, Published,
+    PushBody, PushItem, PushedKeys, QueueInfo, QueueList, QueueUpdate, Removed, Replayed,
+    RotateSecret, SetPhase, SubscriptionInfo, SubscriptionList, Unsubscribe,
 };
 
 /// Default time allowed to establish a connection.
@@ -256,8 +256,12 @@ impl Client {
     /// # Errors
     /// [`Error::Remote`] with code `queue_not_found` (404) if there is no such queue.
     pub async fn update_queue(&self, id: &QueueId, update: &QueueUpdate) -> Result<QueueInfo> {
-        self.call(Method::PATCH, self.url(&["queues", id.as_str()]), Some(update))
-            .await
+        self.call(
+            Method::PATCH,
+            self.url(&["queues", id.as_str()]),
+            Some(update),
+        )
+        .await
     }
 
     /// Deletes a queue and all its items (`DELETE /queues/{id}`); `false` if there was no
@@ -606,8 +610,12 @@ impl Client {
     /// # Errors
     /// [`Error::Remote`]: `invalid_event`, `invalid_url`, `invalid_secret` (400).
     pub async fn subscribe(&self, subscription: &NewSubscription) -> Result<SubscriptionInfo> {
-        self.call(Method::POST, self.url(&["hooks", "subscribe"]), Some(subscription))
-            .await
+        self.call(
+            Method::POST,
+            self.url(&["hooks", "subscribe"]),
+            Some(subscription),
+        )
+        .await
     }
 
     /// Removes a subscription by id (`DELETE /hooks/unsubscribe`); `false` if there was none.
@@ -624,7 +632,9 @@ impl Client {
             target_url: None,
         };
         let url = self.url(&["hooks", "unsubscribe"]);
-        let answer = self.call::<Removed, _>(Method::DELETE, url, Some(&body)).await;
+        let answer = self
+            .call::<Removed, _>(Method::DELETE, url, Some(&body))
+            .await;
         Ok(absent_if(answer, "subscription_not_found")?.is_some())
     }
 
@@ -1006,7 +1016,10 @@ impl RemoteDump {
                     continue;
                 }
                 let view: ItemView = serde_json::from_slice(line).map_err(|e| {
-                    invalid_response(format!("a line of the dump of {} is not an item: {e}", self.url))
+                    invalid_response(format!(
+                        "a line of the dump of {} is not an item: {e}",
+                        self.url
+                    ))
                 })?;
                 return decode_item(view).map(Some);
             }

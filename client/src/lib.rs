@@ -44,10 +44,17 @@
 mod client;
 mod error;
 mod remote;
-pub mod text;
 pub mod wire;
 
-pub use client::{CONNECT_TIMEOUT, Client, ClientOptions, READ_TIMEOUT, REQUEST_TIMEOUT, RemoteDump};
+/// JSON text as hookspool shows it (hookspool-webhooks' helper, for the CLI and other users
+/// of the wire types).
+pub mod text {
+    pub use hookspool_webhooks::compact_json;
+}
+
+pub use client::{
+    CONNECT_TIMEOUT, Client, ClientOptions, READ_TIMEOUT, REQUEST_TIMEOUT, RemoteDump,
+};
 pub use error::{Error, Result};
 pub use wire::{
     Delivery, NewSubscription, Publish, Published, QueueInfo, QueueUpdate, SubscriptionInfo,

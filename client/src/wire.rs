@@ -15,12 +15,12 @@ use base64::Engine as _;
 use hookspool::{
     Item, Key, Lease, NewItem, Phase, PhaseCounts, QueueConfig, QueueId, Retention, Timestamp,
 };
-use hookspool_webhooks::{Secret, channel_secret};
 pub use hookspool_webhooks::{Attempt, Delivery, DeliveryId, SignatureScheme, SubscriptionInfo};
+use hookspool_webhooks::{Secret, channel_secret};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::text::compact_json;
+use hookspool_webhooks::compact_json;
 
 /// Lifecycle phases: always listed (zero included) in a queue's counts, so that clients need
 /// not special-case a missing key.
@@ -59,6 +59,7 @@ pub struct ErrorBody {
 /// `POST /queues`: a queue to create.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = CreateQueue))]
 #[serde(deny_unknown_fields)]
 pub struct NewQueue {
     /// 1 to 128 characters from `A-Z a-z 0-9 _ - .`, starting with a letter or a digit.
@@ -102,6 +103,7 @@ impl NewQueue {
 #[allow(clippy::option_option)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = UpdateQueue))]
 #[serde(deny_unknown_fields)]
 pub struct QueueUpdate {
     /// `Some(Some(s))` sets the channel's signing secret, `Some(None)` removes it.
@@ -151,7 +153,9 @@ mod opt_opt_ms {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Option<Duration>>, D::Error> {
-        Ok(Some(Option::<u64>::deserialize(d)?.map(Duration::from_millis)))
+        Ok(Some(
+            Option::<u64>::deserialize(d)?.map(Duration::from_millis),
+        ))
     }
 }
 
@@ -299,6 +303,7 @@ pub struct QueueList {
 /// `GET /queues/{id}/count`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = CountView))]
 pub struct Counts {
     /// Items counted.
     pub total: u64,
@@ -352,7 +357,8 @@ fn counts_from(phases: BTreeMap<String, u64>) -> Result<PhaseCounts, String> {
     let mut counts = PhaseCounts::default();
     for (name, n) in phases {
         if n > 0 {
-            let phase = Phase::new(name).map_err(|e| format!("a count of an invalid phase: {e}"))?;
+            let phase =
+                Phase::new(name).map_err(|e| format!("a count of an invalid phase: {e}"))?;
             counts.add(&phase, n);
         }
     }
@@ -496,8 +502,7 @@ fn text_payload(text: &str) -> Box<RawValue> {
     match json {
         Some(raw) => raw,
         // A JSON string of any text always encodes, and is always valid JSON.
-        None => serde_json::value::to_raw_value(text)
-            .unwrap_or_else(|_| RawValue::NULL.to_owned()),
+        None => serde_json::value::to_raw_value(text).unwrap_or_else(|_| RawValue::NULL.to_owned()),
     }
 }
 
@@ -553,8 +558,9 @@ impl PushItem {
     /// What is wrong with the payload fields.
     pub fn into_new_item(self, now: Timestamp) -> Result<NewItem, String> {
         let payload = match (self.payload, self.payload_base64) {
-            (Some(value), None) => serde_json::to_vec(&value)
-                .map_err(|e| format!("payload cannot be stored: {e}"))?,
+            (Some(value), None) => {
+                serde_json::to_vec(&value).map_err(|e| format!("payload cannot be stored: {e}"))?
+            }
             (None, Some(b64)) => base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
                 .map_err(|e| {
@@ -664,6 +670,7 @@ pub struct Removed {
 /// `POST /queues/{id}/replay`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = ReplayedView))]
 pub struct Replayed {
     /// Dead items moved back to pending.
     pub replayed: u64,
@@ -674,6 +681,7 @@ pub struct Replayed {
 /// `POST /hooks/subscribe`: a subscription to create.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = SubscribeRequest))]
 #[serde(deny_unknown_fields)]
 pub struct NewSubscription {
     /// The event name or pattern: `*`, `prefix.*` or an exact event name.
@@ -730,6 +738,7 @@ impl NewSubscription {
 /// `DELETE /hooks/unsubscribe`: exactly one of `id` and `target_url`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = UnsubscribeRequest))]
 #[serde(deny_unknown_fields)]
 pub struct Unsubscribe {
     /// One subscription.
@@ -745,6 +754,7 @@ pub struct Unsubscribe {
 #[allow(clippy::option_option)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = UpdateRequest))]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionChange {
     /// Where deliveries are POSTed (`target_url` is accepted too).
@@ -792,6 +802,7 @@ impl From<SubscriptionChange> for hookspool_webhooks::SubscriptionUpdate {
 /// `POST /hooks/subscriptions/{id}/rotate-secret` (or an empty body).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = RotateRequest))]
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// The new secret; a random one when absent.
@@ -811,6 +822,7 @@ pub struct SubscriptionList {
 /// `POST /events`: an event to publish.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = PublishRequest))]
 #[serde(deny_unknown_fields)]
 pub struct Publish {
     /// The event name.
@@ -921,15 +933,18 @@ mod tests {
 
     #[test]
     fn json_payloads_are_embedded_compact_with_key_order_kept() {
-        let text = serde_json::to_string(&ItemView::of(&item(b"{ \"z\": 1,\n \"a\": \"x y\" }")))
-            .unwrap();
+        let text =
+            serde_json::to_string(&ItemView::of(&item(b"{ \"z\": 1,\n \"a\": \"x y\" }"))).unwrap();
         assert!(text.contains(r#""payload":{"z":1,"a":"x y"}"#), "{text}");
         assert!(!text.contains("payload_base64"), "{text}");
     }
 
     #[test]
     fn text_and_binary_payloads() {
-        assert_eq!(json(&item(b"plain\nline two"))["payload"], "plain\nline two");
+        assert_eq!(
+            json(&item(b"plain\nline two"))["payload"],
+            "plain\nline two"
+        );
         assert_eq!(json(&item(b""))["payload"], "");
         let v = json(&item(&[0xff, 0x00, 0x80]));
         assert!(v.get("payload").is_none());

@@ -6,12 +6,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use hookspool::{Backend, NewItem, QueueId};
 use hookspool_client::wire::{
     Accepted, Delivery, NewSubscription, Publish, Published, Removed, RotateSecret,
@@ -19,7 +19,7 @@ use hookspool_client::wire::{
 };
 use hookspool_webhooks::{
     DeliveryId, Error, FireOptions, HEADER_WEBHOOK_ID, INTERNAL_PREFIX, META_CONTENT_TYPE,
-    META_WEBHOOK_ID, SigningKey, SubscribeOptions, channel_secret, verify,
+    META_WEBHOOK_ID, SigningKey, SubscribeOptions, channel_secret, check_idempotency_key, verify,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -94,7 +94,11 @@ async fn subscribe<B: Backend>(
         .subscribe_or_find(&req.event, &req.target_url, options)
         .await?;
     Ok(if created {
-        (StatusCode::CREATED, Json(SubscriptionInfo::with_secret(&sub))).into_response()
+        (
+            StatusCode::CREATED,
+            Json(SubscriptionInfo::with_secret(&sub)),
+        )
+            .into_response()
     } else {
         (StatusCode::OK, Json(SubscriptionInfo::of(&sub))).into_response()
     })
@@ -274,9 +278,14 @@ async fn publish<B: Backend>(
     // Delivered exactly as sent (key order and spacing kept): receivers may verify or
     // hash the body as their publisher wrote it.
     let payload = req.payload.get().as_bytes().to_vec();
-    let mut options = FireOptions::default();
-    options.owner = req.owner;
-    options.idempotency_key = req.idempotency_key;
+    if let Some(key) = &req.idempotency_key {
+        check_idempotency_key(key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    let options = FireOptions {
+        owner: req.owner,
+        idempotency_key: req.idempotency_key,
+        ..FireOptions::default()
+    };
     let fired = state.hooks.fire_with(&req.event, payload, options).await?;
     let mut resp = (
         StatusCode::ACCEPTED,

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use axum::{Json, Router};
 use utoipa::__dev::SchemaReferences;
+use utoipa::Path;
 use utoipa::openapi::path::{HttpMethod, Operation, Paths};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::Schema;
@@ -22,7 +23,6 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, RefOr,
 };
-use utoipa::Path;
 
 use hookspool_client::wire::ErrorBody;
 

@@ -119,7 +119,7 @@ async fn create_queue<B: Backend>(
     config.ttl = body.ttl_ms.map(Duration::from_millis);
     config.retention = body.retention;
     config.metadata = user_metadata(body.metadata)?;
-    set_secret(&mut config, body.secret)?;
+    set_secret(&mut config, body.secret.as_ref())?;
     let config = state.store.create_queue(config).await?;
     let json = QueueInfo::new(&config, PhaseCounts::default());
     Ok((StatusCode::CREATED, Json(json)))
@@ -171,8 +171,8 @@ async fn update_queue<B: Backend>(
         config.metadata = user_metadata(metadata)?;
         set_channel_secret(&mut config, secret.as_ref())?;
     }
-    if let Some(secret) = body.secret {
-        set_secret(&mut config, secret)?;
+    if let Some(secret) = &body.secret {
+        set_secret(&mut config, secret.as_ref())?;
     }
     let config = state.store.update_queue(config).await?;
     let counts = state.store.counts(&id).await?;
@@ -229,9 +229,13 @@ async fn push_items<B: Backend>(
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            item.into_new_item(now).map_err(|e| match batch {
-                true => ApiError::bad_request(format!("item {i}: {e}")),
-                false => ApiError::bad_request(e),
+            item.into_new_item(now).map_err(|e| {
+                // Names the batch position in an error about one item of it.
+                if batch {
+                    ApiError::bad_request(format!("item {i}: {e}"))
+                } else {
+                    ApiError::bad_request(e)
+                }
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -493,13 +497,13 @@ async fn require_queue<B: Backend>(
 }
 
 /// Sets (`Some`) or removes (`None`) the channel secret of a queue.
-fn set_secret(config: &mut QueueConfig, secret: Option<Secret>) -> Result<(), ApiError> {
-    if secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+fn set_secret(config: &mut QueueConfig, secret: Option<&Secret>) -> Result<(), ApiError> {
+    if secret.is_some_and(|s| s.expose().is_empty()) {
         return Err(ApiError::bad_request(
             "`secret` must not be empty (use null to remove it)",
         ));
     }
-    set_channel_secret(config, secret.as_ref())?;
+    set_channel_secret(config, secret)?;
     Ok(())
 }
 

@@ -1439,7 +1439,7 @@ pub async fn update_many_settles_each_entry_like_update<F: Factory>(f: &F) {
     let results = ok(b.update_many(&q, batch, at(7)).await, "update_many");
     let codes: Vec<&str> = results
         .iter()
-        .map(|r| r.as_ref().map_or_else(Error::code, |_| "ok"))
+        .map(|r| r.as_ref().map_or_else(Error::code, |()| "ok"))
         .collect();
     assert_eq!(
         codes,

@@ -15,8 +15,8 @@ use hookspool::{
 use crate::deliveries::DeliveryId;
 use crate::error::{Error, Result};
 use crate::hooks::{
-    CANCELLED, GONE, Hooks, M_ATTEMPT_PREFIX, M_ATTEMPTS, M_EVENT, M_REPLAY_BASE,
-    M_REQUEST_ID, M_SUBSCRIPTION, M_URL, attempts_made, random_unit,
+    CANCELLED, GONE, Hooks, M_ATTEMPT_PREFIX, M_ATTEMPTS, M_EVENT, M_REPLAY_BASE, M_REQUEST_ID,
+    M_SUBSCRIPTION, M_URL, attempts_made, random_unit,
 };
 use crate::net::{DeliveryClient, HttpConfig, TargetUrl};
 use crate::retry::RetrySchedule;

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hooks::{
-    CANCELLED, GONE, Hooks, M_ATTEMPT_PREFIX, M_EVENT, M_REPLAY_BASE, M_REQUEST_ID,
-    M_SUBSCRIPTION, M_URL, attempts_made,
+    CANCELLED, GONE, Hooks, M_ATTEMPT_PREFIX, M_EVENT, M_REPLAY_BASE, M_REQUEST_ID, M_SUBSCRIPTION,
+    M_URL, attempts_made,
 };
 
 /// A delivery's id: the `webhook-id` of every request for it, stable across retries and
@@ -108,6 +108,7 @@ pub struct Attempt {
 /// from JSON has an empty payload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = DeliveryView))]
 pub struct Delivery {
     /// Its id (`msg_…`): the `webhook-id` of every request for it.
     pub id: DeliveryId,
@@ -163,10 +164,12 @@ mod json_payload {
             .and_then(|text| serde_json::from_str::<&RawValue>(text).ok())
     }
 
+    /// Shown on one line, spacing removed, everything else as stored.
     #[allow(clippy::ptr_arg)] // serde's `with` hands us `&Vec<u8>`
     pub(super) fn serialize<S: Serializer>(payload: &Vec<u8>, s: S) -> Result<S::Ok, S::Error> {
-        raw(payload)
-            .ok_or_else(|| S::Error::custom("the payload is not JSON"))?
+        let raw = raw(payload).ok_or_else(|| S::Error::custom("the payload is not JSON"))?;
+        RawValue::from_string(crate::json::compact_json(raw.get()))
+            .map_err(S::Error::custom)?
             .serialize(s)
     }
 
@@ -268,7 +271,9 @@ impl<B: Backend> Hooks<B> {
             match self.replay(&DeliveryId::new(&self.inner.nonce, key)).await {
                 Ok(_) => n += 1,
                 // Replayed, changed or removed meanwhile: not ours to replay.
-                Err(Error::DeliveryNotFound(_) | Error::Store(StoreError::PhaseConflict { .. })) => {}
+                Err(
+                    Error::DeliveryNotFound(_) | Error::Store(StoreError::PhaseConflict { .. }),
+                ) => {}
                 Err(e) => return Err(e),
             }
         }

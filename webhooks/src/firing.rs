@@ -172,7 +172,7 @@ impl<B: Backend> Hooks<B> {
                 replayed: false,
             });
         };
-        idempotency::check_key(&key)?;
+        idempotency::check_idempotency_key(&key)?;
         let fingerprint = idempotency::fingerprint(event, owner, &payload);
         let fire = || async {
             let delivery_ids = self

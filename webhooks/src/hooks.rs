@@ -133,7 +133,9 @@ impl<B: Backend> Hooks<B> {
             )?;
         }
         if options.idempotency_ttl.is_zero() {
-            return Err(Error::invalid("the idempotency key lifetime must be more than zero"));
+            return Err(Error::invalid(
+                "the idempotency key lifetime must be more than zero",
+            ));
         }
         let subs_queue = QueueId::new(SUBSCRIPTIONS_QUEUE)?;
         let deliveries_queue = QueueId::new(DELIVERIES_QUEUE)?;

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::Duration;
 
 use hookspool::{
-    Action, Backend, DUMP_PAGE, Expect, Key, NewItem, Page, QueueConfig, QueueId, Store,
-    Timestamp, Transition,
+    Action, Backend, DUMP_PAGE, Expect, Key, NewItem, Page, QueueConfig, QueueId, Store, Timestamp,
+    Transition,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -91,10 +91,7 @@ impl Idempotency {
     {
         let store = hooks.store();
         let queue = queue_id()?;
-        let keys = self
-            .state
-            .get_or_try_init(|| load(store, &queue))
-            .await?;
+        let keys = self.state.get_or_try_init(|| load(store, &queue)).await?;
         self.expire(store, &queue, keys).await?;
         let cell = {
             let mut keys = keys.lock().unwrap_or_else(PoisonError::into_inner);
@@ -107,8 +104,9 @@ impl Idempotency {
                 let record = fire().await?;
                 // Crash window: the deliveries are stored but the key is not yet; a retry
                 // after a crash here fires again (at-least-once, as without a key).
-                let bytes = serde_json::to_vec(&record)
-                    .map_err(|e| Error::internal(format!("cannot encode an idempotency record: {e}")))?;
+                let bytes = serde_json::to_vec(&record).map_err(|e| {
+                    Error::internal(format!("cannot encode an idempotency record: {e}"))
+                })?;
                 let item = NewItem::new(bytes).with_metadata(M_KEY, key);
                 let at = store.now();
                 let item_key = store.push(&queue, item).await?;
@@ -164,9 +162,14 @@ impl Idempotency {
     }
 }
 
-/// Checks a key: 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters.
-pub(crate) fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY || !key.bytes().all(|b| b.is_ascii_graphic())
+/// Checks an idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters.
+///
+/// # Errors
+/// [`Error::InvalidInput`] saying so.
+pub fn check_idempotency_key(key: &str) -> Result<()> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| b.is_ascii_graphic())
     {
         return Err(Error::invalid(format!(
             "an idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
@@ -233,8 +236,14 @@ async fn load<B: Backend>(store: &Store<B>, queue: &QueueId) -> Result<StdMutex<
     }
     // Pushed in time order, but a clock may have stepped back between two pushes.
     found.sort_by_key(|(at, _, k, _)| (*at, *k));
-    let latest: HashMap<&str, Key> = found.iter().map(|(_, key, k, _)| (key.as_str(), *k)).collect();
-    let latest: HashMap<String, Key> = latest.into_iter().map(|(key, k)| (key.to_owned(), k)).collect();
+    let latest: HashMap<&str, Key> = found
+        .iter()
+        .map(|(_, key, k, _)| (key.as_str(), *k))
+        .collect();
+    let latest: HashMap<String, Key> = latest
+        .into_iter()
+        .map(|(key, k)| (key.to_owned(), k))
+        .collect();
     let mut keys = Keys::default();
     for (at, key, item_key, record) in found {
         if latest.get(&key) == Some(&item_key) {

@@ -21,16 +21,16 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use hookspool::{
-    Action, Backend, DUMP_PAGE, Error as StoreError, Expect, Item, Key, Move, NewItem, Page, Phase, QueueConfig,
-    QueueId, Store, Timestamp, Transition,
+    Action, Backend, DUMP_PAGE, Error as StoreError, Expect, Item, Key, Move, NewItem, Page, Phase,
+    QueueConfig, QueueId, Store, Timestamp, Transition,
 };
 
 use crate::error::{Error, Result};
 use crate::hooks::{Hooks, random_unit};
+use crate::retry::RetrySchedule;
 use crate::secret::Secret;
 use crate::signing::SigningKey;
 use crate::subscription::generate_secret;
-use crate::retry::RetrySchedule;
 
 /// Metadata key of an inbound item: the sender's `webhook-id`.
 pub const META_WEBHOOK_ID: &str = "webhook_id";
@@ -185,7 +185,7 @@ impl std::error::Error for HandlerError {}
 /// since an attempt cut off by a crash is made again.
 ///
 /// ```
-/// use hookspool::{Handler, HandlerError, Inbound};
+/// use hookspool_webhooks::{Handler, HandlerError, Inbound};
 ///
 /// struct PrintOrders;
 ///
@@ -364,8 +364,8 @@ impl<B: Backend> Hooks<B> {
         let store = self.store();
         loop {
             if let Some(mut q) = store.queue(channel).await? {
-                let usable = channel_secret(&q)
-                    .filter(|s| SigningKey::from_whsec(s.expose()).is_ok());
+                let usable =
+                    channel_secret(&q).filter(|s| SigningKey::from_whsec(s.expose()).is_ok());
                 if let Some(s) = usable {
                     return Ok(s);
                 }

@@ -17,6 +17,8 @@ mod idempotency;
 #[cfg(feature = "delivery")]
 mod inbound;
 #[cfg(feature = "delivery")]
+mod json;
+#[cfg(feature = "delivery")]
 mod net;
 #[cfg(feature = "delivery")]
 mod retry;
@@ -34,21 +36,25 @@ mod subscriptions;
 #[cfg(feature = "delivery")]
 pub use deliver::{Deliverer, DeliveryConfig, DeliveryOutcome, OutcomeKind};
 #[cfg(feature = "delivery")]
-pub use error::{Error, Result};
-#[cfg(feature = "delivery")]
 pub use deliveries::{Attempt, Delivery, DeliveryId};
+#[cfg(feature = "delivery")]
+pub use error::{Error, Result};
 #[cfg(feature = "delivery")]
 pub use firing::{FireOptions, Fired, RequestId, UrlResolver};
 #[cfg(feature = "delivery")]
 pub use hooks::{CANCELLED, DELIVERIES_QUEUE, GONE, Hooks, HooksOptions, SUBSCRIPTIONS_QUEUE};
 #[cfg(feature = "delivery")]
-pub use idempotency::{DEFAULT_IDEMPOTENCY_TTL, IDEMPOTENCY_QUEUE, MAX_IDEMPOTENCY_KEY};
+pub use idempotency::{
+    DEFAULT_IDEMPOTENCY_TTL, IDEMPOTENCY_QUEUE, MAX_IDEMPOTENCY_KEY, check_idempotency_key,
+};
 #[cfg(feature = "delivery")]
 pub use inbound::{
     CHANNEL_SECRET, CallbackConfig, CallbackOutcome, CallbackResult, Callbacks, Handler,
     HandlerError, HandlerFn, INTERNAL_PREFIX, Inbound, META_CONTENT_TYPE, META_WEBHOOK_ID,
     channel_secret, handler_fn, set_channel_secret,
 };
+#[cfg(feature = "delivery")]
+pub use json::compact_json;
 #[cfg(feature = "delivery")]
 pub use net::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_TIMEOUT, DeliveryClient,

@@ -56,7 +56,7 @@
 //! # Receiving a Standard Webhooks request
 //!
 //! ```
-//! use hookspool::{SignInput, SignatureScheme, SigningKey, sign, verify};
+//! use hookspool_webhooks::{SignInput, SignatureScheme, SigningKey, sign, verify};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // The secret shared with the sender, as shown by it ("whsec_...").

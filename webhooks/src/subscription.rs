@@ -184,6 +184,7 @@ impl Subscription {
 /// secret, which only the answer that creates or rotates it carries.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = SubscriptionView))]
 pub struct SubscriptionInfo {
     /// Its id (`sub_…`, or the emitter id given to `attach`).
     pub id: String,

@@ -16,7 +16,6 @@ use crate::subscription::{
 };
 
 impl<B: Backend> Hooks<B> {
-
     /// Subscribes `url` to an event (or pattern, see [`EventPattern`]). Idempotent: if the
     /// same owner already subscribed the same URL to the same event, that subscription is
     /// returned and nothing changes.
@@ -294,14 +293,18 @@ impl<B: Backend> Hooks<B> {
             .ok_or_else(|| Error::SubscriptionNotFound(id.to_owned()))
     }
 
-    pub(crate) fn read_subs(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (Key, Subscription)>> {
+    pub(crate) fn read_subs(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (Key, Subscription)>> {
         self.inner
             .subs
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn write_subs(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (Key, Subscription)>> {
+    pub(crate) fn write_subs(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (Key, Subscription)>> {
         self.inner
             .subs
             .write()

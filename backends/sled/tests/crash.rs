@@ -134,7 +134,7 @@ async fn child_work(dir: &Path, seed: u64, durability: Durability) {
                 store
                     .nack(&queue, key, &owner, retry_at, "crash test nack")
                     .await
-                    .map(|_| "nacked")
+                    .map(|()| "nacked")
             };
             match result {
                 Ok(what) => journal.record(&format!("{what} {key}")),

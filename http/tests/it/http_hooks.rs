@@ -3,10 +3,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hookspool::http::{ApiConfig, ApiState, router};
-use hookspool::{
-    DELIVERIES_QUEUE, DeliveryConfig, Hooks, HttpConfig, MemoryBackend, NetworkPolicy, QueueConfig,
-    QueueId, RetrySchedule, Secret, SignInput, SignatureScheme, SigningKey, Store, sign, verify,
+use hookspool::{MemoryBackend, QueueConfig, QueueId, Store};
+use hookspool_http::{ApiConfig, ApiState, router};
+use hookspool_webhooks::{
+    DELIVERIES_QUEUE, DeliveryConfig, Hooks, HttpConfig, NetworkPolicy, RetrySchedule, Secret,
+    SignInput, SignatureScheme, SigningKey, sign, verify,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -688,7 +689,12 @@ async fn callbacks_verify_signatures_and_push_durably() {
         .await
         .unwrap();
     api.store
-        .create_queue(QueueConfig::new(locked.clone()).with_secret(Secret::new(CHANNEL_SECRET)))
+        .create_queue({
+            let mut q = QueueConfig::new(locked.clone());
+            hookspool_webhooks::set_channel_secret(&mut q, Some(&Secret::new(CHANNEL_SECRET)))
+                .unwrap();
+            q
+        })
         .await
         .unwrap();
 

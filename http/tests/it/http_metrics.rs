@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use hookspool::http::{ApiConfig, ApiState, router};
-use hookspool::{
-    DeliveryConfig, Hooks, HttpConfig, MemoryBackend, NetworkPolicy, OutcomeKind, Secret, Store,
-    SubscribeOptions,
+use hookspool::{MemoryBackend, Store};
+use hookspool_http::{ApiConfig, ApiState, router};
+use hookspool_webhooks::{
+    DeliveryConfig, Hooks, HttpConfig, NetworkPolicy, OutcomeKind, Secret, SubscribeOptions,
 };
 
 async fn serve(app: Router) -> String {
@@ -67,9 +67,12 @@ async fn metrics_show_items_deliveries_and_requests() {
     // A callback on a channel with a handler: one handled outcome.
     let mut handled = hooks.callback_results();
     let callbacks = hooks
-        .callbacks(hookspool::CallbackConfig::default())
+        .callbacks(hookspool_webhooks::CallbackConfig::default())
         .unwrap()
-        .handle("inbox", hookspool::handler_fn(|_msg| async { Ok(()) }))
+        .handle(
+            "inbox",
+            hookspool_webhooks::handler_fn(|_msg| async { Ok(()) }),
+        )
         .await
         .unwrap();
     tokio::spawn(callbacks.run(std::future::pending()));

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use hookspool::http::{ApiConfig, ApiState, openapi, router};
-use hookspool::{Hooks, MemoryBackend, Secret, Store};
+use hookspool::{MemoryBackend, Store};
+use hookspool_http::{ApiConfig, ApiState, openapi, router};
+use hookspool_webhooks::{Hooks, Secret};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "openapi-test-token-0123";

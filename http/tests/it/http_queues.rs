@@ -1,8 +1,9 @@
 //! The queue admin HTTP API against a real server on a loopback port: the whole queue and
 //! item flow, every bad input's status and JSON error, bearer tokens and the body limit.
 
-use hookspool::http::{ApiConfig, ApiState, router};
-use hookspool::{Hooks, MemoryBackend, Secret, Store};
+use hookspool::{MemoryBackend, Store};
+use hookspool_http::{ApiConfig, ApiState, router};
+use hookspool_webhooks::{Hooks, Secret};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -11,6 +11,8 @@ mod http_metrics;
 mod http_openapi;
 mod http_queues;
 mod remote;
-// The receiver of the webhook tests: one file, used by both test binaries.
+// The receiver of the webhook tests: one file, used by both test binaries (these tests use
+// only part of it).
+#[allow(dead_code)]
 #[path = "../../../webhooks/tests/it/support.rs"]
 mod support;

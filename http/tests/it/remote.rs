@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use hookspool::client::{Client, NewSubscription, Publish};
-use hookspool::http::{ApiConfig, ApiState, router};
-use hookspool::{
-    CallbackConfig, DeliveryConfig, Error, Hooks, HttpConfig, Inbound, MemoryBackend,
-    NetworkPolicy, QueueId, RetrySchedule, Secret, Store, handler_fn,
+use hookspool::{MemoryBackend, QueueId, Store};
+use hookspool_client::{Client, Error, NewSubscription, Publish};
+use hookspool_http::{ApiConfig, ApiState, router};
+use hookspool_webhooks::{
+    CallbackConfig, DeliveryConfig, Hooks, HttpConfig, Inbound, NetworkPolicy, RetrySchedule,
+    Secret, handler_fn,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -101,10 +102,9 @@ async fn b_subscribes_to_a_and_its_handler_runs_a_signed_event() {
     let (b, mut calls) = node_b().await;
     let shop = Client::new(&a.url, Some(Secret::new(TOKEN_A))).unwrap();
     let callback_url = format!("{}/callbacks/orders", b.url);
-    let sub = b
-        .hooks
-        .subscribe_remote(
-            &shop,
+    let sub = shop
+        .subscribe_channel(
+            &b.hooks,
             &orders(),
             NewSubscription::new("order.*", &callback_url),
         )
@@ -112,7 +112,8 @@ async fn b_subscribes_to_a_and_its_handler_runs_a_signed_event() {
         .unwrap();
     assert_eq!(sub.url, callback_url);
     let channel = b.hooks.store().queue(&orders()).await.unwrap().unwrap();
-    let secret = channel.secret.expect("B's channel now requires signatures");
+    let secret =
+        hookspool_webhooks::channel_secret(&channel).expect("B's channel now requires signatures");
     assert_eq!(
         sub.secret.as_ref().map(Secret::expose),
         Some(secret.expose()),
@@ -120,7 +121,7 @@ async fn b_subscribes_to_a_and_its_handler_runs_a_signed_event() {
     );
 
     let published = shop
-        .publish(&Publish::new("order.paid", serde_json::json!({"id": 42})))
+        .publish(&Publish::new("order.paid", &serde_json::json!({"id": 42})))
         .await
         .unwrap();
     assert_eq!(published.delivery_ids.len(), 1);
@@ -151,40 +152,34 @@ async fn subscribing_again_keeps_one_subscription_and_its_signatures_verify() {
     let (b, mut calls) = node_b().await;
     let shop = Client::new(&a.url, Some(Secret::new(TOKEN_A))).unwrap();
     let request = NewSubscription::new("order.*", format!("{}/callbacks/orders", b.url));
-    let first = b
-        .hooks
-        .subscribe_remote(&shop, &orders(), request.clone())
+    let first = shop
+        .subscribe_channel(&b.hooks, &orders(), request.clone())
         .await
         .unwrap();
     // B loses its channel's secret (say its data directory was replaced): subscribing again
     // finds the existing subscription on A and rotates it to B's new secret.
     let mut channel = b.hooks.store().queue(&orders()).await.unwrap().unwrap();
-    channel.secret = None;
+    hookspool_webhooks::set_channel_secret(&mut channel, None).unwrap();
     b.hooks.store().update_queue(channel).await.unwrap();
-    let again = b
-        .hooks
-        .subscribe_remote(&shop, &orders(), request)
+    let again = shop
+        .subscribe_channel(&b.hooks, &orders(), request)
         .await
         .unwrap();
     assert_eq!(again.id, first.id, "one subscription, not two");
     assert_eq!(a.hooks.subscriptions().len(), 1);
-    let new_secret = b
-        .hooks
-        .store()
-        .queue(&orders())
-        .await
-        .unwrap()
-        .unwrap()
-        .secret
-        .unwrap();
+    let new_secret = b.hooks.store().queue(&orders()).await.unwrap().unwrap();
+    let new_secret = hookspool_webhooks::channel_secret(&new_secret).unwrap();
     assert_ne!(
         first.secret.as_ref().map(Secret::expose),
         Some(new_secret.expose())
     );
 
-    shop.publish(&Publish::new("order.shipped", serde_json::json!({"id": 7})))
-        .await
-        .unwrap();
+    shop.publish(&Publish::new(
+        "order.shipped",
+        &serde_json::json!({"id": 7}),
+    ))
+    .await
+    .unwrap();
     let msg = handled(&mut calls).await;
     assert_eq!(msg.json::<serde_json::Value>().unwrap()["id"], 7);
 }
@@ -195,10 +190,9 @@ async fn a_wrong_token_or_a_bad_event_is_refused_by_the_remote() {
     let (b, _calls) = node_b().await;
     let callback_url = format!("{}/callbacks/orders", b.url);
     let wrong = Client::new(&a.url, Some(Secret::new("not-the-right-token"))).unwrap();
-    let e = b
-        .hooks
-        .subscribe_remote(
-            &wrong,
+    let e = wrong
+        .subscribe_channel(
+            &b.hooks,
             &orders(),
             NewSubscription::new("order.*", &callback_url),
         )
@@ -206,25 +200,26 @@ async fn a_wrong_token_or_a_bad_event_is_refused_by_the_remote() {
         .unwrap_err();
     assert!(matches!(e, Error::Remote { status: 401, .. }), "{e:?}");
     let shop = Client::new(&a.url, Some(Secret::new(TOKEN_A))).unwrap();
-    let e = b
-        .hooks
-        .subscribe_remote(
-            &shop,
+    let e = shop
+        .subscribe_channel(
+            &b.hooks,
             &orders(),
             NewSubscription::new("bad event!", &callback_url),
         )
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Remote { status: 400, .. }), "{e:?}");
-    let e = b
-        .hooks
-        .subscribe_remote(
-            &shop,
+    let e = shop
+        .subscribe_channel(
+            &b.hooks,
             &QueueId::new("hookspool.deliveries").unwrap(),
             NewSubscription::new("order.*", &callback_url),
         )
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+    assert!(
+        matches!(e, Error::Local(hookspool_webhooks::Error::InvalidInput(_))),
+        "{e:?}"
+    );
     assert!(a.hooks.subscriptions().is_empty());
 }

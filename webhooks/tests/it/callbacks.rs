@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use hookspool::{
+use hookspool::{MemoryBackend, NewItem, Phase, QueueId, Store, Timestamp, TokioClock};
+use hookspool_webhooks::{
     CallbackConfig, CallbackOutcome, CallbackResult, Error, Handler, HandlerError, Hooks, Inbound,
-    MemoryBackend, NewItem, Phase, QueueId, RetrySchedule, Store, Timestamp, TokioClock,
-    handler_fn,
+    RetrySchedule, handler_fn,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -36,7 +36,7 @@ fn config(delays: &[u64]) -> CallbackConfig {
 /// A running callback loop and the means to stop it.
 struct Loop {
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<hookspool::Result<()>>,
+    task: tokio::task::JoinHandle<hookspool_webhooks::Result<()>>,
 }
 
 impl Loop {

@@ -10,10 +10,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use hookspool::{
-    DeliveryConfig, DeliveryOutcome, Error, Hooks, HooksOptions, HttpConfig, ManualClock,
-    MemoryBackend, NetworkPolicy, OutcomeKind, Phase, RetrySchedule, Secret, SignatureScheme,
-    SigningKey, Store, SubscribeOptions, SubscriptionUpdate, Timestamp, UrlResolver,
+use hookspool::{ManualClock, MemoryBackend, Phase, Store, Timestamp};
+use hookspool_webhooks::{
+    DeliveryConfig, DeliveryOutcome, Error, Hooks, HooksOptions, HttpConfig, NetworkPolicy,
+    OutcomeKind, RetrySchedule, Secret, SignatureScheme, SigningKey, SubscribeOptions,
+    SubscriptionInfo, SubscriptionUpdate, UrlResolver,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -45,7 +46,7 @@ struct Running {
     clock: ManualClock,
     results: broadcast::Receiver<DeliveryOutcome>,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<hookspool::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<hookspool_webhooks::Result<()>>>,
 }
 
 async fn start(config: DeliveryConfig) -> Running {
@@ -126,7 +127,7 @@ async fn fire_delivers_a_signed_request_and_records_it() {
     // A receiver verifies with the public `verify`.
     let key = SigningKey::from_whsec(SECRET).unwrap();
     let now = T0.as_millis() / 1000;
-    hookspool::verify(
+    hookspool_webhooks::verify(
         &[&key],
         |n| req.headers.get(n).and_then(|v| v.to_str().ok()),
         &req.body,
@@ -205,7 +206,7 @@ async fn failures_retry_on_the_schedule_then_die_and_replay_sends_again() {
     assert!(
         matches!(
             run.hooks.replay(&id).await,
-            Err(Error::PhaseConflict { .. })
+            Err(Error::Store(hookspool::Error::PhaseConflict { .. }))
         ),
         "only dead deliveries replay"
     );
@@ -414,7 +415,8 @@ async fn emitters_attach_detach_and_emit_with_a_request_id() {
     assert_eq!(header(&req, "x-webhooks-event"), "user.deleted");
     assert_eq!(header(&req, "x-request-id"), "req-1");
     let key = SigningKey::from_text("secret").unwrap();
-    hookspool::verify_emitter(&key, header(&req, "x-webhooks-signature"), &req.body).unwrap();
+    hookspool_webhooks::verify_emitter(&key, header(&req, "x-webhooks-signature"), &req.body)
+        .unwrap();
     run.outcome().await;
 
     assert!(run.hooks.detach("audit").await.unwrap());
@@ -433,7 +435,7 @@ async fn emitters_attach_detach_and_emit_with_a_request_id() {
 struct FromDb(Vec<String>);
 
 impl UrlResolver for FromDb {
-    async fn resolve(&self, _event: &str) -> hookspool::Result<Vec<String>> {
+    async fn resolve(&self, _event: &str) -> hookspool_webhooks::Result<Vec<String>> {
         Ok(self.0.clone())
     }
 }
@@ -455,7 +457,7 @@ async fn fire_to_urls_and_through_a_resolver_without_a_registry() {
     assert_eq!(ids.len(), 2);
     let key = SigningKey::from_whsec(SECRET).unwrap();
     for req in [a.next().await, b.next().await] {
-        hookspool::verify(
+        hookspool_webhooks::verify(
             &[&key],
             |n| req.headers.get(n).and_then(|v| v.to_str().ok()),
             &req.body,
@@ -495,7 +497,7 @@ async fn key_rotation_sends_both_signatures_during_the_grace_period() {
     let now = T0.as_millis() / 1000;
     for secret in [SECRET, rotated.secret.expose()] {
         let key = SigningKey::from_whsec(secret).unwrap();
-        hookspool::verify(
+        hookspool_webhooks::verify(
             &[&key],
             |n| req.headers.get(n).and_then(|v| v.to_str().ok()),
             &req.body,
@@ -632,14 +634,14 @@ async fn bad_input_is_refused_with_typed_errors_and_nothing_is_stored() {
     let big = vec![b'x'; hookspool::DEFAULT_MAX_PAYLOAD + 1];
     assert!(matches!(
         h.fire("e", big).await,
-        Err(Error::PayloadTooLarge { .. })
+        Err(Error::Store(hookspool::Error::PayloadTooLarge { .. }))
     ));
     assert!(matches!(
         h.fire_to(&["https://ok.example/", "gopher://x"], "e", b"{}".to_vec())
             .await,
         Err(Error::InvalidUrl { .. })
     ));
-    let q = hookspool::QueueId::new(hookspool::DELIVERIES_QUEUE).unwrap();
+    let q = hookspool::QueueId::new(hookspool_webhooks::DELIVERIES_QUEUE).unwrap();
     assert_eq!(
         h.store().count(&q).await.unwrap(),
         0,
@@ -870,7 +872,7 @@ async fn secrets_never_show_in_debug_output() {
     ] {
         assert!(!shown.contains(secret), "a secret in Debug output: {shown}");
     }
-    let json = serde_json::to_string(&rotated).unwrap();
+    let json = serde_json::to_string(&SubscriptionInfo::of(&rotated)).unwrap();
     assert!(
         !json.contains("whsec_"),
         "a secret in serialized output: {json}"

@@ -25,12 +25,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hookspool::{
-    Attempt, DELIVERIES_QUEUE, DeliveryConfig, DeliveryId, Error, HEADER_WEBHOOK_ID,
-    HEADER_WEBHOOK_SIGNATURE, Hooks, HttpConfig, NetworkPolicy, Phase, QueueId, RetrySchedule,
-    Store, SubscribeOptions,
-};
+use hookspool::{Phase, QueueId, Store};
 use hookspool_sled::SledBackend;
+use hookspool_webhooks::{
+    Attempt, DELIVERIES_QUEUE, DeliveryConfig, DeliveryId, HEADER_WEBHOOK_ID,
+    HEADER_WEBHOOK_SIGNATURE, Hooks, HttpConfig, NetworkPolicy, RetrySchedule, SubscribeOptions,
+};
 
 /// Set in the child: the directory holding the store and the journal. Its absence makes the
 /// child test a no-op, so a plain `cargo test` runs only the parent.
@@ -353,7 +353,7 @@ async fn inspect(store_dir: &Path, known: &BTreeSet<String>) -> Snapshot {
     let backend = loop {
         match SledBackend::open(store_dir) {
             Ok(b) => break b,
-            Err(Error::Locked { .. }) if started.elapsed() < Duration::from_secs(10) => {
+            Err(hookspool::Error::Locked { .. }) if started.elapsed() < Duration::from_secs(10) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(e) => panic!("reopening the store after a kill: {e}"),

@@ -17,7 +17,9 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{any, post};
-use hookspool::{DeliveryClient, DeliveryError, HttpConfig, NetworkPolicy, TargetUrl, USER_AGENT};
+use hookspool_webhooks::{
+    DeliveryClient, DeliveryError, HttpConfig, NetworkPolicy, TargetUrl, USER_AGENT,
+};
 
 const MIB: usize = 1 << 20;
 

@@ -1,4 +1,5 @@
-//! Small text helpers shared by the HTTP API and the CLI.
+//! JSON text as hookspool shows it: compacted onto one line without re-encoding (key order
+//! and every value kept as stored). Used by the API's delivery and item views and the CLI.
 
 /// Removes the whitespace between the tokens of valid JSON text (never inside strings),
 /// keeping everything else, key order included, exactly as stored: how a JSON payload is
