@@ -1,6 +1,71 @@
-//! hookspool-webhooks: webhooks on the hookspool queue engine.
+//! hookspool-webhooks: webhooks on the hookspool queue engine, as a crash-safe outbox.
 //!
-//! (Crate docs are written in full below the module list once the layout settles.)
+//! Subscriptions, fired events and inbound callbacks are items of queues in the same
+//! `hookspool::Store` as everything else, so they are as durable as the store's backend:
+//!
+//! - **Signing** ([`sign`], [`verify`], [`SigningKey`], [`Secret`]): Standard Webhooks (the
+//!   default), webhooks_emitter-style and GitHub-style HMAC-SHA256 signatures, compared in
+//!   constant time, with key rotation. With `default-features = false, features =
+//!   ["signing"]` this is all the crate holds: a receiver that only verifies needs no HTTP
+//!   client and no queue engine.
+//! - **Subscriptions** ([`Hooks::subscribe`], [`Hooks::attach`] for named emitters,
+//!   `unsubscribe`, `deregister_url`, `update`, `set_enabled`, `rotate_secret`): who gets
+//!   which events (patterns `*`, `prefix.*`, exact names), signed how, with which headers,
+//!   concurrency and ordering.
+//! - **Firing** ([`Hooks::fire`], `notify` (one owner's subscriptions), `emit` (with a request
+//!   id), `fire_to` / `fire_resolved` (URLs without a registry), [`Hooks::fire_with`] with
+//!   [`FireOptions`]): one delivery per target, stored in one atomic push before the call
+//!   returns; an **idempotency key** makes a retried fire a no-op for 24 hours (configurable).
+//! - **The delivery loop** ([`Deliverer`]): claims due deliveries, POSTs them signed through
+//!   an HTTP client that refuses private and loopback targets unless allowed
+//!   ([`NetworkPolicy`]), records each attempt with the next state in one atomic update
+//!   before announcing it ([`Hooks::results`]), retries on a [`RetrySchedule`] (honouring
+//!   `Retry-After` and `410 Gone`), and resumes after a crash exactly where it stopped.
+//! - **Deliveries** ([`Hooks::delivery`], `attempts`, `replay`, `replay_subscription`): the
+//!   attempt log of every delivery, and replay of dead ones.
+//! - **Inbound callbacks** ([`Hooks::receive`], [`Callbacks`], [`Handler`]): a callback
+//!   channel is a queue; received requests are stored before they are acknowledged and the
+//!   channel's handler runs them with retries, ending in `dead` if they keep failing.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use hookspool::{MemoryBackend, Store};
+//! use hookspool_webhooks::{DeliveryConfig, Hooks, SubscribeOptions};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hooks = Hooks::open(Store::new(MemoryBackend::new())).await?;
+//! let sub = hooks
+//!     .subscribe("order.*", "https://shop.example/hooks", SubscribeOptions::default())
+//!     .await?;
+//! println!("the receiver verifies with {}", sub.secret.expose());
+//! let deliverer = hooks.deliverer(DeliveryConfig::default())?;
+//! let running = tokio::spawn(deliverer.run(async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! }));
+//! // Returns once the delivery is stored; the loop sends it.
+//! let ids = hooks.fire("order.paid", br#"{"order":42}"#.to_vec()).await?;
+//! println!("queued {ids:?}");
+//! running.await??;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `delivery` (default): everything above, over a hookspool store (reqwest with rustls).
+//! - `signing` (in `delivery`): signatures alone.
+//! - `openapi`: `utoipa::ToSchema` on the types the HTTP API sends ([`Delivery`],
+//!   [`Attempt`], [`SubscriptionInfo`], [`SignatureScheme`]), for its OpenAPI document.
+//!
+//! # Modules
+//!
+//! The API is flat. Inside: `hooks` ([`Hooks`] and what its parts share), `subscription` and
+//! `subscriptions` (the types and the registry), `firing`, `idempotency`, `deliveries`,
+//! `deliver` (the loop), `inbound` (callbacks), `net` (URLs, the network policy, the HTTP
+//! client, `Retry-After`), `retry` (schedules), `signing`, `stats` (counters for metrics),
+//! `error` ([`Error`]: the engine's errors plus what only webhooks can get wrong).
 
 #[cfg(feature = "delivery")]
 mod deliver;

@@ -55,7 +55,9 @@ impl RetrySchedule {
         }
     }
 
-    /// go-resthooks' schedule: 3 retries after 5 s, 15 s, 45 s (5 s × 3ⁿ), no jitter.
+    /// A short schedule for receivers that are either up or not: 3 retries after 5 s, 15 s
+    /// and 45 s (5 s × 3ⁿ), no jitter. (The schedule of the Go REST Hooks library, hence the
+    /// name.)
     pub fn go_resthooks() -> Self {
         Self {
             jitter: 0.0,

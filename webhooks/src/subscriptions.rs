@@ -61,8 +61,8 @@ impl<B: Backend> Hooks<B> {
         Ok((sub, true))
     }
 
-    /// Attaches a named emitter (webhooks_emitter's `attach` / `attach_many`): a
-    /// subscription with the id you choose, for one or more events.
+    /// Attaches a named emitter: a subscription whose id you choose (so that you can
+    /// `detach` it by that name later), for one or more events.
     ///
     /// # Errors
     /// [`Error::SubscriptionExists`] if the id is taken; as [`Hooks::subscribe`] otherwise.
@@ -161,8 +161,8 @@ impl<B: Backend> Hooks<B> {
         Ok(true)
     }
 
-    /// Removes `url` from every event at once (Cap'n Hook's deregister); returns how many
-    /// subscriptions were removed.
+    /// Removes every subscription of `url`, whatever its events; returns how many were
+    /// removed.
     pub async fn deregister_url(&self, url: &str) -> Result<usize> {
         let url = parse_url(url)?;
         let _guard = self.inner.registry_write.lock().await;
