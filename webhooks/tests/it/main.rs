@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod callbacks;
+mod compat;
 mod delivery;
 mod delivery_crash;
 mod idempotency;
