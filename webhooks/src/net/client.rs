@@ -364,11 +364,8 @@ async fn read_prefix(response: &mut reqwest::Response, max: usize) -> Vec<u8> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
+    use super::super::tests::ip;
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn error_classes_and_retryability() {

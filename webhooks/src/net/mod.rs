@@ -19,3 +19,12 @@ pub use client::{
 pub use policy::{IpNet, IpNetError, NetworkPolicy};
 pub use retry_after::parse_retry_after;
 pub use url::{MAX_URL_LEN, TargetUrl, UrlError};
+
+#[cfg(test)]
+mod tests {
+    /// An address written out, for tests.
+    #[allow(clippy::unwrap_used)] // tests may panic on failure
+    pub(super) fn ip(s: &str) -> std::net::IpAddr {
+        s.parse().unwrap()
+    }
+}

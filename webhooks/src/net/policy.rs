@@ -311,11 +311,8 @@ fn is_refused(ip: IpAddr) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
+    use super::super::tests::ip;
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn ipnet_parses_cidr_and_bare_addresses() {

@@ -173,11 +173,8 @@ impl AsRef<str> for TargetUrl {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
+    use super::super::tests::ip;
     use super::*;
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
 
     #[test]
     fn target_url_accepts_http_and_https() {
