@@ -6,8 +6,11 @@
 //!   their cost does not grow with the size of the queue.
 //! - Item records carry a format version and a CRC-32: a damaged record is reported as
 //!   [`hookspool::Error::Corrupted`], never returned as data.
-//! - Durability is a named setting ([`Durability`]): by default a call returns only once its
-//!   write has been fdatasync'ed, with concurrent callers sharing one sync (group commit).
+//! - Durability is hookspool's one named setting ([`Durability`], re-exported here): by
+//!   default a call returns only once its write has been fdatasync'ed, with concurrent
+//!   callers sharing one sync (group commit).
+//! - [`SledBackend::detect`] tells whether a directory holds a sled store, so that a tool
+//!   can pick the backend a directory was written with.
 //!
 //! It is written against hookspool's public API only, as any outside backend would be, and
 //! passes hookspool's conformance kit.
@@ -112,7 +115,10 @@
 //! [`MAX_RECORD_BODY`]). A record with another version, a wrong checksum, a body that does
 //! not decode, or trailing bytes is [`hookspool::Error::Corrupted`] naming the queue and
 //! key; other items stay readable, and `reset` or `delete_queue` remove damaged records.
-//! Signing secrets are stored in plain text in the settings record.
+//! Queue metadata, a callback channel's signing secret included, is stored in plain text in
+//! the settings record. Settings written before the secret moved into the metadata kept it
+//! in a field of its own; that slot is still part of the layout (written empty), and a
+//! secret found there is read into the metadata entry `secret`.
 //!
 //! # Locking
 //!
