@@ -165,7 +165,7 @@ impl<B: Backend> Deliverer<B> {
             )));
         }
         let client = DeliveryClient::new(config.http.clone())
-            .map_err(|e| Error::invalid(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
         Ok(Deliverer {
             hooks,
             config,
@@ -768,7 +768,8 @@ impl<B: Backend> Attempter<B> {
             timestamp: now.as_millis() / 1000,
             body: &item.payload,
         };
-        let signed = sign(scheme, &refs, &input).map_err(|e| Error::invalid(e.to_string()))?;
+        // The id and the event name were checked when the delivery was made.
+        let signed = sign(scheme, &refs, &input).map_err(|e| Error::internal(e.to_string()))?;
         headers.extend(signed.into_iter().map(|(k, v)| (k.to_owned(), v)));
         Ok(headers)
     }

@@ -242,7 +242,8 @@ pub(crate) fn attempts_made(m: &BTreeMap<String, String>) -> u32 {
 /// `n` random bytes as lower-case hex.
 pub(crate) fn random_hex(n: usize) -> Result<String> {
     let mut buf = vec![0u8; n];
-    getrandom::fill(&mut buf).map_err(|e| Error::invalid(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut buf)
+        .map_err(|e| Error::internal(format!("the operating system gave no random bytes: {e}")))?;
     Ok(buf.iter().fold(String::with_capacity(2 * n), |mut s, b| {
         use std::fmt::Write;
         let _ = write!(s, "{b:02x}");

@@ -334,7 +334,7 @@ pub(crate) fn parse_key(scheme: SignatureScheme, secret: &str) -> Result<Signing
 
 /// A fresh random secret in `whsec_` form.
 pub(crate) fn generate_secret() -> Result<Secret> {
-    let key = SigningKey::generate().map_err(|e| Error::InvalidSecret(e.to_string()))?;
+    let key = SigningKey::generate().map_err(|e| Error::internal(e.to_string()))?;
     Ok(Secret::new(key.to_whsec()))
 }
 
