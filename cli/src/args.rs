@@ -359,13 +359,13 @@ pub struct QueueSettings {
     /// Item TTL, e.g. 15m.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub ttl: Option<Duration>,
-    /// Signing secret.
+    /// The signing secret callbacks into the queue must be signed with (a `whsec_` secret).
     #[arg(long)]
     pub secret: Option<String>,
     /// What acknowledging an item does.
     #[arg(long, value_enum)]
     pub retention: Option<RetentionArg>,
-    /// Metadata entry KEY=VALUE (repeatable).
+    /// Metadata entry KEY=VALUE (repeatable; not `secret`, which holds --secret).
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     pub meta: Vec<(String, String)>,
 }

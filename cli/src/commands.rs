@@ -1,15 +1,15 @@
-//! The commands themselves, over any [`Backend`]: each reads its arguments, calls the
-//! [`Store`], and writes a table or JSON. The output helpers here are shared with the
-//! `--url` path (`remote`), so that both print exactly alike.
+//! The commands, each written once over [`Admin`]: it reads its arguments, calls the queues
+//! (a data directory's store, or a daemon's API with `--url`), and writes a table or JSON.
+//! Which side runs a command changes nothing here, so both print exactly alike.
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use hookspool::client::QueueInfo;
-use hookspool::{
-    Backend, Error, Item, NewItem, Page, Phase, QueueConfig, QueueId, Secret, Store, Timestamp,
-};
+use hookspool::{Error, Item, NewItem, Page, Phase, QueueConfig, QueueId, Timestamp};
+use hookspool_client::{QueueInfo, QueueUpdate};
+use hookspool_webhooks::{CHANNEL_SECRET, Secret, set_channel_secret};
 
+use crate::admin::{Admin, ItemStream};
 use crate::args::{Command, FetchArgs, QueueCommand, QueueSettings};
 use crate::error::CliError;
 use crate::format::{
@@ -44,13 +44,14 @@ impl std::fmt::Debug for Io<'_> {
     }
 }
 
-/// Runs one command against a store. `json` selects JSON output.
+/// Runs one queue command against `admin`: a [`hookspool::Store`] for a data directory, a
+/// [`hookspool_client::Client`] for a daemon. `json` selects JSON output.
 ///
 /// # Errors
-/// Whatever the store reports (unknown queue, invalid id or phase, conflicts, …), refused
-/// confirmations, and I/O errors on stdio.
-pub async fn run<B: Backend>(
-    store: &Store<B>,
+/// Whatever `admin` reports (unknown queue, invalid id or phase, conflicts, a daemon that
+/// does not answer, …), refused confirmations, and I/O errors on stdio.
+pub async fn run<A: Admin>(
+    admin: &A,
     command: Command,
     json: bool,
     io: &mut Io<'_>,
@@ -59,12 +60,39 @@ pub async fn run<B: Backend>(
         Command::Serve(_) => Err(CliError::Input(
             "`serve` runs the daemon; call hookspool_cli::serve::main".to_owned(),
         )),
-        Command::Queues => queues(store, json, io).await,
-        Command::Queue(cmd) => queue(store, cmd, json, io).await,
-        Command::Count { queue, phase } => count(store, &queue, phase.as_deref(), json, io).await,
-        Command::Fetch(args) => fetch(store, args, json, io).await,
-        Command::Dump { queue } => dump(store, &queue, io).await,
-        Command::Reset { queue, yes } => reset(store, &queue, yes, json, io).await,
+        Command::Queues => print_queues(&admin.queues().await?, json, io),
+        Command::Queue(cmd) => queue(admin, cmd, json, io).await,
+        Command::Count { queue, phase } => {
+            let queue = QueueId::new(queue)?;
+            let phase = phase.map(Phase::new).transpose()?;
+            let n = admin.count(&queue, phase.as_ref()).await?;
+            let line = serde_json::json!({
+                "queue": queue.as_str(),
+                "phase": phase.as_ref().map(Phase::as_str),
+                "count": n,
+            });
+            report(io, json, &line, format_args!("{n}"))
+        }
+        Command::Fetch(args) => fetch(admin, &args, json, io).await,
+        Command::Dump { queue } => dump(admin, &queue, io).await,
+        Command::Reset { queue, yes } => {
+            let queue = QueueId::new(queue)?;
+            let n = admin.count(&queue, None).await?;
+            confirm(
+                io,
+                yes,
+                &format!("Remove all {n} {} of queue `{queue}`?", items(n)),
+                &format!("not resetting queue `{queue}`"),
+            )?;
+            let removed = admin.reset(&queue).await?;
+            let line = serde_json::json!({ "queue": queue.as_str(), "removed": removed });
+            report(
+                io,
+                json,
+                &line,
+                format_args!("removed {removed} {} from queue `{queue}`", items(removed)),
+            )
+        }
         Command::Push {
             queue,
             data,
@@ -72,17 +100,23 @@ pub async fn run<B: Backend>(
             delay,
         } => {
             let queue = QueueId::new(queue)?;
-            let limit = store.limits().max_payload;
-            let item = new_item(data, meta, delay, store.now(), limit, io)?;
-            let key = store.push(&queue, item).await?;
-            print_pushed(&queue, key, json, io)
+            let item = new_item(data, meta, delay, admin.now(), admin.max_payload(), io)?;
+            let key = admin.push(&queue, item).await?;
+            let line = serde_json::json!({ "queue": queue.as_str(), "key": key });
+            report(io, json, &line, format_args!("{key}"))
         }
         Command::Delete { queue, key } => {
             let queue = QueueId::new(queue)?;
-            if !store.delete(&queue, key).await? {
+            if !admin.delete(&queue, key).await? {
                 return Err(Error::ItemNotFound { queue, key }.into());
             }
-            print_deleted(&queue, key, json, io)
+            let line = serde_json::json!({ "queue": queue.as_str(), "key": key, "deleted": true });
+            report(
+                io,
+                json,
+                &line,
+                format_args!("deleted item {key} of queue `{queue}`"),
+            )
         }
         Command::SetPhase {
             queue,
@@ -92,46 +126,52 @@ pub async fn run<B: Backend>(
         } => {
             let queue = QueueId::new(queue)?;
             let phase = Phase::new(phase)?;
-            let item = match if_phase {
-                Some(expected) => {
-                    let expected = Phase::new(expected)?;
-                    store.update_phase_if(&queue, key, expected, phase).await?
-                }
-                None => store.update_phase(&queue, key, phase).await?,
-            };
+            let if_phase = if_phase.map(Phase::new).transpose()?;
+            let item = admin.set_phase(&queue, key, phase, if_phase).await?;
             report_item(&queue, &item, "is now in phase", json, io)
         }
         Command::Replay { queue, key, all } => {
             let queue = QueueId::new(queue)?;
             match key {
                 Some(key) if !all => {
-                    let item = store.replay(&queue, key).await?;
+                    let item = admin.replay(&queue, key).await?;
                     report_item(&queue, &item, "was replayed to phase", json, io)
                 }
                 _ => {
-                    let n = store.replay_dead(&queue).await?;
-                    print_replayed(&queue, n, json, io)
+                    let n = admin.replay_dead(&queue).await?;
+                    let line = serde_json::json!({ "queue": queue.as_str(), "replayed": n });
+                    report(
+                        io,
+                        json,
+                        &line,
+                        format_args!(
+                            "replayed {n} dead {} of queue `{queue}` to pending",
+                            items(n)
+                        ),
+                    )
                 }
             }
         }
     }
 }
 
-async fn queues<B: Backend>(store: &Store<B>, json: bool, io: &mut Io<'_>) -> Result<(), CliError> {
-    let configs = store.queues().await?;
-    let mut list = Vec::with_capacity(configs.len());
-    for config in &configs {
-        list.push(QueueInfo::new(config, store.counts(&config.id).await?));
+/// Writes a command's result: `line` as one line of JSON, or `text` for people.
+fn report(
+    io: &mut Io<'_>,
+    json: bool,
+    line: &serde_json::Value,
+    text: std::fmt::Arguments<'_>,
+) -> Result<(), CliError> {
+    if json {
+        writeln!(io.stdout, "{line}")?;
+    } else {
+        writeln!(io.stdout, "{text}")?;
     }
-    print_queues(&list, json, io)
+    Ok(())
 }
 
 /// `queues`: a table (or a JSON array) of every queue.
-pub(crate) fn print_queues(
-    queues: &[QueueInfo],
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
+fn print_queues(queues: &[QueueInfo], json: bool, io: &mut Io<'_>) -> Result<(), CliError> {
     if json {
         let list = queues.iter().map(queue_json).collect();
         writeln!(io.stdout, "{}", serde_json::Value::Array(list))?;
@@ -155,27 +195,28 @@ pub(crate) fn print_queues(
     Ok(())
 }
 
-async fn queue<B: Backend>(
-    store: &Store<B>,
+async fn queue<A: Admin>(
+    admin: &A,
     command: QueueCommand,
     json: bool,
     io: &mut Io<'_>,
 ) -> Result<(), CliError> {
     match command {
         QueueCommand::Create { id, settings } => {
-            let mut config = QueueConfig::new(QueueId::new(id)?);
-            apply_settings(&mut config, settings);
-            let config = store.create_queue(config).await?;
+            let queue = admin
+                .create_queue(new_queue(QueueId::new(id)?, settings)?)
+                .await?;
             if json {
-                show_queue(store, &config, json, io).await
+                print_queue(&queue, json, io)
             } else {
-                print_created(&config.id, io)
+                writeln!(io.stdout, "created queue `{}`", queue.id)?;
+                Ok(())
             }
         }
         QueueCommand::Show { id } => {
             let id = QueueId::new(id)?;
-            let config = store.queue(&id).await?.ok_or(Error::QueueNotFound(id))?;
-            show_queue(store, &config, json, io).await
+            let queue = admin.queue(&id).await?.ok_or(Error::QueueNotFound(id))?;
+            print_queue(&queue, json, io)
         }
         QueueCommand::Update {
             id,
@@ -185,102 +226,108 @@ async fn queue<B: Backend>(
             remove_meta,
         } => {
             let id = QueueId::new(id)?;
-            let mut config = store.queue(&id).await?.ok_or(Error::QueueNotFound(id))?;
-            if no_ttl {
-                config.ttl = None;
-            }
-            if no_secret {
-                config.secret = None;
-            }
-            for key in &remove_meta {
-                config.metadata.remove(key);
-            }
-            apply_settings(&mut config, settings);
-            let config = store.update_queue(config).await?;
-            show_queue(store, &config, json, io).await
+            let update =
+                queue_update(admin, &id, settings, no_ttl, no_secret, &remove_meta).await?;
+            let queue = admin.update_queue(&id, update).await?;
+            print_queue(&queue, json, io)
         }
         QueueCommand::Delete { id, yes } => {
             let id = QueueId::new(id)?;
-            let n = store.count(&id).await?;
-            confirm_queue_delete(&id, n, yes, io)?;
-            if !store.delete_queue(&id).await? {
+            let n = admin.count(&id, None).await?;
+            confirm(
+                io,
+                yes,
+                &format!("Delete queue `{id}` and its {n} {}?", items(n)),
+                &format!("not deleting queue `{id}`"),
+            )?;
+            if !admin.delete_queue(&id).await? {
                 return Err(Error::QueueNotFound(id).into());
             }
-            print_queue_deleted(&id, n, json, io)
+            let line = serde_json::json!({ "queue": id.as_str(), "deleted": true, "items": n });
+            report(
+                io,
+                json,
+                &line,
+                format_args!("deleted queue `{id}` and its {n} {}", items(n)),
+            )
         }
     }
 }
 
-/// `queue create` without `--json`.
-pub(crate) fn print_created(id: &QueueId, io: &mut Io<'_>) -> Result<(), CliError> {
-    writeln!(io.stdout, "created queue `{id}`")?;
-    Ok(())
-}
-
-/// Asks before `queue delete` removes a queue of `n` items.
-pub(crate) fn confirm_queue_delete(
-    id: &QueueId,
-    n: u64,
-    yes: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    confirm(
-        io,
-        yes,
-        &format!(
-            "Delete queue `{id}` and its {n} {}?",
-            plural(n, "item", "items")
-        ),
-        &format!("not deleting queue `{id}`"),
-    )
-}
-
-/// What `queue delete` prints once the queue is gone.
-pub(crate) fn print_queue_deleted(
-    id: &QueueId,
-    n: u64,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    if json {
-        let line = serde_json::json!({ "queue": id.as_str(), "deleted": true, "items": n });
-        writeln!(io.stdout, "{line}")?;
-    } else {
-        writeln!(
-            io.stdout,
-            "deleted queue `{id}` and its {n} {}",
-            plural(n, "item", "items")
-        )?;
-    }
-    Ok(())
-}
-
-/// Applies `queue create`/`queue update` flags to a queue's settings.
-pub(crate) fn apply_settings(config: &mut QueueConfig, settings: QueueSettings) {
-    if let Some(ttl) = settings.ttl {
-        config.ttl = Some(ttl);
-    }
-    if let Some(secret) = settings.secret {
-        config.secret = Some(Secret::new(secret));
-    }
+/// The queue `queue create` creates.
+fn new_queue(id: QueueId, settings: QueueSettings) -> Result<QueueConfig, CliError> {
+    check_meta_keys(settings.meta.iter().map(|(key, _)| key))?;
+    let secret = secret_arg(settings.secret)?;
+    let mut config = QueueConfig::new(id);
+    config.ttl = settings.ttl;
     if let Some(retention) = settings.retention {
         config.retention = retention.into();
     }
     config.metadata.extend(settings.meta);
+    set_channel_secret(&mut config, secret.as_ref())?;
+    Ok(config)
 }
 
-async fn show_queue<B: Backend>(
-    store: &Store<B>,
-    config: &QueueConfig,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    let counts = store.counts(&config.id).await?;
-    print_queue(&QueueInfo::new(config, counts), json, io)
+/// The change `queue update` asks for. Metadata is replaced whole (as the API does it), so
+/// adding or removing single entries starts from the queue's current metadata.
+async fn queue_update<A: Admin>(
+    admin: &A,
+    id: &QueueId,
+    settings: QueueSettings,
+    no_ttl: bool,
+    no_secret: bool,
+    remove_meta: &[String],
+) -> Result<QueueUpdate, CliError> {
+    check_meta_keys(settings.meta.iter().map(|(key, _)| key).chain(remove_meta))?;
+    let secret = secret_arg(settings.secret)?;
+    let metadata = if remove_meta.is_empty() && settings.meta.is_empty() {
+        None
+    } else {
+        let mut metadata = admin
+            .queue(id)
+            .await?
+            .ok_or_else(|| Error::QueueNotFound(id.clone()))?
+            .metadata;
+        for key in remove_meta {
+            metadata.remove(key);
+        }
+        metadata.extend(settings.meta);
+        Some(metadata)
+    };
+    // clap refuses `--ttl` with `--no-ttl` and `--secret` with `--no-secret`.
+    Ok(QueueUpdate {
+        secret: secret.map(Some).or(no_secret.then_some(None)),
+        ttl: settings.ttl.map(Some).or(no_ttl.then_some(None)),
+        retention: settings.retention.map(Into::into),
+        metadata,
+    })
+}
+
+/// `--secret`, which must not be empty: an empty secret would refuse every callback.
+fn secret_arg(secret: Option<String>) -> Result<Option<Secret>, CliError> {
+    match secret {
+        Some(s) if s.is_empty() => Err(CliError::Input(
+            "--secret must not be empty (--no-secret removes the secret)".to_owned(),
+        )),
+        s => Ok(s.map(Secret::new)),
+    }
+}
+
+/// Refuses `--meta` / `--remove-meta` on the metadata entry that holds the channel secret:
+/// writing it there would set or drop the secret behind the user's back (and the daemon
+/// refuses it too).
+fn check_meta_keys<'a>(mut keys: impl Iterator<Item = &'a String>) -> Result<(), CliError> {
+    if keys.any(|key| key == CHANNEL_SECRET) {
+        return Err(CliError::Input(format!(
+            "metadata key `{CHANNEL_SECRET}` holds the queue's signing secret: set it with \
+             --secret, remove it with --no-secret"
+        )));
+    }
+    Ok(())
 }
 
 /// `queue show` (and `queue update`, `queue create --json`): settings and counts by phase.
-pub(crate) fn print_queue(queue: &QueueInfo, json: bool, io: &mut Io<'_>) -> Result<(), CliError> {
+fn print_queue(queue: &QueueInfo, json: bool, io: &mut Io<'_>) -> Result<(), CliError> {
     if json {
         writeln!(io.stdout, "{}", queue_json(queue))?;
         return Ok(());
@@ -311,52 +358,15 @@ pub(crate) fn print_queue(queue: &QueueInfo, json: bool, io: &mut Io<'_>) -> Res
     Ok(())
 }
 
-async fn count<B: Backend>(
-    store: &Store<B>,
-    queue: &str,
-    phase: Option<&str>,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    let queue = QueueId::new(queue)?;
-    let phase = phase.map(Phase::new).transpose()?;
-    let n = match &phase {
-        Some(phase) => store.count_phase(&queue, phase).await?,
-        None => store.count(&queue).await?,
-    };
-    print_count(&queue, phase.as_ref(), n, json, io)
-}
-
-/// What `count` prints.
-pub(crate) fn print_count(
-    queue: &QueueId,
-    phase: Option<&Phase>,
-    n: u64,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    if json {
-        let line = serde_json::json!({
-            "queue": queue.as_str(),
-            "phase": phase.map(Phase::as_str),
-            "count": n,
-        });
-        writeln!(io.stdout, "{line}")?;
-    } else {
-        writeln!(io.stdout, "{n}")?;
-    }
-    Ok(())
-}
-
-async fn fetch<B: Backend>(
-    store: &Store<B>,
-    args: FetchArgs,
+async fn fetch<A: Admin>(
+    admin: &A,
+    args: &FetchArgs,
     json: bool,
     io: &mut Io<'_>,
 ) -> Result<(), CliError> {
     let queue = QueueId::new(args.queue.as_str())?;
     let items = if let Some(key) = args.key {
-        let item = store
+        let item = admin
             .fetch_key(&queue, key)
             .await?
             .ok_or(Error::ItemNotFound {
@@ -365,13 +375,13 @@ async fn fetch<B: Backend>(
             })?;
         vec![item]
     } else {
-        store.fetch_page(&queue, fetch_page(&args)?).await?
+        admin.fetch_page(&queue, fetch_page(args)?).await?
     };
-    print_items(&items, store.now(), json, io)
+    print_items(&items, admin.now(), json, io)
 }
 
 /// The `fetch` selection as a `Page` (without `--key`).
-pub(crate) fn fetch_page(args: &FetchArgs) -> Result<Page, CliError> {
+fn fetch_page(args: &FetchArgs) -> Result<Page, CliError> {
     let mut page = Page::first(args.limit).offset(args.offset);
     if let Some(phase) = &args.phase {
         page = page.phase(Phase::new(phase.as_str())?);
@@ -383,7 +393,7 @@ pub(crate) fn fetch_page(args: &FetchArgs) -> Result<Page, CliError> {
 }
 
 /// What `fetch` prints: a table (not-before times relative to `now`) or JSON lines.
-pub(crate) fn print_items(
+fn print_items(
     items: &[Item],
     now: Timestamp,
     json: bool,
@@ -408,134 +418,45 @@ pub(crate) fn print_items(
         "PAYLOAD",
     ]);
     for item in items {
-        table.row(item_row(item, now));
+        table.row(vec![
+            item.key.to_string(),
+            item.phase.to_string(),
+            item.attempts.to_string(),
+            format_timestamp(item.created_at),
+            format_not_before(item.not_before, now),
+            payload_preview(&item.payload),
+        ]);
     }
     table.write(io.stdout)?;
     Ok(())
 }
 
-fn item_row(item: &Item, now: hookspool::Timestamp) -> Vec<String> {
-    vec![
-        item.key.to_string(),
-        item.phase.to_string(),
-        item.attempts.to_string(),
-        format_timestamp(item.created_at),
-        format_not_before(item.not_before, now),
-        payload_preview(&item.payload),
-    ]
-}
-
-async fn dump<B: Backend>(store: &Store<B>, queue: &str, io: &mut Io<'_>) -> Result<(), CliError> {
+/// `dump`: one JSON line per item on stdout, and progress on a terminal's stderr for large
+/// queues.
+async fn dump<A: Admin>(admin: &A, queue: &str, io: &mut Io<'_>) -> Result<(), CliError> {
     let queue = QueueId::new(queue)?;
     // Also fails early, before any output, when the queue does not exist.
-    let total = store.count(&queue).await?;
-    let mut out = DumpOutput::new(total, io);
-    let mut pages = store.dump(&queue);
-    while let Some(page) = pages.next_page().await? {
-        for item in &page {
-            out.item(item, io)?;
-        }
-    }
-    out.finish(io)
-}
-
-/// What `dump` writes: one JSON line per item on stdout, and progress on a terminal's stderr
-/// for large queues.
-pub(crate) struct DumpOutput {
-    total: u64,
-    written: u64,
-    progress: bool,
-}
-
-impl DumpOutput {
-    /// Output for a dump of about `total` items.
-    pub(crate) fn new(total: u64, io: &Io<'_>) -> Self {
-        DumpOutput {
-            total,
-            written: 0,
-            progress: io.stderr_is_terminal && total >= DUMP_PROGRESS_EVERY,
-        }
-    }
-
-    /// Writes one item.
-    pub(crate) fn item(&mut self, item: &Item, io: &mut Io<'_>) -> Result<(), CliError> {
-        write_item_json(io.stdout, item)?;
-        self.written += 1;
-        if self.progress && self.written.is_multiple_of(DUMP_PROGRESS_EVERY) {
+    let total = admin.count(&queue, None).await?;
+    let progress = io.stderr_is_terminal && total >= DUMP_PROGRESS_EVERY;
+    let mut items = admin.dump(&queue).await?;
+    let mut written: u64 = 0;
+    while let Some(item) = items.next_item().await? {
+        write_item_json(io.stdout, &item)?;
+        written += 1;
+        if progress && written.is_multiple_of(DUMP_PROGRESS_EVERY) {
             // `\r` rewrites one status line instead of scrolling the terminal.
-            write!(
-                io.stderr,
-                "\rdumped {} of about {} items",
-                self.written, self.total
-            )?;
+            write!(io.stderr, "\rdumped {written} of about {total} items")?;
             io.stderr.flush()?;
         }
-        Ok(())
     }
-
-    /// Ends the progress line.
-    pub(crate) fn finish(self, io: &mut Io<'_>) -> Result<(), CliError> {
-        if self.progress {
-            writeln!(io.stderr, "\rdumped {} items{:20}", self.written, "")?;
-        }
-        Ok(())
-    }
-}
-
-async fn reset<B: Backend>(
-    store: &Store<B>,
-    queue: &str,
-    yes: bool,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    let queue = QueueId::new(queue)?;
-    let n = store.count(&queue).await?;
-    confirm_reset(&queue, n, yes, io)?;
-    let removed = store.reset(&queue).await?;
-    print_reset(&queue, removed, json, io)
-}
-
-/// Asks before `reset` removes `n` items.
-pub(crate) fn confirm_reset(
-    queue: &QueueId,
-    n: u64,
-    yes: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    confirm(
-        io,
-        yes,
-        &format!(
-            "Remove all {n} {} of queue `{queue}`?",
-            plural(n, "item", "items")
-        ),
-        &format!("not resetting queue `{queue}`"),
-    )
-}
-
-/// What `reset` prints.
-pub(crate) fn print_reset(
-    queue: &QueueId,
-    removed: u64,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    if json {
-        let line = serde_json::json!({ "queue": queue.as_str(), "removed": removed });
-        writeln!(io.stdout, "{line}")?;
-    } else {
-        writeln!(
-            io.stdout,
-            "removed {removed} {} from queue `{queue}`",
-            plural(removed, "item", "items")
-        )?;
+    if progress {
+        writeln!(io.stderr, "\rdumped {written} items{:20}", "")?;
     }
     Ok(())
 }
 
 /// The item `push` pushes: `--data` or stdin, `--meta`, `--delay` from `now`.
-pub(crate) fn new_item(
+fn new_item(
     data: Option<String>,
     meta: Vec<(String, String)>,
     delay: Option<Duration>,
@@ -553,58 +474,6 @@ pub(crate) fn new_item(
         item.not_before = Some(now.saturating_add(delay));
     }
     Ok(item)
-}
-
-/// What `push` prints.
-pub(crate) fn print_pushed(
-    queue: &QueueId,
-    key: u64,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    if json {
-        let line = serde_json::json!({ "queue": queue.as_str(), "key": key });
-        writeln!(io.stdout, "{line}")?;
-    } else {
-        writeln!(io.stdout, "{key}")?;
-    }
-    Ok(())
-}
-
-/// What `delete` prints.
-pub(crate) fn print_deleted(
-    queue: &QueueId,
-    key: u64,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    if json {
-        let line = serde_json::json!({ "queue": queue.as_str(), "key": key, "deleted": true });
-        writeln!(io.stdout, "{line}")?;
-    } else {
-        writeln!(io.stdout, "deleted item {key} of queue `{queue}`")?;
-    }
-    Ok(())
-}
-
-/// What `replay --all` prints.
-pub(crate) fn print_replayed(
-    queue: &QueueId,
-    n: u64,
-    json: bool,
-    io: &mut Io<'_>,
-) -> Result<(), CliError> {
-    if json {
-        let line = serde_json::json!({ "queue": queue.as_str(), "replayed": n });
-        writeln!(io.stdout, "{line}")?;
-    } else {
-        writeln!(
-            io.stdout,
-            "replayed {n} dead {} of queue `{queue}` to pending",
-            plural(n, "item", "items")
-        )?;
-    }
-    Ok(())
 }
 
 /// Reads the payload for `push` from stdin, at most one byte over `limit` so that an endless
@@ -661,7 +530,7 @@ fn read_line(input: &mut dyn Read) -> Result<String, CliError> {
 }
 
 /// What `set-phase` and `replay KEY` print: the item's new phase, or the item as JSON.
-pub(crate) fn report_item(
+fn report_item(
     queue: &QueueId,
     item: &Item,
     what: &str,
@@ -680,6 +549,7 @@ pub(crate) fn report_item(
     Ok(())
 }
 
-fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
-    if n == 1 { one } else { many }
+/// "item" or "items", for `n` of them.
+fn items(n: u64) -> &'static str {
+    if n == 1 { "item" } else { "items" }
 }

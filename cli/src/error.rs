@@ -1,6 +1,6 @@
 //! The CLI's errors and the process exit code each one maps to.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Exit code of a command that succeeded.
 pub const EXIT_OK: u8 = 0;
@@ -23,6 +23,11 @@ pub enum CliError {
     /// The engine refused or failed the operation.
     #[error("{0}")]
     Store(#[from] hookspool::Error),
+
+    /// The webhook layer refused or failed the operation (the daemon's subscriptions,
+    /// deliveries and callback channels). Its engine errors arrive as [`CliError::Store`].
+    #[error("{0}")]
+    Webhooks(hookspool_webhooks::Error),
 
     /// Another process (or another handle in this one) has the data directory open.
     #[error(
@@ -92,12 +97,39 @@ pub enum CliError {
         message: String,
     },
 
+    /// The client of `--url` could not make its request: the URL is not an http(s) URL, or
+    /// the token cannot be sent. Nothing was sent.
+    #[error("{0}")]
+    Client(hookspool_client::Error),
+
     /// Reading stdin or writing stdout/stderr failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 }
 
+impl From<hookspool_webhooks::Error> for CliError {
+    /// Unwraps the engine's errors, so that a locked data directory or a missing queue reads
+    /// (and exits) the same whichever layer met it.
+    fn from(e: hookspool_webhooks::Error) -> Self {
+        match e {
+            hookspool_webhooks::Error::Store(e) => CliError::Store(e),
+            e => CliError::Webhooks(e),
+        }
+    }
+}
+
 impl CliError {
+    /// The error for a data directory `dir` that could not be opened: a lock held elsewhere
+    /// names the directory as the user gave it (the engine's error names the lock file).
+    pub fn opening(dir: &Path, e: hookspool::Error) -> CliError {
+        match e {
+            hookspool::Error::Locked { .. } => CliError::Locked {
+                dir: dir.to_path_buf(),
+            },
+            e => CliError::Store(e),
+        }
+    }
+
     /// The process exit code for this error: [`EXIT_LOCKED`] for a locked data directory,
     /// [`EXIT_UNREACHABLE`] for a daemon that does not answer, [`EXIT_FAILED`] otherwise.
     pub fn exit_code(&self) -> u8 {
@@ -105,9 +137,7 @@ impl CliError {
             CliError::Locked { .. } | CliError::Store(hookspool::Error::Locked { .. }) => {
                 EXIT_LOCKED
             }
-            CliError::Unreachable { .. } | CliError::Store(hookspool::Error::Network { .. }) => {
-                EXIT_UNREACHABLE
-            }
+            CliError::Unreachable { .. } => EXIT_UNREACHABLE,
             _ => EXIT_FAILED,
         }
     }
@@ -133,6 +163,11 @@ mod tests {
         assert_eq!(engine_locked.exit_code(), EXIT_LOCKED);
         let other = CliError::Store(hookspool::Error::invalid("nope"));
         assert_eq!(other.exit_code(), EXIT_FAILED);
+        let through_webhooks =
+            CliError::from(hookspool_webhooks::Error::Store(hookspool::Error::Locked {
+                path: "/x".into(),
+            }));
+        assert_eq!(through_webhooks.exit_code(), EXIT_LOCKED);
         assert!(locked.to_string().contains("/tmp/x"));
         assert!(locked.to_string().contains("another hookspool process"));
     }

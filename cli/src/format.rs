@@ -1,30 +1,19 @@
 //! Output formatting: aligned tables for people, JSON objects for scripts, and the payload
 //! rendering both share.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use base64::Engine as _;
-use hookspool::client::QueueInfo;
-use hookspool::text::compact_json;
-use hookspool::{Item, Lease, Phase, PhaseCounts, Timestamp};
-use serde::Serialize;
+use hookspool::{Item, PhaseCounts, Timestamp};
+use hookspool_client::QueueInfo;
+use hookspool_client::text::compact_json;
+use hookspool_client::wire::{ItemView, LIFECYCLE};
 use serde_json::value::RawValue;
 
 use crate::duration::format_duration;
 
 /// Longest payload preview in a table, in characters.
 pub const PREVIEW_CHARS: usize = 48;
-
-/// Lifecycle phases, listed first (and always, with zero counts) by `queue show`.
-const LIFECYCLE: [Phase; 5] = [
-    Phase::PENDING,
-    Phase::IN_FLIGHT,
-    Phase::DONE,
-    Phase::DEAD,
-    Phase::EXPIRED,
-];
 
 /// A table of left-aligned columns separated by two spaces.
 #[derive(Debug)]
@@ -151,69 +140,14 @@ pub fn payload_preview(payload: &[u8]) -> String {
     preview
 }
 
-/// A payload in an item's JSON form.
-#[derive(Serialize)]
-#[serde(untagged)]
-enum PayloadJson<'a> {
-    /// The payload is JSON: embedded as is (compacted onto one line).
-    Json(Box<RawValue>),
-    /// The payload is UTF-8 text but not JSON: a JSON string.
-    Text(&'a str),
-}
-
-/// An item as one JSON object (one line of `fetch --json` and `dump`).
-#[derive(Serialize)]
-struct ItemJson<'a> {
-    key: u64,
-    phase: &'a str,
-    attempts: u32,
-    created_at: Timestamp,
-    updated_at: Timestamp,
-    not_before: Timestamp,
-    lease: Option<&'a Lease>,
-    last_error: Option<&'a str>,
-    metadata: &'a BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<PayloadJson<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_base64: Option<String>,
-}
-
-/// Writes an item as one line of JSON.
+/// Writes an item as one line of JSON: its API form ([`ItemView`]), so that `fetch --json`,
+/// `dump` and the daemon's answers are one format.
 ///
 /// Times are milliseconds since the Unix epoch. The payload is `payload` holding the JSON
 /// value itself when it parses as JSON, `payload` holding a string when it is other UTF-8
 /// text, and `payload_base64` (standard alphabet, padded) otherwise.
 pub fn write_item_json(out: &mut dyn Write, item: &Item) -> io::Result<()> {
-    let (payload, payload_base64) = match std::str::from_utf8(&item.payload) {
-        Ok(text) => {
-            let json = serde_json::from_str::<&RawValue>(text)
-                .ok()
-                .and_then(|raw| RawValue::from_string(compact_json(raw.get())).ok());
-            (
-                Some(json.map_or(PayloadJson::Text(text), PayloadJson::Json)),
-                None,
-            )
-        }
-        Err(_) => (
-            None,
-            Some(base64::engine::general_purpose::STANDARD.encode(&item.payload)),
-        ),
-    };
-    let line = ItemJson {
-        key: item.key,
-        phase: item.phase.as_str(),
-        attempts: item.attempts,
-        created_at: item.created_at,
-        updated_at: item.updated_at,
-        not_before: item.not_before,
-        lease: item.lease.as_ref(),
-        last_error: item.last_error.as_deref(),
-        metadata: &item.metadata,
-        payload,
-        payload_base64,
-    };
-    serde_json::to_writer(&mut *out, &line)?;
+    serde_json::to_writer(&mut *out, &ItemView::of(item))?;
     writeln!(out)
 }
 
@@ -261,7 +195,10 @@ pub fn mask_secret(queue: &QueueInfo) -> &'static str {
 #[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests {
     use super::*;
-    use hookspool::{QueueConfig, QueueId, Secret};
+    use std::collections::BTreeMap;
+
+    use hookspool::{Phase, QueueConfig, QueueId};
+    use hookspool_webhooks::{Secret, set_channel_secret};
 
     fn item(payload: &[u8]) -> Item {
         Item {
@@ -278,12 +215,10 @@ mod tests {
         }
     }
 
-    fn json_line(item: &Item) -> serde_json::Value {
+    fn json_line(item: &Item) -> String {
         let mut out = Vec::new();
         write_item_json(&mut out, item).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.matches('\n').count(), 1, "one line: {text:?}");
-        serde_json::from_str(&text).unwrap()
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
@@ -306,41 +241,24 @@ mod tests {
         assert!(format_timestamp(Timestamp(u64::MAX)).len() > 10);
     }
 
+    /// The exact bytes `fetch --json` and `dump` have always printed: scripts parse them.
     #[test]
-    fn json_payload_is_embedded_with_key_order_kept() {
-        let v = json_line(&item(b"{ \"z\": 1,\n \"a\": \"x y\" }"));
-        assert_eq!(v["payload"]["z"], 1);
-        assert_eq!(v["payload"]["a"], "x y");
-        assert!(v.get("payload_base64").is_none());
-        let mut out = Vec::new();
-        write_item_json(&mut out, &item(br#"{"z":1,"a":2}"#)).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.contains(r#""payload":{"z":1,"a":2}"#), "{text}");
-    }
-
-    #[test]
-    fn item_json_has_every_field() {
-        let v = json_line(&item(b"{}"));
-        assert_eq!(v["key"], 7);
-        assert_eq!(v["phase"], "needs-review");
-        assert_eq!(v["attempts"], 2);
-        assert_eq!(v["created_at"], 1_000);
-        assert_eq!(v["updated_at"], 2_000);
-        assert_eq!(v["not_before"], 3_000);
-        assert!(v["lease"].is_null());
-        assert_eq!(v["last_error"], "boom");
-        assert_eq!(v["metadata"]["event"], "order.paid");
-    }
-
-    #[test]
-    fn text_and_binary_payloads() {
-        let v = json_line(&item(b"plain text\nline two"));
-        assert_eq!(v["payload"], "plain text\nline two");
-        let v = json_line(&item(b""));
-        assert_eq!(v["payload"], "");
-        let v = json_line(&item(&[0xff, 0x00, 0x80]));
-        assert!(v.get("payload").is_none());
-        assert_eq!(v["payload_base64"], "/wCA");
+    fn item_json_lines_are_byte_for_byte_stable() {
+        let head = r#"{"key":7,"phase":"needs-review","attempts":2,"created_at":1000,"updated_at":2000,"not_before":3000,"lease":null,"last_error":"boom","metadata":{"event":"order.paid"},"#;
+        for (payload, tail) in [
+            (
+                &b"{ \"z\": 1,\n \"a\": \"x y\" }"[..],
+                r#""payload":{"z":1,"a":"x y"}}"#,
+            ),
+            (
+                &b"plain text\nline two"[..],
+                r#""payload":"plain text\nline two"}"#,
+            ),
+            (&b""[..], r#""payload":""}"#),
+            (&[0xff, 0x00, 0x80][..], r#""payload_base64":"/wCA"}"#),
+        ] {
+            assert_eq!(json_line(&item(payload)), format!("{head}{tail}\n"));
+        }
     }
 
     #[test]
@@ -368,9 +286,10 @@ mod tests {
 
     #[test]
     fn queue_json_masks_the_secret_and_lists_lifecycle_phases() {
-        let config = QueueConfig::new(QueueId::new("q").unwrap())
-            .with_secret(Secret::new("whsec_topsecret"))
-            .with_ttl(std::time::Duration::from_mins(1));
+        let mut config = QueueConfig::new(QueueId::new("q").unwrap())
+            .with_ttl(std::time::Duration::from_mins(1))
+            .with_metadata("team", "billing");
+        set_channel_secret(&mut config, Some(&Secret::new("whsec_topsecret"))).unwrap();
         let mut counts = PhaseCounts::default();
         counts.add(&Phase::PENDING, 2);
         counts.add(&Phase::new("review").unwrap(), 1);
@@ -383,6 +302,11 @@ mod tests {
         assert_eq!(v["phases"]["pending"], 2);
         assert_eq!(v["phases"]["dead"], 0);
         assert_eq!(v["phases"]["review"], 1);
+        assert_eq!(
+            v["metadata"],
+            serde_json::json!({"team": "billing"}),
+            "the secret's metadata entry is not shown"
+        );
         assert_eq!(mask_secret(&queue), "****");
     }
 }

@@ -4,17 +4,34 @@
 //! The tool works offline on a data directory (`--data-dir`, default `./hookspool-data`):
 //! it opens the store itself, so the directory must not be open in another process (that
 //! process holds its lock; the tool then exits with [`EXIT_LOCKED`]). With `--url` the queue
-//! commands go through a running daemon's HTTP API instead (`remote`, over
-//! [`hookspool::client::Client`]), with the same output; a daemon that does not answer gives
+//! commands go through a running daemon's HTTP API instead (over
+//! [`hookspool_client::Client`]), with the same output; a daemon that does not answer gives
 //! [`EXIT_UNREACHABLE`].
 //!
-//! Commands: `serve` (the daemon, in [`serve`]), `queues`, `queue create|show|update|delete`, `count`, `fetch`, `dump`, `reset`,
-//! `push`, `delete`, `set-phase`, `replay`. Tables by default, `--json` for scripts.
+//! Commands: `serve` (the daemon, in [`serve`]), `queues`, `queue create|show|update|delete`,
+//! `count`, `fetch`, `dump`, `reset`, `push`, `delete`, `set-phase`, `replay`. Tables by
+//! default, `--json` for scripts.
 //!
-//! Modules: `args` (clap types), `commands` (the commands over any [`hookspool::Backend`]),
-//! `remote` (the same commands against a daemon), `format` (tables and JSON), `duration`
-//! (`15m`-style durations), `error` (errors and exit codes).
+//! # Map of the crate
+//!
+//! - `args`: the command line as clap types.
+//! - `admin`: [`Admin`], the queue operations the commands need, and its implementation over
+//!   a data directory's [`hookspool::Store`].
+//! - `remote`: [`Admin`] over a daemon's [`hookspool_client::Client`] (`--url`), with the
+//!   wording of what only a network can do (no answer, a refused token).
+//! - `commands`: every queue command, written once over [`Admin`]; `--url` only picks the
+//!   implementation, so both sides print alike.
+//! - `format`: tables and JSON; `duration`: `15m`-style durations; `error`: [`CliError`] and
+//!   the exit codes.
+//! - [`serve`]: the daemon. `serve::config` resolves its settings (TOML file, environment,
+//!   flags, channels, sources); `serve` runs it; [`serve::command`] is the handler that runs
+//!   a command per callback.
+//!
+//! Which durable backend a data directory holds is for each backend to tell
+//! (`JournalBackend::detect`, `SledBackend::detect`); [`serve::BackendKind::detect`] asks
+//! them.
 
+mod admin;
 mod args;
 mod commands;
 mod duration;
@@ -29,6 +46,7 @@ use std::process::ExitCode;
 
 use hookspool::{Backend, Store};
 
+pub use admin::{Admin, ItemStream};
 pub use args::{Cli, Command, FetchArgs, QueueCommand, QueueSettings, RetentionArg};
 pub use commands::{DUMP_PROGRESS_EVERY, Io, run};
 pub use duration::{format_duration, parse_duration};
@@ -49,11 +67,22 @@ where
     B: Backend,
     F: FnOnce(&Path) -> hookspool::Result<B>,
 {
-    if let Some(url) = &cli.url {
-        return remote::execute(url, cli.token, cli.command, cli.json, io).await;
+    let Cli {
+        data_dir: dir,
+        url,
+        token,
+        json,
+        command,
+    } = cli;
+    if let Some(url) = url {
+        if matches!(command, Command::Serve(_)) {
+            return Err(serve_with_url());
+        }
+        let client = remote::connect(&url, token)?;
+        tracing::debug!(url = client.base_url(), "running against a daemon");
+        return run(&client, command, json, io).await;
     }
-    let dir = cli.data_dir;
-    let creates = matches!(cli.command, Command::Queue(QueueCommand::Create { .. }));
+    let creates = matches!(command, Command::Queue(QueueCommand::Create { .. }));
     match std::fs::metadata(&dir) {
         Ok(meta) if !meta.is_dir() => {
             return Err(CliError::Input(format!(
@@ -68,13 +97,10 @@ where
         _ => {}
     }
     tracing::debug!(dir = %dir.display(), "opening data directory");
-    let backend = open(&dir).map_err(|e| match e {
-        hookspool::Error::Locked { .. } => CliError::Locked { dir: dir.clone() },
-        e => CliError::Store(e),
-    })?;
+    let backend = open(&dir).map_err(|e| CliError::opening(&dir, e))?;
     let store = Store::new(backend);
-    run(&store, cli.command, cli.json, io).await?;
-    // Under a batched durability setting this is what makes the command's effect durable
+    run(&store, command, json, io).await?;
+    // Under a periodic durability setting this is what makes the command's effect durable
     // before the process exits; under the default it is a no-op.
     store.sync().await?;
     Ok(())
@@ -131,3 +157,9 @@ fn report(result: Result<(), CliError>) -> ExitCode {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // tests may panic on failure
 mod tests;
+
+// The README's examples use every crate of the workspace, as this one does: they are
+// compiled (and the runnable ones run) as this crate's doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -1,543 +1,32 @@
 //! `hookspool serve`: the daemon. The HTTP API and the delivery loop over one data directory,
-//! configured from a TOML file, environment variables and flags (in rising priority), stopped
-//! gracefully by SIGTERM or Ctrl-C.
+//! stopped gracefully by SIGTERM or Ctrl-C; its settings come from a TOML file, environment
+//! variables and flags (in rising priority), resolved and checked in `config`.
 //!
 //! Callback channels (`[channels.NAME]` in the config file) are queues that accept
 //! `POST /callbacks/NAME`, optionally signed; a channel with a `command` runs it for each
 //! callback, with retries ([`command::CommandHandler`]).
 
 pub mod command;
+mod config;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
-use hookspool::http::{ApiConfig, ApiState, DEFAULT_BODY_LIMIT, router};
-use hookspool::{
-    Backend, CallbackConfig, DeliveryConfig, Hooks, HttpConfig, IpNet, MemoryBackend,
-    NetworkPolicy, QueueConfig, QueueId, RetrySchedule, Secret, SigningKey, Store,
-};
-use serde::Deserialize;
+use hookspool::{Backend, MemoryBackend, QueueConfig, Store};
+use hookspool_client::NewSubscription;
+use hookspool_http::{ApiConfig, ApiState, router};
+use hookspool_journal::JournalBackend;
+use hookspool_sled::SledBackend;
+use hookspool_webhooks::{Hooks, channel_secret, set_channel_secret};
 
-use crate::duration::parse_duration;
 use crate::error::CliError;
-use command::CommandHandler;
 
-/// Where the daemon listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
-/// How logs are written (to stderr).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Where the daemon keeps its queues.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    /// The journal (a segmented log with group commit, `hookspool-journal`) in the data
-    /// directory: durable (the default).
-    #[default]
-    Journal,
-    /// The sled database in the data directory: durable.
-    Sled,
-    /// In memory: nothing survives a restart. For trying things out and tests.
-    Memory,
-}
-
-impl BackendKind {
-    /// Which durable backend's files `dir` holds: the journal's (`checkpoint`,
-    /// `journal-*.log`), sled's (`db`, `conf`), or `None` (empty or missing).
-    pub fn detect(dir: &Path) -> Option<BackendKind> {
-        let entries = std::fs::read_dir(dir).ok()?;
-        let mut found = None;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name == "checkpoint" || (name.starts_with("journal-") && name.ends_with(".log")) {
-                return Some(BackendKind::Journal);
-            }
-            if name == "db" || name == "conf" {
-                found = Some(BackendKind::Sled);
-            }
-        }
-        found
-    }
-}
-
-/// `hookspool serve` flags. Each can also come from an environment variable or the config
-/// file; flags win over the environment, which wins over the file.
-#[derive(Clone, Debug, Default, Args)]
-pub struct ServeArgs {
-    /// A TOML config file with any of the settings below (same names, `_` for `-`), plus
-    /// `[channels.NAME]` tables and `[[sources]]` entries (see the README's Configuration).
-    #[arg(long, env = "HOOKSPOOL_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
-    /// Address to listen on [default: 127.0.0.1:8080]. Use port 0 for any free port (the
-    /// address is printed on stdout as `listening on ADDR`).
-    #[arg(long, env = "HOOKSPOOL_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-
-    /// Storage backend [default: the one whose files the data directory holds, else journal]:
-    /// `journal` or `sled` (durable, in the data directory), or `memory` (nothing survives a
-    /// restart).
-    #[arg(long, env = "HOOKSPOOL_BACKEND", value_enum)]
-    pub backend: Option<BackendKind>,
-
-    /// The URL other services reach this daemon at (used to build callback URLs when
-    /// subscribing to other hookspools) [default: http://LISTEN-ADDRESS].
-    #[arg(long, env = "HOOKSPOOL_PUBLIC_URL", value_name = "URL")]
-    pub public_url: Option<String>,
-
-    /// A bearer token the API accepts (repeat, or comma-separate in the environment). Needed
-    /// to listen on anything but loopback.
-    #[arg(
-        long = "token",
-        env = "HOOKSPOOL_TOKENS",
-        value_delimiter = ',',
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub tokens: Vec<String>,
-
-    /// A network that deliveries may reach although it is private or loopback, e.g.
-    /// 10.1.0.0/16 (repeat, or comma-separate). By default such targets are refused.
-    #[arg(
-        long = "allow-network",
-        env = "HOOKSPOOL_ALLOW_NETWORKS",
-        value_delimiter = ',',
-        value_name = "CIDR"
-    )]
-    pub allow_networks: Vec<String>,
-
-    /// Log format [default: human]. The level comes from HOOKSPOOL_LOG (default `info`).
-    #[arg(long, env = "HOOKSPOOL_LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
-
-    /// Largest request body in bytes [default: 2097152].
-    #[arg(long, env = "HOOKSPOOL_BODY_LIMIT", value_name = "BYTES")]
-    pub body_limit: Option<usize>,
-
-    /// Most webhook requests in flight at once [default: 32].
-    #[arg(long, env = "HOOKSPOOL_CONCURRENCY", value_name = "N")]
-    pub concurrency: Option<usize>,
-
-    /// Delays between delivery attempts, comma-separated [default:
-    /// 5s,5m,30m,2h,5h,10h,10h]; ±20 % jitter is applied.
-    #[arg(
-        long,
-        env = "HOOKSPOOL_RETRY_SCHEDULE",
-        value_delimiter = ',',
-        value_parser = parse_duration,
-        value_name = "DURATIONS"
-    )]
-    pub retry_schedule: Vec<Duration>,
-
-    /// How long a graceful stop waits for requests in flight [default: 10s].
-    #[arg(long, env = "HOOKSPOOL_SHUTDOWN_GRACE", value_parser = parse_duration, value_name = "DURATION")]
-    pub shutdown_grace: Option<Duration>,
-
-    /// How long a channel's handler command may run before it counts as failed and is
-    /// retried [default: 30s].
-    #[arg(long, env = "HOOKSPOOL_CALLBACK_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
-    pub callback_timeout: Option<Duration>,
-
-    /// Most handler commands running at once [default: 8].
-    #[arg(long, env = "HOOKSPOOL_CALLBACK_CONCURRENCY", value_name = "N")]
-    pub callback_concurrency: Option<usize>,
-}
-
-/// A `[channels.NAME]` table of the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelFile {
-    /// A `whsec_` secret: callbacks must carry a valid Standard Webhooks signature.
-    secret: Option<String>,
-    /// Program and arguments run for each callback (payload on stdin).
-    command: Option<Vec<String>>,
-}
-
-/// A `[[sources]]` entry of the config file: another hookspool to subscribe a channel to.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SourceFile {
-    /// The other hookspool's API base URL.
-    url: String,
-    /// Its API token.
-    token: Option<String>,
-    /// The event pattern to subscribe to (`order.paid`, `order.*`, `*`).
-    event: String,
-    /// Our channel that receives the events (a `[channels.NAME]`).
-    channel: String,
-    /// Where the other hookspool reaches our callback endpoint [default:
-    /// PUBLIC-URL/callbacks/CHANNEL].
-    callback_url: Option<String>,
-    /// The subscription's owner on the other side.
-    owner: Option<String>,
-}
-
-/// Another hookspool whose events one of our channels receives, checked.
-#[derive(Clone, Debug)]
-pub struct SourceConfig {
-    /// The other hookspool's API client (its token is masked in `Debug`).
-    pub client: hookspool::client::Client,
-    /// The event pattern.
-    pub event: String,
-    /// Our channel.
-    pub channel: QueueId,
-    /// Our callback URL as the other side reaches it; `None`: from the public URL.
-    pub callback_url: Option<String>,
-    /// The subscription's owner on the other side.
-    pub owner: Option<String>,
-}
-
-/// A callback channel of the daemon, checked.
-#[derive(Clone, Debug)]
-pub struct ChannelConfig {
-    /// The channel's queue.
-    pub id: QueueId,
-    /// The signing secret callbacks must be signed with, if any (masked in `Debug`).
-    pub secret: Option<Secret>,
-    /// What runs for each callback; `None`: callbacks are only stored (consume them through
-    /// the queue API).
-    pub handler: Option<CommandHandler>,
-}
-
-/// The config file's shape: the same settings as the flags.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    backend: Option<BackendKind>,
-    public_url: Option<String>,
-    listen: Option<String>,
-    tokens: Option<Vec<String>>,
-    allow_networks: Option<Vec<String>>,
-    log_format: Option<LogFormat>,
-    body_limit: Option<usize>,
-    concurrency: Option<usize>,
-    retry_schedule: Option<Vec<String>>,
-    shutdown_grace: Option<String>,
-    callback_timeout: Option<String>,
-    callback_concurrency: Option<usize>,
-    channels: Option<BTreeMap<String, ChannelFile>>,
-    sources: Option<Vec<SourceFile>>,
-}
-
-/// The daemon's settings, resolved from file, environment and flags and checked.
-#[derive(Clone, Debug)]
-pub struct ServeConfig {
-    /// The data directory.
-    pub data_dir: PathBuf,
-    /// The storage backend.
-    pub backend: BackendKind,
-    /// The URL this daemon is reached at, if set.
-    pub public_url: Option<String>,
-    /// The listen address.
-    pub listen: SocketAddr,
-    /// Accepted bearer tokens (masked in `Debug`).
-    pub tokens: Vec<Secret>,
-    /// Networks deliveries may reach although private.
-    pub allow_networks: Vec<IpNet>,
-    /// Log format.
-    pub log_format: LogFormat,
-    /// Largest request body.
-    pub body_limit: usize,
-    /// Delivery loop settings.
-    pub delivery: DeliveryConfig,
-    /// Callback channels.
-    pub channels: Vec<ChannelConfig>,
-    /// Other hookspools our channels subscribe to at start.
-    pub sources: Vec<SourceConfig>,
-    /// Callback loop settings (the retry schedule is the delivery one).
-    pub callbacks: CallbackConfig,
-}
-
-impl ServeConfig {
-    /// Resolves the settings: the file (if any) first, then environment and flags on top.
-    ///
-    /// # Errors
-    /// [`CliError::Input`] naming the bad setting; a non-loopback listen address without a
-    /// token is refused.
-    pub fn resolve(args: ServeArgs, data_dir: PathBuf) -> Result<Self, CliError> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let listen = match (args.listen, file.listen) {
-            (Some(a), _) => a,
-            (None, Some(s)) => s
-                .parse()
-                .map_err(|e| CliError::Input(format!("config `listen` = {s:?}: {e}")))?,
-            (None, None) => DEFAULT_LISTEN
-                .parse()
-                .map_err(|e| CliError::Input(format!("{e}")))?,
-        };
-        let tokens: Vec<String> = if args.tokens.is_empty() {
-            file.tokens.unwrap_or_default()
-        } else {
-            args.tokens
-        };
-        if tokens.iter().any(|t| t.len() < 16) {
-            return Err(CliError::Input(
-                "API tokens must be at least 16 characters".to_owned(),
-            ));
-        }
-        if !listen.ip().is_loopback() && tokens.is_empty() {
-            return Err(CliError::Input(format!(
-                "refusing to listen on {listen} without an API token: pass --token (or \
-                 HOOKSPOOL_TOKENS), or listen on a loopback address"
-            )));
-        }
-        let allow_networks = networks(args.allow_networks, file.allow_networks)?;
-        let schedule = retry_delays(args.retry_schedule, file.retry_schedule)?;
-        let shutdown_grace = match (args.shutdown_grace, file.shutdown_grace) {
-            (Some(d), _) => d,
-            (None, Some(s)) => parse_duration(&s)
-                .map_err(|e| CliError::Input(format!("config `shutdown_grace` = {s:?}: {e}")))?,
-            (None, None) => Duration::from_secs(10),
-        };
-        let mut policy = NetworkPolicy::new();
-        for net in &allow_networks {
-            policy = policy.allow(*net);
-        }
-        let delivery = DeliveryConfig {
-            concurrency: args.concurrency.or(file.concurrency).unwrap_or(32),
-            schedule: RetrySchedule {
-                delays: schedule,
-                ..RetrySchedule::standard()
-            },
-            http: HttpConfig {
-                policy,
-                ..HttpConfig::default()
-            },
-            shutdown_grace,
-            ..DeliveryConfig::default()
-        };
-        let callbacks = callback_config(
-            args.callback_concurrency.or(file.callback_concurrency),
-            args.callback_timeout,
-            file.callback_timeout,
-            &delivery,
-        )?;
-        let channels = file
-            .channels
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, c)| channel(&name, c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let public_url = args.public_url.or(file.public_url);
-        if let Some(url) = &public_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(CliError::Input(format!(
-                "public URL {url:?} must start with http:// or https://"
-            )));
-        }
-        let sources = sources(file.sources, &channels, listen, public_url.as_deref())?;
-        let backend = backend(args.backend.or(file.backend), &data_dir)?;
-        Ok(ServeConfig {
-            data_dir,
-            backend,
-            public_url,
-            listen,
-            tokens: tokens.into_iter().map(Secret::new).collect(),
-            allow_networks,
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            body_limit: args
-                .body_limit
-                .or(file.body_limit)
-                .unwrap_or(DEFAULT_BODY_LIMIT),
-            delivery,
-            channels,
-            sources,
-            callbacks,
-        })
-    }
-}
-
-/// The backend: as asked, if the data directory does not hold another one's files; else the
-/// one it holds; else the journal.
-fn backend(asked: Option<BackendKind>, dir: &Path) -> Result<BackendKind, CliError> {
-    let found = BackendKind::detect(dir);
-    match (asked, found) {
-        (Some(BackendKind::Memory), _) => Ok(BackendKind::Memory),
-        (Some(a), Some(f)) if a != f => {
-            let (a, f) = (
-                format!("{a:?}").to_lowercase(),
-                format!("{f:?}").to_lowercase(),
-            );
-            Err(CliError::Input(format!(
-                "data directory {} holds a {f} store, not {a}: pass --backend {f} or use \
-                 another directory",
-                dir.display()
-            )))
-        }
-        (Some(a), _) => Ok(a),
-        (None, Some(f)) => Ok(f),
-        (None, None) => Ok(BackendKind::Journal),
-    }
-}
-
-/// The allowed networks: the flags', else the file's.
-fn networks(flags: Vec<String>, file: Option<Vec<String>>) -> Result<Vec<IpNet>, CliError> {
-    let list = if flags.is_empty() {
-        file.unwrap_or_default()
-    } else {
-        flags
-    };
-    list.iter()
-        .map(|n| {
-            n.parse::<IpNet>()
-                .map_err(|e| CliError::Input(format!("allowed network {n:?}: {e}")))
-        })
-        .collect()
-}
-
-/// The retry delays: the flags', else the file's, else the standard schedule.
-fn retry_delays(
-    flags: Vec<Duration>,
-    file: Option<Vec<String>>,
-) -> Result<Vec<Duration>, CliError> {
-    if !flags.is_empty() {
-        return Ok(flags);
-    }
-    match file {
-        Some(list) => list
-            .iter()
-            .map(|d| {
-                parse_duration(d).map_err(|e| {
-                    CliError::Input(format!("config `retry_schedule` entry {d:?}: {e}"))
-                })
-            })
-            .collect(),
-        None => Ok(RetrySchedule::standard().delays),
-    }
-}
-
-/// The callback loop's settings: the delivery loop's retry schedule and grace period.
-fn callback_config(
-    concurrency: Option<usize>,
-    flag_timeout: Option<Duration>,
-    file_timeout: Option<String>,
-    delivery: &DeliveryConfig,
-) -> Result<CallbackConfig, CliError> {
-    let timeout = match (flag_timeout, file_timeout) {
-        (Some(d), _) => d,
-        (None, Some(s)) => parse_duration(&s)
-            .map_err(|e| CliError::Input(format!("config `callback_timeout` = {s:?}: {e}")))?,
-        (None, None) => Duration::from_secs(30),
-    };
-    let concurrency = concurrency.unwrap_or(8);
-    if concurrency == 0 || timeout.is_zero() {
-        return Err(CliError::Input(
-            "callback concurrency and timeout must be more than zero".to_owned(),
-        ));
-    }
-    Ok(CallbackConfig {
-        concurrency,
-        timeout,
-        schedule: delivery.schedule.clone(),
-        shutdown_grace: delivery.shutdown_grace,
-        ..CallbackConfig::default()
-    })
-}
-
-/// Checks the `[[sources]]` entries.
-fn sources(
-    list: Option<Vec<SourceFile>>,
-    channels: &[ChannelConfig],
-    listen: SocketAddr,
-    public_url: Option<&str>,
-) -> Result<Vec<SourceConfig>, CliError> {
-    let sources = list
-        .unwrap_or_default()
-        .into_iter()
-        .map(|src| source(src, channels))
-        .collect::<Result<Vec<_>, _>>()?;
-    if listen.ip().is_unspecified()
-        && public_url.is_none()
-        && sources.iter().any(|s| s.callback_url.is_none())
-    {
-        return Err(CliError::Input(format!(
-            "listening on {listen}, the callback URL for [[sources]] cannot be guessed: set \
-             public_url (or --public-url), or callback_url on each source"
-        )));
-    }
-    Ok(sources)
-}
-
-/// Checks one `[[sources]]` entry.
-fn source(src: SourceFile, channels: &[ChannelConfig]) -> Result<SourceConfig, CliError> {
-    let bad = |why: String| CliError::Input(format!("config source {:?}: {why}", src.url));
-    let channel = QueueId::new(src.channel.as_str()).map_err(|e| bad(e.to_string()))?;
-    if !channels.iter().any(|c| c.id == channel) {
-        return Err(bad(format!(
-            "channel {:?} is not configured: add a [channels.{}] table",
-            src.channel, src.channel
-        )));
-    }
-    let client = hookspool::client::Client::new(&src.url, src.token.map(Secret::new))
-        .map_err(|e| bad(e.to_string()))?;
-    if let Some(url) = &src.callback_url {
-        hookspool::TargetUrl::parse(url).map_err(|e| bad(format!("callback_url: {e}")))?;
-    }
-    Ok(SourceConfig {
-        client,
-        event: src.event,
-        channel,
-        callback_url: src.callback_url,
-        owner: src.owner,
-    })
-}
-
-/// Checks one `[channels.NAME]` table.
-fn channel(name: &str, c: ChannelFile) -> Result<ChannelConfig, CliError> {
-    let bad = |why: String| CliError::Input(format!("config channel {name:?}: {why}"));
-    if name.starts_with("hookspool.") {
-        return Err(bad(
-            "names starting with `hookspool.` are reserved".to_owned()
-        ));
-    }
-    let id = QueueId::new(name).map_err(|e| bad(e.to_string()))?;
-    let secret = match c.secret {
-        Some(s) => {
-            SigningKey::from_whsec(&s)
-                .map_err(|e| bad(format!("`secret` is not a whsec_ secret: {e}")))?;
-            Some(Secret::new(s))
-        }
-        None => None,
-    };
-    let handler = match c.command {
-        Some(argv) => Some(
-            CommandHandler::new(&argv)
-                .ok_or_else(|| bad("`command` must name a program".to_owned()))?,
-        ),
-        None => None,
-    };
-    Ok(ChannelConfig {
-        id,
-        secret,
-        handler,
-    })
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CliError::Input(format!("cannot read config file {}: {e}", path.display())))?;
-    toml::from_str(&text)
-        .map_err(|e| CliError::Input(format!("config file {}: {e}", path.display())))
-}
+pub use config::{
+    BackendKind, ChannelConfig, DEFAULT_LISTEN, LogFormat, ServeArgs, ServeConfig, SourceConfig,
+};
 
 /// Runs the daemon until `shutdown` completes: opens the data directory, serves the API on
 /// `config.listen`, and runs the delivery loop and the callback loop. `ready` is called with
@@ -555,23 +44,13 @@ pub async fn serve(
     match config.backend {
         BackendKind::Sled => {
             std::fs::create_dir_all(&config.data_dir)?;
-            let backend =
-                hookspool_sled::SledBackend::open(&config.data_dir).map_err(|e| match e {
-                    hookspool::Error::Locked { .. } => CliError::Locked {
-                        dir: config.data_dir.clone(),
-                    },
-                    e => CliError::Store(e),
-                })?;
+            let backend = SledBackend::open(&config.data_dir)
+                .map_err(|e| CliError::opening(&config.data_dir, e))?;
             serve_on(Store::new(backend), config, shutdown, ready).await
         }
         BackendKind::Journal => {
-            let backend =
-                hookspool_journal::JournalBackend::open(&config.data_dir).map_err(|e| match e {
-                    hookspool::Error::Locked { .. } => CliError::Locked {
-                        dir: config.data_dir.clone(),
-                    },
-                    e => CliError::Store(e),
-                })?;
+            let backend = JournalBackend::open(&config.data_dir)
+                .map_err(|e| CliError::opening(&config.data_dir, e))?;
             let report = backend.recovery();
             tracing::info!(
                 replayed = report.replayed_records,
@@ -642,7 +121,7 @@ async fn serve_on<B: Backend>(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stopped(stop_rx))
         .await;
-    let joined = |r: Result<hookspool::Result<()>, tokio::task::JoinError>, what: &str| {
+    let joined = |r: Result<hookspool_webhooks::Result<()>, tokio::task::JoinError>, what: &str| {
         r.map_err(|e| CliError::Input(format!("the {what} loop failed: {e}")))
     };
     let delivery_result = joined(delivery_task.await, "delivery")?;
@@ -670,15 +149,16 @@ async fn subscribe_source<B: Backend>(
             src.channel
         )
     });
-    let mut request = hookspool::client::NewSubscription::new(&src.event, &callback_url);
+    let mut request = NewSubscription::new(&src.event, &callback_url);
     if let Some(owner) = &src.owner {
         request = request.owner(owner);
     }
     let attempts = async {
         let mut pause = Duration::from_secs(1);
         loop {
-            match hooks
-                .subscribe_remote(&src.client, &src.channel, request.clone())
+            match src
+                .client
+                .subscribe_channel(&hooks, &src.channel, request.clone())
                 .await
             {
                 Ok(sub) => {
@@ -710,17 +190,14 @@ async fn open_channel<B: Backend>(
     match store.queue(&channel.id).await? {
         None => {
             let mut q = QueueConfig::new(channel.id.clone());
-            q.secret.clone_from(&channel.secret);
+            set_channel_secret(&mut q, channel.secret.as_ref())?;
             store.create_queue(q).await?;
         }
         Some(mut q) => {
-            let differs = match (&q.secret, &channel.secret) {
-                (Some(old), Some(new)) => old.expose() != new.expose(),
-                (None, Some(_)) => true,
-                (_, None) => false,
-            };
-            if differs {
-                q.secret.clone_from(&channel.secret);
+            if let Some(secret) = &channel.secret
+                && channel_secret(&q).as_ref() != Some(secret)
+            {
+                set_channel_secret(&mut q, Some(secret))?;
                 store.update_queue(q).await?;
             }
         }
@@ -784,130 +261,4 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutting down");
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests may panic on failure
-mod tests {
-    use super::*;
-
-    #[test]
-    fn non_loopback_without_token_is_refused() {
-        let args = ServeArgs {
-            listen: Some("0.0.0.0:8080".parse().unwrap()),
-            ..ServeArgs::default()
-        };
-        let e = ServeConfig::resolve(args, PathBuf::from("d")).unwrap_err();
-        assert!(e.to_string().contains("without an API token"), "{e}");
-        let args = ServeArgs {
-            listen: Some("0.0.0.0:8080".parse().unwrap()),
-            tokens: vec!["a-long-enough-token".to_owned()],
-            ..ServeArgs::default()
-        };
-        assert!(ServeConfig::resolve(args, PathBuf::from("d")).is_ok());
-    }
-
-    #[test]
-    fn file_settings_apply_and_flags_win() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hookspool.toml");
-        std::fs::write(
-            &path,
-            "listen = \"127.0.0.1:9999\"\nretry_schedule = [\"1s\", \"2m\"]\nconcurrency = 7\n\
-             allow_networks = [\"10.1.0.0/16\"]\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(path.clone()),
-            concurrency: Some(9),
-            ..ServeArgs::default()
-        };
-        let c = ServeConfig::resolve(args, PathBuf::from("d")).unwrap();
-        assert_eq!(c.listen.port(), 9999);
-        assert_eq!(
-            c.delivery.schedule.delays,
-            [Duration::from_secs(1), Duration::from_mins(2)]
-        );
-        assert_eq!(c.delivery.concurrency, 9, "the flag wins over the file");
-        assert!(c.delivery.http.policy.permits("10.1.2.3".parse().unwrap()));
-
-        std::fs::write(&path, "lisen = \"x\"\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        };
-        let e = ServeConfig::resolve(args, PathBuf::from("d")).unwrap_err();
-        assert!(
-            e.to_string().contains("lisen"),
-            "an unknown setting is named: {e}"
-        );
-    }
-
-    /// Every bad `[channels.NAME]` or `[[sources]]` entry is refused with a message naming it.
-    #[test]
-    fn bad_channels_and_sources_are_refused_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hookspool.toml");
-        let cases = [
-            ("[channels.\"hookspool.x\"]\n", "reserved"),
-            ("[channels.\"bad id!\"]\n", "bad id!"),
-            (
-                "[channels.orders]\nsecret = \"not-whsec\"\n",
-                "not a whsec_ secret",
-            ),
-            ("[channels.orders]\ncommand = []\n", "must name a program"),
-            ("[channels.orders]\ncolour = 1\n", "colour"),
-            (
-                "[[sources]]\nurl = \"http://a:1\"\nevent = \"e.*\"\nchannel = \"nope\"\n",
-                "add a [channels.nope] table",
-            ),
-            (
-                "[channels.orders]\n[[sources]]\nurl = \"ftp://a\"\nevent = \"e\"\n\
-                 channel = \"orders\"\n",
-                "ftp://a",
-            ),
-            (
-                "listen = \"0.0.0.0:1\"\ntokens = [\"a-long-enough-token\"]\n\
-                 [channels.orders]\n[[sources]]\nurl = \"http://a:1\"\nevent = \"e\"\n\
-                 channel = \"orders\"\n",
-                "public_url",
-            ),
-        ];
-        for (text, needle) in cases {
-            std::fs::write(&path, text).unwrap();
-            let args = ServeArgs {
-                config: Some(path.clone()),
-                ..ServeArgs::default()
-            };
-            let e = ServeConfig::resolve(args, PathBuf::from("d")).unwrap_err();
-            assert!(e.to_string().contains(needle), "{text:?}: {e}");
-        }
-        std::fs::write(
-            &path,
-            "[channels.orders]\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
-             command = [\"true\"]\n[[sources]]\nurl = \"http://a:1\"\nevent = \"e.*\"\n\
-             channel = \"orders\"\n",
-        )
-        .unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        };
-        let c = ServeConfig::resolve(args, PathBuf::from("d")).unwrap();
-        assert_eq!((c.channels.len(), c.sources.len()), (1, 1));
-        assert!(
-            !format!("{c:?}").contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
-            "the channel secret is masked in Debug"
-        );
-    }
-
-    #[test]
-    fn tokens_are_masked_in_debug() {
-        let args = ServeArgs {
-            tokens: vec!["a-very-secret-token-1".to_owned()],
-            ..ServeArgs::default()
-        };
-        let c = ServeConfig::resolve(args, PathBuf::from("d")).unwrap();
-        assert!(!format!("{c:?}").contains("a-very-secret-token-1"));
-    }
 }

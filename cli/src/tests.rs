@@ -5,6 +5,7 @@ use std::path::Path;
 
 use clap::Parser;
 use hookspool::{Limits, MemoryBackend, NewItem, Phase, QueueId, Store};
+use hookspool_webhooks::channel_secret;
 
 use super::*;
 
@@ -58,24 +59,53 @@ fn piped(stdin: &[u8]) -> Console {
     }
 }
 
-async fn cmd(store: &Store<MemoryBackend>, args: &str, console: Console) -> Outcome {
-    let cli = Cli::try_parse_from(std::iter::once("hookspool").chain(args.split_whitespace()))
-        .unwrap_or_else(|e| panic!("{args}: {e}"));
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut stdin = console.stdin.as_slice();
-    let mut io = Io {
-        stdout: &mut out,
-        stderr: &mut err,
-        stdin: &mut stdin,
-        stdin_is_terminal: console.stdin_is_terminal,
-        stderr_is_terminal: console.stderr_is_terminal,
-    };
-    let result = run(store, cli.command, cli.json, &mut io).await;
-    Outcome {
-        out: String::from_utf8(out).unwrap(),
-        err: String::from_utf8(err).unwrap(),
-        result,
+impl Console {
+    /// The streams of one command: this stdin, and buffers for what it prints.
+    fn streams(self) -> Streams {
+        Streams {
+            stdin: std::io::Cursor::new(self.stdin),
+            out: Vec::new(),
+            err: Vec::new(),
+            stdin_is_terminal: self.stdin_is_terminal,
+            stderr_is_terminal: self.stderr_is_terminal,
+        }
     }
+}
+
+struct Streams {
+    stdin: std::io::Cursor<Vec<u8>>,
+    out: Vec<u8>,
+    err: Vec<u8>,
+    stdin_is_terminal: bool,
+    stderr_is_terminal: bool,
+}
+
+impl Streams {
+    fn io(&mut self) -> Io<'_> {
+        Io {
+            stdout: &mut self.out,
+            stderr: &mut self.err,
+            stdin: &mut self.stdin,
+            stdin_is_terminal: self.stdin_is_terminal,
+            stderr_is_terminal: self.stderr_is_terminal,
+        }
+    }
+
+    fn outcome(self, result: Result<(), CliError>) -> Outcome {
+        Outcome {
+            out: String::from_utf8(self.out).unwrap(),
+            err: String::from_utf8(self.err).unwrap(),
+            result,
+        }
+    }
+}
+
+/// Runs `args` through [`run`] over `admin`: a store, or a client of a daemon.
+async fn cmd<A: Admin>(admin: &A, args: &str, console: Console) -> Outcome {
+    let cli = parse(args);
+    let mut streams = console.streams();
+    let result = run(admin, cli.command, cli.json, &mut streams.io()).await;
+    streams.outcome(result)
 }
 
 async fn store_with_queue() -> Store<MemoryBackend> {
@@ -109,7 +139,7 @@ async fn create_and_show_a_queue_with_masked_secret() {
     assert!(out.contains("ttl        15m"), "{out}");
     assert!(out.contains("retention  remove"), "{out}");
     assert!(out.contains("secret     ****"), "{out}");
-    assert!(out.contains("team=billing"), "{out}");
+    assert!(out.contains("metadata   team=billing\n"), "{out}");
     assert!(out.contains("items      0"), "{out}");
     assert!(!out.contains("hush"), "{out}");
     let v: serde_json::Value =
@@ -122,7 +152,7 @@ async fn create_and_show_a_queue_with_masked_secret() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stored.secret.unwrap().expose(), "whsec_hush");
+    assert_eq!(channel_secret(&stored).unwrap().expose(), "whsec_hush");
 
     let e = cmd(&store, "queue create orders", PIPE).await.failure();
     assert!(
@@ -150,9 +180,40 @@ async fn update_changes_only_what_is_given() {
     .ok();
     let config = store.queue(&q()).await.unwrap().unwrap();
     assert_eq!(config.ttl, None);
-    assert!(config.secret.is_some());
-    let keys: Vec<&str> = config.metadata.keys().map(String::as_str).collect();
-    assert_eq!(keys, ["b", "c"]);
+    assert_eq!(channel_secret(&config).unwrap().expose(), "s");
+    let shown = cmd(&store, "queue show q", PIPE).await.ok();
+    assert!(shown.contains("metadata   b=2, c=3\n"), "{shown}");
+    cmd(&store, "queue update q --no-secret", PIPE).await.ok();
+    let config = store.queue(&q()).await.unwrap().unwrap();
+    assert_eq!(channel_secret(&config), None);
+    assert_eq!(config.metadata.len(), 2, "{:?}", config.metadata);
+}
+
+/// The channel secret is the queue's `secret` metadata entry: `--meta` cannot write it
+/// behind `--secret`'s back, and an empty secret is refused (it would refuse every callback).
+#[tokio::test]
+async fn the_secret_entry_is_set_only_through_secret_flags() {
+    let store = store_with_queue().await;
+    for args in [
+        "queue create x --meta secret=abc",
+        "queue update q --meta secret=abc",
+        "queue update q --remove-meta secret",
+        "queue create x --secret=",
+        "queue update q --secret=",
+    ] {
+        let e = cmd(&store, args, PIPE).await.failure();
+        assert!(matches!(e, CliError::Input(_)), "{args}: {e:?}");
+        assert!(e.to_string().contains("secret"), "{args}: {e}");
+    }
+    assert!(
+        store
+            .queue(&QueueId::new("x").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let config = store.queue(&q()).await.unwrap().unwrap();
+    assert_eq!(channel_secret(&config), None);
 }
 
 #[tokio::test]
@@ -487,22 +548,16 @@ async fn replay_moves_dead_items_back() {
 }
 
 fn parse(args: &str) -> Cli {
-    Cli::try_parse_from(std::iter::once("hookspool").chain(args.split_whitespace())).unwrap()
+    Cli::try_parse_from(std::iter::once("hookspool").chain(args.split_whitespace()))
+        .unwrap_or_else(|e| panic!("{args}: {e}"))
 }
 
 async fn exec<F>(args: &str, open: F) -> Result<(), CliError>
 where
     F: FnOnce(&Path) -> hookspool::Result<MemoryBackend>,
 {
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut io = Io {
-        stdout: &mut out,
-        stderr: &mut err,
-        stdin: &mut std::io::empty(),
-        stdin_is_terminal: false,
-        stderr_is_terminal: false,
-    };
-    execute(parse(args), &mut io, open).await
+    let mut streams = PIPE.streams();
+    execute(parse(args), &mut streams.io(), open).await
 }
 
 #[tokio::test]
@@ -566,255 +621,5 @@ async fn execute_reports_a_locked_data_dir_by_name() {
     );
 }
 
-// ---- `--url`: the same commands through the HTTP API ----------------------------------------
-
-const TOKEN: &str = "cli-test-token-0123456789";
-
-/// Serves the HTTP API over `store` on a loopback port, behind [`TOKEN`]; returns its URL.
-async fn serve_store(store: &Store<MemoryBackend>) -> String {
-    use hookspool::http::{ApiConfig, ApiState, router};
-    let hooks = hookspool::Hooks::open(store.clone()).await.unwrap();
-    let config = ApiConfig {
-        tokens: vec![hookspool::Secret::new(TOKEN)],
-        ..ApiConfig::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(ApiState::new(hooks, config));
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-/// Runs `args` through `execute` with `--url`; opening a data directory fails the test.
-async fn remote(url: &str, token: Option<&str>, args: &str, console: Console) -> Outcome {
-    let mut cli = parse(&format!("--url {url} {args}"));
-    cli.token = token.map(str::to_owned);
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let mut stdin = console.stdin.as_slice();
-    let mut io = Io {
-        stdout: &mut out,
-        stderr: &mut err,
-        stdin: &mut stdin,
-        stdin_is_terminal: console.stdin_is_terminal,
-        stderr_is_terminal: console.stderr_is_terminal,
-    };
-    let result = execute(cli, &mut io, |dir| -> hookspool::Result<MemoryBackend> {
-        panic!("--url must not open a data directory ({})", dir.display())
-    })
-    .await;
-    Outcome {
-        out: String::from_utf8(out).unwrap(),
-        err: String::from_utf8(err).unwrap(),
-        result,
-    }
-}
-
-#[tokio::test]
-async fn url_commands_print_exactly_what_offline_commands_print() {
-    let store = store_with_queue().await;
-    let url = serve_store(&store).await;
-    let r = |args: &'static str| {
-        let url = url.clone();
-        async move { remote(&url, Some(TOKEN), args, PIPE).await.ok() }
-    };
-    // Changes through the daemon...
-    assert_eq!(r("push q --data {\"id\":1} --meta event=x").await, "1\n");
-    assert_eq!(r("push q --data plain").await, "2\n");
-    let out = remote(&url, Some(TOKEN), "push q", piped(&[0xff, 0x00]))
-        .await
-        .ok();
-    assert_eq!(out, "3\n");
-    assert_eq!(
-        r("set-phase q 2 dead").await,
-        "item 2 of queue `q` is now in phase `dead`\n"
-    );
-    r("queue create other --ttl 15m --secret whsec_x --meta team=a").await;
-    // ...land in the store as offline commands would have made them.
-    assert_eq!(
-        store.fetch_key(&q(), 3).await.unwrap().unwrap().payload,
-        vec![0xff, 0x00]
-    );
-    assert_eq!(
-        store.fetch_key(&q(), 1).await.unwrap().unwrap().metadata["event"],
-        "x"
-    );
-
-    // Reads print the same bytes both ways, tables and JSON.
-    for args in [
-        "queues",
-        "queues --json",
-        "queue show q",
-        "queue show other --json",
-        "queue show other",
-        "count q",
-        "count q --phase dead --json",
-        "fetch q",
-        "fetch q --json",
-        "fetch q --phase dead --json",
-        "fetch q --reverse --limit 2 --offset 1",
-        "fetch q --key 3 --json",
-        "dump q",
-    ] {
-        let offline = cmd(&store, args, PIPE).await.ok();
-        let online = remote(&url, Some(TOKEN), args, PIPE).await.ok();
-        assert_eq!(online, offline, "{args}");
-    }
-
-    // Writes print the same too: each done once online, once offline on a twin item.
-    assert_eq!(
-        r("replay q 2 --json").await.lines().count(),
-        1,
-        "one JSON line"
-    );
-    cmd(&store, "set-phase q 2 dead", PIPE).await.ok();
-    assert_eq!(
-        r("replay q --all").await,
-        "replayed 1 dead item of queue `q` to pending\n"
-    );
-    assert_eq!(r("delete q 3").await, "deleted item 3 of queue `q`\n");
-    let e = remote(&url, Some(TOKEN), "delete q 3", PIPE)
-        .await
-        .failure();
-    assert_eq!(e.to_string(), "queue `q` has no item with key 3");
-    assert_eq!(e.exit_code(), EXIT_FAILED);
-    let updated = r("queue update other --no-ttl --remove-meta team --meta owner=ops").await;
-    assert_eq!(updated, cmd(&store, "queue show other", PIPE).await.ok());
-    assert!(updated.contains("metadata   owner=ops"), "{updated}");
-    assert!(updated.contains("ttl        -"), "{updated}");
-}
-
-#[tokio::test]
-async fn url_errors_read_like_offline_errors() {
-    let store = store_with_queue().await;
-    let url = serve_store(&store).await;
-    for args in [
-        "count nope",
-        "fetch nope",
-        "fetch q --key 42",
-        "queue show nope",
-        "dump nope",
-        "set-phase q 1 dead",
-    ] {
-        let offline = cmd(&store, args, PIPE).await.failure();
-        let online = remote(&url, Some(TOKEN), args, PIPE).await.failure();
-        assert_eq!(online.to_string(), offline.to_string(), "{args}");
-        assert_eq!(online.exit_code(), offline.exit_code(), "{args}");
-    }
-    store.push(&q(), NewItem::new(b"x".to_vec())).await.unwrap();
-    let conflict = remote(
-        &url,
-        Some(TOKEN),
-        "set-phase q 1 dead --if-phase done",
-        PIPE,
-    )
-    .await
-    .failure();
-    assert!(
-        matches!(&conflict, CliError::Remote { status: 409, code, .. } if code == "phase_conflict"),
-        "{conflict:?}"
-    );
-    assert_eq!(
-        conflict.to_string(),
-        "item 1 is in phase `pending`, not `done`"
-    );
-}
-
-#[tokio::test]
-async fn url_reset_and_queue_delete_ask_first() {
-    let store = store_with_queue().await;
-    store.push(&q(), NewItem::new(b"x".to_vec())).await.unwrap();
-    let url = serve_store(&store).await;
-    // Piped stdin without --yes: refused, nothing removed.
-    let e = remote(&url, Some(TOKEN), "reset q", PIPE).await.failure();
-    assert!(matches!(e, CliError::NotConfirmed(_)), "{e}");
-    assert_eq!(store.count(&q()).await.unwrap(), 1);
-    // A person says no, then yes.
-    let no = remote(&url, Some(TOKEN), "reset q", tty("n\n")).await;
-    assert!(
-        no.err.contains("Remove all 1 item of queue `q`? [y/N]"),
-        "{}",
-        no.err
-    );
-    assert!(matches!(no.failure(), CliError::NotConfirmed(_)));
-    let yes = remote(&url, Some(TOKEN), "reset q", tty("y\n")).await.ok();
-    assert_eq!(yes, "removed 1 item from queue `q`\n");
-    assert_eq!(store.count(&q()).await.unwrap(), 0);
-
-    let e = remote(&url, Some(TOKEN), "queue delete q", PIPE)
-        .await
-        .failure();
-    assert!(matches!(e, CliError::NotConfirmed(_)), "{e}");
-    let out = remote(&url, Some(TOKEN), "queue delete q --yes --json", PIPE)
-        .await
-        .ok();
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(
-        v,
-        serde_json::json!({"queue": "q", "deleted": true, "items": 0})
-    );
-    assert!(store.queue(&q()).await.unwrap().is_none());
-}
-
-#[tokio::test]
-async fn url_with_a_bad_token_or_no_daemon_says_so() {
-    let store = store_with_queue().await;
-    let url = serve_store(&store).await;
-    for token in [Some("wrong-token-0123456789"), None] {
-        let e = remote(&url, token, "queues", PIPE).await.failure();
-        assert!(matches!(e, CliError::Unauthorized { .. }), "{e:?}");
-        assert_eq!(e.exit_code(), EXIT_FAILED);
-        let text = e.to_string();
-        assert!(text.contains(&url) && text.contains("--token"), "{text}");
-        assert!(!text.contains("wrong-token"), "{text}");
-    }
-
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
-    let e = remote(&dead, Some(TOKEN), "count q", PIPE).await.failure();
-    assert!(matches!(e, CliError::Unreachable { .. }), "{e:?}");
-    assert_eq!(e.exit_code(), EXIT_UNREACHABLE);
-    assert!(e.to_string().contains(&dead), "{e}");
-
-    let e = remote("ftp://example.com", None, "queues", PIPE)
-        .await
-        .failure();
-    assert!(e.to_string().contains("http://"), "{e}");
-    let e = remote(&url, Some(TOKEN), "serve", PIPE).await.failure();
-    assert!(e.to_string().contains("drop --url"), "{e}");
-}
-
-#[test]
-fn url_and_token_parse_anywhere_and_serve_keeps_its_own_token() {
-    let cli = Cli::try_parse_from([
-        "hookspool",
-        "fetch",
-        "q",
-        "--url",
-        "http://h:1",
-        "--token",
-        "t0",
-    ])
-    .unwrap();
-    assert_eq!(cli.url.as_deref(), Some("http://h:1"));
-    assert_eq!(cli.token.as_deref(), Some("t0"));
-    let cli = Cli::try_parse_from([
-        "hookspool",
-        "--url",
-        "http://h:1",
-        "--token",
-        "t1",
-        "count",
-        "q",
-    ])
-    .unwrap();
-    assert_eq!(
-        (cli.url.as_deref(), cli.token.as_deref()),
-        (Some("http://h:1"), Some("t1"))
-    );
-    let cli = Cli::try_parse_from(["hookspool", "serve", "--token", "a", "--token", "b"]).unwrap();
-    let Command::Serve(args) = cli.command else {
-        panic!("not serve")
-    };
-    assert_eq!(args.tokens, vec!["a".to_owned(), "b".to_owned()]);
-}
+// `--url`: the same commands through the HTTP API.
+mod url;

@@ -12,6 +12,7 @@ use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookspool");
 const TOKEN: &str = "cli-url-token-0123456789";
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Starts the daemon with the test's token.
 fn start(dir: &Path) -> (std::process::Child, String) {
@@ -141,6 +142,35 @@ fn queue_commands_run_against_the_daemon_and_agree_with_offline() {
         1,
     );
     assert_eq!(err, "error: queue `orders` has no item with key 3\n");
+    assert_eq!(
+        r(&["set-phase", "orders", "2", "dead", "--if-phase", "pending"]),
+        "item 2 of queue `orders` is now in phase `dead`\n"
+    );
+    assert_eq!(
+        r(&["replay", "orders", "--all"]),
+        "replayed 1 dead item of queue `orders` to pending\n"
+    );
+    // Settings change through the daemon as offline: the secret is set, shown masked.
+    let shown = r(&[
+        "queue",
+        "update",
+        "orders",
+        "--no-ttl",
+        "--remove-meta",
+        "team",
+        "--meta",
+        "owner=ops",
+        "--secret",
+        SECRET,
+    ]);
+    for line in [
+        "ttl        -\n",
+        "secret     ****\n",
+        "metadata   owner=ops\n",
+    ] {
+        assert!(shown.contains(line), "{line:?} in {shown}");
+    }
+    assert!(!shown.contains("MfKQ9r8"), "{shown}");
 
     // What the daemon shows now, to compare with the offline commands after it stops.
     let reads: Vec<Vec<&str>> = vec![
@@ -151,6 +181,7 @@ fn queue_commands_run_against_the_daemon_and_agree_with_offline() {
         vec!["count", "orders", "--json"],
         vec!["fetch", "orders"],
         vec!["fetch", "orders", "--json"],
+        vec!["fetch", "orders", "--key", "2", "--json"],
         vec!["dump", "orders"],
     ];
     let online: Vec<String> = reads.iter().map(|a| r(a)).collect();

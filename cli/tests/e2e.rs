@@ -15,8 +15,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hookspool::client::{Client, NewSubscription, Publish};
-use hookspool::{Phase, QueueId, Secret};
+use hookspool::{Phase, QueueId};
+use hookspool_client::{Client, NewSubscription, Publish};
+use hookspool_webhooks::Secret;
 
 const TOKEN: &str = "e2e-token-0123456789";
 
@@ -141,11 +142,11 @@ async fn publish_n(client: &Client, n: usize) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for i in 0..n {
         let p = client
-            .publish(&Publish::new("order.paid", serde_json::json!({ "n": i })))
+            .publish(&Publish::new("order.paid", &serde_json::json!({ "n": i })))
             .await
             .unwrap();
         assert_eq!(p.delivery_ids.len(), 1);
-        ids.extend(p.delivery_ids);
+        ids.extend(p.delivery_ids.iter().map(|id| id.as_str().to_owned()));
     }
     ids
 }
@@ -199,10 +200,10 @@ async fn two_daemons_do_pubsub_through_a_handler_command() {
     })
     .await;
     let published = shop
-        .publish(&Publish::new("order.paid", serde_json::json!({"id": 42})))
+        .publish(&Publish::new("order.paid", &serde_json::json!({"id": 42})))
         .await
         .unwrap();
-    let id = published.delivery_ids[0].clone();
+    let id = published.delivery_ids[0].as_str().to_owned();
     let file = out.join(format!("{id}.json"));
     let body = eventually("B's handler to write the event", async || {
         let text = std::fs::read_to_string(&file).ok()?;

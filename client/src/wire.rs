@@ -132,6 +132,56 @@ pub struct QueueUpdate {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
+impl QueueUpdate {
+    /// Applies the change to a queue's settings, as the API does: each field given replaces
+    /// the current value; new `metadata` replaces the metadata whole but keeps the channel
+    /// secret, which has a field of its own.
+    ///
+    /// # Errors
+    /// What is wrong, before anything changes: an empty secret, or `metadata` with the key
+    /// that holds the channel secret.
+    pub fn apply_to(&self, config: &mut QueueConfig) -> Result<(), String> {
+        if let Some(Some(secret)) = &self.secret
+            && secret.expose().is_empty()
+        {
+            return Err("`secret` must not be empty (use null to remove it)".into());
+        }
+        if let Some(metadata) = &self.metadata {
+            check_metadata(metadata)?;
+        }
+        if let Some(ttl) = self.ttl {
+            config.ttl = ttl;
+        }
+        if let Some(retention) = self.retention {
+            config.retention = retention;
+        }
+        let secret = match &self.secret {
+            Some(new) => new.clone(),
+            None => channel_secret(config),
+        };
+        if let Some(metadata) = &self.metadata {
+            config.metadata.clone_from(metadata);
+        }
+        // Cannot fail: an empty secret was refused above.
+        hookspool_webhooks::set_channel_secret(config, secret.as_ref()).map_err(|e| e.to_string())
+    }
+}
+
+/// Checks metadata given in a request: the channel secret has a field of its own, so its
+/// metadata key is not the caller's to set or clear.
+///
+/// # Errors
+/// Says so, naming the key.
+pub fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), String> {
+    if metadata.contains_key(hookspool_webhooks::CHANNEL_SECRET) {
+        return Err(format!(
+            "metadata key `{}` holds the queue's signing secret: set it with `secret`",
+            hookspool_webhooks::CHANNEL_SECRET
+        ));
+    }
+    Ok(())
+}
+
 /// `Option<Option<Duration>>` as absent / `null` / milliseconds.
 mod opt_opt_ms {
     use std::time::Duration;
@@ -1014,5 +1064,47 @@ mod tests {
         .unwrap();
         assert_eq!(text, r#"{"ttl_ms":null}"#);
         assert!(serde_json::from_str::<QueueUpdate>(r#"{"tll_ms": 1}"#).is_err());
+    }
+
+    #[test]
+    fn an_update_keeps_the_secret_unless_it_changes_it() {
+        let secret = Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        let mut config = QueueConfig::new(QueueId::new("q").unwrap()).with_metadata("a", "1");
+        hookspool_webhooks::set_channel_secret(&mut config, Some(&secret)).unwrap();
+        let metadata = BTreeMap::from([("b".to_owned(), "2".to_owned())]);
+        QueueUpdate {
+            metadata: Some(metadata.clone()),
+            ttl: Some(Some(Duration::from_secs(1))),
+            ..QueueUpdate::default()
+        }
+        .apply_to(&mut config)
+        .unwrap();
+        assert_eq!(channel_secret(&config), Some(secret));
+        assert_eq!(
+            QueueInfo::new(&config, PhaseCounts::default()).metadata,
+            metadata
+        );
+        assert_eq!(config.ttl, Some(Duration::from_secs(1)));
+        QueueUpdate {
+            secret: Some(None),
+            ..QueueUpdate::default()
+        }
+        .apply_to(&mut config)
+        .unwrap();
+        assert_eq!(channel_secret(&config), None);
+        for bad in [
+            QueueUpdate {
+                secret: Some(Some(Secret::new(""))),
+                ..QueueUpdate::default()
+            },
+            QueueUpdate {
+                metadata: Some(BTreeMap::from([("secret".to_owned(), "x".to_owned())])),
+                ..QueueUpdate::default()
+            },
+        ] {
+            let before = config.clone();
+            assert!(bad.apply_to(&mut config).is_err());
+            assert_eq!(config, before, "nothing changes");
+        }
     }
 }

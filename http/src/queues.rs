@@ -15,9 +15,9 @@ use axum::response::{IntoResponse, Response};
 use hookspool::{Backend, Dump, Error, Item, Key, Page, Phase, PhaseCounts, QueueConfig, QueueId};
 use hookspool_client::wire::{
     Counts, ItemList, ItemView, NewQueue, PushBody, PushedKeys, QueueInfo, QueueList, QueueUpdate,
-    Removed, Replayed, SetPhase,
+    Removed, Replayed, SetPhase, check_metadata,
 };
-use hookspool_webhooks::{CHANNEL_SECRET, Secret, set_channel_secret};
+use hookspool_webhooks::set_channel_secret;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -118,8 +118,14 @@ async fn create_queue<B: Backend>(
     let mut config = QueueConfig::new(QueueId::new(body.id)?);
     config.ttl = body.ttl_ms.map(Duration::from_millis);
     config.retention = body.retention;
-    config.metadata = user_metadata(body.metadata)?;
-    set_secret(&mut config, body.secret.as_ref())?;
+    check_metadata(&body.metadata).map_err(ApiError::bad_request)?;
+    config.metadata = body.metadata;
+    if body.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
+        return Err(ApiError::bad_request(
+            "`secret` must not be empty (leave it out for none)",
+        ));
+    }
+    set_channel_secret(&mut config, body.secret.as_ref())?;
     let config = state.store.create_queue(config).await?;
     let json = QueueInfo::new(&config, PhaseCounts::default());
     Ok((StatusCode::CREATED, Json(json)))
@@ -159,21 +165,7 @@ async fn update_queue<B: Backend>(
 ) -> Result<Json<QueueInfo>, ApiError> {
     let id = QueueId::new(id)?;
     let mut config = require_queue(&state, &id).await?;
-    if let Some(ttl) = body.ttl {
-        config.ttl = ttl;
-    }
-    if let Some(retention) = body.retention {
-        config.retention = retention;
-    }
-    if let Some(metadata) = body.metadata {
-        // The secret is not part of the metadata the API shows: keep it.
-        let secret = hookspool_webhooks::channel_secret(&config);
-        config.metadata = user_metadata(metadata)?;
-        set_channel_secret(&mut config, secret.as_ref())?;
-    }
-    if let Some(secret) = &body.secret {
-        set_secret(&mut config, secret.as_ref())?;
-    }
+    body.apply_to(&mut config).map_err(ApiError::bad_request)?;
     let config = state.store.update_queue(config).await?;
     let counts = state.store.counts(&id).await?;
     Ok(Json(QueueInfo::new(&config, counts)))
@@ -494,28 +486,4 @@ async fn require_queue<B: Backend>(
         .queue(id)
         .await?
         .ok_or_else(|| Error::QueueNotFound(id.clone()).into())
-}
-
-/// Sets (`Some`) or removes (`None`) the channel secret of a queue.
-fn set_secret(config: &mut QueueConfig, secret: Option<&Secret>) -> Result<(), ApiError> {
-    if secret.is_some_and(|s| s.expose().is_empty()) {
-        return Err(ApiError::bad_request(
-            "`secret` must not be empty (use null to remove it)",
-        ));
-    }
-    set_channel_secret(config, secret)?;
-    Ok(())
-}
-
-/// Metadata given in a request: the channel secret has a field of its own.
-fn user_metadata(
-    metadata: std::collections::BTreeMap<String, String>,
-) -> Result<std::collections::BTreeMap<String, String>, ApiError> {
-    if metadata.contains_key(CHANNEL_SECRET) {
-        return Err(ApiError::bad_request(format!(
-            "metadata key `{CHANNEL_SECRET}` holds the channel's signing secret: set it with \
-             the `secret` field"
-        )));
-    }
-    Ok(metadata)
 }

@@ -8,7 +8,7 @@
 
 use std::process::Stdio;
 
-use hookspool::{Handler, HandlerError, Inbound};
+use hookspool_webhooks::{Handler, HandlerError, Inbound};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The exit status by which a handler command says "never retry this" (`EX_DATAERR`).
