@@ -86,7 +86,7 @@ pub trait Admin {
     fn delete(&self, queue: &QueueId, key: Key) -> impl Future<Output = Result<bool, CliError>>;
 
     /// Moves one item to `phase`; with `if_phase`, only if it is in that phase now.
-    fn set_phase(
+    fn update_phase(
         &self,
         queue: &QueueId,
         key: Key,
@@ -186,7 +186,7 @@ impl<B: Backend> Admin for Store<B> {
         Ok(Store::delete(self, queue, key).await?)
     }
 
-    async fn set_phase(
+    async fn update_phase(
         &self,
         queue: &QueueId,
         key: Key,
@@ -194,8 +194,8 @@ impl<B: Backend> Admin for Store<B> {
         if_phase: Option<Phase>,
     ) -> Result<Item, CliError> {
         Ok(match if_phase {
-            Some(expected) => self.update_phase_if(queue, key, expected, phase).await?,
-            None => self.update_phase(queue, key, phase).await?,
+            Some(expected) => Store::update_phase_if(self, queue, key, expected, phase).await?,
+            None => Store::update_phase(self, queue, key, phase).await?,
         })
     }
 

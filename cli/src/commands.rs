@@ -127,7 +127,7 @@ pub async fn run<A: Admin>(
             let queue = QueueId::new(queue)?;
             let phase = Phase::new(phase)?;
             let if_phase = if_phase.map(Phase::new).transpose()?;
-            let item = admin.set_phase(&queue, key, phase, if_phase).await?;
+            let item = admin.update_phase(&queue, key, phase, if_phase).await?;
             report_item(&queue, &item, "is now in phase", json, io)
         }
         Command::Replay { queue, key, all } => {

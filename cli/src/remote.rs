@@ -140,16 +140,18 @@ impl Admin for Client {
             .map_err(wording(self.base_url()))
     }
 
-    async fn set_phase(
+    async fn update_phase(
         &self,
         queue: &QueueId,
         key: Key,
         phase: Phase,
         if_phase: Option<Phase>,
     ) -> Result<Item, CliError> {
-        Client::set_phase(self, queue, key, &phase, if_phase.as_ref())
-            .await
-            .map_err(wording(self.base_url()))
+        match &if_phase {
+            Some(expected) => Client::update_phase_if(self, queue, key, expected, &phase).await,
+            None => Client::update_phase(self, queue, key, &phase).await,
+        }
+        .map_err(wording(self.base_url()))
     }
 
     async fn replay(&self, queue: &QueueId, key: Key) -> Result<Item, CliError> {

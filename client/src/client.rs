@@ -526,15 +526,35 @@ impl Client {
         Ok(absent_if(answer, "item_not_found")?.is_some())
     }
 
-    /// Moves one item to `phase` (`PUT /queues/{id}/items/{key}/phase`), only if it is in
-    /// `if_phase` now when that is given (compare-and-set); returns the item as it is now.
+    /// Moves one item to `phase` (`PUT /queues/{id}/items/{key}/phase`), whatever its phase
+    /// now; returns the item as it is now. As `Store::update_phase`.
+    ///
+    /// ```no_run
+    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use hookspool::{Phase, QueueId};
+    /// let item = client
+    ///     .update_phase(&QueueId::new("orders")?, 42, &Phase::new("needs-review")?)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Remote`]: `item_not_found` (404), `invalid_input` (400) for `in_flight`.
+    pub async fn update_phase(&self, id: &QueueId, key: Key, phase: &Phase) -> Result<Item> {
+        self.put_phase(id, key, phase, None).await
+    }
+
+    /// Moves one item to `phase` only if it is in `expected` now (compare-and-set, `PUT
+    /// /queues/{id}/items/{key}/phase` with `if_phase`); returns the item as it is now. As
+    /// `Store::update_phase_if`.
     ///
     /// ```no_run
     /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
     /// use hookspool::{Phase, QueueId};
     /// let review = Phase::new("needs-review")?;
     /// let item = client
-    ///     .set_phase(&QueueId::new("orders")?, 42, &review, Some(&Phase::DEAD))
+    ///     .update_phase_if(&QueueId::new("orders")?, 42, &Phase::DEAD, &review)
     ///     .await?;
     /// # Ok(())
     /// # }
@@ -542,8 +562,18 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::Remote`]: `item_not_found` (404), `phase_conflict` (409) when the item is not
-    /// in `if_phase`, `invalid_input` (400) for `in_flight`.
-    pub async fn set_phase(
+    /// in `expected`, `invalid_input` (400) for `in_flight`.
+    pub async fn update_phase_if(
+        &self,
+        id: &QueueId,
+        key: Key,
+        expected: &Phase,
+        phase: &Phase,
+    ) -> Result<Item> {
+        self.put_phase(id, key, phase, Some(expected)).await
+    }
+
+    async fn put_phase(
         &self,
         id: &QueueId,
         key: Key,

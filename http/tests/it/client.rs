@@ -215,17 +215,17 @@ async fn items_round_trip_with_exact_payloads() {
     );
 
     // Phases: set, compare-and-set, replay one, replay all dead.
-    let dead = client.set_phase(&id, k1, &Phase::DEAD, None).await.unwrap();
+    let dead = client.update_phase(&id, k1, &Phase::DEAD).await.unwrap();
     assert_eq!((dead.key, dead.phase.clone()), (k1, Phase::DEAD));
     let review = Phase::new("review").unwrap();
     let msg = remote(
-        client.set_phase(&id, k2, &review, Some(&Phase::DEAD)).await,
+        client.update_phase_if(&id, k2, &Phase::DEAD, &review).await,
         409,
         "phase_conflict",
     );
     assert!(msg.contains("pending"), "{msg}");
     let moved = client
-        .set_phase(&id, k2, &review, Some(&Phase::PENDING))
+        .update_phase_if(&id, k2, &Phase::PENDING, &review)
         .await
         .unwrap();
     assert_eq!(moved.phase, review);
@@ -234,7 +234,7 @@ async fn items_round_trip_with_exact_payloads() {
         review
     );
     remote(
-        client.set_phase(&id, 999, &Phase::DEAD, None).await,
+        client.update_phase(&id, 999, &Phase::DEAD).await,
         404,
         "item_not_found",
     );
@@ -250,8 +250,8 @@ async fn items_round_trip_with_exact_payloads() {
     let replayed = client.replay(&id, k1).await.unwrap();
     assert_eq!(replayed.phase, Phase::PENDING);
     remote(client.replay(&id, k1).await, 409, "phase_conflict");
-    client.set_phase(&id, k1, &Phase::DEAD, None).await.unwrap();
-    client.set_phase(&id, k3, &Phase::DEAD, None).await.unwrap();
+    client.update_phase(&id, k1, &Phase::DEAD).await.unwrap();
+    client.update_phase(&id, k3, &Phase::DEAD).await.unwrap();
     assert_eq!(client.replay_dead(&id).await.unwrap(), 2);
     assert_eq!(client.count_phase(&id, &Phase::DEAD).await.unwrap(), 0);
 
