@@ -21,7 +21,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hookspool::{Backend, Phase, QueueId, Store};
-use hookspool_webhooks::{DeliveryConfig, HEADER_WEBHOOK_ID, Hooks, HttpConfig, NetworkPolicy, OutcomeKind, SubscribeOptions};
+use hookspool_webhooks::{
+    DeliveryConfig, HEADER_WEBHOOK_ID, Hooks, HttpConfig, NetworkPolicy, OutcomeKind,
+    SubscribeOptions,
+};
 use tokio::sync::broadcast::error::RecvError;
 
 use common::backends::{AnyStore, Mode, runtime};

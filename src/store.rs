@@ -627,7 +627,13 @@ impl<B: Backend> Store<B> {
         self.backend.sync().await
     }
 
-    async fn settle_leased(&self, queue: &QueueId, key: Key, owner: &str, action: Action) -> Result<()> {
+    async fn settle_leased(
+        &self,
+        queue: &QueueId,
+        key: Key,
+        owner: &str,
+        action: Action,
+    ) -> Result<()> {
         let expect = leased_to(owner);
         self.settle(queue, key, Transition { expect, action }).await
     }

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hookspool::{Item, Key, MemoryBackend, NewItem, Page, Phase, QueueConfig, QueueId, Retention, Store};
+use hookspool::{
+    Item, Key, MemoryBackend, NewItem, Page, Phase, QueueConfig, QueueId, Retention, Store,
+};
 
 use hookspool_journal::{JournalBackend, JournalOptions};
 use hookspool_sled::{Durability, SledBackend, SledOptions};

@@ -9,8 +9,8 @@ use super::Factory;
 use super::model::{read_all, select, tally};
 use crate::{
     Action, Backend, Claim, DUMP_PAGE, Error, Expect, Item, Key, Lease, ManualClock, Move, NewItem,
-    Page, Phase, PhaseCounts, QueueConfig, QueueId, Retention, Selector, Store,
-    SweepReport, Timestamp, Transition,
+    Page, Phase, PhaseCounts, QueueConfig, QueueId, Retention, Selector, Store, SweepReport,
+    Timestamp, Transition,
 };
 
 /// The time every property starts at (far from zero, so going backwards is possible).

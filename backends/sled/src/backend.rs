@@ -145,7 +145,9 @@ impl SledBackend {
         if let Durability::Periodic { interval } = options.durability
             && interval.is_zero()
         {
-            return Err(Error::invalid("the periodic sync interval must not be zero"));
+            return Err(Error::invalid(
+                "the periodic sync interval must not be zero",
+            ));
         }
         let existed = dir.is_dir();
         std::fs::create_dir_all(&dir).map_err(io_error)?;
@@ -172,7 +174,9 @@ impl SledBackend {
         syncer.sync_opened(&dir)?;
         let ticker = match options.durability {
             Durability::Immediate => None,
-            Durability::Periodic { interval } => Some(Ticker::start(Arc::clone(&syncer), interval)?),
+            Durability::Periodic { interval } => {
+                Some(Ticker::start(Arc::clone(&syncer), interval)?)
+            }
         };
         Ok(SledBackend {
             inner: Arc::new(Inner {

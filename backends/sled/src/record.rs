@@ -243,8 +243,14 @@ mod tests {
             metadata: BTreeMap::from([("team".to_owned(), "payments".to_owned())]),
         };
         let cfg = decode_config(&encode(&legacy).unwrap()).unwrap();
-        assert_eq!(cfg.metadata.get("secret").map(String::as_str), Some("whsec_x"));
-        assert_eq!(cfg.metadata.get("team").map(String::as_str), Some("payments"));
+        assert_eq!(
+            cfg.metadata.get("secret").map(String::as_str),
+            Some("whsec_x")
+        );
+        assert_eq!(
+            cfg.metadata.get("team").map(String::as_str),
+            Some("payments")
+        );
         assert_eq!(cfg.ttl, Some(std::time::Duration::from_millis(1500)));
         assert_eq!(cfg.created_at, Timestamp::from_millis(7));
     }
