@@ -1,30 +1,27 @@
 //! [`JournalBackend`]: the backend calls (apply to the state, log, wait for durability),
-//! reading blobs, checkpoints and space reclamation. Recovery is in `recover`.
+//! checkpoints and space reclamation. The calls that return items are [`Call`]s run by
+//! `read`, which reads their data without holding the state lock; recovery is in
+//! `recover`.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::BufWriter;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hookspool::{
-    Backend, Claim, Error, Item, Key, NewItem, PhaseCounts, QueueConfig, QueueId, Result, Selector,
-    SweepReport, Timestamp, Transition,
+    Action, Backend, Claim, Error, Item, Key, NewItem, PhaseCounts, QueueConfig, QueueId, Result,
+    Selector, SweepReport, Timestamp, Transition, check_expect,
 };
 
+use crate::checkpoint::{self, CHECKPOINT_FILE};
 use crate::log::{Log, Settings, create_segment, io_error, segment_name, sync_dir};
+use crate::read::{self, Blob, Blobs, Call, Files, Gates, Step, Taken, fill};
 use crate::record::{self, Op, RECORD_HEADER, SEGMENT_HEADER};
-use crate::recover::{self, CHECKPOINT_FILE, CHECKPOINT_TMP};
+use crate::recover;
 use crate::state::{Header, Loc, State};
-use crate::{IoOp, JournalOptions, RecoveryReport};
+use crate::{JournalOptions, RecoveryReport};
 
 const LOCK_FILE: &str = "hookspool.lock";
-/// Blobs read with one `pread` when they lie this close together.
-const READ_GAP: u64 = 4096;
-/// At most this many bytes per `pread`.
-const READ_RUN: u64 = 4 << 20;
 /// Bytes of blobs copied per relocation record (each takes the state lock once).
 const RELOCATE_BATCH: u64 = 1 << 20;
 
@@ -42,9 +39,11 @@ pub struct JournalBackend {
 pub(crate) struct Inner {
     dir: PathBuf,
     state: Mutex<State>,
-    files: Files,
-    log: Log,
-    options: JournalOptions,
+    pub(crate) files: Files,
+    pub(crate) log: Log,
+    pub(crate) options: JournalOptions,
+    /// Consumers of a queue take turns reading (see `read`).
+    pub(crate) gates: Gates,
     recovery: RecoveryReport,
     /// Log bytes appended since the last checkpoint.
     since_checkpoint: AtomicU64,
@@ -59,37 +58,6 @@ pub(crate) struct Inner {
     /// Serializes checkpoints.
     checkpoint_lock: tokio::sync::Mutex<()>,
     _lock: File,
-}
-
-/// Read handles of segment files, opened when first needed. A handle outlives the file's
-/// deletion, so a reader that took one under the state lock can always finish.
-#[derive(Debug)]
-struct Files {
-    dir: PathBuf,
-    open: Mutex<HashMap<u32, Arc<File>>>,
-}
-
-impl Files {
-    fn get(&self, segment: u32) -> Result<Arc<File>> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(f) = open.get(&segment) {
-            return Ok(Arc::clone(f));
-        }
-        let path = self.dir.join(segment_name(u64::from(segment)));
-        let file = File::open(&path).map_err(|e| Error::Corrupted {
-            what: format!("journal segment {segment} holds live items but cannot be opened: {e}"),
-        })?;
-        let file = Arc::new(file);
-        open.insert(segment, Arc::clone(&file));
-        Ok(file)
-    }
-
-    fn forget(&self, segment: u32) {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&segment);
-    }
 }
 
 impl std::fmt::Debug for JournalBackend {
@@ -130,58 +98,35 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    fn state(&self) -> MutexGuard<'_, State> {
+    /// The state lock. Every call takes it on its own (async) thread, so it is never held
+    /// across a `pread` or a wait for the writer: reads happen between a call's steps (see
+    /// `read`). Only blocking threads ever hold it long: to encode a checkpoint, and to
+    /// finish a call whose reads kept being overtaken. The log's own locks nest inside it
+    /// (appends happen under it, so the log's order is the order of the changes).
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         // Every state change computes and checks before it mutates, and a panic inside one
         // would be a bug that reopening recovers from: a poisoned lock still guards a state
         // the log agrees with.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Reads blobs (in the order given), one `pread` per run of nearby ones. Waits, if need
-    /// be, until the writer has put them in their files.
-    fn read_blobs(&self, locs: &[Loc]) -> Result<Vec<Vec<u8>>> {
-        let mut order: Vec<usize> = (0..locs.len()).collect();
-        order.sort_by_key(|&i| locs[i]);
-        let mut out = vec![Vec::new(); locs.len()];
-        let mut i = 0;
-        while i < order.len() {
-            let first = locs[order[i]];
-            let start = u64::from(first.offset);
-            let mut end = start + u64::from(first.len);
-            let mut j = i + 1;
-            while j < order.len() {
-                let l = locs[order[j]];
-                let (from, to) = (u64::from(l.offset), u64::from(l.offset) + u64::from(l.len));
-                if l.segment != first.segment || from > end + READ_GAP || to - start > READ_RUN {
-                    break;
-                }
-                end = end.max(to);
-                j += 1;
-            }
-            self.log.wait_readable(u64::from(first.segment), end)?;
-            let file = self.files.get(first.segment)?;
-            let mut buf = vec![0; usize::try_from(end - start).unwrap_or(usize::MAX)];
-            file.read_exact_at(&mut buf, start)
-                .map_err(|e| Error::Corrupted {
-                    what: format!(
-                        "journal segment {} offset {start}: item data cannot be read: {e}",
-                        first.segment
-                    ),
-                })?;
-            for &k in &order[i..j] {
-                let l = locs[k];
-                let from = (u64::from(l.offset) - start) as usize;
-                out[k] = buf[from..from + l.len as usize].to_vec();
-            }
-            i = j;
-        }
-        Ok(out)
-    }
-
     /// Appends a record under the state lock the caller holds; returns its LSN.
-    fn append(&self, body: &[u8]) -> Result<u64> {
+    pub(crate) fn append(&self, body: &[u8]) -> Result<u64> {
         let (lsn, _, _) = self.log.append(body)?;
         Ok(lsn)
+    }
+
+    /// Counts blob bytes that left segments older than the last checkpoint.
+    pub(crate) fn freed(&self, headers: &[Header]) {
+        let first = self.checkpoint_segment.load(Ordering::Relaxed);
+        let old: u64 = headers
+            .iter()
+            .filter(|h| u64::from(h.loc.segment) < first)
+            .map(|h| u64::from(h.loc.len))
+            .sum();
+        if old > 0 {
+            self.reclaimable.fetch_add(old, Ordering::Relaxed);
+        }
     }
 
     /// Writes the checkpoint to its temporary name and syncs it: the state as of the log's
@@ -189,42 +134,20 @@ impl Inner {
     /// where replay will start and the file's size.
     fn write_checkpoint_tmp(&self) -> Result<(u64, u64, u64)> {
         let faults = self.options.faults.as_ref();
-        let write = || -> Result<(u64, u64, u64)> {
-            if let Some(f) = faults {
-                f.check(IoOp::Write { len: 0, segment: 0 })
-                    .map_err(io_error)?;
-            }
-            let tmp = self.dir.join(CHECKPOINT_TMP);
-            let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io_error)?);
-            let (segment, offset) = {
-                let st = self.state();
-                let (segment, offset) = self.log.position();
-                self.since_checkpoint.store(0, Ordering::Relaxed);
-                self.reclaimable.store(0, Ordering::Relaxed);
-                st.write_checkpoint(segment, offset, &mut out)
-                    .map_err(io_error)?;
-                (segment, offset)
-            };
-            let file = out.into_inner().map_err(|e| io_error(e.into_error()))?;
-            if let Some(f) = faults {
-                f.check(IoOp::Sync).map_err(io_error)?;
-            }
-            file.sync_all().map_err(io_error)?;
-            let bytes = file.metadata().map_err(io_error)?.len();
-            Ok((segment, offset, bytes))
-        };
-        write()
+        let ((segment, offset), bytes) = checkpoint::write_tmp(&self.dir, faults, |out| {
+            let st = self.state();
+            let (segment, offset) = self.log.position();
+            self.since_checkpoint.store(0, Ordering::Relaxed);
+            self.reclaimable.store(0, Ordering::Relaxed);
+            checkpoint::encode(&st, segment, offset, out).map_err(io_error)?;
+            Ok((segment, offset))
+        })?;
+        Ok((segment, offset, bytes))
     }
 
-    /// Puts a synced temporary checkpoint in force (rename, directory sync).
+    /// Puts a synced temporary checkpoint in force.
     fn install(&self, segment: u64, offset: u64, bytes: u64) -> Result<()> {
-        let faults = self.options.faults.as_ref();
-        std::fs::rename(
-            self.dir.join(CHECKPOINT_TMP),
-            self.dir.join(CHECKPOINT_FILE),
-        )
-        .map_err(io_error)?;
-        sync_dir(&self.dir, faults).map_err(io_error)?;
+        checkpoint::install(&self.dir, self.options.faults.as_ref())?;
         self.last_checkpoint.store(bytes, Ordering::Relaxed);
         self.checkpoint_segment.store(segment, Ordering::Relaxed);
         tracing::debug!(
@@ -264,38 +187,17 @@ impl Inner {
     }
 }
 
-fn join_error(e: tokio::task::JoinError) -> Error {
-    Error::Backend {
-        backend: "journal",
-        source: Box::new(e),
-    }
+/// Runs blocking work (file I/O, fsync, a read under the lock) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::backend("journal", e))?
 }
 
 fn segment_u32(segment: u64) -> Result<u32> {
     u32::try_from(segment).map_err(|_| Error::invalid("the journal has run out of segment numbers"))
-}
-
-/// An item from its header and its blob.
-fn fill(header: Header, blob: &[u8]) -> Result<Item> {
-    Ok(fill_decoded(header, record::decode_blob(blob)?))
-}
-
-/// An item from its header and its decoded blob.
-fn fill_decoded(header: Header, (metadata, payload): Blob) -> Item {
-    let mut item = header.item;
-    item.payload = payload;
-    if !header.replaced_metadata {
-        item.metadata = metadata;
-    }
-    item
-}
-
-/// A blob's metadata and payload.
-type Blob = (std::collections::BTreeMap<String, String>, Vec<u8>);
-
-/// Reads and checks blobs before anything changes: an error leaves the items as they were.
-fn decode_all(blobs: &[Vec<u8>]) -> Result<Vec<Blob>> {
-    blobs.iter().map(|b| record::decode_blob(b)).collect()
 }
 
 impl JournalBackend {
@@ -375,10 +277,8 @@ impl JournalBackend {
         let log = Log::start(settings, file, segment, offset, 0)?;
         Ok(JournalBackend {
             inner: Arc::new(Inner {
-                files: Files {
-                    dir: dir.clone(),
-                    open: Mutex::new(HashMap::new()),
-                },
+                files: Files::new(dir.clone()),
+                gates: Gates::default(),
                 dir,
                 state: Mutex::new(recovered.state),
                 log,
@@ -393,6 +293,11 @@ impl JournalBackend {
                 _lock: lock,
             }),
         })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
     }
 
     /// The data directory.
@@ -418,17 +323,12 @@ impl JournalBackend {
     pub async fn checkpoint(&self) -> Result<()> {
         let _one = self.inner.checkpoint_lock.lock().await;
         let inner = Arc::clone(&self.inner);
-        let (segment, offset, bytes) =
-            tokio::task::spawn_blocking(move || inner.write_checkpoint_tmp())
-                .await
-                .map_err(join_error)??;
+        let (segment, offset, bytes) = blocking(move || inner.write_checkpoint_tmp()).await?;
         // The checkpoint must not claim more than the device holds: everything before its
         // position must be synced before it is put in force.
         self.inner.log.sync().await?;
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || inner.install(segment, offset, bytes))
-            .await
-            .map_err(join_error)??;
+        blocking(move || inner.install(segment, offset, bytes)).await?;
         self.compact(segment).await
     }
 
@@ -443,22 +343,29 @@ impl JournalBackend {
             .map(|(s, n)| (*s, *n))
             .filter(|(s, _)| u64::from(*s) < segment)
             .collect();
-        for (n, live_bytes) in live {
-            let size = std::fs::metadata(inner.dir.join(segment_name(u64::from(n))))
-                .map_or(0, |m| m.len());
-            if live_bytes.saturating_mul(2) >= size {
-                continue;
-            }
+        let dir = inner.dir.clone();
+        let sparse: Vec<u32> = blocking(move || {
+            Ok(live
+                .into_iter()
+                .filter(|&(n, live_bytes)| {
+                    let size = std::fs::metadata(dir.join(segment_name(u64::from(n))))
+                        .map_or(0, |m| m.len());
+                    live_bytes.saturating_mul(2) < size
+                })
+                .map(|(n, _)| n)
+                .collect())
+        })
+        .await?;
+        for n in sparse {
             self.relocate_segment(n).await?;
         }
         // Listed first, then the log synced: the removals (and relocations) that emptied
         // them are durable before the segments go.
-        let dead = inner.dead_segments(segment)?;
+        let inner2 = Arc::clone(inner);
+        let dead = blocking(move || inner2.dead_segments(segment)).await?;
         inner.log.sync().await?;
         let inner2 = Arc::clone(inner);
-        tokio::task::spawn_blocking(move || inner2.delete_segments(&dead))
-            .await
-            .map_err(join_error)?
+        blocking(move || inner2.delete_segments(&dead)).await
     }
 
     /// Copies every live blob of segment `n` to the end of the log, a batch per record.
@@ -475,28 +382,46 @@ impl JournalBackend {
                 bytes += u64::from(items[end].2.len);
                 end += 1;
             }
+            // Read without the state lock (see `read`): the bytes at a location never
+            // change, and the check under the lock below skips every item that moved or
+            // went meanwhile. Only this task deletes old segments, and only after it is
+            // done, so the segment is still there to read.
+            let locs: Vec<Loc> = items[start..end].iter().map(|(_, _, l)| *l).collect();
+            let reader = Arc::clone(inner);
+            let read: std::collections::HashMap<Loc, std::result::Result<Vec<u8>, String>> =
+                blocking(move || {
+                    let faults = reader.options.faults.as_ref();
+                    Ok(read::pread(&reader.files, faults, &locs)
+                        .into_iter()
+                        .collect())
+                })
+                .await?;
             let lsn = {
                 let mut st = inner.state();
-                // Items removed or moved since the list was made are skipped.
-                let still: Vec<(Key, Loc)> = items[start..end]
-                    .iter()
-                    .filter(|(q, key, loc)| {
-                        st.header(q, *key)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|h| h.loc == *loc)
-                    })
-                    .map(|(_, key, loc)| (*key, *loc))
-                    .collect();
+                let mut still: Vec<(Key, Loc, &[u8])> = Vec::new();
+                for (q, key, loc) in &items[start..end] {
+                    let here = st
+                        .header(q, *key)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|h| h.loc == *loc);
+                    if !here {
+                        continue;
+                    }
+                    match read.get(loc) {
+                        Some(Ok(blob)) => still.push((*key, *loc, blob)),
+                        Some(Err(what)) => return Err(Error::corrupted(what.clone())),
+                        None => return Err(Error::internal("a relocated blob was not read")),
+                    }
+                }
                 if still.is_empty() {
                     None
                 } else {
-                    let locs: Vec<Loc> = still.iter().map(|(_, l)| *l).collect();
-                    let blobs = inner.read_blobs(&locs)?;
+                    // Copied as read, checksum included: a damaged blob stays detectably
+                    // damaged at its new place.
                     let refs: Vec<(Key, u32, u32, &[u8])> = still
                         .iter()
-                        .zip(&blobs)
-                        .map(|((k, l), b)| (*k, l.segment, l.offset, b.as_slice()))
+                        .map(|(k, l, b)| (*k, l.segment, l.offset, *b))
                         .collect();
                     let (body, moved) = record::encode_relocate(&queue, &refs)?;
                     let (lsn, segment, offset) = inner.log.append(&body)?;
@@ -567,19 +492,6 @@ impl JournalBackend {
         Ok(())
     }
 
-    /// Counts blob bytes that left segments older than the last checkpoint.
-    fn freed(&self, headers: &[Header]) {
-        let first = self.inner.checkpoint_segment.load(Ordering::Relaxed);
-        let old: u64 = headers
-            .iter()
-            .filter(|h| u64::from(h.loc.segment) < first)
-            .map(|h| u64::from(h.loc.len))
-            .sum();
-        if old > 0 {
-            self.inner.reclaimable.fetch_add(old, Ordering::Relaxed);
-        }
-    }
-
     /// Applies a call that returns nothing to read, logging `op` if `apply` says it
     /// changed something.
     async fn logged<T>(
@@ -601,6 +513,199 @@ impl JournalBackend {
         };
         self.finish(lsn, body.len()).await?;
         Ok(value)
+    }
+}
+
+/// The headers of `keys`, selected under the same lock (so all there).
+fn headers(st: &State, queue: &QueueId, keys: &[Key]) -> Vec<Header> {
+    keys.iter()
+        .filter_map(|k| st.header(queue, *k).ok().flatten())
+        .collect()
+}
+
+fn locs(headers: &[Header]) -> Vec<Loc> {
+    headers.iter().map(|h| h.loc).collect()
+}
+
+fn fill_all(headers: Vec<Header>, blobs: Vec<Blob>) -> Vec<Item> {
+    headers
+        .into_iter()
+        .zip(blobs)
+        .map(|(h, b)| fill(h, b))
+        .collect()
+}
+
+/// `fetch`: changes nothing, so once its read succeeded it finishes without taking the
+/// lock again, with the items as its step saw them (the blobs read since are theirs: the
+/// bytes at a location never change).
+struct Fetch {
+    queue: QueueId,
+    selector: Selector,
+    /// The items the last step saw, waiting for their blobs.
+    seen: Option<Vec<Header>>,
+}
+
+impl Call for Fetch {
+    type Out = Vec<Item>;
+
+    fn step(&mut self, _: &Inner, st: &mut State, blobs: &mut Blobs) -> Result<Step<Vec<Item>>> {
+        let keys = st.select(&self.queue, &self.selector)?;
+        let headers = headers(st, &self.queue, &keys);
+        match blobs.take(&locs(&headers))? {
+            Taken::All(found) => Ok(Step::Done(fill_all(headers, found))),
+            Taken::Missing(missing) => {
+                self.seen = Some(headers);
+                Ok(Step::Need(missing))
+            }
+        }
+    }
+
+    fn after_read(&mut self, blobs: &mut Blobs) -> Option<Result<Vec<Item>>> {
+        // A failed read means another step: the item may have moved and its old segment
+        // been deleted, or the damage is real, which only a step can tell.
+        let headers = self
+            .seen
+            .take_if(|h| blobs.all_read(h.iter().map(|h| h.loc)))?;
+        match blobs.take(&locs(&headers)) {
+            Ok(Taken::All(found)) => Some(Ok(fill_all(headers, found))),
+            Ok(Taken::Missing(_)) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// `pop`: removes exactly what the selector selects when it is applied, which is what
+/// replaying the logged `Pop` selects.
+struct Pop {
+    queue: QueueId,
+    selector: Selector,
+    body: Vec<u8>,
+}
+
+impl Call for Pop {
+    type Out = (Vec<Item>, Option<u64>);
+
+    fn gate(&self) -> Option<&QueueId> {
+        // A pop by key competes with no one for its item in a way a retry does not settle
+        // at once; a page wants the head of the queue, like the other consumers.
+        matches!(self.selector, Selector::Page(_)).then_some(&self.queue)
+    }
+
+    fn step(
+        &mut self,
+        inner: &Inner,
+        st: &mut State,
+        blobs: &mut Blobs,
+    ) -> Result<Step<Self::Out>> {
+        let keys = st.select(&self.queue, &self.selector)?;
+        if keys.is_empty() {
+            return Ok(Step::Done((Vec::new(), None)));
+        }
+        let headers = headers(st, &self.queue, &keys);
+        let found = match blobs.take(&locs(&headers))? {
+            Taken::All(found) => found,
+            Taken::Missing(missing) => return Ok(Step::Need(missing)),
+        };
+        inner.freed(&headers);
+        st.remove(&self.queue, &keys)?;
+        let lsn = inner.append(&self.body)?;
+        Ok(Step::Done((fill_all(headers, found), Some(lsn))))
+    }
+}
+
+/// `claim`: sweeps, then leases exactly the claimable items of the moment it is applied,
+/// which is what replaying the logged `Claim` (sweep, select, lease) does.
+struct ClaimItems {
+    queue: QueueId,
+    claim: Claim,
+    now: Timestamp,
+    sweep: Vec<u8>,
+    body: Vec<u8>,
+    /// The last sweep record this call appended.
+    swept: Option<u64>,
+}
+
+impl Call for ClaimItems {
+    type Out = (Vec<Item>, Option<u64>);
+
+    fn gate(&self) -> Option<&QueueId> {
+        Some(&self.queue)
+    }
+
+    fn step(
+        &mut self,
+        inner: &Inner,
+        st: &mut State,
+        blobs: &mut Blobs,
+    ) -> Result<Step<Self::Out>> {
+        let swept = st.sweep(&self.queue, self.now)?;
+        if swept.released > 0 || swept.expired > 0 {
+            // Logged on its own, so that it replays even if nothing is leased (or a read
+            // fails) below. A later step's sweep finds only what changed since: at most
+            // another record, which replays the same way.
+            self.swept = Some(inner.append(&self.sweep)?);
+        }
+        let keys = st.claimable(&self.queue, self.claim.limit, self.now)?;
+        if keys.is_empty() {
+            return Ok(Step::Done((Vec::new(), self.swept)));
+        }
+        let locs = st.locs(&self.queue, &keys)?;
+        let found = match blobs.take(&locs)? {
+            Taken::All(found) => found,
+            Taken::Missing(missing) => return Ok(Step::Need(missing)),
+        };
+        let claim = &self.claim;
+        let leased = st.lease(
+            &self.queue,
+            &keys,
+            &claim.owner,
+            claim.lease_until,
+            self.now,
+        )?;
+        let lsn = inner.append(&self.body)?;
+        Ok(Step::Done((fill_all(leased, found), Some(lsn))))
+    }
+}
+
+/// `update`: checks its precondition and applies its action in the step that has the
+/// item's blob.
+struct Update {
+    queue: QueueId,
+    key: Key,
+    transition: Transition,
+    now: Timestamp,
+    body: Vec<u8>,
+}
+
+impl Call for Update {
+    type Out = (Item, u64);
+
+    fn step(
+        &mut self,
+        inner: &Inner,
+        st: &mut State,
+        blobs: &mut Blobs,
+    ) -> Result<Step<Self::Out>> {
+        let before = st
+            .header(&self.queue, self.key)?
+            .ok_or_else(|| Error::ItemNotFound {
+                queue: self.queue.clone(),
+                key: self.key,
+            })?;
+        // A precondition that fails needs no read: the call fails as of now, unchanged.
+        check_expect(&before.item, &self.transition)?;
+        let blob = match blobs.take(&[before.loc])? {
+            Taken::All(found) => found.into_iter().next(),
+            Taken::Missing(missing) => return Ok(Step::Need(missing)),
+        };
+        let blob = blob.ok_or_else(|| Error::internal("a journal blob read went missing"))?;
+        let removes = matches!(self.transition.action, Action::Remove);
+        let after = st.update(&self.queue, self.key, self.transition.clone(), self.now)?;
+        if removes {
+            inner.freed(std::slice::from_ref(&after));
+        }
+        let lsn = inner.append(&self.body)?;
+        Ok(Step::Done((fill(after, blob), lsn)))
     }
 }
 
@@ -630,17 +735,22 @@ impl Backend for JournalBackend {
     async fn delete_queue(&self, id: &QueueId) -> Result<bool> {
         let op = Op::DeleteQueue(id.clone());
         let first = self.inner.checkpoint_segment.load(Ordering::Relaxed);
-        self.logged(
-            &op,
-            |s| {
-                let old = s.queue_bytes_before(id, first);
-                let deleted = s.delete_queue(id);
-                self.inner.reclaimable.fetch_add(old, Ordering::Relaxed);
-                Ok(deleted)
-            },
-            |deleted| *deleted,
-        )
-        .await
+        let deleted = self
+            .logged(
+                &op,
+                |s| {
+                    let old = s.queue_bytes_before(id, first);
+                    let deleted = s.delete_queue(id);
+                    self.inner.reclaimable.fetch_add(old, Ordering::Relaxed);
+                    Ok(deleted)
+                },
+                |deleted| *deleted,
+            )
+            .await?;
+        if deleted {
+            self.inner.gates.forget(id);
+        }
+        Ok(deleted)
     }
 
     async fn push(&self, queue: &QueueId, items: Vec<NewItem>, now: Timestamp) -> Result<Vec<Key>> {
@@ -668,61 +778,31 @@ impl Backend for JournalBackend {
     }
 
     async fn fetch(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {
-        let inner = &self.inner;
-        inner.log.check()?;
-        let headers = {
-            let st = inner.state();
-            let keys = st.select(queue, selector)?;
-            let headers: Vec<Header> = keys
-                .into_iter()
-                .filter_map(|k| st.header(queue, k).ok().flatten())
-                .collect();
-            // Handles taken under the lock: a segment deleted after it is released (its
-            // items relocated) stays readable through them.
-            for h in &headers {
-                inner.files.get(h.loc.segment)?;
-            }
-            headers
+        self.inner.log.check()?;
+        let call = Fetch {
+            queue: queue.clone(),
+            selector: selector.clone(),
+            seen: None,
         };
-        let locs: Vec<Loc> = headers.iter().map(|h| h.loc).collect();
-        let blobs = inner.read_blobs(&locs)?;
-        headers
-            .into_iter()
-            .zip(blobs)
-            .map(|(h, b)| fill(h, &b))
-            .collect()
+        read::run(&self.inner, call).await
     }
 
     async fn pop(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {
-        let inner = &self.inner;
-        inner.log.check()?;
+        self.inner.log.check()?;
         let body = record::encode(&Op::Pop {
             queue: queue.clone(),
             selector: selector.clone(),
         })?;
-        let (items, lsn) = {
-            let mut st = inner.state();
-            let keys = st.select(queue, selector)?;
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            let headers: Vec<Header> = keys
-                .iter()
-                .filter_map(|k| st.header(queue, *k).ok().flatten())
-                .collect();
-            let locs: Vec<Loc> = headers.iter().map(|h| h.loc).collect();
-            // Read before anything changes: a read error leaves the items where they are.
-            let blobs = decode_all(&inner.read_blobs(&locs)?)?;
-            self.freed(&headers);
-            let items = headers
-                .into_iter()
-                .zip(blobs)
-                .map(|(h, b)| fill_decoded(h, b))
-                .collect();
-            st.remove(queue, &keys)?;
-            (items, inner.append(&body)?)
+        let bytes = body.len();
+        let call = Pop {
+            queue: queue.clone(),
+            selector: selector.clone(),
+            body,
         };
-        self.finish(lsn, body.len()).await?;
+        let (items, lsn) = read::run(&self.inner, call).await?;
+        if let Some(lsn) = lsn {
+            self.finish(lsn, bytes).await?;
+        }
         Ok(items)
     }
 
@@ -753,29 +833,23 @@ impl Backend for JournalBackend {
         transition: Transition,
         now: Timestamp,
     ) -> Result<Item> {
-        let inner = &self.inner;
-        inner.log.check()?;
+        self.inner.log.check()?;
         let body = record::encode(&Op::Update {
             queue: queue.clone(),
             key,
             transition: transition.clone(),
             now,
         })?;
-        let (item, lsn) = {
-            let mut st = inner.state();
-            let before = st.header(queue, key)?.ok_or_else(|| Error::ItemNotFound {
-                queue: queue.clone(),
-                key,
-            })?;
-            let blob = decode_all(&inner.read_blobs(&[before.loc])?)?.remove(0);
-            let removes = matches!(transition.action, hookspool::Action::Remove);
-            let after = st.update(queue, key, transition, now)?;
-            if removes {
-                self.freed(std::slice::from_ref(&after));
-            }
-            (fill_decoded(after, blob), inner.append(&body)?)
+        let bytes = body.len();
+        let call = Update {
+            queue: queue.clone(),
+            key,
+            transition,
+            now,
+            body,
         };
-        self.finish(lsn, body.len()).await?;
+        let (item, lsn) = read::run(&self.inner, call).await?;
+        self.finish(lsn, bytes).await?;
         Ok(item)
     }
 
@@ -798,13 +872,13 @@ impl Backend for JournalBackend {
                 return Err(Error::QueueNotFound(queue.clone()));
             }
             // Settling reads nothing from disk: the index holds all that the preconditions
-            // and the moves need.
+            // and the moves need. (So an item whose blob is damaged can still be settled.)
             let mut results = Vec::with_capacity(updates.len());
             for (key, transition) in updates {
-                let removes = matches!(transition.action, hookspool::Action::Remove);
+                let removes = matches!(transition.action, Action::Remove);
                 let result = st.update(queue, key, transition, now).map(|h| {
                     if removes {
-                        self.freed(std::slice::from_ref(&h));
+                        inner.freed(std::slice::from_ref(&h));
                     }
                 });
                 results.push(result);
@@ -823,8 +897,7 @@ impl Backend for JournalBackend {
     }
 
     async fn claim(&self, queue: &QueueId, claim: Claim, now: Timestamp) -> Result<Vec<Item>> {
-        let inner = &self.inner;
-        inner.log.check()?;
+        self.inner.log.check()?;
         let sweep = record::encode(&Op::Sweep {
             queue: queue.clone(),
             now,
@@ -834,37 +907,18 @@ impl Backend for JournalBackend {
             claim: claim.clone(),
             now,
         })?;
-        let (items, lsn) = {
-            let mut st = inner.state();
-            let swept = st.sweep(queue, now)?;
-            // The sweep is logged on its own, so that it is replayed even if nothing is
-            // leased (or reading fails) below.
-            let mut lsn = if swept.released > 0 || swept.expired > 0 {
-                Some(inner.append(&sweep)?)
-            } else {
-                None
-            };
-            let keys = st.claimable(queue, claim.limit, now)?;
-            if keys.is_empty() {
-                (Vec::new(), lsn)
-            } else {
-                let locs: Vec<Loc> = keys
-                    .iter()
-                    .filter_map(|k| st.header(queue, *k).ok().flatten().map(|h| h.loc))
-                    .collect();
-                let blobs = decode_all(&inner.read_blobs(&locs)?)?;
-                let headers = st.lease(queue, &keys, &claim.owner, claim.lease_until, now)?;
-                let items = headers
-                    .into_iter()
-                    .zip(blobs)
-                    .map(|(h, b)| fill_decoded(h, b))
-                    .collect();
-                lsn = Some(inner.append(&body)?);
-                (items, lsn)
-            }
+        let bytes = body.len();
+        let call = ClaimItems {
+            queue: queue.clone(),
+            claim,
+            now,
+            sweep,
+            body,
+            swept: None,
         };
+        let (items, lsn) = read::run(&self.inner, call).await?;
         if let Some(lsn) = lsn {
-            self.finish(lsn, body.len()).await?;
+            self.finish(lsn, bytes).await?;
         }
         Ok(items)
     }

@@ -17,6 +17,16 @@
 //!   files, each item's blob with its own checksum, and are read with `pread` (nearby ones in
 //!   one call) when an item is returned. Counts come from counters; claim order needs no
 //!   per-item index for items pushed in order (see `state`).
+//! - **Reads.** No `pread` runs on an async thread, and no reader ever waits for the
+//!   writer. A call that returns items (`fetch`, `pop`, `claim`, `update`) looks at the
+//!   index under the state lock, reads the blobs it needs on a blocking thread with the lock
+//!   released, then takes the lock again and applies its change only if every item it
+//!   returns is still where it was read (a blob never changes in place: compaction writes a
+//!   copy elsewhere); otherwise it reads what changed and checks again. Records not yet
+//!   written, and the last few MiB written, are copied from memory. Consumers of one queue
+//!   (`claim`, `pop` of a page) take turns; everything else goes on while they read. Only a
+//!   call overtaken by changes round after round finishes with one read under the lock, on a
+//!   blocking thread (see `read`).
 //! - **Checkpoints.** After `checkpoint_bytes` of log (64 MiB by default, or the last
 //!   checkpoint's size if larger), after as much blob data in older segments has died (a
 //!   queue drained), and at a clean close, the index is written to the `checkpoint` file (a
@@ -41,8 +51,9 @@
 //!   reported the same way, and the call that read it changes nothing. A missing segment that
 //!   holds live items is `Corrupted` too (with `skip_corrupt`, those items are dropped and
 //!   counted).
-//! - **Batched acks.** `update_many` (`Store::ack_many`) is one record and one sync for the
-//!   whole batch.
+//! - **Batched acks.** `update_many` (`Store::ack_many`, and the single `ack`, `nack` and
+//!   `kill`) is one record and one sync for the whole batch, and reads no item data: the
+//!   index holds all that settling needs.
 //!
 //! It is written against hookspool's public API, passes the conformance kit, and has its
 //! own crash, torn-write and fault-injection tests.
@@ -69,109 +80,35 @@
 //! # Limits
 //!
 //! Memory grows with the number of items (48 bytes each, plus the strings of leased or
-//! failed items), not with their size. Encoding a checkpoint holds the state lock: writers
-//! wait that long (a whole checkpoint of a million items took 33 ms on the development
-//! machine). An item whose data is damaged on disk
-//! cannot be read, popped, claimed or acked (each would return it): it is reported, never
-//! returned, and stays until its queue is reset or deleted. One process opens a directory
-//! at a time (`hookspool.lock`, [`hookspool::Error::Locked`]).
+//! failed items), not with their size, plus the records kept for readers (those not yet
+//! written, and 4 MiB of the latest written). A call that reads item data from disk hands
+//! the read to a blocking thread, which costs more than a `pread` served from the page cache
+//! (tens of microseconds per call on the development machine). Encoding a checkpoint holds
+//! the state lock:
+//! writers wait that long (a whole checkpoint of a million items took 33 ms on the
+//! development machine). An item whose data is damaged on disk cannot be fetched, popped
+//! (or deleted), claimed or updated, since each would return it: the call fails with
+//! [`hookspool::Error::Corrupted`] and changes nothing. Settling reads no data, so such an
+//! item that was already claimed can still be acked, nacked or killed, and any such item can
+//! be moved or removed with `Store::settle`; otherwise it stays until its queue is reset or
+//! deleted. One process opens a directory at a time (`hookspool.lock`,
+//! [`hookspool::Error::Locked`]).
 
 mod backend;
+mod checkpoint;
 mod log;
+mod options;
+mod read;
 mod record;
 mod recover;
 mod slots;
 mod state;
 
-use std::sync::Arc;
-
 pub use backend::JournalBackend;
+pub use options::{Faults, IoOp, JournalOptions, RecoveryReport};
 
 /// When a mutating call returns: hookspool's one durability setting, re-exported here.
 /// For the journal, [`Durability::Immediate`] returns once the call's record is
 /// fdatasync'ed (group commit); [`Durability::Periodic`] once it is written to the segment
 /// file, with the writer syncing every `interval`.
 pub use hookspool::Durability;
-
-/// An I/O step the journal is about to take, as shown to [`Faults`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IoOp {
-    /// Writing `len` bytes of records to segment `segment` (0: the checkpoint file).
-    Write {
-        /// How many bytes.
-        len: usize,
-        /// Which segment.
-        segment: u64,
-    },
-    /// An fdatasync or fsync of a file.
-    Sync,
-    /// An fsync of the directory.
-    SyncDir,
-    /// Creating a segment file.
-    CreateSegment,
-}
-
-/// Fault injection for tests: called before each I/O step; an error makes that step fail
-/// as if the operating system had failed it.
-pub trait Faults: Send + Sync + std::fmt::Debug {
-    /// `Err` to fail the step.
-    ///
-    /// # Errors
-    /// The error the step fails with.
-    fn check(&self, op: IoOp) -> std::io::Result<()>;
-}
-
-/// Settings of [`JournalBackend::open_with`].
-#[derive(Clone, Debug)]
-pub struct JournalOptions {
-    /// When calls return (default [`Durability::Immediate`]).
-    pub durability: Durability,
-    /// Size of a segment file (default 32 MiB).
-    pub segment_size: u64,
-    /// Whether new segments are filled with zeros up front (default `true`).
-    pub preallocate: bool,
-    /// Log bytes after which a checkpoint is written (default 64 MiB; at least the size of
-    /// the last checkpoint, so that checkpoints never write more than the log did). A
-    /// checkpoint is also written when the checkpoint and log on disk exceed twice the live
-    /// state by more than half this (a drained queue gives its space back).
-    pub checkpoint_bytes: u64,
-    /// Open even if records in the middle of the log are damaged, skipping them (default
-    /// `false`: such a log is refused with `Corrupted`). What was skipped is counted in
-    /// [`JournalBackend::recovery`]; later records that depended on it may not replay and are
-    /// skipped too.
-    pub skip_corrupt: bool,
-    /// Write a checkpoint when the store is closed (the last handle dropped) if anything
-    /// changed since the last one (default `true`): the next open then replays nothing. A
-    /// crash skips it, and open replays the log instead.
-    pub checkpoint_on_close: bool,
-    /// Fault injection (tests).
-    pub faults: Option<Arc<dyn Faults>>,
-}
-
-impl Default for JournalOptions {
-    fn default() -> Self {
-        JournalOptions {
-            durability: Durability::Immediate,
-            segment_size: 32 << 20,
-            preallocate: true,
-            checkpoint_bytes: 64 << 20,
-            skip_corrupt: false,
-            checkpoint_on_close: true,
-            faults: None,
-        }
-    }
-}
-
-/// What open found.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecoveryReport {
-    /// Records replayed on top of the checkpoint.
-    pub replayed_records: u64,
-    /// Bytes of a torn last record cut off (0 if the log ended cleanly).
-    pub truncated_bytes: u64,
-    /// Damaged or unreplayable records skipped ([`JournalOptions::skip_corrupt`] only).
-    pub skipped_records: u64,
-    /// Items dropped because the segment holding their data is missing
-    /// ([`JournalOptions::skip_corrupt`] only).
-    pub skipped_items: u64,
-}

@@ -8,7 +8,13 @@
 //! it in one `pwrite`, and issues one `fdatasync` for all of it: callers that append while a
 //! sync is running are covered by the next one, so N concurrent callers cost far fewer than N
 //! syncs.
+//!
+//! Readers never wait for the writer. Every record stays in memory ([`Log::recent`]) from
+//! its append until the writer has written it, and the latest written ones stay a little
+//! longer ([`KEEP_WRITTEN`] bytes): a blob of an item pushed a moment ago is copied from
+//! there, and one that is not there is in its file.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -34,10 +40,15 @@ pub(crate) struct Progress {
     pub poisoned: Option<String>,
 }
 
+/// Bytes of written records kept in memory for readers (beyond those not yet written,
+/// which are always kept): enough to cover what is appended while a reader that found an
+/// item in the state reads it, so that the items pushed meanwhile are found here too.
+pub(crate) const KEEP_WRITTEN: u64 = 4 << 20;
+
 /// Something for the writer to do, in append order.
 enum Chunk {
-    /// A framed record.
-    Data(Vec<u8>),
+    /// A framed record (shared with [`Recent`]).
+    Data(Arc<Vec<u8>>),
     /// Continue in a new segment with this number.
     Rotate(u64),
 }
@@ -63,14 +74,66 @@ pub(crate) struct Settings {
     pub faults: Option<Arc<dyn Faults>>,
 }
 
+/// Records in memory, in log order: the latest written ones (about [`KEEP_WRITTEN`]
+/// bytes) at the front, then every one appended but not yet written.
+///
+/// The invariant readers rely on: a record leaves only after the writer has written it
+/// (trimmed by the writer thread itself, after its `pwrite` returned). So a reader that does
+/// not find a record here finds it in its file; nobody ever waits for the writer to read.
+#[derive(Default)]
+struct Recent {
+    records: VecDeque<Kept>,
+    bytes: u64,
+}
+
+struct Kept {
+    lsn: u64,
+    segment: u64,
+    /// Where the record's header is in its segment.
+    offset: u64,
+    record: Arc<Vec<u8>>,
+}
+
+impl Recent {
+    /// The record holding bytes `offset..offset + len` of `segment`, and where they start
+    /// in it.
+    fn find(&self, segment: u64, offset: u64, len: u64) -> Option<(Arc<Vec<u8>>, usize)> {
+        // Appends come in log order, so the records are sorted by position.
+        let after = self
+            .records
+            .partition_point(|k| (k.segment, k.offset) <= (segment, offset));
+        let k = self.records.get(after.checked_sub(1)?)?;
+        let end = k.offset + k.record.len() as u64;
+        (k.segment == segment && offset + len <= end).then(|| {
+            (
+                Arc::clone(&k.record),
+                usize::try_from(offset - k.offset).unwrap_or(0),
+            )
+        })
+    }
+
+    /// Drops the oldest records once more than [`KEEP_WRITTEN`] bytes are kept, never one
+    /// after `written` (not yet in its file).
+    fn trim(&mut self, written: u64) {
+        while self.bytes > KEEP_WRITTEN {
+            match self.records.front() {
+                Some(k) if k.lsn <= written => {
+                    self.bytes -= k.record.len() as u64;
+                    self.records.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     progress: watch::Sender<Progress>,
-    /// How far the files are written: `(segment, offset)`, and whether the log is poisoned;
-    /// for readers that must block until a record they index is in its file.
-    readable: Mutex<((u64, u64), bool)>,
-    readable_changed: Condvar,
+    /// Lock order: `state`, then `recent` (an append holds both); the writer and readers
+    /// take `recent` alone.
+    recent: Mutex<Recent>,
     settings: Settings,
 }
 
@@ -79,6 +142,11 @@ impl Shared {
         // Plain counters and a queue, each updated in one step: a panic elsewhere cannot
         // leave them half-changed.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        // A deque and a byte count, each push or pop updating both before it returns.
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -185,8 +253,7 @@ impl Log {
             }),
             wake: Condvar::new(),
             progress,
-            readable: Mutex::new(((segment, offset), false)),
-            readable_changed: Condvar::new(),
+            recent: Mutex::new(Recent::default()),
             settings,
         });
         let writer = Writer {
@@ -231,11 +298,22 @@ impl Log {
         {
             Self::push_rotate(&mut st);
         }
-        let record = crate::record::frame(st.segment, body)?;
+        let record = Arc::new(crate::record::frame(st.segment, body)?);
         let (segment, offset) = (st.segment, st.segment_bytes);
         st.segment_bytes += size;
         st.appended += 1;
         let lsn = st.appended;
+        // Kept for readers before anyone can learn where the record is (the caller puts
+        // that in its state only after this returns).
+        let mut recent = self.shared.recent();
+        recent.bytes += size;
+        recent.records.push_back(Kept {
+            lsn,
+            segment,
+            offset,
+            record: Arc::clone(&record),
+        });
+        drop(recent);
         st.pending.push((lsn, Chunk::Data(record)));
         drop(st);
         self.shared.wake.notify_one();
@@ -249,34 +327,25 @@ impl Log {
         (st.segment, st.segment_bytes)
     }
 
-    /// Blocks until the bytes of segment `segment` up to `end` are in the file (a record
-    /// appended a moment ago may still be on its way to the writer).
-    ///
-    /// # Errors
-    /// [`Error::Poisoned`] if the log stopped first.
-    pub(crate) fn wait_readable(&self, segment: u64, end: u64) -> Result<()> {
-        let mut r = self
-            .shared
-            .readable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        loop {
-            if r.0 >= (segment, end) {
-                return Ok(());
-            }
-            if r.1 {
-                return self.check().and(Err(Error::Poisoned {
-                    reason: "the journal writer stopped".to_owned(),
-                }));
-            }
-            // Wakes the writer in case the record is still pending.
-            self.shared.wake.notify_one();
-            r = self
-                .shared
-                .readable_changed
-                .wait(r)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+    /// For each `(segment, offset, len)` asked for, those bytes if they are in a record
+    /// kept in memory. `None` means they are in the file: every record not yet written is
+    /// kept (see [`Recent`]).
+    pub(crate) fn recent(&self, wanted: &[(u64, u64, u64)]) -> Vec<Option<Vec<u8>>> {
+        // The records are shared: the lock is held to find them, not to copy from them.
+        let found: Vec<_> = {
+            let recent = self.shared.recent();
+            wanted
+                .iter()
+                .map(|&(segment, offset, len)| {
+                    let (record, at) = recent.find(segment, offset, len)?;
+                    Some((record, at, usize::try_from(len).ok()?))
+                })
+                .collect()
+        };
+        found
+            .into_iter()
+            .map(|f| f.and_then(|(record, at, len)| record.get(at..at + len).map(<[u8]>::to_vec)))
+            .collect()
     }
 
     fn push_rotate(st: &mut State) {
@@ -388,7 +457,9 @@ impl Writer {
             };
             let result = self.write_all(chunks, &mut written);
             if result.is_ok() {
-                self.publish_readable(false);
+                // Only now, with the records in the file, may readers stop finding them in
+                // memory.
+                self.shared.recent().trim(written);
             }
             let result = result.and_then(|()| {
                 let due = periodic.is_none_or(|i| last_sync.elapsed() >= i)
@@ -416,27 +487,14 @@ impl Writer {
                     self.shared
                         .progress
                         .send_modify(|p| p.poisoned = Some(reason));
-                    self.publish_readable(true);
                     return;
                 }
             }
             if shutdown && self.shared.state().pending.is_empty() {
                 self.give_back_preallocation();
-                self.publish_readable(true);
                 return;
             }
         }
-    }
-
-    fn publish_readable(&self, stopped: bool) {
-        let mut r = self
-            .shared
-            .readable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *r = ((self.segment, self.offset), stopped);
-        drop(r);
-        self.shared.readable_changed.notify_all();
     }
 
     /// At a clean close, cuts the preallocated zeros off the last segment: a closed store

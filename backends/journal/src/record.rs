@@ -1,5 +1,5 @@
-//! What the journal writes: the operations it logs, how one is framed on disk, and the
-//! checkpoint file.
+//! What the journal writes in its segments: the operations it logs, how one is framed on
+//! disk, and the queue-settings layout the checkpoint (`checkpoint`) shares.
 //!
 //! A segment is a header ([`SEGMENT_MAGIC`], then the segment's number as u64 LE) followed by
 //! records `[len: u32 LE][crc32 of body: u32 LE][body: len bytes]`; `len = 0` marks the end of
@@ -97,7 +97,9 @@ pub(crate) mod stored_config {
         StoredConfig {
             id: c.id.clone(),
             legacy_secret: None,
-            ttl_ms: c.ttl.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ttl_ms: c
+                .ttl
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             retention: c.retention,
             created_at: c.created_at,
             metadata: c.metadata.clone(),

@@ -1,19 +1,16 @@
 //! Opening a journal: the checkpoint, then every record after its position, a torn tail cut
 //! off, damage reported (or skipped and counted), and segments nothing needs deleted.
 
-use std::fs::{File, OpenOptions};
-use std::io::BufReader;
+use std::fs::OpenOptions;
 use std::path::Path;
 
 use hookspool::{Error, Result};
 
+use crate::checkpoint;
 use crate::log::{io_error, segment_name, segment_number, sync_dir};
 use crate::record::{self, Body, Op, RECORD_HEADER, Read, SEGMENT_HEADER, SEGMENT_MAGIC};
 use crate::state::{Loc, State};
 use crate::{JournalOptions, RecoveryReport};
-
-pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
-pub(crate) const CHECKPOINT_TMP: &str = "checkpoint.tmp";
 
 /// What recovery rebuilt.
 pub(crate) struct Recovered {
@@ -43,20 +40,15 @@ pub(crate) fn segments_on_disk(dir: &Path) -> Result<Vec<u64>> {
 }
 
 pub(crate) fn recover(dir: &Path, options: &JournalOptions) -> Result<Recovered> {
-    // A checkpoint written to its temporary name but not renamed never counted.
-    let _ = std::fs::remove_file(dir.join(CHECKPOINT_TMP));
-    let ((first, start), mut state, checkpoint_bytes) = match File::open(dir.join(CHECKPOINT_FILE))
-    {
-        Ok(file) => {
-            let bytes = file.metadata().map_err(io_error)?.len();
-            let (at, state) = State::read_checkpoint(BufReader::with_capacity(1 << 20, file))?;
-            (at, state, bytes)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ((1, SEGMENT_HEADER), State::default(), 0)
-        }
-        Err(e) => return Err(io_error(e)),
-    };
+    let checkpoint::Loaded {
+        at: (first, start),
+        mut state,
+        bytes: checkpoint_bytes,
+    } = checkpoint::load(dir)?.unwrap_or_else(|| checkpoint::Loaded {
+        at: (1, SEGMENT_HEADER),
+        state: State::default(),
+        bytes: 0,
+    });
     let all = segments_on_disk(dir)?;
     let segments = replayed_segments(&all, first, start)?;
     let mut report = RecoveryReport::default();

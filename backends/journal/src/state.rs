@@ -4,8 +4,10 @@
 //! metadata) are in small side maps, held only for the items that have them.
 //!
 //! The state applies operations; it never does I/O. The backend reads blobs before it
-//! applies an operation that returns items, and replay applies the same operations without
-//! reading anything, so a state rebuilt from the log is the state that was live.
+//! applies an operation that returns items (see `read`), and replay applies the same
+//! operations without reading anything, so a state rebuilt from the log is the state that
+//! was live. The checkpoint codec (`checkpoint`) reads and rebuilds it through
+//! [`State::queues_by_id`], [`Queue::restore`] and [`State::restore_queue`].
 //!
 //! # Claim order without a per-item index
 //!
@@ -17,18 +19,17 @@
 //! after a claim or a move) is in the `due` and `ages` sets. Claim merges the two.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{Read, Write};
 
 use hookspool::{
     Action, Error, Item, Key, Lease, Phase, PhaseCounts, QueueConfig, QueueId, Result, Selector,
     SweepReport, Timestamp, Transition, apply_move, check_expect,
 };
 
-use crate::record::{ConfigRecord, PushedItem};
+use crate::record::PushedItem;
 use crate::slots::{HAS_ERROR, HAS_LEASE, HAS_META, IN_ORDER, Slot, Slots};
 
 /// Where an item's blob is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Loc {
     pub segment: u32,
     pub offset: u32,
@@ -51,8 +52,9 @@ pub(crate) struct State {
     live: HashMap<u32, u64>,
 }
 
+/// One queue: its settings, counters, indexes and slots.
 #[derive(Debug)]
-struct Queue {
+pub(crate) struct Queue {
     config: QueueConfig,
     next_key: Key,
     phases: Vec<Phase>,
@@ -75,14 +77,30 @@ struct Queue {
 
 /// What an item carries beside its slot.
 #[derive(Debug, Default)]
-struct Extras {
-    lease: Option<Lease>,
-    error: Option<String>,
-    metadata: Option<BTreeMap<String, String>>,
+pub(crate) struct Extras {
+    pub lease: Option<Lease>,
+    pub error: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Lease owners, errors and replaced metadata of one queue's items, as the checkpoint
+/// stores them.
+pub(crate) type Side = (
+    Vec<(Key, Lease)>,
+    Vec<(Key, String)>,
+    Vec<(Key, BTreeMap<String, String>)>,
+);
+
+/// What a queue is besides its items: what the checkpoint stores ahead of its slots.
+pub(crate) struct QueueHead {
+    pub config: QueueConfig,
+    pub next_key: Key,
+    pub tail_created: u64,
+    pub phases: Vec<Phase>,
 }
 
 const PENDING: u16 = 0;
-const IN_FLIGHT: u16 = 1;
+pub(crate) const IN_FLIGHT: u16 = 1;
 const EXPIRED: u16 = 4;
 
 fn not_found(queue: &QueueId) -> Error {
@@ -368,6 +386,80 @@ fn subtract_live(live: &mut HashMap<u32, u64>, segment: u32, len: u32) {
     }
 }
 
+/// The checkpoint's view of a queue: what it writes, and how it rebuilds one.
+impl Queue {
+    pub(crate) fn head(&self) -> QueueHead {
+        QueueHead {
+            config: self.config.clone(),
+            next_key: self.next_key,
+            tail_created: self.tail_created,
+            phases: self.phases.clone(),
+        }
+    }
+
+    pub(crate) fn side(&self) -> Side {
+        (
+            self.lease_of.iter().map(|(k, l)| (*k, l.clone())).collect(),
+            self.errors.iter().map(|(k, e)| (*k, e.clone())).collect(),
+            self.metadata.iter().map(|(k, m)| (*k, m.clone())).collect(),
+        )
+    }
+
+    /// Every item's slot, in key order.
+    pub(crate) fn items(&self) -> impl Iterator<Item = (Key, &Slot)> + '_ {
+        self.slots.after(None)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// An empty queue from its head, to be filled with [`Queue::restore_item`] in key
+    /// order. `None` if the phase table is not one a queue can have (the contract's phases
+    /// first, at their fixed ids, then distinct user phases).
+    pub(crate) fn restore(head: QueueHead) -> Option<Queue> {
+        let mut q = Queue::new(head.config);
+        if head.phases.get(..q.phases.len()) != Some(&q.phases[..]) {
+            return None;
+        }
+        q.phase_ids = head.phases.iter().cloned().zip(0..).collect();
+        if q.phase_ids.len() != head.phases.len() {
+            return None;
+        }
+        q.counts = vec![0; head.phases.len()];
+        q.phases = head.phases;
+        q.next_key = head.next_key;
+        q.tail_created = head.tail_created;
+        // `add_indexed` lowers the cursor to the first in-order item it is given.
+        q.cursor = q.next_key;
+        Some(q)
+    }
+
+    /// Adds an item read from a checkpoint (its live bytes are the caller's to count:
+    /// [`State::restore_live`]).
+    pub(crate) fn restore_item(&mut self, key: Key, slot: Slot, extras: Extras) {
+        self.add_indexed(key, slot, extras);
+    }
+
+    /// Done adding items: spare capacity released, the in-order cursor placed.
+    pub(crate) fn finish_restore(&mut self) {
+        self.slots.shrink();
+        self.fix_cursor();
+    }
+
+    pub(crate) fn id(&self) -> &QueueId {
+        &self.config.id
+    }
+
+    pub(crate) fn next_key(&self) -> Key {
+        self.next_key
+    }
+
+    pub(crate) fn phase_count(&self) -> usize {
+        self.phases.len()
+    }
+}
+
 /// A queue in the state, or `QueueNotFound`.
 macro_rules! queue_mut {
     ($self:ident, $id:expr) => {
@@ -376,6 +468,30 @@ macro_rules! queue_mut {
 }
 
 impl State {
+    /// Every queue, ordered by id.
+    pub(crate) fn queues_by_id(&self) -> Vec<&Queue> {
+        let mut all: Vec<&Queue> = self.queues.values().collect();
+        all.sort_by(|a, b| a.config.id.cmp(&b.config.id));
+        all
+    }
+
+    /// Adds a queue rebuilt from a checkpoint; `false` (and nothing added) if its id is
+    /// taken.
+    pub(crate) fn restore_queue(&mut self, q: Queue) -> bool {
+        match self.queues.entry(q.config.id.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(q);
+                true
+            }
+        }
+    }
+
+    /// Counts `bytes` of restored blobs as live in `segment`.
+    pub(crate) fn restore_live(&mut self, segment: u32, bytes: u64) {
+        *self.live.entry(segment).or_default() += bytes;
+    }
+
     pub(crate) fn item_count(&self) -> usize {
         self.queues.values().map(|q| q.slots.len()).sum()
     }
@@ -470,6 +586,20 @@ impl State {
     pub(crate) fn header(&self, queue: &QueueId, key: Key) -> Result<Option<Header>> {
         let q = self.queues.get(queue).ok_or_else(|| not_found(queue))?;
         Ok(q.slots.get(key).map(|s| q.header(key, s)))
+    }
+
+    /// Where the blobs of `keys` are (a missing key is skipped).
+    pub(crate) fn locs(&self, queue: &QueueId, keys: &[Key]) -> Result<Vec<Loc>> {
+        let q = self.queues.get(queue).ok_or_else(|| not_found(queue))?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| q.slots.get(*k))
+            .map(|s| Loc {
+                segment: s.segment,
+                offset: s.offset,
+                len: s.len,
+            })
+            .collect())
     }
 
     /// Removes items; returns how many were there.
@@ -661,367 +791,4 @@ impl State {
         }
         out
     }
-}
-
-// ---- checkpoint encoding ----
-
-/// First bytes of the checkpoint file.
-pub(crate) const CHECKPOINT_MAGIC: &[u8; 8] = b"HSPJCKP2";
-/// Slots per block of the checkpoint.
-const BLOCK: usize = 4096;
-
-/// Lease owners, errors and replaced metadata of one queue.
-type Side = (
-    Vec<(Key, Lease)>,
-    Vec<(Key, String)>,
-    Vec<(Key, BTreeMap<String, String>)>,
-);
-
-/// A writer that checksums what goes through it.
-pub(crate) struct CrcWrite<W> {
-    pub inner: W,
-    pub hasher: crc32fast::Hasher,
-    pub bytes: u64,
-}
-
-impl<W: Write> Write for CrcWrite<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A reader that checksums what comes through it.
-struct CrcRead<R> {
-    inner: R,
-    hasher: crc32fast::Hasher,
-}
-
-impl<R: Read> Read for CrcRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-fn put_var(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        #[allow(clippy::cast_possible_truncation)] // the low 7 bits
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    #[allow(clippy::cast_possible_truncation)]
-    out.push(n as u8);
-}
-
-fn zigzag(from: u64, to: u64) -> u64 {
-    #[allow(clippy::cast_possible_wrap)] // wrapping difference, undone by `unzigzag`
-    let d = to.wrapping_sub(from) as i64;
-    #[allow(clippy::cast_sign_loss)]
-    let z = ((d << 1) ^ (d >> 63)) as u64;
-    z
-}
-
-fn unzigzag(from: u64, z: u64) -> u64 {
-    #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
-    let d = ((z >> 1) as i64 ^ -((z & 1) as i64)) as u64;
-    from.wrapping_add(d)
-}
-
-fn corrupt(why: impl std::fmt::Display) -> Error {
-    Error::Corrupted {
-        what: format!("journal checkpoint: {why}"),
-    }
-}
-
-fn bincode_config() -> bincode::config::Configuration {
-    bincode::config::standard()
-}
-
-fn put_bytes(w: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(bytes)
-}
-
-impl State {
-    /// Writes the state as of log position `(segment, offset)`:
-    /// `[magic][segment][offset][queues…][crc32 of everything after the magic]`. Returns the
-    /// items written.
-    pub(crate) fn write_checkpoint(
-        &self,
-        segment: u64,
-        offset: u64,
-        out: impl Write,
-    ) -> std::io::Result<u64> {
-        let mut w = CrcWrite {
-            inner: out,
-            hasher: crc32fast::Hasher::new(),
-            bytes: 0,
-        };
-        w.inner.write_all(CHECKPOINT_MAGIC)?;
-        w.write_all(&segment.to_le_bytes())?;
-        w.write_all(&offset.to_le_bytes())?;
-        let mut ids: Vec<&QueueId> = self.queues.keys().collect();
-        ids.sort();
-        w.write_all(&u32::try_from(ids.len()).unwrap_or(u32::MAX).to_le_bytes())?;
-        let mut items = 0;
-        for id in ids {
-            let q = &self.queues[id];
-            put_bytes(&mut w, &encode(&ConfigRecord(q.config.clone()))?)?;
-            w.write_all(&q.next_key.to_le_bytes())?;
-            w.write_all(&q.tail_created.to_le_bytes())?;
-            put_bytes(&mut w, &encode(&q.phases)?)?;
-            let side: Side = (
-                q.lease_of.iter().map(|(k, l)| (*k, l.clone())).collect(),
-                q.errors.iter().map(|(k, e)| (*k, e.clone())).collect(),
-                q.metadata.iter().map(|(k, m)| (*k, m.clone())).collect(),
-            );
-            put_bytes(&mut w, &encode(&side)?)?;
-            w.write_all(&(q.slots.len() as u64).to_le_bytes())?;
-            let mut block = Vec::with_capacity(BLOCK * 16);
-            let mut in_block = 0;
-            let mut prev = (0u64, Slot::new(0));
-            for (key, s) in q.slots.after(None) {
-                put_var(&mut block, key - prev.0);
-                put_var(
-                    &mut block,
-                    zigzag(u64::from(prev.1.segment), u64::from(s.segment)),
-                );
-                put_var(
-                    &mut block,
-                    zigzag(u64::from(prev.1.offset), u64::from(s.offset)),
-                );
-                put_var(&mut block, u64::from(s.len));
-                put_var(&mut block, u64::from(s.phase));
-                put_var(&mut block, u64::from(s.flags));
-                put_var(&mut block, u64::from(s.attempts));
-                put_var(&mut block, zigzag(prev.1.created_at, s.created_at));
-                put_var(&mut block, zigzag(s.created_at, s.updated_at));
-                put_var(&mut block, zigzag(s.created_at, s.not_before));
-                prev = (key, *s);
-                in_block += 1;
-                items += 1;
-                if in_block == BLOCK {
-                    put_bytes(&mut w, &block)?;
-                    block.clear();
-                    in_block = 0;
-                    prev = (0, Slot::new(0));
-                }
-            }
-            if in_block > 0 {
-                put_bytes(&mut w, &block)?;
-            }
-        }
-        let crc = w.hasher.clone().finalize();
-        w.inner.write_all(&crc.to_le_bytes())?;
-        w.inner.flush()?;
-        Ok(items)
-    }
-
-    /// Reads a checkpoint written by [`State::write_checkpoint`]: the log position replay
-    /// starts at, and the state.
-    pub(crate) fn read_checkpoint(input: impl Read) -> Result<((u64, u64), State)> {
-        let mut r = CrcRead {
-            inner: input,
-            hasher: crc32fast::Hasher::new(),
-        };
-        let mut magic = [0; 8];
-        r.inner
-            .read_exact(&mut magic)
-            .map_err(|e| corrupt(format!("too short: {e}")))?;
-        if &magic != CHECKPOINT_MAGIC {
-            return Err(corrupt("not a checkpoint file (bad magic)"));
-        }
-        let segment = read_u64(&mut r)?;
-        let offset = read_u64(&mut r)?;
-        let queues = read_u32(&mut r)?;
-        let mut state = State::default();
-        let mut buf = Vec::new();
-        for _ in 0..queues {
-            let q = state.read_queue(&mut r, &mut buf)?;
-            let id = q.config.id.clone();
-            if state.queues.insert(id.clone(), q).is_some() {
-                return Err(corrupt(format!("queue `{id}` appears twice")));
-            }
-        }
-        let want = r.hasher.clone().finalize();
-        let mut crc = [0; 4];
-        r.inner
-            .read_exact(&mut crc)
-            .map_err(|e| corrupt(format!("ends early: {e}")))?;
-        if u32::from_le_bytes(crc) != want {
-            return Err(corrupt("checksum mismatch"));
-        }
-        Ok(((segment, offset), state))
-    }
-}
-
-impl State {
-    /// Reads one queue of a checkpoint (its live bytes are added to the state's).
-    fn read_queue(&mut self, r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Queue> {
-        let ConfigRecord(config) = decode_bytes(r, buf)?;
-        let mut q = Queue::new(config);
-        q.next_key = read_u64(r)?;
-        q.tail_created = read_u64(r)?;
-        q.phases = decode_bytes(r, buf)?;
-        q.phase_ids = q.phases.iter().cloned().zip(0..).collect();
-        q.counts = vec![0; q.phases.len()];
-        if q.phases.get(..5) != Queue::new(q.config.clone()).phases.get(..5)
-            || q.phase_ids.len() != q.phases.len()
-        {
-            return Err(corrupt("a queue's phase table is damaged"));
-        }
-        let (leases, errors, metadata): Side = decode_bytes(r, buf)?;
-        let mut leases: HashMap<Key, Lease> = leases.into_iter().collect();
-        let mut errors: HashMap<Key, String> = errors.into_iter().collect();
-        let mut metadata: HashMap<Key, BTreeMap<String, String>> = metadata.into_iter().collect();
-        let count = read_u64(r)?;
-        q.cursor = q.next_key;
-        let mut read = 0;
-        let mut last_key = 0;
-        let mut run = (0u32, 0u64);
-        while read < count {
-            read_block(r, buf)?;
-            let mut c = VarCursor { buf, pos: 0 };
-            let mut prev = (0u64, Slot::new(0));
-            while c.pos < buf.len() {
-                let (key, s) = decode_slot(&mut c, prev)?;
-                if key <= last_key || key >= q.next_key || s.phase as usize >= q.phases.len() {
-                    return Err(corrupt(format!(
-                        "queue `{}`: item {key} is out of order, out of range or in no phase",
-                        q.config.id
-                    )));
-                }
-                last_key = key;
-                let mut extras = Extras::default();
-                if s.has(HAS_LEASE) {
-                    extras.lease = leases.remove(&key);
-                }
-                if s.has(HAS_ERROR) {
-                    extras.error = errors.remove(&key);
-                }
-                if s.has(HAS_META) {
-                    extras.metadata = metadata.remove(&key);
-                }
-                if (s.phase == IN_FLIGHT) != extras.lease.is_some() {
-                    return Err(corrupt(format!(
-                        "queue `{}`: item {key} is in flight without a lease or leased outside \
-                         in_flight",
-                        q.config.id
-                    )));
-                }
-                // Live bytes are counted per run of one segment, not per item.
-                if run.0 != s.segment {
-                    if run.1 > 0 {
-                        *self.live.entry(run.0).or_default() += run.1;
-                    }
-                    run = (s.segment, 0);
-                }
-                run.1 += u64::from(s.len);
-                q.add_indexed(key, s, extras);
-                prev = (key, s);
-                read += 1;
-            }
-        }
-        if run.1 > 0 {
-            *self.live.entry(run.0).or_default() += run.1;
-        }
-        if read != count || !leases.is_empty() || !errors.is_empty() || !metadata.is_empty() {
-            return Err(corrupt(format!(
-                "queue `{}`: item count or side tables do not match",
-                q.config.id
-            )));
-        }
-        q.slots.shrink();
-        q.fix_cursor();
-        Ok(q)
-    }
-}
-
-/// Decodes one slot, delta-encoded against the one before it in its block.
-fn decode_slot(c: &mut VarCursor<'_>, prev: (Key, Slot)) -> Result<(Key, Slot)> {
-    let key = prev.0 + c.next()?;
-    let mut s = Slot::new(key);
-    s.segment = narrow(unzigzag(u64::from(prev.1.segment), c.next()?))?;
-    s.offset = narrow(unzigzag(u64::from(prev.1.offset), c.next()?))?;
-    s.len = narrow(c.next()?)?;
-    s.phase = u16::try_from(c.next()?).map_err(corrupt)?;
-    s.flags = u8::try_from(c.next()?).map_err(corrupt)?;
-    s.attempts = narrow(c.next()?)?;
-    s.created_at = unzigzag(prev.1.created_at, c.next()?);
-    s.updated_at = unzigzag(s.created_at, c.next()?);
-    s.not_before = unzigzag(s.created_at, c.next()?);
-    Ok((key, s))
-}
-
-fn narrow(n: u64) -> Result<u32> {
-    u32::try_from(n).map_err(corrupt)
-}
-
-fn read_u64(r: &mut impl Read) -> Result<u64> {
-    let mut b = [0; 8];
-    r.read_exact(&mut b)
-        .map_err(|e| corrupt(format!("ends early: {e}")))?;
-    Ok(u64::from_le_bytes(b))
-}
-
-fn read_u32(r: &mut impl Read) -> Result<u32> {
-    let mut b = [0; 4];
-    r.read_exact(&mut b)
-        .map_err(|e| corrupt(format!("ends early: {e}")))?;
-    Ok(u32::from_le_bytes(b))
-}
-
-/// Reads a length-prefixed block into `buf`.
-fn read_block(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<()> {
-    let len = read_u32(r)? as usize;
-    if len > 1 << 30 {
-        return Err(corrupt(format!("implausible block length {len}")));
-    }
-    buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf)
-        .map_err(|e| corrupt(format!("ends early: {e}")))
-}
-
-fn decode_bytes<T: serde::de::DeserializeOwned>(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<T> {
-    read_block(r, buf)?;
-    bincode::serde::decode_from_slice(buf, bincode_config())
-        .map(|(v, _)| v)
-        .map_err(|e| corrupt(format!("does not decode: {e}")))
-}
-
-struct VarCursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl VarCursor<'_> {
-    fn next(&mut self) -> Result<u64> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or_else(|| corrupt("a block ends inside a number"))?;
-            self.pos += 1;
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(n);
-            }
-        }
-        Err(corrupt("a number is too long"))
-    }
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(value, bincode_config()).map_err(std::io::Error::other)
 }

@@ -176,7 +176,7 @@ async fn child_work(dir: &Path, seed: u64, mode: &str) {
                 store
                     .nack(&queue, key, &owner, retry_at, "crash test nack")
                     .await
-                    .map(|_| "nacked")
+                    .map(|()| "nacked")
             };
             match result {
                 Ok(what) => {
