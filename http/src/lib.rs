@@ -14,6 +14,30 @@
 //! `Authorization: Bearer <token>` when tokens are configured (`/metrics` too, unless
 //! [`ApiConfig::public_metrics`]). `GET /openapi.json`, public too, is the OpenAPI document
 //! of the routes, generated from the handlers' attributes and types ([`openapi()`]).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use hookspool::{MemoryBackend, Store};
+//! use hookspool_http::{ApiConfig, ApiState, router};
+//! use hookspool_webhooks::Hooks;
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let hooks = Hooks::open(Store::new(MemoryBackend::new())).await?;
+//! let app = axum::Router::new().nest("/hookspool", router(ApiState::new(hooks, ApiConfig::default())));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Modules
+//!
+//! `queues` (the queue admin routes), `hooks_api` (subscriptions, publishing, deliveries,
+//! callbacks), `metrics` (`GET /metrics` and the request counter), `openapi` (routes and
+//! their document registered in one place, `ApiRoutes::route`), `error` ([`ApiError`] and the
+//! extractors whose rejections are API errors). No features.
 
 mod error;
 mod hooks_api;
