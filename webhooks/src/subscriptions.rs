@@ -138,8 +138,12 @@ impl<B: Backend> Hooks<B> {
         };
         let key = store.push(&self.inner.subs_queue, item).await?;
         // A crash here leaves the item `pending`, which loading reads as enabled.
+        let transition = Transition {
+            expect: Expect::default(),
+            action: Action::Move(Move::to(phase_of(&sub))),
+        };
         store
-            .update_phase(&self.inner.subs_queue, key, phase_of(&sub))
+            .settle(&self.inner.subs_queue, key, transition)
             .await?;
         self.write_subs().insert(sub.id.clone(), (key, sub.clone()));
         Ok(sub)
@@ -277,9 +281,10 @@ impl<B: Backend> Hooks<B> {
             expect: Expect::default(),
             action: Action::Move(action),
         };
+        // Nothing needs the item back: settle, which reads no stored data.
         self.inner
             .store
-            .update(&self.inner.subs_queue, key, transition)
+            .settle(&self.inner.subs_queue, key, transition)
             .await?;
         self.write_subs().insert(sub.id.clone(), (key, sub.clone()));
         if sub.enabled {
