@@ -175,10 +175,14 @@ impl Inner {
     /// then syncs the directory. Blobs never go to old segments, so a dead one stays dead.
     fn delete_segments(&self, dead: &[u64]) -> Result<()> {
         for &n in dead {
+            std::fs::remove_file(self.dir.join(segment_name(n))).map_err(io_error)?;
+            // After the removal: a reader that opened the file just before it (one whose
+            // item has moved on, so it reads a location no longer current) put a handle in
+            // the map, which would keep the deleted file's space until the backend closes.
+            // From now on the file cannot be opened again.
             if let Ok(n) = u32::try_from(n) {
                 self.files.forget(n);
             }
-            std::fs::remove_file(self.dir.join(segment_name(n))).map_err(io_error)?;
         }
         if !dead.is_empty() {
             sync_dir(&self.dir, self.options.faults.as_ref()).map_err(io_error)?;
@@ -197,7 +201,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 fn segment_u32(segment: u64) -> Result<u32> {
-    u32::try_from(segment).map_err(|_| Error::invalid("the journal has run out of segment numbers"))
+    u32::try_from(segment)
+        .map_err(|_| Error::internal("the journal has run out of segment numbers"))
 }
 
 impl JournalBackend {

@@ -17,16 +17,18 @@
 //!   files, each item's blob with its own checksum, and are read with `pread` (nearby ones in
 //!   one call) when an item is returned. Counts come from counters; claim order needs no
 //!   per-item index for items pushed in order (see `state`).
-//! - **Reads.** No `pread` runs on an async thread, and no reader ever waits for the
-//!   writer. A call that returns items (`fetch`, `pop`, `claim`, `update`) looks at the
-//!   index under the state lock, reads the blobs it needs on a blocking thread with the lock
-//!   released, then takes the lock again and applies its change only if every item it
-//!   returns is still where it was read (a blob never changes in place: compaction writes a
-//!   copy elsewhere); otherwise it reads what changed and checks again. Records not yet
-//!   written, and the last few MiB written, are copied from memory. Consumers of one queue
-//!   (`claim`, `pop` of a page) take turns; everything else goes on while they read. Only a
-//!   call overtaken by changes round after round finishes with one read under the lock, on a
-//!   blocking thread (see `read`).
+//! - **Reads.** No read that could block runs on an async thread, and no reader ever waits
+//!   for the writer. A call that returns items (`fetch`, `pop`, `claim`, `update`) looks at
+//!   the index under the state lock, reads the blobs it needs with the lock released, then
+//!   takes the lock again and applies its change only if every item it returns is still
+//!   where it was read (a blob never changes in place: compaction writes a copy elsewhere);
+//!   otherwise it reads what changed and checks again. Records not yet written, and the last
+//!   few MiB written, are copied from memory; blobs in the page cache are copied on the
+//!   calling thread with `preadv2(RWF_NOWAIT)`, which fails rather than wait for the disk
+//!   (Linux; not with a [`Faults`] hook set); the rest is read with `pread` on a blocking
+//!   thread. Consumers of one queue (`claim`, `pop` of a page) take turns; everything else
+//!   goes on while they read. Only a call overtaken by changes round after round finishes
+//!   with one read under the lock, on a blocking thread (see `read`).
 //! - **Checkpoints.** After `checkpoint_bytes` of log (64 MiB by default, or the last
 //!   checkpoint's size if larger), after as much blob data in older segments has died (a
 //!   queue drained), and at a clean close, the index is written to the `checkpoint` file (a
@@ -55,8 +57,12 @@
 //!   `kill`) is one record and one sync for the whole batch, and reads no item data: the
 //!   index holds all that settling needs.
 //!
-//! It is written against hookspool's public API, passes the conformance kit, and has its
-//! own crash, torn-write and fault-injection tests.
+//! - **Its own directory.** [`JournalBackend::detect`] tells whether a directory holds a
+//!   journal (a checkpoint or a segment), so that a tool can open a directory with the
+//!   backend that wrote it. Durability is hookspool's one setting, [`Durability`].
+//!
+//! It is written against hookspool's public API, depends on the engine crate alone, passes
+//! the conformance kit, and has its own crash, torn-write, fault-injection and read tests.
 //!
 //! # Example
 //!
@@ -81,13 +87,14 @@
 //!
 //! Memory grows with the number of items (48 bytes each, plus the strings of leased or
 //! failed items), not with their size, plus the records kept for readers (those not yet
-//! written, and 4 MiB of the latest written). A call that reads item data from disk hands
-//! the read to a blocking thread, which costs more than a `pread` served from the page cache
-//! (tens of microseconds per call on the development machine). Encoding a checkpoint holds
-//! the state lock:
-//! writers wait that long (a whole checkpoint of a million items took 33 ms on the
-//! development machine). An item whose data is damaged on disk cannot be fetched, popped
-//! (or deleted), claimed or updated, since each would return it: the call fails with
+//! written, and 4 MiB of the latest written). A call that reads item data the page cache
+//! does not hold, or more than 256 KiB of it at once, or any at all on a file system without
+//! `RWF_NOWAIT` (such as tmpfs) or a system other than Linux, hands that read to a blocking
+//! thread, which costs tens of microseconds per call on the development machine on top of
+//! the read. Encoding a checkpoint holds the state lock: writers wait that long (a
+//! whole checkpoint of a million items took 33 ms on the development machine). An item
+//! whose data is damaged on disk cannot be fetched, popped (or deleted), claimed or
+//! updated, since each would return it: the call fails with
 //! [`hookspool::Error::Corrupted`] and changes nothing. Settling reads no data, so such an
 //! item that was already claimed can still be acked, nacked or killed, and any such item can
 //! be moved or removed with `Store::settle`; otherwise it stays until its queue is reset or

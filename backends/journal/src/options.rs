@@ -22,8 +22,10 @@ pub enum IoOp {
     /// Creating a segment file.
     CreateSegment,
     /// Reading `len` bytes of item data (one or more nearby blobs) from segment `segment`
-    /// with one `pread`. Reads run on a blocking thread, without the state lock (see the
-    /// crate docs), so a test may block here to hold one in flight while others carry on.
+    /// with one `pread`. Reads run without the state lock (see the crate docs), and while a
+    /// hook is set every one of them runs on a blocking thread (the non-blocking reads from
+    /// the page cache on the calling thread are skipped), so a test may block here to hold
+    /// one in flight while others carry on.
     Read {
         /// Which segment.
         segment: u64,

@@ -561,7 +561,8 @@ impl State {
             slot.not_before = item.not_before.map_or(now, Timestamp::as_millis);
             slot.segment = segment;
             slot.offset = u32::try_from(base + u64::from(item.blob.at))
-                .map_err(|_| Error::invalid("a journal segment is larger than 4 GiB"))?;
+                // Segment sizes are checked at open to be at most 4 GiB.
+                .map_err(|_| Error::internal("a journal segment is larger than 4 GiB"))?;
             slot.len = item.blob.len;
             slot.phase = PENDING;
             // Joins the in-order run if that keeps the run in claim and TTL order.
