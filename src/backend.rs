@@ -140,7 +140,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<Vec<Result<()>>>> + Send {
         async move {
-            if self.get_queue(queue).await?.is_none() {
+            // A missing queue fails the first `update` as a whole-call error below; only an
+            // empty batch needs asking (and a settle of one item costs one call, not two).
+            if updates.is_empty() && self.get_queue(queue).await?.is_none() {
                 return Err(Error::QueueNotFound(queue.clone()));
             }
             let mut out = Vec::with_capacity(updates.len());

@@ -90,7 +90,10 @@ impl From<hookspool_webhooks::Error> for ApiError {
         use hookspool_webhooks::Error as E;
         let status = match &e {
             E::Store(store) => engine_status(store),
-            E::SubscriptionNotFound(_) | E::DeliveryNotFound(_) => StatusCode::NOT_FOUND,
+            E::SubscriptionNotFound(_) | E::DeliveryNotFound(_) | E::ChannelNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            E::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             E::SubscriptionExists(_) => StatusCode::CONFLICT,
             E::InvalidUrl { .. }
             | E::InvalidSecret(_)

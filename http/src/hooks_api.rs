@@ -10,17 +10,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hookspool::{Backend, NewItem, QueueId};
+use hookspool::Backend;
 use hookspool_client::wire::{
     Accepted, Delivery, NewSubscription, Publish, Published, Removed, RotateSecret,
     SubscriptionChange, SubscriptionInfo, SubscriptionList, Unsubscribe,
 };
-use hookspool_webhooks::{
-    DeliveryId, Error, FireOptions, HEADER_WEBHOOK_ID, INTERNAL_PREFIX, META_CONTENT_TYPE,
-    META_WEBHOOK_ID, SigningKey, SubscribeOptions, channel_secret, check_idempotency_key, verify,
-};
+use hookspool_webhooks::{DeliveryId, Error, FireOptions, SubscribeOptions, check_idempotency_key};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use utoipa::IntoParams;
@@ -380,46 +377,16 @@ async fn callback<B: Backend>(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let no_channel = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "channel_not_found",
-            format!("no callback channel {channel:?}"),
-        )
-    };
-    if channel.starts_with(INTERNAL_PREFIX) {
-        return Err(no_channel());
-    }
-    let queue_id = QueueId::new(channel.as_str()).map_err(|_| no_channel())?;
-    let queue = state.store.queue(&queue_id).await?.ok_or_else(no_channel)?;
+    let channel = state.hooks.callback_channel(&channel).await?;
     let body = body.map_err(|r| bytes_rejection(&r))?;
-    if let Some(secret) = channel_secret(&queue) {
-        let key = SigningKey::from_whsec(secret.expose()).map_err(|_| {
-            tracing::error!(channel = %channel, "the channel's secret is not a whsec_ secret");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "channel_misconfigured",
-                "the channel's secret is not a Standard Webhooks (whsec_) secret",
-            )
-        })?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        verify(&[&key], lookup, &body, now).map_err(|e| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", e.to_string())
-        })?;
-    }
-    let mut item = NewItem::new(body.to_vec());
-    for (name, meta) in [
-        (HEADER_WEBHOOK_ID, META_WEBHOOK_ID),
-        (header::CONTENT_TYPE.as_str(), META_CONTENT_TYPE),
-    ] {
-        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
-            item = item.with_metadata(meta, v);
-        }
-    }
-    let key = state.hooks.receive(&queue_id, item).await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let key = state
+        .hooks
+        .receive_signed(&channel, lookup, &body, now)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { key })).into_response())
 }
 

@@ -30,6 +30,20 @@ pub enum Error {
     #[error("no delivery with id `{0}`")]
     DeliveryNotFound(String),
 
+    /// No callback channel of this name: no such queue, not a queue id, or one of
+    /// hookspool's own queues.
+    #[error("no callback channel {0:?}")]
+    ChannelNotFound(String),
+
+    /// A callback without a valid signature for its channel. Nothing was stored.
+    #[error("{0}")]
+    InvalidSignature(crate::signing::VerifyError),
+
+    /// A channel whose secret cannot verify signatures (not a `whsec_` secret): every
+    /// callback into it is refused until its secret is fixed.
+    #[error("the secret of channel `{0}` is not a Standard Webhooks (whsec_) secret")]
+    ChannelMisconfigured(String),
+
     /// A webhook target URL that cannot be used. `reason` says why.
     #[error("invalid target URL {url:?}: {reason}")]
     InvalidUrl {
@@ -93,6 +107,9 @@ impl Error {
             Error::SubscriptionNotFound(_) => "subscription_not_found",
             Error::SubscriptionExists(_) => "subscription_exists",
             Error::DeliveryNotFound(_) => "delivery_not_found",
+            Error::ChannelNotFound(_) => "channel_not_found",
+            Error::InvalidSignature(_) => "invalid_signature",
+            Error::ChannelMisconfigured(_) => "channel_misconfigured",
             Error::InvalidUrl { .. } => "invalid_url",
             Error::InvalidSecret(_) => "invalid_secret",
             Error::InvalidEvent { .. } => "invalid_event",

@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{Hooks, random_unit};
 use crate::retry::RetrySchedule;
 use crate::secret::Secret;
-use crate::signing::SigningKey;
+use crate::signing::{HEADER_WEBHOOK_ID, SigningKey, verify};
 use crate::subscription::generate_secret;
 
 /// Metadata key of an inbound item: the sender's `webhook-id`.
@@ -336,6 +336,60 @@ impl<B: Backend> fmt::Debug for Callbacks<B> {
 }
 
 impl<B: Backend> Hooks<B> {
+    /// The queue of callback channel `channel`, as a request names it: a valid queue id,
+    /// not one of hookspool's own queues, that exists.
+    ///
+    /// # Errors
+    /// [`Error::ChannelNotFound`] otherwise; the store's errors.
+    pub async fn callback_channel(&self, channel: &str) -> Result<QueueConfig> {
+        let missing = || Error::ChannelNotFound(channel.to_owned());
+        if channel.starts_with(INTERNAL_PREFIX) {
+            // An unauthenticated callback must never write into hookspool's own queues: a
+            // foreign item in the subscriptions queue would make the registry unreadable.
+            return Err(missing());
+        }
+        let id = QueueId::new(channel).map_err(|_| missing())?;
+        self.store().queue(&id).await?.ok_or_else(missing)
+    }
+
+    /// Receives a callback request into its channel: if the channel has a secret, the
+    /// request must carry a valid Standard Webhooks signature of `body` (`headers` looks a
+    /// header up by its lower-case name; `now` is the receiver's Unix time in seconds), else
+    /// nothing is stored. The body is stored as it is, with the sender's `webhook-id` and
+    /// `content-type` as metadata ([`META_WEBHOOK_ID`], [`META_CONTENT_TYPE`]); returns its
+    /// key once the push is durable. What `POST /callbacks/{channel}` does.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSignature`] (nothing stored); [`Error::ChannelMisconfigured`] if the
+    /// channel's secret is not a `whsec_` secret; the store's errors.
+    pub async fn receive_signed<H, S>(
+        &self,
+        channel: &QueueConfig,
+        headers: H,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Key>
+    where
+        H: Fn(&str) -> Option<S>,
+        S: AsRef<str>,
+    {
+        if let Some(secret) = channel_secret(channel) {
+            let key = SigningKey::from_whsec(secret.expose())
+                .map_err(|_| Error::ChannelMisconfigured(channel.id.to_string()))?;
+            verify(&[&key], &headers, body, now).map_err(Error::InvalidSignature)?;
+        }
+        let mut item = NewItem::new(body.to_vec());
+        for (name, meta) in [
+            (HEADER_WEBHOOK_ID, META_WEBHOOK_ID),
+            ("content-type", META_CONTENT_TYPE),
+        ] {
+            if let Some(v) = headers(name) {
+                item = item.with_metadata(meta, v.as_ref());
+            }
+        }
+        self.receive(&channel.id, item).await
+    }
+
     /// Stores a received callback durably in `channel`'s queue and wakes the callback loop.
     /// Returns the item's key once the push is durable (under the backend's durability).
     ///
