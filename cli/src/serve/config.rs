@@ -16,8 +16,8 @@ use hookspool_http::DEFAULT_BODY_LIMIT;
 use hookspool_journal::JournalBackend;
 use hookspool_sled::SledBackend;
 use hookspool_webhooks::{
-    CallbackConfig, DeliveryConfig, HttpConfig, IpNet, NetworkPolicy, RetrySchedule, Secret,
-    SigningKey, TargetUrl,
+    CallbackConfig, DeliveryConfig, HttpConfig, INTERNAL_PREFIX, IpNet, NetworkPolicy,
+    RetrySchedule, Secret, SigningKey, TargetUrl,
 };
 use serde::Deserialize;
 
@@ -498,10 +498,10 @@ fn source(src: SourceFile, channels: &[ChannelConfig]) -> Result<SourceConfig, C
 /// Checks one `[channels.NAME]` table.
 fn channel(name: &str, c: ChannelFile) -> Result<ChannelConfig, CliError> {
     let bad = |why: String| CliError::Input(format!("config channel {name:?}: {why}"));
-    if name.starts_with("hookspool.") {
-        return Err(bad(
-            "names starting with `hookspool.` are reserved".to_owned()
-        ));
+    if name.starts_with(INTERNAL_PREFIX) {
+        return Err(bad(format!(
+            "names starting with `{INTERNAL_PREFIX}` are reserved"
+        )));
     }
     let id = QueueId::new(name).map_err(|e| bad(e.to_string()))?;
     let secret = match c.secret {
