@@ -196,3 +196,16 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn faults_fail_the_whole_call_not_one_entry() {
+        assert!(!Error::internal("x").fails_one_entry());
+        assert!(!Error::corrupted("x").fails_one_entry());
+        assert!(Error::invalid("x").fails_one_entry());
+        assert_eq!(Error::internal("x").code(), "internal");
+    }
+}

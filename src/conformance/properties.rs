@@ -1500,6 +1500,11 @@ pub async fn update_many_settles_each_entry_like_update<F: Factory>(f: &F) {
         Error::QueueNotFound(_),
         "update_many on a missing queue"
     );
+    assert_err!(
+        b.update_many(&qid("nope"), Vec::new(), at(9)).await,
+        Error::QueueNotFound(_),
+        "an empty update_many on a missing queue"
+    );
 }
 
 /// What `update_many` returned survives a reopen (for durable backends).

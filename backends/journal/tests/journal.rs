@@ -478,3 +478,20 @@ fn a_segment_size_outside_1_kib_to_4_gib_is_refused_and_nothing_is_created() {
     }
     assert!(!dir.exists(), "a refused open creates nothing");
 }
+
+#[test]
+fn a_zero_periodic_interval_is_refused_and_nothing_is_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let options = JournalOptions {
+        durability: Durability::Periodic {
+            interval: Duration::ZERO,
+        },
+        ..JournalOptions::default()
+    };
+    match JournalBackend::open_with(&dir, options) {
+        Err(Error::InvalidInput(what)) => assert!(what.contains("interval"), "{what}"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    assert!(!dir.exists(), "a refused open creates nothing");
+}

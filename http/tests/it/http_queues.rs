@@ -219,6 +219,43 @@ async fn queue_crud_never_echoes_the_secret() {
         .error(StatusCode::NOT_FOUND, "queue_not_found");
 }
 
+/// The channel secret has a field of its own: its metadata key is refused, on create and on
+/// update, and replacing the metadata keeps the secret.
+#[tokio::test]
+async fn the_secret_is_not_the_callers_metadata() {
+    let api = serve(ApiConfig::default()).await;
+    api.ok(
+        Method::POST,
+        "/queues",
+        Some(json!({"id": "chan", "secret": "whsec_topsecret"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    api.post(
+        "/queues",
+        json!({"id": "meta", "metadata": {"secret": "x"}}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_request");
+    api.send(
+        Method::PATCH,
+        "/queues/chan",
+        Some(json!({"metadata": {"secret": "x"}})),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_request");
+    let kept = api
+        .ok(
+            Method::PATCH,
+            "/queues/chan",
+            Some(json!({"metadata": {"team": "ops"}})),
+            StatusCode::OK,
+        )
+        .await;
+    assert_eq!(kept["secret"], true, "{kept}");
+    assert_eq!(kept["metadata"], json!({"team": "ops"}));
+}
+
 /// A server with queue `q` holding five items: JSON, binary, and a batch of text, `null`
 /// and a delayed number. Returns their keys.
 async fn seeded() -> (Api, u64, u64, [u64; 3]) {

@@ -199,7 +199,9 @@ async fn failures_retry_on_the_schedule_then_die_and_replay_sends_again() {
     assert_eq!(numbers, [1, 2, 3]);
 
     rx.set_status(200);
-    run.hooks.replay(&id).await.unwrap();
+    let replayed = run.hooks.replay(&id).await.unwrap();
+    assert_eq!(replayed.id, id, "replay answers the delivery as it is now");
+    assert_eq!(replayed.attempts.len(), 3, "its attempt log is kept");
     rx.next().await;
     let o = run.outcome().await;
     assert_eq!((o.attempt, o.kind), (4, OutcomeKind::Delivered));
@@ -210,6 +212,16 @@ async fn failures_retry_on_the_schedule_then_die_and_replay_sends_again() {
         ),
         "only dead deliveries replay"
     );
+    // An id of no delivery (well formed, another queue's nonce or a key never used).
+    let unknown = hookspool_webhooks::DeliveryId::parse("msg_00000000ffffffffffffffff").unwrap();
+    for e in [
+        run.hooks.replay(&unknown).await.unwrap_err(),
+        run.hooks.attempts(&unknown).await.unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::DeliveryNotFound(_)), "{e}");
+        assert_eq!(e.code(), "delivery_not_found");
+    }
+    assert!(run.hooks.delivery(&unknown).await.unwrap().is_none());
     run.stop().await;
 }
 
