@@ -38,9 +38,19 @@ use crate::model::{
 /// leases and TTLs with a manual clock. Backends must accept time going backwards (it only
 /// means nothing is due yet).
 ///
-/// **Keys.** `push` assigns keys from a per-queue counter that only grows: the first key is
-/// 1, keys are never reused by the same queue (not after `pop`, `reset` or a restart), and a
-/// batch gets consecutive keys in the order given. `delete_queue` forgets the counter.
+/// **Keys.** `push` assigns keys from a per-queue counter that only grows: keys are never
+/// reused by the same queue (not after `pop`, `reset` or a restart), a batch gets increasing
+/// keys in the order given, and a push that starts after another returned gets larger keys.
+/// `delete_queue` forgets the counter. A backend whose [`Capabilities::gapless_keys`] holds
+/// promises more: the first key is 1, keys have no gaps, and a batch gets consecutive keys
+/// even under concurrent pushes. A backend without it (PostgreSQL, where keys come from a
+/// sequence so that concurrent transactions never wait for each other's commit) may leave
+/// gaps (a rolled-back push uses up its keys) and may interleave concurrent batches.
+///
+/// **Visibility order.** Within one process's sequential calls, an item is visible once its
+/// `push` returned. A backend shared by several processes ([`Capabilities::shared`]) may make
+/// a larger key visible before a smaller one that a slower transaction is still committing:
+/// `claim` orders what is visible, not what is still being written.
 ///
 /// **Counters.** `count` answers from maintained counters, not by scanning: its cost must
 /// not grow with the number of items.
@@ -66,6 +76,20 @@ use crate::model::{
 /// - [`crate::Error::Internal`]: the backend found its own state contradicting itself.
 /// - [`crate::Error::Backend`]: anything else (I/O, connection), with its source.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// What this backend promises beyond the contract's common core (see [`Capabilities`]).
+    /// The conformance kit checks each backend according to these.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Changes made by *other* processes sharing this backend's storage, as the ids of the
+    /// queues they touched (pushes, settles, queue changes), for backends that can tell
+    /// (PostgreSQL, through `LISTEN/NOTIFY`). Layers above use it to wake their loops and
+    /// reload cached state without polling. A notice may be late, coalesced or (rarely)
+    /// lost: it is a hint, never data, so callers keep a fallback poll. `None` (the
+    /// default): nobody else writes this storage, or the backend cannot tell.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<QueueId>> {
+        None
+    }
+
     /// Creates a queue. `config.created_at` is stored as given (the store sets it).
     fn create_queue(&self, config: QueueConfig) -> impl Future<Output = Result<()>> + Send;
 
@@ -177,6 +201,39 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every call that has returned so far durable (a no-op where every call already
     /// is, or where nothing is durable).
     fn sync(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// What a backend promises beyond the common core of the [`Backend`] contract. Each
+/// backend states its own in [`Backend::capabilities`]; the conformance kit checks the
+/// stronger property where a backend claims it and the weaker one where it does not, never
+/// neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Keys of a queue are exactly 1, 2, 3, … with no gaps, and a batch gets consecutive
+    /// keys even when other pushes run at the same time. Without it: keys are unique,
+    /// never reused and increase within a batch and from one push to a later one, but a
+    /// rolled-back or concurrent push may leave gaps, and concurrent batches may interleave.
+    pub gapless_keys: bool,
+    /// Several processes (on one machine or many) may open the same storage at once. Then
+    /// a lease held by another process is live until it expires, and items may appear
+    /// without any call of this process (see [`Backend::changes`]).
+    pub shared: bool,
+}
+
+impl Capabilities {
+    /// One process owns the storage; keys are gapless (the memory, sled and journal
+    /// backends).
+    pub const EXCLUSIVE: Capabilities = Capabilities {
+        gapless_keys: true,
+        shared: false,
+    };
+
+    /// Shared storage with keys from a sequence (the PostgreSQL backend).
+    pub const SHARED_SEQUENCED: Capabilities = Capabilities {
+        gapless_keys: false,
+        shared: true,
+    };
 }
 
 /// Checks a transition's precondition against the item. For backend authors: `update`

@@ -47,8 +47,11 @@
 //! You can also call the properties yourself (they are `async fn`s taking `&impl Factory`),
 //! for example from a `#[tokio::test]`, and drive [`model::run_ops`] from a fuzz target.
 //!
-//! What the kit pins beyond the contract's words: keys of a queue are exactly `1, 2, 3, …`
-//! with no gaps (the kit's reading of "a counter that only grows" and "consecutive keys");
+//! What the kit pins beyond the contract's words: in sequential use, keys of a queue are
+//! exactly `1, 2, 3, …` (for every backend: a push that fails, for example on a missing
+//! queue, must not use up keys); under concurrent pushes, exactly `1..=n` with consecutive
+//! batches where the backend claims [`crate::Capabilities::gapless_keys`], and unique,
+//! increasing keys where it does not;
 //! a recreated queue starts again at key 1 (`delete_queue` "forgets the counter"); a sweep
 //! releases expired leases *before* applying the TTL, so a released item past its TTL is
 //! expired in the same sweep; errors are compared by [`crate::Error::code`].

@@ -78,7 +78,7 @@ mod memory;
 mod model;
 mod store;
 
-pub use backend::{Backend, apply_move, check_expect};
+pub use backend::{Backend, Capabilities, apply_move, check_expect};
 pub use durability::Durability;
 pub use error::{Error, Result};
 pub use lock::lock_file;

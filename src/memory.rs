@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::backend::{Backend, apply_move, check_expect};
+use crate::backend::{Backend, Capabilities, apply_move, check_expect};
 use crate::error::{Error, Result};
 use crate::model::{
     Action, Claim, Item, Key, NewItem, Page, Phase, PhaseCounts, QueueConfig, QueueId, Selector,
@@ -233,6 +233,10 @@ impl QueueState {
 }
 
 impl Backend for MemoryBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::EXCLUSIVE
+    }
+
     async fn create_queue(&self, config: QueueConfig) -> Result<()> {
         let mut state = self.lock();
         if state.contains_key(&config.id) {

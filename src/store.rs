@@ -105,6 +105,33 @@ pub struct Limits {
     pub max_batch: usize,
 }
 
+impl Limits {
+    /// Checks a batch to push as [`Store::push_batch`] does: its length, every payload's size
+    /// and every item's metadata. For code that pushes past a `Store` (for example into a
+    /// database transaction of its own) with the same rules.
+    ///
+    /// # Errors
+    /// [`Error::BatchTooLarge`], [`Error::PayloadTooLarge`], [`Error::InvalidInput`].
+    pub fn check_items(&self, items: &[NewItem]) -> Result<()> {
+        if items.len() > self.max_batch {
+            return Err(Error::BatchTooLarge {
+                len: items.len(),
+                limit: self.max_batch,
+            });
+        }
+        for item in items {
+            if item.payload.len() > self.max_payload {
+                return Err(Error::PayloadTooLarge {
+                    size: item.payload.len(),
+                    limit: self.max_payload,
+                });
+            }
+            check_metadata(&item.metadata)?;
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -251,21 +278,7 @@ impl<B: Backend> Store<B> {
     /// # Errors
     /// As [`Store::push`], plus [`Error::BatchTooLarge`].
     pub async fn push_batch(&self, queue: &QueueId, items: Vec<NewItem>) -> Result<Vec<Key>> {
-        if items.len() > self.limits.max_batch {
-            return Err(Error::BatchTooLarge {
-                len: items.len(),
-                limit: self.limits.max_batch,
-            });
-        }
-        for item in &items {
-            if item.payload.len() > self.limits.max_payload {
-                return Err(Error::PayloadTooLarge {
-                    size: item.payload.len(),
-                    limit: self.limits.max_payload,
-                });
-            }
-            check_metadata(&item.metadata)?;
-        }
+        self.limits.check_items(&items)?;
         if items.is_empty() {
             // Still report a missing queue, so that an empty batch is not a silent no-op.
             self.require_queue(queue).await?;

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hookspool::{
-    Action, Backend, Claim, Error, Item, Key, NewItem, PhaseCounts, QueueConfig, QueueId, Result,
-    Selector, SweepReport, Timestamp, Transition, check_expect,
+    Action, Backend, Capabilities, Claim, Error, Item, Key, NewItem, PhaseCounts, QueueConfig,
+    QueueId, Result, Selector, SweepReport, Timestamp, Transition, check_expect,
 };
 
 use crate::checkpoint::{self, CHECKPOINT_FILE};
@@ -715,6 +715,10 @@ impl Call for Update {
 }
 
 impl Backend for JournalBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::EXCLUSIVE
+    }
+
     async fn create_queue(&self, config: QueueConfig) -> Result<()> {
         let op = Op::CreateQueue(config.clone());
         self.logged(&op, |s| s.create_queue(config), |()| true)

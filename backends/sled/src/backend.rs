@@ -9,9 +9,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use hookspool::{
-    Action, Backend, Claim, Durability, Error, Item, Key, Lease, NewItem, Page, Phase, PhaseCounts,
-    QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition, apply_move,
-    check_expect,
+    Action, Backend, Capabilities, Claim, Durability, Error, Item, Key, Lease, NewItem, Page,
+    Phase, PhaseCounts, QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition,
+    apply_move, check_expect,
 };
 
 use crate::durable::{Syncer, Ticker, io_error, sync_dir};
@@ -494,6 +494,10 @@ fn sweep(
 }
 
 impl Backend for SledBackend {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::EXCLUSIVE
+    }
+
     async fn create_queue(&self, config: QueueConfig) -> Result<()> {
         self.write(move |tx| {
             if tx.find_config(&config.id)?.is_some() {

@@ -1,0 +1,100 @@
+//! Opening the backend: connect, check the server, migrate, start the background tasks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Notify, broadcast, watch};
+
+use crate::backend::{Inner, PostgresBackend};
+use crate::connect::Connector;
+use crate::error::OpenError;
+use crate::notify::{self, Notices};
+use crate::options::PostgresOptions;
+use crate::sql::Sql;
+use crate::{schema, trash};
+
+impl PostgresBackend {
+    /// Connects, checks the server (PostgreSQL 13 or later), brings the schema to this
+    /// version (creating it if needed, under an advisory lock, so that several processes may
+    /// start at once) and starts the background tasks (change notices, deleting what
+    /// `reset` threw away). Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`OpenError`], saying what to fix: bad options, an unreachable server (naming it),
+    /// not PostgreSQL, too old, a schema from a newer hookspool or holding other objects.
+    pub async fn open(options: PostgresOptions) -> Result<Self, OpenError> {
+        options.check()?;
+        let connector = Connector::new(&options)?;
+        let target = connector.target();
+        let connect_error = |source| OpenError::Connect {
+            target: target.clone(),
+            source,
+        };
+        let (mut client, connection) = connector.connect().await.map_err(connect_error)?;
+        let driver = tokio::spawn(connection);
+        let migrated = schema::migrate(&mut client, &options.schema, &target).await;
+        drop(client);
+        let _ = driver.await;
+        migrated?;
+
+        let pool = connector.pool(options.pool_size)?;
+        // One connection now, so that a server that went away since is reported here.
+        drop(pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(source) => connect_error(source),
+            other => OpenError::InvalidOptions(other.to_string()),
+        })?);
+
+        let sql = Sql::new(&options.schema);
+        let (stop, _) = watch::channel(());
+        let (changes, _) = broadcast::channel(1024);
+        let notices = Notices::default();
+        let origin = origin();
+        let trash_wake = Arc::new(Notify::new());
+        tokio::spawn(notify::send(
+            notices.clone(),
+            pool.clone(),
+            options.schema.clone(),
+            origin.clone(),
+            stop.subscribe(),
+        ));
+        tokio::spawn(notify::listen(
+            connector,
+            options.schema.clone(),
+            origin,
+            changes.clone(),
+            stop.subscribe(),
+        ));
+        tokio::spawn(trash::clean(
+            pool.clone(),
+            Arc::new((sql.trash.clone(), sql.empty_trash.clone())),
+            Arc::clone(&trash_wake),
+            stop.subscribe(),
+        ));
+        Ok(PostgresBackend {
+            inner: Arc::new(Inner {
+                pool,
+                sql,
+                schema: options.schema,
+                target,
+                notices,
+                changes,
+                trash_wake,
+                _stop: stop,
+            }),
+        })
+    }
+}
+
+/// A name for this backend's notices, unique among the processes sharing the database.
+fn origin() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{:x}.{:x}.{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,147 @@
+//! The schema: versioned migrations applied at open under an advisory lock, and the checks
+//! that come first (is it PostgreSQL, is it new enough, is the schema ours).
+
+use hookspool::{DEFAULT_MAX_PAYLOAD, MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE};
+use tokio_postgres::Client;
+
+use crate::error::OpenError;
+
+/// The migrations, in order: version and SQL (with `{schema}` placeholders).
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("sql/v1.sql"))];
+
+/// The schema version this code creates and understands.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Oldest supported server (`server_version_num`).
+const MIN_SERVER: i32 = 130_000;
+
+/// SQL text for `schema`: `{schema}` becomes the quoted name, `{schema_name}` the bare name
+/// (for `format('%I', …)` and `pg_notify` channels), and the store's limits their values.
+pub(crate) fn render(sql: &str, schema: &str) -> String {
+    sql.replace("{schema}", &format!("\"{schema}\""))
+        .replace("{schema_name}", schema)
+        .replace("{max_payload}", &DEFAULT_MAX_PAYLOAD.to_string())
+        .replace("{max_metadata_entries}", &MAX_METADATA_ENTRIES.to_string())
+        .replace("{max_metadata_key}", &MAX_METADATA_KEY.to_string())
+        .replace("{max_metadata_value}", &MAX_METADATA_VALUE.to_string())
+}
+
+/// Checks the server, then brings `schema` to [`SCHEMA_VERSION`]. Several processes may
+/// call it at once: a session advisory lock per schema lets one migrate while the others
+/// wait, and they then find nothing left to do. The lock goes with the connection, which
+/// the caller closes afterwards.
+pub(crate) async fn migrate(
+    client: &mut Client,
+    schema: &str,
+    target: &str,
+) -> Result<(), OpenError> {
+    let row = client
+        .query_one(
+            "SELECT version(), current_setting('server_version_num')::int, \
+             current_setting('server_version')",
+            &[],
+        )
+        .await?;
+    let version: String = row.get(0);
+    if !version.starts_with("PostgreSQL") {
+        return Err(OpenError::NotPostgres {
+            target: target.to_owned(),
+            version,
+        });
+    }
+    let number: i32 = row.get(1);
+    if number < MIN_SERVER {
+        return Err(OpenError::TooOld {
+            target: target.to_owned(),
+            version: row.get(2),
+        });
+    }
+    client
+        .execute(
+            "SELECT pg_advisory_lock(hashtextextended('hookspool migrations ' || $1, 0))",
+            &[&schema],
+        )
+        .await?;
+    let found = current_version(client, schema).await?;
+    if found > SCHEMA_VERSION {
+        return Err(OpenError::SchemaTooNew {
+            schema: schema.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let failed = |source| OpenError::Migration {
+            schema: schema.to_owned(),
+            version: *version,
+            source,
+        };
+        let tx = client.transaction().await?;
+        tx.batch_execute(&render(sql, schema))
+            .await
+            .map_err(failed)?;
+        tx.execute(
+            &render(
+                "INSERT INTO {schema}.migrations (version) VALUES ($1)",
+                schema,
+            ),
+            &[version],
+        )
+        .await
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)?;
+        tracing::info!(schema, version, "applied a hookspool schema migration");
+    }
+    client
+        .execute(
+            "SELECT pg_advisory_unlock(hashtextextended('hookspool migrations ' || $1, 0))",
+            &[&schema],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The schema's version: 0 for a schema that does not exist or is empty (it is created, with
+/// its migrations table); an error for one that holds anything else.
+async fn current_version(client: &Client, schema: &str) -> Result<i32, OpenError> {
+    let owner = client
+        .query_opt(
+            "SELECT pg_get_userbyid(nspowner)::text, \
+             to_regclass(format('%I.migrations', nspname)) IS NOT NULL, \
+             (SELECT count(*) FROM pg_class WHERE relnamespace = n.oid) \
+             + (SELECT count(*) FROM pg_proc WHERE pronamespace = n.oid) \
+             FROM pg_namespace n WHERE nspname = $1",
+            &[&schema],
+        )
+        .await?;
+    match owner {
+        Some(row) if row.get::<_, bool>(1) => {}
+        Some(row) if row.get::<_, i64>(2) > 0 => {
+            return Err(OpenError::ForeignSchema {
+                schema: schema.to_owned(),
+                owner: row.get(0),
+            });
+        }
+        _ => {
+            client
+                .batch_execute(&render(
+                    "CREATE SCHEMA IF NOT EXISTS {schema}; \
+                     CREATE TABLE IF NOT EXISTS {schema}.migrations ( \
+                         version integer PRIMARY KEY, \
+                         applied_at timestamptz NOT NULL DEFAULT now())",
+                    schema,
+                ))
+                .await?;
+        }
+    }
+    let row = client
+        .query_one(
+            &render(
+                "SELECT coalesce(max(version), 0) FROM {schema}.migrations",
+                schema,
+            ),
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,153 @@
+//! Every statement the backend sends, rendered once for its schema.
+
+use hookspool::Selector;
+use tokio_postgres::types::ToSql;
+
+use crate::rows::{ITEM_COLUMNS, QUEUE_COLUMNS, STATE_COLUMNS, cursor_param, key_param};
+use crate::schema::render;
+
+/// A statement's parameters after the queue id (`$1`).
+pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// The statements, as text for `prepare_cached`.
+pub(crate) struct Sql {
+    pub(crate) queue_exists: String,
+    pub(crate) create_queue: String,
+    pub(crate) update_queue: String,
+    pub(crate) get_queue: String,
+    pub(crate) list_queues: String,
+    pub(crate) delete_queue: String,
+    pub(crate) push: String,
+    pub(crate) count: String,
+    pub(crate) reset: String,
+    pub(crate) claim: String,
+    pub(crate) sweep: String,
+    pub(crate) lock_items: String,
+    pub(crate) lock_states: String,
+    pub(crate) write_items: String,
+    pub(crate) delete_items: String,
+    pub(crate) empty_trash: String,
+    pub(crate) trash: String,
+    pub(crate) fire: String,
+    /// Fetch (`[0]`) and pop (`[1]`) of one key.
+    by_key: [String; 2],
+    /// Pages, indexed by `[pop][reverse][by phase]`.
+    pages: [[[String; 2]; 2]; 2],
+}
+
+/// The generation of queue `$1`, as a subquery.
+const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
+
+impl Sql {
+    pub(crate) fn new(schema: &str) -> Self {
+        let r = |s: &str| render(s, schema);
+        let prefixed: String = ITEM_COLUMNS
+            .split(", ")
+            .map(|c| format!("i.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let page = |pop: bool, reverse: bool, phase: bool| {
+            let (cmp, start, order) = if reverse {
+                ("<", "9223372036854775807", "DESC")
+            } else {
+                (">", "0", "ASC")
+            };
+            let phase = if phase { " AND phase = $5" } else { "" };
+            let filter = format!(
+                "gen = {GEN} AND key {cmp} coalesce($2::bigint, {start}){phase} \
+                 ORDER BY key {order} OFFSET $3 LIMIT $4"
+            );
+            if pop {
+                // Rows other sessions are popping are skipped, never waited for.
+                r(&format!(
+                    "WITH doomed AS (SELECT key FROM {{schema}}.items WHERE {filter} \
+                     FOR UPDATE SKIP LOCKED) \
+                     DELETE FROM {{schema}}.items i USING doomed \
+                     WHERE i.gen = {GEN} AND i.key = doomed.key RETURNING {prefixed}"
+                ))
+            } else {
+                r(&format!(
+                    "SELECT {ITEM_COLUMNS} FROM {{schema}}.items WHERE {filter}"
+                ))
+            }
+        };
+        let by_phase = |pop, reverse| [page(pop, reverse, false), page(pop, reverse, true)];
+        let by_reverse = |pop| [by_phase(pop, false), by_phase(pop, true)];
+        Sql {
+            queue_exists: r("SELECT 1 FROM {schema}.queues WHERE id = $1"),
+            create_queue: r("SELECT {schema}.create_queue($1, $2, $3, $4, $5)"),
+            update_queue: r(
+                "UPDATE {schema}.queues SET ttl_ms = $2, retention = $3, metadata = $4 WHERE id = $1",
+            ),
+            get_queue: r(&format!(
+                "SELECT {QUEUE_COLUMNS} FROM {{schema}}.queues WHERE id = $1"
+            )),
+            list_queues: r(&format!(
+                "SELECT {QUEUE_COLUMNS} FROM {{schema}}.queues ORDER BY id COLLATE \"C\""
+            )),
+            delete_queue: r("SELECT {schema}.delete_queue($1)"),
+            push: r("SELECT {schema}.push_many($1, $2, $3, $4, $5)"),
+            count: r("SELECT c.phase, sum(c.n)::bigint FROM {schema}.queues q \
+                 LEFT JOIN {schema}.counts c ON c.gen = q.gen WHERE q.id = $1 GROUP BY c.phase"),
+            reset: r("SELECT {schema}.reset($1)"),
+            claim: r(&format!(
+                "SELECT {ITEM_COLUMNS} FROM {{schema}}.claim($1, $2, $3, $4, $5)"
+            )),
+            sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
+            lock_items: r(&format!(
+                "SELECT {ITEM_COLUMNS}, gen FROM {{schema}}.items \
+                 WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"
+            )),
+            lock_states: r(&format!(
+                "SELECT {STATE_COLUMNS}, gen FROM {{schema}}.items \
+                 WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"
+            )),
+            write_items: r(
+                "UPDATE {schema}.items i SET phase = u.phase, attempts = u.attempts, \
+                 updated_at = u.updated_at, not_before = u.not_before, lease_owner = u.owner, \
+                 lease_until = u.until, last_error = u.error, metadata = u.metadata \
+                 FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::bigint[], \
+                 $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::json[]) \
+                 AS u(key, phase, attempts, updated_at, not_before, owner, until, error, metadata) \
+                 WHERE i.gen = $1 AND i.key = u.key",
+            ),
+            delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
+            empty_trash: r("SELECT {schema}.empty_trash($1, $2)"),
+            trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),
+            fire: r("SELECT {schema}.fire($1, $2::jsonb, $3)"),
+            by_key: [
+                r(&format!(
+                    "SELECT {ITEM_COLUMNS} FROM {{schema}}.items WHERE gen = {GEN} AND key = $2"
+                )),
+                r(&format!(
+                    "DELETE FROM {{schema}}.items WHERE gen = {GEN} AND key = $2 \
+                     RETURNING {ITEM_COLUMNS}"
+                )),
+            ],
+            pages: [by_reverse(false), by_reverse(true)],
+        }
+    }
+
+    /// The statement of a fetch (or pop) with this selector, its parameters after the queue
+    /// id, and whether the items come newest first.
+    pub(crate) fn select(&self, selector: &Selector, pop: bool) -> (&str, Params, bool) {
+        match selector {
+            Selector::Key(key) => {
+                let params: Params = vec![Box::new(key_param(*key))];
+                (&self.by_key[usize::from(pop)], params, false)
+            }
+            Selector::Page(page) => {
+                let after = page.after.map(cursor_param);
+                let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
+                let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+                let mut params: Params = vec![Box::new(after), Box::new(offset), Box::new(limit)];
+                if let Some(phase) = &page.phase {
+                    params.push(Box::new(phase.as_str().to_owned()));
+                }
+                let text = &self.pages[usize::from(pop)][usize::from(page.reverse)]
+                    [usize::from(page.phase.is_some())];
+                (text, params, page.reverse)
+            }
+        }
+    }
+}

@@ -1,0 +1,414 @@
+-- hookspool schema, version 1. `{schema}` is replaced by the configured schema's quoted name.
+--
+-- Tables:
+--   queues   one row per queue. `gen` names the generation of its items: `reset` and
+--            `delete_queue` move a queue to a new generation in one short transaction and
+--            leave the old generation's rows to be deleted in batches (see `trash`), so no
+--            call holds locks for the time it takes to delete a large queue.
+--   items    one row per item, keyed by (gen, key). Timestamps are milliseconds since the
+--            epoch (bigint), as in the engine's model.
+--   counts   item counts by (gen, phase) in sharded rows, kept by statement triggers and
+--            summed on read: `count` costs the same at 10 items or 10 million, and writers
+--            in different sessions update different rows instead of one hot row.
+--   trash    generations whose rows are still being deleted.
+--
+-- Keys come from one sequence per queue: `nextval` never waits for another transaction's
+-- commit, so pushes in many sessions (and in applications' long transactions) never
+-- serialize on a counter row. The price: a rolled-back push leaves a gap, and concurrent
+-- batches may interleave (the backend states this in its capabilities).
+
+CREATE TABLE {schema}.queues (
+    id          text PRIMARY KEY,
+    gen         bigint NOT NULL UNIQUE,
+    key_seq     regclass NOT NULL,
+    ttl_ms      bigint,
+    retention   text NOT NULL,
+    created_at  bigint NOT NULL,
+    metadata    json NOT NULL
+);
+
+CREATE SEQUENCE {schema}.generations;
+
+CREATE TABLE {schema}.items (
+    gen          bigint NOT NULL,
+    key          bigint NOT NULL,
+    phase        text NOT NULL,
+    attempts     integer NOT NULL DEFAULT 0,
+    created_at   bigint NOT NULL,
+    updated_at   bigint NOT NULL,
+    not_before   bigint NOT NULL,
+    lease_owner  text,
+    lease_until  bigint,
+    last_error   text,
+    -- `json`, not `jsonb`: metadata values are arbitrary strings, `\u0000` included.
+    metadata     json NOT NULL,
+    payload      bytea NOT NULL,
+    PRIMARY KEY (gen, key)
+) WITH (fillfactor = 80);
+
+-- Pages of one phase, by key.
+CREATE INDEX items_by_phase ON {schema}.items (gen, phase, key);
+-- Claims: due pending items in (not_before, key) order. Partial, so it holds only what is
+-- waiting, and claimed items leave it.
+CREATE INDEX items_due ON {schema}.items (gen, not_before, key) WHERE phase = 'pending';
+-- The TTL sweep: pending items by age.
+CREATE INDEX items_age ON {schema}.items (gen, created_at) WHERE phase = 'pending';
+-- The lease sweep: in-flight items by lease end.
+CREATE INDEX items_leases ON {schema}.items (gen, lease_until) WHERE phase = 'in_flight';
+
+CREATE TABLE {schema}.counts (
+    gen    bigint NOT NULL,
+    phase  text NOT NULL,
+    shard  integer NOT NULL,
+    n      bigint NOT NULL,
+    PRIMARY KEY (gen, phase, shard)
+);
+
+CREATE TABLE {schema}.trash (
+    gen  bigint PRIMARY KEY
+);
+
+-- The counter shard of this session: each session keeps to one shard, so two sessions
+-- contend only when their process ids fall on the same one of 16.
+CREATE FUNCTION {schema}.shard() RETURNS integer LANGUAGE sql STABLE AS
+$$ SELECT pg_backend_pid() % 16 $$;
+
+CREATE FUNCTION {schema}.count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+    SELECT gen, phase, {schema}.shard(), count(*) FROM new_rows
+    GROUP BY gen, phase ORDER BY gen, phase
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION {schema}.count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+    SELECT gen, phase, {schema}.shard(), sum(d) FROM (
+        SELECT gen, phase, 1 AS d FROM new_rows
+        UNION ALL
+        SELECT gen, phase, -1 AS d FROM old_rows
+    ) changes
+    GROUP BY gen, phase HAVING sum(d) <> 0 ORDER BY gen, phase
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION {schema}.count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+    SELECT gen, phase, {schema}.shard(), -count(*) FROM old_rows
+    WHERE NOT EXISTS (SELECT 1 FROM {schema}.trash t WHERE t.gen = old_rows.gen)
+    GROUP BY gen, phase ORDER BY gen, phase
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER items_inserted AFTER INSERT ON {schema}.items
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_inserted();
+CREATE TRIGGER items_updated AFTER UPDATE ON {schema}.items
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_updated();
+CREATE TRIGGER items_deleted AFTER DELETE ON {schema}.items
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_deleted();
+
+-- Milliseconds since the epoch, now (for calls from SQL, which pass no clock).
+CREATE FUNCTION {schema}.now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS
+$$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+
+-- The queue's row, locked so that no `reset` or `delete_queue` can move it to a new
+-- generation until this transaction ends (both take the row's exclusive lock): an item
+-- inserted into the generation read here can never land in one already thrown away.
+-- Raises HS404 for a missing queue.
+CREATE FUNCTION {schema}.lock_queue(p_queue text) RETURNS {schema}.queues
+LANGUAGE plpgsql AS $$
+DECLARE
+    q {schema}.queues;
+BEGIN
+    SELECT * INTO q FROM {schema}.queues WHERE id = p_queue FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE = format('queue `%s` does not exist', p_queue);
+    END IF;
+    RETURN q;
+END $$;
+
+CREATE FUNCTION {schema}.create_queue(
+    p_id text, p_ttl_ms bigint, p_retention text, p_created_at bigint, p_metadata json
+) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    g bigint := nextval('{schema}.generations');
+    seq text := format('%I.%I', '{schema_name}', 'keys_' || g);
+BEGIN
+    IF EXISTS (SELECT 1 FROM {schema}.queues WHERE id = p_id) THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS409', MESSAGE = format('queue `%s` already exists', p_id);
+    END IF;
+    EXECUTE format('CREATE SEQUENCE %s', seq);
+    INSERT INTO {schema}.queues (id, gen, key_seq, ttl_ms, retention, created_at, metadata)
+    VALUES (p_id, g, seq::regclass, p_ttl_ms, p_retention, p_created_at, p_metadata);
+EXCEPTION WHEN unique_violation THEN
+    RAISE EXCEPTION USING ERRCODE = 'HS409', MESSAGE = format('queue `%s` already exists', p_id);
+END $$;
+
+-- Pushes a batch: all or nothing, keys in batch order. Returns the keys.
+CREATE FUNCTION {schema}.push_many(
+    p_queue text, p_payloads bytea[], p_metadata json[], p_not_before bigint[], p_now bigint
+) RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    q {schema}.queues := {schema}.lock_queue(p_queue);
+    keys bigint[];
+BEGIN
+    -- Sorted, because concurrent sessions' `nextval` calls may interleave.
+    SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO keys
+    FROM (SELECT nextval(q.key_seq) AS k FROM generate_series(1, coalesce(cardinality(p_payloads), 0))) s;
+    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload)
+    SELECT q.gen, keys[i], 'pending', p_now, p_now, coalesce(p_not_before[i], p_now),
+           coalesce(p_metadata[i], '{}'::json), p_payloads[i]
+    FROM generate_subscripts(p_payloads, 1) AS i;
+    RETURN keys;
+END $$;
+
+-- Returns expired leases to pending, then moves pending items past the queue's TTL to
+-- `expired` (in that order, so a released item past its TTL expires in the same sweep).
+-- Rows another transaction holds are skipped: a later sweep takes them.
+CREATE FUNCTION {schema}.sweep_gen(q {schema}.queues, p_now bigint, OUT released bigint, OUT expired bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    WITH due AS (
+        SELECT key FROM {schema}.items
+        WHERE gen = q.gen AND phase = 'in_flight' AND lease_until <= p_now
+        FOR UPDATE SKIP LOCKED
+    ), done AS (
+        UPDATE {schema}.items i
+        SET phase = 'pending', lease_owner = NULL, lease_until = NULL,
+            not_before = p_now, updated_at = p_now
+        FROM due WHERE i.gen = q.gen AND i.key = due.key
+        RETURNING 1
+    ) SELECT count(*) INTO released FROM done;
+    expired := 0;
+    IF q.ttl_ms IS NOT NULL AND (p_now = 9223372036854775807 OR p_now >= q.ttl_ms) THEN
+        WITH old AS (
+            SELECT key FROM {schema}.items
+            WHERE gen = q.gen AND phase = 'pending'
+              AND (p_now = 9223372036854775807 OR created_at <= p_now - q.ttl_ms)
+            FOR UPDATE SKIP LOCKED
+        ), done AS (
+            UPDATE {schema}.items i SET phase = 'expired', updated_at = p_now
+            FROM old WHERE i.gen = q.gen AND i.key = old.key
+            RETURNING 1
+        ) SELECT count(*) INTO expired FROM done;
+    END IF;
+END $$;
+
+CREATE FUNCTION {schema}.sweep(p_queue text, p_now bigint, OUT released bigint, OUT expired bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    q {schema}.queues;
+BEGIN
+    SELECT * INTO q FROM {schema}.queues WHERE id = p_queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE = format('queue `%s` does not exist', p_queue);
+    END IF;
+    SELECT s.released, s.expired INTO released, expired FROM {schema}.sweep_gen(q, p_now) s;
+END $$;
+
+-- Sweeps, then leases up to `p_limit` due pending items in (not_before, key) order. Rows
+-- other sessions are claiming are skipped, never waited for.
+CREATE FUNCTION {schema}.claim(
+    p_queue text, p_owner text, p_limit integer, p_until bigint, p_now bigint
+) RETURNS SETOF {schema}.items LANGUAGE plpgsql AS $$
+DECLARE
+    q {schema}.queues;
+BEGIN
+    SELECT * INTO q FROM {schema}.queues WHERE id = p_queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE = format('queue `%s` does not exist', p_queue);
+    END IF;
+    PERFORM {schema}.sweep_gen(q, p_now);
+    RETURN QUERY
+    WITH due AS (
+        SELECT key FROM {schema}.items
+        WHERE gen = q.gen AND phase = 'pending' AND not_before <= p_now
+        ORDER BY not_before, key
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE {schema}.items i
+    SET phase = 'in_flight', lease_owner = p_owner, lease_until = p_until,
+        attempts = i.attempts + 1, updated_at = p_now
+    FROM due WHERE i.gen = q.gen AND i.key = due.key
+    RETURNING i.*;
+END $$;
+
+-- Moves a queue to a new generation: its items are gone at once for every reader, and
+-- deleted in batches afterwards. The key sequence is kept. Returns how many items it held.
+CREATE FUNCTION {schema}.reset(p_queue text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    old_gen bigint;
+    removed bigint;
+BEGIN
+    SELECT gen INTO old_gen FROM {schema}.queues WHERE id = p_queue FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE = format('queue `%s` does not exist', p_queue);
+    END IF;
+    UPDATE {schema}.queues SET gen = nextval('{schema}.generations') WHERE id = p_queue;
+    SELECT coalesce(sum(n), 0) INTO removed FROM {schema}.counts WHERE gen = old_gen;
+    INSERT INTO {schema}.trash (gen) VALUES (old_gen);
+    RETURN removed;
+END $$;
+
+-- Deletes a queue and its key sequence; its items are deleted in batches afterwards.
+CREATE FUNCTION {schema}.delete_queue(p_queue text) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+    q {schema}.queues;
+BEGIN
+    DELETE FROM {schema}.queues WHERE id = p_queue RETURNING * INTO q;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO {schema}.trash (gen) VALUES (q.gen);
+    EXECUTE format('DROP SEQUENCE %s', q.key_seq);
+    RETURN true;
+END $$;
+
+-- Deletes up to `p_limit` rows of a thrown-away generation; once none are left, forgets
+-- the generation. Returns how many rows it deleted.
+CREATE FUNCTION {schema}.empty_trash(p_gen bigint, p_limit integer) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    deleted bigint;
+BEGIN
+    WITH doomed AS (
+        SELECT key FROM {schema}.items WHERE gen = p_gen ORDER BY key LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM {schema}.items i USING doomed WHERE i.gen = p_gen AND i.key = doomed.key
+        RETURNING 1
+    ) SELECT count(*) INTO deleted FROM gone;
+    IF deleted = 0 AND NOT EXISTS (SELECT 1 FROM {schema}.items WHERE gen = p_gen) THEN
+        DELETE FROM {schema}.counts WHERE gen = p_gen;
+        DELETE FROM {schema}.trash WHERE gen = p_gen;
+    END IF;
+    RETURN deleted;
+END $$;
+
+-- ---- The SQL API: the outbox for applications in any language ---------------------------
+--
+-- Both functions write in the caller's transaction: nothing is visible until it commits,
+-- and a rollback leaves nothing behind (a rolled-back push only uses up keys). Both wake
+-- the hookspool processes listening on the schema's channel when the transaction commits.
+
+-- Checks what the store checks of an item pushed through SQL.
+CREATE FUNCTION {schema}.check_item(p_payload bytea, p_metadata jsonb) RETURNS json
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    entry record;
+BEGIN
+    IF p_payload IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'invalid input: the payload must not be null';
+    END IF;
+    IF length(p_payload) > {max_payload} THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'payload of %s bytes is over the limit of {max_payload} bytes', length(p_payload));
+    END IF;
+    IF p_metadata IS NULL THEN
+        RETURN '{}'::json;
+    END IF;
+    IF jsonb_typeof(p_metadata) <> 'object' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'invalid input: metadata must be a JSON object of strings';
+    END IF;
+    IF (SELECT count(*) FROM jsonb_object_keys(p_metadata)) > {max_metadata_entries} THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'invalid input: metadata has more than {max_metadata_entries} entries';
+    END IF;
+    FOR entry IN SELECT key, value FROM jsonb_each(p_metadata) LOOP
+        IF jsonb_typeof(entry.value) <> 'string' THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'invalid input: metadata value for %s must be a string', to_json(entry.key));
+        END IF;
+        IF octet_length(entry.key) NOT BETWEEN 1 AND {max_metadata_key}
+            OR octet_length(entry.value #>> '{}') > {max_metadata_value} THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'invalid input: metadata entry %s is too long', to_json(entry.key));
+        END IF;
+    END LOOP;
+    RETURN p_metadata::json;
+END $$;
+
+-- Pushes one item to `queue` in the caller's transaction; returns its key.
+-- `not_before`: not handed out before then (default: at once).
+CREATE FUNCTION {schema}.push(
+    queue text, payload bytea, metadata jsonb DEFAULT '{}', not_before timestamptz DEFAULT NULL
+) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    m json := {schema}.check_item(payload, metadata);
+    now_ms bigint := {schema}.now_ms();
+    keys bigint[];
+BEGIN
+    keys := {schema}.push_many(queue, ARRAY[payload], ARRAY[m],
+        ARRAY[(extract(epoch FROM not_before) * 1000)::bigint], now_ms);
+    PERFORM pg_notify('{schema_name}', 'sql|' || queue);
+    RETURN keys[1];
+END $$;
+
+-- The same, for a JSON payload (stored as its text, UTF-8).
+CREATE FUNCTION {schema}.push(
+    queue text, payload jsonb, metadata jsonb DEFAULT '{}', not_before timestamptz DEFAULT NULL
+) RETURNS bigint LANGUAGE sql AS $$
+    SELECT {schema}.push(queue, convert_to(payload::text, 'UTF8'), metadata, not_before)
+$$;
+
+-- Fires `event` to every enabled subscription that wants it (exact name, `prefix.*` or
+-- `*`; only `owner`'s when given), exactly as `Hooks::fire` does: one delivery per
+-- subscription, in subscription id order. Returns the delivery ids (`msg_…`).
+CREATE FUNCTION {schema}.fire(event text, payload jsonb, owner text DEFAULT NULL)
+RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE
+    subs {schema}.queues;
+    deliveries {schema}.queues;
+    targets text[];
+    body bytea;
+    keys bigint[];
+BEGIN
+    IF event IS NULL OR event !~ '^[A-Za-z0-9_.:/-]{1,128}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'invalid event name %s: 1 to 128 letters, digits, ''_'', ''-'', ''.'', '':'' and ''/''',
+            coalesce(to_json(event)::text, 'null'));
+    END IF;
+    IF owner IS NOT NULL AND owner !~ '^[A-Za-z0-9_:-]{1,128}$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+            'invalid owner %s: 1 to 128 letters, digits, ''_'', ''-'' and '':''', to_json(owner));
+    END IF;
+    IF payload IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'invalid input: the payload must not be null';
+    END IF;
+    SELECT * INTO subs FROM {schema}.queues WHERE id = 'hookspool.subscriptions';
+    SELECT * INTO deliveries FROM {schema}.queues WHERE id = 'hookspool.deliveries';
+    IF subs.id IS NULL OR deliveries.id IS NULL OR deliveries.metadata->>'id_nonce' IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE =
+            'no webhook queues in this schema yet: start `hookspool serve` on it once';
+    END IF;
+    SELECT array_agg(s.metadata->>'id' ORDER BY s.metadata->>'id' COLLATE "C") INTO targets
+    FROM {schema}.items s
+    WHERE s.gen = subs.gen AND s.phase <> 'disabled'
+      AND (owner IS NULL OR s.metadata->>'owner' = owner)
+      AND EXISTS (
+          SELECT 1 FROM unnest(string_to_array(s.metadata->>'events', ' ')) AS p
+          WHERE p = '*' OR p = event
+             OR (right(p, 1) = '*' AND length(event) > length(p) - 1
+                 AND left(event, length(p) - 1) = left(p, -1)));
+    IF targets IS NULL THEN
+        RETURN '{}';
+    END IF;
+    body := convert_to(payload::text, 'UTF8');
+    PERFORM {schema}.check_item(body, NULL);
+    keys := {schema}.push_many('hookspool.deliveries',
+        array_fill(body, ARRAY[cardinality(targets)]),
+        ARRAY(SELECT json_build_object('event', event, 'subscription', t) FROM unnest(targets) AS t),
+        array_fill(NULL::bigint, ARRAY[cardinality(targets)]),
+        {schema}.now_ms());
+    PERFORM pg_notify('{schema_name}', 'sql|hookspool.deliveries');
+    RETURN ARRAY(SELECT 'msg_' || (deliveries.metadata->>'id_nonce') || lpad(to_hex(k), 16, '0')
+                 FROM unnest(keys) AS k);
+END $$;

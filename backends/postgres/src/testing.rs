@@ -1,0 +1,290 @@
+//! A throwaway PostgreSQL server for tests and benchmarks (feature `testing`).
+//!
+//! [`TestServer::shared`] starts one server per test process, the first time a test asks:
+//! `initdb` into a temp dir, then `postgres` on a free loopback port (and a unix socket in
+//! that dir) with `fsync` on. A watchdog process stops it and deletes the dir when the test
+//! process ends, however it ends. [`TestServer::start`] starts one of your own (to stop and
+//! restart it); it is stopped when dropped. [`options`] gives each caller a schema of its
+//! own on the shared server.
+//!
+//! With `HOOKSPOOL_TEST_DATABASE_URL` set, no server is started: everything uses that one.
+//! As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+//! Without the server binaries, every call panics with a message naming the package to
+//! install; a test is never skipped silently.
+
+#![allow(clippy::missing_panics_doc)] // test support: panicking is how it reports
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::PostgresOptions;
+
+/// The environment variable naming a server of your own for the tests.
+pub const DATABASE_URL_VAR: &str = "HOOKSPOOL_TEST_DATABASE_URL";
+
+/// A PostgreSQL server in a temp dir.
+#[derive(Debug)]
+pub struct TestServer {
+    url: String,
+    dir: Option<PathBuf>,
+    bin: PathBuf,
+    port: u16,
+    /// Stop the server when dropped (not for the shared one, which its watchdog stops).
+    owned: bool,
+}
+
+impl TestServer {
+    /// The server of this test process: `HOOKSPOOL_TEST_DATABASE_URL`, or one started the
+    /// first time it is asked for.
+    pub fn shared() -> &'static TestServer {
+        static SERVER: OnceLock<TestServer> = OnceLock::new();
+        SERVER.get_or_init(|| match std::env::var(DATABASE_URL_VAR) {
+            Ok(url) if !url.is_empty() => TestServer {
+                url,
+                dir: None,
+                bin: PathBuf::new(),
+                port: 0,
+                owned: false,
+            },
+            _ => {
+                let mut server = TestServer::start();
+                server.owned = false;
+                server
+            }
+        })
+    }
+
+    /// Starts a server of the caller's own, stopped (and its dir deleted) when dropped.
+    pub fn start() -> TestServer {
+        let bin = find_binaries();
+        let root = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("hookspool-pg-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temp dir for PostgreSQL: {e}"))
+            .keep();
+        if root {
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir));
+        }
+        let data = dir.join("data");
+        run(as_server_user(root, &bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]));
+        watchdog(&dir, &bin, root);
+        let mut server = TestServer {
+            url: String::new(),
+            dir: Some(dir),
+            bin,
+            port: 0,
+            owned: true,
+        };
+        let mut last = String::new();
+        for _ in 0..5 {
+            server.port = free_port();
+            match server.pg_ctl_start() {
+                Ok(()) => {
+                    server.url = format!(
+                        "postgresql://postgres@127.0.0.1:{}/postgres?sslmode=disable",
+                        server.port
+                    );
+                    return server;
+                }
+                Err(e) => last = e,
+            }
+        }
+        panic!("PostgreSQL did not start: {last}");
+    }
+
+    /// A connection string for the `postgres` database as user `postgres`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The server's log file (empty for a server given by URL).
+    pub fn log(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("log"))
+    }
+
+    /// Stops the server (fast shutdown: connections are closed, nothing committed is lost).
+    pub fn stop(&self) {
+        run(self.pg_ctl().args(["-m", "fast", "-w", "stop"]));
+    }
+
+    /// Starts the server again on the same port after [`TestServer::stop`].
+    pub fn restart_stopped(&self) {
+        if let Err(e) = self.pg_ctl_start() {
+            panic!("PostgreSQL did not start again: {e}");
+        }
+    }
+
+    /// `pg_ctl restart`: the server goes away and comes back on the same port.
+    pub fn restart(&self) {
+        self.stop();
+        self.restart_stopped();
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("a server given by URL cannot be controlled");
+        let mut cmd = as_server_user(is_root(), &self.bin.join("pg_ctl"));
+        cmd.arg("-D").arg(dir.join("data"));
+        cmd
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), String> {
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("a server given by URL cannot be controlled");
+        let settings = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
+             -c max_connections=400 -c shared_buffers=256MB",
+            self.port,
+            dir.display()
+        );
+        let out = self
+            .pg_ctl()
+            .args(["-o", &settings, "-l"])
+            .arg(dir.join("log"))
+            .args(["-w", "-t", "30", "start"])
+            .output()
+            .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+            Err(format!(
+                "{}{}\n{log}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if self.owned
+            && let Some(dir) = &self.dir
+        {
+            let _ = self
+                .pg_ctl()
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Options for a schema of its own (`t_<pid>_<n>`) on the shared server, with a small pool.
+pub fn options() -> PostgresOptions {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let schema = format!(
+        "t_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    PostgresOptions::new(TestServer::shared().url())
+        .schema(schema)
+        .pool_size(4)
+}
+
+fn find_binaries() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HOOKSPOOL_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            (bin.join("initdb").exists() && bin.join("postgres").exists()).then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "the PostgreSQL server binaries (initdb, pg_ctl, postgres) are not installed: \
+             install the Debian package `postgresql` (apt-get install postgresql), set \
+             HOOKSPOOL_PG_BIN to their directory, or set {DATABASE_URL_VAR} to a server of \
+             your own"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn as_server_user(root: bool, program: &Path) -> Command {
+    if root {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or_else(|e| panic!("no free loopback port: {e}"), |a| a.port())
+}
+
+/// A shell that waits for this process to end, then stops the server and deletes its dir.
+fn watchdog(dir: &Path, bin: &Path, root: bool) {
+    let pg_ctl = bin.join("pg_ctl");
+    let stop = if root {
+        format!(
+            "runuser -u postgres -- {} -D {}/data -m immediate stop",
+            pg_ctl.display(),
+            dir.display()
+        )
+    } else {
+        format!(
+            "{} -D {}/data -m immediate stop",
+            pg_ctl.display(),
+            dir.display()
+        )
+    };
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop} >/dev/null 2>&1; rm -rf {dir}",
+        pid = std::process::id(),
+        dir = dir.display()
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
