@@ -74,7 +74,9 @@ use crate::model::{
 /// - [`crate::Error::Corrupted`]: stored data failed its checksum; never returned as data.
 /// - [`crate::Error::Poisoned`]: an earlier durable write failed; nothing more is trusted.
 /// - [`crate::Error::Internal`]: the backend found its own state contradicting itself.
-/// - [`crate::Error::Backend`]: anything else (I/O, connection), with its source.
+/// - [`crate::Error::Unavailable`]: the storage cannot be reached right now (a database
+///   server down or restarting); retry later.
+/// - [`crate::Error::Backend`]: anything else (I/O), with its source.
 pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// What this backend promises beyond the contract's common core (see [`Capabilities`]).
     /// The conformance kit checks each backend according to these.

@@ -123,6 +123,19 @@ pub enum Error {
         what: String,
     },
 
+    /// The storage cannot be reached right now (a database server that is down or
+    /// restarting, a connection lost, no connection free in time). Nothing was changed, or
+    /// the call's effect is unknown as after a crash; retrying later is the remedy. Over
+    /// HTTP: 503.
+    #[error("{backend} backend unavailable: {source}")]
+    Unavailable {
+        /// Which backend.
+        backend: &'static str,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
     /// A failure inside a backend that fits no other variant (I/O errors, a lost connection).
     #[error("{backend} backend error: {source}")]
     Backend {
@@ -192,6 +205,7 @@ impl Error {
             Error::Locked { .. } => "locked",
             Error::Poisoned { .. } => "poisoned",
             Error::Internal { .. } => "internal",
+            Error::Unavailable { .. } => "unavailable",
             Error::Backend { .. } => "backend",
         }
     }

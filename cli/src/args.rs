@@ -79,6 +79,23 @@ pub struct Cli {
     #[arg(long, global = true, env = "HOOKSPOOL_URL", value_name = "URL")]
     pub url: Option<String>,
 
+    /// Work on the queues kept in this PostgreSQL database instead of --data-dir (a URL such
+    /// as postgresql://user:password@host/db, or libpq `key=value` pairs). Any number of
+    /// processes may use it at once: nothing is locked. With `serve`, the daemon keeps its
+    /// queues there (the same as `--backend postgres`).
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKSPOOL_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// The PostgreSQL schema that holds hookspool's tables and functions [default: hookspool].
+    #[arg(long, global = true, env = "HOOKSPOOL_DATABASE_SCHEMA", value_name = "NAME")]
+    pub database_schema: Option<String>,
+
     /// The API token to send with --url [env: HOOKSPOOL_TOKEN]. (For `serve`, see `hookspool
     /// serve --help`.)
     // The id is that of `serve --token`, so clap does not also add this global flag to

@@ -73,6 +73,12 @@ pub enum CliError {
         reason: String,
     },
 
+    /// The database given by `--database-url` could not be opened: unreachable (the message
+    /// names the host), refused the login, not PostgreSQL 13 or later, or its schema is not
+    /// one this hookspool can use.
+    #[error("{0}")]
+    Database(#[from] hookspool_postgres::OpenError),
+
     /// The daemon given by `--url` refused the API token (missing or wrong).
     #[error(
         "the hookspool daemon at {url} refused the request: {message} (pass --token or set \
@@ -137,7 +143,9 @@ impl CliError {
             CliError::Locked { .. } | CliError::Store(hookspool::Error::Locked { .. }) => {
                 EXIT_LOCKED
             }
-            CliError::Unreachable { .. } => EXIT_UNREACHABLE,
+            CliError::Unreachable { .. }
+            | CliError::Database(hookspool_postgres::OpenError::Connect { .. })
+            | CliError::Store(hookspool::Error::Unavailable { .. }) => EXIT_UNREACHABLE,
             _ => EXIT_FAILED,
         }
     }

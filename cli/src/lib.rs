@@ -54,7 +54,8 @@ pub use error::{CliError, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, E
 pub use remote::serve_with_url;
 
 /// Opens the data directory with `open` and runs the command, or, with `--url`, runs it
-/// against that daemon (and never calls `open`).
+/// against that daemon, or, with `--database-url`, on that PostgreSQL database (and never
+/// calls `open` then).
 ///
 /// Only `queue create` may create a missing data directory; every other command refuses it
 /// ([`CliError::NoDataDir`]), so that a mistyped `--data-dir` is not read as an empty store.
@@ -70,6 +71,8 @@ where
     let Cli {
         data_dir: dir,
         url,
+        database_url,
+        database_schema,
         token,
         json,
         command,
@@ -81,6 +84,15 @@ where
         let client = remote::connect(&url, token)?;
         tracing::debug!(url = client.base_url(), "running against a daemon");
         return run(&client, command, json, io).await;
+    }
+    if let Some(database_url) = database_url {
+        let mut options = hookspool_postgres::PostgresOptions::new(database_url).pool_size(2);
+        if let Some(schema) = database_schema {
+            options = options.schema(schema);
+        }
+        let backend = hookspool_postgres::PostgresBackend::open(options).await?;
+        tracing::debug!(target = backend.target(), "running against a database");
+        return run(&Store::new(backend), command, json, io).await;
     }
     let creates = matches!(command, Command::Queue(QueueCommand::Create { .. }));
     match std::fs::metadata(&dir) {

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
             return ExitCode::from(hookspool_cli::EXIT_USAGE);
         }
         // The daemon sets up its own logging (format from its settings).
+        let mut args = args;
+        args.database_url = cli.database_url;
+        args.database_schema = cli.database_schema;
         return hookspool_cli::serve::main(args, cli.data_dir);
     }
     if cli.token.is_none() {

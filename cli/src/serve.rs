@@ -63,6 +63,21 @@ pub async fn serve(
             tracing::warn!("memory backend: nothing is kept after the daemon stops");
             serve_on(Store::new(MemoryBackend::new()), config, shutdown, ready).await
         }
+        BackendKind::Postgres => {
+            let Some(database) = &config.database else {
+                return Err(CliError::Input(
+                    "--backend postgres needs --database-url".to_owned(),
+                ));
+            };
+            let backend = hookspool_postgres::PostgresBackend::open(database.options()).await?;
+            tracing::info!(
+                target = backend.target(),
+                schema = backend.schema(),
+                owner = config.delivery.owner,
+                "PostgreSQL backend opened"
+            );
+            serve_on(Store::new(backend), config, shutdown, ready).await
+        }
     }
 }
 
@@ -92,7 +107,10 @@ async fn serve_on<B: Backend>(
     let app = router(ApiState::new(hooks.clone(), api));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "hookspool serving");
+    match &config.database {
+        Some(db) => tracing::info!(%addr, schema = db.schema, "hookspool serving on PostgreSQL"),
+        None => tracing::info!(%addr, data_dir = %config.data_dir.display(), "hookspool serving"),
+    }
     ready(addr);
 
     // One shutdown signal, seen by the server and both loops.

@@ -74,7 +74,7 @@ fn engine_status(e: &hookspool::Error) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         E::PayloadTooLarge { .. } | E::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        E::Locked { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::Locked { .. } | E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

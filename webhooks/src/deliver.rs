@@ -55,7 +55,10 @@ pub struct DeliveryConfig {
     pub http: HttpConfig,
     /// How long a graceful stop waits for requests in flight (default 10 s).
     pub shutdown_grace: Duration,
-    /// The lease owner name (default `hookspool-deliverer`).
+    /// The lease owner name (default `hookspool-deliverer`). On storage shared by several
+    /// processes, give each process a name of its own that stays the same across its
+    /// restarts (`hookspool serve` uses `hookspool-deliverer@NODE-ID`): a restarted process
+    /// then takes back its own deliveries at once.
     pub owner: String,
 }
 
@@ -125,12 +128,26 @@ impl DeliveryOutcome {
 
 /// The delivery loop. Build it with [`Hooks::deliverer`] and run it with [`Deliverer::run`].
 ///
-/// One loop per store: on start it takes back every delivery left in flight by a previous
-/// process (a crash), so two loops on one store would take each other's deliveries.
+/// One loop per store and process: on start it takes back every delivery left in flight by
+/// a previous process (a crash), so two loops on one store would take each other's
+/// deliveries. On storage shared by several processes
+/// ([`hookspool::Capabilities::shared`]), each process runs one loop under an owner name of
+/// its own ([`DeliveryConfig::owner`]), and takes back only the deliveries leased to that
+/// name; other processes' leases are left to expire.
 pub struct Deliverer<B: Backend> {
     hooks: Hooks<B>,
     config: DeliveryConfig,
     client: std::sync::Arc<DeliveryClient>,
+}
+
+impl<B: Backend> Clone for Deliverer<B> {
+    fn clone(&self) -> Self {
+        Deliverer {
+            hooks: self.hooks.clone(),
+            config: self.config.clone(),
+            client: std::sync::Arc::clone(&self.client),
+        }
+    }
 }
 
 impl<B: Backend> std::fmt::Debug for Deliverer<B> {
@@ -182,9 +199,34 @@ impl<B: Backend> Deliverer<B> {
     ///
     /// # Errors
     /// Backend errors that stop the loop (for example a poisoned backend).
+    ///
+    /// When the storage cannot be reached ([`Error::is_unavailable`]: a database server
+    /// down or restarting), the loop gives back what it can, waits (100 ms, doubling up to
+    /// 5 s) and starts again, taking back its own leases; it stops only on shutdown or on
+    /// another error.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
-        let mut lp = Loop::new(self).await?;
         tokio::pin!(shutdown);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.clone().run_once(shutdown.as_mut()).await {
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "the store is unavailable; the delivery loop waits");
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_once(
+        self,
+        mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> Result<()> {
+        let mut lp = Loop::new(self).await?;
         let result = loop {
             lp.start_waiting();
             let claimed = match lp.claim().await {
@@ -195,7 +237,7 @@ impl<B: Backend> Deliverer<B> {
             let wait = lp.idle_wait();
             let step = tokio::select! {
                 biased;
-                () = &mut shutdown => break Ok(()),
+                () = shutdown.as_mut() => break Ok(()),
                 Some(done) = lp.tasks.join_next_with_id(), if !lp.tasks.is_empty() => {
                     lp.finished(done).await
                 }
@@ -253,11 +295,15 @@ impl<B: Backend> Loop<B> {
 
     /// After a crash: deliveries still in flight go back to pending (no attempt is counted:
     /// the attempt count lives in the metadata, written only with a recorded outcome), and
-    /// strict-FIFO subscriptions with a failed head are blocked again.
+    /// strict-FIFO subscriptions with a failed head are blocked again. On storage shared by
+    /// several processes, only deliveries leased to this loop's own owner name (this node,
+    /// before it restarted) go back: another node's leases are live until they expire, and
+    /// then any node's claim takes them.
     async fn recover(&mut self) -> Result<()> {
         let store = self.hooks().store().clone();
         let q = self.hooks().inner.deliveries_queue.clone();
         let now = store.now();
+        let shared = store.backend().capabilities().shared;
         for phase in [Phase::IN_FLIGHT, Phase::PENDING] {
             let mut after = None;
             loop {
@@ -268,13 +314,27 @@ impl<B: Backend> Loop<B> {
                 after = Some(last.key);
                 for item in items {
                     if phase == Phase::IN_FLIGHT {
-                        match store
-                            .update_phase_if(&q, item.key, Phase::IN_FLIGHT, Phase::PENDING)
-                            .await
-                        {
-                            Ok(_)
+                        let expect = if shared {
+                            if item.lease.as_ref().is_none_or(|l| l.owner != self.d.config.owner) {
+                                continue;
+                            }
+                            self.leased()
+                        } else {
+                            Expect {
+                                phase: Some(Phase::IN_FLIGHT),
+                                lease_owner: None,
+                            }
+                        };
+                        let transition = Transition {
+                            expect,
+                            action: Action::Move(Move::to(Phase::PENDING)),
+                        };
+                        match store.settle(&q, item.key, transition).await {
+                            Ok(())
                             | Err(
-                                StoreError::PhaseConflict { .. } | StoreError::ItemNotFound { .. },
+                                StoreError::PhaseConflict { .. }
+                                | StoreError::ItemNotFound { .. }
+                                | StoreError::NotLeaseOwner { .. },
                             ) => {}
                             Err(e) => return Err(e.into()),
                         }

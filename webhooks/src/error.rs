@@ -89,6 +89,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the storage could not be reached ([`hookspool::Error::Unavailable`]): the
+    /// loops wait and try again instead of stopping.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Store(hookspool::Error::Unavailable { .. }))
+    }
+
     /// Builds an [`Error::InvalidInput`] with a description.
     pub fn invalid(what: impl Into<String>) -> Self {
         Error::InvalidInput(what.into())

@@ -141,22 +141,10 @@ impl<B: Backend> Hooks<B> {
         let deliveries_queue = QueueId::new(DELIVERIES_QUEUE)?;
         ensure_queue(&store, &subs_queue, None).await?;
         let nonce = ensure_queue(&store, &deliveries_queue, Some(random_hex(4)?)).await?;
-        let mut subs = BTreeMap::new();
-        let mut after = None;
-        loop {
-            let mut page = Page::first(DUMP_PAGE);
-            page.after = after;
-            let items = store.fetch_page(&subs_queue, page).await?;
-            let Some(last) = items.last() else { break };
-            after = Some(last.key);
-            for item in &items {
-                let sub = from_item(item)?;
-                subs.insert(sub.id.clone(), (item.key, sub));
-            }
-        }
+        let subs = load_subs(&store, &subs_queue).await?;
         let (results, _) = broadcast::channel(1024);
         let idempotency = Idempotency::new(options.idempotency_ttl);
-        Ok(Hooks {
+        let hooks = Hooks {
             inner: Arc::new(Inner {
                 idempotency,
                 store,
@@ -173,7 +161,11 @@ impl<B: Backend> Hooks<B> {
                 results,
                 stats: stats::DeliveryStats::default(),
             }),
-        })
+        };
+        if hooks.inner.store.backend().capabilities().shared {
+            tokio::spawn(follow_others(Arc::downgrade(&hooks.inner)));
+        }
+        Ok(hooks)
     }
 
     /// The store underneath.
@@ -206,6 +198,90 @@ impl<B: Backend> Hooks<B> {
     /// [`Error::InvalidInput`] for bad settings.
     pub fn deliverer(&self, config: DeliveryConfig) -> Result<Deliverer<B>> {
         Deliverer::new(self.clone(), config)
+    }
+}
+
+/// Every subscription of the store, by id, with its item key.
+async fn load_subs<B: Backend>(
+    store: &Store<B>,
+    subs_queue: &QueueId,
+) -> Result<BTreeMap<String, (Key, Subscription)>> {
+    let mut subs = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let mut page = Page::first(DUMP_PAGE);
+        page.after = after;
+        let items = store.fetch_page(subs_queue, page).await?;
+        let Some(last) = items.last() else { break };
+        after = Some(last.key);
+        for item in &items {
+            let sub = from_item(item)?;
+            subs.insert(sub.id.clone(), (item.key, sub));
+        }
+    }
+    Ok(subs)
+}
+
+/// How often a process sharing its storage reloads the subscriptions even without a change
+/// notice (notices can be lost while a connection is down).
+pub(crate) const SHARED_RELOAD: Duration = Duration::from_secs(1);
+
+/// On storage shared with other processes: follows their changes. A notice about the
+/// subscriptions queue reloads the subscriptions; one about the deliveries queue (or any
+/// other, such as a callback channel) wakes the loops at once instead of at their next poll.
+/// Without notices, the subscriptions are reloaded every [`SHARED_RELOAD`] anyway. Stops
+/// when the `Hooks` are dropped.
+async fn follow_others<B: Backend>(inner: std::sync::Weak<Inner<B>>) {
+    let mut changes = match inner.upgrade() {
+        Some(i) => i.store.backend().changes(),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(SHARED_RELOAD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let reload = tokio::select! {
+            _ = tick.tick() => true,
+            notice = async {
+                match changes.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match notice {
+                Ok(queue) => {
+                    let Some(i) = inner.upgrade() else { return };
+                    if queue == i.subs_queue {
+                        true
+                    } else {
+                        if queue == i.deliveries_queue {
+                            i.wake.notify_one();
+                        } else {
+                            i.inbound_wake.notify_one();
+                        }
+                        false
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Some(i) = inner.upgrade() {
+                        i.wake.notify_one();
+                        i.inbound_wake.notify_one();
+                    }
+                    true
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if reload {
+            let Some(i) = inner.upgrade() else { return };
+            // Not while this process changes a subscription: its write and the map update
+            // happen under this lock, so a reload never puts back what it just replaced.
+            let _registry = i.registry_write.lock().await;
+            match load_subs(&i.store, &i.subs_queue).await {
+                Ok(subs) => {
+                    *i.subs.write().unwrap_or_else(std::sync::PoisonError::into_inner) = subs;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not reload the subscriptions"),
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ pub enum OpenError {
     #[error("invalid PostgreSQL settings: {0}")]
     InvalidOptions(String),
     /// The server could not be reached or refused the login.
-    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    #[error("cannot connect to PostgreSQL at {target}: {}", describe(source))]
     Connect {
         /// Host and port (or socket directory) and database, without the password.
         target: String,
@@ -59,7 +59,7 @@ pub enum OpenError {
         owner: String,
     },
     /// A migration failed; it was rolled back as a whole.
-    #[error("migrating schema `{schema}` to version {version} failed: {source}")]
+    #[error("migrating schema `{schema}` to version {version} failed: {}", describe(source))]
     Migration {
         /// The schema.
         schema: String,
@@ -70,13 +70,61 @@ pub enum OpenError {
         source: tokio_postgres::Error,
     },
     /// Any other server error while opening.
-    #[error("PostgreSQL error while opening: {0}")]
+    #[error("PostgreSQL error while opening: {}", describe(.0))]
     Sql(#[from] tokio_postgres::Error),
 }
 
 impl From<OpenError> for Error {
     fn from(e: OpenError) -> Self {
         Error::backend("postgres", e)
+    }
+}
+
+/// What a client error says, with the detail tokio-postgres keeps in its source: the
+/// server's message (and SQLSTATE), or the socket's error.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(inner) => format!("{e}: {inner}"),
+        None => e.to_string(),
+    }
+}
+
+/// A server or connection error with a message that says what happened (tokio-postgres's
+/// own `Display` says only "db error").
+#[derive(Debug)]
+pub struct ServerError {
+    message: String,
+    source: tokio_postgres::Error,
+}
+
+impl ServerError {
+    /// The client's error.
+    pub fn client_error(&self) -> &tokio_postgres::Error {
+        &self.source
+    }
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ServerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+impl From<tokio_postgres::Error> for ServerError {
+    fn from(source: tokio_postgres::Error) -> Self {
+        ServerError {
+            message: describe(&source),
+            source,
+        }
     }
 }
 
@@ -103,18 +151,46 @@ pub(crate) fn map(e: tokio_postgres::Error, queue: Option<&QueueId>) -> Error {
             _ => {}
         }
     }
+    if is_unavailable(&e) {
+        return Error::Unavailable {
+            backend: "postgres",
+            source: Box::new(ServerError::from(e)),
+        };
+    }
     if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE)
         && let Some(db) = e.as_db_error()
     {
         return Error::invalid(db.message().to_owned());
     }
-    Error::backend("postgres", e)
+    Error::backend("postgres", ServerError::from(e))
 }
 
-/// A pool error (no connection to be had) as the engine's error.
+/// Whether the error means the server cannot be reached right now: the connection is
+/// gone, could not be made, or the server is shutting down or starting up.
+fn is_unavailable(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // Class 08: connection exceptions; 57P0x: the server is going away or not up yet.
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+        }
+        // No SQLSTATE: the error came from the socket (refused, reset, timed out), not from
+        // the server's answer.
+        None => e.as_db_error().is_none(),
+    }
+}
+
+/// A pool error (no connection to be had) as the engine's error: the server cannot be
+/// reached, or every connection stayed busy past the wait timeout.
 pub(crate) fn pool(e: deadpool_postgres::PoolError) -> Error {
     match e {
         deadpool_postgres::PoolError::Backend(e) => map(e, None),
-        other => Error::backend("postgres", other),
+        other => Error::Unavailable {
+            backend: "postgres",
+            source: Box::new(other),
+        },
     }
 }

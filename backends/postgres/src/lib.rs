@@ -21,6 +21,6 @@ mod trash;
 pub mod testing;
 
 pub use backend::PostgresBackend;
-pub use error::OpenError;
+pub use error::{OpenError, ServerError};
 pub use options::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresOptions, redact};
 pub use schema::SCHEMA_VERSION;

@@ -2,7 +2,7 @@
 //! transaction the application opened, so that they commit or roll back with its own
 //! writes. Nothing is visible to any consumer until the transaction commits.
 
-use hookspool::{Error, Key, Limits, NewItem, QueueId, Result};
+use hookspool::{Key, Limits, NewItem, QueueId, Result};
 use tokio_postgres::Transaction;
 use tokio_postgres::types::Json;
 
@@ -85,7 +85,7 @@ impl PostgresBackend {
             &[&self.inner.schema, &format!("sql|{queue}")],
         )
         .await
-        .map_err(|e| Error::backend("postgres", e))?;
+        .map_err(|e| map(e, None))?;
         Ok(())
     }
 }

@@ -51,6 +51,9 @@ pub enum BackendKind {
     Sled,
     /// In memory: nothing survives a restart. For trying things out and tests.
     Memory,
+    /// PostgreSQL at `--database-url`: durable on commit, and shared by any number of
+    /// daemons (see the README's "Several hookspools on PostgreSQL").
+    Postgres,
 }
 
 impl BackendKind {
@@ -88,6 +91,25 @@ pub struct ServeArgs {
     /// restart).
     #[arg(long, env = "HOOKSPOOL_BACKEND", value_enum)]
     pub backend: Option<BackendKind>,
+
+    /// Connections to PostgreSQL (with `--backend postgres`) [default: 16].
+    #[arg(long, env = "HOOKSPOOL_DATABASE_POOL_SIZE", value_name = "N")]
+    pub database_pool_size: Option<usize>,
+
+    /// This daemon's name among the daemons sharing one database (with `--backend
+    /// postgres`): its delivery leases carry it, so that after a restart it takes back its
+    /// own deliveries at once and never another daemon's. Keep it stable across restarts and
+    /// unique per daemon [default: HOSTNAME:PORT].
+    #[arg(long, env = "HOOKSPOOL_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+
+    /// Set from the global `--database-url` (then `DATABASE_URL`).
+    #[arg(skip)]
+    pub database_url: Option<String>,
+
+    /// Set from the global `--database-schema`.
+    #[arg(skip)]
+    pub database_schema: Option<String>,
 
     /// The URL other services reach this daemon at (used to build callback URLs when
     /// subscribing to other hookspools) [default: http://LISTEN-ADDRESS].
@@ -213,6 +235,10 @@ pub struct ChannelConfig {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     backend: Option<BackendKind>,
+    database_url: Option<String>,
+    database_schema: Option<String>,
+    database_pool_size: Option<usize>,
+    node_id: Option<String>,
     public_url: Option<String>,
     listen: Option<String>,
     tokens: Option<Vec<String>>,
@@ -235,6 +261,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// The storage backend.
     pub backend: BackendKind,
+    /// The database of the `postgres` backend.
+    pub database: Option<DatabaseConfig>,
     /// The URL this daemon is reached at, if set.
     pub public_url: Option<String>,
     /// The listen address.
@@ -255,6 +283,36 @@ pub struct ServeConfig {
     pub sources: Vec<SourceConfig>,
     /// Callback loop settings (the retry schedule is the delivery one).
     pub callbacks: CallbackConfig,
+}
+
+/// Where the `postgres` backend keeps the queues. Its `Debug` masks the password.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// The connection string.
+    pub url: String,
+    /// The schema [default: `hookspool`].
+    pub schema: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &hookspool_postgres::redact(&self.url))
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+impl DatabaseConfig {
+    /// The backend's options.
+    pub fn options(&self) -> hookspool_postgres::PostgresOptions {
+        hookspool_postgres::PostgresOptions::new(self.url.clone())
+            .schema(self.schema.clone())
+            .pool_size(self.pool_size)
+    }
 }
 
 impl ServeConfig {
@@ -305,7 +363,7 @@ impl ServeConfig {
         for net in &allow_networks {
             policy = policy.allow(*net);
         }
-        let delivery = DeliveryConfig {
+        let mut delivery = DeliveryConfig {
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(32),
             schedule: RetrySchedule {
                 delays: schedule,
@@ -339,10 +397,57 @@ impl ServeConfig {
             )));
         }
         let sources = sources(file.sources, &channels, listen, public_url.as_deref())?;
-        let backend = backend(args.backend.or(file.backend), &data_dir)?;
+        // A database named by a flag, HOOKSPOOL_DATABASE_URL or the file chooses the
+        // `postgres` backend when none is asked for; `DATABASE_URL` (the generic variable
+        // many platforms set) is only read once `--backend postgres` asks for a database.
+        let named = args.database_url.is_some() || file.database_url.is_some();
+        let database_url = args
+            .database_url
+            .or(file.database_url)
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+        let asked = args.backend.or(file.backend);
+        let backend = if asked.is_none() && named {
+            BackendKind::Postgres
+        } else {
+            backend(asked, &data_dir)?
+        };
+        let database = if backend == BackendKind::Postgres {
+            let Some(url) = database_url else {
+                return Err(CliError::Input(
+                    "--backend postgres needs a database: pass --database-url (or set \
+                     HOOKSPOOL_DATABASE_URL or DATABASE_URL)"
+                        .to_owned(),
+                ));
+            };
+            let pool_size = args
+                .database_pool_size
+                .or(file.database_pool_size)
+                .unwrap_or(hookspool_postgres::DEFAULT_POOL_SIZE);
+            if pool_size == 0 {
+                return Err(CliError::Input(
+                    "the database pool size must be at least 1".to_owned(),
+                ));
+            }
+            let node = args
+                .node_id
+                .or(file.node_id)
+                .unwrap_or_else(|| default_node_id(listen.port()));
+            delivery.owner = format!("{}@{node}", delivery.owner);
+            Some(DatabaseConfig {
+                url,
+                schema: args
+                    .database_schema
+                    .or(file.database_schema)
+                    .unwrap_or_else(|| hookspool_postgres::DEFAULT_SCHEMA.to_owned()),
+                pool_size,
+            })
+        } else {
+            None
+        };
         Ok(ServeConfig {
             data_dir,
             backend,
+            database,
             public_url,
             listen,
             tokens: tokens.into_iter().map(Secret::new).collect(),
@@ -360,12 +465,33 @@ impl ServeConfig {
     }
 }
 
+/// `HOSTNAME:PORT`: stable across restarts of a daemon on a fixed port. On port 0 (any free
+/// port) no name is stable, so the process id keeps daemons apart; such a daemon's own
+/// leases are then taken back by lease expiry after a restart, like anyone else's.
+fn default_node_id(port: u16) -> String {
+    if port == 0 {
+        format!("{}:pid{}", hostname(), std::process::id())
+    } else {
+        format!("{}:{port}", hostname())
+    }
+}
+
+/// This machine's name, for the default node id.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
 /// The backend: as asked, if the data directory does not hold another one's files; else the
 /// one it holds; else the journal.
 fn backend(asked: Option<BackendKind>, dir: &Path) -> Result<BackendKind, CliError> {
     let found = BackendKind::detect(dir);
     match (asked, found) {
-        (Some(BackendKind::Memory), _) => Ok(BackendKind::Memory),
+        (Some(k @ (BackendKind::Memory | BackendKind::Postgres)), _) => Ok(k),
         (Some(a), Some(f)) if a != f => {
             let (a, f) = (
                 format!("{a:?}").to_lowercase(),

@@ -1,0 +1,1262 @@
+//! Benchmark: hookspool on PostgreSQL against plain SQL on the same server, in the same run.
+//!
+//! A throwaway PostgreSQL server is started for the run (`TestServer::start`: `fsync=on`,
+//! `synchronous_commit=on`, data in a temp dir). On it, each measurement gets a schema of
+//! its own:
+//!
+//! - the baseline: plain SQL through tokio-postgres on an `outbox` table (id, queue, phase,
+//!   payload, not_before, lease columns, a partial index of what is pending): one-row
+//!   INSERTs from 1 and 16 clients, 1,000-row INSERTs from 2 clients, and 4 clients that
+//!   claim 100 due rows with `FOR UPDATE SKIP LOCKED` and mark them done in one transaction;
+//! - hookspool: `hookspool::Store` over `PostgresBackend` doing the same work: `push` from 1
+//!   and 16 producers, `push_batch` of 1024 from 2, and 4 consumers that `claim` 1024 and
+//!   `ack_many` them;
+//! - `count` on queues of 10k and 1M items (time per call), beside `count(*)` on the plain
+//!   table.
+//!
+//! Every throughput case runs for a fixed time (`HOOKSPOOL_BENCH_SECS`, default 5 s) in its
+//! own child process; runs come from `HOOKSPOOL_BENCH_RUNS` (default 3, medians printed).
+//! Without `--bench` (under `cargo test`) a smoke version pushes, claims and counts a few
+//! hundred items and times nothing.
+//!
+//! `cargo bench -p hookspool-benches --bench postgres [-- FILTER]`; also
+//! `HOOKSPOOL_BENCH_PG_CLAIM_N` (items pre-filled for the claim cases, default 150,000) and
+//! `HOOKSPOOL_BENCH_PG_COUNT_N` (items of the large count queue, default 1,000,000).
+// Counts and sizes stay far below 2^52, where f64 would start rounding them.
+#![allow(clippy::cast_precision_loss)]
+
+mod common;
+
+use std::future::Future;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hookspool::{Key, NewItem, Phase, QueueConfig, QueueId, Retention, Store};
+use hookspool_postgres::testing::TestServer;
+use hookspool_postgres::{PostgresBackend, PostgresOptions};
+use tokio::task::JoinSet;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use common::backends::{LEASE, QUEUE, runtime};
+use common::raw::percentile_us;
+use common::table::{Table, median, micros, rate, ratio, spread};
+use common::{
+    BATCH, BenchResult, ChildArgs, Metrics, PAYLOAD_LEN, Samples, Settings, child_main,
+    fill_payload, measure, payload, print_footer, print_header, run_case,
+};
+
+fn main() -> BenchResult<()> {
+    if child_main(child)? {
+        return Ok(());
+    }
+    parent()
+}
+
+// ---- the cases ----------------------------------------------------------------------------
+
+/// Clients (or producers) of the concurrent one-row case.
+const MANY: usize = 16;
+/// Clients of the batched insert cases.
+const BATCH_CLIENTS: usize = 2;
+/// Rows per transaction of the batched SQL insert.
+const SQL_BATCH: usize = 1_000;
+/// Consumers of the claim cases.
+const CONSUMERS: usize = 4;
+/// Rows per SQL claim transaction.
+const SQL_CLAIM: usize = 100;
+/// Items per push when filling a queue (untimed), and the producers doing it.
+const FILL_BATCH: usize = 10_000;
+const FILL_PRODUCERS: usize = 2;
+/// The small count queue.
+const COUNT_SMALL: usize = 10_000;
+/// The large count queue when filling the default 1M would take longer than
+/// [`FILL_BUDGET`].
+const COUNT_FALLBACK: usize = 200_000;
+const FILL_BUDGET: Duration = Duration::from_secs(60);
+/// How long each count measurement calls `count` (after a warm-up), at least [`COUNT_MIN_CALLS`].
+const COUNT_TIME: Duration = Duration::from_secs(2);
+const COUNT_MIN_CALLS: usize = 5;
+/// The largest `count(*)` a full run times on the plain table (it scans every row).
+const COUNT_MAX_CALLS: usize = 20_000;
+
+/// One measurement: the child case, the workers, rows per call, and what it pre-fills.
+#[derive(Clone, Copy)]
+struct Case {
+    id: &'static str,
+    what: &'static str,
+    workers: usize,
+    /// Rows per call in a full run (smoke runs use [`Case::smoke_batch`]).
+    batch: usize,
+    smoke_batch: usize,
+    /// Whether the case claims from a pre-filled queue.
+    prefilled: bool,
+}
+
+const SQL_INSERT_1: Case = Case {
+    id: "sql-insert-1",
+    what: "SQL: 1 client, one-row INSERT per transaction (autocommit)",
+    workers: 1,
+    batch: 1,
+    smoke_batch: 1,
+    prefilled: false,
+};
+const SQL_INSERT_16: Case = Case {
+    id: "sql-insert-16",
+    what: "SQL: 16 clients, one-row INSERT per transaction (autocommit)",
+    workers: MANY,
+    batch: 1,
+    smoke_batch: 1,
+    prefilled: false,
+};
+const SQL_INSERT_BATCH: Case = Case {
+    id: "sql-insert-batch",
+    what: "SQL: 2 clients, 1,000-row INSERT … SELECT unnest($2::bytea[]) per transaction",
+    workers: BATCH_CLIENTS,
+    batch: SQL_BATCH,
+    smoke_batch: 50,
+    prefilled: false,
+};
+const SQL_CLAIM_DONE: Case = Case {
+    id: "sql-claim",
+    what: "SQL: 4 clients, per transaction SELECT 100 due rows FOR UPDATE SKIP LOCKED + UPDATE to done",
+    workers: CONSUMERS,
+    batch: SQL_CLAIM,
+    smoke_batch: 25,
+    prefilled: true,
+};
+const HS_PUSH_1: Case = Case {
+    id: "hs-push-1",
+    what: "hookspool: 1 producer, push 1 item per call",
+    workers: 1,
+    batch: 1,
+    smoke_batch: 1,
+    prefilled: false,
+};
+const HS_PUSH_16: Case = Case {
+    id: "hs-push-16",
+    what: "hookspool: 16 producers (tokio tasks), push 1 item per call",
+    workers: MANY,
+    batch: 1,
+    smoke_batch: 1,
+    prefilled: false,
+};
+const HS_PUSH_BATCH: Case = Case {
+    id: "hs-push-batch",
+    what: "hookspool: 2 producers, push_batch of 1024 items per call",
+    workers: BATCH_CLIENTS,
+    batch: BATCH,
+    smoke_batch: 50,
+    prefilled: false,
+};
+const HS_CLAIM_ACK: Case = Case {
+    id: "hs-claim-ack",
+    what: "hookspool: 4 consumers, claim 1024 + ack_many of them per round",
+    workers: CONSUMERS,
+    batch: BATCH,
+    smoke_batch: 25,
+    prefilled: true,
+};
+
+/// The throughput cases, in the order each round runs them (baseline, then hookspool).
+const CASES: [Case; 8] = [
+    SQL_INSERT_1,
+    SQL_INSERT_16,
+    SQL_INSERT_BATCH,
+    SQL_CLAIM_DONE,
+    HS_PUSH_1,
+    HS_PUSH_16,
+    HS_PUSH_BATCH,
+    HS_CLAIM_ACK,
+];
+
+/// The comparisons of the summary: label, baseline case, hookspool case, target ratio.
+const COMPARISONS: [(&str, Case, Case, f64); 4] = [
+    (
+        "push, 1 producer, 1 item/call (rows/s)",
+        SQL_INSERT_1,
+        HS_PUSH_1,
+        0.8,
+    ),
+    (
+        "push, 16 producers, 1 item/call (rows/s)",
+        SQL_INSERT_16,
+        HS_PUSH_16,
+        0.8,
+    ),
+    (
+        "push batches, 2 producers (rows/s; SQL 1,000/tx, hookspool 1024/call)",
+        SQL_INSERT_BATCH,
+        HS_PUSH_BATCH,
+        0.7,
+    ),
+    (
+        "claim + complete, 4 consumers (rows/s; SQL 100/tx, hookspool claim 1024 + ack_many)",
+        SQL_CLAIM_DONE,
+        HS_CLAIM_ACK,
+        0.8,
+    ),
+];
+
+/// The count cases: `(id, which queue)`.
+const COUNTS: [(&str, Size); 4] = [
+    ("sql-count-small", Size::Small),
+    ("sql-count-large", Size::Large),
+    ("hs-count-small", Size::Small),
+    ("hs-count-large", Size::Large),
+];
+
+/// Which of the two count queues.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Size {
+    Small,
+    Large,
+}
+
+impl Size {
+    fn name(self) -> &'static str {
+        match self {
+            Size::Small => "small",
+            Size::Large => "large",
+        }
+    }
+}
+
+/// The hookspool schema and the plain SQL schemas of the count cases.
+const COUNT_HS_SCHEMA: &str = "count_hs";
+
+fn count_sql_schema(size: Size) -> String {
+    format!("count_sql_{}", size.name())
+}
+
+fn count_queue(size: Size) -> String {
+    format!("count-{}", size.name())
+}
+
+// ---- parent: plans the runs, prints the tables ------------------------------------------
+
+fn parent() -> BenchResult<()> {
+    let settings = Settings::from_env()?;
+    let secs = settings.count("HOOKSPOOL_BENCH_SECS", 5, 0)?;
+    let claim_n = settings.count("HOOKSPOOL_BENCH_PG_CLAIM_N", 150_000, 300)?;
+    let count_n = settings.count("HOOKSPOOL_BENCH_PG_COUNT_N", 1_000_000, 400)?;
+    let small_n = if settings.smoke { 100 } else { COUNT_SMALL };
+    // Calls per worker in a smoke run (a full run calls until its time is up).
+    let smoke_calls = 6;
+
+    let started = Instant::now();
+    eprintln!("postgres: starting a throwaway PostgreSQL server (initdb) ...");
+    let server = TestServer::start();
+    let url = server.url().to_owned();
+    let data_dir = server
+        .log()
+        .and_then(|log| log.parent().map(Path::to_path_buf))
+        .ok_or("the test server has no data dir")?;
+    let info = runtime()?.block_on(server_info(&url))?;
+
+    print_header(
+        "postgres",
+        &settings,
+        &filesystem_of(&data_dir),
+        &[
+            ("HOOKSPOOL_BENCH_SECS (per throughput case)", secs),
+            ("HOOKSPOOL_BENCH_PG_CLAIM_N (pre-filled per claim case)", claim_n),
+            ("HOOKSPOOL_BENCH_PG_COUNT_N (large count queue)", count_n),
+        ],
+    );
+    println!("- server: {info}");
+    println!(
+        "- client: tokio-postgres on a multi-threaded tokio runtime (one worker per CPU), \
+         over TCP on loopback, no TLS; client and server share the machine's CPUs"
+    );
+    println!(
+        "- hookspool: `hookspool::Store` over `PostgresBackend`, pool of workers + 4 \
+         connections, a fresh schema per measurement, queue retention Keep (acked items \
+         move to done)"
+    );
+    println!(
+        "- before each timed phase: `CHECKPOINT`; after a pre-fill also `ANALYZE` of the \
+         filled table (both sides alike); each case's schema is dropped after it\n"
+    );
+
+    let args = |case: &Case, n: usize| -> Vec<(&str, String)> {
+        let (ms, calls, batch) = if settings.smoke {
+            (0, smoke_calls, case.smoke_batch)
+        } else {
+            (secs * 1000, 0, case.batch)
+        };
+        vec![
+            ("url", url.clone()),
+            ("ms", ms.to_string()),
+            ("calls", calls.to_string()),
+            ("workers", case.workers.to_string()),
+            ("batch", batch.to_string()),
+            ("n", n.to_string()),
+        ]
+    };
+
+    let mut samples = Samples::default();
+    let plan: Vec<Case> = CASES
+        .into_iter()
+        .filter(|c| settings.wants(c.id))
+        .collect();
+    for round in 1..=settings.runs {
+        eprintln!("postgres: round {round}/{}", settings.runs);
+        for case in &plan {
+            let n = if case.prefilled { claim_n } else { 0 };
+            run_case(&mut samples, case.id, case.id, &args(case, n))?;
+        }
+    }
+
+    let mut fill = None;
+    if COUNTS.iter().any(|(id, _)| settings.wants(id)) {
+        eprint!("  fill the count queues (10k and {count_n}) ... ");
+        let t = Instant::now();
+        let m = measure(
+            "fill-count",
+            &[
+                ("url", url.clone()),
+                ("small", small_n.to_string()),
+                ("large", count_n.to_string()),
+                ("batch", if settings.smoke { 100 } else { FILL_BATCH }.to_string()),
+            ],
+        )?;
+        eprintln!("{:.2} s", t.elapsed().as_secs_f64());
+        let large = m.get("large_n").copied().unwrap_or(0.0) as usize;
+        for round in 1..=settings.runs {
+            eprintln!("postgres: count round {round}/{}", settings.runs);
+            for (id, size) in COUNTS {
+                if !settings.wants(id) {
+                    continue;
+                }
+                let expect = match size {
+                    Size::Small => small_n,
+                    Size::Large => large,
+                };
+                let calls = if settings.smoke { 3 } else { 0 };
+                run_case(
+                    &mut samples,
+                    id,
+                    id,
+                    &[
+                        ("url", url.clone()),
+                        ("size", size.name().to_owned()),
+                        ("expect", expect.to_string()),
+                        ("calls", calls.to_string()),
+                    ],
+                )?;
+            }
+        }
+        fill = Some((m, small_n, count_n));
+    }
+
+    print_summary(&samples, fill.as_ref());
+    print_details(&samples, &plan, claim_n);
+    if let Some(fill) = &fill {
+        print_counts(&samples, fill);
+    }
+    println!(
+        "- whole run: {:.0} s (server start included)",
+        started.elapsed().as_secs_f64()
+    );
+    print_footer();
+    drop(server);
+    Ok(())
+}
+
+/// The server's version and the settings that decide what a commit costs.
+async fn server_info(url: &str) -> BenchResult<String> {
+    let client = connect(url).await?;
+    let mut parts = Vec::new();
+    let version: String = client
+        .query_one("SHOW server_version", &[])
+        .await?
+        .get(0);
+    parts.push(format!("PostgreSQL {version}"));
+    for setting in [
+        "fsync",
+        "synchronous_commit",
+        "wal_sync_method",
+        "full_page_writes",
+        "shared_buffers",
+        "max_wal_size",
+        "commit_delay",
+    ] {
+        let value: String = client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await?
+            .get(0);
+        parts.push(format!("{setting}={value}"));
+    }
+    Ok(parts.join(", "))
+}
+
+/// `fstype (source mounted on target)` of the filesystem holding `dir`.
+fn filesystem_of(dir: &Path) -> String {
+    let found = Command::new("findmnt")
+        .args(["-n", "-o", "FSTYPE,SOURCE,TARGET", "-T"])
+        .arg(dir)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let Some(line) = found else {
+        return format!("unknown (server data in {})", dir.display());
+    };
+    let mut fields = line.split_whitespace();
+    let (fstype, source, target) = (
+        fields.next().unwrap_or("?"),
+        fields.next().unwrap_or("?"),
+        fields.next().unwrap_or("?"),
+    );
+    let warning = if matches!(fstype, "tmpfs" | "ramfs") {
+        " — WARNING: a RAM filesystem, commits cost no disk flush"
+    } else {
+        ""
+    };
+    format!(
+        "{fstype} ({source} mounted on {target}; the server's data in {}){warning}",
+        dir.display()
+    )
+}
+
+/// The summary: each target beside its ratio.
+fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>) {
+    let mut t = Table::new(
+        "hookspool on PostgreSQL versus plain SQL (same server, same run; medians)",
+        &[
+            "measure",
+            "baseline (plain SQL)",
+            "hookspool",
+            "ratio",
+            "target",
+            "met",
+        ],
+    );
+    for (label, base, hs, target) in COMPARISONS {
+        let (b, h) = (
+            samples.get(base.id, "ops_per_s"),
+            samples.get(hs.id, "ops_per_s"),
+        );
+        let r = match (b, h) {
+            (Some(b), Some(h)) if b.median > 0.0 => Some(h.median / b.median),
+            _ => None,
+        };
+        t.row(vec![
+            label.into(),
+            median(b, rate),
+            median(h, rate),
+            r.map_or_else(|| "-".into(), ratio),
+            format!("≥ {target}×"),
+            r.map_or_else(|| "-".into(), |r| yes_no(r >= target)),
+        ]);
+    }
+    if let Some((m, _, _)) = fill {
+        let large = m.get("large_n").copied().unwrap_or(0.0);
+        let us = |id: &str| samples.get(id, "p50_us");
+        let growth = match (us("hs-count-small"), us("hs-count-large")) {
+            (Some(s), Some(l)) if s.median > 0.0 => Some(l.median / s.median),
+            _ => None,
+        };
+        for (size, n, target) in [
+            (Size::Small, m.get("small_n").copied().unwrap_or(0.0), None),
+            (Size::Large, large, growth),
+        ] {
+            let (b, h) = (
+                us(&format!("sql-count-{}", size.name())),
+                us(&format!("hs-count-{}", size.name())),
+            );
+            let r = match (b, h) {
+                (Some(b), Some(h)) if h.median > 0.0 => ratio(b.median / h.median),
+                _ => "-".into(),
+            };
+            let (target, met) = match (size, target) {
+                (Size::Small, _) => ("(the reference for the next row)".to_owned(), "-".into()),
+                (Size::Large, Some(g)) => (
+                    format!(
+                        "time at {} ≈ time at 10k (≤ 1.25×): {}",
+                        count_label(n),
+                        ratio(g)
+                    ),
+                    yes_no(g <= 1.25),
+                ),
+                (Size::Large, None) => ("time ≈ the row above".to_owned(), "-".into()),
+            };
+            t.row(vec![
+                format!("count, {} items (µs per call)", count_label(n)),
+                format!("{} µs", median(b, micros)),
+                format!("{} µs", median(h, micros)),
+                r,
+                target,
+                met,
+            ]);
+        }
+    }
+    t.print();
+    println!(
+        "ratio = hookspool ÷ baseline rows/s (for count: baseline time ÷ hookspool time, \
+         >1 = hookspool faster). Payloads {PAYLOAD_LEN} B. Every commit waits for its WAL \
+         flush (synchronous_commit=on) on both sides. Baseline count = `SELECT count(*) FROM \
+         outbox WHERE queue = $1` on a plain table of that many rows (vacuumed, analyzed); \
+         hookspool count = `Store::count` (sums the sharded counter rows).\n"
+    );
+}
+
+fn yes_no(ok: bool) -> String {
+    if ok { "yes" } else { "NO" }.into()
+}
+
+fn count_label(n: f64) -> String {
+    if n >= 1e6 && n % 1e6 == 0.0 {
+        format!("{:.0}M", n / 1e6)
+    } else if n >= 1e3 && n % 1e3 == 0.0 {
+        format!("{:.0}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+/// Every throughput case with its spread and call latencies.
+fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
+    let mut t = Table::new(
+        "Every throughput case",
+        &[
+            "case",
+            "runs",
+            "rows/s median (min..max)",
+            "rows per run (median)",
+            "µs per call p50 / p99",
+            "peak RSS MiB (client)",
+        ],
+    );
+    for case in plan {
+        let lat = match (
+            samples.get(case.id, "p50_us"),
+            samples.get(case.id, "p99_us"),
+        ) {
+            (Some(a), Some(b)) => format!("{} / {}", micros(a.median), micros(b.median)),
+            _ => "-".into(),
+        };
+        t.row(vec![
+            case.what.into(),
+            samples.count(case.id).to_string(),
+            spread(samples.get(case.id, "ops_per_s"), rate),
+            median(samples.get(case.id, "ops"), |x| format!("{x:.0}")),
+            lat,
+            median(samples.get(case.id, "peak_rss_kib"), |k| {
+                format!("{:.1}", k / 1024.0)
+            }),
+        ]);
+    }
+    t.print();
+    println!(
+        "A call = one transaction on the baseline side, one `Store` call on hookspool's (a \
+         claim round = a claim call + an ack_many call; a SQL claim = SELECT … FOR UPDATE \
+         SKIP LOCKED + UPDATE + COMMIT). The claim cases start from {claim_n} due items \
+         (pushed untimed: plain INSERT … SELECT generate_series for the baseline, \
+         `push_batch` of {FILL_BATCH} for hookspool) and stop at the time limit or when \
+         the queue is empty, whichever is first; a case's time includes warm-up-free \
+         connections (each worker connects and runs one call before the clock starts).\n"
+    );
+}
+
+/// The count cases, and how the queues were filled.
+fn print_counts(samples: &Samples, (m, small_n, asked): &(Metrics, usize, usize)) {
+    let large = m.get("large_n").copied().unwrap_or(0.0);
+    if (large as usize) < *asked {
+        println!(
+            "NOTE: filling {asked} items through the backend was projected to take over {} s, \
+             so the large count queue holds {} items instead.\n",
+            FILL_BUDGET.as_secs(),
+            count_label(large)
+        );
+    }
+    println!(
+        "- count queues filled through `Store::push_batch` ({FILL_PRODUCERS} producers × \
+         {FILL_BATCH} items per call): {small_n} + {} items in {:.1} s ({} items/s); the \
+         plain tables by INSERT … SELECT generate_series in {:.1} s\n",
+        large,
+        m.get("hs_fill_secs").copied().unwrap_or(f64::NAN),
+        rate(m.get("hs_fill_rate").copied().unwrap_or(f64::NAN)),
+        m.get("sql_fill_secs").copied().unwrap_or(f64::NAN),
+    );
+    let mut t = Table::new(
+        "count: time per call",
+        &[
+            "case",
+            "items",
+            "runs",
+            "µs per call, median of each run's median (min..max)",
+            "µs p99",
+            "calls per run",
+        ],
+    );
+    for (id, size) in COUNTS {
+        let n = match size {
+            Size::Small => *small_n as f64,
+            Size::Large => large,
+        };
+        t.row(vec![
+            if id.starts_with("sql") {
+                "SQL: SELECT count(*) FROM outbox WHERE queue = $1".into()
+            } else {
+                "hookspool: Store::count".into()
+            },
+            count_label(n),
+            samples.count(id).to_string(),
+            spread(samples.get(id, "p50_us"), micros),
+            median(samples.get(id, "p99_us"), micros),
+            median(samples.get(id, "ops"), |x| format!("{x:.0}")),
+        ]);
+    }
+    t.print();
+}
+
+// ---- child: one measurement ---------------------------------------------------------------
+
+fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
+    let rt = runtime()?;
+    rt.block_on(async {
+        match case {
+            "fill-count" => fill_count(args).await,
+            "sql-count-small" | "sql-count-large" | "hs-count-small" | "hs-count-large" => {
+                count_case(case, args).await
+            }
+            _ => {
+                let case = CASES
+                    .into_iter()
+                    .find(|c| c.id == case)
+                    .ok_or_else(|| format!("unknown case {case:?}"))?;
+                let run = Run::from_args(args)?;
+                match case.id {
+                    "sql-insert-1" | "sql-insert-16" | "sql-insert-batch" => {
+                        sql_insert(&run).await
+                    }
+                    "sql-claim" => sql_claim(&run).await,
+                    "hs-push-1" | "hs-push-16" | "hs-push-batch" => hs_push(&run).await,
+                    _ => hs_claim_ack(&run).await,
+                }
+            }
+        }
+    })
+}
+
+/// What a throughput child was asked to do.
+struct Run {
+    url: String,
+    limit: Limit,
+    workers: usize,
+    batch: usize,
+    /// Items to pre-fill (claim cases).
+    n: usize,
+    /// This measurement's schema.
+    schema: String,
+}
+
+impl Run {
+    fn from_args(args: &ChildArgs) -> BenchResult<Run> {
+        let ms = args.usize("ms")?;
+        let limit = if ms > 0 {
+            Limit::Time(Duration::from_millis(ms as u64))
+        } else {
+            Limit::Calls(args.usize("calls")?)
+        };
+        Ok(Run {
+            url: args.str("url")?.to_owned(),
+            limit,
+            workers: args.usize("workers")?.max(1),
+            batch: args.usize("batch")?.max(1),
+            n: args.usize("n")?,
+            schema: format!("bench_{}", std::process::id()),
+        })
+    }
+}
+
+/// How long each worker keeps calling.
+#[derive(Clone, Copy)]
+enum Limit {
+    /// Until this much time has passed since the start (a full run).
+    Time(Duration),
+    /// This many calls per worker (a smoke run).
+    Calls(usize),
+}
+
+/// A [`Limit`] from a start time.
+#[derive(Clone, Copy)]
+enum Budget {
+    Until(Instant),
+    Calls(usize),
+}
+
+impl Budget {
+    fn more(self, calls: usize) -> bool {
+        match self {
+            Budget::Until(deadline) => Instant::now() < deadline,
+            Budget::Calls(n) => calls < n,
+        }
+    }
+}
+
+/// What a worker did in the timed phase.
+#[derive(Default)]
+struct Worked {
+    rows: usize,
+    calls: Vec<Duration>,
+}
+
+/// Runs `work` on every state at once (each a task) within `limit`; returns the rows and
+/// call latencies of all of them and the seconds from the start until the last finished.
+async fn drive<S, F, Fut>(states: Vec<S>, limit: Limit, work: F) -> BenchResult<(Worked, f64)>
+where
+    S: Send + 'static,
+    F: Fn(usize, S, Budget) -> Fut,
+    Fut: Future<Output = BenchResult<Worked>> + Send + 'static,
+{
+    let start = Instant::now();
+    let budget = match limit {
+        Limit::Time(d) => Budget::Until(start + d),
+        Limit::Calls(n) => Budget::Calls(n),
+    };
+    let mut tasks = JoinSet::new();
+    for (i, state) in states.into_iter().enumerate() {
+        tasks.spawn(work(i, state, budget));
+    }
+    let mut total = Worked::default();
+    while let Some(done) = tasks.join_next().await {
+        let w = done??;
+        total.rows += w.rows;
+        total.calls.extend(w.calls);
+    }
+    Ok((total, start.elapsed().as_secs_f64()))
+}
+
+/// The figures of a timed phase.
+fn figures(mut worked: Worked, secs: f64) -> Metrics {
+    Metrics::from([
+        ("ops".into(), worked.rows as f64),
+        ("secs".into(), secs),
+        ("calls".into(), worked.calls.len() as f64),
+        ("p50_us".into(), percentile_us(&mut worked.calls, 50)),
+        ("p99_us".into(), percentile_us(&mut worked.calls, 99)),
+    ])
+}
+
+/// Payload `i` of worker `w` (distinct across workers).
+fn seq(w: usize, i: usize) -> u64 {
+    ((w as u64) << 40) | i as u64
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn check(what: &str, expected: usize, found: i64) -> BenchResult<()> {
+    if i64::try_from(expected).ok() == Some(found) {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected {expected}, found {found}").into())
+    }
+}
+
+/// A connection of its own (its driver on a task).
+async fn connect(url: &str) -> BenchResult<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("postgres connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Runs `CHECKPOINT`, so that no checkpoint of an earlier case's writes lands in this one.
+async fn checkpoint(admin: &Client) -> BenchResult<()> {
+    admin.batch_execute("CHECKPOINT").await?;
+    Ok(())
+}
+
+async fn drop_schema(admin: &Client, schema: &str) -> BenchResult<()> {
+    admin
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await?;
+    Ok(())
+}
+
+// ---- the baseline: plain SQL ----------------------------------------------------------------
+
+/// The reference outbox: one table, a partial index of what is pending, by due time.
+async fn sql_create(admin: &Client, schema: &str) -> BenchResult<()> {
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.outbox (
+                 id          bigserial PRIMARY KEY,
+                 queue       text NOT NULL,
+                 phase       smallint NOT NULL,
+                 payload     bytea NOT NULL,
+                 not_before  bigint NOT NULL,
+                 lease_owner text,
+                 lease_until bigint
+             );
+             CREATE INDEX outbox_due ON {schema}.outbox (queue, not_before, id) WHERE phase = 0;"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Inserts `n` due rows of 256-byte payloads in one statement (`md5` hex, decoded).
+async fn sql_fill(admin: &Client, schema: &str, n: usize) -> BenchResult<()> {
+    let n = i64::try_from(n)?;
+    admin
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.outbox (queue, phase, payload, not_before) \
+                 SELECT $1::text, 0, decode(repeat(md5(i::text), {}), 'hex'), $2::bigint \
+                 FROM generate_series(1, $3::bigint) AS i",
+                PAYLOAD_LEN / 16
+            ),
+            &[&QUEUE, &(now_ms() - 1000), &n],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A baseline worker: its connection and prepared statements.
+struct SqlWorker {
+    client: Client,
+    statements: Vec<Statement>,
+    batch: usize,
+}
+
+async fn sql_workers(run: &Run, texts: &[String]) -> BenchResult<Vec<SqlWorker>> {
+    let mut workers = Vec::with_capacity(run.workers);
+    for _ in 0..run.workers {
+        let client = connect(&run.url).await?;
+        let mut statements = Vec::with_capacity(texts.len());
+        for text in texts {
+            statements.push(client.prepare(text).await?);
+        }
+        workers.push(SqlWorker {
+            client,
+            statements,
+            batch: run.batch,
+        });
+    }
+    Ok(workers)
+}
+
+async fn sql_insert(run: &Run) -> BenchResult<Metrics> {
+    let admin = connect(&run.url).await?;
+    let s = &run.schema;
+    sql_create(&admin, s).await?;
+    let text = if run.batch == 1 {
+        format!("INSERT INTO {s}.outbox (queue, phase, payload, not_before) VALUES ($1, 0, $2, $3)")
+    } else {
+        format!(
+            "INSERT INTO {s}.outbox (queue, phase, payload, not_before) \
+             SELECT $1::text, 0, p, $3::bigint FROM unnest($2::bytea[]) AS p"
+        )
+    };
+    let workers = sql_workers(run, &[text]).await?;
+    // Warm-up: one call per connection (plans, caches), not timed.
+    let mut warm = 0;
+    for (w, worker) in workers.iter().enumerate() {
+        warm += sql_insert_call(worker, w, usize::MAX).await?;
+    }
+    checkpoint(&admin).await?;
+    let (worked, secs) = drive(workers, run.limit, |w, worker, budget| async move {
+        let mut done = Worked::default();
+        while budget.more(done.calls.len()) {
+            let t = Instant::now();
+            done.rows += sql_insert_call(&worker, w, done.calls.len()).await?;
+            done.calls.push(t.elapsed());
+        }
+        Ok(done)
+    })
+    .await?;
+    let rows: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {s}.outbox"), &[])
+        .await?
+        .get(0);
+    check("rows inserted", warm + worked.rows, rows)?;
+    let m = figures(worked, secs);
+    drop_schema(&admin, s).await?;
+    Ok(m)
+}
+
+/// One INSERT transaction (one row, or a batch of `worker.batch` rows); returns the rows.
+async fn sql_insert_call(worker: &SqlWorker, w: usize, call: usize) -> BenchResult<usize> {
+    let stmt = &worker.statements[0];
+    if worker.batch == 1 {
+        let mut buf = [0u8; PAYLOAD_LEN];
+        fill_payload(&mut buf, seq(w, call));
+        worker
+            .client
+            .execute(stmt, &[&QUEUE, &&buf[..], &now_ms()])
+            .await?;
+    } else {
+        let first = call.wrapping_mul(worker.batch);
+        let payloads: Vec<Vec<u8>> = (0..worker.batch)
+            .map(|i| payload(seq(w, first.wrapping_add(i))))
+            .collect();
+        worker
+            .client
+            .execute(stmt, &[&QUEUE, &payloads, &now_ms()])
+            .await?;
+    }
+    Ok(worker.batch)
+}
+
+async fn sql_claim(run: &Run) -> BenchResult<Metrics> {
+    let admin = connect(&run.url).await?;
+    let s = &run.schema;
+    sql_create(&admin, s).await?;
+    sql_fill(&admin, s, run.n).await?;
+    admin
+        .batch_execute(&format!("ANALYZE {s}.outbox"))
+        .await?;
+    let texts = [
+        format!(
+            "SELECT id, payload FROM {s}.outbox \
+             WHERE queue = $1 AND phase = 0 AND not_before <= $2 \
+             ORDER BY not_before, id LIMIT $3 FOR UPDATE SKIP LOCKED"
+        ),
+        format!("UPDATE {s}.outbox SET phase = 2 WHERE id = ANY($1)"),
+    ];
+    let mut workers = sql_workers(run, &texts).await?;
+    let mut warm = 0;
+    for worker in &mut workers {
+        warm += sql_claim_call(worker, 1).await?;
+    }
+    checkpoint(&admin).await?;
+    let (worked, secs) = drive(workers, run.limit, |_, mut worker, budget| async move {
+        let batch = worker.batch;
+        let mut done = Worked::default();
+        while budget.more(done.calls.len()) {
+            let t = Instant::now();
+            let n = sql_claim_call(&mut worker, batch).await?;
+            if n == 0 {
+                break;
+            }
+            done.rows += n;
+            done.calls.push(t.elapsed());
+        }
+        Ok(done)
+    })
+    .await?;
+    let rows: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM {s}.outbox WHERE phase = 2"),
+            &[],
+        )
+        .await?
+        .get(0);
+    check("rows done", warm + worked.rows, rows)?;
+    let m = figures(worked, secs);
+    drop_schema(&admin, s).await?;
+    Ok(m)
+}
+
+/// One claim transaction: up to `limit` due rows locked (skipping those others hold), read,
+/// and marked done. Returns how many.
+async fn sql_claim_call(worker: &mut SqlWorker, limit: usize) -> BenchResult<usize> {
+    let limit = i64::try_from(limit)?;
+    let (claim, done) = (worker.statements[0].clone(), worker.statements[1].clone());
+    let tx = worker.client.transaction().await?;
+    let rows = tx.query(&claim, &[&QUEUE, &now_ms(), &limit]).await?;
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut bytes = 0;
+    for row in &rows {
+        ids.push(row.get::<_, i64>(0));
+        bytes += row.get::<_, &[u8]>(1).len();
+    }
+    if bytes != ids.len() * PAYLOAD_LEN {
+        return Err(format!("claimed {} rows holding {bytes} payload bytes", ids.len()).into());
+    }
+    if !ids.is_empty() {
+        tx.execute(&done, &[&ids]).await?;
+    }
+    tx.commit().await?;
+    Ok(ids.len())
+}
+
+// ---- hookspool on PostgresBackend -------------------------------------------------------
+
+type PgStore = Store<PostgresBackend>;
+
+async fn hs_open(url: &str, schema: &str, pool: usize) -> BenchResult<PgStore> {
+    let options = PostgresOptions::new(url).schema(schema).pool_size(pool);
+    Ok(Store::new(PostgresBackend::open(options).await?))
+}
+
+async fn hs_queue(store: &PgStore, name: &str) -> BenchResult<QueueId> {
+    let id = QueueId::new(name)?;
+    store
+        .create_queue(QueueConfig::new(id.clone()).with_retention(Retention::Keep))
+        .await?;
+    Ok(id)
+}
+
+/// Pushes `n` items in batches of `batch` from [`FILL_PRODUCERS`] producers at once.
+async fn hs_fill(store: &PgStore, queue: &QueueId, first: usize, n: usize, batch: usize) -> BenchResult<()> {
+    let calls = n.div_ceil(batch);
+    let mut tasks = JoinSet::new();
+    for p in 0..FILL_PRODUCERS {
+        let (store, queue) = (store.clone(), queue.clone());
+        tasks.spawn(async move {
+            for call in (p..calls).step_by(FILL_PRODUCERS) {
+                let start = call * batch;
+                let len = batch.min(n - start);
+                let items = (start..start + len)
+                    .map(|i| NewItem::new(payload((first + i) as u64)))
+                    .collect();
+                store.push_batch(&queue, items).await?;
+            }
+            Ok::<_, hookspool::Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+fn items(w: usize, first: usize, len: usize) -> Vec<NewItem> {
+    (first..first + len)
+        .map(|i| NewItem::new(payload(seq(w, i))))
+        .collect()
+}
+
+async fn hs_push(run: &Run) -> BenchResult<Metrics> {
+    let admin = connect(&run.url).await?;
+    let store = hs_open(&run.url, &run.schema, run.workers + 4).await?;
+    let queue = hs_queue(&store, QUEUE).await?;
+    // Warm-up: one push per worker at once, so the pool holds a prepared connection each.
+    let mut warm = JoinSet::new();
+    for w in 0..run.workers {
+        let (store, queue, batch) = (store.clone(), queue.clone(), run.batch);
+        warm.spawn(async move {
+            store
+                .push_batch(&queue, items(w, usize::MAX / 2, batch))
+                .await
+        });
+    }
+    let mut warm_rows = 0;
+    while let Some(done) = warm.join_next().await {
+        warm_rows += done??.len();
+    }
+    checkpoint(&admin).await?;
+    let states = vec![(store.clone(), queue.clone()); run.workers];
+    let batch = run.batch;
+    let (worked, secs) = drive(states, run.limit, |w, (store, queue), budget| async move {
+        let mut done = Worked::default();
+        while budget.more(done.calls.len()) {
+            let call = done.calls.len();
+            let t = Instant::now();
+            if batch == 1 {
+                store.push(&queue, NewItem::new(payload(seq(w, call)))).await?;
+            } else {
+                store
+                    .push_batch(&queue, items(w, call * batch, batch))
+                    .await?;
+            }
+            done.calls.push(t.elapsed());
+            done.rows += batch;
+        }
+        Ok(done)
+    })
+    .await?;
+    let count = store.count(&queue).await?;
+    check("items pushed", warm_rows + worked.rows, i64::try_from(count)?)?;
+    let m = figures(worked, secs);
+    drop(store);
+    drop_schema(&admin, &run.schema).await?;
+    Ok(m)
+}
+
+async fn hs_claim_ack(run: &Run) -> BenchResult<Metrics> {
+    let admin = connect(&run.url).await?;
+    let store = hs_open(&run.url, &run.schema, run.workers + 4).await?;
+    let queue = hs_queue(&store, QUEUE).await?;
+    hs_fill(&store, &queue, 0, run.n, FILL_BATCH).await?;
+    admin
+        .batch_execute(&format!("ANALYZE {}.items", run.schema))
+        .await?;
+    // Warm-up: one claim of 1 + ack per consumer at once (a pooled connection each).
+    let mut warm = JoinSet::new();
+    for w in 0..run.workers {
+        let (store, queue) = (store.clone(), queue.clone());
+        warm.spawn(async move { claim_ack_round(&store, &queue, &owner(w), 1).await });
+    }
+    let mut warm_rows = 0;
+    while let Some(done) = warm.join_next().await {
+        warm_rows += done??;
+    }
+    checkpoint(&admin).await?;
+    let states = vec![(store.clone(), queue.clone()); run.workers];
+    let batch = run.batch;
+    let (worked, secs) = drive(states, run.limit, |w, (store, queue), budget| async move {
+        let owner = owner(w);
+        let mut done = Worked::default();
+        while budget.more(done.calls.len()) {
+            let t = Instant::now();
+            let n = claim_ack_round(&store, &queue, &owner, batch).await?;
+            if n == 0 {
+                break;
+            }
+            done.rows += n;
+            done.calls.push(t.elapsed());
+        }
+        Ok(done)
+    })
+    .await?;
+    let acked = store.count_phase(&queue, &Phase::DONE).await?;
+    check("items acked", warm_rows + worked.rows, i64::try_from(acked)?)?;
+    let m = figures(worked, secs);
+    drop(store);
+    drop_schema(&admin, &run.schema).await?;
+    Ok(m)
+}
+
+fn owner(w: usize) -> String {
+    format!("bench-consumer-{w}")
+}
+
+/// Claims up to `limit` items for `owner` and acks them with one `ack_many`; returns how many.
+async fn claim_ack_round(
+    store: &PgStore,
+    queue: &QueueId,
+    owner: &str,
+    limit: usize,
+) -> BenchResult<usize> {
+    let claimed = store.claim(queue, owner, limit, LEASE).await?;
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    if let Some(bad) = claimed.iter().find(|i| i.payload.len() != PAYLOAD_LEN) {
+        return Err(format!("claimed item {} has {} bytes", bad.key, bad.payload.len()).into());
+    }
+    let keys: Vec<Key> = claimed.iter().map(|i| i.key).collect();
+    let results = store.ack_many(queue, &keys, owner).await?;
+    if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+        return Err(e.into());
+    }
+    Ok(keys.len())
+}
+
+// ---- count ----------------------------------------------------------------------------------
+
+/// Fills the count queues once: hookspool's through the backend (so that its counters are
+/// right), the plain tables with one INSERT each. The large queue gets `large` items, or
+/// [`COUNT_FALLBACK`] when the first [`COUNT_FALLBACK`] took long enough that `large` would
+/// take over [`FILL_BUDGET`].
+async fn fill_count(args: &ChildArgs) -> BenchResult<Metrics> {
+    let url = args.str("url")?;
+    let small = args.usize("small")?;
+    let asked = args.usize("large")?;
+    let batch = args.usize("batch")?.max(1);
+    let admin = connect(url).await?;
+    let store = hs_open(url, COUNT_HS_SCHEMA, FILL_PRODUCERS + 4).await?;
+    let small_q = hs_queue(&store, &count_queue(Size::Small)).await?;
+    let large_q = hs_queue(&store, &count_queue(Size::Large)).await?;
+
+    let t = Instant::now();
+    hs_fill(&store, &small_q, 0, small, batch).await?;
+    let first = asked.min(COUNT_FALLBACK);
+    hs_fill(&store, &large_q, 0, first, batch).await?;
+    let mut large = first;
+    let projected = t.elapsed().mul_f64(asked as f64 / (small + first) as f64);
+    if asked > first && projected <= FILL_BUDGET {
+        hs_fill(&store, &large_q, first, asked - first, batch).await?;
+        large = asked;
+    }
+    let hs_secs = t.elapsed().as_secs_f64();
+    check("small queue", small, i64::try_from(store.count(&small_q).await?)?)?;
+    check("large queue", large, i64::try_from(store.count(&large_q).await?)?)?;
+    drop(store);
+
+    let t = Instant::now();
+    for (size, n) in [(Size::Small, small), (Size::Large, large)] {
+        let schema = count_sql_schema(size);
+        sql_create(&admin, &schema).await?;
+        sql_fill(&admin, &schema, n).await?;
+        admin
+            .batch_execute(&format!("VACUUM ANALYZE {schema}.outbox"))
+            .await?;
+    }
+    let sql_secs = t.elapsed().as_secs_f64();
+    checkpoint(&admin).await?;
+    Ok(Metrics::from([
+        ("small_n".into(), small as f64),
+        ("large_n".into(), large as f64),
+        ("hs_fill_secs".into(), hs_secs),
+        ("hs_fill_rate".into(), (small + large) as f64 / hs_secs),
+        ("sql_fill_secs".into(), sql_secs),
+    ]))
+}
+
+/// Times `count` (hookspool) or `count(*)` (plain SQL) on one of the filled queues: a
+/// warm-up, then calls for [`COUNT_TIME`] (at least [`COUNT_MIN_CALLS`]), or `calls` calls
+/// in a smoke run. Reports the median and p99 time per call.
+async fn count_case(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
+    let url = args.str("url")?;
+    let size = if args.str("size")? == "small" {
+        Size::Small
+    } else {
+        Size::Large
+    };
+    let expect = args.usize("expect")?;
+    let fixed = args.usize("calls")?;
+    let more = |calls: usize, start: Instant| {
+        if fixed > 0 {
+            calls < fixed
+        } else {
+            calls < COUNT_MIN_CALLS
+                || (start.elapsed() < COUNT_TIME && calls < COUNT_MAX_CALLS)
+        }
+    };
+    let mut lat = Vec::new();
+    let start;
+    if case.starts_with("sql") {
+        let client = connect(url).await?;
+        let stmt = client
+            .prepare(&format!(
+                "SELECT count(*) FROM {}.outbox WHERE queue = $1",
+                count_sql_schema(size)
+            ))
+            .await?;
+        for _ in 0..2 {
+            let n: i64 = client.query_one(&stmt, &[&QUEUE]).await?.get(0);
+            check("count(*)", expect, n)?;
+        }
+        start = Instant::now();
+        while more(lat.len(), start) {
+            let t = Instant::now();
+            let n: i64 = client.query_one(&stmt, &[&QUEUE]).await?.get(0);
+            lat.push(t.elapsed());
+            check("count(*)", expect, n)?;
+        }
+    } else {
+        let store = hs_open(url, COUNT_HS_SCHEMA, 2).await?;
+        let queue = QueueId::new(count_queue(size))?;
+        for _ in 0..20 {
+            check("count", expect, i64::try_from(store.count(&queue).await?)?)?;
+        }
+        start = Instant::now();
+        while more(lat.len(), start) {
+            let t = Instant::now();
+            let n = store.count(&queue).await?;
+            lat.push(t.elapsed());
+            check("count", expect, i64::try_from(n)?)?;
+        }
+    }
+    Ok(figures(
+        Worked {
+            rows: lat.len(),
+            calls: lat,
+        },
+        start.elapsed().as_secs_f64(),
+    ))
+}
