@@ -260,7 +260,10 @@ fn parent() -> BenchResult<()> {
         &filesystem_of(&data_dir),
         &[
             ("HOOKSPOOL_BENCH_SECS (per throughput case)", secs),
-            ("HOOKSPOOL_BENCH_PG_CLAIM_N (pre-filled per claim case)", claim_n),
+            (
+                "HOOKSPOOL_BENCH_PG_CLAIM_N (pre-filled per claim case)",
+                claim_n,
+            ),
             ("HOOKSPOOL_BENCH_PG_COUNT_N (large count queue)", count_n),
         ],
     );
@@ -296,10 +299,7 @@ fn parent() -> BenchResult<()> {
     };
 
     let mut samples = Samples::default();
-    let plan: Vec<Case> = CASES
-        .into_iter()
-        .filter(|c| settings.wants(c.id))
-        .collect();
+    let plan: Vec<Case> = CASES.into_iter().filter(|c| settings.wants(c.id)).collect();
     for round in 1..=settings.runs {
         eprintln!("postgres: round {round}/{}", settings.runs);
         for case in &plan {
@@ -310,7 +310,7 @@ fn parent() -> BenchResult<()> {
 
     let mut fill = None;
     if COUNTS.iter().any(|(id, _)| settings.wants(id)) {
-        eprint!("  fill the count queues (10k and {count_n}) ... ");
+        eprint!("  fill the count queues ({small_n} and {count_n} items) ... ");
         let t = Instant::now();
         let m = measure(
             "fill-count",
@@ -318,7 +318,10 @@ fn parent() -> BenchResult<()> {
                 ("url", url.clone()),
                 ("small", small_n.to_string()),
                 ("large", count_n.to_string()),
-                ("batch", if settings.smoke { 100 } else { FILL_BATCH }.to_string()),
+                (
+                    "batch",
+                    if settings.smoke { 100 } else { FILL_BATCH }.to_string(),
+                ),
             ],
         )?;
         eprintln!("{:.2} s", t.elapsed().as_secs_f64());
@@ -368,10 +371,7 @@ fn parent() -> BenchResult<()> {
 async fn server_info(url: &str) -> BenchResult<String> {
     let client = connect(url).await?;
     let mut parts = Vec::new();
-    let version: String = client
-        .query_one("SHOW server_version", &[])
-        .await?
-        .get(0);
+    let version: String = client.query_one("SHOW server_version", &[]).await?.get(0);
     parts.push(format!("PostgreSQL {version}"));
     for setting in [
         "fsync",
@@ -458,10 +458,8 @@ fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>) {
             (Some(s), Some(l)) if s.median > 0.0 => Some(l.median / s.median),
             _ => None,
         };
-        for (size, n, target) in [
-            (Size::Small, m.get("small_n").copied().unwrap_or(0.0), None),
-            (Size::Large, large, growth),
-        ] {
+        let small = m.get("small_n").copied().unwrap_or(0.0);
+        for (size, n, target) in [(Size::Small, small, None), (Size::Large, large, growth)] {
             let (b, h) = (
                 us(&format!("sql-count-{}", size.name())),
                 us(&format!("hs-count-{}", size.name())),
@@ -474,8 +472,9 @@ fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>) {
                 (Size::Small, _) => ("(the reference for the next row)".to_owned(), "-".into()),
                 (Size::Large, Some(g)) => (
                     format!(
-                        "time at {} ≈ time at 10k (≤ 1.25×): {}",
+                        "time at {} ≈ time at {} (≤ 1.25×): {}",
                         count_label(n),
+                        count_label(small),
                         ratio(g)
                     ),
                     yes_no(g <= 1.25),
@@ -555,8 +554,8 @@ fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
          SKIP LOCKED + UPDATE + COMMIT). The claim cases start from {claim_n} due items \
          (pushed untimed: plain INSERT … SELECT generate_series for the baseline, \
          `push_batch` of {FILL_BATCH} for hookspool) and stop at the time limit or when \
-         the queue is empty, whichever is first; a case's time includes warm-up-free \
-         connections (each worker connects and runs one call before the clock starts).\n"
+         the queue is empty, whichever is first. Each worker connects and makes one call \
+         before the clock starts (connections made, statements prepared).\n"
     );
 }
 
@@ -573,9 +572,9 @@ fn print_counts(samples: &Samples, (m, small_n, asked): &(Metrics, usize, usize)
     }
     println!(
         "- count queues filled through `Store::push_batch` ({FILL_PRODUCERS} producers × \
-         {FILL_BATCH} items per call): {small_n} + {} items in {:.1} s ({} items/s); the \
+         {} items per call): {small_n} + {large} items in {:.1} s ({} items/s); the \
          plain tables by INSERT … SELECT generate_series in {:.1} s\n",
-        large,
+        m.get("batch").copied().unwrap_or(f64::NAN),
         m.get("hs_fill_secs").copied().unwrap_or(f64::NAN),
         rate(m.get("hs_fill_rate").copied().unwrap_or(f64::NAN)),
         m.get("sql_fill_secs").copied().unwrap_or(f64::NAN),
@@ -629,9 +628,7 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
                     .ok_or_else(|| format!("unknown case {case:?}"))?;
                 let run = Run::from_args(args)?;
                 match case.id {
-                    "sql-insert-1" | "sql-insert-16" | "sql-insert-batch" => {
-                        sql_insert(&run).await
-                    }
+                    "sql-insert-1" | "sql-insert-16" | "sql-insert-batch" => sql_insert(&run).await,
                     "sql-claim" => sql_claim(&run).await,
                     "hs-push-1" | "hs-push-16" | "hs-push-batch" => hs_push(&run).await,
                     _ => hs_claim_ack(&run).await,
@@ -914,9 +911,7 @@ async fn sql_claim(run: &Run) -> BenchResult<Metrics> {
     let s = &run.schema;
     sql_create(&admin, s).await?;
     sql_fill(&admin, s, run.n).await?;
-    admin
-        .batch_execute(&format!("ANALYZE {s}.outbox"))
-        .await?;
+    admin.batch_execute(&format!("ANALYZE {s}.outbox")).await?;
     let texts = [
         format!(
             "SELECT id, payload FROM {s}.outbox \
@@ -1000,7 +995,13 @@ async fn hs_queue(store: &PgStore, name: &str) -> BenchResult<QueueId> {
 }
 
 /// Pushes `n` items in batches of `batch` from [`FILL_PRODUCERS`] producers at once.
-async fn hs_fill(store: &PgStore, queue: &QueueId, first: usize, n: usize, batch: usize) -> BenchResult<()> {
+async fn hs_fill(
+    store: &PgStore,
+    queue: &QueueId,
+    first: usize,
+    n: usize,
+    batch: usize,
+) -> BenchResult<()> {
     let calls = n.div_ceil(batch);
     let mut tasks = JoinSet::new();
     for p in 0..FILL_PRODUCERS {
@@ -1056,7 +1057,9 @@ async fn hs_push(run: &Run) -> BenchResult<Metrics> {
             let call = done.calls.len();
             let t = Instant::now();
             if batch == 1 {
-                store.push(&queue, NewItem::new(payload(seq(w, call)))).await?;
+                store
+                    .push(&queue, NewItem::new(payload(seq(w, call))))
+                    .await?;
             } else {
                 store
                     .push_batch(&queue, items(w, call * batch, batch))
@@ -1069,7 +1072,11 @@ async fn hs_push(run: &Run) -> BenchResult<Metrics> {
     })
     .await?;
     let count = store.count(&queue).await?;
-    check("items pushed", warm_rows + worked.rows, i64::try_from(count)?)?;
+    check(
+        "items pushed",
+        warm_rows + worked.rows,
+        i64::try_from(count)?,
+    )?;
     let m = figures(worked, secs);
     drop(store);
     drop_schema(&admin, &run.schema).await?;
@@ -1113,7 +1120,11 @@ async fn hs_claim_ack(run: &Run) -> BenchResult<Metrics> {
     })
     .await?;
     let acked = store.count_phase(&queue, &Phase::DONE).await?;
-    check("items acked", warm_rows + worked.rows, i64::try_from(acked)?)?;
+    check(
+        "items acked",
+        warm_rows + worked.rows,
+        i64::try_from(acked)?,
+    )?;
     let m = figures(worked, secs);
     drop(store);
     drop_schema(&admin, &run.schema).await?;
@@ -1173,8 +1184,16 @@ async fn fill_count(args: &ChildArgs) -> BenchResult<Metrics> {
         large = asked;
     }
     let hs_secs = t.elapsed().as_secs_f64();
-    check("small queue", small, i64::try_from(store.count(&small_q).await?)?)?;
-    check("large queue", large, i64::try_from(store.count(&large_q).await?)?)?;
+    check(
+        "small queue",
+        small,
+        i64::try_from(store.count(&small_q).await?)?,
+    )?;
+    check(
+        "large queue",
+        large,
+        i64::try_from(store.count(&large_q).await?)?,
+    )?;
     drop(store);
 
     let t = Instant::now();
@@ -1189,6 +1208,7 @@ async fn fill_count(args: &ChildArgs) -> BenchResult<Metrics> {
     let sql_secs = t.elapsed().as_secs_f64();
     checkpoint(&admin).await?;
     Ok(Metrics::from([
+        ("batch".into(), batch as f64),
         ("small_n".into(), small as f64),
         ("large_n".into(), large as f64),
         ("hs_fill_secs".into(), hs_secs),
@@ -1213,8 +1233,7 @@ async fn count_case(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
         if fixed > 0 {
             calls < fixed
         } else {
-            calls < COUNT_MIN_CALLS
-                || (start.elapsed() < COUNT_TIME && calls < COUNT_MAX_CALLS)
+            calls < COUNT_MIN_CALLS || (start.elapsed() < COUNT_TIME && calls < COUNT_MAX_CALLS)
         }
     };
     let mut lat = Vec::new();

@@ -93,7 +93,12 @@ pub struct Cli {
     pub database_url: Option<String>,
 
     /// The PostgreSQL schema that holds hookspool's tables and functions [default: hookspool].
-    #[arg(long, global = true, env = "HOOKSPOOL_DATABASE_SCHEMA", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKSPOOL_DATABASE_SCHEMA",
+        value_name = "NAME"
+    )]
     pub database_schema: Option<String>,
 
     /// The API token to send with --url [env: HOOKSPOOL_TOKEN]. (For `serve`, see `hookspool

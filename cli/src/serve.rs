@@ -107,9 +107,10 @@ async fn serve_on<B: Backend>(
     let app = router(ApiState::new(hooks.clone(), api));
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    match &config.database {
-        Some(db) => tracing::info!(%addr, schema = db.schema, "hookspool serving on PostgreSQL"),
-        None => tracing::info!(%addr, data_dir = %config.data_dir.display(), "hookspool serving"),
+    if let Some(db) = &config.database {
+        tracing::info!(%addr, schema = db.schema, "hookspool serving on PostgreSQL");
+    } else {
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "hookspool serving");
     }
     ready(addr);
 

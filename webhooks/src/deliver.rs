@@ -315,7 +315,11 @@ impl<B: Backend> Loop<B> {
                 for item in items {
                     if phase == Phase::IN_FLIGHT {
                         let expect = if shared {
-                            if item.lease.as_ref().is_none_or(|l| l.owner != self.d.config.owner) {
+                            if item
+                                .lease
+                                .as_ref()
+                                .is_none_or(|l| l.owner != self.d.config.owner)
+                            {
                                 continue;
                             }
                             self.leased()

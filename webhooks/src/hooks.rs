@@ -277,7 +277,9 @@ async fn follow_others<B: Backend>(inner: std::sync::Weak<Inner<B>>) {
             let _registry = i.registry_write.lock().await;
             match load_subs(&i.store, &i.subs_queue).await {
                 Ok(subs) => {
-                    *i.subs.write().unwrap_or_else(std::sync::PoisonError::into_inner) = subs;
+                    *i.subs
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = subs;
                 }
                 Err(e) => tracing::warn!(error = %e, "could not reload the subscriptions"),
             }

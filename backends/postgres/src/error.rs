@@ -59,7 +59,10 @@ pub enum OpenError {
         owner: String,
     },
     /// A migration failed; it was rolled back as a whole.
-    #[error("migrating schema `{schema}` to version {version} failed: {}", describe(source))]
+    #[error(
+        "migrating schema `{schema}` to version {version} failed: {}",
+        describe(source)
+    )]
     Migration {
         /// The schema.
         schema: String,

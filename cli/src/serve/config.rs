@@ -321,11 +321,12 @@ impl ServeConfig {
     /// # Errors
     /// [`CliError::Input`] naming the bad setting; a non-loopback listen address without a
     /// token is refused.
-    pub fn resolve(args: ServeArgs, data_dir: PathBuf) -> Result<Self, CliError> {
-        let file = match &args.config {
+    pub fn resolve(mut args: ServeArgs, data_dir: PathBuf) -> Result<Self, CliError> {
+        let mut file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let settings = StorageSettings::take(&mut args, &mut file);
         let listen = match (args.listen, file.listen) {
             (Some(a), _) => a,
             (None, Some(s)) => s
@@ -397,53 +398,7 @@ impl ServeConfig {
             )));
         }
         let sources = sources(file.sources, &channels, listen, public_url.as_deref())?;
-        // A database named by a flag, HOOKSPOOL_DATABASE_URL or the file chooses the
-        // `postgres` backend when none is asked for; `DATABASE_URL` (the generic variable
-        // many platforms set) is only read once `--backend postgres` asks for a database.
-        let named = args.database_url.is_some() || file.database_url.is_some();
-        let database_url = args
-            .database_url
-            .or(file.database_url)
-            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
-        let asked = args.backend.or(file.backend);
-        let backend = if asked.is_none() && named {
-            BackendKind::Postgres
-        } else {
-            backend(asked, &data_dir)?
-        };
-        let database = if backend == BackendKind::Postgres {
-            let Some(url) = database_url else {
-                return Err(CliError::Input(
-                    "--backend postgres needs a database: pass --database-url (or set \
-                     HOOKSPOOL_DATABASE_URL or DATABASE_URL)"
-                        .to_owned(),
-                ));
-            };
-            let pool_size = args
-                .database_pool_size
-                .or(file.database_pool_size)
-                .unwrap_or(hookspool_postgres::DEFAULT_POOL_SIZE);
-            if pool_size == 0 {
-                return Err(CliError::Input(
-                    "the database pool size must be at least 1".to_owned(),
-                ));
-            }
-            let node = args
-                .node_id
-                .or(file.node_id)
-                .unwrap_or_else(|| default_node_id(listen.port()));
-            delivery.owner = format!("{}@{node}", delivery.owner);
-            Some(DatabaseConfig {
-                url,
-                schema: args
-                    .database_schema
-                    .or(file.database_schema)
-                    .unwrap_or_else(|| hookspool_postgres::DEFAULT_SCHEMA.to_owned()),
-                pool_size,
-            })
-        } else {
-            None
-        };
+        let (backend, database) = storage(settings, &data_dir, listen, &mut delivery)?;
         Ok(ServeConfig {
             data_dir,
             backend,
@@ -463,6 +418,81 @@ impl ServeConfig {
             callbacks,
         })
     }
+}
+
+/// The storage settings, from flags, environment and file.
+struct StorageSettings {
+    backend: Option<BackendKind>,
+    /// A database named by a flag, HOOKSPOOL_DATABASE_URL or the file (not `DATABASE_URL`).
+    url_named: bool,
+    url: Option<String>,
+    schema: Option<String>,
+    pool_size: Option<usize>,
+    node_id: Option<String>,
+}
+
+impl StorageSettings {
+    /// The flags' settings, else the file's.
+    fn take(args: &mut ServeArgs, file: &mut FileConfig) -> Self {
+        StorageSettings {
+            backend: args.backend.or(file.backend),
+            url_named: args.database_url.is_some() || file.database_url.is_some(),
+            url: args.database_url.take().or(file.database_url.take()),
+            schema: args.database_schema.take().or(file.database_schema.take()),
+            pool_size: args.database_pool_size.or(file.database_pool_size),
+            node_id: args.node_id.take().or(file.node_id.take()),
+        }
+    }
+}
+
+/// The backend, and the database of the `postgres` one. A database named by a flag,
+/// HOOKSPOOL_DATABASE_URL or the file chooses `postgres` when no backend is asked for;
+/// `DATABASE_URL` (the generic variable many platforms set) is only read once `--backend
+/// postgres` asks for a database. On a database, the delivery loop's lease owner carries
+/// the node id.
+fn storage(
+    s: StorageSettings,
+    data_dir: &Path,
+    listen: SocketAddr,
+    delivery: &mut DeliveryConfig,
+) -> Result<(BackendKind, Option<DatabaseConfig>), CliError> {
+    let backend = if s.backend.is_none() && s.url_named {
+        BackendKind::Postgres
+    } else {
+        backend(s.backend, data_dir)?
+    };
+    if backend != BackendKind::Postgres {
+        return Ok((backend, None));
+    }
+    let url = s
+        .url
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()));
+    let Some(url) = url else {
+        return Err(CliError::Input(
+            "--backend postgres needs a database: pass --database-url (or set \
+             HOOKSPOOL_DATABASE_URL or DATABASE_URL)"
+                .to_owned(),
+        ));
+    };
+    let pool_size = s.pool_size.unwrap_or(hookspool_postgres::DEFAULT_POOL_SIZE);
+    if pool_size == 0 {
+        return Err(CliError::Input(
+            "the database pool size must be at least 1".to_owned(),
+        ));
+    }
+    let node = s.node_id.unwrap_or_else(|| default_node_id(listen.port()));
+    delivery.owner = format!("{}@{node}", delivery.owner);
+    let schema = s
+        .schema
+        .unwrap_or_else(|| hookspool_postgres::DEFAULT_SCHEMA.to_owned());
+    Ok((
+        backend,
+        Some(DatabaseConfig {
+            url,
+            schema,
+            pool_size,
+        }),
+    ))
 }
 
 /// `HOSTNAME:PORT`: stable across restarts of a daemon on a fixed port. On port 0 (any free

@@ -10,4 +10,5 @@ mod delivery;
 mod delivery_crash;
 mod idempotency;
 mod net;
+mod postgres;
 mod support;
