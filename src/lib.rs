@@ -14,10 +14,15 @@
 //! - **Backends**: [`MemoryBackend`] here (the reference, not durable);
 //!   `hookspool-journal` (hookspool's own segmented log, the default of the daemon) and
 //!   `hookspool-sled` in their own crates, both durable under a [`Durability`] setting;
-//!   your own, proved by the conformance kit (feature `conformance`).
+//!   `hookspool-postgres` (PostgreSQL: several processes share the queues, and applications
+//!   push in their own transactions); your own, proved by the conformance kit (feature
+//!   `conformance`). What a backend promises beyond the common contract is stated in its
+//!   [`Capabilities`] (gapless keys, storage shared by several processes).
 //!
-//! **It is not** a message broker (no replication; one process owns a data directory) and
-//! not a database: items are opaque bytes with a small string map of metadata.
+//! **It is not** a message broker (no replication of its own: a journal or sled data
+//! directory belongs to one process; to share queues between processes and machines, use
+//! the PostgreSQL backend) and not a database: items are opaque bytes with a small string
+//! map of metadata.
 //!
 //! The crates above this one: `hookspool-webhooks` (signing, subscriptions, firing and the
 //! delivery loop), `hookspool-http` (the axum router of the HTTP API), `hookspool-client`
@@ -64,7 +69,7 @@
 //! # Modules
 //!
 //! The API is flat: [`Store`] (the queue API), [`Backend`] (the storage contract, with
-//! [`check_expect`] and [`apply_move`] for implementors), [`MemoryBackend`], the model types
+//! [`Capabilities`], [`check_expect`] and [`apply_move`] for implementors), [`MemoryBackend`], the model types
 //! ([`Item`], [`Phase`], [`QueueConfig`], [`Transition`], …), [`Durability`], [`lock_file`]
 //! (the data-directory lock for backends that live in a directory) and [`Error`].
 

@@ -1,9 +1,79 @@
 //! hookspool-postgres: a [`hookspool::Backend`] on PostgreSQL, so that several hookspool
 //! processes, on one machine or many, share one set of queues, and applications push items
-//! and fire events **in their own transactions**.
+//! and fire events **in their own transactions** (the outbox's real promise: the event
+//! commits with the business change, or neither does).
 //!
-//! TODO crate docs
-#![doc = ""]
+//! - **Schema.** Everything lives in one Postgres schema (default `hookspool`,
+//!   [`PostgresOptions::schema`]): tables `queues`, `items`, `counts`, `trash`,
+//!   `migrations`, and SQL functions. Versioned migrations are applied by
+//!   [`PostgresBackend::open`] under an advisory lock, so several processes may start at
+//!   once; a schema from a newer hookspool, or one holding other objects, is refused with
+//!   an [`OpenError`] that says so.
+//! - **Calls.** Each trait method is one statement or one short transaction: `push` one
+//!   function call; `claim` one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
+//!   `(not_before, key)` order on a partial index of due pending items); `update_many` (the
+//!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
+//!   `DELETE`; `fetch`/`pop`/`dump` page by key; `reset` and `delete_queue` move the queue to
+//!   a new generation in a short transaction, and the old rows are deleted in batches in
+//!   the background. Durable on return: committed with `synchronous_commit = on`.
+//! - **Counts** come from sharded counter rows (one per session shard, queue generation and
+//!   phase) kept by statement triggers and summed on read: O(1) in the queue's size, and no
+//!   single hot row for every writer to wait on.
+//! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
+//!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
+//!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the
+//!   conformance kit checks exactly that). A transaction that commits late may make a
+//!   smaller key visible after a larger one.
+//! - **Several processes.** [`hookspool::Capabilities::shared`]: leases are live across
+//!   processes until they expire; every change is announced after it commits with one
+//!   coalesced `NOTIFY` on the schema's channel, and [`hookspool::Backend::changes`] passes
+//!   other processes' notices on (the webhook layer wakes its loops and reloads
+//!   subscriptions on them, with a fallback poll).
+//! - **The outbox.** [`PostgresBackend::push_in`] and [`PostgresBackend::fire_in`] write
+//!   inside a transaction the application opened; from any language, the SQL functions
+//!   `hookspool.push(queue, payload, metadata, not_before)` and `hookspool.fire(event,
+//!   payload, owner)` do the same inside the caller's `BEGIN … COMMIT`.
+//! - **Connections.** tokio-postgres with a deadpool pool ([`PostgresOptions::pool_size`],
+//!   16 by default), TLS through rustls when `sslmode` asks for it. A server that cannot be
+//!   reached gives [`hookspool::Error::Unavailable`] (503 over HTTP), and the pool reconnects
+//!   by itself when it is back.
+//!
+//! **It is not** a way to share a journal or sled directory: this backend keeps everything
+//! in the database.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use hookspool::{NewItem, QueueConfig, QueueId, Store};
+//! use hookspool_postgres::{PostgresBackend, PostgresOptions};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let backend = PostgresBackend::open(PostgresOptions::new("postgresql://app@db/app")).await?;
+//! let store = Store::new(backend.clone());
+//! let emails = QueueId::new("emails")?;
+//! store.create_queue(QueueConfig::new(emails.clone())).await?;
+//!
+//! // In the application's own transaction: both rows commit, or neither.
+//! let mut conn = backend.connection().await?;
+//! let tx = conn.transaction().await?;
+//! tx.execute("INSERT INTO users (email) VALUES ($1)", &[&"ada@example.com"]).await?;
+//! backend.push_in(&tx, &emails, vec![NewItem::new(b"welcome ada".to_vec())]).await?;
+//! tx.commit().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `testing`: the `testing` module, a throwaway PostgreSQL server for tests and benchmarks.
+//!
+//! # Modules
+//!
+//! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
+//! [`OpenError`] and [`ServerError`]; inside: `schema` (migrations and the server checks),
+//! `sql/v1.sql` (tables, triggers, functions), `sql` (the statements), `backend`, `outbox`,
+//! `notify` (notices across processes), `trash` (deleting thrown-away generations),
+//! `connect` (TLS and the pool).
 
 mod backend;
 mod connect;

@@ -19,7 +19,7 @@ impl PostgresBackend {
     /// nothing behind but a gap in the keys.
     ///
     /// # Errors
-    /// [`Error::QueueNotFound`]; the limits' errors; [`Error::Backend`] for the server's.
+    /// [`hookspool::Error::QueueNotFound`]; the limits' errors; [`hookspool::Error::Backend`] for the server's.
     pub async fn push_in(
         &self,
         tx: &Transaction<'_>,
@@ -60,9 +60,9 @@ impl PostgresBackend {
     /// on this schema once).
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a bad event name, owner or payload;
-    /// [`Error::QueueNotFound`] when the webhook queues do not exist yet;
-    /// [`Error::Backend`] for the server's.
+    /// [`hookspool::Error::InvalidInput`] for a bad event name, owner or payload;
+    /// [`hookspool::Error::QueueNotFound`] when the webhook queues do not exist yet;
+    /// [`hookspool::Error::Backend`] for the server's.
     pub async fn fire_in(
         &self,
         tx: &Transaction<'_>,
