@@ -1,0 +1,211 @@
+//! Opening the backend on a real server: bad settings and foreign or newer schemas are
+//! refused with a typed error that says what is wrong; several processes' worth of backends
+//! opening one fresh schema at once all succeed (the migration runs once, under its lock);
+//! `reset` and `delete_queue` answer at once and leave the old rows to the background.
+
+use std::time::Duration;
+
+use hookspool::{Backend, NewItem, QueueConfig, QueueId, Store};
+use hookspool_postgres::{OpenError, PostgresBackend, PostgresOptions, SCHEMA_VERSION, testing};
+
+fn url() -> String {
+    testing::TestServer::shared().url().to_owned()
+}
+
+async fn sql(statement: &str) {
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client.batch_execute(statement).await.expect(statement);
+}
+
+async fn scalar(statement: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .query_one(statement, &[])
+        .await
+        .expect(statement)
+        .get(0)
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused_before_connecting() {
+    for schema in ["", "Upper", "1st", "pg_catalog", "a-b", "x;drop table y"] {
+        let e = PostgresBackend::open(PostgresOptions::new(url()).schema(schema))
+            .await
+            .expect_err(schema);
+        assert!(matches!(e, OpenError::InvalidOptions(_)), "{schema}: {e}");
+        assert!(e.to_string().contains("schema name"), "{e}");
+    }
+    let e = PostgresBackend::open(PostgresOptions::new(url()).pool_size(0))
+        .await
+        .expect_err("pool size 0");
+    assert!(e.to_string().contains("pool size"), "{e}");
+    let e = PostgresBackend::open(PostgresOptions::new("postgresql://x:y@[bad"))
+        .await
+        .expect_err("bad URL");
+    assert!(e.to_string().contains("connection string"), "{e}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_or_a_wrong_login_names_the_host() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let e = PostgresBackend::open(PostgresOptions::new(format!(
+        "postgresql://postgres:secret-pw@127.0.0.1:{port}/postgres"
+    )))
+    .await
+    .expect_err("nothing listens there");
+    let shown = e.to_string();
+    assert!(matches!(e, OpenError::Connect { .. }), "{shown}");
+    assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+    assert!(!shown.contains("secret-pw"), "{shown}");
+
+    let server = testing::TestServer::shared().url();
+    let wrong = server.replace("postgresql://postgres@", "postgresql://nobody@");
+    let e = PostgresBackend::open(PostgresOptions::new(wrong))
+        .await
+        .expect_err("no such role");
+    assert!(
+        e.to_string().contains("role \"nobody\" does not exist"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_schema_holding_something_else_is_refused() {
+    let schema = testing::options().schema;
+    sql(&format!(
+        "CREATE SCHEMA {schema}; CREATE TABLE {schema}.customers (id int)"
+    ))
+    .await;
+    let e = PostgresBackend::open(PostgresOptions::new(url()).schema(&schema))
+        .await
+        .expect_err("a foreign schema");
+    assert!(matches!(e, OpenError::ForeignSchema { .. }), "{e}");
+    assert!(e.to_string().contains("not hookspool's"), "{e}");
+    // Nothing of ours was added to it.
+    let tables = scalar(&format!(
+        "SELECT count(*) FROM pg_tables WHERE schemaname = '{schema}'"
+    ))
+    .await;
+    assert_eq!(tables, 1);
+
+    // An empty schema (made by a DBA, say) is fine.
+    let empty = testing::options().schema;
+    sql(&format!("CREATE SCHEMA {empty}")).await;
+    PostgresBackend::open(PostgresOptions::new(url()).schema(&empty))
+        .await
+        .expect("an empty schema is used");
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_hookspool_is_refused() {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    drop(PostgresBackend::open(options).await.expect("open"));
+    sql(&format!(
+        "INSERT INTO {schema}.migrations (version) VALUES ({})",
+        SCHEMA_VERSION + 1
+    ))
+    .await;
+    let e = PostgresBackend::open(PostgresOptions::new(url()).schema(&schema))
+        .await
+        .expect_err("newer schema");
+    match &e {
+        OpenError::SchemaTooNew {
+            found, supported, ..
+        } => {
+            assert_eq!(*found, SCHEMA_VERSION + 1);
+            assert_eq!(*supported, SCHEMA_VERSION);
+        }
+        other => panic!("expected SchemaTooNew, got {other}"),
+    }
+    assert!(e.to_string().contains("upgrade hookspool"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_backends_opening_one_fresh_schema_at_once_all_succeed() {
+    let schema = testing::options().schema;
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let options = PostgresOptions::new(url()).schema(&schema).pool_size(2);
+            tokio::spawn(PostgresBackend::open(options))
+        })
+        .collect();
+    for open in opens {
+        open.await.expect("task").expect("every open succeeds");
+    }
+    let versions = scalar(&format!("SELECT count(*) FROM {schema}.migrations")).await;
+    assert_eq!(
+        versions,
+        i64::from(SCHEMA_VERSION),
+        "each migration ran once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_delete_answer_at_once_and_the_rows_go_in_the_background() {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    let backend = PostgresBackend::open(options).await.expect("open");
+    let store = Store::new(backend.clone());
+    let q = QueueId::new("big").expect("id");
+    store
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .expect("create");
+    for _ in 0..4 {
+        let batch = (0..5_000)
+            .map(|i| NewItem::new(format!("{i}").into_bytes()))
+            .collect();
+        store.push_batch(&q, batch).await.expect("push");
+    }
+    assert_eq!(store.reset(&q).await.expect("reset"), 20_000);
+    assert_eq!(
+        backend.count(&q).await.expect("count").total(),
+        0,
+        "gone for readers at once"
+    );
+    let keys = store
+        .push(&q, NewItem::new(b"after".to_vec()))
+        .await
+        .expect("push");
+    assert_eq!(keys, 20_001, "the key counter is kept");
+
+    let other = QueueId::new("other").expect("id");
+    store
+        .create_queue(QueueConfig::new(other.clone()))
+        .await
+        .expect("create");
+    store
+        .push_batch(
+            &other,
+            (0..3_000).map(|_| NewItem::new(b"x".to_vec())).collect(),
+        )
+        .await
+        .expect("push");
+    assert!(store.delete_queue(&other).await.expect("delete"));
+
+    // The background task deletes the old rows, then forgets the generations.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = scalar(&format!("SELECT count(*) FROM {schema}.items")).await;
+        let trash = scalar(&format!("SELECT count(*) FROM {schema}.trash")).await;
+        if rows == 1 && trash == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{rows} rows and {trash} generations left in the trash"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.count(&q).await.expect("count"), 1);
+}
