@@ -200,6 +200,35 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> impl Future<Output = Result<SweepReport>> + Send;
 
+    /// A first-writer-wins record shared by every process on this storage, for layers above
+    /// that must do something once across processes (the webhook layer's idempotency keys).
+    /// While `name` (in `space`) lives, `write` runs at most once: the first caller runs it
+    /// and stores the bytes it returns under `name`; a caller that comes later, or at the same
+    /// time (it waits), gets those bytes and `true`. A name lives `ttl` from when it was
+    /// written; after that the next caller writes it anew. If `write` fails, nothing is
+    /// stored and the next caller runs its own. A process that dies between `write` and
+    /// storing its result leaves nothing either (at least once, then, not exactly once).
+    ///
+    /// `None` (the default): the backend does not offer it, because one process owns the
+    /// storage and that process's own lock and records do the job. A backend whose
+    /// [`Capabilities::shared`] holds should offer it.
+    fn once<F, Fut, E>(
+        &self,
+        space: &str,
+        name: &str,
+        ttl: std::time::Duration,
+        now: Timestamp,
+        write: F,
+    ) -> impl Future<Output = Option<std::result::Result<(Vec<u8>, bool), E>>> + Send
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = std::result::Result<Vec<u8>, E>> + Send,
+        E: From<Error> + Send,
+    {
+        let _ = (space, name, ttl, now, write);
+        async { None }
+    }
+
     /// Makes every call that has returned so far durable (a no-op where every call already
     /// is, or where nothing is durable).
     fn sync(&self) -> impl Future<Output = Result<()>> + Send;

@@ -202,7 +202,7 @@ impl<B: Backend> Hooks<B> {
 }
 
 /// Every subscription of the store, by id, with its item key.
-async fn load_subs<B: Backend>(
+pub(crate) async fn load_subs<B: Backend>(
     store: &Store<B>,
     subs_queue: &QueueId,
 ) -> Result<BTreeMap<String, (Key, Subscription)>> {

@@ -32,6 +32,8 @@ pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// How long a key names its request unless [`crate::HooksOptions::idempotency_ttl`] says
 /// otherwise (as Stripe's keys).
 pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_hours(24);
+/// The `Backend::once` space of idempotency keys on shared storage.
+const SHARED_SPACE: &str = "hookspool.idempotency";
 /// Metadata key of a record item: the idempotency key.
 const M_KEY: &str = "key";
 
@@ -86,10 +88,13 @@ impl Idempotency {
     ) -> Result<(Record, bool)>
     where
         B: Backend,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Record>>,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<Record>> + Send,
     {
         let store = hooks.store();
+        if store.backend().capabilities().shared {
+            return self.run_shared(store, key, fire).await;
+        }
         let queue = queue_id()?;
         let keys = self.state.get_or_try_init(|| load(store, &queue)).await?;
         self.expire(store, &queue, keys).await?;
@@ -118,6 +123,46 @@ impl Idempotency {
             })
             .await?;
         Ok((record.clone(), !fresh))
+    }
+
+    /// [`Idempotency::run`] on storage shared by several processes: the backend's
+    /// first-writer-wins record ([`Backend::once`]) decides, so that a key fires once across
+    /// every process, and a process waits for another's fire with the same key.
+    async fn run_shared<B, F, Fut>(
+        &self,
+        store: &Store<B>,
+        key: &str,
+        fire: F,
+    ) -> Result<(Record, bool)>
+    where
+        B: Backend,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<Record>> + Send,
+    {
+        let write = || async {
+            let record = fire().await?;
+            serde_json::to_vec(&record)
+                .map_err(|e| Error::internal(format!("cannot encode an idempotency record: {e}")))
+        };
+        let once: crate::subscriptions::BoxedOnce<'_> =
+            Box::pin(
+                store
+                    .backend()
+                    .once(SHARED_SPACE, key, self.ttl, store.now(), write),
+            );
+        let Some(result) = once.await else {
+            return Err(Error::internal(
+                "the backend is shared by several processes but keeps no first-writer-wins \
+                 records (Backend::once), which idempotency keys need",
+            ));
+        };
+        let (bytes, replayed) = result?;
+        let record = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Store(hookspool::Error::corrupted(format!(
+                "idempotency record of key {key:?}: {e}"
+            )))
+        })?;
+        Ok((record, replayed))
     }
 
     /// Forgets the keys older than the TTL and deletes their records (one batched update).

@@ -7,6 +7,21 @@ use std::collections::BTreeMap;
 use hookspool::{Action, Backend, Expect, Key, Move, NewItem, Transition};
 
 use crate::error::{Error, Result};
+
+/// The `Backend::once` space that makes concurrent subscribes of one (owner, event, URL) by
+/// several processes create one subscription.
+const SUBSCRIBE_SPACE: &str = "hookspool.subscribe";
+/// A `Backend::once` call, boxed: its future's type, erased where its lifetimes are
+/// concrete, keeps the futures of callers `Send` for the compiler (which cannot prove it
+/// through the generic call for every lifetime).
+pub(crate) type BoxedOnce<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Option<Result<(Vec<u8>, bool)>>> + Send + 'a>>;
+
+/// The same for `attach` of one emitter id.
+const ATTACH_SPACE: &str = "hookspool.attach";
+/// How long such a name guards: only the moment of creation needs it; after that every
+/// process finds the subscription itself.
+const SUBSCRIBE_GUARD: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::hooks::{Hooks, random_hex};
 use crate::net::TargetUrl;
 use crate::secret::Secret;
@@ -47,18 +62,90 @@ impl<B: Backend> Hooks<B> {
         let pattern = EventPattern::new(event)?;
         let url = parse_url(url)?;
         let _guard = self.inner.registry_write.lock().await;
-        let existing = self.read_subs().values().find_map(|(_, s)| {
-            (s.url == url && s.owner == options.owner && s.events == [pattern.clone()])
-                .then(|| s.clone())
-        });
-        if let Some(sub) = existing {
+        let shared = self.inner.store.backend().capabilities().shared;
+        if shared {
+            // Another process may have subscribed it since the last reload.
+            self.reload_subs().await?;
+        }
+        let find = |hooks: &Self| {
+            hooks.read_subs().values().find_map(|(_, s)| {
+                (s.url == url && s.owner == options.owner && s.events == [pattern.clone()])
+                    .then(|| s.clone())
+            })
+        };
+        if let Some(sub) = find(self) {
             return Ok((sub, false));
+        }
+        if !shared {
+            let id = format!("sub_{}", random_hex(10)?);
+            let sub = self
+                .insert_subscription(id, vec![pattern], url, options)
+                .await?;
+            return Ok((sub, true));
+        }
+        // Several processes: the first to write this (owner, event, URL) creates it; one
+        // subscribing it at the same moment waits, then finds that subscription.
+        let name = format!(
+            "{}\n{}\n{}",
+            options.owner.as_deref().unwrap_or(""),
+            pattern.as_str(),
+            url.as_str()
+        );
+        let created = std::sync::Mutex::new(None);
+        let write = || async {
+            let id = format!("sub_{}", random_hex(10)?);
+            let sub = self
+                .insert_subscription(id, vec![pattern.clone()], url.clone(), options.clone())
+                .await?;
+            let id = sub.id.clone().into_bytes();
+            *created
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sub);
+            Ok::<_, Error>(id)
+        };
+        let now = self.inner.store.now();
+        let outcome: BoxedOnce<'_> = Box::pin(self.inner.store.backend().once(
+            SUBSCRIBE_SPACE,
+            &name,
+            SUBSCRIBE_GUARD,
+            now,
+            write,
+        ));
+        let outcome = outcome.await;
+        if let Some(sub) = created
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            if let Some(Err(e)) = outcome {
+                // The subscription is stored; only the guard's record failed.
+                tracing::warn!(error = %e, "subscribed, but could not record the subscribe guard");
+            }
+            return Ok((sub, true));
+        }
+        match outcome {
+            Some(Ok(_)) => {
+                self.reload_subs().await?;
+                if let Some(sub) = find(self) {
+                    return Ok((sub, false));
+                }
+                // Made and already removed again: this subscribe makes its own.
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
         }
         let id = format!("sub_{}", random_hex(10)?);
         let sub = self
             .insert_subscription(id, vec![pattern], url, options)
             .await?;
         Ok((sub, true))
+    }
+
+    /// Reads every subscription from the store again (on storage shared with other
+    /// processes, which change them too). Call with `registry_write` held.
+    async fn reload_subs(&self) -> Result<()> {
+        let subs = crate::hooks::load_subs(&self.inner.store, &self.inner.subs_queue).await?;
+        *self.write_subs() = subs;
+        Ok(())
     }
 
     /// Attaches a named emitter: a subscription whose id you choose (so that you can
@@ -83,10 +170,56 @@ impl<B: Backend> Hooks<B> {
             .collect::<Result<Vec<_>>>()?;
         let url = parse_url(url)?;
         let _guard = self.inner.registry_write.lock().await;
+        let shared = self.inner.store.backend().capabilities().shared;
+        if shared {
+            self.reload_subs().await?;
+        }
         if self.read_subs().contains_key(id) {
             return Err(Error::SubscriptionExists(id.to_owned()));
         }
-        self.insert_subscription(id.to_owned(), patterns, url, options)
+        if !shared {
+            return self
+                .insert_subscription(id.to_owned(), patterns, url, options)
+                .await;
+        }
+        // Several processes: the first to attach the id makes it; the others are told it
+        // exists.
+        let (patterns_again, url_again, options_again) =
+            (patterns.clone(), url.clone(), options.clone());
+        let created = std::sync::Mutex::new(None);
+        let write = || async {
+            let sub = self
+                .insert_subscription(id.to_owned(), patterns, url, options)
+                .await?;
+            *created
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sub);
+            Ok::<_, Error>(Vec::new())
+        };
+        let now = self.inner.store.now();
+        let outcome: BoxedOnce<'_> = Box::pin(self.inner.store.backend().once(
+            ATTACH_SPACE,
+            id,
+            SUBSCRIBE_GUARD,
+            now,
+            write,
+        ));
+        let outcome = outcome.await;
+        if let Some(sub) = created
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            return Ok(sub);
+        }
+        if let Some(Err(e)) = outcome {
+            return Err(e);
+        }
+        self.reload_subs().await?;
+        if self.read_subs().contains_key(id) {
+            return Err(Error::SubscriptionExists(id.to_owned()));
+        }
+        // Attached and detached again within the guard's life: attach it now.
+        self.insert_subscription(id.to_owned(), patterns_again, url_again, options_again)
             .await
     }
 

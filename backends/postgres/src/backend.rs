@@ -52,6 +52,8 @@ pub struct PostgresBackend {
 
 pub(crate) struct Inner {
     pub(crate) pool: Pool,
+    /// Connections that hold a name's transaction open while its write runs (see `once`).
+    pub(crate) once_pool: Pool,
     pub(crate) sql: Sql,
     pub(crate) schema: String,
     /// Where the server is (no password), for messages.
@@ -566,6 +568,22 @@ impl Backend for PostgresBackend {
                 expired: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
             })
         })
+    }
+
+    async fn once<F, Fut, E>(
+        &self,
+        space: &str,
+        name: &str,
+        ttl: std::time::Duration,
+        now: Timestamp,
+        write: F,
+    ) -> Option<std::result::Result<(Vec<u8>, bool), E>>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = std::result::Result<Vec<u8>, E>> + Send,
+        E: From<Error> + Send,
+    {
+        Some(self.once_impl(space, name, ttl, now, write).await)
     }
 
     async fn sync(&self) -> Result<()> {

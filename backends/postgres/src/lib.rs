@@ -79,6 +79,7 @@ mod backend;
 mod connect;
 mod error;
 mod notify;
+mod once;
 mod open;
 mod options;
 mod outbox;

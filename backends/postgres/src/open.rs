@@ -38,6 +38,7 @@ impl PostgresBackend {
         migrated?;
 
         let pool = connector.pool(options.pool_size)?;
+        let once_pool = connector.pool(options.pool_size.div_ceil(4))?;
         // One connection now, so that a server that went away since is reported here.
         drop(pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(source) => connect_error(source),
@@ -73,6 +74,7 @@ impl PostgresBackend {
         Ok(PostgresBackend {
             inner: Arc::new(Inner {
                 pool,
+                once_pool,
                 sql,
                 schema: options.schema,
                 target,

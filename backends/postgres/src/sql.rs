@@ -29,6 +29,11 @@ pub(crate) struct Sql {
     pub(crate) empty_trash: String,
     pub(crate) trash: String,
     pub(crate) fire: String,
+    pub(crate) name_insert: String,
+    pub(crate) name_lock: String,
+    pub(crate) name_renew: String,
+    pub(crate) name_store: String,
+    pub(crate) name_expire: String,
     /// Fetch (`[0]`) and pop (`[1]`) of one key.
     by_key: [String; 2],
     /// Pages, indexed by `[pop][reverse][by phase]`.
@@ -115,6 +120,20 @@ impl Sql {
             empty_trash: r("SELECT {schema}.empty_trash($1, $2)"),
             trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),
             fire: r("SELECT {schema}.fire($1, $2::jsonb, $3)"),
+            name_insert: r(
+                "INSERT INTO {schema}.names (space, name, value, created_at) \
+                 VALUES ($1, $2, '', $3) ON CONFLICT (space, name) DO NOTHING RETURNING 1",
+            ),
+            name_lock: r("SELECT value, created_at FROM {schema}.names \
+                 WHERE space = $1 AND name = $2 FOR UPDATE"),
+            name_renew: r("UPDATE {schema}.names SET value = '', created_at = $3 \
+                 WHERE space = $1 AND name = $2"),
+            name_store: r("UPDATE {schema}.names SET value = $3 WHERE space = $1 AND name = $2"),
+            name_expire: r(
+                "DELETE FROM {schema}.names WHERE (space, name) IN (SELECT space, name \
+                 FROM {schema}.names WHERE space = $1 AND created_at <= $2 \
+                 ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)",
+            ),
             by_key: [
                 r(&format!(
                     "SELECT {ITEM_COLUMNS} FROM {{schema}}.items WHERE gen = {GEN} AND key = $2"

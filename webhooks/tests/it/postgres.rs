@@ -348,3 +348,180 @@ async fn targets(hooks: &Hooks<PostgresBackend>, ids: &[String]) -> BTreeSet<Str
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_fires_once_across_processes_sharing_the_database() {
+    const KEYS: usize = 40;
+    let options = testing::options();
+    let schema = options.schema.clone();
+    let clock = hookspool::ManualClock::new(hookspool::Timestamp::from_millis(1_700_000_000_000));
+    let open = |options: hookspool_postgres::PostgresOptions| {
+        let clock = clock.clone();
+        async move {
+            let backend = PostgresBackend::open(options).await.unwrap();
+            let store = Store::new(backend).with_clock(clock);
+            let hooks_options = hookspool_webhooks::HooksOptions {
+                idempotency_ttl: Duration::from_mins(1),
+                ..Default::default()
+            };
+            Hooks::open_with(store, hooks_options).await.unwrap()
+        }
+    };
+    let a = open(options).await;
+    let b = open(
+        hookspool_postgres::PostgresOptions::new(testing::TestServer::shared().url())
+            .schema(&schema)
+            .pool_size(4),
+    )
+    .await;
+    a.subscribe(
+        "order.*",
+        "https://example.com/a",
+        SubscribeOptions::default(),
+    )
+    .await
+    .unwrap();
+    a.subscribe("*", "https://example.com/b", SubscribeOptions::default())
+        .await
+        .unwrap();
+    // B sees A's subscriptions (notice or reload) before it fires.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while b.subscriptions().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never saw the subscriptions"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let fire = |hooks: Hooks<PostgresBackend>, key: String| async move {
+        hooks
+            .fire_with(
+                "order.paid",
+                br#"{"id":1}"#.to_vec(),
+                hookspool_webhooks::FireOptions::default().idempotency_key(key),
+            )
+            .await
+            .unwrap()
+    };
+    let mut tasks = Vec::new();
+    for k in 0..KEYS {
+        for hooks in [&a, &b, &a, &b] {
+            tasks.push(tokio::spawn(fire(hooks.clone(), format!("key-{k}"))));
+        }
+    }
+    let mut by_key: std::collections::BTreeMap<usize, Vec<hookspool_webhooks::Fired>> =
+        std::collections::BTreeMap::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        by_key.entry(i / 4).or_default().push(t.await.unwrap());
+    }
+    for (k, fired) in &by_key {
+        let first = fired.iter().filter(|f| !f.replayed).count();
+        assert_eq!(first, 1, "key {k}: exactly one of the four fires fired");
+        assert!(
+            fired
+                .iter()
+                .all(|f| f.delivery_ids == fired[0].delivery_ids),
+            "key {k}: every answer names the same deliveries"
+        );
+        assert_eq!(fired[0].delivery_ids.len(), 2);
+    }
+    let deliveries = hookspool::QueueId::new("hookspool.deliveries").unwrap();
+    assert_eq!(
+        a.store().count(&deliveries).await.unwrap(),
+        u64::try_from(KEYS * 2).unwrap(),
+        "each key fired once: two deliveries per key, no more"
+    );
+
+    // After the key's lifetime, the same key is a new request, on either process.
+    clock.advance(Duration::from_secs(61));
+    let again = fire(b.clone(), "key-0".to_owned()).await;
+    assert!(!again.replayed);
+    assert_ne!(again.delivery_ids, by_key[&0][0].delivery_ids);
+    let replayed = fire(a.clone(), "key-0".to_owned()).await;
+    assert!(replayed.replayed);
+    assert_eq!(replayed.delivery_ids, again.delivery_ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_subscribes_on_two_processes_make_one_subscription() {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    let a = Hooks::open(Store::new(PostgresBackend::open(options).await.unwrap()))
+        .await
+        .unwrap();
+    let b = Hooks::open(Store::new(
+        PostgresBackend::open(
+            hookspool_postgres::PostgresOptions::new(testing::TestServer::shared().url())
+                .schema(&schema)
+                .pool_size(4),
+        )
+        .await
+        .unwrap(),
+    ))
+    .await
+    .unwrap();
+
+    for round in 0..10 {
+        let url = format!("https://example.com/{round}");
+        let tasks: Vec<_> = [&a, &b, &a, &b]
+            .into_iter()
+            .map(|h| {
+                let (h, url) = (h.clone(), url.clone());
+                tokio::spawn(async move {
+                    h.subscribe_or_find("order.*", &url, SubscribeOptions::default())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut ids = BTreeSet::new();
+        let mut created = 0;
+        for t in tasks {
+            let (sub, new) = t.await.unwrap();
+            ids.insert(sub.id);
+            created += usize::from(new);
+        }
+        assert_eq!(ids.len(), 1, "round {round}: one subscription, not {ids:?}");
+        assert_eq!(created, 1, "round {round}: one subscribe created it");
+    }
+    let subs = QueueId::new("hookspool.subscriptions").unwrap();
+    assert_eq!(a.store().count(&subs).await.unwrap(), 10);
+
+    // An emitter id attached by both at once: one wins, the other is told it exists.
+    let (x, y) = tokio::join!(
+        a.attach(
+            "billing",
+            &["invoice.*"],
+            "https://example.com/billing",
+            SubscribeOptions::default()
+        ),
+        b.attach(
+            "billing",
+            &["invoice.*"],
+            "https://example.com/billing",
+            SubscribeOptions::default()
+        ),
+    );
+    assert!(
+        x.is_ok() != y.is_ok(),
+        "exactly one attach wins: {:?} / {:?}",
+        x.as_ref().map(|s| &s.id),
+        y.as_ref().map(|s| &s.id)
+    );
+    let lost = if x.is_ok() { y } else { x };
+    assert!(matches!(
+        lost,
+        Err(hookspool_webhooks::Error::SubscriptionExists(_))
+    ));
+    // Detached and attached again at once (within the guard's life) works.
+    assert!(a.detach("billing").await.unwrap());
+    b.attach(
+        "billing",
+        &["invoice.*"],
+        "https://example.com/billing",
+        SubscribeOptions::default(),
+    )
+    .await
+    .expect("attach after detach");
+}

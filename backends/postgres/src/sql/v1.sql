@@ -10,6 +10,7 @@
 --   counts   item counts by (gen, phase) in sharded rows, kept by statement triggers and
 --            summed on read: `count` costs the same at 10 items or 10 million, and writers
 --            in different sessions update different rows instead of one hot row.
+--   names    first-writer-wins records shared by every process (idempotency keys).
 --   trash    generations whose rows are still being deleted.
 --
 -- Keys come from one sequence per queue: `nextval` never waits for another transaction's
@@ -63,6 +64,17 @@ CREATE TABLE {schema}.counts (
     n      bigint NOT NULL,
     PRIMARY KEY (gen, phase, shard)
 );
+
+-- First-writer-wins records (`Backend::once`): idempotency keys of the webhook layer. The
+-- primary key is what makes a name's write happen once across every process.
+CREATE TABLE {schema}.names (
+    space       text NOT NULL,
+    name        text NOT NULL,
+    value       bytea NOT NULL,
+    created_at  bigint NOT NULL,
+    PRIMARY KEY (space, name)
+);
+CREATE INDEX names_by_age ON {schema}.names (space, created_at);
 
 CREATE TABLE {schema}.trash (
     gen  bigint PRIMARY KEY
