@@ -4,8 +4,9 @@
 //! commits with the business change, or neither does).
 //!
 //! - **Schema.** Everything lives in one Postgres schema (default `hookspool`,
-//!   [`PostgresOptions::schema`]): tables `queues`, `items`, `counts`, `trash`,
-//!   `migrations`, and SQL functions. Versioned migrations are applied by
+//!   [`PostgresOptions::schema`]): tables `queues`, `items`, `counts`, `names` (the
+//!   first-writer-wins records of [`hookspool::Backend::once`]), `trash`, `migrations`,
+//!   and SQL functions. Versioned migrations are applied by
 //!   [`PostgresBackend::open`] under an advisory lock, so several processes may start at
 //!   once; a schema from a newer hookspool, or one holding other objects, is refused with
 //!   an [`OpenError`] that says so.
