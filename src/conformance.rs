@@ -189,6 +189,7 @@ macro_rules! conformance_tests {
             store_lease_expiry_hands_the_item_to_the_next_consumer
             store_pop_and_claim_skip_ttl_expired_items
             store_dump_returns_every_item_once
+            once_runs_the_write_once_per_name
         );
 
         #[test]
