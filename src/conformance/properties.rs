@@ -2200,7 +2200,7 @@ pub async fn once_runs_the_write_once_per_name<F: Factory>(f: &F) {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     let b = Arc::new(f.create().await);
-    let ttl = Duration::from_secs(60);
+    let ttl = Duration::from_mins(1);
     let probe = b
         .once("kit", "probe", ttl, T0, || async {
             Ok::<_, Error>(b"p".to_vec())
