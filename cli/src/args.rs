@@ -40,7 +40,8 @@ Exit codes:
   2  usage error (unknown command or flag, missing argument, bad number or duration)
   3  the data directory is in use by another hookspool process (use --url to go through
      the daemon that holds it)
-  4  the daemon given by --url does not answer (connection refused, unknown host, timeout)
+  4  the daemon given by --url, or the database given by --database-url, does not answer
+     (connection refused, unknown host, timeout)
 
 Durations are written like 500ms, 30s, 15m, 2h, 1d or 1h30m.
 Queue ids: 1-128 characters from A-Z a-z 0-9 _ - . starting with a letter or digit.

@@ -12,8 +12,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the data directory is in use by another hookspool process.
 pub const EXIT_LOCKED: u8 = 3;
-/// Exit code when the daemon given by `--url` does not answer (connection refused, unknown
-/// host, timeout, broken connection).
+/// Exit code when the daemon given by `--url` (or the database given by `--database-url`)
+/// does not answer (connection refused, unknown host, timeout, broken connection).
 pub const EXIT_UNREACHABLE: u8 = 4;
 
 /// Why a command failed.
@@ -137,7 +137,8 @@ impl CliError {
     }
 
     /// The process exit code for this error: [`EXIT_LOCKED`] for a locked data directory,
-    /// [`EXIT_UNREACHABLE`] for a daemon that does not answer, [`EXIT_FAILED`] otherwise.
+    /// [`EXIT_UNREACHABLE`] for a daemon or database that does not answer, [`EXIT_FAILED`]
+    /// otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Locked { .. } | CliError::Store(hookspool::Error::Locked { .. }) => {

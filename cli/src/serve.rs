@@ -206,12 +206,21 @@ async fn open_channel<B: Backend>(
     store: &Store<B>,
     channel: &ChannelConfig,
 ) -> Result<(), CliError> {
-    match store.queue(&channel.id).await? {
+    let existing = match store.queue(&channel.id).await? {
         None => {
             let mut q = QueueConfig::new(channel.id.clone());
             set_channel_secret(&mut q, channel.secret.as_ref())?;
-            store.create_queue(q).await?;
+            match store.create_queue(q).await {
+                Ok(_) => return Ok(()),
+                // Another daemon on the same database created it a moment ago.
+                Err(hookspool::Error::QueueExists(_)) => store.queue(&channel.id).await?,
+                Err(e) => return Err(e.into()),
+            }
         }
+        found => found,
+    };
+    match existing {
+        None => {}
         Some(mut q) => {
             if let Some(secret) = &channel.secret
                 && channel_secret(&q).as_ref() != Some(secret)
@@ -238,7 +247,11 @@ pub fn main(args: ServeArgs, data_dir: PathBuf) -> ExitCode {
         Ok(r) => r,
         Err(e) => return crate::report(Err(CliError::Io(e))),
     };
-    let result = runtime.block_on(serve(config, shutdown_signal(), |addr| {
+    let shutdown = {
+        let _runtime = runtime.enter();
+        shutdown_signal()
+    };
+    let result = runtime.block_on(serve(config, shutdown, |addr| {
         // Scripts and tests read the address from here (useful with port 0).
         println!("listening on {addr}");
     }));
@@ -260,24 +273,30 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    // Registered now, before the daemon says it is listening: a SIGTERM that comes right
+    // after that line must stop it gracefully, not kill it (the default action).
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async {
+            match term {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {}
+            () = term => {}
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

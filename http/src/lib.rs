@@ -191,7 +191,7 @@ async fn healthz() -> &'static str {
     tag = "health",
     responses(
         (status = 200, description = "The store answers.", body = String, content_type = "text/plain", example = "ready"),
-        (status = 503, description = "The store is locked by another process (`locked`).")
+        (status = 503, description = "The store is locked by another process (`locked`), or its database cannot be reached (`unavailable`).")
     )
 )]
 async fn readyz<B: Backend>(State(state): State<ApiState<B>>) -> Result<&'static str, ApiError> {

@@ -208,7 +208,16 @@ impl<B: Backend> Deliverer<B> {
         tokio::pin!(shutdown);
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.clone().run_once(shutdown.as_mut()).await {
+            let (result, shut_down) = self.clone().run_once(shutdown.as_mut()).await;
+            match result {
+                // Stopping, and the store is gone: what the loop held stays leased to this
+                // node, which takes it back when it starts again (or others once the leases
+                // expire). Nothing is lost; the shutdown itself went as asked.
+                Err(e) if shut_down && e.is_unavailable() => {
+                    tracing::warn!(error = %e, "stopped without giving back the deliveries in flight: the store is unavailable");
+                    return Ok(());
+                }
+                other if shut_down => return other,
                 Err(e) if e.is_unavailable() => {
                     tracing::warn!(error = %e, retry_in = ?delay, "the store is unavailable; the delivery loop waits");
                     tokio::select! {
@@ -222,11 +231,17 @@ impl<B: Backend> Deliverer<B> {
         }
     }
 
+    /// One run of the loop, until shutdown (then the flag is `true`: `shutdown` has
+    /// completed and must not be polled again) or an error.
     async fn run_once(
         self,
         mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
-    ) -> Result<()> {
-        let mut lp = Loop::new(self).await?;
+    ) -> (Result<()>, bool) {
+        let mut lp = match Loop::new(self).await {
+            Ok(lp) => lp,
+            Err(e) => return (Err(e), false),
+        };
+        let mut shut_down = false;
         let result = loop {
             lp.start_waiting();
             let claimed = match lp.claim().await {
@@ -237,7 +252,10 @@ impl<B: Backend> Deliverer<B> {
             let wait = lp.idle_wait();
             let step = tokio::select! {
                 biased;
-                () = shutdown.as_mut() => break Ok(()),
+                () = shutdown.as_mut() => {
+                    shut_down = true;
+                    break Ok(());
+                }
                 Some(done) = lp.tasks.join_next_with_id(), if !lp.tasks.is_empty() => {
                     lp.finished(done).await
                 }
@@ -252,7 +270,7 @@ impl<B: Backend> Deliverer<B> {
         // Even when the loop ends on an error, give back what it holds (best effort: the
         // error may be the backend's).
         let stopped = lp.stop().await;
-        result.and(stopped)
+        (result.and(stopped), shut_down)
     }
 }
 

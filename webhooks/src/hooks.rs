@@ -288,12 +288,18 @@ async fn follow_others<B: Backend>(inner: std::sync::Weak<Inner<B>>) {
 }
 
 /// Creates a queue if it does not exist. For the deliveries queue (`nonce` given), makes
-/// sure the queue records an id nonce and returns the recorded one.
+/// sure the queue records an id nonce and returns the recorded one. Several processes
+/// opening one shared store at once may race to create it: the one that loses reads what
+/// the winner created (its nonce included, which creation stores atomically).
 async fn ensure_queue<B: Backend>(
     store: &Store<B>,
     id: &QueueId,
     nonce: Option<String>,
 ) -> Result<Option<String>> {
+    match create_queue_with(store, id, nonce.as_ref()).await {
+        Err(Error::Store(hookspool::Error::QueueExists(_))) => {}
+        other => return other.map(|()| nonce),
+    }
     if let Some(q) = store.queue(id).await? {
         let Some(nonce) = nonce else { return Ok(None) };
         if let Some(existing) = q.metadata.get(M_ID_NONCE) {
@@ -304,12 +310,22 @@ async fn ensure_queue<B: Backend>(
             .await?;
         return Ok(Some(nonce));
     }
+    // Created and deleted again meanwhile: create it now.
+    create_queue_with(store, id, nonce.as_ref()).await?;
+    Ok(nonce)
+}
+
+async fn create_queue_with<B: Backend>(
+    store: &Store<B>,
+    id: &QueueId,
+    nonce: Option<&String>,
+) -> Result<()> {
     let mut config = QueueConfig::new(id.clone());
-    if let Some(n) = &nonce {
+    if let Some(n) = nonce {
         config = config.with_metadata(M_ID_NONCE, n.clone());
     }
     store.create_queue(config).await?;
-    Ok(nonce)
+    Ok(())
 }
 
 /// HTTP attempts made so far, from a delivery's metadata.

@@ -518,19 +518,54 @@ impl<B: Backend> Callbacks<B> {
     ///
     /// # Errors
     /// Backend errors that stop the loop (for example a poisoned backend).
+    ///
+    /// When the storage cannot be reached (a database server down or restarting), the loop
+    /// waits (100 ms, doubling up to 5 s) and starts again, taking back its own leases, as
+    /// the delivery loop does.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        tokio::pin!(shutdown);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let (result, shut_down) = self.run_once(shutdown.as_mut()).await;
+            match result {
+                Err(e) if shut_down && e.is_unavailable() => {
+                    tracing::warn!(error = %e, "stopped without giving back the callbacks in flight: the store is unavailable");
+                    return Ok(());
+                }
+                other if shut_down => return other,
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "the store is unavailable; the callback loop waits");
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One run of the loop, until shutdown (the flag is then `true`: `shutdown` has
+    /// completed) or an error.
+    async fn run_once(
+        &self,
+        mut shutdown: std::pin::Pin<&mut (impl Future<Output = ()> + Send)>,
+    ) -> (Result<()>, bool) {
         let mut lp = CallbackLoop {
             store: self.hooks.store().clone(),
-            hooks: self.hooks,
-            config: self.config,
-            handlers: self.handlers,
+            hooks: self.hooks.clone(),
+            config: self.config.clone(),
+            handlers: self.handlers.clone(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
             due: BTreeSet::new(),
             next_channel: 0,
         };
-        lp.recover().await?;
-        tokio::pin!(shutdown);
+        if let Err(e) = lp.recover().await {
+            return (Err(e), false);
+        }
+        let mut shut_down = false;
         let result = loop {
             let claimed = match lp.claim().await {
                 Ok(n) => n,
@@ -540,7 +575,10 @@ impl<B: Backend> Callbacks<B> {
             let wait = lp.idle_wait();
             let step = tokio::select! {
                 biased;
-                () = &mut shutdown => break Ok(()),
+                () = shutdown.as_mut() => {
+                    shut_down = true;
+                    break Ok(());
+                }
                 Some(done) = lp.tasks.join_next_with_id(), if !lp.tasks.is_empty() => {
                     lp.finished(done).await
                 }
@@ -553,7 +591,7 @@ impl<B: Backend> Callbacks<B> {
             }
         };
         let stopped = lp.stop().await;
-        result.and(stopped)
+        (result.and(stopped), shut_down)
     }
 }
 

@@ -377,7 +377,7 @@ impl ServeConfig {
             shutdown_grace,
             ..DeliveryConfig::default()
         };
-        let callbacks = callback_config(
+        let mut callbacks = callback_config(
             args.callback_concurrency.or(file.callback_concurrency),
             args.callback_timeout,
             file.callback_timeout,
@@ -398,7 +398,8 @@ impl ServeConfig {
             )));
         }
         let sources = sources(file.sources, &channels, listen, public_url.as_deref())?;
-        let (backend, database) = storage(settings, &data_dir, listen, &mut delivery)?;
+        let (backend, database) =
+            storage(settings, &data_dir, listen, &mut delivery, &mut callbacks)?;
         Ok(ServeConfig {
             data_dir,
             backend,
@@ -448,13 +449,14 @@ impl StorageSettings {
 /// The backend, and the database of the `postgres` one. A database named by a flag,
 /// HOOKSPOOL_DATABASE_URL or the file chooses `postgres` when no backend is asked for;
 /// `DATABASE_URL` (the generic variable many platforms set) is only read once `--backend
-/// postgres` asks for a database. On a database, the delivery loop's lease owner carries
-/// the node id.
+/// postgres` asks for a database. On a database, the lease owners of the delivery and
+/// callback loops carry the node id.
 fn storage(
     s: StorageSettings,
     data_dir: &Path,
     listen: SocketAddr,
     delivery: &mut DeliveryConfig,
+    callbacks: &mut CallbackConfig,
 ) -> Result<(BackendKind, Option<DatabaseConfig>), CliError> {
     let backend = if s.backend.is_none() && s.url_named {
         BackendKind::Postgres
@@ -482,6 +484,7 @@ fn storage(
     }
     let node = s.node_id.unwrap_or_else(|| default_node_id(listen.port()));
     delivery.owner = format!("{}@{node}", delivery.owner);
+    callbacks.owner = format!("{}@{node}", callbacks.owner);
     let schema = s
         .schema
         .unwrap_or_else(|| hookspool_postgres::DEFAULT_SCHEMA.to_owned());
