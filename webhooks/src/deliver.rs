@@ -208,16 +208,16 @@ impl<B: Backend> Deliverer<B> {
         tokio::pin!(shutdown);
         let mut delay = Duration::from_millis(100);
         loop {
-            let (result, shut_down) = self.clone().run_once(shutdown.as_mut()).await;
+            let (result, stopping) = self.clone().run_once(shutdown.as_mut()).await;
             match result {
                 // Stopping, and the store is gone: what the loop held stays leased to this
                 // node, which takes it back when it starts again (or others once the leases
                 // expire). Nothing is lost; the shutdown itself went as asked.
-                Err(e) if shut_down && e.is_unavailable() => {
+                Err(e) if stopping && e.is_unavailable() => {
                     tracing::warn!(error = %e, "stopped without giving back the deliveries in flight: the store is unavailable");
                     return Ok(());
                 }
-                other if shut_down => return other,
+                other if stopping => return other,
                 Err(e) if e.is_unavailable() => {
                     tracing::warn!(error = %e, retry_in = ?delay, "the store is unavailable; the delivery loop waits");
                     tokio::select! {
@@ -241,7 +241,7 @@ impl<B: Backend> Deliverer<B> {
             Ok(lp) => lp,
             Err(e) => return (Err(e), false),
         };
-        let mut shut_down = false;
+        let mut stopping = false;
         let result = loop {
             lp.start_waiting();
             let claimed = match lp.claim().await {
@@ -253,7 +253,7 @@ impl<B: Backend> Deliverer<B> {
             let step = tokio::select! {
                 biased;
                 () = shutdown.as_mut() => {
-                    shut_down = true;
+                    stopping = true;
                     break Ok(());
                 }
                 Some(done) = lp.tasks.join_next_with_id(), if !lp.tasks.is_empty() => {
@@ -270,7 +270,7 @@ impl<B: Backend> Deliverer<B> {
         // Even when the loop ends on an error, give back what it holds (best effort: the
         // error may be the backend's).
         let stopped = lp.stop().await;
-        (result.and(stopped), shut_down)
+        (result.and(stopped), stopping)
     }
 }
 

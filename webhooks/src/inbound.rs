@@ -526,13 +526,13 @@ impl<B: Backend> Callbacks<B> {
         tokio::pin!(shutdown);
         let mut delay = Duration::from_millis(100);
         loop {
-            let (result, shut_down) = self.run_once(shutdown.as_mut()).await;
+            let (result, stopping) = self.run_once(shutdown.as_mut()).await;
             match result {
-                Err(e) if shut_down && e.is_unavailable() => {
+                Err(e) if stopping && e.is_unavailable() => {
                     tracing::warn!(error = %e, "stopped without giving back the callbacks in flight: the store is unavailable");
                     return Ok(());
                 }
-                other if shut_down => return other,
+                other if stopping => return other,
                 Err(e) if e.is_unavailable() => {
                     tracing::warn!(error = %e, retry_in = ?delay, "the store is unavailable; the callback loop waits");
                     tokio::select! {
@@ -565,7 +565,7 @@ impl<B: Backend> Callbacks<B> {
         if let Err(e) = lp.recover().await {
             return (Err(e), false);
         }
-        let mut shut_down = false;
+        let mut stopping = false;
         let result = loop {
             let claimed = match lp.claim().await {
                 Ok(n) => n,
@@ -576,7 +576,7 @@ impl<B: Backend> Callbacks<B> {
             let step = tokio::select! {
                 biased;
                 () = shutdown.as_mut() => {
-                    shut_down = true;
+                    stopping = true;
                     break Ok(());
                 }
                 Some(done) = lp.tasks.join_next_with_id(), if !lp.tasks.is_empty() => {
@@ -591,7 +591,7 @@ impl<B: Backend> Callbacks<B> {
             }
         };
         let stopped = lp.stop().await;
-        (result.and(stopped), shut_down)
+        (result.and(stopped), stopping)
     }
 }
 
