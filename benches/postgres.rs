@@ -20,7 +20,7 @@
 //! hundred items and times nothing.
 //!
 //! `cargo bench -p hookspool-benches --bench postgres [-- FILTER]`; also
-//! `HOOKSPOOL_BENCH_PG_CLAIM_N` (items pre-filled for the claim cases, default 150,000) and
+//! `HOOKSPOOL_BENCH_PG_CLAIM_N` (items pre-filled for the claim cases, default 200,000) and
 //! `HOOKSPOOL_BENCH_PG_COUNT_N` (items of the large count queue, default 1,000,000).
 // Counts and sizes stay far below 2^52, where f64 would start rounding them.
 #![allow(clippy::cast_precision_loss)]
@@ -73,9 +73,9 @@ const COUNT_SMALL: usize = 10_000;
 /// The large count queue when filling the default 1M would take longer than
 /// [`FILL_BUDGET`].
 const COUNT_FALLBACK: usize = 200_000;
-const FILL_BUDGET: Duration = Duration::from_secs(60);
+const FILL_BUDGET: Duration = Duration::from_mins(1);
 /// How long each count measurement calls `count` (after a warm-up), at least [`COUNT_MIN_CALLS`].
-const COUNT_TIME: Duration = Duration::from_secs(2);
+const COUNT_TIME: Duration = Duration::from_secs(1);
 const COUNT_MIN_CALLS: usize = 5;
 /// The largest `count(*)` a full run times on the plain table (it scans every row).
 const COUNT_MAX_CALLS: usize = 20_000;
@@ -238,7 +238,7 @@ fn count_queue(size: Size) -> String {
 fn parent() -> BenchResult<()> {
     let settings = Settings::from_env()?;
     let secs = settings.count("HOOKSPOOL_BENCH_SECS", 5, 0)?;
-    let claim_n = settings.count("HOOKSPOOL_BENCH_PG_CLAIM_N", 150_000, 300)?;
+    let claim_n = settings.count("HOOKSPOOL_BENCH_PG_CLAIM_N", 200_000, 300)?;
     let count_n = settings.count("HOOKSPOOL_BENCH_PG_COUNT_N", 1_000_000, 400)?;
     let small_n = if settings.smoke { 100 } else { COUNT_SMALL };
     // Calls per worker in a smoke run (a full run calls until its time is up).
@@ -267,20 +267,7 @@ fn parent() -> BenchResult<()> {
             ("HOOKSPOOL_BENCH_PG_COUNT_N (large count queue)", count_n),
         ],
     );
-    println!("- server: {info}");
-    println!(
-        "- client: tokio-postgres on a multi-threaded tokio runtime (one worker per CPU), \
-         over TCP on loopback, no TLS; client and server share the machine's CPUs"
-    );
-    println!(
-        "- hookspool: `hookspool::Store` over `PostgresBackend`, pool of workers + 4 \
-         connections, a fresh schema per measurement, queue retention Keep (acked items \
-         move to done)"
-    );
-    println!(
-        "- before each timed phase: `CHECKPOINT`; after a pre-fill also `ANALYZE` of the \
-         filled table (both sides alike); each case's schema is dropped after it\n"
-    );
+    print_setup(&info);
 
     let args = |case: &Case, n: usize| -> Vec<(&str, String)> {
         let (ms, calls, batch) = if settings.smoke {
@@ -308,52 +295,14 @@ fn parent() -> BenchResult<()> {
         }
     }
 
-    let mut fill = None;
-    if COUNTS.iter().any(|(id, _)| settings.wants(id)) {
-        eprint!("  fill the count queues ({small_n} and {count_n} items) ... ");
-        let t = Instant::now();
-        let m = measure(
-            "fill-count",
-            &[
-                ("url", url.clone()),
-                ("small", small_n.to_string()),
-                ("large", count_n.to_string()),
-                (
-                    "batch",
-                    if settings.smoke { 100 } else { FILL_BATCH }.to_string(),
-                ),
-            ],
-        )?;
-        eprintln!("{:.2} s", t.elapsed().as_secs_f64());
-        let large = m.get("large_n").copied().unwrap_or(0.0) as usize;
-        for round in 1..=settings.runs {
-            eprintln!("postgres: count round {round}/{}", settings.runs);
-            for (id, size) in COUNTS {
-                if !settings.wants(id) {
-                    continue;
-                }
-                let expect = match size {
-                    Size::Small => small_n,
-                    Size::Large => large,
-                };
-                let calls = if settings.smoke { 3 } else { 0 };
-                run_case(
-                    &mut samples,
-                    id,
-                    id,
-                    &[
-                        ("url", url.clone()),
-                        ("size", size.name().to_owned()),
-                        ("expect", expect.to_string()),
-                        ("calls", calls.to_string()),
-                    ],
-                )?;
-            }
-        }
-        fill = Some((m, small_n, count_n));
-    }
+    let fill = if COUNTS.iter().any(|(id, _)| settings.wants(id)) {
+        let m = run_counts(&settings, &url, small_n, count_n, &mut samples)?;
+        Some((m, small_n, count_n))
+    } else {
+        None
+    };
 
-    print_summary(&samples, fill.as_ref());
+    print_summary(&samples, fill.as_ref(), settings.smoke);
     print_details(&samples, &plan, claim_n);
     if let Some(fill) = &fill {
         print_counts(&samples, fill);
@@ -365,6 +314,74 @@ fn parent() -> BenchResult<()> {
     print_footer();
     drop(server);
     Ok(())
+}
+
+/// What the run measures with, under the header.
+fn print_setup(info: &str) {
+    println!("- server: {info}");
+    println!(
+        "- client: tokio-postgres on a multi-threaded tokio runtime (one worker per CPU), \
+         over TCP on loopback, no TLS; client and server share the machine's CPUs"
+    );
+    println!(
+        "- hookspool: `hookspool::Store` over `PostgresBackend`, pool of workers + 4 \
+         connections, a fresh schema per measurement, queue retention Keep (acked items \
+         move to done)"
+    );
+    println!(
+        "- before each timed phase: `CHECKPOINT`; after a pre-fill also `ANALYZE` of the \
+         filled table (both sides alike); each case's schema is dropped after it\n"
+    );
+}
+
+/// Fills the count queues once, then runs every count case `settings.runs` times. Returns
+/// the fill's figures.
+fn run_counts(
+    settings: &Settings,
+    url: &str,
+    small_n: usize,
+    count_n: usize,
+    samples: &mut Samples,
+) -> BenchResult<Metrics> {
+    eprint!("  fill the count queues ({small_n} and {count_n} items) ... ");
+    let started = Instant::now();
+    let fill_batch = if settings.smoke { 100 } else { FILL_BATCH };
+    let m = measure(
+        "fill-count",
+        &[
+            ("url", url.to_owned()),
+            ("small", small_n.to_string()),
+            ("large", count_n.to_string()),
+            ("batch", fill_batch.to_string()),
+        ],
+    )?;
+    eprintln!("{:.2} s", started.elapsed().as_secs_f64());
+    let large = m.get("large_n").copied().unwrap_or(0.0);
+    for round in 1..=settings.runs {
+        eprintln!("postgres: count round {round}/{}", settings.runs);
+        for (id, size) in COUNTS {
+            if !settings.wants(id) {
+                continue;
+            }
+            let expect = match size {
+                Size::Small => small_n.to_string(),
+                Size::Large => format!("{large:.0}"),
+            };
+            let calls = if settings.smoke { 3 } else { 0 };
+            run_case(
+                samples,
+                id,
+                id,
+                &[
+                    ("url", url.to_owned()),
+                    ("size", size.name().to_owned()),
+                    ("expect", expect),
+                    ("calls", calls.to_string()),
+                ],
+            )?;
+        }
+    }
+    Ok(m)
 }
 
 /// The server's version and the settings that decide what a commit costs.
@@ -421,8 +438,9 @@ fn filesystem_of(dir: &Path) -> String {
 }
 
 /// The summary: each target beside its ratio.
-fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>) {
-    let mut t = Table::new(
+/// In a smoke run the `met` column stays empty: its figures mean nothing.
+fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>, smoke: bool) {
+    let mut table = Table::new(
         "hookspool on PostgreSQL versus plain SQL (same server, same run; medians)",
         &[
             "measure",
@@ -434,64 +452,28 @@ fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>) {
         ],
     );
     for (label, base, hs, target) in COMPARISONS {
-        let (b, h) = (
-            samples.get(base.id, "ops_per_s"),
-            samples.get(hs.id, "ops_per_s"),
-        );
-        let r = match (b, h) {
-            (Some(b), Some(h)) if b.median > 0.0 => Some(h.median / b.median),
+        let base = samples.get(base.id, "ops_per_s");
+        let hs = samples.get(hs.id, "ops_per_s");
+        let value = match (base, hs) {
+            (Some(base), Some(hs)) if base.median > 0.0 => Some(hs.median / base.median),
             _ => None,
         };
-        t.row(vec![
+        table.row(vec![
             label.into(),
-            median(b, rate),
-            median(h, rate),
-            r.map_or_else(|| "-".into(), ratio),
+            median(base, rate),
+            median(hs, rate),
+            value.map_or_else(|| "-".into(), ratio),
             format!("≥ {target}×"),
-            r.map_or_else(|| "-".into(), |r| yes_no(r >= target)),
+            match value {
+                Some(v) if !smoke => yes_no(v >= target),
+                _ => "-".into(),
+            },
         ]);
     }
-    if let Some((m, _, _)) = fill {
-        let large = m.get("large_n").copied().unwrap_or(0.0);
-        let us = |id: &str| samples.get(id, "p50_us");
-        let growth = match (us("hs-count-small"), us("hs-count-large")) {
-            (Some(s), Some(l)) if s.median > 0.0 => Some(l.median / s.median),
-            _ => None,
-        };
-        let small = m.get("small_n").copied().unwrap_or(0.0);
-        for (size, n, target) in [(Size::Small, small, None), (Size::Large, large, growth)] {
-            let (b, h) = (
-                us(&format!("sql-count-{}", size.name())),
-                us(&format!("hs-count-{}", size.name())),
-            );
-            let r = match (b, h) {
-                (Some(b), Some(h)) if h.median > 0.0 => ratio(b.median / h.median),
-                _ => "-".into(),
-            };
-            let (target, met) = match (size, target) {
-                (Size::Small, _) => ("(the reference for the next row)".to_owned(), "-".into()),
-                (Size::Large, Some(g)) => (
-                    format!(
-                        "time at {} ≈ time at {} (≤ 1.25×): {}",
-                        count_label(n),
-                        count_label(small),
-                        ratio(g)
-                    ),
-                    yes_no(g <= 1.25),
-                ),
-                (Size::Large, None) => ("time ≈ the row above".to_owned(), "-".into()),
-            };
-            t.row(vec![
-                format!("count, {} items (µs per call)", count_label(n)),
-                format!("{} µs", median(b, micros)),
-                format!("{} µs", median(h, micros)),
-                r,
-                target,
-                met,
-            ]);
-        }
+    if let Some((fill, _, _)) = fill {
+        count_rows(&mut table, samples, fill, smoke);
     }
-    t.print();
+    table.print();
     println!(
         "ratio = hookspool ÷ baseline rows/s (for count: baseline time ÷ hookspool time, \
          >1 = hookspool faster). Payloads {PAYLOAD_LEN} B. Every commit waits for its WAL \
@@ -499,6 +481,53 @@ fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>) {
          outbox WHERE queue = $1` on a plain table of that many rows (vacuumed, analyzed); \
          hookspool count = `Store::count` (sums the sharded counter rows).\n"
     );
+}
+
+/// The summary's count rows: the median time per call at each size, and how hookspool's
+/// grows from the small queue to the large one (the target: it does not).
+fn count_rows(table: &mut Table, samples: &Samples, fill: &Metrics, smoke: bool) {
+    let small = fill.get("small_n").copied().unwrap_or(0.0);
+    let large = fill.get("large_n").copied().unwrap_or(0.0);
+    let time = |id: &str| samples.get(id, "p50_us");
+    let growth = match (time("hs-count-small"), time("hs-count-large")) {
+        (Some(at_small), Some(at_large)) if at_small.median > 0.0 => {
+            Some(at_large.median / at_small.median)
+        }
+        _ => None,
+    };
+    for (size, items) in [(Size::Small, small), (Size::Large, large)] {
+        let base = time(&format!("sql-count-{}", size.name()));
+        let hs = time(&format!("hs-count-{}", size.name()));
+        let speedup = match (base, hs) {
+            (Some(base), Some(hs)) if hs.median > 0.0 => ratio(base.median / hs.median),
+            _ => "-".into(),
+        };
+        let (target, met) = match (size, growth) {
+            (Size::Small, _) => ("(the reference for the next row)".to_owned(), "-".into()),
+            (Size::Large, Some(growth)) => (
+                format!(
+                    "time at {} ≈ time at {} (≤ 1.25×): {}",
+                    count_label(items),
+                    count_label(small),
+                    ratio(growth)
+                ),
+                if smoke {
+                    "-".into()
+                } else {
+                    yes_no(growth <= 1.25)
+                },
+            ),
+            (Size::Large, None) => ("time ≈ the row above".to_owned(), "-".into()),
+        };
+        table.row(vec![
+            format!("count, {} items (µs per call)", count_label(items)),
+            format!("{} µs", median(base, micros)),
+            format!("{} µs", median(hs, micros)),
+            speedup,
+            target,
+            met,
+        ]);
+    }
 }
 
 fn yes_no(ok: bool) -> String {
@@ -562,7 +591,7 @@ fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
 /// The count cases, and how the queues were filled.
 fn print_counts(samples: &Samples, (m, small_n, asked): &(Metrics, usize, usize)) {
     let large = m.get("large_n").copied().unwrap_or(0.0);
-    if (large as usize) < *asked {
+    if large < *asked as f64 {
         println!(
             "NOTE: filling {asked} items through the backend was projected to take over {} s, \
              so the large count queue holds {} items instead.\n",

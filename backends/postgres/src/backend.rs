@@ -161,6 +161,7 @@ impl PostgresBackend {
                 items.insert(item.key, Some(item));
             }
             let mut changed = std::collections::BTreeSet::new();
+            let mut counts = Deltas::default();
             let mut out = Vec::with_capacity(updates.len());
             for (key, transition) in &updates {
                 let Some(Some(item)) = items.get_mut(key) else {
@@ -174,6 +175,7 @@ impl PostgresBackend {
                     out.push(Err(e));
                     continue;
                 }
+                counts.add(item.phase.as_str(), -1);
                 match &transition.action {
                     Action::Remove => {
                         out.push(Ok(item.clone()));
@@ -182,6 +184,7 @@ impl PostgresBackend {
                     }
                     Action::Move(m) => {
                         apply_move(item, m.clone(), now);
+                        counts.add(item.phase.as_str(), 1);
                         out.push(Ok(item.clone()));
                         changed.insert(*key);
                     }
@@ -192,6 +195,7 @@ impl PostgresBackend {
                 sql,
                 generation,
                 changed.iter().map(|k| (*k, &items[k])),
+                counts,
             )
             .await?;
             tx.commit().await?;
@@ -204,13 +208,24 @@ impl PostgresBackend {
     }
 }
 
-/// Writes the final state of every changed item: one `UPDATE` for those that remain, one
-/// `DELETE` for those removed.
+/// Count changes by phase, from a batch of transitions.
+#[derive(Default)]
+struct Deltas(BTreeMap<String, i64>);
+
+impl Deltas {
+    fn add(&mut self, phase: &str, n: i64) {
+        *self.0.entry(phase.to_owned()).or_insert(0) += n;
+    }
+}
+
+/// Writes the final state of every changed item and the count changes: one `UPDATE` for
+/// the items that remain, one `DELETE` for those removed, one counter update, sent together.
 async fn write_back<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
     sql: &Sql,
     generation: i64,
     changed: impl Iterator<Item = (Key, &'a Option<Item>)>,
+    counts: Deltas,
 ) -> std::result::Result<(), Failure> {
     let mut removed: Vec<i64> = Vec::new();
     let mut cols = Columns::default();
@@ -221,29 +236,46 @@ async fn write_back<'a>(
             Some(item) => cols.push(key, item),
         }
     }
-    if !cols.keys.is_empty() {
-        let stmt = tx.prepare_cached(&sql.write_items).await?;
-        tx.execute(
-            &stmt,
-            &[
-                &generation,
-                &cols.keys,
-                &cols.phases,
-                &cols.attempts,
-                &cols.updated_at,
-                &cols.not_before,
-                &cols.owners,
-                &cols.until,
-                &cols.errors,
-                &cols.metadata,
-            ],
-        )
-        .await?;
-    }
-    if !removed.is_empty() {
-        let stmt = tx.prepare_cached(&sql.delete_items).await?;
-        tx.execute(&stmt, &[&generation, &removed]).await?;
-    }
+    let (phases, deltas): (Vec<String>, Vec<i64>) =
+        counts.0.into_iter().filter(|(_, n)| *n != 0).unzip();
+    // The three statements are independent: sent at once, they cost one round trip.
+    let update = async {
+        if !cols.keys.is_empty() {
+            let stmt = tx.prepare_cached(&sql.write_items).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &generation,
+                    &cols.keys,
+                    &cols.phases,
+                    &cols.attempts,
+                    &cols.updated_at,
+                    &cols.not_before,
+                    &cols.owners,
+                    &cols.until,
+                    &cols.errors,
+                    &cols.metadata,
+                ],
+            )
+            .await?;
+        }
+        Ok::<_, tokio_postgres::Error>(())
+    };
+    let delete = async {
+        if !removed.is_empty() {
+            let stmt = tx.prepare_cached(&sql.delete_items).await?;
+            tx.execute(&stmt, &[&generation, &removed]).await?;
+        }
+        Ok(())
+    };
+    let count = async {
+        if !phases.is_empty() {
+            let stmt = tx.prepare_cached(&sql.add_counts).await?;
+            tx.execute(&stmt, &[&generation, &phases, &deltas]).await?;
+        }
+        Ok(())
+    };
+    futures_util::future::try_join3(update, delete, count).await?;
     Ok(())
 }
 
@@ -412,7 +444,10 @@ impl Backend for PostgresBackend {
                     &[&queue.as_str(), &payloads, &metadata, &not_before, &ms(now)],
                 )
                 .await?;
-            Ok(row.get::<_, Vec<i64>>(0))
+            match row.get::<_, Option<Vec<i64>>>(0) {
+                Some(keys) => Ok(keys),
+                None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
+            }
         })?;
         self.announce(queue);
         Ok(keys

@@ -22,6 +22,9 @@ use tokio_postgres::AsyncMessage;
 
 /// Longest payload sent in one notice (the server's limit is 8,000 bytes).
 const MAX_NOTICE: usize = 7_900;
+/// Least time between two notices of one backend: under load, one notice then names every
+/// queue changed in the last few milliseconds, instead of one statement per change.
+const NOTICE_GAP: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The queues changed since the last notice, and what wakes the sender.
 #[derive(Clone, Default)]
@@ -74,6 +77,10 @@ pub(crate) async fn send(
             if let Err(e) = sent {
                 tracing::debug!(error = %e, "could not send a change notice; others poll");
             }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(NOTICE_GAP) => {}
+            _ = stop.changed() => return,
         }
     }
 }

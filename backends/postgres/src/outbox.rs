@@ -44,8 +44,10 @@ impl PostgresBackend {
             )
             .await
             .map_err(|e| map(e, Some(queue)))?;
+        let Some(keys) = row.get::<_, Option<Vec<i64>>>(0) else {
+            return Err(hookspool::Error::QueueNotFound(queue.clone()));
+        };
         self.notify_in(tx, queue.as_str()).await?;
-        let keys: Vec<i64> = row.get(0);
         Ok(keys
             .into_iter()
             .map(|k| u64::try_from(k).unwrap_or(0))

@@ -15,10 +15,12 @@ pub const SCHEMA_VERSION: i32 = 1;
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;
 
-/// SQL text for `schema`: `{schema}` becomes the quoted name, `{schema_name}` the bare name
-/// (for `format('%I', …)` and `pg_notify` channels), and the store's limits their values.
+/// SQL text for `schema`: `{push_statement}` becomes [`crate::sql::PUSH`], `{schema}` the
+/// quoted name, `{schema_name}` the bare name (for `format('%I', …)` and `pg_notify`
+/// channels), and the store's limits their values.
 pub(crate) fn render(sql: &str, schema: &str) -> String {
-    sql.replace("{schema}", &format!("\"{schema}\""))
+    sql.replace("{push_statement}", crate::sql::PUSH)
+        .replace("{schema}", &format!("\"{schema}\""))
         .replace("{schema_name}", schema)
         .replace("{max_payload}", &DEFAULT_MAX_PAYLOAD.to_string())
         .replace("{max_metadata_entries}", &MAX_METADATA_ENTRIES.to_string())

@@ -26,6 +26,7 @@ pub(crate) struct Sql {
     pub(crate) lock_states: String,
     pub(crate) write_items: String,
     pub(crate) delete_items: String,
+    pub(crate) add_counts: String,
     pub(crate) empty_trash: String,
     pub(crate) trash: String,
     pub(crate) fire: String,
@@ -40,17 +41,42 @@ pub(crate) struct Sql {
     pages: [[[String; 2]; 2]; 2],
 }
 
+/// A push, in one statement: `$1` queue, `$2` payloads, `$3` metadata, `$4` not-before
+/// times (NULL: now), `$5` now. Returns the keys, or NULL for a missing queue. The queue
+/// row is locked against `reset` and `delete_queue` until the push commits (they take it
+/// exclusively), so no item lands in a generation already thrown away; keys come from the
+/// queue's sequence in batch order (`nextval` is evaluated after the sort); the pending
+/// counter is written here, not by a trigger. Also the body of the SQL function
+/// `push_many`.
+pub(crate) const PUSH: &str = "\
+WITH q AS (
+    SELECT gen, key_seq FROM {schema}.queues WHERE id = $1 FOR KEY SHARE
+), ins AS (
+    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload)
+    SELECT q.gen, nextval(q.key_seq), 'pending', $5, $5, coalesce(u.nb, $5),
+           coalesce(u.m, '{}'::json), u.p
+    FROM q, unnest($2::bytea[], $3::json[], $4::bigint[]) WITH ORDINALITY AS u(p, m, nb, i)
+    ORDER BY u.i
+    RETURNING gen, key
+), counted AS (
+    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+    SELECT gen, 'pending', {schema}.shard(), count(*) FROM ins GROUP BY gen
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n
+)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
+    THEN coalesce((SELECT array_agg(key ORDER BY key) FROM ins), '{}') END";
+
+/// A CTE that takes the rows of a CTE `gone` (deleted items) off the counts.
+const UNCOUNT: &str = ", uncounted AS (INSERT INTO {schema}.counts AS c (gen, phase, shard, n) \
+     SELECT gen, phase, {schema}.shard(), -count(*) FROM gone GROUP BY gen, phase \
+     ORDER BY gen, phase ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n)";
+
 /// The generation of queue `$1`, as a subquery.
 const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 
 impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
         let r = |s: &str| render(s, schema);
-        let prefixed: String = ITEM_COLUMNS
-            .split(", ")
-            .map(|c| format!("i.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let page = |pop: bool, reverse: bool, phase: bool| {
             let (cmp, start, order) = if reverse {
                 ("<", "9223372036854775807", "DESC")
@@ -66,9 +92,10 @@ impl Sql {
                 // Rows other sessions are popping are skipped, never waited for.
                 r(&format!(
                     "WITH doomed AS (SELECT key FROM {{schema}}.items WHERE {filter} \
-                     FOR UPDATE SKIP LOCKED) \
-                     DELETE FROM {{schema}}.items i USING doomed \
-                     WHERE i.gen = {GEN} AND i.key = doomed.key RETURNING {prefixed}"
+                     FOR UPDATE SKIP LOCKED), \
+                     gone AS (DELETE FROM {{schema}}.items i USING doomed \
+                     WHERE i.gen = {GEN} AND i.key = doomed.key RETURNING i.*){UNCOUNT} \
+                     SELECT {ITEM_COLUMNS} FROM gone"
                 ))
             } else {
                 r(&format!(
@@ -91,7 +118,7 @@ impl Sql {
                 "SELECT {QUEUE_COLUMNS} FROM {{schema}}.queues ORDER BY id COLLATE \"C\""
             )),
             delete_queue: r("SELECT {schema}.delete_queue($1)"),
-            push: r("SELECT {schema}.push_many($1, $2, $3, $4, $5)"),
+            push: r(PUSH),
             count: r("SELECT c.phase, sum(c.n)::bigint FROM {schema}.queues q \
                  LEFT JOIN {schema}.counts c ON c.gen = q.gen WHERE q.id = $1 GROUP BY c.phase"),
             reset: r("SELECT {schema}.reset($1)"),
@@ -117,6 +144,7 @@ impl Sql {
                  WHERE i.gen = $1 AND i.key = u.key",
             ),
             delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
+            add_counts: r("SELECT {schema}.add_counts($1, $2, $3)"),
             empty_trash: r("SELECT {schema}.empty_trash($1, $2)"),
             trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),
             fire: r("SELECT {schema}.fire($1, $2::jsonb, $3)"),
@@ -139,8 +167,8 @@ impl Sql {
                     "SELECT {ITEM_COLUMNS} FROM {{schema}}.items WHERE gen = {GEN} AND key = $2"
                 )),
                 r(&format!(
-                    "DELETE FROM {{schema}}.items WHERE gen = {GEN} AND key = $2 \
-                     RETURNING {ITEM_COLUMNS}"
+                    "WITH gone AS (DELETE FROM {{schema}}.items WHERE gen = {GEN} AND key = $2 \
+                     RETURNING *){UNCOUNT} SELECT {ITEM_COLUMNS} FROM gone"
                 )),
             ],
             pages: [by_reverse(false), by_reverse(true)],

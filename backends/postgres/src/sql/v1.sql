@@ -7,8 +7,8 @@
 --            call holds locks for the time it takes to delete a large queue.
 --   items    one row per item, keyed by (gen, key). Timestamps are milliseconds since the
 --            epoch (bigint), as in the engine's model.
---   counts   item counts by (gen, phase) in sharded rows, kept by statement triggers and
---            summed on read: `count` costs the same at 10 items or 10 million, and writers
+--   counts   item counts by (gen, phase) in sharded rows, summed on read (written by each
+--            statement that changes phases, in the same transaction): `count` costs the same at 10 items or 10 million, and writers
 --            in different sessions update different rows instead of one hot row.
 --   names    first-writer-wins records shared by every process (idempotency keys).
 --   trash    generations whose rows are still being deleted.
@@ -85,45 +85,17 @@ CREATE TABLE {schema}.trash (
 CREATE FUNCTION {schema}.shard() RETURNS integer LANGUAGE sql STABLE AS
 $$ SELECT pg_backend_pid() % 16 $$;
 
-CREATE FUNCTION {schema}.count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
+-- Adds `p_deltas` to the counts of `p_phases` (one entry per phase and change) in this
+-- session's shard. Every statement that changes phases calls it (or does the same inline):
+-- explicit counting costs less than statement triggers with transition tables.
+CREATE FUNCTION {schema}.add_counts(p_gen bigint, p_phases text[], p_deltas bigint[])
+RETURNS void LANGUAGE sql AS $$
     INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
-    SELECT gen, phase, {schema}.shard(), count(*) FROM new_rows
-    GROUP BY gen, phase ORDER BY gen, phase
-    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION {schema}.count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
-    SELECT gen, phase, {schema}.shard(), sum(d) FROM (
-        SELECT gen, phase, 1 AS d FROM new_rows
-        UNION ALL
-        SELECT gen, phase, -1 AS d FROM old_rows
-    ) changes
-    GROUP BY gen, phase HAVING sum(d) <> 0 ORDER BY gen, phase
-    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
-    RETURN NULL;
-END $$;
-
-CREATE FUNCTION {schema}.count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
-    SELECT gen, phase, {schema}.shard(), -count(*) FROM old_rows
-    WHERE NOT EXISTS (SELECT 1 FROM {schema}.trash t WHERE t.gen = old_rows.gen)
-    GROUP BY gen, phase ORDER BY gen, phase
-    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER items_inserted AFTER INSERT ON {schema}.items
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_inserted();
-CREATE TRIGGER items_updated AFTER UPDATE ON {schema}.items
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_updated();
-CREATE TRIGGER items_deleted AFTER DELETE ON {schema}.items
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION {schema}.count_deleted();
+    SELECT p_gen, u.phase, {schema}.shard(), sum(u.delta)
+    FROM unnest(p_phases, p_deltas) AS u(phase, delta)
+    GROUP BY u.phase HAVING sum(u.delta) <> 0 ORDER BY u.phase
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n
+$$;
 
 -- Milliseconds since the epoch, now (for calls from SQL, which pass no clock).
 CREATE FUNCTION {schema}.now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS
@@ -162,23 +134,17 @@ EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION USING ERRCODE = 'HS409', MESSAGE = format('queue `%s` already exists', p_id);
 END $$;
 
--- Pushes a batch: all or nothing, keys in batch order. Returns the keys.
+-- Pushes a batch: all or nothing, keys in batch order; returns the keys, or NULL for a
+-- missing queue. The same statement the backend sends for `push` (see `sql.rs`): the
+-- queue row is locked against `reset` and `delete_queue` (as in `lock_queue`), the keys
+-- come from the queue's sequence in batch order (PostgreSQL evaluates `nextval` after the
+-- sort), and the pending counter is written in the same statement (inserts have no
+-- trigger: pushing is the hot path).
 CREATE FUNCTION {schema}.push_many(
     p_queue text, p_payloads bytea[], p_metadata json[], p_not_before bigint[], p_now bigint
-) RETURNS bigint[] LANGUAGE plpgsql AS $$
-DECLARE
-    q {schema}.queues := {schema}.lock_queue(p_queue);
-    keys bigint[];
-BEGIN
-    -- Sorted, because concurrent sessions' `nextval` calls may interleave.
-    SELECT coalesce(array_agg(k ORDER BY k), '{}') INTO keys
-    FROM (SELECT nextval(q.key_seq) AS k FROM generate_series(1, coalesce(cardinality(p_payloads), 0))) s;
-    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload)
-    SELECT q.gen, keys[i], 'pending', p_now, p_now, coalesce(p_not_before[i], p_now),
-           coalesce(p_metadata[i], '{}'::json), p_payloads[i]
-    FROM generate_subscripts(p_payloads, 1) AS i;
-    RETURN keys;
-END $$;
+) RETURNS bigint[] LANGUAGE sql AS $$
+{push_statement}
+$$;
 
 -- Returns expired leases to pending, then moves pending items past the queue's TTL to
 -- `expired` (in that order, so a released item past its TTL expires in the same sweep).
@@ -210,6 +176,10 @@ BEGIN
             RETURNING 1
         ) SELECT count(*) INTO expired FROM done;
     END IF;
+    IF released + expired > 0 THEN
+        PERFORM {schema}.add_counts(q.gen, ARRAY['in_flight', 'pending', 'pending', 'expired'],
+            ARRAY[-released, released, -expired, expired]);
+    END IF;
 END $$;
 
 CREATE FUNCTION {schema}.sweep(p_queue text, p_now bigint, OUT released bigint, OUT expired bigint)
@@ -231,6 +201,7 @@ CREATE FUNCTION {schema}.claim(
 ) RETURNS SETOF {schema}.items LANGUAGE plpgsql AS $$
 DECLARE
     q {schema}.queues;
+    claimed bigint;
 BEGIN
     SELECT * INTO q FROM {schema}.queues WHERE id = p_queue;
     IF NOT FOUND THEN
@@ -250,6 +221,10 @@ BEGIN
         attempts = i.attempts + 1, updated_at = p_now
     FROM due WHERE i.gen = q.gen AND i.key = due.key
     RETURNING i.*;
+    GET DIAGNOSTICS claimed = ROW_COUNT;
+    IF claimed > 0 THEN
+        PERFORM {schema}.add_counts(q.gen, ARRAY['pending', 'in_flight'], ARRAY[-claimed, claimed]);
+    END IF;
 END $$;
 
 -- Moves a queue to a new generation: its items are gone at once for every reader, and
@@ -360,6 +335,9 @@ DECLARE
 BEGIN
     keys := {schema}.push_many(queue, ARRAY[payload], ARRAY[m],
         ARRAY[(extract(epoch FROM not_before) * 1000)::bigint], now_ms);
+    IF keys IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE = format('queue `%s` does not exist', queue);
+    END IF;
     PERFORM pg_notify('{schema_name}', 'sql|' || queue);
     RETURN keys[1];
 END $$;
@@ -420,6 +398,9 @@ BEGIN
         ARRAY(SELECT json_build_object('event', event, 'subscription', t) FROM unnest(targets) AS t),
         array_fill(NULL::bigint, ARRAY[cardinality(targets)]),
         {schema}.now_ms());
+    IF keys IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE = 'queue `hookspool.deliveries` does not exist';
+    END IF;
     PERFORM pg_notify('{schema_name}', 'sql|hookspool.deliveries');
     RETURN ARRAY(SELECT 'msg_' || (deliveries.metadata->>'id_nonce') || lpad(to_hex(k), 16, '0')
                  FROM unnest(keys) AS k);
