@@ -162,6 +162,7 @@ impl PostgresBackend {
             }
             let mut changed = std::collections::BTreeSet::new();
             let mut counts = Deltas::default();
+            let mut replaced = Replaced::default();
             let mut out = Vec::with_capacity(updates.len());
             for (key, transition) in &updates {
                 let Some(Some(item)) = items.get_mut(key) else {
@@ -183,6 +184,12 @@ impl PostgresBackend {
                         changed.insert(*key);
                     }
                     Action::Move(m) => {
+                        if m.error.is_some() {
+                            replaced.errors.insert(*key);
+                        }
+                        if m.metadata.is_some() {
+                            replaced.metadata.insert(*key);
+                        }
                         apply_move(item, m.clone(), now);
                         counts.add(item.phase.as_str(), 1);
                         out.push(Ok(item.clone()));
@@ -195,6 +202,7 @@ impl PostgresBackend {
                 sql,
                 generation,
                 changed.iter().map(|k| (*k, &items[k])),
+                &replaced,
                 counts,
             )
             .await?;
@@ -206,6 +214,14 @@ impl PostgresBackend {
         }
         Ok(results)
     }
+}
+
+/// The items whose error or metadata a transition of the batch replaced: only those are
+/// written (a row keeps what no transition replaced, so settling never reads them).
+#[derive(Default)]
+struct Replaced {
+    errors: std::collections::BTreeSet<Key>,
+    metadata: std::collections::BTreeSet<Key>,
 }
 
 /// Count changes by phase, from a batch of transitions.
@@ -225,15 +241,20 @@ async fn write_back<'a>(
     sql: &Sql,
     generation: i64,
     changed: impl Iterator<Item = (Key, &'a Option<Item>)>,
+    replaced: &Replaced,
     counts: Deltas,
 ) -> std::result::Result<(), Failure> {
     let mut removed: Vec<i64> = Vec::new();
     let mut cols = Columns::default();
     for (key, item) in changed {
-        let key = key_param(key);
         match item {
-            None => removed.push(key),
-            Some(item) => cols.push(key, item),
+            None => removed.push(key_param(key)),
+            Some(item) => cols.push(
+                key_param(key),
+                item,
+                replaced.errors.contains(&key),
+                replaced.metadata.contains(&key),
+            ),
         }
     }
     let (phases, deltas): (Vec<String>, Vec<i64>) =
@@ -290,11 +311,13 @@ struct Columns {
     owners: Vec<Option<String>>,
     until: Vec<Option<i64>>,
     errors: Vec<Option<String>>,
-    metadata: Vec<Json<BTreeMap<String, String>>>,
+    metadata: Vec<Option<Json<BTreeMap<String, String>>>>,
 }
 
 impl Columns {
-    fn push(&mut self, key: i64, item: &Item) {
+    /// One item's columns; its error and metadata only if `error` / `metadata` (else NULL:
+    /// the row keeps its own).
+    fn push(&mut self, key: i64, item: &Item, error: bool, metadata: bool) {
         self.keys.push(key);
         self.phases.push(item.phase.as_str().to_owned());
         self.attempts
@@ -307,9 +330,11 @@ impl Columns {
         self.errors.push(
             item.last_error
                 .as_deref()
+                .filter(|_| error)
                 .map(|e| rows::text(e).into_owned()),
         );
-        self.metadata.push(Json(item.metadata.clone()));
+        self.metadata
+            .push(metadata.then(|| Json(item.metadata.clone())));
     }
 }
 

@@ -66,9 +66,13 @@ impl PostgresBackend {
             stop.subscribe(),
         ));
         tokio::spawn(trash::clean(
-            pool.clone(),
-            Arc::new((sql.trash.clone(), sql.empty_trash.clone())),
-            Arc::clone(&trash_wake),
+            trash::Cleaner {
+                pool: pool.clone(),
+                list: sql.trash.clone(),
+                empty_one: sql.empty_trash.clone(),
+                grace: options.trash_grace,
+                wake: Arc::clone(&trash_wake),
+            },
             stop.subscribe(),
         ));
         Ok(PostgresBackend {

@@ -30,6 +30,10 @@ pub struct PostgresOptions {
     pub ca_file: Option<PathBuf>,
     /// How long to wait for a connection to the server (default 10 s).
     pub connect_timeout: Duration,
+    /// How long the rows of a reset or deleted queue's generation are looked for after it
+    /// was thrown away (default 60 s): a push that read the generation just before lands
+    /// in it, and is deleted with it, within that time. Tests shorten it.
+    pub trash_grace: Duration,
 }
 
 impl PostgresOptions {
@@ -41,6 +45,7 @@ impl PostgresOptions {
             pool_size: DEFAULT_POOL_SIZE,
             ca_file: None,
             connect_timeout: Duration::from_secs(10),
+            trash_grace: Duration::from_mins(1),
         }
     }
 
@@ -84,6 +89,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("pool_size", &self.pool_size)
             .field("ca_file", &self.ca_file)
             .field("connect_timeout", &self.connect_timeout)
+            .field("trash_grace", &self.trash_grace)
             .finish()
     }
 }

@@ -39,7 +39,7 @@ impl PostgresBackend {
         let sql = &self.inner.sql;
         let row = tx
             .query_one(
-                &sql.push,
+                &sql.push_locked,
                 &[&queue.as_str(), &payloads, &metadata, &not_before, &ms(now)],
             )
             .await

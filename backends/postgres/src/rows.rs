@@ -12,9 +12,10 @@ use tokio_postgres::types::Json;
 /// The item columns every query returns, in this order (see [`item`]).
 pub(crate) const ITEM_COLUMNS: &str = "key, phase, attempts, created_at, updated_at, not_before, \
      lease_owner, lease_until, last_error, metadata, payload";
-/// The same without the payload: what settling reads.
-pub(crate) const STATE_COLUMNS: &str = "key, phase, attempts, created_at, updated_at, not_before, \
-     lease_owner, lease_until, last_error, metadata";
+/// What settling reads (`update_many`): the state a transition checks and changes,
+/// without the payload, the error or the metadata, which a transition only replaces.
+pub(crate) const STATE_COLUMNS: &str =
+    "key, phase, attempts, created_at, updated_at, not_before, lease_owner, lease_until";
 /// The queue columns, in this order (see [`queue`]).
 pub(crate) const QUEUE_COLUMNS: &str = "id, ttl_ms, retention, created_at, metadata";
 
@@ -52,9 +53,9 @@ pub(crate) fn item(row: &Row) -> Result<Item> {
     item_with(row, true)
 }
 
-/// An item from a row of [`ITEM_COLUMNS`], or of [`STATE_COLUMNS`] (with an empty payload)
-/// when `payload` is false.
-pub(crate) fn item_with(row: &Row, payload: bool) -> Result<Item> {
+/// An item from a row of [`ITEM_COLUMNS`], or of [`STATE_COLUMNS`] when `whole` is false
+/// (then with an empty payload, no error and no metadata).
+pub(crate) fn item_with(row: &Row, whole: bool) -> Result<Item> {
     let get = |e: tokio_postgres::Error| corrupt(e);
     let phase: String = row.try_get(1).map_err(get)?;
     let phase = Phase::new(phase).map_err(corrupt)?;
@@ -68,11 +69,15 @@ pub(crate) fn item_with(row: &Row, payload: bool) -> Result<Item> {
         _ => None,
     };
     let attempts: i32 = row.try_get(2).map_err(get)?;
-    let Json(metadata): Json<BTreeMap<String, String>> = row.try_get(9).map_err(get)?;
-    let payload = if payload {
-        row.try_get(10).map_err(get)?
+    let (last_error, metadata, payload) = if whole {
+        let Json(metadata): Json<BTreeMap<String, String>> = row.try_get(9).map_err(get)?;
+        (
+            row.try_get(8).map_err(get)?,
+            metadata,
+            row.try_get(10).map_err(get)?,
+        )
     } else {
-        Vec::new()
+        (None, BTreeMap::new(), Vec::new())
     };
     Ok(Item {
         key: key_of(row.try_get(0).map_err(get)?),
@@ -83,7 +88,7 @@ pub(crate) fn item_with(row: &Row, payload: bool) -> Result<Item> {
         updated_at: timestamp(row.try_get(4).map_err(get)?),
         not_before: timestamp(row.try_get(5).map_err(get)?),
         lease,
-        last_error: row.try_get(8).map_err(get)?,
+        last_error,
         metadata,
     })
 }

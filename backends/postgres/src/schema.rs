@@ -15,11 +15,11 @@ pub const SCHEMA_VERSION: i32 = 1;
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;
 
-/// SQL text for `schema`: `{push_statement}` becomes [`crate::sql::PUSH`], `{schema}` the
+/// SQL text for `schema`: `{push_statement}` becomes the locking push, `{schema}` the
 /// quoted name, `{schema_name}` the bare name (for `format('%I', …)` and `pg_notify`
 /// channels), and the store's limits their values.
 pub(crate) fn render(sql: &str, schema: &str) -> String {
-    sql.replace("{push_statement}", crate::sql::PUSH)
+    sql.replace("{push_statement}", &crate::sql::push_locked())
         .replace("{schema}", &format!("\"{schema}\""))
         .replace("{schema_name}", schema)
         .replace("{max_payload}", &DEFAULT_MAX_PAYLOAD.to_string())

@@ -18,6 +18,7 @@ pub(crate) struct Sql {
     pub(crate) list_queues: String,
     pub(crate) delete_queue: String,
     pub(crate) push: String,
+    pub(crate) push_locked: String,
     pub(crate) count: String,
     pub(crate) reset: String,
     pub(crate) claim: String,
@@ -42,15 +43,13 @@ pub(crate) struct Sql {
 }
 
 /// A push, in one statement: `$1` queue, `$2` payloads, `$3` metadata, `$4` not-before
-/// times (NULL: now), `$5` now. Returns the keys, or NULL for a missing queue. The queue
-/// row is locked against `reset` and `delete_queue` until the push commits (they take it
-/// exclusively), so no item lands in a generation already thrown away; keys come from the
-/// queue's sequence in batch order (`nextval` is evaluated after the sort); the pending
-/// counter is written here, not by a trigger. Also the body of the SQL function
-/// `push_many`.
-pub(crate) const PUSH: &str = "\
+/// times (NULL: now), `$5` now. Returns the keys, or NULL for a missing queue. Keys come
+/// from the queue's sequence in batch order (`nextval` is evaluated after the sort); the
+/// pending counter is written here, not by a trigger. `{lock}` is [`LOCK_QUEUE`] or
+/// nothing (see [`PUSH`] and [`PUSH_LOCKED`]).
+const PUSH_TEMPLATE: &str = "\
 WITH q AS (
-    SELECT gen, key_seq FROM {schema}.queues WHERE id = $1 FOR KEY SHARE
+    SELECT gen, key_seq FROM {schema}.queues WHERE id = $1{lock}
 ), ins AS (
     INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload)
     SELECT q.gen, nextval(q.key_seq), 'pending', $5, $5, coalesce(u.nb, $5),
@@ -65,6 +64,27 @@ WITH q AS (
 )
 SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
     THEN coalesce((SELECT array_agg(key ORDER BY key) FROM ins), '{}') END";
+
+/// Locks the queue row against `reset` and `delete_queue` (which take it exclusively) until
+/// the transaction ends.
+const LOCK_QUEUE: &str = " FOR KEY SHARE";
+
+/// The backend's own push, a statement of its own (autocommit). It takes no lock on the
+/// queue row: many concurrent pushes to one queue would all write that row's lock and
+/// contend on it. A push that read the generation just before a `reset` (or
+/// `delete_queue`) committed lands in the old generation, and is removed with it: it ran
+/// at the same time as the reset, so it counts as before it. The trash keeps the old
+/// generation for a grace period, so that its row is deleted too.
+pub(crate) fn push() -> String {
+    PUSH_TEMPLATE.replace("{lock}", "")
+}
+
+/// A push inside a transaction that may stay open (the application's, through `push_in`
+/// and the SQL functions): the queue row stays locked until it commits, so that `reset`
+/// and `delete_queue` wait for it rather than throw its item away after the grace period.
+pub(crate) fn push_locked() -> String {
+    PUSH_TEMPLATE.replace("{lock}", LOCK_QUEUE)
+}
 
 /// A CTE that takes the rows of a CTE `gone` (deleted items) off the counts.
 const UNCOUNT: &str = ", uncounted AS (INSERT INTO {schema}.counts AS c (gen, phase, shard, n) \
@@ -118,7 +138,8 @@ impl Sql {
                 "SELECT {QUEUE_COLUMNS} FROM {{schema}}.queues ORDER BY id COLLATE \"C\""
             )),
             delete_queue: r("SELECT {schema}.delete_queue($1)"),
-            push: r(PUSH),
+            push: r(&push()),
+            push_locked: r(&push_locked()),
             count: r("SELECT c.phase, sum(c.n)::bigint FROM {schema}.queues q \
                  LEFT JOIN {schema}.counts c ON c.gen = q.gen WHERE q.id = $1 GROUP BY c.phase"),
             reset: r("SELECT {schema}.reset($1)"),
@@ -137,7 +158,8 @@ impl Sql {
             write_items: r(
                 "UPDATE {schema}.items i SET phase = u.phase, attempts = u.attempts, \
                  updated_at = u.updated_at, not_before = u.not_before, lease_owner = u.owner, \
-                 lease_until = u.until, last_error = u.error, metadata = u.metadata \
+                 lease_until = u.until, last_error = coalesce(u.error, i.last_error), \
+                 metadata = coalesce(u.metadata, i.metadata) \
                  FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::bigint[], \
                  $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::json[]) \
                  AS u(key, phase, attempts, updated_at, not_before, owner, until, error, metadata) \
@@ -145,7 +167,7 @@ impl Sql {
             ),
             delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
             add_counts: r("SELECT {schema}.add_counts($1, $2, $3)"),
-            empty_trash: r("SELECT {schema}.empty_trash($1, $2)"),
+            empty_trash: r("SELECT {schema}.empty_trash($1, $2, $3)"),
             trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),
             fire: r("SELECT {schema}.fire($1, $2::jsonb, $3)"),
             name_insert: r(

@@ -1,10 +1,15 @@
 //! Deleting what `reset` and `delete_queue` threw away: their generations' rows go in
 //! batches of [`BATCH`], each its own short transaction, in the background, so that neither
 //! call holds locks for the time a large queue takes to delete. Rows of a thrown-away
-//! generation are invisible to every call from the moment it commits.
+//! generation are invisible to every call from the moment it commits. A generation is
+//! forgotten (and a deleted queue's key sequence dropped) once its rows are gone and the
+//! grace period ([`crate::PostgresOptions::trash_grace`]) has passed, so that a push that
+//! read it just before it was thrown away has landed and been deleted too.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 
 use crate::PostgresBackend;
@@ -17,39 +22,65 @@ pub(crate) fn wake(backend: &PostgresBackend) {
     backend.inner.trash_wake.notify_one();
 }
 
-/// Empties the trash whenever woken (and once at start, for what an earlier process left),
-/// until `stop` closes.
-pub(crate) async fn clean(
-    pool: Pool,
-    sql: Arc<(String, String)>,
-    wake: Arc<Notify>,
-    mut stop: watch::Receiver<()>,
-) {
+/// What the cleaner runs: the statements listing and emptying the trash, and the grace.
+pub(crate) struct Cleaner {
+    pub(crate) pool: Pool,
+    pub(crate) list: String,
+    pub(crate) empty_one: String,
+    pub(crate) grace: Duration,
+    pub(crate) wake: Arc<Notify>,
+}
+
+/// Empties the trash whenever woken (and at start, for what an earlier process left), and
+/// again while generations wait out their grace period, until `stop` closes.
+pub(crate) async fn clean(cleaner: Cleaner, mut stop: watch::Receiver<()>) {
     loop {
-        if let Err(e) = empty(&pool, &sql).await {
-            tracing::warn!(error = %e, "could not delete the rows of a reset or deleted queue yet");
-        }
+        let waiting = match empty(&cleaner).await {
+            Ok(left) => left,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete the rows of a reset or deleted queue yet");
+                true
+            }
+        };
+        let recheck = if waiting {
+            cleaner
+                .grace
+                .clamp(Duration::from_millis(50), Duration::from_secs(10))
+        } else {
+            Duration::MAX
+        };
         tokio::select! {
-            () = wake.notified() => {}
+            () = cleaner.wake.notified() => {}
+            () = sleep(recheck) => {}
             _ = stop.changed() => return,
         }
     }
 }
 
-async fn empty(pool: &Pool, sql: &(String, String)) -> Result<(), String> {
-    let (list, empty_one) = sql;
-    let conn = pool.get().await.map_err(|e| e.to_string())?;
+async fn sleep(d: Duration) {
+    if d == Duration::MAX {
+        std::future::pending::<()>().await;
+    } else {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Empties every generation in the trash; whether any is still there (waiting out its
+/// grace period).
+async fn empty(cleaner: &Cleaner) -> Result<bool, String> {
+    let conn = cleaner.pool.get().await.map_err(|e| e.to_string())?;
+    let grace = i64::try_from(cleaner.grace.as_millis()).unwrap_or(i64::MAX);
     let gens: Vec<i64> = conn
-        .query(list, &[])
+        .query(&cleaner.list, &[])
         .await
         .map_err(|e| e.to_string())?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    for generation in gens {
+    for generation in &gens {
         loop {
             let deleted: i64 = conn
-                .query_one(empty_one, &[&generation, &BATCH])
+                .query_one(&cleaner.empty_one, &[generation, &BATCH, &grace])
                 .await
                 .map_err(|e| e.to_string())?
                 .get(0);
@@ -59,5 +90,12 @@ async fn empty(pool: &Pool, sql: &(String, String)) -> Result<(), String> {
             tokio::task::yield_now().await;
         }
     }
-    Ok(())
+    if gens.is_empty() {
+        return Ok(false);
+    }
+    let left = conn
+        .query(&cleaner.list, &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(!left.is_empty())
 }

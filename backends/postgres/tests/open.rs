@@ -152,7 +152,8 @@ async fn many_backends_opening_one_fresh_schema_at_once_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_and_delete_answer_at_once_and_the_rows_go_in_the_background() {
-    let options = testing::options();
+    let mut options = testing::options();
+    options.trash_grace = Duration::from_millis(200);
     let schema = options.schema.clone();
     let backend = PostgresBackend::open(options).await.expect("open");
     let store = Store::new(backend.clone());
@@ -193,17 +194,23 @@ async fn reset_and_delete_answer_at_once_and_the_rows_go_in_the_background() {
         .expect("push");
     assert!(store.delete_queue(&other).await.expect("delete"));
 
-    // The background task deletes the old rows, then forgets the generations.
+    // The background task deletes the old rows, then (after the grace period) forgets the
+    // generations and drops the deleted queue's key sequence.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let rows = scalar(&format!("SELECT count(*) FROM {schema}.items")).await;
         let trash = scalar(&format!("SELECT count(*) FROM {schema}.trash")).await;
-        if rows == 1 && trash == 0 {
+        let sequences = scalar(&format!(
+            "SELECT count(*) FROM pg_sequences WHERE schemaname = '{schema}' \
+             AND sequencename LIKE 'keys_%'"
+        ))
+        .await;
+        if rows == 1 && trash == 0 && sequences == 1 {
             break;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{rows} rows and {trash} generations left in the trash"
+            "{rows} rows, {trash} generations in the trash, {sequences} key sequences"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

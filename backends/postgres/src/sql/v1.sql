@@ -76,8 +76,14 @@ CREATE TABLE {schema}.names (
 );
 CREATE INDEX names_by_age ON {schema}.names (space, created_at);
 
+-- A generation stays here until its rows are gone and a grace period has passed since it
+-- was thrown away: a push that read the old generation just before (the backend's own
+-- pushes do not lock the queue row) has committed by then, and its row is deleted too. A
+-- deleted queue's key sequence is dropped at the same time, not before.
 CREATE TABLE {schema}.trash (
-    gen  bigint PRIMARY KEY
+    gen      bigint PRIMARY KEY,
+    since    timestamptz NOT NULL DEFAULT now(),
+    key_seq  regclass
 );
 
 -- The counter shard of this session: each session keeps to one shard, so two sessions
@@ -101,22 +107,6 @@ $$;
 CREATE FUNCTION {schema}.now_ms() RETURNS bigint LANGUAGE sql VOLATILE AS
 $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
 
--- The queue's row, locked so that no `reset` or `delete_queue` can move it to a new
--- generation until this transaction ends (both take the row's exclusive lock): an item
--- inserted into the generation read here can never land in one already thrown away.
--- Raises HS404 for a missing queue.
-CREATE FUNCTION {schema}.lock_queue(p_queue text) RETURNS {schema}.queues
-LANGUAGE plpgsql AS $$
-DECLARE
-    q {schema}.queues;
-BEGIN
-    SELECT * INTO q FROM {schema}.queues WHERE id = p_queue FOR KEY SHARE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE = format('queue `%s` does not exist', p_queue);
-    END IF;
-    RETURN q;
-END $$;
-
 CREATE FUNCTION {schema}.create_queue(
     p_id text, p_ttl_ms bigint, p_retention text, p_created_at bigint, p_metadata json
 ) RETURNS void LANGUAGE plpgsql AS $$
@@ -134,12 +124,12 @@ EXCEPTION WHEN unique_violation THEN
     RAISE EXCEPTION USING ERRCODE = 'HS409', MESSAGE = format('queue `%s` already exists', p_id);
 END $$;
 
--- Pushes a batch: all or nothing, keys in batch order; returns the keys, or NULL for a
--- missing queue. The same statement the backend sends for `push` (see `sql.rs`): the
--- queue row is locked against `reset` and `delete_queue` (as in `lock_queue`), the keys
--- come from the queue's sequence in batch order (PostgreSQL evaluates `nextval` after the
--- sort), and the pending counter is written in the same statement (inserts have no
--- trigger: pushing is the hot path).
+-- Pushes a batch in the caller's transaction: all or nothing, keys in batch order; returns
+-- the keys, or NULL for a missing queue. The statement `push_in` sends (`push_locked` in
+-- `sql.rs`): the queue row stays locked against `reset` and `delete_queue` until the
+-- transaction ends, the keys come from the queue's sequence in batch order (PostgreSQL
+-- evaluates `nextval` after the sort), and the pending counter is written in the same
+-- statement.
 CREATE FUNCTION {schema}.push_many(
     p_queue text, p_payloads bytea[], p_metadata json[], p_not_before bigint[], p_now bigint
 ) RETURNS bigint[] LANGUAGE sql AS $$
@@ -244,7 +234,7 @@ BEGIN
     RETURN removed;
 END $$;
 
--- Deletes a queue and its key sequence; its items are deleted in batches afterwards.
+-- Deletes a queue; its items (and its key sequence) are deleted in the background.
 CREATE FUNCTION {schema}.delete_queue(p_queue text) RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     q {schema}.queues;
@@ -253,17 +243,18 @@ BEGIN
     IF NOT FOUND THEN
         RETURN false;
     END IF;
-    INSERT INTO {schema}.trash (gen) VALUES (q.gen);
-    EXECUTE format('DROP SEQUENCE %s', q.key_seq);
+    INSERT INTO {schema}.trash (gen, key_seq) VALUES (q.gen, q.key_seq);
     RETURN true;
 END $$;
 
--- Deletes up to `p_limit` rows of a thrown-away generation; once none are left, forgets
--- the generation. Returns how many rows it deleted.
-CREATE FUNCTION {schema}.empty_trash(p_gen bigint, p_limit integer) RETURNS bigint
-LANGUAGE plpgsql AS $$
+-- Deletes up to `p_limit` rows of a thrown-away generation; once none are left and
+-- `p_grace_ms` have passed since it was thrown away, drops its key sequence (a deleted
+-- queue's) and forgets it. Returns how many rows it deleted.
+CREATE FUNCTION {schema}.empty_trash(p_gen bigint, p_limit integer, p_grace_ms bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
     deleted bigint;
+    doomed_seq regclass;
 BEGIN
     WITH doomed AS (
         SELECT key FROM {schema}.items WHERE gen = p_gen ORDER BY key LIMIT p_limit
@@ -273,8 +264,15 @@ BEGIN
         RETURNING 1
     ) SELECT count(*) INTO deleted FROM gone;
     IF deleted = 0 AND NOT EXISTS (SELECT 1 FROM {schema}.items WHERE gen = p_gen) THEN
-        DELETE FROM {schema}.counts WHERE gen = p_gen;
-        DELETE FROM {schema}.trash WHERE gen = p_gen;
+        DELETE FROM {schema}.trash
+        WHERE gen = p_gen AND since <= now() - make_interval(secs => p_grace_ms / 1000.0)
+        RETURNING key_seq INTO doomed_seq;
+        IF FOUND THEN
+            DELETE FROM {schema}.counts WHERE gen = p_gen;
+            IF doomed_seq IS NOT NULL THEN
+                EXECUTE format('DROP SEQUENCE IF EXISTS %s', doomed_seq);
+            END IF;
+        END IF;
     END IF;
     RETURN deleted;
 END $$;
