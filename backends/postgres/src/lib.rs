@@ -11,15 +11,16 @@
 //!   once; a schema from a newer hookspool, or one holding other objects, is refused with
 //!   an [`OpenError`] that says so.
 //! - **Calls.** Each trait method is one statement or one short transaction: `push` one
-//!   function call; `claim` one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
+//!   plain statement (no lock on the queue row); `claim` one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
 //!   `(not_before, key)` order on a partial index of due pending items); `update_many` (the
 //!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
-//!   `DELETE`; `fetch`/`pop`/`dump` page by key; `reset` and `delete_queue` move the queue to
-//!   a new generation in a short transaction, and the old rows are deleted in batches in
-//!   the background. Durable on return: committed with `synchronous_commit = on`.
+//!   `DELETE` (plus the counter update, sent with them); `fetch`/`pop`/`dump` page by key;
+//!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,
+//!   and the old rows are deleted in batches in the background. Durable on return: committed with `synchronous_commit = on`.
 //! - **Counts** come from sharded counter rows (one per session shard, queue generation and
-//!   phase) kept by statement triggers and summed on read: O(1) in the queue's size, and no
-//!   single hot row for every writer to wait on.
+//!   phase), written by each statement that changes phases in its own transaction and
+//!   summed on read: O(1) in the queue's size, and no single hot row for every writer to
+//!   wait on.
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the

@@ -5,12 +5,12 @@
 --            `delete_queue` move a queue to a new generation in one short transaction and
 --            leave the old generation's rows to be deleted in batches (see `trash`), so no
 --            call holds locks for the time it takes to delete a large queue.
+--   names    first-writer-wins records (see below).
 --   items    one row per item, keyed by (gen, key). Timestamps are milliseconds since the
 --            epoch (bigint), as in the engine's model.
 --   counts   item counts by (gen, phase) in sharded rows, summed on read (written by each
 --            statement that changes phases, in the same transaction): `count` costs the same at 10 items or 10 million, and writers
 --            in different sessions update different rows instead of one hot row.
---   names    first-writer-wins records shared by every process (idempotency keys).
 --   trash    generations whose rows are still being deleted.
 --
 -- Keys come from one sequence per queue: `nextval` never waits for another transaction's
