@@ -206,27 +206,11 @@ impl<B: Backend> Deliverer<B> {
     /// another error.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tokio::pin!(shutdown);
-        let mut delay = Duration::from_millis(100);
+        let mut restarts = crate::restarts::Restarts::new("delivery");
         loop {
             let (result, stopping) = self.clone().run_once(shutdown.as_mut()).await;
-            match result {
-                // Stopping, and the store is gone: what the loop held stays leased to this
-                // node, which takes it back when it starts again (or others once the leases
-                // expire). Nothing is lost; the shutdown itself went as asked.
-                Err(e) if stopping && e.is_unavailable() => {
-                    tracing::warn!(error = %e, "stopped without giving back the deliveries in flight: the store is unavailable");
-                    return Ok(());
-                }
-                other if stopping => return other,
-                Err(e) if e.is_unavailable() => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "the store is unavailable; the delivery loop waits");
-                    tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                other => return other,
+            if let Some(done) = restarts.after(result, stopping, shutdown.as_mut()).await {
+                return done;
             }
         }
     }

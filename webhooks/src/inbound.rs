@@ -524,24 +524,11 @@ impl<B: Backend> Callbacks<B> {
     /// the delivery loop does.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         tokio::pin!(shutdown);
-        let mut delay = Duration::from_millis(100);
+        let mut restarts = crate::restarts::Restarts::new("callback");
         loop {
             let (result, stopping) = self.run_once(shutdown.as_mut()).await;
-            match result {
-                Err(e) if stopping && e.is_unavailable() => {
-                    tracing::warn!(error = %e, "stopped without giving back the callbacks in flight: the store is unavailable");
-                    return Ok(());
-                }
-                other if stopping => return other,
-                Err(e) if e.is_unavailable() => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "the store is unavailable; the callback loop waits");
-                    tokio::select! {
-                        () = &mut shutdown => return Ok(()),
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                other => return other,
+            if let Some(done) = restarts.after(result, stopping, shutdown.as_mut()).await {
+                return done;
             }
         }
     }

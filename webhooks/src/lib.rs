@@ -86,6 +86,8 @@ mod json;
 #[cfg(feature = "delivery")]
 mod net;
 #[cfg(feature = "delivery")]
+mod restarts;
+#[cfg(feature = "delivery")]
 mod retry;
 #[cfg(feature = "signing")]
 mod secret;

@@ -111,6 +111,25 @@ impl PostgresBackend {
         Ok(conn.query_opt(&stmt, &[&queue.as_str()]).await?.is_some())
     }
 
+    /// `fetch` (or, with `pop`, `pop`) of the selected items: one statement, and a second
+    /// only when it found nothing, to tell an empty answer from a missing queue.
+    async fn select(&self, queue: &QueueId, selector: &Selector, pop: bool) -> Result<Vec<Item>> {
+        let sql = &self.inner.sql;
+        let (text, params, reverse) = sql.select(selector, pop);
+        run!(self, Some(queue), conn, {
+            let stmt = conn.prepare_cached(text).await?;
+            let name = queue.as_str();
+            let mut all: Vec<&(dyn ToSql + Sync)> = vec![&name];
+            all.extend(params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)));
+            let rows = conn.query(&stmt, &all).await?;
+            if rows.is_empty() && !Self::exists(&conn, sql, queue).await? {
+                return Err(Failure::Engine(Error::QueueNotFound(queue.clone())));
+            }
+            let items = rows.iter().map(rows::item).collect::<Result<Vec<_>>>()?;
+            Ok(sorted_by_key(items, reverse))
+        })
+    }
+
     /// Reads, checks and applies `updates` in one transaction: the rows are locked in key
     /// order, the transitions applied in memory in the order given (each seeing those before
     /// it), and the results written with one `UPDATE` and one `DELETE`. With `payloads`, the
@@ -222,6 +241,27 @@ impl PostgresBackend {
 struct Replaced {
     errors: std::collections::BTreeSet<Key>,
     metadata: std::collections::BTreeSet<Key>,
+}
+
+/// Payloads, metadata and not-before times, as arrays.
+pub(crate) type PushColumns = (
+    Vec<Vec<u8>>,
+    Vec<Json<BTreeMap<String, String>>>,
+    Vec<Option<i64>>,
+);
+
+/// A batch to push as the push statement's array parameters: payloads, metadata and
+/// not-before times.
+pub(crate) fn push_columns(items: Vec<NewItem>) -> PushColumns {
+    let mut payloads = Vec::with_capacity(items.len());
+    let mut metadata = Vec::with_capacity(items.len());
+    let mut not_before = Vec::with_capacity(items.len());
+    for item in items {
+        payloads.push(item.payload);
+        metadata.push(Json(item.metadata));
+        not_before.push(item.not_before.map(ms));
+    }
+    (payloads, metadata, not_before)
 }
 
 /// Count changes by phase, from a batch of transitions.
@@ -453,14 +493,7 @@ impl Backend for PostgresBackend {
 
     async fn push(&self, queue: &QueueId, items: Vec<NewItem>, now: Timestamp) -> Result<Vec<Key>> {
         let sql = &self.inner.sql;
-        let mut payloads = Vec::with_capacity(items.len());
-        let mut metadata = Vec::with_capacity(items.len());
-        let mut not_before = Vec::with_capacity(items.len());
-        for item in items {
-            payloads.push(item.payload);
-            metadata.push(Json(item.metadata));
-            not_before.push(item.not_before.map(ms));
-        }
+        let (payloads, metadata, not_before) = push_columns(items);
         let keys = run!(self, Some(queue), conn, {
             let stmt = conn.prepare_cached(&sql.push).await?;
             let row = conn
@@ -482,37 +515,11 @@ impl Backend for PostgresBackend {
     }
 
     async fn fetch(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {
-        let sql = &self.inner.sql;
-        let (text, params, reverse) = sql.select(selector, false);
-        run!(self, Some(queue), conn, {
-            let stmt = conn.prepare_cached(text).await?;
-            let name = queue.as_str();
-            let mut all: Vec<&(dyn ToSql + Sync)> = vec![&name];
-            all.extend(params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)));
-            let rows = conn.query(&stmt, &all).await?;
-            if rows.is_empty() && !Self::exists(&conn, sql, queue).await? {
-                return Err(Failure::Engine(Error::QueueNotFound(queue.clone())));
-            }
-            let items = rows.iter().map(rows::item).collect::<Result<Vec<_>>>()?;
-            Ok(sorted_by_key(items, reverse))
-        })
+        self.select(queue, selector, false).await
     }
 
     async fn pop(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {
-        let sql = &self.inner.sql;
-        let (text, params, reverse) = sql.select(selector, true);
-        let items = run!(self, Some(queue), conn, {
-            let stmt = conn.prepare_cached(text).await?;
-            let name = queue.as_str();
-            let mut all: Vec<&(dyn ToSql + Sync)> = vec![&name];
-            all.extend(params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)));
-            let rows = conn.query(&stmt, &all).await?;
-            if rows.is_empty() && !Self::exists(&conn, sql, queue).await? {
-                return Err(Failure::Engine(Error::QueueNotFound(queue.clone())));
-            }
-            let items = rows.iter().map(rows::item).collect::<Result<Vec<_>>>()?;
-            Ok(sorted_by_key(items, reverse))
-        })?;
+        let items = self.select(queue, selector, true).await?;
         if !items.is_empty() {
             self.announce(queue);
         }

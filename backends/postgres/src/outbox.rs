@@ -4,7 +4,6 @@
 
 use hookspool::{Key, Limits, NewItem, QueueId, Result};
 use tokio_postgres::Transaction;
-use tokio_postgres::types::Json;
 
 use crate::PostgresBackend;
 use crate::error::map;
@@ -28,14 +27,7 @@ impl PostgresBackend {
     ) -> Result<Vec<Key>> {
         Limits::default().check_items(&items)?;
         let now = hookspool::Timestamp::now();
-        let mut payloads = Vec::with_capacity(items.len());
-        let mut metadata = Vec::with_capacity(items.len());
-        let mut not_before = Vec::with_capacity(items.len());
-        for item in items {
-            payloads.push(item.payload);
-            metadata.push(Json(item.metadata));
-            not_before.push(item.not_before.map(ms));
-        }
+        let (payloads, metadata, not_before) = crate::backend::push_columns(items);
         let sql = &self.inner.sql;
         let row = tx
             .query_one(
