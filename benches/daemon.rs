@@ -17,28 +17,21 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use hookspool_webhooks::HEADER_WEBHOOK_ID;
 use serde_json::Value;
 
-use common::raw::{self, percentile_us};
-use common::table::{Table, micros, rate, ratio, ratio_to, spread};
+use common::daemon::{
+    self, Daemon, EVENT, PATTERN, Receiver, Requests, client, daemon_binary, event_payload,
+    process_cpu_secs, receipt_figures, request, single_delivery_id,
+};
+use common::raw;
+use common::table::{
+    Table, cpu_per_op, median, micros, millis, pair, rate, ratio, ratio_to, spread,
+};
 use common::{
-    BenchResult, ChildArgs, Metrics, PAYLOAD_LEN, Samples, Settings, child_main, data_root,
-    print_footer, print_header, run_case, scratch,
+    BenchResult, ChildArgs, Metrics, Samples, Settings, child_main, data_root, print_footer,
+    print_header, run_case, scratch,
 };
 
 fn main() -> BenchResult<()> {
@@ -59,17 +52,8 @@ const PUSH: &str = "push";
 
 /// Concurrent keep-alive clients, each with its own connection.
 const CLIENTS: [usize; 2] = [1, 16];
-/// The event every publish names, and the pattern the receiver subscribes to.
-const EVENT: &str = "bench.created";
-const PATTERN: &str = "bench.*";
 /// The queue of the push case.
 const QUEUE: &str = "bench";
-/// The daemon's bearer token (at least 16 characters, as the daemon requires).
-const TOKEN: &str = "hookspool-bench-token-0123456789";
-/// A run that takes longer than this has stalled.
-const STALL: Duration = Duration::from_mins(5);
-/// How long SIGTERM may take: the daemon's default grace for requests is 10 s.
-const STOP_TIMEOUT: Duration = Duration::from_mins(1);
 
 // ---- parent: builds the daemon, plans the runs, prints the tables ------------------------
 
@@ -155,44 +139,6 @@ fn parent() -> BenchResult<()> {
     Ok(())
 }
 
-/// The daemon binary: `$HOOKSPOOL_BIN`, else the one `cargo build` makes in the target dir
-/// this bench runs under (release; debug for a smoke run, which must stay quick).
-fn daemon_binary(smoke: bool) -> BenchResult<PathBuf> {
-    if let Some(bin) = std::env::var_os("HOOKSPOOL_BIN") {
-        let bin = PathBuf::from(bin);
-        if !bin.is_file() {
-            return Err(format!("HOOKSPOOL_BIN={} is not a file", bin.display()).into());
-        }
-        return Ok(bin);
-    }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("the benches package has no parent directory")?;
-    // A relative CARGO_TARGET_DIR is taken from the workspace root, where cargo runs below.
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), |d| workspace.join(d));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(workspace)
-        .args(["build", "-p", "hookspool-cli", "--bin", "hookspool"]);
-    if !smoke {
-        build.arg("--release");
-    }
-    eprintln!("daemon: building the hookspool binary ({build:?})");
-    let status = build.stdin(Stdio::null()).status()?;
-    if !status.success() {
-        return Err(format!("building the daemon failed: {status}").into());
-    }
-    let bin = target
-        .join(if smoke { "debug" } else { "release" })
-        .join("hookspool");
-    if !bin.is_file() {
-        return Err(format!("the build made no {}", bin.display()).into());
-    }
-    Ok(bin)
-}
-
 fn print_tables(samples: &Samples, plan: &[Planned], n: usize) {
     print_baseline(samples, plan, n);
     print_requests(samples, plan, n);
@@ -204,7 +150,8 @@ fn print_tables(samples: &Samples, plan: &[Planned], n: usize) {
          measuring process, answering 204) first sees its webhook-id; every published \
          delivery must arrive (else the bench fails), and repeats are counted as duplicates \
          (at-least-once delivery allows them). The clients, the receiver and the daemon share \
-         the machine's CPUs. Ratio = requests (or deliveries) per second ÷ the raw \
+         the machine's CPUs; CPU is user + system time from /proc, over the publishing phase \
+         (and, with a subscription, until the last delivery arrived), divided by N. Ratio = requests (or deliveries) per second ÷ the raw \
          baseline's records per second. Medians over the runs.\n"
     );
     for p in plan.iter().filter(|p| p.case == PUBLISH) {
@@ -235,7 +182,7 @@ fn print_baseline(samples: &Samples, plan: &[Planned], n: usize) {
         t.row(vec![
             "write + fdatasync per record, 1 writer".into(),
             n.to_string(),
-            median_of(samples, &p.id, "ops_per_s", rate),
+            median(samples.get(&p.id, "ops_per_s"), rate),
             spread(samples.get(&p.id, "us_per_op"), micros),
             pair(samples, &p.id, "p50_us", "p99_us", micros),
         ]);
@@ -244,7 +191,7 @@ fn print_baseline(samples: &Samples, plan: &[Planned], n: usize) {
         t.row(vec![
             "group commit, 16 threads sharing fdatasyncs".into(),
             n.to_string(),
-            median_of(samples, &p.id, "ops_per_s", rate),
+            median(samples.get(&p.id, "ops_per_s"), rate),
             spread(samples.get(&p.id, "us_per_op"), micros),
             pair(samples, &p.id, "p50_us", "p99_us", micros),
         ]);
@@ -264,6 +211,7 @@ fn print_requests(samples: &Samples, plan: &[Planned], n: usize) {
             "ratio to fdatasync per record",
             "latency p50 / p99 ms",
             "daemon peak RSS MiB",
+            "CPU µs per request: daemon / clients + receiver",
         ],
     );
     for p in plan.iter().filter(|p| is_daemon_case(p.case)) {
@@ -280,9 +228,14 @@ fn print_requests(samples: &Samples, plan: &[Planned], n: usize) {
             spread(samples.get(&p.id, "ops_per_s"), rate),
             ratio_to(samples, &p.id, RAW_PER_RECORD),
             pair(samples, &p.id, "p50_us", "p99_us", |us| millis(us / 1e3)),
-            median_of(samples, &p.id, "daemon_rss_kib", |k| {
+            median(samples.get(&p.id, "daemon_rss_kib"), |k| {
                 format!("{:.1}", k / 1024.0)
             }),
+            format!(
+                "{} / {}",
+                cpu_per_op(samples, &p.id, "daemon_cpu_s", n),
+                cpu_per_op(samples, &p.id, "bench_cpu_s", n)
+            ),
         ]);
     }
     t.print();
@@ -329,34 +282,6 @@ fn is_daemon_case(case: &str) -> bool {
     matches!(case, PUBLISH | PUBLISH_NO_SUB | PUSH)
 }
 
-/// The median of one figure, or `-`.
-fn median_of(samples: &Samples, id: &str, key: &str, fmt: impl Fn(f64) -> String) -> String {
-    samples
-        .get(id, key)
-        .map_or_else(|| "-".into(), |s| fmt(s.median))
-}
-
-/// `a / b` of two figures, medians over the runs.
-fn pair(samples: &Samples, id: &str, a: &str, b: &str, fmt: fn(f64) -> String) -> String {
-    match (samples.get(id, a), samples.get(id, b)) {
-        (Some(a), Some(b)) => format!("{} / {}", fmt(a.median), fmt(b.median)),
-        _ => "-".into(),
-    }
-}
-
-/// Milliseconds with precision fitting their size.
-fn millis(x: f64) -> String {
-    if !x.is_finite() {
-        "-".into()
-    } else if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
-}
-
 // ---- child: one measurement -------------------------------------------------------------
 
 fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
@@ -375,18 +300,6 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
     }
 }
 
-/// What the publishing phase of one run saw.
-struct Published {
-    /// Per-request latency as the client saw it.
-    latencies: Vec<Duration>,
-    /// When the request that created each delivery id was sent.
-    sent_at: HashMap<String, Instant>,
-    /// When the first request was sent.
-    start: Instant,
-    /// The publishing phase's duration.
-    secs: f64,
-}
-
 /// Starts a daemon (and for [`PUBLISH`] a receiver), sends `n` requests from `clients`
 /// clients, waits for the deliveries, stops the daemon with SIGTERM and checks the receipts.
 fn measure_daemon(
@@ -398,459 +311,90 @@ fn measure_daemon(
     clients: usize,
 ) -> BenchResult<Metrics> {
     let receiver = Receiver::start()?;
-    let daemon = Daemon::start(bin, backend, dir)?;
+    let daemon = Daemon::start(bin, dir, "daemon", &[], &["--backend", backend])?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let base = format!("http://{}", daemon.addr);
+    let base = daemon.base();
     let published = rt.block_on(async {
         let setup = client()?;
-        match case {
+        let kind = match case {
             PUBLISH => {
                 let sub = serde_json::json!({
                     "event": PATTERN,
                     "target_url": format!("http://{}/hook", receiver.addr),
                 });
                 request(&setup, &format!("{base}/hooks/subscribe"), &sub, 201).await?;
+                Requests {
+                    path: "/events".into(),
+                    body: event,
+                    expect: 202,
+                    answer: |a| single_delivery_id(a).map(Some),
+                }
             }
             PUSH => {
                 let queue = serde_json::json!({ "id": QUEUE });
                 request(&setup, &format!("{base}/queues"), &queue, 201).await?;
+                Requests {
+                    path: format!("/queues/{QUEUE}/items"),
+                    body: |seq| Ok(serde_json::json!({ "payload": event_payload(seq)? })),
+                    expect: 201,
+                    answer: |_| Ok(None),
+                }
             }
-            _ => {}
-        }
-        let published = publish_all(case, &base, n, clients).await?;
+            _ => Requests {
+                path: "/events".into(),
+                body: event,
+                expect: 202,
+                answer: no_delivery,
+            },
+        };
+        let cpu_before = (daemon.cpu_secs(), process_cpu_secs("self", false));
+        let published = daemon::publish_all(std::slice::from_ref(&base), clients, n, &kind).await?;
         if case == PUBLISH {
             receiver.wait_for(n).await?;
         }
-        Ok::<_, common::BoxError>(published)
+        let cpu_after = (daemon.cpu_secs(), process_cpu_secs("self", false));
+        Ok::<_, common::BoxError>((published, cpu_before, cpu_after))
     });
     // Read before stopping: the daemon's own high-water mark of resident memory.
     let rss = daemon.peak_rss_kib();
     // Stopped whatever happened, so that no daemon outlives a failed run.
     let stopped = daemon.stop();
-    let published = published?;
+    let (published, before, after) = published?;
     stopped?;
 
-    let mut lat = published.latencies;
-    let mut m = Metrics::from([
-        ("ops".into(), n as f64),
-        ("secs".into(), published.secs),
-        ("p50_us".into(), percentile_us(&mut lat, 50)),
-        ("p99_us".into(), percentile_us(&mut lat, 99)),
-    ]);
+    let mut m = published.metrics();
     if let Some(kib) = rss {
         m.insert("daemon_rss_kib".into(), kib);
     }
+    let cpu = [
+        ("daemon_cpu_s", after.0.zip(before.0)),
+        ("bench_cpu_s", after.1.zip(before.1)),
+    ];
+    for (key, secs) in cpu {
+        if let Some((a, b)) = secs {
+            m.insert(key.into(), a - b);
+        }
+    }
     if case == PUBLISH {
         // Checked after the daemon stopped, so a late repeat is counted too.
-        let receipts = receiver.check(&published.sent_at)?;
-        let e2e = receipts
-            .last
-            .saturating_duration_since(published.start)
-            .as_secs_f64();
-        let mut lat = receipts.latencies;
-        m.insert("e2e_secs".into(), e2e);
-        m.insert("e2e_per_s".into(), n as f64 / e2e);
-        m.insert("receipt_p50_ms".into(), percentile_us(&mut lat, 50) / 1e3);
-        m.insert("receipt_p99_ms".into(), percentile_us(&mut lat, 99) / 1e3);
-        m.insert("duplicates".into(), receipts.duplicates as f64);
-        if receipts.duplicates > 0 {
-            eprintln!(
-                "WARNING: {} duplicate deliveries (at-least-once delivery allows them)",
-                receipts.duplicates
-            );
-        }
+        let receipts = receiver.check(&published)?;
+        receipt_figures(&mut m, &receipts, &published);
     }
     Ok(m)
 }
 
-/// An HTTP client with its own connection pool, keep-alive, and no proxy (all traffic stays
-/// on 127.0.0.1 whatever the environment says).
-fn client() -> BenchResult<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .timeout(STALL)
-        .build()?)
+/// The body of publish `seq`.
+fn event(seq: usize) -> BenchResult<Value> {
+    Ok(serde_json::json!({ "event": EVENT, "payload": event_payload(seq)? }))
 }
 
-/// POSTs `body` as JSON with the token, checks the status, returns the answer's JSON.
-async fn request(
-    client: &reqwest::Client,
-    url: &str,
-    body: &Value,
-    expect: u16,
-) -> BenchResult<Value> {
-    let resp = client
-        .post(url)
-        .bearer_auth(TOKEN)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(body)?)
-        .send()
-        .await?;
-    let status = resp.status();
-    let bytes = resp.bytes().await?;
-    if status.as_u16() != expect {
-        return Err(format!(
-            "POST {url}: {status} (expected {expect}): {}",
-            String::from_utf8_lossy(&bytes)
-        )
-        .into());
-    }
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
-/// A 256-byte JSON payload (the size of every other bench's records).
-fn event_payload(seq: usize) -> BenchResult<Value> {
-    let head = format!("{{\"seq\":{seq},\"pad\":\"");
-    let pad = PAYLOAD_LEN.saturating_sub(head.len() + 2);
-    Ok(serde_json::from_str(&format!(
-        "{head}{}\"}}",
-        "x".repeat(pad)
-    ))?)
-}
-
-/// Sends `n` requests of `case` from `clients` concurrent clients, each sending its next
-/// request once the previous one is answered; every answer must be the expected success.
-async fn publish_all(case: &str, base: &str, n: usize, clients: usize) -> BenchResult<Published> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let (url, expect) = if case == PUSH {
-        (format!("{base}/queues/{QUEUE}/items"), 201)
+/// A publish with no subscription must create no delivery.
+fn no_delivery(answer: &Value) -> BenchResult<Option<String>> {
+    if answer["delivery_ids"] == serde_json::json!([]) {
+        Ok(None)
     } else {
-        (format!("{base}/events"), 202)
-    };
-    // Connected before the clock starts, so that connection setup is not timed.
-    let mut conns = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let c = client()?;
-        let resp = c.get(format!("{base}/healthz")).send().await?;
-        if !resp.status().is_success() {
-            return Err(format!("GET /healthz: {}", resp.status()).into());
-        }
-        resp.bytes().await?;
-        conns.push(c);
+        Err(format!("no subscription, yet deliveries: {answer}").into())
     }
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in conns {
-        let (next, url, case) = (Arc::clone(&next), url.clone(), case.to_owned());
-        tasks.spawn(async move {
-            let mut lat = Vec::new();
-            let mut sent = Vec::new();
-            loop {
-                let seq = next.fetch_add(1, Ordering::Relaxed);
-                if seq >= n {
-                    break;
-                }
-                let body = if case == PUSH {
-                    serde_json::json!({ "payload": event_payload(seq)? })
-                } else {
-                    serde_json::json!({ "event": EVENT, "payload": event_payload(seq)? })
-                };
-                let at = Instant::now();
-                let answer = request(&c, &url, &body, expect).await?;
-                lat.push(at.elapsed());
-                if case == PUBLISH {
-                    let id = single_delivery_id(&answer)?;
-                    sent.push((id, at));
-                } else if case == PUBLISH_NO_SUB && answer["delivery_ids"] != serde_json::json!([])
-                {
-                    return Err(format!("no subscription, yet deliveries: {answer}").into());
-                }
-            }
-            Ok::<_, common::BoxError>((lat, sent))
-        });
-    }
-    let mut latencies = Vec::with_capacity(n);
-    let mut sent_at = HashMap::with_capacity(n);
-    while let Some(r) = tasks.join_next().await {
-        let (lat, sent) = r??;
-        latencies.extend(lat);
-        sent_at.extend(sent);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    if latencies.len() != n {
-        return Err(format!("{} of {n} requests answered", latencies.len()).into());
-    }
-    if case == PUBLISH && sent_at.len() != n {
-        return Err(format!("{n} publishes gave {} distinct delivery ids", sent_at.len()).into());
-    }
-    Ok(Published {
-        latencies,
-        sent_at,
-        start,
-        secs,
-    })
-}
-
-/// The one delivery id of a 202 to a publish reaching one subscription.
-fn single_delivery_id(answer: &Value) -> BenchResult<String> {
-    match answer["delivery_ids"].as_array().map(Vec::as_slice) {
-        Some([Value::String(id)]) => Ok(id.clone()),
-        _ => Err(format!("one subscription, but the answer was {answer}").into()),
-    }
-}
-
-// ---- the daemon -------------------------------------------------------------------------
-
-/// A `hookspool serve` process on a free loopback port. Killed when dropped unless
-/// [`Daemon::stop`] stopped it.
-struct Daemon {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    /// Drains the daemon's stdout, so that it never writes into a closed pipe.
-    drain: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Daemon {
-    /// Starts the daemon with its data in `dir/data` and its log in `dir/daemon.log`, and
-    /// returns once it printed `listening on ADDR`.
-    fn start(bin: &Path, backend: &str, dir: &Path) -> BenchResult<Daemon> {
-        let log = dir.join("daemon.log");
-        let mut cmd = Command::new(bin);
-        // Settings only from the flags below: none from this environment.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HOOKSPOOL_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--backend", backend])
-            .args(["--token", TOKEN, "--allow-network", "127.0.0.0/8"])
-            .env("HOOKSPOOL_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log)?)
-            .spawn()?;
-        let mut out = BufReader::new(child.stdout.take().ok_or("no stdout pipe")?);
-        let mut line = String::new();
-        out.read_line(&mut line)?;
-        let drain = std::thread::spawn(move || {
-            let mut rest = Vec::new();
-            let _ = out.read_to_end(&mut rest);
-        });
-        let mut daemon = Daemon {
-            child,
-            addr: String::new(),
-            log,
-            drain: Some(drain),
-        };
-        match line.trim().strip_prefix("listening on ") {
-            Some(addr) => addr.clone_into(&mut daemon.addr),
-            None => {
-                return Err(format!(
-                    "the daemon printed {line:?}, not `listening on ADDR`{}",
-                    daemon.log_tail()
-                )
-                .into());
-            }
-        }
-        Ok(daemon)
-    }
-
-    /// The daemon's peak resident set (VmHWM), if it can be read.
-    fn peak_rss_kib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        line.trim_start_matches("VmHWM:")
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()
-    }
-
-    /// Sends SIGTERM and waits for the exit, which must be 0 (graceful shutdown).
-    fn stop(mut self) -> BenchResult<()> {
-        let kill = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()?;
-        if !kill.success() {
-            return Err(format!("kill -TERM {}: {kill}", self.child.id()).into());
-        }
-        let status = self.wait(STOP_TIMEOUT)?;
-        if let Some(drain) = self.drain.take() {
-            let _ = drain.join();
-        }
-        if !status.success() {
-            return Err(format!(
-                "the daemon exited with {status} after SIGTERM, not 0{}",
-                self.log_tail()
-            )
-            .into());
-        }
-        Ok(())
-    }
-
-    fn wait(&mut self, timeout: Duration) -> BenchResult<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the daemon did not exit within {timeout:?} of SIGTERM{}",
-                    self.log_tail()
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The end of the daemon's log, for error messages.
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!("; its log ends:\n{tail}")
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-// ---- the receiver -----------------------------------------------------------------------
-
-/// A keep-alive HTTP receiver on 127.0.0.1 that answers 204 at once and records, per
-/// `webhook-id`, when it first arrived and how often. It runs on its own thread and
-/// runtime, as a separate server would, and lives until the process exits.
-struct Receiver {
-    addr: std::net::SocketAddr,
-    state: Arc<Receipts>,
-}
-
-/// What the receiver got.
-struct Receipts {
-    /// Per `webhook-id`: first arrival and number of arrivals.
-    seen: Mutex<HashMap<String, (Instant, usize)>>,
-    /// How many distinct ids arrived.
-    distinct: tokio::sync::watch::Sender<usize>,
-}
-
-impl Receipts {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, (Instant, usize)>> {
-        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The receipts of the published deliveries, once every one arrived.
-struct Checked {
-    /// Publish request sent → first receipt, per delivery.
-    latencies: Vec<Duration>,
-    /// The last first receipt.
-    last: Instant,
-    /// Arrivals beyond the first, over all deliveries.
-    duplicates: usize,
-}
-
-impl Receiver {
-    fn start() -> BenchResult<Receiver> {
-        let state = Arc::new(Receipts {
-            seen: Mutex::default(),
-            distinct: tokio::sync::watch::Sender::new(0),
-        });
-        let shared = Arc::clone(&state);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let served = (|| -> BenchResult<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                    let _ = tx.send(Ok(listener.local_addr()?));
-                    let app = Router::new()
-                        .route("/hook", post(receive))
-                        .with_state(shared);
-                    axum::serve(listener, app).await?;
-                    Ok(())
-                })
-            })();
-            if let Err(e) = served {
-                let _ = tx.send(Err(e.to_string()));
-            }
-        });
-        let addr = rx.recv()??;
-        Ok(Receiver { addr, state })
-    }
-
-    /// Waits until `n` distinct deliveries arrived.
-    async fn wait_for(&self, n: usize) -> BenchResult<()> {
-        let mut distinct = self.state.distinct.subscribe();
-        let waited = tokio::time::timeout(STALL, distinct.wait_for(|&d| d >= n))
-            .await
-            .map(|r| r.map(|_| ()));
-        match waited {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(format!(
-                "stalled: {} of {n} deliveries received after {STALL:?}",
-                *self.state.distinct.borrow()
-            )
-            .into()),
-        }
-    }
-
-    /// Checks that every delivery in `sent_at` arrived and nothing else did, and measures.
-    fn check(&self, sent_at: &HashMap<String, Instant>) -> BenchResult<Checked> {
-        let seen = self.state.lock();
-        let missing = sent_at.keys().filter(|id| !seen.contains_key(*id)).count();
-        if missing > 0 {
-            return Err(format!("{missing} of {} deliveries never arrived", sent_at.len()).into());
-        }
-        if let Some(id) = seen.keys().find(|id| !sent_at.contains_key(*id)) {
-            return Err(format!("received {id}, which no publish answered").into());
-        }
-        let mut last = None::<Instant>;
-        let mut latencies = Vec::with_capacity(sent_at.len());
-        let mut duplicates = 0;
-        for (id, at) in sent_at {
-            if let Some(&(first, count)) = seen.get(id) {
-                latencies.push(first.saturating_duration_since(*at));
-                last = Some(last.map_or(first, |l| l.max(first)));
-                duplicates += count - 1;
-            }
-        }
-        Ok(Checked {
-            latencies,
-            last: last.ok_or("no deliveries")?,
-            duplicates,
-        })
-    }
-}
-
-async fn receive(
-    State(state): State<Arc<Receipts>>,
-    headers: HeaderMap,
-    _body: Bytes,
-) -> StatusCode {
-    let now = Instant::now();
-    if let Some(id) = headers.get(HEADER_WEBHOOK_ID).and_then(|v| v.to_str().ok()) {
-        let first = {
-            let mut seen = state.lock();
-            let entry = seen.entry(id.to_owned()).or_insert((now, 0));
-            entry.1 += 1;
-            entry.1 == 1
-        };
-        if first {
-            state.distinct.send_modify(|d| *d += 1);
-        }
-    }
-    StatusCode::NO_CONTENT
 }

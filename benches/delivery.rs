@@ -28,8 +28,9 @@ use hookspool_webhooks::{
 use tokio::sync::broadcast::error::RecvError;
 
 use common::backends::{AnyStore, Mode, runtime};
+use common::daemon::serve_loopback;
 use common::raw::{self, percentile_us};
-use common::table::{Table, median, micros, rate, ratio_to, rss_mib, spread};
+use common::table::{Table, median, micros, millis, pair, rate, ratio_to, rss_mib, spread};
 use common::{
     BenchResult, ChildArgs, Metrics, PAYLOAD_LEN, Samples, Settings, child_main, data_root,
     print_footer, print_header, run_case, scratch,
@@ -213,27 +214,6 @@ fn print_tables(samples: &Samples, plan: &[Planned]) {
          behind earlier deliveries. Ratio = deliveries/s ÷ the raw baseline's records/s. The \
          receiver runs in the measured process, on its own thread. Medians over the runs.\n"
     );
-}
-
-/// `a / b` of two figures, medians over the runs.
-fn pair(samples: &Samples, id: &str, a: &str, b: &str, fmt: fn(f64) -> String) -> String {
-    match (samples.get(id, a), samples.get(id, b)) {
-        (Some(a), Some(b)) => format!("{} / {}", fmt(a.median), fmt(b.median)),
-        _ => "-".into(),
-    }
-}
-
-/// Milliseconds with precision fitting their size.
-fn millis(x: f64) -> String {
-    if !x.is_finite() {
-        "-".into()
-    } else if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
-    }
 }
 
 // ---- child: one measurement -------------------------------------------------------------
@@ -445,28 +425,10 @@ type Seen = Arc<Mutex<HashMap<String, Instant>>>;
 impl Receiver {
     fn start() -> BenchResult<Receiver> {
         let first_seen: Seen = Arc::default();
-        let state = Arc::clone(&first_seen);
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let served = (|| -> BenchResult<()> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                    let _ = tx.send(Ok(listener.local_addr()?));
-                    let app = Router::new()
-                        .route("/hook/{sub}", post(receive))
-                        .with_state(state);
-                    axum::serve(listener, app).await?;
-                    Ok(())
-                })
-            })();
-            if let Err(e) = served {
-                let _ = tx.send(Err(e.to_string()));
-            }
-        });
-        let addr = rx.recv()??;
+        let app = Router::new()
+            .route("/hook/{sub}", post(receive))
+            .with_state(Arc::clone(&first_seen));
+        let addr = serve_loopback(app)?;
         Ok(Receiver { addr, first_seen })
     }
 

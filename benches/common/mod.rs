@@ -8,6 +8,8 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod daemon;
+pub mod pg;
 pub mod raw;
 pub mod sqlite;
 pub mod table;

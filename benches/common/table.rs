@@ -155,3 +155,33 @@ pub fn disk(samples: &Samples, case: &str, prefix: &str) -> String {
         _ => "-".into(),
     }
 }
+
+/// `a / b` of two figures of `case`, medians over the runs.
+pub fn pair(samples: &Samples, case: &str, a: &str, b: &str, fmt: fn(f64) -> String) -> String {
+    match (samples.get(case, a), samples.get(case, b)) {
+        (Some(a), Some(b)) => format!("{} / {}", fmt(a.median), fmt(b.median)),
+        _ => "-".into(),
+    }
+}
+
+/// Milliseconds with precision fitting their size.
+pub fn millis(x: f64) -> String {
+    if !x.is_finite() {
+        "-".into()
+    } else if x >= 100.0 {
+        format!("{x:.0}")
+    } else if x >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+/// CPU microseconds per operation: the median of the CPU seconds `key` of `case` over `n`.
+pub fn cpu_per_op(samples: &Samples, case: &str, key: &str, n: usize) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    samples.get(case, key).map_or_else(
+        || "-".into(),
+        |s| format!("{:.0}", s.median / n as f64 * 1e6),
+    )
+}
