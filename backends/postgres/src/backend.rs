@@ -493,20 +493,44 @@ impl Backend for PostgresBackend {
 
     async fn push(&self, queue: &QueueId, items: Vec<NewItem>, now: Timestamp) -> Result<Vec<Key>> {
         let sql = &self.inner.sql;
-        let (payloads, metadata, not_before) = push_columns(items);
-        let keys = run!(self, Some(queue), conn, {
-            let stmt = conn.prepare_cached(&sql.push).await?;
-            let row = conn
-                .query_one(
-                    &stmt,
-                    &[&queue.as_str(), &payloads, &metadata, &not_before, &ms(now)],
-                )
-                .await?;
-            match row.get::<_, Option<Vec<i64>>>(0) {
-                Some(keys) => Ok(keys),
-                None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
-            }
-        })?;
+        let keys = if let [item] = items.as_slice() {
+            let metadata = Json(&item.metadata);
+            let not_before = item.not_before.map(ms);
+            run!(self, Some(queue), conn, {
+                let stmt = conn.prepare_cached(&sql.push_one).await?;
+                let row = conn
+                    .query_opt(
+                        &stmt,
+                        &[
+                            &queue.as_str(),
+                            &item.payload,
+                            &metadata,
+                            &not_before,
+                            &ms(now),
+                        ],
+                    )
+                    .await?;
+                match row {
+                    Some(row) => Ok(vec![row.get::<_, i64>(0)]),
+                    None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
+                }
+            })?
+        } else {
+            let (payloads, metadata, not_before) = push_columns(items);
+            run!(self, Some(queue), conn, {
+                let stmt = conn.prepare_cached(&sql.push).await?;
+                let row = conn
+                    .query_one(
+                        &stmt,
+                        &[&queue.as_str(), &payloads, &metadata, &not_before, &ms(now)],
+                    )
+                    .await?;
+                match row.get::<_, Option<Vec<i64>>>(0) {
+                    Some(keys) => Ok(keys),
+                    None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
+                }
+            })?
+        };
         self.announce(queue);
         Ok(keys
             .into_iter()

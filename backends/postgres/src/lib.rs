@@ -11,7 +11,8 @@
 //!   once; a schema from a newer hookspool, or one holding other objects, is refused with
 //!   an [`OpenError`] that says so.
 //! - **Calls.** Each trait method is one statement or one short transaction: `push` one
-//!   plain statement (no lock on the queue row); `claim` one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
+//!   plain statement (no lock on the queue row; a leaner one for a single item); `claim`
+//!   one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
 //!   `(not_before, key)` order on a partial index of due pending items); `update_many` (the
 //!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
 //!   `DELETE` (plus the counter update, sent with them); `fetch`/`pop`/`dump` page by key;

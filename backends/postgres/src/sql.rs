@@ -18,6 +18,7 @@ pub(crate) struct Sql {
     pub(crate) list_queues: String,
     pub(crate) delete_queue: String,
     pub(crate) push: String,
+    pub(crate) push_one: String,
     pub(crate) push_locked: String,
     pub(crate) count: String,
     pub(crate) reset: String,
@@ -64,6 +65,24 @@ WITH q AS (
 )
 SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
     THEN coalesce((SELECT array_agg(key ORDER BY key) FROM ins), '{}') END";
+
+/// The backend's push of a single item: the same as [`push`] for a batch of one, without
+/// the arrays, the sort and the aggregate, which cost a push of one item about a sixth of
+/// its time on the server. `$1` queue, `$2` payload, `$3` metadata, `$4` not-before (NULL:
+/// now), `$5` now. Returns the key, or no row for a missing queue.
+const PUSH_ONE: &str = "\
+WITH ins AS (
+    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload)
+    SELECT gen, nextval(key_seq), 'pending', $5::bigint, $5, coalesce($4::bigint, $5), $3::json,
+           $2::bytea
+    FROM {schema}.queues WHERE id = $1::text
+    RETURNING gen, key
+), counted AS (
+    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+    SELECT gen, 'pending', {schema}.shard(), 1 FROM ins
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + 1
+)
+SELECT key FROM ins";
 
 /// Locks the queue row against `reset` and `delete_queue` (which take it exclusively) until
 /// the transaction ends.
@@ -139,6 +158,7 @@ impl Sql {
             )),
             delete_queue: r("SELECT {schema}.delete_queue($1)"),
             push: r(&push()),
+            push_one: r(PUSH_ONE),
             push_locked: r(&push_locked()),
             count: r("SELECT c.phase, sum(c.n)::bigint FROM {schema}.queues q \
                  LEFT JOIN {schema}.counts c ON c.gen = q.gen WHERE q.id = $1 GROUP BY c.phase"),

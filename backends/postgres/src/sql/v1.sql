@@ -33,7 +33,8 @@ CREATE SEQUENCE {schema}.generations;
 CREATE TABLE {schema}.items (
     gen          bigint NOT NULL,
     key          bigint NOT NULL,
-    phase        text NOT NULL,
+    -- "C": phases compare byte by byte in the indexes, whatever the database's locale.
+    phase        text COLLATE "C" NOT NULL,
     attempts     integer NOT NULL DEFAULT 0,
     created_at   bigint NOT NULL,
     updated_at   bigint NOT NULL,
@@ -59,7 +60,7 @@ CREATE INDEX items_leases ON {schema}.items (gen, lease_until) WHERE phase = 'in
 
 CREATE TABLE {schema}.counts (
     gen    bigint NOT NULL,
-    phase  text NOT NULL,
+    phase  text COLLATE "C" NOT NULL,
     shard  integer NOT NULL,
     n      bigint NOT NULL,
     PRIMARY KEY (gen, phase, shard)
