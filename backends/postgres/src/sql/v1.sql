@@ -46,7 +46,15 @@ CREATE TABLE {schema}.items (
     metadata     json NOT NULL,
     payload      bytea NOT NULL,
     PRIMARY KEY (gen, key)
-) WITH (fillfactor = 80);
+) WITH (
+    fillfactor = 80,
+    -- A claim walks the due index from its oldest entry, over the entries of items claimed
+    -- since the last vacuum: vacuum after every few thousand changes, not after a fifth
+    -- of the table (the default), and without pausing.
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 2000,
+    autovacuum_vacuum_cost_delay = 0
+);
 
 -- Pages of one phase, by key.
 CREATE INDEX items_by_phase ON {schema}.items (gen, phase, key);
@@ -64,6 +72,14 @@ CREATE TABLE {schema}.counts (
     shard  integer NOT NULL,
     n      bigint NOT NULL,
     PRIMARY KEY (gen, phase, shard)
+) WITH (
+    -- Every change updates one of these few rows: room on the page for in-place (HOT)
+    -- updates, and a vacuum after every few hundred, so that lookups do not walk long
+    -- chains of dead versions.
+    fillfactor = 50,
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 500,
+    autovacuum_vacuum_cost_delay = 0
 );
 
 -- First-writer-wins records (`Backend::once`): idempotency keys of the webhook layer. The
@@ -143,19 +159,28 @@ $$;
 CREATE FUNCTION {schema}.sweep_gen(q {schema}.queues, p_now bigint, OUT released bigint, OUT expired bigint)
 LANGUAGE plpgsql AS $$
 BEGIN
-    WITH due AS (
-        SELECT key FROM {schema}.items
-        WHERE gen = q.gen AND phase = 'in_flight' AND lease_until <= p_now
-        FOR UPDATE SKIP LOCKED
-    ), done AS (
-        UPDATE {schema}.items i
-        SET phase = 'pending', lease_owner = NULL, lease_until = NULL,
-            not_before = p_now, updated_at = p_now
-        FROM due WHERE i.gen = q.gen AND i.key = due.key
-        RETURNING 1
-    ) SELECT count(*) INTO released FROM done;
+    -- Each update runs only when a read of its index finds work: starting an UPDATE costs
+    -- a claim more than the read, and there is usually nothing to do.
+    released := 0;
+    IF EXISTS (SELECT 1 FROM {schema}.items
+               WHERE gen = q.gen AND phase = 'in_flight' AND lease_until <= p_now) THEN
+        WITH due AS (
+            SELECT key FROM {schema}.items
+            WHERE gen = q.gen AND phase = 'in_flight' AND lease_until <= p_now
+            FOR UPDATE SKIP LOCKED
+        ), done AS (
+            UPDATE {schema}.items i
+            SET phase = 'pending', lease_owner = NULL, lease_until = NULL,
+                not_before = p_now, updated_at = p_now
+            FROM due WHERE i.gen = q.gen AND i.key = due.key
+            RETURNING 1
+        ) SELECT count(*) INTO released FROM done;
+    END IF;
     expired := 0;
-    IF q.ttl_ms IS NOT NULL AND (p_now = 9223372036854775807 OR p_now >= q.ttl_ms) THEN
+    IF q.ttl_ms IS NOT NULL AND (p_now = 9223372036854775807 OR p_now >= q.ttl_ms)
+       AND EXISTS (SELECT 1 FROM {schema}.items
+                   WHERE gen = q.gen AND phase = 'pending'
+                     AND (p_now = 9223372036854775807 OR created_at <= p_now - q.ttl_ms)) THEN
         WITH old AS (
             SELECT key FROM {schema}.items
             WHERE gen = q.gen AND phase = 'pending'
@@ -214,7 +239,10 @@ BEGIN
     RETURNING i.*;
     GET DIAGNOSTICS claimed = ROW_COUNT;
     IF claimed > 0 THEN
-        PERFORM {schema}.add_counts(q.gen, ARRAY['pending', 'in_flight'], ARRAY[-claimed, claimed]);
+        INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+        VALUES (q.gen, 'in_flight', {schema}.shard(), claimed),
+               (q.gen, 'pending', {schema}.shard(), -claimed)
+        ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
     END IF;
 END $$;
 
