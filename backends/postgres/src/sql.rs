@@ -105,6 +105,16 @@ pub(crate) fn push_locked() -> String {
     PUSH_TEMPLATE.replace("{lock}", LOCK_QUEUE)
 }
 
+/// Adds `$3` to the counts of phases `$2` of generation `$1` in this session's shard: the
+/// body of the SQL function `add_counts`, sent as it is, since a function call would cost a
+/// settle several times what this statement does. Rows are locked in phase order.
+const ADD_COUNTS: &str = "\
+INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+SELECT $1, u.phase, {schema}.shard(), sum(u.delta)
+FROM unnest($2::text[], $3::bigint[]) AS u(phase, delta)
+GROUP BY u.phase HAVING sum(u.delta) <> 0 ORDER BY u.phase
+ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n";
+
 /// A CTE that takes the rows of a CTE `gone` (deleted items) off the counts.
 const UNCOUNT: &str = ", uncounted AS (INSERT INTO {schema}.counts AS c (gen, phase, shard, n) \
      SELECT gen, phase, {schema}.shard(), -count(*) FROM gone GROUP BY gen, phase \
@@ -186,13 +196,7 @@ impl Sql {
                  WHERE i.gen = $1 AND i.key = u.key",
             ),
             delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
-            // The body of `add_counts`, sent as it is: a function call would cost a settle
-            // several times what this statement does.
-            add_counts: r("INSERT INTO {schema}.counts AS c (gen, phase, shard, n) \
-                 SELECT $1, u.phase, {schema}.shard(), sum(u.delta) \
-                 FROM unnest($2::text[], $3::bigint[]) AS u(phase, delta) \
-                 GROUP BY u.phase HAVING sum(u.delta) <> 0 ORDER BY u.phase \
-                 ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n"),
+            add_counts: r(ADD_COUNTS),
             empty_trash: r("SELECT {schema}.empty_trash($1, $2, $3)"),
             trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),
             fire: r("SELECT {schema}.fire($1, $2::jsonb, $3)"),
