@@ -28,6 +28,29 @@ pub(crate) fn render(sql: &str, schema: &str) -> String {
         .replace("{max_metadata_value}", &MAX_METADATA_VALUE.to_string())
 }
 
+/// Refuses a server whose `version()` is not PostgreSQL's (a look-alike speaking its
+/// protocol) or whose `server_version_num` is below [`MIN_SERVER`].
+fn check_server(
+    target: &str,
+    version: String,
+    number: i32,
+    shown: String,
+) -> Result<(), OpenError> {
+    if !version.starts_with("PostgreSQL") {
+        return Err(OpenError::NotPostgres {
+            target: target.to_owned(),
+            version,
+        });
+    }
+    if number < MIN_SERVER {
+        return Err(OpenError::TooOld {
+            target: target.to_owned(),
+            version: shown,
+        });
+    }
+    Ok(())
+}
+
 /// Checks the server, then brings `schema` to [`SCHEMA_VERSION`]. Several processes may
 /// call it at once: a session advisory lock per schema lets one migrate while the others
 /// wait, and they then find nothing left to do. The lock goes with the connection, which
@@ -44,20 +67,7 @@ pub(crate) async fn migrate(
             &[],
         )
         .await?;
-    let version: String = row.get(0);
-    if !version.starts_with("PostgreSQL") {
-        return Err(OpenError::NotPostgres {
-            target: target.to_owned(),
-            version,
-        });
-    }
-    let number: i32 = row.get(1);
-    if number < MIN_SERVER {
-        return Err(OpenError::TooOld {
-            target: target.to_owned(),
-            version: row.get(2),
-        });
-    }
+    check_server(target, row.get(0), row.get(1), row.get(2))?;
     client
         .execute(
             "SELECT pg_advisory_lock(hashtextextended('hookspool migrations ' || $1, 0))",
@@ -146,4 +156,38 @@ async fn current_version(client: &Client, schema: &str) -> Result<i32, OpenError
         )
         .await?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(version: &str, number: i32, shown: &str) -> Result<(), OpenError> {
+        check_server("db:5432/app", version.into(), number, shown.into())
+    }
+
+    #[test]
+    fn postgres_13_and_later_are_accepted() {
+        check("PostgreSQL 13.0 on x86_64-pc-linux-gnu", 130_000, "13.0").expect("13.0");
+        check("PostgreSQL 17.2 (Debian 17.2-1)", 170_002, "17.2").expect("17.2");
+    }
+
+    #[test]
+    fn an_older_server_is_refused_with_its_version() {
+        let e = check("PostgreSQL 12.19 on x86_64", 120_019, "12.19").expect_err("12");
+        assert!(matches!(e, OpenError::TooOld { .. }), "{e}");
+        let shown = e.to_string();
+        assert!(
+            shown.contains("12.19") && shown.contains("db:5432/app"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_look_alike_is_refused_with_what_it_said() {
+        let said = "CockroachDB CCL v23.1.11 (x86_64-pc-linux-gnu)";
+        let e = check(said, 130_000, "13.0.0").expect_err("not PostgreSQL");
+        assert!(matches!(e, OpenError::NotPostgres { .. }), "{e}");
+        assert!(e.to_string().contains("CockroachDB"), "{e}");
+    }
 }

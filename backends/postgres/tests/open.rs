@@ -79,6 +79,37 @@ async fn an_unreachable_server_or_a_wrong_login_names_the_host() {
 }
 
 #[tokio::test]
+async fn a_server_that_does_not_speak_postgres_is_named() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    // An HTTP server where the database should be: it answers the startup message with
+    // an HTTP error and hangs up.
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 512];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let mut options = PostgresOptions::new(format!(
+        "postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
+    ));
+    options.connect_timeout = std::time::Duration::from_secs(5);
+    let e = PostgresBackend::open(options)
+        .await
+        .expect_err("not a PostgreSQL server");
+    server.abort();
+    let shown = e.to_string();
+    assert!(matches!(e, OpenError::Connect { .. }), "{shown}");
+    assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+}
+
+#[tokio::test]
 async fn a_schema_holding_something_else_is_refused() {
     let schema = testing::options().schema;
     sql(&format!(
