@@ -27,6 +27,8 @@ use crate::{ApiError, ApiJson, ApiPath, ApiQuery, ApiState};
 
 /// Response header set when `POST /events` answers from an earlier request with the same key.
 const HEADER_IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// The request header that carries an idempotency key (IETF draft).
+const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The bearer-protected routes: REST Hooks, publishing, the delivery log.
 pub(crate) fn routes<B: Backend>() -> ApiRoutes<ApiState<B>> {
@@ -265,22 +267,25 @@ async fn rotate_secret<B: Backend>(
         (status = 202, description = "Every delivery is stored. With `idempotent-replayed: true`, \
                                       the answer of an earlier request with the same key.", body = Published,
          headers(("idempotent-replayed" = String, description = "`true` when the answer is an earlier request's"))),
+        (status = 400, description = "A malformed idempotency key, or a header and a body field that name different keys."),
         (status = 422, description = "The idempotency key was used for a different request (`idempotency_key_reused`).")
-    )
+    ),
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "The idempotency key (as in the IETF draft: a quoted string, or bare); \
+                           the same as the body's `idempotency_key`."))
 )]
 async fn publish<B: Backend>(
     State(state): State<ApiState<B>>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<Publish>,
 ) -> Result<Response, ApiError> {
     // Delivered exactly as sent (key order and spacing kept): receivers may verify or
     // hash the body as their publisher wrote it.
     let payload = req.payload.get().as_bytes().to_vec();
-    if let Some(key) = &req.idempotency_key {
-        check_idempotency_key(key).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
+    let key = idempotency_key(&headers, req.idempotency_key)?;
     let options = FireOptions {
         owner: req.owner,
-        idempotency_key: req.idempotency_key,
+        idempotency_key: key,
         ..FireOptions::default()
     };
     let fired = state.hooks.fire_with(&req.event, payload, options).await?;
@@ -297,6 +302,48 @@ async fn publish<B: Backend>(
             .insert(HEADER_IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     Ok(resp)
+}
+
+/// The request's idempotency key: the `Idempotency-Key` header (IETF
+/// draft-ietf-httpapi-idempotency-key-header: a structured-field string, `"…"`; a bare value
+/// as Stripe sends it is taken too) or the body's `idempotency_key`. Both may be given if they
+/// agree.
+fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<String>, ApiError> {
+    let header = match headers.get(HEADER_IDEMPOTENCY_KEY) {
+        None => None,
+        Some(value) => {
+            let text = value.to_str().map_err(|_| {
+                ApiError::bad_request("the Idempotency-Key header must be visible ASCII")
+            })?;
+            let key = match text.strip_prefix('"') {
+                Some(rest) => rest
+                    .strip_suffix('"')
+                    .filter(|k| !k.contains(['"', '\\']))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "the Idempotency-Key header opens a quoted string it does not \
+                             close (or escapes in it, which keys cannot hold)",
+                        )
+                    })?,
+                None => text,
+            };
+            Some(key.to_owned())
+        }
+    };
+    let key = match (header, body) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(ApiError::bad_request(format!(
+                "the Idempotency-Key header ({h:?}) and the body's idempotency_key ({b:?}) \
+                 name different keys: send one"
+            )));
+        }
+        (Some(k), _) | (None, Some(k)) => Some(k),
+        (None, None) => None,
+    };
+    if let Some(key) = &key {
+        check_idempotency_key(key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    Ok(key)
 }
 
 // ---- delivery log -------------------------------------------------------------------------

@@ -353,6 +353,61 @@ async fn subscription_crud_and_rotation() {
 }
 
 #[tokio::test]
+async fn the_idempotency_key_header_is_the_same_key() {
+    let api = start().await;
+    let mut rx = receiver(200).await;
+    api.subscribe("invoice.sent", &rx.url).await;
+    let post = |key: &'static str, body: Value| {
+        let req = api
+            .client
+            .post(format!("{}/events", api.base))
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body.to_string());
+        async move { answer(req.send().await.unwrap()).await }
+    };
+    let body = json!({"event": "invoice.sent", "payload": [1, 2]});
+
+    // The draft's quoted form, then the bare form of the same key, then the body field.
+    let first = post("\"h-1\"", body.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.json);
+    assert!(first.headers.get("idempotent-replayed").is_none());
+    let bare = post("h-1", body.clone()).await;
+    assert_eq!(bare.status, StatusCode::ACCEPTED, "{}", bare.json);
+    assert_eq!(bare.json, first.json);
+    assert_eq!(bare.headers["idempotent-replayed"], "true");
+    let mut in_body = body.clone();
+    in_body["idempotency_key"] = json!("h-1");
+    let field = api.call(Method::POST, "/events", Some(in_body)).await;
+    assert_eq!(field.json, first.json);
+
+    // One delivery, one request at the receiver.
+    let deliveries = QueueId::new(DELIVERIES_QUEUE).unwrap();
+    assert_eq!(api.store.count(&deliveries).await.unwrap(), 1);
+    let id = first.json["delivery_ids"][0].as_str().unwrap();
+    api.wait_state(id, "done").await;
+    assert_eq!(rx.next().await.headers["webhook-id"], id);
+
+    // The same key for another request: 422, nothing fired.
+    let other = post("h-1", json!({"event": "invoice.sent", "payload": [9]})).await;
+    assert_error(
+        &other,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    // A header and a body naming different keys, an unclosed quote, an empty key: 400.
+    let mut both = body.clone();
+    both["idempotency_key"] = json!("h-2");
+    for (key, body) in [("h-3", both), ("\"h-4", body.clone()), ("\"\"", body)] {
+        let a = post(key, body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{key}: {}", a.json);
+        assert!(a.json["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(api.store.count(&deliveries).await.unwrap(), 1);
+    assert!(rx.requests.try_recv().is_err(), "fired more than once");
+}
+
+#[tokio::test]
 async fn idempotency_key_returns_the_same_ids_and_fires_once() {
     let api = start().await;
     let mut rx = receiver(200).await;
