@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hookspool::{Error, Item, NewItem, Page, Phase, QueueConfig, QueueId, Timestamp};
 use hookspool_client::{QueueInfo, QueueUpdate};
-use hookspool_webhooks::{CHANNEL_SECRET, Secret, set_channel_secret};
+use hookspool_webhooks::{CHANNEL_SECRET, INTERNAL_PREFIX, Secret, set_channel_secret};
 
 use crate::admin::{Admin, ItemStream};
 use crate::args::{Command, FetchArgs, QueueCommand, QueueSettings};
@@ -44,6 +44,47 @@ impl std::fmt::Debug for Io<'_> {
     }
 }
 
+/// `reset`: asks first (unless `yes`), then removes every item of `queue`.
+async fn reset<A: Admin>(
+    admin: &A,
+    queue: String,
+    yes: bool,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
+    let queue = QueueId::new(queue)?;
+    writable(&queue, "reset")?;
+    let n = admin.count(&queue, None).await?;
+    confirm(
+        io,
+        yes,
+        &format!("Remove all {n} {} of queue `{queue}`?", items(n)),
+        &format!("not resetting queue `{queue}`"),
+    )?;
+    let removed = admin.reset(&queue).await?;
+    let line = serde_json::json!({ "queue": queue.as_str(), "removed": removed });
+    report(
+        io,
+        json,
+        &line,
+        format_args!("removed {removed} {} from queue `{queue}`", items(removed)),
+    )
+}
+
+/// Refuses a write to one of hookspool's own queues (`hookspool.subscriptions`,
+/// `hookspool.deliveries`, …): the webhook layer alone writes their records, and one written
+/// by hand could stop the daemon at its next start. Reads and `replay` stay allowed.
+fn writable(queue: &QueueId, what: &str) -> Result<(), CliError> {
+    if queue.as_str().starts_with(INTERNAL_PREFIX) {
+        return Err(CliError::Input(format!(
+            "`{queue}` is one of hookspool's own queues: it cannot be {what} with the queue \
+             commands (reads and `replay` are allowed; subscriptions and deliveries are managed \
+             through the daemon's /hooks and /deliveries endpoints)"
+        )));
+    }
+    Ok(())
+}
+
 /// Runs one queue command against `admin`: a [`hookspool::Store`] for a data directory, a
 /// [`hookspool_client::Client`] for a daemon. `json` selects JSON output.
 ///
@@ -75,24 +116,7 @@ pub async fn run<A: Admin>(
         }
         Command::Fetch(args) => fetch(admin, &args, json, io).await,
         Command::Dump { queue } => dump(admin, &queue, io).await,
-        Command::Reset { queue, yes } => {
-            let queue = QueueId::new(queue)?;
-            let n = admin.count(&queue, None).await?;
-            confirm(
-                io,
-                yes,
-                &format!("Remove all {n} {} of queue `{queue}`?", items(n)),
-                &format!("not resetting queue `{queue}`"),
-            )?;
-            let removed = admin.reset(&queue).await?;
-            let line = serde_json::json!({ "queue": queue.as_str(), "removed": removed });
-            report(
-                io,
-                json,
-                &line,
-                format_args!("removed {removed} {} from queue `{queue}`", items(removed)),
-            )
-        }
+        Command::Reset { queue, yes } => reset(admin, queue, yes, json, io).await,
         Command::Push {
             queue,
             data,
@@ -100,6 +124,7 @@ pub async fn run<A: Admin>(
             delay,
         } => {
             let queue = QueueId::new(queue)?;
+            writable(&queue, "pushed to")?;
             let item = new_item(data, meta, delay, admin.now(), admin.max_payload(), io)?;
             let key = admin.push(&queue, item).await?;
             let line = serde_json::json!({ "queue": queue.as_str(), "key": key });
@@ -107,6 +132,7 @@ pub async fn run<A: Admin>(
         }
         Command::Delete { queue, key } => {
             let queue = QueueId::new(queue)?;
+            writable(&queue, "deleted from")?;
             if !admin.delete(&queue, key).await? {
                 return Err(Error::ItemNotFound { queue, key }.into());
             }
@@ -125,6 +151,7 @@ pub async fn run<A: Admin>(
             if_phase,
         } => {
             let queue = QueueId::new(queue)?;
+            writable(&queue, "changed")?;
             let phase = Phase::new(phase)?;
             let if_phase = if_phase.map(Phase::new).transpose()?;
             let item = admin.update_phase(&queue, key, phase, if_phase).await?;
@@ -203,9 +230,9 @@ async fn queue<A: Admin>(
 ) -> Result<(), CliError> {
     match command {
         QueueCommand::Create { id, settings } => {
-            let queue = admin
-                .create_queue(new_queue(QueueId::new(id)?, settings)?)
-                .await?;
+            let id = QueueId::new(id)?;
+            writable(&id, "created")?;
+            let queue = admin.create_queue(new_queue(id, settings)?).await?;
             if json {
                 print_queue(&queue, json, io)
             } else {
@@ -226,6 +253,7 @@ async fn queue<A: Admin>(
             remove_meta,
         } => {
             let id = QueueId::new(id)?;
+            writable(&id, "changed")?;
             let update =
                 queue_update(admin, &id, settings, no_ttl, no_secret, &remove_meta).await?;
             let queue = admin.update_queue(&id, update).await?;
@@ -233,6 +261,7 @@ async fn queue<A: Admin>(
         }
         QueueCommand::Delete { id, yes } => {
             let id = QueueId::new(id)?;
+            writable(&id, "deleted")?;
             let n = admin.count(&id, None).await?;
             confirm(
                 io,

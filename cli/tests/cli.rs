@@ -372,3 +372,30 @@ fn dump_streams_a_large_queue_and_stops_quietly_when_the_reader_leaves() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "", "no error message for a closed pipe");
 }
+
+#[test]
+fn hookspools_own_queues_refuse_writes() {
+    let (_tmp, dir) = data_dir();
+    ok(&dir, &["queue", "create", "q"]);
+    let writes: [&[&str]; 7] = [
+        &["queue", "create", "hookspool.mine"],
+        &["queue", "update", "hookspool.deliveries", "--ttl", "1h"],
+        &["queue", "delete", "hookspool.deliveries", "--yes"],
+        &["push", "hookspool.subscriptions", "--data", "{}"],
+        &["delete", "hookspool.deliveries", "1"],
+        &["set-phase", "hookspool.deliveries", "1", "done"],
+        &["reset", "hookspool.deliveries", "--yes"],
+    ];
+    for args in writes {
+        let err = fails(&dir, args, 1);
+        assert!(
+            err.contains("is one of hookspool's own queues"),
+            "{args:?}: {err}"
+        );
+    }
+    // Nothing was created, and reads are not refused (here: the queue does not exist).
+    let err = fails(&dir, &["count", "hookspool.mine"], 1);
+    assert_eq!(err, "error: queue `hookspool.mine` does not exist\n");
+    let listed = ok(&dir, &["queues", "--json"]);
+    assert!(!listed.contains("hookspool.mine"), "{listed}");
+}

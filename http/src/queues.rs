@@ -17,7 +17,7 @@ use hookspool_client::wire::{
     Counts, ItemList, ItemView, NewQueue, PushBody, PushedKeys, QueueInfo, QueueList, QueueUpdate,
     Removed, Replayed, SetPhase, check_metadata,
 };
-use hookspool_webhooks::set_channel_secret;
+use hookspool_webhooks::{INTERNAL_PREFIX, set_channel_secret};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -116,6 +116,7 @@ async fn create_queue<B: Backend>(
     ApiJson(body): ApiJson<NewQueue>,
 ) -> Result<(StatusCode, Json<QueueInfo>), ApiError> {
     let mut config = QueueConfig::new(QueueId::new(body.id)?);
+    writable(&config.id, "created")?;
     config.ttl = body.ttl_ms.map(Duration::from_millis);
     config.retention = body.retention;
     check_metadata(&body.metadata).map_err(ApiError::bad_request)?;
@@ -164,6 +165,7 @@ async fn update_queue<B: Backend>(
     ApiJson(body): ApiJson<QueueUpdate>,
 ) -> Result<Json<QueueInfo>, ApiError> {
     let id = QueueId::new(id)?;
+    writable(&id, "changed")?;
     let mut config = require_queue(&state, &id).await?;
     body.apply_to(&mut config).map_err(ApiError::bad_request)?;
     let config = state.store.update_queue(config).await?;
@@ -184,6 +186,7 @@ async fn delete_queue<B: Backend>(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = QueueId::new(id)?;
+    writable(&id, "deleted")?;
     if state.store.delete_queue(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -213,6 +216,7 @@ async fn push_items<B: Backend>(
     ApiJson(body): ApiJson<PushBody>,
 ) -> Result<(StatusCode, Json<PushedKeys>), ApiError> {
     let id = QueueId::new(id)?;
+    writable(&id, "pushed to")?;
     let now = state.store.now();
     let batch = body.items.is_some();
     let items = body
@@ -304,6 +308,7 @@ async fn delete_item<B: Backend>(
     ApiPath((id, key)): ApiPath<(String, Key)>,
 ) -> Result<StatusCode, ApiError> {
     let id = QueueId::new(id)?;
+    writable(&id, "deleted from")?;
     if state.store.delete(&id, key).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -330,6 +335,7 @@ async fn set_phase<B: Backend>(
     ApiJson(body): ApiJson<SetPhase>,
 ) -> Result<Json<ItemView>, ApiError> {
     let id = QueueId::new(id)?;
+    writable(&id, "changed")?;
     let phase = Phase::new(body.phase)?;
     let item = match body.if_phase {
         Some(expected) => {
@@ -454,6 +460,7 @@ async fn reset<B: Backend>(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Removed>, ApiError> {
     let id = QueueId::new(id)?;
+    writable(&id, "reset")?;
     let removed = state.store.reset(&id).await?;
     Ok(Json(Removed { removed }))
 }
@@ -476,6 +483,25 @@ async fn replay_dead<B: Backend>(
 }
 
 // ---- helpers --------------------------------------------------------------------------------
+
+/// Refuses a write to one of hookspool's own queues (`hookspool.subscriptions`,
+/// `hookspool.deliveries`, …): their records are written by the webhook layer only, and one
+/// written by hand could stop the daemon at its next start. Reads, and replaying dead items,
+/// stay allowed.
+fn writable(id: &QueueId, what: &str) -> Result<(), ApiError> {
+    if id.as_str().starts_with(INTERNAL_PREFIX) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "internal_queue",
+            format!(
+                "`{id}` is one of hookspool's own queues: it cannot be {what} through the \
+                 queue API (use the /hooks and /deliveries endpoints; reads and replaying dead \
+                 items are allowed)"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 async fn require_queue<B: Backend>(
     state: &ApiState<B>,

@@ -925,3 +925,64 @@ async fn body_over_the_limit_is_413_json() {
         .await;
     assert_eq!(count["total"], 1);
 }
+
+#[tokio::test]
+async fn hookspools_own_queues_refuse_writes_and_allow_reads() {
+    let api = serve(ApiConfig::default()).await;
+    let writes = [
+        (
+            Method::POST,
+            "/queues/hookspool.subscriptions/items",
+            Some(json!({"payload": {}})),
+        ),
+        (Method::DELETE, "/queues/hookspool.deliveries", None),
+        (Method::POST, "/queues/hookspool.deliveries/reset", None),
+        (
+            Method::PATCH,
+            "/queues/hookspool.deliveries",
+            Some(json!({})),
+        ),
+        (
+            Method::PUT,
+            "/queues/hookspool.deliveries/items/1/phase",
+            Some(json!({"phase": "done"})),
+        ),
+        (Method::DELETE, "/queues/hookspool.deliveries/items/1", None),
+        (
+            Method::POST,
+            "/queues",
+            Some(json!({"id": "hookspool.mine"})),
+        ),
+    ];
+    for (method, path, body) in writes {
+        let a = api.send(method.clone(), path, body).await;
+        let message = a.error(StatusCode::FORBIDDEN, "internal_queue");
+        assert!(
+            message.contains("hookspool's own queues"),
+            "{method} {path}: {message}"
+        );
+    }
+    // Nothing changed: both queues are there, empty, and reads work.
+    for queue in ["hookspool.subscriptions", "hookspool.deliveries"] {
+        let info = api
+            .ok(
+                Method::GET,
+                &format!("/queues/{queue}"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        assert_eq!(info["id"], queue, "{info}");
+        let counts = api
+            .ok(
+                Method::GET,
+                &format!("/queues/{queue}/count"),
+                None,
+                StatusCode::OK,
+            )
+            .await;
+        assert_eq!(counts["total"], 0, "{counts}");
+    }
+    let a = api.get("/queues/hookspool.mine").await;
+    a.error(StatusCode::NOT_FOUND, "queue_not_found");
+}
