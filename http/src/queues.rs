@@ -106,7 +106,7 @@ async fn list_queues<B: Backend>(
     path = "/queues",
     tag = "queues",
     request_body = NewQueue,
-    responses(
+    responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), 
         (status = 201, description = "The new queue.", body = QueueInfo),
         (status = 409, description = "The queue exists (`queue_exists`).")
     )
@@ -157,7 +157,7 @@ async fn show_queue<B: Backend>(
     tag = "queues",
     params(("id" = String, Path, description = "The queue id.")),
     request_body = QueueUpdate,
-    responses((status = 200, description = "The queue as it is now.", body = QueueInfo), (status = 404, description = "No such queue (`queue_not_found`)."))
+    responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), (status = 200, description = "The queue as it is now.", body = QueueInfo), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
 async fn update_queue<B: Backend>(
     State(state): State<ApiState<B>>,
@@ -179,7 +179,7 @@ async fn update_queue<B: Backend>(
     path = "/queues/{id}",
     tag = "queues",
     params(("id" = String, Path, description = "The queue id.")),
-    responses((status = 204, description = "Deleted."), (status = 404, description = "No such queue (`queue_not_found`)."))
+    responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), (status = 204, description = "Deleted."), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
 async fn delete_queue<B: Backend>(
     State(state): State<ApiState<B>>,
@@ -203,7 +203,7 @@ async fn delete_queue<B: Backend>(
     tag = "queues",
     params(("id" = String, Path, description = "The queue id.")),
     request_body = PushBody,
-    responses(
+    responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), 
         (status = 201, description = "Stored: the new keys.", body = PushedKeys),
         (status = 404, description = "No such queue (`queue_not_found`)."),
         (status = 413, description = "The body, a payload or the batch is over its limit \
@@ -301,7 +301,7 @@ async fn fetch_item<B: Backend>(
     path = "/queues/{id}/items/{key}",
     tag = "queues",
     params(("id" = String, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
-    responses((status = 204, description = "Deleted."), (status = 404, description = "No such queue or item (`queue_not_found`, `item_not_found`)."))
+    responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), (status = 204, description = "Deleted."), (status = 404, description = "No such queue or item (`queue_not_found`, `item_not_found`)."))
 )]
 async fn delete_item<B: Backend>(
     State(state): State<ApiState<B>>,
@@ -323,7 +323,7 @@ async fn delete_item<B: Backend>(
     tag = "queues",
     params(("id" = String, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
     request_body = SetPhase,
-    responses(
+    responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), 
         (status = 200, description = "The item as it is now.", body = ItemView),
         (status = 404, description = "No such queue or item (`queue_not_found`, `item_not_found`)."),
         (status = 409, description = "The item is not in `if_phase` (`phase_conflict`).")
@@ -453,7 +453,7 @@ fn ndjson(items: &[Item]) -> Result<Vec<u8>, std::io::Error> {
     path = "/queues/{id}/reset",
     tag = "queues",
     params(("id" = String, Path, description = "The queue id.")),
-    responses((status = 200, description = "How many items were removed.", body = Removed), (status = 404, description = "No such queue (`queue_not_found`)."))
+    responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), (status = 200, description = "How many items were removed.", body = Removed), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
 async fn reset<B: Backend>(
     State(state): State<ApiState<B>>,

@@ -985,4 +985,23 @@ async fn hookspools_own_queues_refuse_writes_and_allow_reads() {
     }
     let a = api.get("/queues/hookspool.mine").await;
     a.error(StatusCode::NOT_FOUND, "queue_not_found");
+    // The OpenAPI document says so for every refused route.
+    let doc = api
+        .ok(Method::GET, "/openapi.json", None, StatusCode::OK)
+        .await;
+    for (path, method) in [
+        ("/queues", "post"),
+        ("/queues/{id}", "patch"),
+        ("/queues/{id}", "delete"),
+        ("/queues/{id}/items", "post"),
+        ("/queues/{id}/items/{key}", "delete"),
+        ("/queues/{id}/items/{key}/phase", "put"),
+        ("/queues/{id}/reset", "post"),
+    ] {
+        let answer = &doc["paths"][path][method]["responses"]["403"];
+        assert!(
+            answer.is_object(),
+            "{method} {path}: no 403 in the OpenAPI document"
+        );
+    }
 }
