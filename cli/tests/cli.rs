@@ -4,9 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on failure
 
+mod support;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+
+use support::json_lines;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hookspool");
 
@@ -64,12 +68,6 @@ fn fails(dir: &Path, args: &[&str], code: i32) -> String {
         stderr(&o)
     );
     stderr(&o)
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
 }
 
 fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {

@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use support::json_lines;
+
 const BIN: &str = env!("CARGO_BIN_EXE_hookspool");
 const TOKEN: &str = "cli-url-token-0123456789";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -64,12 +66,6 @@ fn fails(args: &[&str], code: i32) -> String {
         text(&o.stderr)
     );
     text(&o.stderr)
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
 }
 
 #[test]

@@ -19,6 +19,8 @@ use hookspool::{Phase, QueueId};
 use hookspool_client::{Client, NewSubscription, Publish};
 use hookspool_webhooks::Secret;
 
+use support::free_port;
+
 const TOKEN: &str = "e2e-token-0123456789";
 
 /// A daemon process and where it listens.
@@ -127,15 +129,6 @@ impl Receiver {
     fn ids(&self) -> BTreeSet<String> {
         self.seen.lock().unwrap().keys().cloned().collect()
     }
-}
-
-/// A free loopback port, released for a receiver that starts later.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn publish_n(client: &Client, n: usize) -> BTreeSet<String> {

@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use support::{free_port, json_lines};
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -741,15 +743,6 @@ fn finish(mut child: Child, what: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// A free loopback port with nothing listening on it.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The binary with a clean `HOOKSPOOL_*` environment (and no `DATABASE_URL`).
 fn hookspool() -> std::process::Command {
     let mut cmd = support::hookspool();
@@ -844,12 +837,6 @@ fn checked(o: Output, args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
-        .collect()
 }
 
 /// `queue create`, `push`, `count`, `fetch`, `dump`, `reset`, `delete` and `queue delete`

@@ -109,9 +109,7 @@ impl Idempotency {
                 let record = fire().await?;
                 // Crash window: the deliveries are stored but the key is not yet; a retry
                 // after a crash here fires again (at-least-once, as without a key).
-                let bytes = serde_json::to_vec(&record).map_err(|e| {
-                    Error::internal(format!("cannot encode an idempotency record: {e}"))
-                })?;
+                let bytes = encode(&record)?;
                 let item = NewItem::new(bytes).with_metadata(M_KEY, key);
                 let at = store.now();
                 let item_key = store.push(&queue, item).await?;
@@ -139,11 +137,7 @@ impl Idempotency {
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<Record>> + Send,
     {
-        let write = || async {
-            let record = fire().await?;
-            serde_json::to_vec(&record)
-                .map_err(|e| Error::internal(format!("cannot encode an idempotency record: {e}")))
-        };
+        let write = || async { encode(&fire().await?) };
         let once: crate::subscriptions::BoxedOnce<'_> =
             Box::pin(
                 store
@@ -299,4 +293,10 @@ async fn load<B: Backend>(store: &Store<B>, queue: &QueueId) -> Result<StdMutex<
         }
     }
     Ok(StdMutex::new(keys))
+}
+
+/// A record as stored.
+fn encode(record: &Record) -> Result<Vec<u8>> {
+    serde_json::to_vec(record)
+        .map_err(|e| Error::internal(format!("cannot encode an idempotency record: {e}")))
 }

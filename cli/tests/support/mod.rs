@@ -75,3 +75,20 @@ pub fn signal(child: &Child, signal: &str) {
 pub fn sigterm(child: &Child) {
     signal(child, "-TERM");
 }
+
+/// A free loopback port with nothing listening on it (released, for a server that starts
+/// later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Each line of `text` as JSON.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}

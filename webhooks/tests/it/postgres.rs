@@ -62,10 +62,10 @@ async fn app_table(backend: &PostgresBackend) -> String {
     table
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fire_in_the_application_transaction_commits_or_rolls_back_with_it() {
+/// [`start`], with a receiver subscribed to `order.*` (signed with [`SECRET`]).
+async fn start_with_orders() -> (PostgresBackend, Hooks<PostgresBackend>, Receiver) {
     let (backend, hooks) = start().await;
-    let mut rx = receiver(200).await;
+    let rx = receiver(200).await;
     hooks
         .subscribe(
             "order.*",
@@ -74,6 +74,12 @@ async fn fire_in_the_application_transaction_commits_or_rolls_back_with_it() {
         )
         .await
         .unwrap();
+    (backend, hooks, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fire_in_the_application_transaction_commits_or_rolls_back_with_it() {
+    let (backend, hooks, mut rx) = start_with_orders().await;
     let table = app_table(&backend).await;
 
     // Rolled back: the order row and the event go together.
@@ -184,16 +190,7 @@ async fn push_in_the_application_transaction_is_visible_only_after_commit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_fire_from_a_plain_session_commits_or_rolls_back() {
-    let (backend, hooks) = start().await;
-    let mut rx = receiver(200).await;
-    hooks
-        .subscribe(
-            "order.*",
-            &rx.url,
-            SubscribeOptions::default().secret(SECRET),
-        )
-        .await
-        .unwrap();
+    let (backend, hooks, mut rx) = start_with_orders().await;
     let schema = backend.schema().to_owned();
 
     // A plain client, as an application in any language would use: no hookspool code.
