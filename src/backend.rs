@@ -182,6 +182,41 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         }
     }
 
+    /// Removes items that reached `phase` at `before` or earlier (`updated_at ≤ before`): the
+    /// step of a queue's retention (see [`crate::Retain`]). It takes the phase's items in key
+    /// order and stops at the first one that is younger, or after `limit` removals; returns
+    /// how many it removed. Its cost is proportional to what it removes, never to the
+    /// queue's size. Items usually reach a settled phase in about key order; one that got
+    /// there late (after long retries) holds back the removal of those after it until it is
+    /// old enough itself.
+    ///
+    /// The default reads the first `limit` items of the phase with `fetch` and removes the
+    /// old ones with one `update_many` (each checked to be still in `phase`), so it costs the
+    /// reading of their payloads. A backend with an index of its own should override it to
+    /// read none (the memory and journal backends do).
+    fn prune(
+        &self,
+        queue: &QueueId,
+        phase: &Phase,
+        before: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<u64>> + Send {
+        async move {
+            let page = Selector::Page(crate::Page::first(limit).phase(phase.clone()));
+            let items = self.fetch(queue, &page).await?;
+            let updates: Vec<(Key, Transition)> = items
+                .iter()
+                .take_while(|item| item.updated_at <= before)
+                .map(|item| (item.key, Transition::remove_from(phase.clone())))
+                .collect();
+            if updates.is_empty() {
+                return Ok(0);
+            }
+            let results = self.update_many(queue, updates, before).await?;
+            Ok(results.iter().filter(|r| r.is_ok()).count() as u64)
+        }
+    }
+
     /// Sweeps (see [`Backend::sweep`]), then leases up to `claim.limit` pending items with
     /// `not_before ≤ now`, in order of `(not_before, key)`: each moves to `in_flight` with
     /// `lease = (claim.owner, claim.lease_until)`, `attempts + 1`, `updated_at = now`.

@@ -190,6 +190,10 @@ macro_rules! conformance_tests {
             store_pop_and_claim_skip_ttl_expired_items
             store_dump_returns_every_item_once
             once_runs_the_write_once_per_name
+            queue_settings_keep_retention_periods
+            prune_removes_old_items_of_one_phase_in_key_order
+            prune_is_durable
+            store_prune_applies_the_retain_periods
         );
 
         #[test]

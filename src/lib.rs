@@ -81,6 +81,7 @@ mod error;
 mod lock;
 mod memory;
 mod model;
+mod retention;
 mod store;
 
 pub use backend::{Backend, Capabilities, apply_move, check_expect};
@@ -90,9 +91,10 @@ pub use lock::lock_file;
 pub use memory::MemoryBackend;
 pub use model::{
     Action, Claim, Expect, Item, Key, Lease, MAX_PHASE_LEN, MAX_QUEUE_ID_LEN, Move, NewItem, Page,
-    Phase, PhaseCounts, QueueConfig, QueueId, Retention, Selector, SweepReport, Timestamp,
+    Phase, PhaseCounts, QueueConfig, QueueId, Retain, Retention, Selector, SweepReport, Timestamp,
     Transition,
 };
+pub use retention::{PRUNE_BATCH, PRUNE_BUDGET, RetentionTask};
 pub use store::{
     Clock, DEFAULT_MAX_BATCH, DEFAULT_MAX_PAYLOAD, DUMP_PAGE, Dump, Limits, MAX_METADATA_ENTRIES,
     MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_OWNER_LEN, ManualClock, Store, SystemClock,

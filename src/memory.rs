@@ -390,6 +390,28 @@ impl Backend for MemoryBackend {
         self.with_queue(queue, |q| Ok(q.sweep(now)))
     }
 
+    async fn prune(
+        &self,
+        queue: &QueueId,
+        phase: &Phase,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64> {
+        self.with_queue(queue, |q| {
+            let old: Vec<Key> = q.by_phase.get(phase).map_or_else(Vec::new, |keys| {
+                keys.iter()
+                    .take(limit)
+                    .take_while(|k| q.items.get(k).is_some_and(|i| i.updated_at <= before))
+                    .copied()
+                    .collect()
+            });
+            for key in &old {
+                q.remove(*key);
+            }
+            Ok(old.len() as u64)
+        })
+    }
+
     async fn sync(&self) -> Result<()> {
         Ok(())
     }

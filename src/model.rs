@@ -229,6 +229,81 @@ pub enum Retention {
     Remove,
 }
 
+/// How long items stay in the settled phases before the retention pass removes them (see
+/// [`crate::Store::prune`] and [`crate::Store::spawn_retention`]). `None`: forever (the
+/// default). An item's time in a phase counts from its `updated_at`, the moment it got there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Retain {
+    /// How long an item stays in [`Phase::DONE`].
+    #[serde(with = "opt_duration_ms")]
+    pub done: Option<Duration>,
+    /// How long an item stays in [`Phase::DEAD`].
+    #[serde(with = "opt_duration_ms")]
+    pub dead: Option<Duration>,
+    /// How long an item stays in [`Phase::EXPIRED`].
+    #[serde(with = "opt_duration_ms")]
+    pub expired: Option<Duration>,
+}
+
+impl Retain {
+    /// The shortest period a queue may keep items for: one second.
+    pub const MIN: Duration = Duration::from_secs(1);
+
+    /// Every item kept forever.
+    pub const FOREVER: Retain = Retain {
+        done: None,
+        dead: None,
+        expired: None,
+    };
+
+    /// Metadata keys under which a backend whose stored layout has no field for these
+    /// periods keeps them (see [`QueueConfig::stored_metadata`]), in the order
+    /// `done`, `dead`, `expired`. Queue metadata of one's own may not use them.
+    pub const METADATA_KEYS: [&str; 3] = [
+        "hookspool.retain_done",
+        "hookspool.retain_dead",
+        "hookspool.retain_expired",
+    ];
+
+    /// The phases with a period, each with it.
+    pub fn periods(&self) -> impl Iterator<Item = (Phase, Duration)> + use<> {
+        [
+            (Phase::DONE, self.done),
+            (Phase::DEAD, self.dead),
+            (Phase::EXPIRED, self.expired),
+        ]
+        .into_iter()
+        .filter_map(|(phase, period)| period.map(|p| (phase, p)))
+    }
+
+    /// Whether any phase has a period.
+    pub fn is_forever(&self) -> bool {
+        *self == Retain::FOREVER
+    }
+
+    fn slots(&mut self) -> [&mut Option<Duration>; 3] {
+        [&mut self.done, &mut self.dead, &mut self.expired]
+    }
+
+    /// Checks every period: at least [`Retain::MIN`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the setting.
+    pub fn check(&self) -> Result<()> {
+        let mut copy = *self;
+        for (slot, key) in copy.slots().into_iter().zip(Retain::METADATA_KEYS) {
+            if slot.is_some_and(|d| d < Retain::MIN) {
+                let name = key.trim_start_matches("hookspool.");
+                return Err(Error::invalid(format!(
+                    "{name} must be at least 1s (leave it unset to keep items forever)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A queue's settings.
 ///
 /// Its `Debug` masks metadata values whose key contains `secret` (layers above the engine
@@ -243,6 +318,9 @@ pub struct QueueConfig {
     pub ttl: Option<Duration>,
     /// What `ack` does with an item.
     pub retention: Retention,
+    /// How long settled items stay (forever by default).
+    #[serde(default)]
+    pub retain: Retain,
     /// When the queue was created. Set by `create_queue`; kept by `update_queue`.
     pub created_at: Timestamp,
     /// Free-form metadata.
@@ -256,6 +334,7 @@ impl QueueConfig {
             id,
             ttl: None,
             retention: Retention::Keep,
+            retain: Retain::FOREVER,
             created_at: Timestamp(0),
             metadata: BTreeMap::new(),
         }
@@ -275,6 +354,48 @@ impl QueueConfig {
         self
     }
 
+    /// Sets how long settled items stay.
+    #[must_use]
+    pub fn with_retain(mut self, retain: Retain) -> Self {
+        self.retain = retain;
+        self
+    }
+
+    /// The metadata to store for a backend whose stored layout has no field for
+    /// [`QueueConfig::retain`]: `metadata` plus each period set, in milliseconds, under
+    /// [`Retain::METADATA_KEYS`]. [`QueueConfig::restore_stored_metadata`] reverses it. The
+    /// journal and sled layouts were fixed before retention existed; this keeps every store
+    /// written before readable, with no new layout.
+    pub fn stored_metadata(&self) -> BTreeMap<String, String> {
+        let mut metadata = self.metadata.clone();
+        let mut retain = self.retain;
+        for (slot, key) in retain.slots().into_iter().zip(Retain::METADATA_KEYS) {
+            if let Some(period) = slot {
+                metadata.insert(key.to_owned(), period.as_millis().to_string());
+            }
+        }
+        metadata
+    }
+
+    /// Moves what [`QueueConfig::stored_metadata`] added from `metadata` back into `retain`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] for an entry that is not a number of milliseconds.
+    pub fn restore_stored_metadata(&mut self) -> Result<()> {
+        for (slot, key) in self.retain.slots().into_iter().zip(Retain::METADATA_KEYS) {
+            *slot = match self.metadata.remove(key) {
+                None => None,
+                Some(ms) => Some(Duration::from_millis(ms.parse().map_err(|_| {
+                    Error::corrupted(format!(
+                        "queue `{}`: stored {key} is {ms:?}, not milliseconds",
+                        self.id
+                    ))
+                })?)),
+            };
+        }
+        Ok(())
+    }
+
     /// Adds a metadata entry.
     #[must_use]
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
@@ -289,6 +410,7 @@ impl fmt::Debug for QueueConfig {
             .field("id", &self.id)
             .field("ttl", &self.ttl)
             .field("retention", &self.retention)
+            .field("retain", &self.retain)
             .field("created_at", &self.created_at)
             .field("metadata", &masked(&self.metadata))
             .finish()
@@ -578,6 +700,19 @@ pub struct Transition {
     pub expect: Expect,
     /// The change.
     pub action: Action,
+}
+
+impl Transition {
+    /// Removes the item if it is in `phase`.
+    pub fn remove_from(phase: Phase) -> Self {
+        Transition {
+            expect: Expect {
+                phase: Some(phase),
+                lease_owner: None,
+            },
+            action: Action::Remove,
+        }
+    }
 }
 
 /// Item counts by phase, as kept by the backend's counters. Phases with no items are absent.

@@ -10,8 +10,9 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::{
     Action, Claim, Expect, Item, Key, Move, NewItem, Page, Phase, PhaseCounts, QueueConfig,
-    QueueId, Retention, Selector, SweepReport, Timestamp, Transition,
+    QueueId, Retain, Retention, Selector, SweepReport, Timestamp, Transition,
 };
+use crate::retention::Pruned;
 
 /// Default largest payload: 1 MiB.
 pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
@@ -149,6 +150,7 @@ pub struct Store<B> {
     backend: Arc<B>,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    pub(crate) pruned: Arc<Pruned>,
 }
 
 impl<B> Clone for Store<B> {
@@ -157,6 +159,7 @@ impl<B> Clone for Store<B> {
             backend: Arc::clone(&self.backend),
             limits: self.limits,
             clock: Arc::clone(&self.clock),
+            pruned: Arc::clone(&self.pruned),
         }
     }
 }
@@ -182,6 +185,7 @@ impl<B: Backend> Store<B> {
             backend,
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
+            pruned: Arc::default(),
         }
     }
 
@@ -735,6 +739,15 @@ fn check_queue_config(config: &QueueConfig) -> Result<()> {
         return Err(Error::invalid(
             "queue TTL must be at least 1 ms (leave it unset for no TTL)",
         ));
+    }
+    config.retain.check()?;
+    if let Some(key) = Retain::METADATA_KEYS
+        .iter()
+        .find(|k| config.metadata.contains_key(**k))
+    {
+        return Err(Error::invalid(format!(
+            "metadata key {key:?} is reserved: set the queue's retention instead"
+        )));
     }
     check_metadata(&config.metadata)
 }

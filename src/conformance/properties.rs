@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use super::Factory;
 use super::model::{read_all, select, tally};
+
+mod retention;
 use crate::{
     Action, Backend, Claim, DUMP_PAGE, Error, Expect, Item, Key, Lease, ManualClock, Move, NewItem,
     Page, Phase, PhaseCounts, QueueConfig, QueueId, Retention, Selector, Store, SweepReport,
     Timestamp, Transition,
 };
+pub use retention::*;
 
 /// The time every property starts at (far from zero, so going backwards is possible).
 const T0: Timestamp = Timestamp(1_000_000);

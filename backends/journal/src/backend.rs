@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hookspool::{
-    Action, Backend, Capabilities, Claim, Error, Item, Key, NewItem, PhaseCounts, QueueConfig,
-    QueueId, Result, Selector, SweepReport, Timestamp, Transition, check_expect,
+    Action, Backend, Capabilities, Claim, Error, Item, Key, NewItem, Phase, PhaseCounts,
+    QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition, check_expect,
 };
 
 use crate::checkpoint::{self, CHECKPOINT_FILE};
@@ -903,6 +903,48 @@ impl Backend for JournalBackend {
             self.finish(lsn, body.len()).await?;
         }
         Ok(results)
+    }
+
+    async fn prune(
+        &self,
+        queue: &QueueId,
+        phase: &Phase,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64> {
+        let inner = &self.inner;
+        inner.log.check()?;
+        // Chosen and removed under one hold of the state, from the index alone: no payload is
+        // read, and nothing can move in between. The record is an `UpdateMany` of removals,
+        // each expecting the phase, so replaying it gives the same result.
+        let (removed, lsn, len) = {
+            let mut st = inner.state();
+            let keys = st.prunable(queue, phase, before, limit)?;
+            if keys.is_empty() {
+                return Ok(0);
+            }
+            let updates: Vec<(Key, Transition)> = keys
+                .iter()
+                .map(|key| (*key, Transition::remove_from(phase.clone())))
+                .collect();
+            let body = record::encode(&Op::UpdateMany {
+                queue: queue.clone(),
+                updates: updates.clone(),
+                now: before,
+            })?;
+            // Like `update_many`: an entry that failed (none can: they were chosen just now)
+            // fails alone, and replay sees the same.
+            let mut removed = 0;
+            for (key, transition) in updates {
+                if let Ok(header) = st.update(queue, key, transition, before) {
+                    inner.freed(std::slice::from_ref(&header));
+                    removed += 1;
+                }
+            }
+            (removed, inner.append(&body)?, body.len())
+        };
+        self.finish(lsn, len).await?;
+        Ok(removed)
     }
 
     async fn claim(&self, queue: &QueueId, claim: Claim, now: Timestamp) -> Result<Vec<Item>> {

@@ -102,7 +102,7 @@ pub(crate) mod stored_config {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             retention: c.retention,
             created_at: c.created_at,
-            metadata: c.metadata.clone(),
+            metadata: c.stored_metadata(),
         }
         .serialize(s)
     }
@@ -117,6 +117,9 @@ pub(crate) mod stored_config {
         config.ttl = stored.ttl_ms.map(std::time::Duration::from_millis);
         config.created_at = stored.created_at;
         config.metadata = metadata;
+        config
+            .restore_stored_metadata()
+            .map_err(serde::de::Error::custom)?;
         Ok(config)
     }
 }

@@ -73,6 +73,10 @@ pub(crate) struct Queue {
     lease_of: HashMap<Key, Lease>,
     errors: HashMap<Key, String>,
     metadata: HashMap<Key, BTreeMap<String, String>>,
+    /// Per phase id, where retention's next walk of that phase starts: no item of the phase
+    /// has a smaller key (an item entering the phase with a smaller one lowers it). Not kept
+    /// across a reopen: the first walk after it starts at the first key.
+    prune_from: Vec<Key>,
 }
 
 /// What an item carries beside its slot.
@@ -132,6 +136,7 @@ impl Queue {
             lease_of: HashMap::new(),
             errors: HashMap::new(),
             metadata: HashMap::new(),
+            prune_from: Vec::new(),
         }
     }
 
@@ -173,6 +178,9 @@ impl Queue {
         }
         if let Some(metadata) = extras.metadata {
             self.metadata.insert(key, metadata);
+        }
+        if let Some(from) = self.prune_from.get_mut(slot.phase as usize) {
+            *from = (*from).min(key);
         }
         self.counts[slot.phase as usize] += 1;
         self.slots.insert(key, slot);
@@ -611,6 +619,41 @@ impl State {
             n += usize::from(q.take(*key, &mut self.live).is_some());
         }
         Ok(n)
+    }
+
+    /// Up to `limit` keys of items in `phase` with `updated_at ≤ before`, in key order from
+    /// where the last walk of the phase stopped, up to the first younger one (see
+    /// `Backend::prune`). The caller removes them before it lets go of the state. Each item
+    /// of another phase is passed over once per walk of a phase, not once per call.
+    pub(crate) fn prunable(
+        &mut self,
+        queue: &QueueId,
+        phase: &Phase,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        let q = queue_mut!(self, queue);
+        let Some(&phase) = q.phase_ids.get(phase) else {
+            return Ok(Vec::new());
+        };
+        let i = usize::from(phase);
+        if q.prune_from.len() <= i {
+            q.prune_from.resize(i + 1, 0);
+        }
+        let mut keys = Vec::new();
+        let mut stop = q.next_key;
+        for (key, slot) in q.slots.after(q.prune_from[i].checked_sub(1)) {
+            if slot.phase != phase {
+                continue;
+            }
+            if slot.updated_at > before.as_millis() || keys.len() == limit {
+                stop = key;
+                break;
+            }
+            keys.push(key);
+        }
+        q.prune_from[i] = stop;
+        Ok(keys)
     }
 
     pub(crate) fn count(&self, queue: &QueueId) -> Result<PhaseCounts> {

@@ -424,7 +424,7 @@ impl Backend for PostgresBackend {
                     &rows::ttl_ms(config.ttl),
                     &rows::retention(config.retention),
                     &ms(config.created_at),
-                    &Json(&config.metadata),
+                    &Json(config.stored_metadata()),
                 ],
             )
             .await?;
@@ -445,7 +445,7 @@ impl Backend for PostgresBackend {
                         &config.id.as_str(),
                         &rows::ttl_ms(config.ttl),
                         &rows::retention(config.retention),
-                        &Json(&config.metadata),
+                        &Json(config.stored_metadata()),
                     ],
                 )
                 .await?)

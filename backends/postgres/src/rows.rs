@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hookspool::{
-    Error, Item, Key, Lease, Phase, QueueConfig, QueueId, Result, Retention, Timestamp,
+    Error, Item, Key, Lease, Phase, QueueConfig, QueueId, Result, Retain, Retention, Timestamp,
 };
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
@@ -100,7 +100,7 @@ pub(crate) fn queue(row: &Row) -> Result<QueueConfig> {
     let ttl: Option<i64> = row.try_get(1).map_err(get)?;
     let retention: String = row.try_get(2).map_err(get)?;
     let Json(metadata): Json<BTreeMap<String, String>> = row.try_get(4).map_err(get)?;
-    Ok(QueueConfig {
+    let mut config = QueueConfig {
         id: QueueId::new(id).map_err(corrupt)?,
         ttl: ttl.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
         retention: match retention.as_str() {
@@ -108,9 +108,13 @@ pub(crate) fn queue(row: &Row) -> Result<QueueConfig> {
             "remove" => Retention::Remove,
             other => return Err(corrupt(format!("unknown retention {other:?}"))),
         },
+        retain: Retain::FOREVER,
         created_at: timestamp(row.try_get(3).map_err(get)?),
         metadata,
-    })
+    };
+    // The retention periods are kept in the metadata (see `QueueConfig::stored_metadata`).
+    config.restore_stored_metadata()?;
+    Ok(config)
 }
 
 pub(crate) fn retention(r: Retention) -> &'static str {

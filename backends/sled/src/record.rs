@@ -126,8 +126,12 @@ struct ConfigRecord {
     metadata: BTreeMap<String, String>,
 }
 
-impl From<ConfigRecord> for QueueConfig {
-    fn from(r: ConfigRecord) -> Self {
+impl TryFrom<ConfigRecord> for QueueConfig {
+    type Error = String;
+
+    /// The settings, with the retention periods (kept in the metadata, see
+    /// [`QueueConfig::stored_metadata`]) back in their field.
+    fn try_from(r: ConfigRecord) -> std::result::Result<Self, String> {
         let mut config = QueueConfig::new(r.id).with_retention(r.retention);
         config.ttl = r.ttl_ms.map(std::time::Duration::from_millis);
         config.created_at = r.created_at;
@@ -136,6 +140,9 @@ impl From<ConfigRecord> for QueueConfig {
             config.metadata.entry("secret".to_owned()).or_insert(secret);
         }
         config
+            .restore_stored_metadata()
+            .map_err(|e| e.to_string())?;
+        Ok(config)
     }
 }
 
@@ -149,7 +156,7 @@ pub(crate) fn encode_config(config: &QueueConfig) -> Result<Vec<u8>> {
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         retention: config.retention,
         created_at: config.created_at,
-        metadata: config.metadata.clone(),
+        metadata: config.stored_metadata(),
     };
     encode(&record).map_err(|reason| {
         Error::invalid(format!(
@@ -161,7 +168,7 @@ pub(crate) fn encode_config(config: &QueueConfig) -> Result<Vec<u8>> {
 
 /// Decodes queue settings; the error reason is for the caller to wrap with context.
 pub(crate) fn decode_config(bytes: &[u8]) -> std::result::Result<QueueConfig, String> {
-    decode::<ConfigRecord>(bytes).map(QueueConfig::from)
+    decode::<ConfigRecord>(bytes).and_then(QueueConfig::try_from)
 }
 
 /// Decodes an item; the error reason is for the caller to wrap with context.
