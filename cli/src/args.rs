@@ -142,7 +142,7 @@ pub enum Command {
                       HOOKSPOOL_TOKENS=$(openssl rand -hex 24) hookspool serve --listen 0.0.0.0:8080\n  \
                       hookspool --data-dir /var/lib/hookspool serve --config /etc/hookspool.toml"
     )]
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
 
     /// List every queue with its item count and settings.
     #[command(
@@ -388,9 +388,48 @@ pub struct QueueSettings {
     /// What acknowledging an item does.
     #[arg(long, value_enum)]
     pub retention: Option<RetentionArg>,
+    /// How long an item stays in `done` before the daemon's retention pass removes it: a
+    /// duration of at least 1s (e.g. 3d), or `forever` (the default).
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period, allow_hyphen_values = true)]
+    pub retain_done: Option<RetainPeriod>,
+    /// How long an item stays in `dead` (a duration, or `forever`).
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period, allow_hyphen_values = true)]
+    pub retain_dead: Option<RetainPeriod>,
+    /// How long an item stays in `expired` (a duration, or `forever`).
+    #[arg(long, value_name = "PERIOD", value_parser = parse_period, allow_hyphen_values = true)]
+    pub retain_expired: Option<RetainPeriod>,
     /// Metadata entry KEY=VALUE (repeatable; not `secret`, which holds --secret).
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     pub meta: Vec<(String, String)>,
+}
+
+impl QueueSettings {
+    /// `retain` with the periods these flags give replaced.
+    pub fn retain_over(&self, mut retain: hookspool::Retain) -> hookspool::Retain {
+        for (flag, slot) in [
+            (self.retain_done, &mut retain.done),
+            (self.retain_dead, &mut retain.dead),
+            (self.retain_expired, &mut retain.expired),
+        ] {
+            if let Some(RetainPeriod(period)) = flag {
+                *slot = period;
+            }
+        }
+        retain
+    }
+
+    /// Whether any retention flag was given.
+    pub fn sets_retain(&self) -> bool {
+        self.retain_done.is_some() || self.retain_dead.is_some() || self.retain_expired.is_some()
+    }
+}
+
+/// A retention period given on the command line: `None` is `forever`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetainPeriod(pub Option<Duration>);
+
+fn parse_period(text: &str) -> Result<RetainPeriod, String> {
+    crate::duration::parse_retain_period(text).map(RetainPeriod)
 }
 
 /// `--retention` values.

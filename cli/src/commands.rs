@@ -13,8 +13,8 @@ use crate::admin::{Admin, ItemStream};
 use crate::args::{Command, FetchArgs, QueueCommand, QueueSettings};
 use crate::error::CliError;
 use crate::format::{
-    Table, format_not_before, format_timestamp, format_ttl, mask_secret, payload_preview,
-    phase_rows, queue_json, retention_name, write_item_json,
+    Table, format_not_before, format_retain, format_timestamp, format_ttl, mask_secret,
+    payload_preview, phase_rows, queue_json, retention_name, write_item_json,
 };
 
 /// `dump` reports progress on a terminal every this many items.
@@ -79,7 +79,8 @@ fn writable(queue: &QueueId, what: &str) -> Result<(), CliError> {
         return Err(CliError::Input(format!(
             "`{queue}` is one of hookspool's own queues: it cannot be {what} with the queue \
              commands (reads and `replay` are allowed; subscriptions and deliveries are managed \
-             through the daemon's /hooks and /deliveries endpoints)"
+             through the daemon's /hooks and /deliveries endpoints, and how long deliveries stay \
+             by `hookspool serve --retain-deliveries-done` and the like)"
         )));
     }
     Ok(())
@@ -286,12 +287,13 @@ async fn queue<A: Admin>(
 /// The queue `queue create` creates.
 fn new_queue(id: QueueId, settings: QueueSettings) -> Result<QueueConfig, CliError> {
     check_meta_keys(settings.meta.iter().map(|(key, _)| key))?;
-    let secret = secret_arg(settings.secret)?;
+    let secret = secret_arg(settings.secret.clone())?;
     let mut config = QueueConfig::new(id);
     config.ttl = settings.ttl;
     if let Some(retention) = settings.retention {
         config.retention = retention.into();
     }
+    config.retain = settings.retain_over(config.retain);
     config.metadata.extend(settings.meta);
     set_channel_secret(&mut config, secret.as_ref())?;
     Ok(config)
@@ -308,26 +310,37 @@ async fn queue_update<A: Admin>(
     remove_meta: &[String],
 ) -> Result<QueueUpdate, CliError> {
     check_meta_keys(settings.meta.iter().map(|(key, _)| key).chain(remove_meta))?;
-    let secret = secret_arg(settings.secret)?;
-    let metadata = if remove_meta.is_empty() && settings.meta.is_empty() {
-        None
+    let secret = secret_arg(settings.secret.clone())?;
+    let changes_meta = !(remove_meta.is_empty() && settings.meta.is_empty());
+    let current = if changes_meta || settings.sets_retain() {
+        Some(
+            admin
+                .queue(id)
+                .await?
+                .ok_or_else(|| Error::QueueNotFound(id.clone()))?,
+        )
     } else {
-        let mut metadata = admin
-            .queue(id)
-            .await?
-            .ok_or_else(|| Error::QueueNotFound(id.clone()))?
-            .metadata;
+        None
+    };
+    // The API replaces the three periods together: those not given keep their value.
+    let retain = current
+        .as_ref()
+        .filter(|_| settings.sets_retain())
+        .map(|q| settings.retain_over(q.retain).into());
+    let metadata = current.filter(|_| changes_meta).map(|q| {
+        let mut metadata = q.metadata;
         for key in remove_meta {
             metadata.remove(key);
         }
         metadata.extend(settings.meta);
-        Some(metadata)
-    };
+        metadata
+    });
     // clap refuses `--ttl` with `--no-ttl` and `--secret` with `--no-secret`.
     Ok(QueueUpdate {
         secret: secret.map(Some).or(no_secret.then_some(None)),
         ttl: settings.ttl.map(Some).or(no_ttl.then_some(None)),
         retention: settings.retention.map(Into::into),
+        retain,
         metadata,
     })
 }
@@ -376,6 +389,7 @@ fn print_queue(queue: &QueueInfo, json: bool, io: &mut Io<'_>) -> Result<(), Cli
     writeln!(out, "created    {} UTC", format_timestamp(queue.created_at))?;
     writeln!(out, "ttl        {}", format_ttl(queue))?;
     writeln!(out, "retention  {}", retention_name(queue))?;
+    writeln!(out, "retain     {}", format_retain(queue.retain))?;
     writeln!(out, "secret     {}", mask_secret(queue))?;
     writeln!(out, "metadata   {metadata}")?;
     writeln!(out, "items      {}", queue.counts.total())?;

@@ -59,6 +59,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total_ms))
 }
 
+/// Parses how long items stay in a phase: a duration of at least 1s (see [`parse_duration`])
+/// or `forever`. `None` is forever.
+///
+/// # Errors
+/// A message saying what is wrong: a negative value, less than a second, or not a duration.
+pub fn parse_retain_period(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    if text.starts_with('-') {
+        return Err(format!(
+            "{text:?} is negative; give a duration of at least 1s, or `forever`"
+        ));
+    }
+    let period = parse_duration(text).map_err(|e| format!("{e}, or `forever`"))?;
+    if period < hookspool::Retain::MIN {
+        return Err(format!(
+            "{text:?} is less than 1s; give at least 1s, or `forever`"
+        ));
+    }
+    Ok(Some(period))
+}
+
+/// Formats a retention period as [`parse_retain_period`] reads it.
+pub fn format_retain_period(period: Option<Duration>) -> String {
+    period.map_or_else(|| "forever".to_owned(), format_duration)
+}
+
 /// Formats a duration the way [`parse_duration`] reads it, largest units first, e.g.
 /// `1h30m`, `15m`, `500ms`; `0s` for zero. Sub-millisecond parts are dropped.
 pub fn format_duration(duration: Duration) -> String {
@@ -117,6 +146,30 @@ mod tests {
             let err = parse_duration(bad).expect_err(bad);
             assert!(err.contains(reason), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn retain_periods_are_at_least_a_second_or_forever() {
+        assert_eq!(parse_retain_period("forever"), Ok(None));
+        assert_eq!(
+            parse_retain_period("3d"),
+            Ok(Some(Duration::from_hours(72)))
+        );
+        assert_eq!(parse_retain_period("1s"), Ok(Some(Duration::from_secs(1))));
+        for (bad, reason) in [
+            ("-5s", "is negative"),
+            ("500ms", "less than 1s"),
+            ("0s", "less than 1s"),
+            ("soon", "expected a number"),
+        ] {
+            let err = parse_retain_period(bad).expect_err(bad);
+            assert!(
+                err.contains(reason) && err.contains("forever"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(format_retain_period(None), "forever");
+        assert_eq!(format_retain_period(Some(Duration::from_hours(72))), "3d");
     }
 
     #[test]

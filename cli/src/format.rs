@@ -7,10 +7,10 @@ use std::io::{self, Write};
 use hookspool::{Item, PhaseCounts, Timestamp};
 use hookspool_client::QueueInfo;
 use hookspool_client::text::compact_json;
-use hookspool_client::wire::{ItemView, LIFECYCLE};
+use hookspool_client::wire::{ItemView, LIFECYCLE, RetainView};
 use serde_json::value::RawValue;
 
-use crate::duration::format_duration;
+use crate::duration::{format_duration, format_retain_period};
 
 /// Longest payload preview in a table, in characters.
 pub const PREVIEW_CHARS: usize = 48;
@@ -181,9 +181,20 @@ pub fn queue_json(queue: &QueueInfo) -> serde_json::Value {
         "created_at": queue.created_at,
         "ttl_ms": queue.ttl.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         "retention": retention_name(queue),
+        "retain": RetainView::from(queue.retain),
         "has_secret": queue.has_secret,
         "metadata": queue.metadata,
     })
+}
+
+/// Retention periods for display: `done 3d, dead 30d, expired forever`.
+pub fn format_retain(retain: hookspool::Retain) -> String {
+    format!(
+        "done {}, dead {}, expired {}",
+        format_retain_period(retain.done),
+        format_retain_period(retain.dead),
+        format_retain_period(retain.expired)
+    )
 }
 
 /// A secret for display: `****` when set, `-` when not. No characters of it are shown.
@@ -299,6 +310,7 @@ mod tests {
         assert_eq!(v["has_secret"], true);
         assert_eq!(v["items"], 3);
         assert_eq!(v["ttl_ms"], 60_000);
+        assert_eq!(v["retain"]["done_ms"], serde_json::Value::Null, "forever");
         assert_eq!(v["phases"]["pending"], 2);
         assert_eq!(v["phases"]["dead"], 0);
         assert_eq!(v["phases"]["review"], 1);

@@ -49,7 +49,7 @@ use hookspool::{Backend, Store};
 pub use admin::{Admin, ItemStream};
 pub use args::{Cli, Command, FetchArgs, QueueCommand, QueueSettings, RetentionArg};
 pub use commands::{DUMP_PROGRESS_EVERY, Io, run};
-pub use duration::{format_duration, parse_duration};
+pub use duration::{format_duration, format_retain_period, parse_duration, parse_retain_period};
 pub use error::{CliError, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
 pub use remote::serve_with_url;
 

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         let mut args = args;
         args.database_url = cli.database_url;
         args.database_schema = cli.database_schema;
-        return hookspool_cli::serve::main(args, cli.data_dir);
+        return hookspool_cli::serve::main(*args, cli.data_dir);
     }
     if cli.token.is_none() {
         cli.token = std::env::var("HOOKSPOOL_TOKEN")

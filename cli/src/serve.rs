@@ -8,6 +8,7 @@
 
 pub mod command;
 mod config;
+mod retention;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,18 +16,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use hookspool::{Backend, MemoryBackend, QueueConfig, Store};
+use hookspool::{Backend, MemoryBackend, QueueConfig, Retain, Store};
 use hookspool_client::NewSubscription;
 use hookspool_http::{ApiConfig, ApiState, router};
 use hookspool_journal::JournalBackend;
 use hookspool_sled::SledBackend;
-use hookspool_webhooks::{Hooks, channel_secret, set_channel_secret};
+use hookspool_webhooks::{Hooks, HooksOptions, channel_secret, set_channel_secret};
 
 use crate::error::CliError;
 
 pub use config::{
     BackendKind, ChannelConfig, DEFAULT_LISTEN, LogFormat, ServeArgs, ServeConfig, SourceConfig,
 };
+pub use retention::{DEFAULT_RETENTION_INTERVAL, RetentionArgs, RetentionConfig};
 
 /// Runs the daemon until `shutdown` completes: opens the data directory, serves the API on
 /// `config.listen`, and runs the delivery loop and the callback loop. `ready` is called with
@@ -88,11 +90,16 @@ async fn serve_on<B: Backend>(
     shutdown: impl Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), CliError> {
-    let hooks = Hooks::open(store.clone()).await?;
+    let options = HooksOptions {
+        deliveries_retain: config.retention.deliveries,
+        callbacks_retain: config.retention.callbacks,
+        ..HooksOptions::default()
+    };
+    let hooks = Hooks::open_with(store.clone(), options).await?;
     let deliverer = hooks.deliverer(config.delivery.clone())?;
     let mut callbacks = hooks.callbacks(config.callbacks.clone())?;
     for channel in &config.channels {
-        open_channel(&store, channel).await?;
+        open_channel(&store, channel, config.retention.callbacks).await?;
         if let Some(handler) = &channel.handler {
             callbacks = callbacks
                 .handle(channel.id.as_str(), handler.clone())
@@ -135,6 +142,9 @@ async fn serve_on<B: Backend>(
             stopped(stop_rx.clone()),
         ));
     }
+    // Removes settled deliveries and callbacks once their retention period is over (and
+    // items of any queue with a period of its own); stopped when this function returns.
+    let retention = store.spawn_retention(config.retention.interval);
     let delivery_task = tokio::spawn(deliverer.run(stopped(stop_rx.clone())));
     let callback_task = tokio::spawn(callbacks.run(stopped(stop_rx.clone())));
     let served = axum::serve(listener, app)
@@ -145,6 +155,7 @@ async fn serve_on<B: Backend>(
     };
     let delivery_result = joined(delivery_task.await, "delivery")?;
     let callback_result = joined(callback_task.await, "callback")?;
+    retention.stop().await;
     tracing::info!("hookspool stopped");
     served?;
     delivery_result?;
@@ -205,10 +216,11 @@ async fn subscribe_source<B: Backend>(
 async fn open_channel<B: Backend>(
     store: &Store<B>,
     channel: &ChannelConfig,
+    retain: Retain,
 ) -> Result<(), CliError> {
     let existing = match store.queue(&channel.id).await? {
         None => {
-            let mut q = QueueConfig::new(channel.id.clone());
+            let mut q = QueueConfig::new(channel.id.clone()).with_retain(retain);
             set_channel_secret(&mut q, channel.secret.as_ref())?;
             match store.create_queue(q).await {
                 Ok(_) => return Ok(()),

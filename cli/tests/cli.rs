@@ -397,3 +397,36 @@ fn hookspools_own_queues_refuse_writes() {
     let listed = ok(&dir, &["queues", "--json"]);
     assert!(!listed.contains("hookspool.mine"), "{listed}");
 }
+
+#[test]
+fn queue_retention_is_set_shown_and_checked() {
+    let (_tmp, dir) = data_dir();
+    ok(&dir, &["queue", "create", "q", "--retain-done", "3d"]);
+    let shown = ok(&dir, &["queue", "show", "q"]);
+    assert!(
+        shown.contains("retain     done 3d, dead forever, expired forever"),
+        "{shown}"
+    );
+    ok(&dir, &["queue", "update", "q", "--retain-dead", "30d"]);
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&dir, &["queue", "show", "q", "--json"])).unwrap();
+    assert_eq!(
+        json["retain"],
+        serde_json::json!({"done_ms": 259_200_000_u64, "dead_ms": 2_592_000_000_u64, "expired_ms": null}),
+        "a period not given to `update` keeps its value"
+    );
+    ok(&dir, &["queue", "update", "q", "--retain-done", "forever"]);
+    let shown = ok(&dir, &["queue", "show", "q"]);
+    assert!(shown.contains("done forever, dead 30d"), "{shown}");
+    for (value, reason) in [
+        ("500ms", "less than 1s"),
+        ("-1d", "negative"),
+        ("soon", "expected a number"),
+    ] {
+        let err = fails(&dir, &["queue", "update", "q", "--retain-dead", value], 2);
+        assert!(
+            err.contains("--retain-dead") && err.contains(reason),
+            "{value}: {err}"
+        );
+    }
+}

@@ -78,6 +78,34 @@ fn serve_refuses_a_public_address_without_a_token() {
 }
 
 #[test]
+fn serve_refuses_a_bad_retention_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hookspool.toml");
+    std::fs::write(&config, "[retention]\ndeliveries_done = \"100ms\"\n").unwrap();
+    for (args, names) in [
+        (
+            vec!["--retain-deliveries-dead", "-3d"],
+            "--retain-deliveries-dead",
+        ),
+        (
+            vec!["--config", config.to_str().unwrap()],
+            "retention.deliveries_done",
+        ),
+    ] {
+        let out = hookspool()
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "a bad setting: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn serve_reports_a_data_directory_in_use() {
     let dir = tempfile::tempdir().unwrap();
     let (mut first, _) = start(dir.path(), &[]);
@@ -115,6 +143,11 @@ fn serve_help_documents_every_setting() {
         "--public-url",
         "--callback-timeout",
         "--callback-concurrency",
+        "--retain-deliveries-done",
+        "--retain-deliveries-dead",
+        "--retain-callbacks-done",
+        "--retain-callbacks-dead",
+        "--retention-interval",
         "[channels.NAME]",
         "[[sources]]",
         "/openapi.json",

@@ -1184,6 +1184,7 @@ mod tests {
                 ("dead".to_owned(), 0),
                 ("review".to_owned(), 1),
             ]),
+            pruned: std::collections::BTreeMap::new(),
         }
         .to_phase_counts()
         .unwrap();

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hookspool::{
-    Item, Key, Lease, NewItem, Phase, PhaseCounts, QueueConfig, QueueId, Retention, Timestamp,
+    Item, Key, Lease, NewItem, Phase, PhaseCounts, QueueConfig, QueueId, Retain, Retention,
+    Timestamp,
 };
 pub use hookspool_webhooks::{Attempt, Delivery, DeliveryId, SignatureScheme, SubscriptionInfo};
 use hookspool_webhooks::{Secret, channel_secret};
@@ -56,6 +57,43 @@ pub struct ErrorBody {
 
 // ---- queues ---------------------------------------------------------------------------------
 
+/// How long settled items of a queue stay, in milliseconds: `null` or absent is forever
+/// (each at least 1,000).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetainView {
+    /// How long an item stays in `done`.
+    #[serde(default)]
+    pub done_ms: Option<u64>,
+    /// How long an item stays in `dead`.
+    #[serde(default)]
+    pub dead_ms: Option<u64>,
+    /// How long an item stays in `expired`.
+    #[serde(default)]
+    pub expired_ms: Option<u64>,
+}
+
+impl From<Retain> for RetainView {
+    fn from(r: Retain) -> Self {
+        RetainView {
+            done_ms: r.done.map(millis),
+            dead_ms: r.dead.map(millis),
+            expired_ms: r.expired.map(millis),
+        }
+    }
+}
+
+impl From<RetainView> for Retain {
+    fn from(v: RetainView) -> Self {
+        Retain {
+            done: v.done_ms.map(Duration::from_millis),
+            dead: v.dead_ms.map(Duration::from_millis),
+            expired: v.expired_ms.map(Duration::from_millis),
+        }
+    }
+}
+
 /// `POST /queues`: a queue to create.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -76,6 +114,9 @@ pub struct NewQueue {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = RetentionSchema))]
     pub retention: Retention,
+    /// How long settled items stay (absent: forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<RetainView>,
     /// Free-form metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
@@ -92,6 +133,7 @@ impl NewQueue {
             secret: channel_secret(config),
             ttl_ms: config.ttl.map(millis),
             retention: config.retention,
+            retain: (!config.retain.is_forever()).then(|| config.retain.into()),
             metadata,
         }
     }
@@ -127,6 +169,9 @@ pub struct QueueUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<RetentionSchema>))]
     pub retention: Option<Retention>,
+    /// New retention periods, replacing all three (a period left out is forever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<RetainView>,
     /// New metadata, replacing all of the old.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
@@ -154,6 +199,9 @@ impl QueueUpdate {
         }
         if let Some(retention) = self.retention {
             config.retention = retention;
+        }
+        if let Some(retain) = self.retain {
+            config.retain = retain.into();
         }
         let secret = match &self.secret {
             Some(new) => new.clone(),
@@ -235,6 +283,8 @@ pub struct QueueInfo {
     pub ttl: Option<Duration>,
     /// What acknowledging an item does.
     pub retention: Retention,
+    /// How long settled items stay.
+    pub retain: Retain,
     /// When the queue was created.
     pub created_at: Timestamp,
     /// Free-form metadata (the channel secret is not part of it here).
@@ -255,6 +305,7 @@ impl QueueInfo {
             has_secret,
             ttl: config.ttl,
             retention: config.retention,
+            retain: config.retain,
             created_at: config.created_at,
             metadata,
             counts,
@@ -276,6 +327,9 @@ struct QueueView {
     ttl_ms: Option<u64>,
     #[cfg_attr(feature = "openapi", schema(value_type = RetentionSchema))]
     retention: Retention,
+    /// How long settled items stay.
+    #[serde(default)]
+    retain: RetainView,
     /// Milliseconds since the Unix epoch.
     #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     created_at: Timestamp,
@@ -296,6 +350,7 @@ impl From<QueueInfo> for QueueView {
             secret: q.has_secret,
             ttl_ms: q.ttl.map(millis),
             retention: q.retention,
+            retain: q.retain.into(),
             created_at: q.created_at,
             metadata: q.metadata,
             items: q.counts.total(),
@@ -312,6 +367,7 @@ impl TryFrom<QueueView> for QueueInfo {
             has_secret: v.secret,
             ttl: v.ttl_ms.map(Duration::from_millis),
             retention: v.retention,
+            retain: v.retain.into(),
             created_at: v.created_at,
             metadata: v.metadata,
             counts: counts_from(v.phases)?,
@@ -360,6 +416,10 @@ pub struct Counts {
     /// By phase: the lifecycle phases (zero included) and any other, or only the phase asked
     /// for with `?phase=`.
     pub phases: BTreeMap<String, u64>,
+    /// Items the retention pass removed since the server started, by phase (no longer in
+    /// `phases`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pruned: BTreeMap<String, u64>,
 }
 
 impl Counts {
@@ -368,6 +428,7 @@ impl Counts {
         Counts {
             total: counts.total(),
             phases: phases_json(counts),
+            pruned: BTreeMap::new(),
         }
     }
 
@@ -377,6 +438,7 @@ impl Counts {
         Counts {
             total: n,
             phases: BTreeMap::from([(phase.as_str().to_owned(), n)]),
+            pruned: BTreeMap::new(),
         }
     }
 

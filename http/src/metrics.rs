@@ -70,6 +70,18 @@ pub(crate) async fn metrics<B: Backend>(
             );
         }
     }
+    out.push_str(
+        "# HELP hookspool_pruned_total Items the retention pass removed since the process \
+         started, by queue and phase.\n# TYPE hookspool_pruned_total counter\n",
+    );
+    for (queue, phases) in state.store.pruned_all() {
+        for (phase, n) in phases {
+            let _ = writeln!(
+                out,
+                "hookspool_pruned_total{{queue=\"{queue}\",phase=\"{phase}\"}} {n}"
+            );
+        }
+    }
     let delivery = state.hooks.delivery_stats();
     out.push_str(
         "# HELP hookspool_delivery_outcomes_total Delivery attempt outcomes since the process \

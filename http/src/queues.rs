@@ -119,6 +119,7 @@ async fn create_queue<B: Backend>(
     writable(&config.id, "created")?;
     config.ttl = body.ttl_ms.map(Duration::from_millis);
     config.retention = body.retention;
+    config.retain = body.retain.unwrap_or_default().into();
     check_metadata(&body.metadata).map_err(ApiError::bad_request)?;
     config.metadata = body.metadata;
     if body.secret.as_ref().is_some_and(|s| s.expose().is_empty()) {
@@ -389,10 +390,17 @@ async fn count<B: Backend>(
     let id = QueueId::new(id)?;
     let phase = q.phase.map(Phase::new).transpose()?;
     let counts = state.store.counts(&id).await?;
-    Ok(Json(match phase {
-        Some(phase) => Counts::one(&counts, &phase),
+    let pruned = state.store.pruned(&id);
+    let mut out = match &phase {
+        Some(phase) => Counts::one(&counts, phase),
         None => Counts::all(&counts),
-    }))
+    };
+    out.pruned = pruned
+        .into_iter()
+        .filter(|(p, _)| phase.as_ref().is_none_or(|asked| asked == p))
+        .map(|(p, n)| (p.as_str().to_owned(), n))
+        .collect();
+    Ok(Json(out))
 }
 
 /// `GET /queues/{id}/dump`: every item, as JSON lines.
@@ -496,7 +504,8 @@ fn writable(id: &QueueId, what: &str) -> Result<(), ApiError> {
             format!(
                 "`{id}` is one of hookspool's own queues: it cannot be {what} through the \
                  queue API (use the /hooks and /deliveries endpoints; reads and replaying dead \
-                 items are allowed)"
+                 items are allowed; the daemon's retention settings, such as \
+                 --retain-deliveries-done, set how long deliveries stay)"
             ),
         ));
     }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use hookspool::{
     DUMP_PAGE, Error, Limits, MAX_METADATA_ENTRIES, MAX_METADATA_KEY, MAX_METADATA_VALUE,
-    MAX_OWNER_LEN, ManualClock, MemoryBackend, NewItem, Page, Phase, QueueConfig, QueueId,
-    Retention, Store, Timestamp,
+    MAX_OWNER_LEN, ManualClock, MemoryBackend, NewItem, PRUNE_BUDGET, Page, Phase, QueueConfig,
+    QueueId, Retain, Retention, Store, Timestamp,
 };
 
 const T0: Timestamp = Timestamp(1_000_000);
@@ -494,4 +494,77 @@ async fn batched_acks_are_checked_before_anything_is_applied() {
         Err(Error::ItemNotFound { key: 99, .. })
     ));
     assert_eq!(s.count_phase(&q, &Phase::DONE).await.unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_retention_removes_in_bounded_passes_until_stopped() {
+    let (s, clock) = store();
+    let retain = Retain {
+        done: Some(Duration::from_secs(1)),
+        ..Retain::FOREVER
+    };
+    let q = QueueId::new("jobs").unwrap();
+    s.create_queue(QueueConfig::new(q.clone()).with_retain(retain))
+        .await
+        .unwrap();
+    // More than one pass's budget, all done at once.
+    let n = usize::try_from(PRUNE_BUDGET).unwrap() + 500;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        let items = chunk
+            .iter()
+            .map(|i| NewItem::new(i.to_string().into_bytes()));
+        let keys = s.push_batch(&q, items.collect()).await.unwrap();
+        for key in keys {
+            s.update_phase(&q, key, Phase::DONE).await.unwrap();
+        }
+    }
+    clock.advance(Duration::from_secs(1));
+    let task = s.spawn_retention(Duration::from_secs(1));
+    // The first tick is at once: one pass removes its budget, the next pass the rest.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        s.count(&q).await.unwrap(),
+        500,
+        "a pass stops at its budget"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(s.count(&q).await.unwrap(), 0);
+    assert_eq!(s.pruned(&q).get(&Phase::DONE), Some(&(n as u64)));
+    task.stop().await;
+    let key = s.push(&q, NewItem::new(b"late".to_vec())).await.unwrap();
+    s.update_phase(&q, key, Phase::DONE).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        s.count(&q).await.unwrap(),
+        1,
+        "a stopped task removes nothing"
+    );
+}
+
+#[tokio::test]
+async fn retention_below_a_second_and_reserved_metadata_are_refused() {
+    let (s, _) = store();
+    let q = QueueId::new("jobs").unwrap();
+    let short = Retain {
+        expired: Some(Duration::from_millis(999)),
+        ..Retain::FOREVER
+    };
+    let err = s
+        .create_queue(QueueConfig::new(q.clone()).with_retain(short))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("retain_expired")),
+        "{err}"
+    );
+    let err = s
+        .create_queue(QueueConfig::new(q.clone()).with_metadata("hookspool.retain_done", "5"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("reserved")),
+        "{err}"
+    );
+    assert!(s.queue(&q).await.unwrap().is_none(), "nothing was created");
 }

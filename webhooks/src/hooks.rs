@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify, broadcast};
 
-use hookspool::{Backend, DUMP_PAGE, Key, Page, QueueConfig, QueueId, Store};
+use hookspool::{Backend, DUMP_PAGE, Key, Page, QueueConfig, QueueId, Retain, Store};
 
 use crate::deliver::{Deliverer, DeliveryConfig, DeliveryOutcome};
 use crate::error::{Error, Result};
@@ -56,7 +56,24 @@ pub struct HooksOptions {
     /// How long an idempotency key names its request ([`crate::FireOptions`]); a key
     /// reused after that is a new request (default 24 hours). Must be more than zero.
     pub idempotency_ttl: Duration,
+    /// How long deliveries stay once done, dead or expired (default
+    /// [`DEFAULT_DELIVERIES_RETAIN`]: done 3 days, dead 30 days). Set on the deliveries queue
+    /// at every open, so this setting, not a change made to the queue since, is what holds.
+    pub deliveries_retain: Retain,
+    /// How long callbacks stay once handled or dead, for the channel queues hookspool creates
+    /// (default the same as deliveries'). A channel queue's own setting, once created, is
+    /// changed like any queue's.
+    pub callbacks_retain: Retain,
 }
+
+/// How long deliveries and callbacks stay unless [`HooksOptions`] says otherwise: done 3
+/// days (time to look into what happened), dead 30 days (time to fix the receiver and
+/// replay), expired forever.
+pub const DEFAULT_DELIVERIES_RETAIN: Retain = Retain {
+    done: Some(Duration::from_hours(72)),
+    dead: Some(Duration::from_hours(720)),
+    expired: None,
+};
 
 impl Default for HooksOptions {
     fn default() -> Self {
@@ -64,6 +81,8 @@ impl Default for HooksOptions {
             direct_secret: None,
             rotation_grace: DEFAULT_ROTATION_GRACE,
             idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+            deliveries_retain: DEFAULT_DELIVERIES_RETAIN,
+            callbacks_retain: DEFAULT_DELIVERIES_RETAIN,
         }
     }
 }
@@ -137,10 +156,13 @@ impl<B: Backend> Hooks<B> {
                 "the idempotency key lifetime must be more than zero",
             ));
         }
+        options.deliveries_retain.check()?;
+        options.callbacks_retain.check()?;
         let subs_queue = QueueId::new(SUBSCRIPTIONS_QUEUE)?;
         let deliveries_queue = QueueId::new(DELIVERIES_QUEUE)?;
         ensure_queue(&store, &subs_queue, None).await?;
         let nonce = ensure_queue(&store, &deliveries_queue, Some(random_hex(4)?)).await?;
+        set_retain(&store, &deliveries_queue, options.deliveries_retain).await?;
         let subs = load_subs(&store, &subs_queue).await?;
         let (results, _) = broadcast::channel(1024);
         let idempotency = Idempotency::new(options.idempotency_ttl);
@@ -313,6 +335,16 @@ async fn ensure_queue<B: Backend>(
     // Created and deleted again meanwhile: create it now.
     create_queue_with(store, id, nonce.as_ref()).await?;
     Ok(nonce)
+}
+
+/// Gives an internal queue the retention periods of the options, if it has others.
+async fn set_retain<B: Backend>(store: &Store<B>, id: &QueueId, retain: Retain) -> Result<()> {
+    if let Some(q) = store.queue(id).await?
+        && q.retain != retain
+    {
+        store.update_queue(q.with_retain(retain)).await?;
+    }
+    Ok(())
 }
 
 async fn create_queue_with<B: Backend>(

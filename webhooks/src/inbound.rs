@@ -429,7 +429,8 @@ impl<B: Backend> Hooks<B> {
                 return Ok(secret);
             }
             let secret = generate_secret()?;
-            let mut q = QueueConfig::new(channel.clone());
+            let mut q =
+                QueueConfig::new(channel.clone()).with_retain(self.inner.options.callbacks_retain);
             set_channel_secret(&mut q, Some(&secret))?;
             match store.create_queue(q).await {
                 Ok(_) => return Ok(secret),
@@ -495,7 +496,11 @@ impl<B: Backend> Callbacks<B> {
         }
         let store = self.hooks.store();
         if store.queue(&id).await?.is_none() {
-            match store.create_queue(QueueConfig::new(id.clone())).await {
+            let retain = self.hooks.inner.options.callbacks_retain;
+            match store
+                .create_queue(QueueConfig::new(id.clone()).with_retain(retain))
+                .await
+            {
                 Ok(_) | Err(StoreError::QueueExists(_)) => {}
                 Err(e) => return Err(e.into()),
             }

@@ -109,7 +109,10 @@ pub use error::{Error, Result};
 #[cfg(feature = "delivery")]
 pub use firing::{FireOptions, Fired, RequestId, UrlResolver};
 #[cfg(feature = "delivery")]
-pub use hooks::{CANCELLED, DELIVERIES_QUEUE, GONE, Hooks, HooksOptions, SUBSCRIPTIONS_QUEUE};
+pub use hooks::{
+    CANCELLED, DEFAULT_DELIVERIES_RETAIN, DELIVERIES_QUEUE, GONE, Hooks, HooksOptions,
+    SUBSCRIPTIONS_QUEUE,
+};
 #[cfg(feature = "delivery")]
 pub use idempotency::{
     DEFAULT_IDEMPOTENCY_TTL, IDEMPOTENCY_QUEUE, MAX_IDEMPOTENCY_KEY, check_idempotency_key,

@@ -22,6 +22,7 @@ use hookspool_webhooks::{
 use serde::Deserialize;
 
 use super::command::CommandHandler;
+use super::retention::{RetentionArgs, RetentionConfig, RetentionFile, retention};
 use crate::duration::parse_duration;
 use crate::error::CliError;
 
@@ -172,6 +173,10 @@ pub struct ServeArgs {
     /// Most handler commands running at once [default: 8].
     #[arg(long, env = "HOOKSPOOL_CALLBACK_CONCURRENCY", value_name = "N")]
     pub callback_concurrency: Option<usize>,
+
+    /// Retention of deliveries and callbacks.
+    #[command(flatten)]
+    pub retention: RetentionArgs,
 }
 
 /// A `[channels.NAME]` table of the config file.
@@ -252,6 +257,7 @@ struct FileConfig {
     callback_concurrency: Option<usize>,
     channels: Option<BTreeMap<String, ChannelFile>>,
     sources: Option<Vec<SourceFile>>,
+    retention: Option<RetentionFile>,
 }
 
 /// The daemon's settings, resolved from file, environment and flags and checked.
@@ -283,6 +289,8 @@ pub struct ServeConfig {
     pub sources: Vec<SourceConfig>,
     /// Callback loop settings (the retry schedule is the delivery one).
     pub callbacks: CallbackConfig,
+    /// How long deliveries and callbacks stay once settled.
+    pub retention: RetentionConfig,
 }
 
 /// Where the `postgres` backend keeps the queues. Its `Debug` masks the password.
@@ -398,6 +406,7 @@ impl ServeConfig {
             )));
         }
         let sources = sources(file.sources, &channels, listen, public_url.as_deref())?;
+        let retention = retention(args.retention, file.retention)?;
         let (backend, database) =
             storage(settings, &data_dir, listen, &mut delivery, &mut callbacks)?;
         Ok(ServeConfig {
@@ -417,6 +426,7 @@ impl ServeConfig {
             channels,
             sources,
             callbacks,
+            retention,
         })
     }
 }

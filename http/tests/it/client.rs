@@ -101,9 +101,18 @@ async fn queue_settings_round_trip() {
         ttl: Some(None),
         secret: Some(None),
         retention: Some(Retention::Keep),
+        retain: Some(hookspool_client::wire::RetainView {
+            done_ms: Some(3_600_000),
+            ..Default::default()
+        }),
         metadata: Some(BTreeMap::from([("owner".to_owned(), "ops".to_owned())])),
     };
     let updated = client.update_queue(&orders, &update).await.unwrap();
+    assert_eq!(
+        updated.retain.done,
+        Some(std::time::Duration::from_hours(1)),
+        "the typed client sets and reads retention"
+    );
     assert!(!updated.has_secret);
     assert_eq!(updated.ttl, None);
     assert_eq!(updated.retention, Retention::Keep);

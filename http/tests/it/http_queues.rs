@@ -8,14 +8,18 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
 /// A running API over a fresh memory store.
-struct Api {
+pub(crate) struct Api {
     base: String,
     client: Client,
     token: Option<String>,
 }
 
 async fn serve(config: ApiConfig) -> Api {
-    let store = Store::new(MemoryBackend::new());
+    serve_store(Store::new(MemoryBackend::new()), config).await
+}
+
+/// A running API over `store`.
+pub(crate) async fn serve_store(store: Store<MemoryBackend>, config: ApiConfig) -> Api {
     let hooks = Hooks::open(store).await.unwrap();
     let addr = crate::support::serve(router(ApiState::new(hooks, config))).await;
     Api {
@@ -26,14 +30,14 @@ async fn serve(config: ApiConfig) -> Api {
 }
 
 /// An answer: status, content type, raw body.
-struct Answer {
-    status: StatusCode,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
     content_type: String,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "body is not JSON ({e}): {}",
@@ -43,7 +47,7 @@ impl Answer {
     }
 
     /// Asserts a JSON error with this status and code; returns its message.
-    fn error(&self, status: StatusCode, code: &str) -> String {
+    pub(crate) fn error(&self, status: StatusCode, code: &str) -> String {
         let v = self.json();
         assert_eq!(self.status, status, "{v}");
         assert!(self.content_type.starts_with("application/json"), "{v}");
@@ -76,12 +80,12 @@ impl Api {
         }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+    pub(crate) async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         self.raw(method, path, body.map(|b| serde_json::to_vec(&b).unwrap()))
             .await
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.send(Method::GET, path, None).await
     }
 
@@ -90,7 +94,7 @@ impl Api {
     }
 
     /// Sends and asserts the status; returns the JSON body (`null` when empty).
-    async fn ok(
+    pub(crate) async fn ok(
         &self,
         method: Method,
         path: &str,

@@ -24,7 +24,7 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
 /// Settings for tests: loopback allowed, quick polling, short timeouts, no jitter.
-fn config(delays: &[u64]) -> DeliveryConfig {
+pub(crate) fn config(delays: &[u64]) -> DeliveryConfig {
     DeliveryConfig {
         poll_interval: Duration::from_millis(10),
         schedule: RetrySchedule {
@@ -41,9 +41,9 @@ fn config(delays: &[u64]) -> DeliveryConfig {
     }
 }
 
-struct Running {
-    hooks: Hooks<MemoryBackend>,
-    clock: ManualClock,
+pub(crate) struct Running {
+    pub(crate) hooks: Hooks<MemoryBackend>,
+    pub(crate) clock: ManualClock,
     results: broadcast::Receiver<DeliveryOutcome>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<hookspool_webhooks::Result<()>>>,
@@ -53,7 +53,7 @@ async fn start(config: DeliveryConfig) -> Running {
     start_with(config, HooksOptions::default()).await
 }
 
-async fn start_with(config: DeliveryConfig, options: HooksOptions) -> Running {
+pub(crate) async fn start_with(config: DeliveryConfig, options: HooksOptions) -> Running {
     let clock = ManualClock::new(T0);
     let store = Store::new(MemoryBackend::new()).with_clock(clock.clone());
     let hooks = Hooks::open_with(store, options).await.unwrap();
@@ -73,14 +73,14 @@ async fn start_with(config: DeliveryConfig, options: HooksOptions) -> Running {
 }
 
 impl Running {
-    async fn outcome(&mut self) -> DeliveryOutcome {
+    pub(crate) async fn outcome(&mut self) -> DeliveryOutcome {
         tokio::time::timeout(Duration::from_secs(10), self.results.recv())
             .await
             .expect("no outcome in time")
             .expect("results closed")
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
     }

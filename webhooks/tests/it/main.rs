@@ -11,4 +11,5 @@ mod delivery_crash;
 mod idempotency;
 mod net;
 mod postgres;
+mod retention;
 mod support;
