@@ -11,6 +11,10 @@
 //! - **A consumer protocol**: `claim` leases due items, `ack` / `nack` / `kill` settle them
 //!   (`ack_many` settles a batch in one durable write), an expired lease gives the item back
 //!   with its attempt counted; schedules (`not_before`) and per-queue TTLs.
+//! - **Retention**: a queue's [`Retain`] periods say how long items stay `done`, `dead` and
+//!   `expired`; [`Store::prune`], [`Store::prune_all`] and the background
+//!   [`Store::spawn_retention`] remove what is old enough through [`Backend::prune`], a
+//!   bounded batch at a time, counted in [`Store::pruned`].
 //! - **Backends**: [`MemoryBackend`] here (the reference, not durable);
 //!   `hookspool-journal` (hookspool's own segmented log, the default of the daemon) and
 //!   `hookspool-sled` in their own crates, both durable under a [`Durability`] setting;

@@ -151,6 +151,11 @@ impl Phase {
     pub const DEAD: Phase = Phase(std::borrow::Cow::Borrowed("dead"));
     /// Older than the queue's TTL before it was handed out; never handed out.
     pub const EXPIRED: Phase = Phase(std::borrow::Cow::Borrowed("expired"));
+    /// Quarantined: the backend found the item's stored data damaged (it failed its
+    /// checksum) when it read it, and moved it here, with the damage in `last_error`, so that
+    /// one bad item stops nothing else. Never handed out; `fetch` and `dump` return it with
+    /// an empty payload; remove it with `delete`.
+    pub const CORRUPT: Phase = Phase(std::borrow::Cow::Borrowed("corrupt"));
 
     /// Validates a phase name (built-in or user-defined).
     ///
@@ -179,6 +184,7 @@ impl Phase {
                 "done" => Phase::DONE,
                 "dead" => Phase::DEAD,
                 "expired" => Phase::EXPIRED,
+                "corrupt" => Phase::CORRUPT,
                 _ => Phase(std::borrow::Cow::Owned(name)),
             }),
         }

@@ -57,9 +57,20 @@ impl IntoResponse for ApiError {
             error: self.code.to_owned(),
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Storage that is down, busy or needs a restart: come back later.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        response
     }
 }
+
+/// `Retry-After` of every 503 answer, in seconds.
+pub const RETRY_AFTER_SECS: &str = "5";
 
 /// The one place where errors become HTTP statuses: the engine's errors, and the webhook
 /// layer's (whose store errors are the engine's, with the same statuses).
@@ -74,13 +85,32 @@ fn engine_status(e: &hookspool::Error) -> StatusCode {
             StatusCode::BAD_REQUEST
         }
         E::PayloadTooLarge { .. } | E::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        E::Locked { .. } | E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::Locked { .. } | E::Unavailable { .. } | E::Poisoned { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
+/// What a poisoned store answers: nothing is lost, but only a restart recovers.
+pub(crate) fn poisoned_message(e: &hookspool::Error) -> String {
+    format!(
+        "{e}. Nothing stored before is lost, but this process accepts no more writes: restart \
+         the daemon (it reopens the store from what is on disk); free disk space first if \
+         the disk is full"
+    )
+}
+
 impl From<hookspool::Error> for ApiError {
     fn from(e: hookspool::Error) -> Self {
+        if matches!(e, hookspool::Error::Poisoned { .. }) {
+            tracing::error!(error = %e, "request failed: the store needs a restart");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.code(),
+                poisoned_message(&e),
+            );
+        }
         ApiError::with_status(engine_status(&e), e.code(), &e)
     }
 }
@@ -88,8 +118,10 @@ impl From<hookspool::Error> for ApiError {
 impl From<hookspool_webhooks::Error> for ApiError {
     fn from(e: hookspool_webhooks::Error) -> Self {
         use hookspool_webhooks::Error as E;
+        if let E::Store(store) = e {
+            return store.into();
+        }
         let status = match &e {
-            E::Store(store) => engine_status(store),
             E::SubscriptionNotFound(_) | E::DeliveryNotFound(_) | E::ChannelNotFound(_) => {
                 StatusCode::NOT_FOUND
             }

@@ -268,7 +268,8 @@ async fn rotate_secret<B: Backend>(
                                       the answer of an earlier request with the same key.", body = Published,
          headers(("idempotent-replayed" = String, description = "`true` when the answer is an earlier request's"))),
         (status = 400, description = "A malformed idempotency key, or a header and a body field that name different keys."),
-        (status = 422, description = "The idempotency key was used for a different request (`idempotency_key_reused`).")
+        (status = 422, description = "The idempotency key was used for a different request (`idempotency_key_reused`)."),
+        (status = 503, description = "Nothing was stored: the storage is unavailable, or a write failed (a full disk) and the daemon must be restarted (`poisoned`). With `Retry-After`.")
     ),
     params(("Idempotency-Key" = Option<String>, Header,
             description = "The idempotency key (as in the IETF draft: a quoted string, or bare); \

@@ -184,18 +184,21 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: ready when the store answers.
+/// `GET /readyz`: ready when the store answers and can still make writes durable; a store
+/// poisoned by a failed write or sync (a full disk) answers 503 saying that the daemon needs
+/// a restart.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     responses(
         (status = 200, description = "The store answers.", body = String, content_type = "text/plain", example = "ready"),
-        (status = 503, description = "The store is locked by another process (`locked`), or its database cannot be reached (`unavailable`).")
+        (status = 503, description = "The store is locked by another process (`locked`), its database cannot be reached (`unavailable`), or a write or sync failed (a full disk) and the daemon must be restarted (`poisoned`). With `Retry-After`.")
     )
 )]
 async fn readyz<B: Backend>(State(state): State<ApiState<B>>) -> Result<&'static str, ApiError> {
     state.store.queues().await?;
+    state.store.sync().await?;
     Ok("ready")
 }
 

@@ -652,6 +652,12 @@ impl<B: Backend> Attempter<B> {
         let fifo = sub.as_ref().is_some_and(|s| s.strict_fifo);
         let retry_at = match self.try_attempt(item, sub.as_ref()).await {
             Ok(at) => at,
+            Err(e @ (Error::Store(StoreError::Corrupted { .. }) | Error::InvalidUrl { .. })) => {
+                // The record itself is malformed (no target, a target that is no URL):
+                // trying again cannot help, and it must not hold up the others.
+                self.quarantine(key, &e).await;
+                None
+            }
             Err(e) => {
                 // Not recorded: the lease runs out and the delivery is tried again.
                 tracing::error!(key, error = %e, "could not record a delivery attempt");
@@ -663,6 +669,23 @@ impl<B: Backend> Attempter<B> {
             subscription,
             retry_at,
             fifo,
+        }
+    }
+
+    /// Moves a delivery whose record cannot be used to [`Phase::CORRUPT`], with why, and
+    /// says so in the log.
+    async fn quarantine(&self, key: Key, error: &Error) {
+        tracing::error!(key, error = %error, "delivery record malformed: quarantined");
+        let transition = Transition {
+            expect: Expect {
+                phase: Some(Phase::IN_FLIGHT),
+                lease_owner: Some(self.config.owner.clone()),
+            },
+            action: Action::Move(Move::to(Phase::CORRUPT).error(format!("quarantined: {error}"))),
+        };
+        let q = &self.hooks.inner.deliveries_queue;
+        if let Err(e) = self.hooks.store().settle(q, key, transition).await {
+            tracing::error!(key, error = %e, "could not quarantine a delivery");
         }
     }
 

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, Notify, broadcast};
 
-use hookspool::{Backend, DUMP_PAGE, Key, Page, QueueConfig, QueueId, Retain, Store};
+use hookspool::{
+    Action, Backend, DUMP_PAGE, Expect, Item, Key, Move, Page, Phase, QueueConfig, QueueId, Retain,
+    Store, Transition,
+};
 
 use crate::deliver::{Deliverer, DeliveryConfig, DeliveryOutcome};
 use crate::error::{Error, Result};
@@ -237,11 +240,46 @@ pub(crate) async fn load_subs<B: Backend>(
         let Some(last) = items.last() else { break };
         after = Some(last.key);
         for item in &items {
-            let sub = from_item(item)?;
-            subs.insert(sub.id.clone(), (item.key, sub));
+            if item.phase == Phase::CORRUPT {
+                continue;
+            }
+            match from_item(item) {
+                Ok(sub) => {
+                    subs.insert(sub.id.clone(), (item.key, sub));
+                }
+                Err(e) => quarantine_record(store, subs_queue, item, &e).await?,
+            }
         }
     }
     Ok(subs)
+}
+
+/// Moves a record of one of hookspool's own queues that cannot be read (malformed, or
+/// written by hand) to [`Phase::CORRUPT`], with why, and says so in the log: one bad record
+/// must not stop the daemon from starting. Someone else moving it first is fine.
+pub(crate) async fn quarantine_record<B: Backend>(
+    store: &Store<B>,
+    queue: &QueueId,
+    item: &Item,
+    error: &Error,
+) -> Result<()> {
+    tracing::error!(%queue, key = item.key, %error, "malformed record quarantined");
+    let transition = Transition {
+        expect: Expect {
+            phase: Some(item.phase.clone()),
+            lease_owner: None,
+        },
+        action: Action::Move(Move::to(Phase::CORRUPT).error(format!("quarantined: {error}"))),
+    };
+    match store.update(queue, item.key, transition).await {
+        Ok(_)
+        | Err(
+            hookspool::Error::PhaseConflict { .. }
+            | hookspool::Error::ItemNotFound { .. }
+            | hookspool::Error::NotLeaseOwner { .. },
+        ) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// How often a process sharing its storage reloads the subscriptions even without a change

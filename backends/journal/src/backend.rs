@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hookspool::{
-    Action, Backend, Capabilities, Claim, Error, Item, Key, NewItem, Phase, PhaseCounts,
+    Action, Backend, Capabilities, Claim, Error, Item, Key, Move, NewItem, Phase, PhaseCounts,
     QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition, check_expect,
 };
 
@@ -528,15 +528,83 @@ fn headers(st: &State, queue: &QueueId, keys: &[Key]) -> Vec<Header> {
         .collect()
 }
 
-fn locs(headers: &[Header]) -> Vec<Loc> {
-    headers.iter().map(|h| h.loc).collect()
+/// Whether an item is quarantined: its blob is known to be damaged, so it is not read.
+fn quarantined(header: &Header) -> bool {
+    header.item.phase == Phase::CORRUPT
 }
 
+/// The blobs to read for `headers`: those of the items that are not quarantined.
+fn locs(headers: &[Header]) -> Vec<Loc> {
+    headers
+        .iter()
+        .filter(|h| !quarantined(h))
+        .map(|h| h.loc)
+        .collect()
+}
+
+/// The items of `headers`, with the blobs [`locs`] named, in order.
 fn fill_all(headers: Vec<Header>, blobs: Vec<Blob>) -> Vec<Item> {
+    let mut blobs = blobs.into_iter();
     headers
         .into_iter()
-        .zip(blobs)
-        .map(|(h, b)| fill(h, b))
+        .map(|h| {
+            let blob = if quarantined(&h) { None } else { blobs.next() };
+            fill(h, blob)
+        })
+        .collect()
+}
+
+/// Quarantines the items whose blobs a step found damaged: each moves to
+/// [`Phase::CORRUPT`] with the damage as its error (a lease, if any, is dropped), in one
+/// `UpdateMany` record, so the move replays and is durable with the next sync (a call that
+/// appends after it waits for it). Its time is the latest `updated_at` of those items: a
+/// backend does not read the clock. Then the step starts over, without them.
+fn quarantine(
+    inner: &Inner,
+    st: &mut State,
+    queue: &QueueId,
+    damaged: &[(Key, Timestamp, String)],
+) -> Result<()> {
+    let now = damaged.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
+    let updates: Vec<(Key, Transition)> = damaged
+        .iter()
+        .map(|(key, _, what)| {
+            tracing::error!(%queue, key, damage = %what, "hookspool-journal: item quarantined");
+            let to_corrupt = Move {
+                phase: Phase::CORRUPT,
+                not_before: None,
+                error: Some(format!("quarantined: {what}")),
+                metadata: None,
+            };
+            (
+                *key,
+                Transition {
+                    expect: hookspool::Expect::default(),
+                    action: Action::Move(to_corrupt),
+                },
+            )
+        })
+        .collect();
+    let body = record::encode(&Op::UpdateMany {
+        queue: queue.clone(),
+        updates: updates.clone(),
+        now,
+    })?;
+    for (key, transition) in updates {
+        st.update(queue, key, transition, now)?;
+    }
+    inner.append(&body)?;
+    Ok(())
+}
+
+/// The keys (with `updated_at`) and damage of the headers whose blobs are `damaged`.
+fn damaged_items(headers: &[Header], damaged: &[(Loc, String)]) -> Vec<(Key, Timestamp, String)> {
+    damaged
+        .iter()
+        .filter_map(|(loc, what)| {
+            let h = headers.iter().find(|h| h.loc == *loc)?;
+            Some((h.item.key, h.item.updated_at, what.clone()))
+        })
         .collect()
 }
 
@@ -553,7 +621,12 @@ struct Fetch {
 impl Call for Fetch {
     type Out = Vec<Item>;
 
-    fn step(&mut self, _: &Inner, st: &mut State, blobs: &mut Blobs) -> Result<Step<Vec<Item>>> {
+    fn step(
+        &mut self,
+        inner: &Inner,
+        st: &mut State,
+        blobs: &mut Blobs,
+    ) -> Result<Step<Vec<Item>>> {
         let keys = st.select(&self.queue, &self.selector)?;
         let headers = headers(st, &self.queue, &keys);
         match blobs.take(&locs(&headers))? {
@@ -561,6 +634,10 @@ impl Call for Fetch {
             Taken::Missing(missing) => {
                 self.seen = Some(headers);
                 Ok(Step::Need(missing))
+            }
+            Taken::Damaged(damaged) => {
+                quarantine(inner, st, &self.queue, &damaged_items(&headers, &damaged))?;
+                Ok(Step::Need(Vec::new()))
             }
         }
     }
@@ -573,7 +650,8 @@ impl Call for Fetch {
             .take_if(|h| blobs.all_read(h.iter().map(|h| h.loc)))?;
         match blobs.take(&locs(&headers)) {
             Ok(Taken::All(found)) => Some(Ok(fill_all(headers, found))),
-            Ok(Taken::Missing(_)) => None,
+            // Damage is quarantined by a step, under the lock.
+            Ok(Taken::Missing(_) | Taken::Damaged(_)) => None,
             Err(e) => Some(Err(e)),
         }
     }
@@ -610,6 +688,10 @@ impl Call for Pop {
         let found = match blobs.take(&locs(&headers))? {
             Taken::All(found) => found,
             Taken::Missing(missing) => return Ok(Step::Need(missing)),
+            Taken::Damaged(damaged) => {
+                quarantine(inner, st, &self.queue, &damaged_items(&headers, &damaged))?;
+                return Ok(Step::Need(Vec::new()));
+            }
         };
         inner.freed(&headers);
         st.remove(&self.queue, &keys)?;
@@ -654,10 +736,23 @@ impl Call for ClaimItems {
         if keys.is_empty() {
             return Ok(Step::Done((Vec::new(), self.swept)));
         }
+        // Claimable items are pending, never quarantined: each has its blob to read.
         let locs = st.locs(&self.queue, &keys)?;
         let found = match blobs.take(&locs)? {
             Taken::All(found) => found,
             Taken::Missing(missing) => return Ok(Step::Need(missing)),
+            Taken::Damaged(damaged) => {
+                // Quarantined, then claimed around: the others are handed out as usual.
+                let bad: Vec<Key> = keys
+                    .iter()
+                    .zip(&locs)
+                    .filter(|(_, loc)| damaged.iter().any(|(d, _)| d == *loc))
+                    .map(|(key, _)| *key)
+                    .collect();
+                let headers = headers(st, &self.queue, &bad);
+                quarantine(inner, st, &self.queue, &damaged_items(&headers, &damaged))?;
+                return Ok(Step::Need(Vec::new()));
+            }
         };
         let claim = &self.claim;
         let leased = st.lease(
@@ -699,11 +794,24 @@ impl Call for Update {
             })?;
         // A precondition that fails needs no read: the call fails as of now, unchanged.
         check_expect(&before.item, &self.transition)?;
-        let blob = match blobs.take(&[before.loc])? {
-            Taken::All(found) => found.into_iter().next(),
-            Taken::Missing(missing) => return Ok(Step::Need(missing)),
+        let blob = if quarantined(&before) {
+            None
+        } else {
+            match blobs.take(&[before.loc])? {
+                Taken::All(found) => Some(
+                    found
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Error::internal("a journal blob read went missing"))?,
+                ),
+                Taken::Missing(missing) => return Ok(Step::Need(missing)),
+                Taken::Damaged(damaged) => {
+                    let before = [before];
+                    quarantine(inner, st, &self.queue, &damaged_items(&before, &damaged))?;
+                    return Ok(Step::Need(Vec::new()));
+                }
+            }
         };
-        let blob = blob.ok_or_else(|| Error::internal("a journal blob read went missing"))?;
         let removes = matches!(self.transition.action, Action::Remove);
         let after = st.update(&self.queue, self.key, self.transition.clone(), self.now)?;
         if removes {

@@ -49,10 +49,15 @@
 //!   opens. A damaged record elsewhere (a checksum that fails with valid records after it) is
 //!   reported as [`hookspool::Error::Corrupted`], never returned as data; with
 //!   [`JournalOptions::skip_corrupt`] open skips it and counts it in
-//!   [`JournalBackend::recovery`]. An item whose blob fails its checksum when read is
-//!   reported the same way, and the call that read it changes nothing. A missing segment that
-//!   holds live items is `Corrupted` too (with `skip_corrupt`, those items are dropped and
-//!   counted).
+//!   [`JournalBackend::recovery`]. A missing segment that holds live items is `Corrupted`
+//!   too (with `skip_corrupt`, those items are dropped and counted).
+//! - **Quarantine.** An item whose blob fails its checksum when a call reads it is
+//!   **quarantined**: moved to [`hookspool::Phase::CORRUPT`] with the damage as its
+//!   `last_error`, by a logged record of its own (it replays, and it is durable with the next
+//!   sync), and logged at error level; the call then goes on without it. So a claim hands out
+//!   the other items, and `fetch`, `dump` and `pop` return a quarantined item with an empty
+//!   payload (its blob is never read again) and go on with the rest; `delete` removes it.
+//!   One flipped byte stops nothing but its own item.
 //! - **Batched acks.** `update_many` (`Store::ack_many`, and the single `ack`, `nack` and
 //!   `kill`) is one record and one sync for the whole batch, and reads no item data: the
 //!   index holds all that settling needs.

@@ -23,9 +23,10 @@
 //! same change, the same record, the same replay. An item that moved (relocated), went
 //! (popped, deleted, reset) or joined the selection (pushed, released by a sweep) in the
 //! meantime costs another round, reading only what is new. Nothing is changed before the
-//! round that finishes, so a step that finds a damaged blob at an item's current location
-//! fails with `Corrupted` and changes nothing. (Claim's sweep is the exception by design:
-//! it is a step of its own, logged before the lease, as a `sweep` call would be.)
+//! round that finishes, with two exceptions, each logged as a record of its own before the
+//! call's: claim's sweep (as a `sweep` call would be), and the quarantine of an item whose
+//! blob a step found damaged at its current location (it moves to phase `corrupt`, and the
+//! next round goes on without reading it).
 //!
 //! A failed read counts only if its location is still current when the lock is taken
 //! again: a read from a segment that compaction deleted meanwhile fails, but by then the
@@ -222,20 +223,30 @@ pub(crate) enum Taken {
     All(Vec<Blob>),
     /// Those not read yet.
     Missing(Vec<Loc>),
+    /// Blobs that could not be read or decoded, with why: the caller asks for current
+    /// locations only, so that is damage. The caller quarantines their items (see
+    /// `backend::quarantine`) and takes another step; nothing else was taken out.
+    Damaged(Vec<(Loc, String)>),
 }
 
 impl Blobs {
-    /// The blobs at `locs`, in order, taken out. `Err(Corrupted)` if one could not be read
-    /// or decoded: the caller asks for current locations only, so that is damage, and it
-    /// must change nothing.
+    /// The blobs at `locs`, in order, taken out; or those still missing; or those that are
+    /// damaged (see [`Taken`]).
     pub(crate) fn take(&mut self, locs: &[Loc]) -> Result<Taken> {
         let mut missing = Vec::new();
+        let mut damaged = Vec::new();
         for loc in locs {
             match self.0.get(loc) {
-                Some(Err(what)) => return Err(Error::corrupted(what.clone())),
+                Some(Err(what)) => damaged.push((*loc, what.clone())),
                 Some(Ok(_)) => {}
                 None => missing.push(*loc),
             }
+        }
+        if !damaged.is_empty() {
+            for (loc, _) in &damaged {
+                self.0.remove(loc);
+            }
+            return Ok(Taken::Damaged(damaged));
         }
         if !missing.is_empty() {
             return Ok(Taken::Missing(missing));
@@ -318,8 +329,12 @@ impl Blobs {
     }
 }
 
-/// An item from its header and its blob.
-pub(crate) fn fill(header: Header, (metadata, payload): Blob) -> Item {
+/// An item from its header and its blob (none for a quarantined item: its payload is left
+/// empty, its metadata is what the header has).
+pub(crate) fn fill(header: Header, blob: Option<Blob>) -> Item {
+    let Some((metadata, payload)) = blob else {
+        return header.item;
+    };
     let mut item = header.item;
     item.payload = payload;
     if !header.replaced_metadata {
@@ -637,6 +652,7 @@ mod tests {
             match blobs.take(&locs)? {
                 Taken::All(found) => Ok(Step::Done((self.steps, found[0].1.clone()))),
                 Taken::Missing(missing) => Ok(Step::Need(missing)),
+                Taken::Damaged(_) => Err(Error::corrupted("item 1 of the test")),
             }
         }
     }

@@ -164,7 +164,7 @@ fn damage_payload(dir: &Path, i: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn damaged_data_behind_a_checkpoint_is_reported_when_read_and_nothing_changes() {
+async fn damaged_data_behind_a_checkpoint_is_quarantined_when_read_and_the_rest_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let store = filled(&dir, 50).await;
@@ -182,50 +182,56 @@ async fn damaged_data_behind_a_checkpoint_is_reported_when_read_and_nothing_chan
 
     let store = open(&dir);
     let q = qid("q");
-    let corrupted = |r: hookspool::Result<Vec<Item>>| match r {
-        Err(Error::Corrupted { what }) => assert!(what.contains("item data"), "{what}"),
-        other => panic!("expected Corrupted, got {other:?}"),
-    };
-    corrupted(
-        store
-            .fetch_key(&q, 1)
-            .await
-            .map(|i| i.into_iter().collect()),
-    );
-    corrupted(store.fetch_page(&q, Page::first(10)).await);
-    corrupted(store.claim(&q, "w", 5, Duration::from_mins(1)).await);
-    corrupted(
-        store
-            .pop_page(&q, Page::first(5).phase(Phase::PENDING))
-            .await,
-    );
-    match store.update_phase(&q, 2, Phase::DEAD).await {
-        Err(Error::Corrupted { .. }) => {}
-        other => panic!("expected Corrupted, got {other:?}"),
-    }
-    // Nothing was claimed, popped or moved by the calls that failed.
-    let counts = store.counts(&q).await.unwrap();
-    assert_eq!(counts.get(&Phase::PENDING), 49, "{counts:?}");
-    assert_eq!(counts.get(&Phase::IN_FLIGHT), 1, "{counts:?}");
     // Settling reads no data: the damaged item leased before is acked (and, the queue's
     // retention being `Remove`, gone).
     store.ack(&q, 1, "w").await.unwrap();
     assert_eq!(store.count(&q).await.unwrap(), 49);
-    // The other items read fine.
-    let rest = store
-        .fetch_page(&q, Page::first(100).after(2))
+    // The claim finds key 2 damaged, quarantines it and hands out the next five.
+    let claimed = store
+        .claim(&q, "w", 5, Duration::from_mins(1))
         .await
         .unwrap();
+    assert_eq!(
+        claimed.iter().map(|i| i.key).collect::<Vec<_>>(),
+        [3, 4, 5, 6, 7]
+    );
+    assert_eq!(claimed[0].payload, payload(2));
+    let counts = store.counts(&q).await.unwrap();
+    assert_eq!(counts.get(&Phase::CORRUPT), 1, "{counts:?}");
+    // Reads report it as an entry (no payload, the damage as its error) and go on.
+    let bad = store.fetch_key(&q, 2).await.unwrap().unwrap();
+    assert_eq!(bad.phase, Phase::CORRUPT);
+    assert!(bad.payload.is_empty());
+    let error = bad.last_error.clone().unwrap();
+    assert!(
+        error.starts_with("quarantined: ") && error.contains("item data"),
+        "{error}"
+    );
+    let page = store.fetch_page(&q, Page::first(100)).await.unwrap();
+    assert_eq!(page.len(), 49);
+    assert_eq!(page[0].key, 2);
+    assert_eq!(page[1].payload, payload(2));
+    let mut dump = store.dump(&q);
+    let mut dumped = 0;
+    while let Some(items) = dump.next_page().await.unwrap() {
+        dumped += items.len();
+    }
+    assert_eq!(dumped, 49, "dump goes on past the damaged item");
+    // The quarantine is durable: after a reopen the item is still in `corrupt`, unread.
+    drop(dump);
+    drop(store);
+    let store = open(&dir);
+    let again = store.fetch_key(&q, 2).await.unwrap().unwrap();
+    assert_eq!(
+        (again.phase, again.last_error),
+        (Phase::CORRUPT, Some(error))
+    );
+    // It is deleted on its own; everything else stays readable.
+    assert!(store.delete(&q, 2).await.unwrap());
+    assert_eq!(store.count_phase(&q, &Phase::CORRUPT).await.unwrap(), 0);
+    let rest = store.pop_page(&q, Page::first(100)).await.unwrap();
     assert_eq!(rest.len(), 48);
-    assert_eq!(rest[0].payload, payload(2));
-    // Removing it would return it: refused the same way, and it stays.
-    assert!(matches!(
-        store.delete(&q, 2).await,
-        Err(Error::Corrupted { .. })
-    ));
-    let rest = store.pop_page(&q, Page::first(100).after(2)).await.unwrap();
-    assert_eq!(rest.len(), 48);
-    assert_eq!(store.count(&q).await.unwrap(), 1);
+    assert_eq!(store.count(&q).await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod disk_full;
 mod http_hooks;
 mod http_metrics;
 mod http_openapi;

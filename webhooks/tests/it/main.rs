@@ -11,5 +11,6 @@ mod delivery_crash;
 mod idempotency;
 mod net;
 mod postgres;
+mod quarantine;
 mod retention;
 mod support;
