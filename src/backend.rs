@@ -217,6 +217,48 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
         }
     }
 
+    /// Checks the stored data of up to `limit` items of `queue` after key `after` (all
+    /// phases, in key order) against its checksums, changing nothing, for
+    /// [`crate::Store::verify`]. Items already in [`Phase::CORRUPT`] are listed as such.
+    ///
+    /// The default reads the page with `fetch`: a backend that reports damage as
+    /// [`Error::Corrupted`] then fails the page as a whole, and it is reported with no key,
+    /// and the check of that queue ends there. A backend that can check item by item
+    /// without side effects should override it (the journal does: it reads each blob and
+    /// quarantines nothing).
+    fn check(
+        &self,
+        queue: &QueueId,
+        after: Option<Key>,
+        limit: usize,
+    ) -> impl Future<Output = Result<crate::Checked>> + Send {
+        async move {
+            let mut page = crate::Page::first(limit);
+            page.after = after;
+            match self.fetch(queue, &Selector::Page(page)).await {
+                Ok(items) => Ok(crate::Checked {
+                    items: items.len() as u64,
+                    last: (items.len() == limit)
+                        .then(|| items.last().map(|i| i.key))
+                        .flatten(),
+                    damaged: Vec::new(),
+                    quarantined: items
+                        .into_iter()
+                        .filter(|i| i.phase == Phase::CORRUPT)
+                        .map(|i| (i.key, i.last_error.unwrap_or_default()))
+                        .collect(),
+                }),
+                Err(Error::Corrupted { what }) => Ok(crate::Checked {
+                    items: 0,
+                    last: None,
+                    damaged: vec![(None, what)],
+                    quarantined: Vec::new(),
+                }),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
     /// Sweeps (see [`Backend::sweep`]), then leases up to `claim.limit` pending items with
     /// `not_before ≤ now`, in order of `(not_before, key)`: each moves to `in_flight` with
     /// `lease = (claim.owner, claim.lease_until)`, `attempts + 1`, `updated_at = now`.

@@ -87,6 +87,7 @@ mod memory;
 mod model;
 mod retention;
 mod store;
+mod verify;
 
 pub use backend::{Backend, Capabilities, apply_move, check_expect};
 pub use durability::Durability;
@@ -104,3 +105,4 @@ pub use store::{
     MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_OWNER_LEN, ManualClock, Store, SystemClock,
     TokioClock,
 };
+pub use verify::{Checked, Damage, VERIFY_PAGE, VerifyReport};

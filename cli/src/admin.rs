@@ -7,7 +7,7 @@ use std::future::Future;
 
 use hookspool::{
     Backend, Error, Item, Key, NewItem, Page, Phase, PhaseCounts, QueueConfig, QueueId, Store,
-    Timestamp,
+    Timestamp, VerifyReport,
 };
 use hookspool_client::{QueueInfo, QueueUpdate};
 
@@ -27,6 +27,15 @@ use crate::error::CliError;
 pub trait Admin {
     /// A queue's items being read, oldest first, from [`Admin::dump`].
     type Dump: ItemStream;
+
+    /// Checks the stored data of every item; with `quarantine`, moves damaged items to
+    /// `corrupt`. `progress` gets the items checked so far (locally only: a daemon answers
+    /// once, at the end).
+    fn verify(
+        &self,
+        quarantine: bool,
+        progress: impl FnMut(u64),
+    ) -> impl Future<Output = Result<VerifyReport, CliError>>;
 
     /// Every queue, by id, with its counts.
     fn queues(&self) -> impl Future<Output = Result<Vec<QueueInfo>, CliError>>;
@@ -116,6 +125,14 @@ pub trait ItemStream {
 /// A data directory's queues, opened by this process.
 impl<B: Backend> Admin for Store<B> {
     type Dump = LocalItems<B>;
+
+    async fn verify(
+        &self,
+        quarantine: bool,
+        progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, CliError> {
+        Ok(Store::verify(self, quarantine, progress).await?)
+    }
 
     async fn queues(&self) -> Result<Vec<QueueInfo>, CliError> {
         let configs = Store::queues(self).await?;

@@ -196,6 +196,24 @@ pub enum Command {
         queue: String,
     },
 
+    /// Check every item's stored data; exit 1 if any is damaged.
+    #[command(
+        long_about = "Check the stored data of every item of every queue against its \
+                      checksums, and report damage by queue and key. Changes nothing unless \
+                      --quarantine is given: then each damaged item moves to the phase \
+                      `corrupt`, with what is wrong as its error (delete it there, or restore \
+                      it from a backup). Exit 0 when nothing is damaged, 1 when something is. \
+                      On a data directory a daemon is using, it is refused (exit 3): use \
+                      --url to have the daemon check it.",
+        after_help = "Example:\n  hookspool verify\n  hookspool verify --quarantine\n  \
+                      hookspool --url http://127.0.0.1:8080 verify"
+    )]
+    Verify {
+        /// Move each damaged item to the phase `corrupt`.
+        #[arg(long)]
+        quarantine: bool,
+    },
+
     /// Remove every item of a queue (asks first).
     #[command(
         long_about = "Remove every item of a queue; the queue and its settings stay. Asks for \

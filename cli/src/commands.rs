@@ -118,6 +118,7 @@ pub async fn run<A: Admin>(
         Command::Fetch(args) => fetch(admin, &args, json, io).await,
         Command::Dump { queue } => dump(admin, &queue, io).await,
         Command::Reset { queue, yes } => reset(admin, queue, yes, json, io).await,
+        Command::Verify { quarantine } => verify(admin, quarantine, json, io).await,
         Command::Push {
             queue,
             data,
@@ -281,6 +282,63 @@ async fn queue<A: Admin>(
                 format_args!("deleted queue `{id}` and its {n} {}", items(n)),
             )
         }
+    }
+}
+
+/// `verify`: every damaged item on a line (queue, key, what), then a summary; progress on
+/// stderr when it is a terminal. Damage found is exit 1.
+async fn verify<A: Admin>(
+    admin: &A,
+    quarantine: bool,
+    json: bool,
+    io: &mut Io<'_>,
+) -> Result<(), CliError> {
+    let show_progress = io.stderr_is_terminal;
+    let mut last_shown = 0;
+    let report = {
+        let stderr = &mut *io.stderr;
+        admin
+            .verify(quarantine, |n| {
+                if show_progress && n >= last_shown + DUMP_PROGRESS_EVERY {
+                    last_shown = n;
+                    let _ = write!(stderr, "\rchecked {n} items");
+                }
+            })
+            .await?
+    };
+    if show_progress && last_shown > 0 {
+        writeln!(io.stderr)?;
+    }
+    if json {
+        for d in &report.damaged {
+            let line = serde_json::json!({
+                "queue": d.queue.as_str(), "key": d.key, "error": d.error,
+            });
+            writeln!(io.stdout, "{line}")?;
+        }
+    } else {
+        for d in &report.damaged {
+            let key = d.key.map_or_else(|| "?".to_owned(), |k| k.to_string());
+            writeln!(io.stdout, "{} {key}: {}", d.queue, d.error)?;
+        }
+    }
+    let summary = format!(
+        "checked {} items in {} queues: {} damaged{}",
+        report.items,
+        report.queues,
+        report.damaged.len(),
+        if quarantine {
+            format!(", {} quarantined", report.quarantined)
+        } else {
+            String::new()
+        }
+    );
+    if report.is_clean() {
+        writeln!(io.stderr, "{summary}")?;
+        Ok(())
+    } else {
+        // Printed as the error, with exit code 1.
+        Err(CliError::Input(summary))
     }
 }
 

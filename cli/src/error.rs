@@ -31,8 +31,9 @@ pub enum CliError {
 
     /// Another process (or another handle in this one) has the data directory open.
     #[error(
-        "data directory {} is in use by another hookspool process; stop that process or \
-         pass another --data-dir",
+        "data directory {} is in use by another hookspool process; if it is a daemon, run \
+         the command through it with --url (or HOOKSPOOL_URL); otherwise stop that process \
+         or pass another --data-dir",
         .dir.display()
     )]
     Locked {

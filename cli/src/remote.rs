@@ -5,6 +5,7 @@
 
 use hookspool::{
     DEFAULT_MAX_PAYLOAD, Item, Key, NewItem, Page, Phase, QueueConfig, QueueId, Timestamp,
+    VerifyReport,
 };
 use hookspool_client::{Client, Error, QueueInfo, QueueUpdate, RemoteDump};
 use hookspool_webhooks::Secret;
@@ -156,6 +157,16 @@ impl Admin for Client {
 
     async fn replay(&self, queue: &QueueId, key: Key) -> Result<Item, CliError> {
         Client::replay(self, queue, key)
+            .await
+            .map_err(wording(self.base_url()))
+    }
+
+    async fn verify(
+        &self,
+        quarantine: bool,
+        _progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, CliError> {
+        Client::verify(self, quarantine)
             .await
             .map_err(wording(self.base_url()))
     }

@@ -615,8 +615,9 @@ async fn execute_reports_a_locked_data_dir_by_name() {
     assert_eq!(
         e.to_string(),
         format!(
-            "data directory {d} is in use by another hookspool process; stop that process or \
-             pass another --data-dir"
+            "data directory {d} is in use by another hookspool process; if it is a daemon, run \
+             the command through it with --url (or HOOKSPOOL_URL); otherwise stop that process \
+             or pass another --data-dir"
         )
     );
 }

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::wire::{
     Counts, Delivery, ErrorBody, ItemList, ItemView, NewQueue, NewSubscription, Publish, Published,
     PushBody, PushItem, PushedKeys, QueueInfo, QueueList, QueueUpdate, Removed, Replayed,
-    RotateSecret, SetPhase, SubscriptionInfo, SubscriptionList, Unsubscribe,
+    RotateSecret, SetPhase, SubscriptionInfo, SubscriptionList, Unsubscribe, Verified,
+    VerifyRequest,
 };
 
 /// Default time allowed to establish a connection.
@@ -618,6 +619,17 @@ impl Client {
         let url = self.url(&["queues", id.as_str(), "replay"]);
         let answer: Replayed = self.call(Method::POST, url, None::<&()>).await?;
         Ok(answer.replayed)
+    }
+
+    /// Checks the stored data of every item (`POST /verify`); with `quarantine`, moves each
+    /// damaged item to the phase `corrupt`. One request for the whole store: it takes as
+    /// long as reading everything.
+    pub async fn verify(&self, quarantine: bool) -> Result<hookspool::VerifyReport> {
+        let url = self.url(&["verify"]);
+        let answer: Verified = self
+            .call(Method::POST, url, Some(&VerifyRequest { quarantine }))
+            .await?;
+        answer.try_into().map_err(invalid_response)
     }
 
     // ---- webhooks ---------------------------------------------------------------------------

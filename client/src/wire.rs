@@ -1170,3 +1170,85 @@ mod tests {
         }
     }
 }
+
+// ---- verify ---------------------------------------------------------------------------------
+
+/// `POST /verify`: check every item's stored data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// Move each damaged item to the phase `corrupt`, with what is wrong as its error.
+    #[serde(default)]
+    pub quarantine: bool,
+}
+
+/// Damage `POST /verify` found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DamageView {
+    /// The queue.
+    pub queue: String,
+    /// The item (absent when the backend cannot tell which one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u64>,
+    /// What is wrong.
+    pub error: String,
+}
+
+/// `POST /verify`: what was checked and found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Verified {
+    /// Queues checked.
+    pub queues: u64,
+    /// Items checked.
+    pub items: u64,
+    /// Damage, by queue and key.
+    pub damaged: Vec<DamageView>,
+    /// Damaged items moved to `corrupt` by this request.
+    pub quarantined: u64,
+}
+
+impl From<hookspool::VerifyReport> for Verified {
+    fn from(r: hookspool::VerifyReport) -> Self {
+        Verified {
+            queues: r.queues,
+            items: r.items,
+            damaged: r
+                .damaged
+                .into_iter()
+                .map(|d| DamageView {
+                    queue: d.queue.as_str().to_owned(),
+                    key: d.key,
+                    error: d.error,
+                })
+                .collect(),
+            quarantined: r.quarantined,
+        }
+    }
+}
+
+impl TryFrom<Verified> for hookspool::VerifyReport {
+    type Error = String;
+
+    fn try_from(v: Verified) -> Result<Self, String> {
+        let damaged = v
+            .damaged
+            .into_iter()
+            .map(|d| {
+                Ok(hookspool::Damage {
+                    queue: QueueId::new(d.queue).map_err(|e| e.to_string())?,
+                    key: d.key,
+                    error: d.error,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(hookspool::VerifyReport {
+            queues: v.queues,
+            items: v.items,
+            damaged,
+            quarantined: v.quarantined,
+        })
+    }
+}

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use hookspool::{Backend, Dump, Error, Item, Key, Page, Phase, PhaseCounts, QueueConfig, QueueId};
 use hookspool_client::wire::{
     Counts, ItemList, ItemView, NewQueue, PushBody, PushedKeys, QueueInfo, QueueList, QueueUpdate,
-    Removed, Replayed, SetPhase, check_metadata,
+    Removed, Replayed, SetPhase, Verified, VerifyRequest, check_metadata,
 };
 use hookspool_webhooks::{INTERNAL_PREFIX, set_channel_secret};
 use serde::Deserialize;
@@ -45,6 +45,7 @@ pub(crate) fn routes<B: Backend>() -> ApiRoutes<ApiState<B>> {
         .route::<__path_dump, _, _>(dump::<B>)
         .route::<__path_reset, _, _>(reset::<B>)
         .route::<__path_replay_dead, _, _>(replay_dead::<B>)
+        .route::<__path_verify, _, _>(verify::<B>)
 }
 
 // ---- query parameters -------------------------------------------------------------------
@@ -471,6 +472,31 @@ async fn reset<B: Backend>(
     writable(&id, "reset")?;
     let removed = state.store.reset(&id).await?;
     Ok(Json(Removed { removed }))
+}
+
+/// `POST /verify`: checks the stored data of every item of every queue (one request for
+/// the whole store: it takes as long as reading everything), and with `quarantine` moves each
+/// damaged item to the phase `corrupt`. Damage is an answer, not an error: 200 either way.
+#[utoipa::path(
+    post,
+    path = "/verify",
+    tag = "queues",
+    request_body = VerifyRequest,
+    responses((status = 200, description = "What was checked, and the damage found by queue and key.", body = Verified))
+)]
+async fn verify<B: Backend>(
+    State(state): State<ApiState<B>>,
+    ApiJson(req): ApiJson<VerifyRequest>,
+) -> Result<Json<Verified>, ApiError> {
+    let report = state.store.verify(req.quarantine, |_| {}).await?;
+    if !report.is_clean() {
+        tracing::error!(
+            damaged = report.damaged.len(),
+            quarantined = report.quarantined,
+            "verify found damaged items"
+        );
+    }
+    Ok(Json(report.into()))
 }
 
 /// `POST /queues/{id}/replay`: every dead item goes back to pending.

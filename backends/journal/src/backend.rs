@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hookspool::{
-    Action, Backend, Capabilities, Claim, Error, Item, Key, Move, NewItem, Phase, PhaseCounts,
-    QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition, check_expect,
+    Action, Backend, Capabilities, Checked, Claim, Error, Item, Key, Move, NewItem, Phase,
+    PhaseCounts, QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition,
+    check_expect,
 };
 
 use crate::checkpoint::{self, CHECKPOINT_FILE};
@@ -1053,6 +1054,10 @@ impl Backend for JournalBackend {
         };
         self.finish(lsn, len).await?;
         Ok(removed)
+    }
+
+    async fn check(&self, queue: &QueueId, after: Option<Key>, limit: usize) -> Result<Checked> {
+        crate::verify::check(&self.inner, queue, after, limit).await
     }
 
     async fn claim(&self, queue: &QueueId, claim: Claim, now: Timestamp) -> Result<Vec<Item>> {

@@ -115,6 +115,7 @@ mod record;
 mod recover;
 mod slots;
 mod state;
+mod verify;
 
 pub use backend::JournalBackend;
 pub use options::{Faults, IoOp, JournalOptions, RecoveryReport};

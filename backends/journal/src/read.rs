@@ -180,7 +180,7 @@ pub(crate) async fn run<C: Call>(inner: &Arc<Inner>, mut call: C) -> Result<C::O
 
 /// Reads blobs into `blobs`: those still in the log's memory at once, those in the page
 /// cache on this thread without blocking, the others with `pread` on a blocking thread.
-async fn read(inner: &Arc<Inner>, locs: Vec<Loc>, blobs: &mut Blobs) -> Result<()> {
+pub(crate) async fn read(inner: &Arc<Inner>, locs: Vec<Loc>, blobs: &mut Blobs) -> Result<()> {
     let mut on_disk = blobs.copy_kept(inner, locs);
     // A fault hook must see every read, and it may block (tests hold a read there to show
     // that nobody waits for it), which must not happen on an async thread: with a hook set,
@@ -198,7 +198,7 @@ async fn read(inner: &Arc<Inner>, locs: Vec<Loc>, blobs: &mut Blobs) -> Result<(
         let faults = inner.options.faults.as_ref();
         Ok(pread(&inner.files, faults, &on_disk)
             .into_iter()
-            .map(|(loc, raw)| (loc, raw.and_then(|b| decode(&b))))
+            .map(|(loc, raw)| (loc, raw.and_then(|b| decode(loc, &b))))
             .collect::<Vec<_>>())
     })
     .await?;
@@ -206,10 +206,17 @@ async fn read(inner: &Arc<Inner>, locs: Vec<Loc>, blobs: &mut Blobs) -> Result<(
     Ok(())
 }
 
-fn decode(raw: &[u8]) -> std::result::Result<Blob, String> {
-    record::decode_blob(raw).map_err(|e| match e {
-        Error::Corrupted { what } => what,
-        other => other.to_string(),
+/// A blob read from `loc`, decoded; what is wrong, with where, if it cannot be.
+fn decode(loc: Loc, raw: &[u8]) -> std::result::Result<Blob, String> {
+    record::decode_blob(raw).map_err(|e| {
+        let what = match e {
+            Error::Corrupted { what } => what,
+            other => other.to_string(),
+        };
+        format!(
+            "{what} (segment {}, offset {}, {} bytes)",
+            loc.segment, loc.offset, loc.len
+        )
     })
 }
 
@@ -260,6 +267,14 @@ impl Blobs {
             .map(Taken::All)
     }
 
+    /// Why the blob at `loc` could not be read or decoded, if it could not.
+    pub(crate) fn damage(&self, loc: Loc) -> Option<&str> {
+        match self.0.get(&loc) {
+            Some(Err(what)) => Some(what),
+            _ => None,
+        }
+    }
+
     /// Whether every blob at `locs` was read and decoded.
     pub(crate) fn all_read(&self, locs: impl IntoIterator<Item = Loc>) -> bool {
         locs.into_iter()
@@ -276,7 +291,7 @@ impl Blobs {
         for (loc, kept) in locs.into_iter().zip(inner.log.recent(&wanted)) {
             match kept {
                 Some(raw) => {
-                    self.0.insert(loc, decode(&raw));
+                    self.0.insert(loc, decode(loc, &raw));
                 }
                 None => on_disk.push(loc),
             }
@@ -310,7 +325,7 @@ impl Blobs {
                     Some(raw) => {
                         #[cfg(test)]
                         files.counts.served.fetch_add(1, Ordering::Relaxed);
-                        self.0.insert(loc, decode(raw));
+                        self.0.insert(loc, decode(loc, raw));
                     }
                     None => left.push(loc),
                 }
@@ -324,7 +339,7 @@ impl Blobs {
         let on_disk = self.copy_kept(inner, locs.to_vec());
         let faults = inner.options.faults.as_ref();
         for (loc, raw) in pread(&inner.files, faults, &on_disk) {
-            self.0.insert(loc, raw.and_then(|b| decode(&b)));
+            self.0.insert(loc, raw.and_then(|b| decode(loc, &b)));
         }
     }
 }
