@@ -141,6 +141,11 @@ impl Daemon {
         Ok(daemon)
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://ADDR`.
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
@@ -352,6 +357,11 @@ impl Receiver {
             .with_state(Arc::clone(&state));
         let addr = serve_loopback(app)?;
         Ok(Receiver { addr, state })
+    }
+
+    /// How many distinct deliveries arrived so far.
+    pub fn distinct(&self) -> usize {
+        *self.state.distinct.borrow()
     }
 
     /// Waits until `n` distinct deliveries arrived.
