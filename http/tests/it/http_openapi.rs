@@ -29,6 +29,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/queues/{id}/items/{key}"),
     ("DELETE", "/queues/{id}/items/{key}"),
     ("PUT", "/queues/{id}/items/{key}/phase"),
+    ("POST", "/verify"),
     ("POST", "/queues/{id}/items/{key}/replay"),
     ("GET", "/queues/{id}/count"),
     ("GET", "/queues/{id}/dump"),
@@ -348,7 +349,7 @@ async fn request_schemas_reject_unknown_fields() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 9, "every JSON request body was checked");
+    assert_eq!(checked, 10, "every JSON request body was checked");
     let (_, _, additional) = shape(&doc, &json!({"$ref": "#/components/schemas/PushItem"}));
     assert_eq!(
         additional,
