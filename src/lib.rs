@@ -15,6 +15,9 @@
 //!   `expired`; [`Store::prune`], [`Store::prune_all`] and the background
 //!   [`Store::spawn_retention`] remove what is old enough through [`Backend::prune`], a
 //!   bounded batch at a time, counted in [`Store::pruned`].
+//! - **Damage**: an item whose stored data fails its checksum is quarantined by the backend
+//!   that reads it, in [`Phase::CORRUPT`], so that nothing else stops; [`Store::verify`]
+//!   checks every item through [`Backend::check`] and reports damage by queue and key.
 //! - **Backends**: [`MemoryBackend`] here (the reference, not durable);
 //!   `hookspool-journal` (hookspool's own segmented log, the default of the daemon) and
 //!   `hookspool-sled` in their own crates, both durable under a [`Durability`] setting;

@@ -591,8 +591,12 @@ fn quarantine(
         updates: updates.clone(),
         now,
     })?;
+    // Like `update_many`: an entry that fails (none can: each item was just read where the
+    // state places it) fails alone, and replay sees the same.
     for (key, transition) in updates {
-        st.update(queue, key, transition, now)?;
+        if let Err(e) = st.update(queue, key, transition, now) {
+            tracing::warn!(%queue, key, error = %e, "hookspool-journal: quarantine not applied");
+        }
     }
     inner.append(&body)?;
     Ok(())
