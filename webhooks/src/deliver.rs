@@ -650,14 +650,18 @@ impl<B: Backend> Attempter<B> {
         let key = item.key;
         let subscription = sub.as_ref().map(|s| s.id.clone());
         let fifo = sub.as_ref().is_some_and(|s| s.strict_fifo);
+        if let Some(why) = malformed(&item, sub.as_ref()) {
+            // Trying again cannot help, and it must not hold up the others.
+            self.quarantine(key, &why).await;
+            return Done {
+                key,
+                subscription,
+                retry_at: None,
+                fifo,
+            };
+        }
         let retry_at = match self.try_attempt(item, sub.as_ref()).await {
             Ok(at) => at,
-            Err(e @ (Error::Store(StoreError::Corrupted { .. }) | Error::InvalidUrl { .. })) => {
-                // The record itself is malformed (no target, a target that is no URL):
-                // trying again cannot help, and it must not hold up the others.
-                self.quarantine(key, &e).await;
-                None
-            }
             Err(e) => {
                 // Not recorded: the lease runs out and the delivery is tried again.
                 tracing::error!(key, error = %e, "could not record a delivery attempt");
@@ -674,7 +678,7 @@ impl<B: Backend> Attempter<B> {
 
     /// Moves a delivery whose record cannot be used to [`Phase::CORRUPT`], with why, and
     /// says so in the log.
-    async fn quarantine(&self, key: Key, error: &Error) {
+    async fn quarantine(&self, key: Key, error: &str) {
         tracing::error!(key, error = %error, "delivery record malformed: quarantined");
         let transition = Transition {
             expect: Expect {
@@ -884,6 +888,21 @@ fn settle(item: &Item, kind: &OutcomeKind, record: super::Attempt) -> Move {
     let mut mv = mv.metadata(metadata);
     mv.error = record.error;
     mv
+}
+
+/// Why a delivery's record cannot be sent, ever: it names no subscription and no URL, or a
+/// URL that is not one. (A subscription that is gone is not this: such deliveries end as
+/// `gone`.)
+fn malformed(item: &Item, sub: Option<&Subscription>) -> Option<String> {
+    if sub.is_some() || sub_of(item).is_some() {
+        return None;
+    }
+    match item.metadata.get(M_URL) {
+        None => Some("the delivery record names no subscription and no URL".to_owned()),
+        Some(u) => TargetUrl::parse(u)
+            .err()
+            .map(|e| format!("the delivery record's URL {u:?} is not valid: {e}")),
+    }
 }
 
 fn sub_of(item: &Item) -> Option<&str> {

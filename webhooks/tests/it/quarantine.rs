@@ -67,6 +67,12 @@ async fn a_damaged_delivery_is_quarantined_and_every_other_one_delivered() {
             .push(&subs, NewItem::new(br#"{"nonsense":true}"#.to_vec()))
             .await
             .unwrap();
+        // A delivery record that names neither a subscription nor a URL.
+        let deliveries = QueueId::new(DELIVERIES_QUEUE).unwrap();
+        store
+            .push(&deliveries, NewItem::new(b"{}".to_vec()))
+            .await
+            .unwrap();
         for i in 0..n {
             let ids = hooks.fire("ev", payload(i)).await.unwrap();
             if i == bad {
@@ -117,17 +123,27 @@ async fn a_damaged_delivery_is_quarantined_and_every_other_one_delivered() {
     let deliveries = QueueId::new(DELIVERIES_QUEUE).unwrap();
     let counts = store.counts(&deliveries).await.unwrap();
     assert_eq!(counts.get(&Phase::DONE), (n - 1) as u64, "{counts:?}");
-    assert_eq!(counts.get(&Phase::CORRUPT), 1, "{counts:?}");
+    assert_eq!(
+        counts.get(&Phase::CORRUPT),
+        2,
+        "the damaged payload and the record without a target: {counts:?}"
+    );
     // The API shows it, with why; it is deleted on its own.
     let shown = hooks.delivery(&bad_id.unwrap()).await.unwrap().unwrap();
     assert_eq!(shown.state, Phase::CORRUPT);
     let error = shown.last_error.unwrap();
     assert!(error.starts_with("quarantined: "), "{error}");
-    let key = store
-        .fetch_page(&deliveries, Page::first(1).phase(Phase::CORRUPT))
+    let quarantined = store
+        .fetch_page(&deliveries, Page::first(10).phase(Phase::CORRUPT))
         .await
-        .unwrap()[0]
-        .key;
-    assert!(store.delete(&deliveries, key).await.unwrap());
+        .unwrap();
+    let malformed = quarantined[0].last_error.clone().unwrap();
+    assert!(
+        malformed.contains("no subscription and no URL"),
+        "{malformed}"
+    );
+    for item in quarantined {
+        assert!(store.delete(&deliveries, item.key).await.unwrap());
+    }
     assert_eq!(store.count(&deliveries).await.unwrap(), (n - 1) as u64);
 }
