@@ -63,6 +63,9 @@
 //!
 //! It is written against hookspool's public API, depends on the engine crate alone, passes
 //! the conformance kit, and has its own crash, torn-write, fault-injection and read tests.
+//! Feature `testing` adds `testing::JournalCrash`, the journal as a target of the kit's
+//! kill -9 harness (`hookspool::conformance::crash`), for its crash test and the torture
+//! tool.
 //!
 //! # Example
 //!
@@ -110,6 +113,8 @@ mod record;
 mod recover;
 mod slots;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use backend::JournalBackend;
 pub use options::{Faults, IoOp, JournalOptions, RecoveryReport};
