@@ -67,6 +67,7 @@ pub fn torture(bin: &Path, root: &Path, cycles: usize, seed: u64) -> BenchResult
         findings = rt
             .block_on(check(&data, &ledger))
             .map_err(|e| format!("cycle {cycle}: {e}"))?;
+        crate::progress("cli", cycle, ledger.acked.len());
     }
     Ok(Outcome {
         cycles,

@@ -17,7 +17,7 @@ use hookspool::conformance::support::Rng;
 
 use crate::Outcome;
 use crate::common::daemon::{
-    Daemon, Receiver, client, event_body, request, single_delivery_id, subscribe,
+    Daemon, Receiver, TOKEN, client, event_body, request, single_delivery_id, subscribe,
 };
 use crate::common::{BenchResult, scratch};
 
@@ -25,8 +25,10 @@ use crate::common::{BenchResult, scratch};
 const CLIENTS: usize = 8;
 /// Tries to start the daemon before giving up on a cycle.
 const START_TRIES: usize = 3;
-/// How long the last daemon may take to deliver what is left.
-const DRAIN: Duration = Duration::from_mins(3);
+/// The last daemon delivers what is left until no delivery has arrived for this long ...
+const STALLED: Duration = Duration::from_secs(30);
+/// ... or for this long at most.
+const DRAIN_MAX: Duration = Duration::from_mins(20);
 
 /// Runs `cycles` kill cycles of `bin serve`.
 pub fn torture(bin: &Path, root: &Path, cycles: usize, seed: u64) -> BenchResult<Outcome> {
@@ -52,15 +54,17 @@ pub fn torture(bin: &Path, root: &Path, cycles: usize, seed: u64) -> BenchResult
         let window = if rng.below(5) == 0 { 20 } else { 400 };
         let delay = Duration::from_millis(rng.below(window));
         acked.extend(rt.block_on(publish_until_killed(daemon, delay, &next))?);
+        crate::progress("daemon", cycle, acked.len());
     }
     let daemon = start(bin, dir, &mut failed_starts)?;
-    let drained = rt.block_on(wait_for_all(&receiver, &acked));
-    daemon.stop()?;
+    let drained = rt.block_on(drain(&receiver, &acked));
     let arrivals = receiver.arrivals();
-    let lost = acked
+    let missing: Vec<&String> = acked
         .iter()
         .filter(|id| !arrivals.contains_key(*id))
-        .count();
+        .collect();
+    let (lost, undelivered) = rt.block_on(classify(&daemon.base(), &missing))?;
+    daemon.stop()?;
     let duplicated = arrivals.values().map(|n| n - 1).sum();
     let unacknowledged = arrivals.keys().filter(|id| !acked.contains(*id)).count();
     Ok(Outcome {
@@ -74,7 +78,8 @@ pub fn torture(bin: &Path, root: &Path, cycles: usize, seed: u64) -> BenchResult
         notes: format!(
             "{CLIENTS} publishing clients, journal; {} publishes sent; duplicated = deliveries \
              received again after a kill (at least once); {unacknowledged} delivered whose 202 \
-             the kill cut off; {} bad signatures; drained in {:.1} s",
+             the kill cut off; {} bad signatures; the last daemon delivered the rest in {:.0} s \
+             ({undelivered} still pending when it stopped)",
             next.load(Ordering::Relaxed),
             receiver.bad_signatures(),
             drained.as_secs_f64()
@@ -131,15 +136,40 @@ async fn publish_until_killed(
     Ok(acked)
 }
 
-/// Waits (up to [`DRAIN`]) until every acknowledged delivery arrived; how long it took.
-async fn wait_for_all(receiver: &Receiver, acked: &HashSet<String>) -> Duration {
+/// Waits until every acknowledged delivery arrived, or none arrived for [`STALLED`] (or
+/// [`DRAIN_MAX`] passed); how long it took.
+async fn drain(receiver: &Receiver, acked: &HashSet<String>) -> Duration {
     let started = Instant::now();
-    while started.elapsed() < DRAIN {
+    let (mut seen, mut progress) = (0, Instant::now());
+    while progress.elapsed() < STALLED && started.elapsed() < DRAIN_MAX {
         let arrivals = receiver.arrivals();
         if acked.iter().all(|id| arrivals.contains_key(id)) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if arrivals.len() > seen {
+            (seen, progress) = (arrivals.len(), Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     started.elapsed()
+}
+
+/// Asks the daemon at `base` about each acknowledged delivery that never arrived: one it
+/// does not know is lost; one it still holds is only undelivered. Returns both counts.
+async fn classify(base: &str, missing: &[&String]) -> BenchResult<(usize, usize)> {
+    let http = client()?;
+    let (mut lost, mut held) = (0, 0);
+    for id in missing {
+        let resp = http
+            .get(format!("{base}/deliveries/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?;
+        match resp.status().as_u16() {
+            404 => lost += 1,
+            200 => held += 1,
+            status => return Err(format!("GET /deliveries/{id}: {status}").into()),
+        }
+    }
+    Ok((lost, held))
 }

@@ -40,7 +40,7 @@ use hookspool_journal::testing::JournalCrash;
 
 use common::daemon::daemon_binary;
 use common::table::Table;
-use common::{BenchResult, Settings, data_root, print_footer, print_header};
+use common::{BenchResult, Settings, data_root, load_average, print_footer};
 
 /// The targets, in the order they run (a filter argument picks some).
 const TARGETS: [&str; 3] = ["library", "cli", "daemon"];
@@ -87,8 +87,7 @@ fn main() -> BenchResult<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(seed_from_time);
     let (root, fs_desc) = data_root(env!("CARGO_TARGET_TMPDIR"))?;
-    print_header("torture", &settings, &fs_desc, &[("cycles", cycles)]);
-    println!("- seed: {seed} ({SEED_ENV}={seed} replays the kill moments)\n");
+    print_header(&settings, cycles, seed, &fs_desc);
     let mut table = Table::new(
         "kill -9 cycles",
         &[
@@ -144,6 +143,22 @@ fn main() -> BenchResult<()> {
     }
 }
 
+/// What, where and how this run tortures.
+fn print_header(settings: &Settings, cycles: usize, seed: u64, fs_desc: &str) {
+    println!("## hookspool torture\n");
+    if settings.smoke {
+        println!("SMOKE RUN (no `--bench` argument): a few cycles, to prove it works.\n");
+    }
+    println!("- cycles per target: {cycles}");
+    println!("- seed: {seed} ({SEED_ENV}={seed} replays the kill moments)");
+    println!("- data dir filesystem: {fs_desc}");
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    println!(
+        "- machine: {cpus} CPUs; load average at start: {}\n",
+        load_average()
+    );
+}
+
 /// The kit's harness on the journal, re-executing this binary as the child, counting what
 /// it finds instead of stopping at it.
 fn library(cycles: usize, seed: u64) -> Outcome {
@@ -168,6 +183,16 @@ fn library(cycles: usize, seed: u64) -> Outcome {
              reopens cut a torn tail",
             report.claims, report.acked, report.nacked, report.deleted, report.repaired
         ),
+    }
+}
+
+/// A line on stderr every 100 cycles, so that a long run shows where it is.
+fn progress(target: &str, cycle: usize, acknowledged: usize) {
+    if (cycle + 1).is_multiple_of(100) {
+        eprintln!(
+            "torture: {target}: {} cycles, {acknowledged} acknowledged",
+            cycle + 1
+        );
     }
 }
 
