@@ -3,7 +3,8 @@
 //! ([`hookspool_journal::testing::JournalCrash`]: 64 KiB segments and 128 KiB checkpoints,
 //! so that kills land in rotations, checkpoints, segment deletion and compaction; a torn
 //! tail cut off at reopen is counted, and a clean close must leave none).
-//! `HOOKSPOOL_CRASH_ROUNDS` (default 20) and `HOOKSPOOL_CRASH_SEED`.
+//! `HOOKSPOOL_CRASH_ROUNDS` (default `crash::DEFAULT_ROUNDS`, 12) and
+//! `HOOKSPOOL_CRASH_SEED`.
 
 use hookspool::conformance::crash;
 use hookspool_journal::testing::JournalCrash;

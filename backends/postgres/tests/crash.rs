@@ -3,7 +3,8 @@
 //! deletes on a schema of its own on the test process's server while the parent kills it
 //! with SIGKILL at random moments. A database cannot be copied like a directory, so after
 //! every kill the parent checks the schema in place (releasing the dead child's leases, as
-//! their expiry would). `HOOKSPOOL_CRASH_ROUNDS` (default 20) and `HOOKSPOOL_CRASH_SEED`.
+//! their expiry would). `HOOKSPOOL_CRASH_ROUNDS` (default `crash::DEFAULT_ROUNDS`, 12) and
+//! `HOOKSPOOL_CRASH_SEED`.
 
 use hookspool::conformance::crash::{self, CrashTarget, Place};
 use hookspool_postgres::{PostgresBackend, PostgresOptions, testing};

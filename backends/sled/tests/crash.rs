@@ -2,7 +2,8 @@
 //! (`hookspool::conformance::crash`): a child process pushes, claims, acks, nacks and
 //! deletes while the parent kills it with SIGKILL at random moments; after every kill the
 //! parent reopens a copy of the store and checks that nothing a returned call reported as
-//! stored was lost. `HOOKSPOOL_CRASH_ROUNDS` (default 20) and `HOOKSPOOL_CRASH_SEED`.
+//! stored was lost. `HOOKSPOOL_CRASH_ROUNDS` (default `crash::DEFAULT_ROUNDS`, 12) and
+//! `HOOKSPOOL_CRASH_SEED`.
 
 use std::time::Duration;
 
