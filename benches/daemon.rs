@@ -22,7 +22,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use common::daemon::{
-    self, Daemon, EVENT, PATTERN, Receiver, Requests, client, daemon_binary, event_payload,
+    self, Daemon, PATTERN, Receiver, Requests, client, daemon_binary, event_body, event_payload,
     process_cpu_secs, receipt_figures, request, single_delivery_id,
 };
 use common::raw;
@@ -327,7 +327,7 @@ fn measure_daemon(
                 request(&setup, &format!("{base}/hooks/subscribe"), &sub, 201).await?;
                 Requests {
                     path: "/events".into(),
-                    body: event,
+                    body: event_body,
                     expect: 202,
                     answer: |a| single_delivery_id(a).map(Some),
                 }
@@ -344,7 +344,7 @@ fn measure_daemon(
             }
             _ => Requests {
                 path: "/events".into(),
-                body: event,
+                body: event_body,
                 expect: 202,
                 answer: no_delivery,
             },
@@ -386,10 +386,6 @@ fn measure_daemon(
 }
 
 /// The body of publish `seq`.
-fn event(seq: usize) -> BenchResult<Value> {
-    Ok(serde_json::json!({ "event": EVENT, "payload": event_payload(seq)? }))
-}
-
 /// A publish with no subscription must create no delivery.
 fn no_delivery(answer: &Value) -> BenchResult<Option<String>> {
     if answer["delivery_ids"] == serde_json::json!([]) {

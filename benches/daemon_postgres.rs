@@ -32,8 +32,8 @@ use hookspool_postgres::testing::TestServer;
 use serde_json::Value;
 
 use common::daemon::{
-    self, Daemon, EVENT, PATTERN, Receiver, Requests, client, daemon_binary, event_payload,
-    process_cpu_secs, receipt_figures, request, single_delivery_id, stat_fields,
+    self, Daemon, PATTERN, Receiver, Requests, client, daemon_binary, event_body, process_cpu_secs,
+    receipt_figures, request, single_delivery_id, stat_fields,
 };
 use common::pg::{self, Limit, Run, server_info, sql_insert};
 use common::raw;
@@ -398,7 +398,7 @@ fn measure_daemons(
         let before = cpu();
         let kind = Requests {
             path: "/events".into(),
-            body: |seq| Ok(serde_json::json!({ "event": EVENT, "payload": event_payload(seq)? })),
+            body: event_body,
             expect: 202,
             answer: |a| single_delivery_id(a).map(Some),
         };

@@ -58,6 +58,16 @@
 //!
 //! Every function here panics on a contract violation: that is how a test fails.
 //!
+//! # Kill -9
+//!
+//! [`crash`] tests a durable backend against real process crashes: a child process (the
+//! test binary run again) works a store while the parent kills it with SIGKILL at random
+//! moments, then reopens it and checks that nothing a returned call reported as stored was
+//! lost, that leases come back, keys continue and counts match a recount. Implement
+//! [`crash::CrashTarget`] (how to open your store at a [`crash::Place`] in a named mode) and
+//! add two tests: `crash_child` calling [`crash::child`], and one calling [`crash::run`] per
+//! mode. `HOOKSPOOL_CRASH_ROUNDS` sets the rounds, `HOOKSPOOL_CRASH_SEED` replays a run.
+//!
 //! [`Backend`]: crate::Backend
 
 // Every public function in this module panics on a contract violation by design (that is how
@@ -68,6 +78,7 @@ use std::future::Future;
 
 use crate::{Backend, MemoryBackend};
 
+pub mod crash;
 pub mod model;
 mod properties;
 pub mod support;

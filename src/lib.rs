@@ -70,8 +70,9 @@
 //!
 //! - `conformance`: the [`conformance`] kit for backend authors: a `Factory` trait, one
 //!   check per property of the [`Backend`] contract, a model-based property test, the
-//!   `conformance_tests!` macro that runs them all, and `conformance::support` for a
-//!   backend's own crash tests.
+//!   `conformance_tests!` macro that runs them all, `conformance::crash` (kill -9 testing of
+//!   any durable backend in one call per mode) and `conformance::support` for a backend's
+//!   own damage tests.
 //!
 //! # Modules
 //!

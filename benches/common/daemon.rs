@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hookspool_webhooks::HEADER_WEBHOOK_ID;
+use hookspool_webhooks::{HEADER_WEBHOOK_ID, SigningKey, verify};
 use serde_json::Value;
 
 use super::raw::percentile_us;
@@ -208,6 +208,17 @@ impl Daemon {
         Ok(())
     }
 
+    /// SIGKILL: no chance to clean up; waits for the exit.
+    pub fn kill9(mut self) -> BenchResult<()> {
+        // `Child::kill` sends SIGKILL on Unix.
+        self.child.kill()?;
+        self.child.wait()?;
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+        Ok(())
+    }
+
     fn wait(&mut self, timeout: Duration) -> BenchResult<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -314,7 +325,9 @@ pub fn serve_loopback(app: Router) -> BenchResult<std::net::SocketAddr> {
 
 /// A keep-alive HTTP receiver on 127.0.0.1 that answers 204 at once and records, per
 /// `webhook-id`, when it first arrived and how often. It runs on its own thread and
-/// runtime, as a separate server would, and lives until the process exits.
+/// runtime, as a separate server would, and lives until the process exits. Given the
+/// subscription's key ([`Receiver::verify_with`]), it also verifies every signature, and
+/// answers a request that fails 400 without recording it.
 pub struct Receiver {
     pub addr: std::net::SocketAddr,
     state: Arc<Receipts>,
@@ -326,6 +339,10 @@ struct Receipts {
     seen: Mutex<HashMap<String, (Instant, usize)>>,
     /// How many distinct ids arrived.
     distinct: tokio::sync::watch::Sender<usize>,
+    /// The key every request's signature must verify with, once set.
+    key: OnceLock<SigningKey>,
+    /// Requests whose signature did not verify.
+    bad_signatures: AtomicUsize,
 }
 
 impl Receipts {
@@ -351,6 +368,8 @@ impl Receiver {
         let state = Arc::new(Receipts {
             seen: Mutex::default(),
             distinct: tokio::sync::watch::Sender::new(0),
+            key: OnceLock::new(),
+            bad_signatures: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/hook", post(receive))
@@ -379,6 +398,27 @@ impl Receiver {
             )
             .into()),
         }
+    }
+
+    /// Verifies every request from now on with `key` (the subscription's secret); the first
+    /// key set stays.
+    pub fn verify_with(&self, key: SigningKey) {
+        let _ = self.state.key.set(key);
+    }
+
+    /// Per `webhook-id`, how many times it arrived (with a valid signature, once a key is
+    /// set).
+    pub fn arrivals(&self) -> HashMap<String, usize> {
+        self.state
+            .lock()
+            .iter()
+            .map(|(id, (_, n))| (id.clone(), *n))
+            .collect()
+    }
+
+    /// Requests whose signature did not verify.
+    pub fn bad_signatures(&self) -> usize {
+        self.state.bad_signatures.load(Ordering::Relaxed)
     }
 
     /// Checks that every delivery in `published` arrived and nothing else did, and
@@ -417,9 +457,19 @@ impl Receiver {
 async fn receive(
     State(state): State<Arc<Receipts>>,
     headers: HeaderMap,
-    _body: Bytes,
+    body: Bytes,
 ) -> StatusCode {
     let now = Instant::now();
+    if let Some(key) = state.key.get() {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if verify(&[key], header, &body, unix).is_err() {
+            state.bad_signatures.fetch_add(1, Ordering::Relaxed);
+            return StatusCode::BAD_REQUEST;
+        }
+    }
     if let Some(id) = headers.get(HEADER_WEBHOOK_ID).and_then(|v| v.to_str().ok()) {
         let first = {
             let mut seen = state.lock();
@@ -514,6 +564,22 @@ pub fn event_payload(seq: usize) -> BenchResult<Value> {
         "{head}{}\"}}",
         "x".repeat(pad)
     ))?)
+}
+
+/// The body of publish `seq`: [`EVENT`] with [`event_payload`].
+pub fn event_body(seq: usize) -> BenchResult<Value> {
+    Ok(serde_json::json!({ "event": EVENT, "payload": event_payload(seq)? }))
+}
+
+/// Subscribes `target_url` to [`PATTERN`] on the daemon at `base`; returns the
+/// subscription's signing key.
+pub async fn subscribe(base: &str, target_url: &str) -> BenchResult<SigningKey> {
+    let sub = serde_json::json!({ "event": PATTERN, "target_url": target_url });
+    let answer = request(&client()?, &format!("{base}/hooks/subscribe"), &sub, 201).await?;
+    let secret = answer["secret"]
+        .as_str()
+        .ok_or_else(|| format!("a new subscription without its secret: {answer}"))?;
+    Ok(SigningKey::from_whsec(secret)?)
 }
 
 /// The one delivery id of a 202 to a publish reaching one subscription.

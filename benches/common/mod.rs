@@ -402,7 +402,7 @@ pub fn print_footer() {
 }
 
 /// The 1, 5 and 15 minute load averages.
-fn load_average() -> String {
+pub fn load_average() -> String {
     fs::read_to_string("/proc/loadavg").map_or_else(
         |_| "unknown".into(),
         |l| l.split(' ').take(3).collect::<Vec<_>>().join(" "),

@@ -5,4 +5,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod conformance_memory;
+mod crash_kit;
 mod store;

@@ -68,6 +68,9 @@
 //!
 //! It is written against hookspool's public API, depends on the engine crate alone, passes
 //! the conformance kit, and has its own crash, torn-write, fault-injection and read tests.
+//! Feature `testing` adds `testing::JournalCrash`, the journal as a target of the kit's
+//! kill -9 harness (`hookspool::conformance::crash`), for its crash test and the torture
+//! tool.
 //!
 //! # Example
 //!
@@ -115,6 +118,8 @@ mod record;
 mod recover;
 mod slots;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod verify;
 
 pub use backend::JournalBackend;
