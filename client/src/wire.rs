@@ -43,6 +43,228 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A request body, or an object inside one, that must be a JSON object. Serde's derived
+/// structs also take an array of their fields in order (`[null, null]` for
+/// `{"payload": null, "payload_base64": null}`), which no document describes and no client
+/// means: this refuses everything but an object.
+#[derive(Debug)]
+pub struct JsonObject<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for JsonObject<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+    type Value = JsonObject<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(JsonObject)
+    }
+}
+
+/// An optional nested object (see [`JsonObject`]).
+fn opt_object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Ok(Option::<JsonObject<T>>::deserialize(d)?.map(|JsonObject(t)| t))
+}
+
+/// An optional list of nested objects (see [`JsonObject`]).
+fn opt_objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Vec<T>>, D::Error> {
+    Ok(Option::<Vec<JsonObject<T>>>::deserialize(d)?
+        .map(|items| items.into_iter().map(|JsonObject(t)| t).collect()))
+}
+
+/// Integer fields of request bodies. JSON Schema, which OpenAPI 3.1 documents use, counts
+/// `2.0` as the integer 2, so the document's `"type": "integer"` admits it: these fields take
+/// a number without a fractional part in any spelling (`2`, `2.0`, `2e0`), and refuse `2.5`,
+/// negatives and values out of the field's range, as the plain integer types do.
+mod whole {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Error, Unexpected, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    /// 2^64, the first whole number a `u64` cannot hold.
+    const U64_END: f64 = 18_446_744_073_709_551_616.0;
+
+    struct Whole<T>(T);
+
+    impl<'de, T: TryFrom<u64>> Deserialize<'de> for Whole<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_u64(WholeVisitor(PhantomData))
+        }
+    }
+
+    struct WholeVisitor<T>(PhantomData<T>);
+
+    impl<T: TryFrom<u64>> Visitor<'_> for WholeVisitor<T> {
+        type Value = Whole<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(
+                f,
+                "a whole number from 0 to the largest {}",
+                std::any::type_name::<T>()
+            )
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Self::Value, E> {
+            T::try_from(v)
+                .map(Whole)
+                .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Self::Value, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+            }
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Self::Value, E> {
+            if v.fract() == 0.0 && (0.0..U64_END).contains(&v) {
+                // Whole and in range (checked just above): the cast is exact.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                self.visit_u64(v as u64)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    /// An optional whole number (absent or `null`: `None`).
+    pub(super) fn opt<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Ok(Option::<Whole<T>>::deserialize(d)?.map(|w| w.0))
+    }
+
+    /// A whole number or `null`, present: `Some` (with `#[serde(default)]`, absent is `None`).
+    #[allow(clippy::option_option)]
+    pub(super) fn present<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        opt(d).map(Some)
+    }
+}
+
+// ---- string rules, for the document ---------------------------------------------------------
+
+/// The rules of the API's names, ids and request shapes as OpenAPI schemas, for the document only (feature
+/// `openapi`): request fields and path and query parameters of these kinds refer to them, so
+/// that a client (or a fuzzer) knows what the server takes without trying. The checks
+/// themselves are the engine's and hookspool-webhooks' (`QueueId::new`, `Phase::new`,
+/// `check_event_name`, `EventPattern::new`, `check_idempotency_key`); a test of
+/// hookspool-http holds each pattern against them.
+#[cfg(feature = "openapi")]
+#[allow(dead_code)] // schema-only types: never built, only named in `value_type`s
+pub mod rules {
+    /// A schema-only type: a string matching `$pattern`, documented by `$doc` (which is also
+    /// the schema's description).
+    macro_rules! string_rule {
+        ($name:ident, $doc:literal, $pattern:literal) => {
+            #[doc = $doc]
+            #[derive(Debug)]
+            pub struct $name;
+
+            impl utoipa::PartialSchema for $name {
+                fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::Type::String)
+                        .description(Some($doc))
+                        .pattern(Some($pattern))
+                        .into()
+                }
+            }
+
+            impl utoipa::ToSchema for $name {}
+        };
+    }
+
+    string_rule!(
+        QueueId,
+        "A queue id: 1 to 128 characters from `A-Z a-z 0-9 _ - .`, starting with a letter or \
+         a digit.",
+        r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+    );
+    string_rule!(
+        PhaseName,
+        "A phase name: 1 to 64 characters from `a-z 0-9 _ - .`, starting with a letter.",
+        r"^[a-z][a-z0-9_.\-]{0,63}$"
+    );
+    string_rule!(
+        EventName,
+        "An event name: 1 to 128 characters from `A-Z a-z 0-9 _ - . : /`.",
+        r"^[A-Za-z0-9_.:/\-]{1,128}$"
+    );
+    string_rule!(
+        EventPattern,
+        "An event pattern: `*`, an event name, or an event name followed by `.*` (every \
+         event that starts with the name and a dot).",
+        r"^(\*|[A-Za-z0-9_.:/\-]{1,128}(\.\*)?)$"
+    );
+    string_rule!(
+        Owner,
+        "An owner (of subscriptions and events): 1 to 128 characters from `A-Z a-z 0-9 _ - :`.",
+        r"^[A-Za-z0-9_:\-]{1,128}$"
+    );
+    string_rule!(
+        IdempotencyKey,
+        "An idempotency key: 1 to 255 visible ASCII characters.",
+        r"^[!-~]{1,255}$"
+    );
+
+    /// `DELETE /hooks/unsubscribe`: exactly one of `id` (one subscription) and `target_url`
+    /// (every subscription of that URL), and nothing else.
+    #[derive(Debug)]
+    pub struct Unsubscribe;
+
+    impl utoipa::PartialSchema for Unsubscribe {
+        fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+            use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder};
+            let only = |field: &str, doc: &str| {
+                ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::Object)
+                    .property(
+                        field,
+                        ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::Type::String)
+                            .description(Some(doc)),
+                    )
+                    .required(field)
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            };
+            OneOfBuilder::new()
+                .item(only("id", "One subscription, by id (`sub_…`)."))
+                .item(only(
+                    "target_url",
+                    "Every subscription of this URL (`url` is accepted too).",
+                ))
+                .description(Some(
+                    "Exactly one of `id` (one subscription) and `target_url` (every \
+                     subscription of that URL).",
+                ))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for Unsubscribe {
+        fn name() -> std::borrow::Cow<'static, str> {
+            "UnsubscribeRequest".into()
+        }
+    }
+}
+
 // ---- errors ---------------------------------------------------------------------------------
 
 /// The body of every error answer.
@@ -64,13 +286,16 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 pub struct RetainView {
     /// How long an item stays in `done`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000))]
     pub done_ms: Option<u64>,
     /// How long an item stays in `dead`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000))]
     pub dead_ms: Option<u64>,
     /// How long an item stays in `expired`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole::opt")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1000))]
     pub expired_ms: Option<u64>,
 }
 
@@ -101,6 +326,7 @@ impl From<RetainView> for Retain {
 #[serde(deny_unknown_fields)]
 pub struct NewQueue {
     /// 1 to 128 characters from `A-Z a-z 0-9 _ - .`, starting with a letter or a digit.
+    #[cfg_attr(feature = "openapi", schema(value_type = rules::QueueId))]
     pub id: String,
     /// The callback channel's signing secret (a `whsec_` secret): callbacks into the queue
     /// must carry a valid Standard Webhooks signature made with it.
@@ -108,14 +334,23 @@ pub struct NewQueue {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub secret: Option<Secret>,
     /// Item TTL: a pending item older than this many milliseconds moves to `expired`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub ttl_ms: Option<u64>,
     /// What acknowledging an item does.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = RetentionSchema))]
     pub retention: Retention,
     /// How long settled items stay (absent: forever).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retain: Option<RetainView>,
     /// Free-form metadata.
     #[serde(default)]
@@ -163,14 +398,18 @@ pub struct QueueUpdate {
         with = "opt_opt_ms",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>, minimum = 1))]
     pub ttl: Option<Option<Duration>>,
     /// A new retention setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<RetentionSchema>))]
     pub retention: Option<Retention>,
     /// New retention periods, replacing all three (a period left out is forever).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retain: Option<RetainView>,
     /// New metadata, replacing all of the old.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,7 +473,7 @@ pub fn check_metadata(metadata: &BTreeMap<String, String>) -> Result<(), String>
 mod opt_opt_ms {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     #[allow(clippy::ref_option, clippy::option_option)] // serde's `with` hands us `&Option<T>`
     pub(super) fn serialize<S: Serializer>(
@@ -252,7 +491,7 @@ mod opt_opt_ms {
         d: D,
     ) -> Result<Option<Option<Duration>>, D::Error> {
         Ok(Some(
-            Option::<u64>::deserialize(d)?.map(Duration::from_millis),
+            super::whole::opt::<D, u64>(d)?.map(Duration::from_millis),
         ))
     }
 }
@@ -645,7 +884,11 @@ pub struct PushItem {
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
     /// Not handed out before this many milliseconds from now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay_ms: Option<u64>,
 }
 
@@ -713,10 +956,18 @@ pub struct PushBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<BTreeMap<String, String>>,
     /// Delay in milliseconds (one item).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub delay_ms: Option<u64>,
     /// A batch, pushed atomically (then none of the fields above).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_objects",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub items: Option<Vec<PushItem>>,
 }
 
@@ -764,9 +1015,11 @@ pub struct PushedKeys {
 #[serde(deny_unknown_fields)]
 pub struct SetPhase {
     /// The new phase.
+    #[cfg_attr(feature = "openapi", schema(value_type = rules::PhaseName))]
     pub phase: String,
     /// Only if the item is in this phase now (409 `phase_conflict` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<rules::PhaseName>))]
     pub if_phase: Option<String>,
 }
 
@@ -797,6 +1050,7 @@ pub struct Replayed {
 #[serde(deny_unknown_fields)]
 pub struct NewSubscription {
     /// The event name or pattern: `*`, `prefix.*` or an exact event name.
+    #[cfg_attr(feature = "openapi", schema(value_type = rules::EventPattern))]
     pub event: String,
     /// Where deliveries are POSTed (`url` is accepted too).
     #[serde(alias = "url")]
@@ -813,9 +1067,15 @@ pub struct NewSubscription {
     pub scheme: SignatureScheme,
     /// Whose subscription it is (publishing with an owner reaches only theirs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<rules::Owner>))]
     pub owner: Option<String>,
     /// Most requests in flight to it at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_in_flight: Option<u32>,
     /// Deliver strictly in order.
     #[serde(default)]
@@ -847,10 +1107,9 @@ impl NewSubscription {
     }
 }
 
-/// `DELETE /hooks/unsubscribe`: exactly one of `id` and `target_url`.
+/// `DELETE /hooks/unsubscribe`: exactly one of `id` and `target_url` (its schema is
+/// [`rules::Unsubscribe`], which says so).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(as = UnsubscribeRequest))]
 #[serde(deny_unknown_fields)]
 pub struct Unsubscribe {
     /// One subscription.
@@ -874,6 +1133,7 @@ pub struct SubscriptionChange {
     pub url: Option<String>,
     /// Event patterns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<rules::EventPattern>>))]
     pub events: Option<Vec<String>>,
     /// Extra request headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -887,10 +1147,10 @@ pub struct SubscriptionChange {
     /// Absent: unchanged; `null`: no per-subscription limit; a number: that limit.
     #[serde(
         default,
-        deserialize_with = "present",
+        deserialize_with = "whole::present",
         skip_serializing_if = "Option::is_none"
     )]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>, minimum = 1))]
     pub max_in_flight: Option<Option<u32>>,
     /// Deliver strictly in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -938,16 +1198,19 @@ pub struct SubscriptionList {
 #[serde(deny_unknown_fields)]
 pub struct Publish {
     /// The event name.
+    #[cfg_attr(feature = "openapi", schema(value_type = rules::EventName))]
     pub event: String,
     /// Any JSON value: the body of every delivery, byte for byte as sent.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub payload: Box<RawValue>,
     /// Deliver only to this owner's subscriptions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<rules::Owner>))]
     pub owner: Option<String>,
     /// 1 to 255 visible ASCII characters: a repeated request with this key (within 24
     /// hours, by default) answers the first one's result and delivers nothing more.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<rules::IdempotencyKey>))]
     pub idempotency_key: Option<String>,
 }
 

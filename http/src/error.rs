@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use hookspool_client::wire::ErrorBody;
+use hookspool_client::wire::JsonObject;
 use serde::de::DeserializeOwned;
 
 /// An error answer of the API.
@@ -148,8 +149,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
+        // Only an object: serde's structs would take an array of their fields too.
+        match Json::<JsonObject<T>>::from_request(req, state).await {
+            Ok(Json(JsonObject(v))) => Ok(ApiJson(v)),
             Err(rejection) => Err(json_rejection(&rejection)),
         }
     }

@@ -14,8 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hookspool::Backend;
 use hookspool_client::wire::{
-    Accepted, Delivery, NewSubscription, Publish, Published, Removed, RotateSecret,
-    SubscriptionChange, SubscriptionInfo, SubscriptionList, Unsubscribe,
+    Accepted, Delivery, JsonObject, NewSubscription, Publish, Published, Removed, RotateSecret,
+    SubscriptionChange, SubscriptionInfo, SubscriptionList, Unsubscribe, rules,
 };
 use hookspool_webhooks::{DeliveryId, Error, FireOptions, SubscribeOptions, check_idempotency_key};
 use serde::Deserialize;
@@ -109,7 +109,7 @@ async fn subscribe<B: Backend>(
     delete,
     path = "/hooks/unsubscribe",
     tag = "hooks",
-    request_body = Unsubscribe,
+    request_body = rules::Unsubscribe,
     responses(
         (status = 200, description = "How many subscriptions were removed.", body = Removed),
         (status = 404, description = "No such subscription (`subscription_not_found`).")
@@ -247,7 +247,8 @@ async fn rotate_secret<B: Backend>(
     let secret = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        parse_json::<RotateSecret>(&body)?.secret
+        // `null` is "no body" too: the document's schema for an optional body admits it.
+        parse_json::<Option<JsonObject<RotateSecret>>>(&body)?.and_then(|JsonObject(r)| r.secret)
     };
     require_subscription(&state, &id)?;
     let sub = state.hooks.rotate_secret(&id, secret).await?;
@@ -354,7 +355,7 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
     get,
     path = "/deliveries/{id}",
     tag = "deliveries",
-    params(("id" = String, Path, description = "The delivery id (`msg_…`).")),
+    params(("id" = DeliveryId, Path, description = "The delivery id (`msg_…`).")),
     responses((status = 200, description = "The delivery.", body = Delivery), (status = 404, description = "No such delivery (`delivery_not_found`)."))
 )]
 async fn get_delivery<B: Backend>(
@@ -376,7 +377,7 @@ async fn get_delivery<B: Backend>(
     post,
     path = "/deliveries/{id}/replay",
     tag = "deliveries",
-    params(("id" = String, Path, description = "The delivery id (`msg_…`).")),
+    params(("id" = DeliveryId, Path, description = "The delivery id (`msg_…`).")),
     responses(
         (status = 200, description = "The delivery as it is now.", body = Delivery),
         (status = 404, description = "No such delivery (`delivery_not_found`)."),
@@ -407,12 +408,12 @@ async fn replay_delivery<B: Backend>(
                    `webhook-id` and content type as metadata; 202 answers once it is stored. \
                    Public: no bearer token, the signature authenticates.",
     params(
-        ("channel" = String, Path, description = "The channel: a queue id."),
+        ("channel" = rules::QueueId, Path, description = "The channel: a queue id."),
         ("webhook-id" = Option<String>, Header, description = "Standard Webhooks message id."),
         ("webhook-timestamp" = Option<String>, Header, description = "Standard Webhooks timestamp (seconds)."),
         ("webhook-signature" = Option<String>, Header, description = "Standard Webhooks signature(s), `v1,<base64>`.")
     ),
-    request_body(content = String, description = "Any body, stored as it is.", content_type = "*/*"),
+    request_body(content = serde_json::Value, description = "Any body, stored as it is.", content_type = "*/*"),
     responses(
         (status = 202, description = "Stored.", body = Accepted),
         (status = 401, description = "No valid signature (`invalid_signature`)."),

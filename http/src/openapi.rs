@@ -133,7 +133,66 @@ impl<S: Clone + Send + Sync + 'static> ApiRoutes<S> {
             .paths(self.paths)
             .components(Some(components.build()))
             .build();
-        (self.router, doc)
+        (self.router, with_integer_ranges(doc))
+    }
+}
+
+/// Gives every unsigned integer of the document its range. utoipa names their formats
+/// (`u-int64`, `u-int32`, …: workspace feature `non_strict_integers`), which clients and
+/// fuzzers may not know; without `maximum` they would send numbers no field can hold (and
+/// with the signed `int64` they would take a key over 2^63 for invalid).
+fn with_integer_ranges(mut doc: OpenApi) -> OpenApi {
+    for operation in operations(&mut doc.paths) {
+        for parameter in operation.parameters.iter_mut().flatten() {
+            parameter.schema.iter_mut().for_each(add_range);
+        }
+        let bodies = operation
+            .request_body
+            .iter_mut()
+            .flat_map(|b| b.content.values_mut());
+        bodies.filter_map(|c| c.schema.as_mut()).for_each(add_range);
+    }
+    if let Some(components) = &mut doc.components {
+        components.schemas.values_mut().for_each(add_range);
+    }
+    doc
+}
+
+/// [`with_integer_ranges`] on one schema and every schema inside it.
+fn add_range(schema: &mut RefOr<Schema>) {
+    use utoipa::openapi::schema::{ArrayItems, KnownFormat, SchemaFormat};
+    let RefOr::T(schema) = schema else {
+        return;
+    };
+    match schema {
+        Schema::Object(object) => {
+            let max = match &object.format {
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt8)) => Some(u64::from(u8::MAX)),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt16)) => Some(u64::from(u16::MAX)),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt32)) => Some(u64::from(u32::MAX)),
+                Some(SchemaFormat::KnownFormat(KnownFormat::UInt64)) => Some(u64::MAX),
+                _ => None,
+            };
+            if let Some(max) = max.and_then(|m| usize::try_from(m).ok()) {
+                object.minimum.get_or_insert(utoipa::Number::UInt(0));
+                object.maximum.get_or_insert(utoipa::Number::UInt(max));
+            }
+            object.properties.values_mut().for_each(add_range);
+            if let Some(additional) = object.additional_properties.as_deref_mut()
+                && let utoipa::openapi::schema::AdditionalProperties::RefOr(inner) = additional
+            {
+                add_range(inner);
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                add_range(items);
+            }
+        }
+        Schema::OneOf(one) => one.items.iter_mut().for_each(add_range),
+        Schema::AnyOf(any) => any.items.iter_mut().for_each(add_range),
+        Schema::AllOf(all) => all.items.iter_mut().for_each(add_range),
+        _ => {}
     }
 }
 

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use hookspool::{Backend, Dump, Error, Item, Key, Page, Phase, PhaseCounts, QueueConfig, QueueId};
 use hookspool_client::wire::{
     Counts, ItemList, ItemView, NewQueue, PushBody, PushedKeys, QueueInfo, QueueList, QueueUpdate,
-    Removed, Replayed, SetPhase, Verified, VerifyRequest, check_metadata,
+    Removed, Replayed, SetPhase, Verified, VerifyRequest, check_metadata, rules,
 };
 use hookspool_webhooks::{INTERNAL_PREFIX, set_channel_secret};
 use serde::Deserialize;
@@ -56,10 +56,14 @@ pub(crate) fn routes<B: Backend>() -> ApiRoutes<ApiState<B>> {
 #[into_params(parameter_in = Query)]
 struct FetchQuery {
     /// Only items in this phase.
+    #[param(value_type = Option<rules::PhaseName>)]
     phase: Option<String>,
     /// Items to skip.
+    #[param(value_type = Option<u64>)]
     offset: Option<usize>,
-    /// Most items to answer (default 20).
+    /// Most items to answer (default 20); at most the store's `max_batch` (by default
+    /// 10,000, the documented maximum).
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
     /// Newest first.
     reverse: Option<bool>,
@@ -74,6 +78,7 @@ struct FetchQuery {
 #[into_params(parameter_in = Query)]
 struct CountQuery {
     /// Count only this phase.
+    #[param(value_type = Option<rules::PhaseName>)]
     phase: Option<String>,
 }
 
@@ -139,7 +144,7 @@ async fn create_queue<B: Backend>(
     get,
     path = "/queues/{id}",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id.")),
     responses((status = 200, description = "The queue.", body = QueueInfo), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
 async fn show_queue<B: Backend>(
@@ -157,7 +162,7 @@ async fn show_queue<B: Backend>(
     patch,
     path = "/queues/{id}",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id.")),
     request_body = QueueUpdate,
     responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), (status = 200, description = "The queue as it is now.", body = QueueInfo), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
@@ -180,7 +185,7 @@ async fn update_queue<B: Backend>(
     delete,
     path = "/queues/{id}",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id.")),
     responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), (status = 204, description = "Deleted."), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
 async fn delete_queue<B: Backend>(
@@ -203,7 +208,7 @@ async fn delete_queue<B: Backend>(
     post,
     path = "/queues/{id}/items",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id.")),
     request_body = PushBody,
     responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), 
         (status = 201, description = "Stored: the new keys.", body = PushedKeys),
@@ -246,7 +251,7 @@ async fn push_items<B: Backend>(
     get,
     path = "/queues/{id}/items",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id."), FetchQuery),
+    params(("id" = rules::QueueId, Path, description = "The queue id."), FetchQuery),
     responses(
         (status = 200, description = "The page.", body = ItemList),
         (status = 400, description = "A bad query parameter (`invalid_query`, `invalid_request`)."),
@@ -283,7 +288,7 @@ async fn fetch_items<B: Backend>(
     get,
     path = "/queues/{id}/items/{key}",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
     responses((status = 200, description = "The item.", body = ItemView), (status = 404, description = "No such queue or item (`queue_not_found`, `item_not_found`)."))
 )]
 async fn fetch_item<B: Backend>(
@@ -302,7 +307,7 @@ async fn fetch_item<B: Backend>(
     delete,
     path = "/queues/{id}/items/{key}",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
     responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), (status = 204, description = "Deleted."), (status = 404, description = "No such queue or item (`queue_not_found`, `item_not_found`)."))
 )]
 async fn delete_item<B: Backend>(
@@ -323,7 +328,7 @@ async fn delete_item<B: Backend>(
     put,
     path = "/queues/{id}/items/{key}/phase",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
     request_body = SetPhase,
     responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), 
         (status = 200, description = "The item as it is now.", body = ItemView),
@@ -357,7 +362,7 @@ async fn set_phase<B: Backend>(
     post,
     path = "/queues/{id}/items/{key}/replay",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id."), ("key" = u64, Path, description = "The item key.")),
     responses(
         (status = 200, description = "The item as it is now.", body = ItemView),
         (status = 404, description = "No such queue or item (`queue_not_found`, `item_not_found`)."),
@@ -380,7 +385,7 @@ async fn replay_item<B: Backend>(
     get,
     path = "/queues/{id}/count",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id."), CountQuery),
+    params(("id" = rules::QueueId, Path, description = "The queue id."), CountQuery),
     responses((status = 200, description = "The counts.", body = Counts), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
 async fn count<B: Backend>(
@@ -413,7 +418,7 @@ async fn count<B: Backend>(
     get,
     path = "/queues/{id}/dump",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id.")),
     responses(
         (status = 200, description = "Every item, one JSON object a line.", body = ItemView, content_type = "application/x-ndjson"),
         (status = 404, description = "No such queue (`queue_not_found`).")
@@ -461,7 +466,7 @@ fn ndjson(items: &[Item]) -> Result<Vec<u8>, std::io::Error> {
     post,
     path = "/queues/{id}/reset",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id.")),
     responses((status = 403, description = "One of hookspool's own queues, read-only here (`internal_queue`)."), (status = 200, description = "How many items were removed.", body = Removed), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
 async fn reset<B: Backend>(
@@ -504,7 +509,7 @@ async fn verify<B: Backend>(
     post,
     path = "/queues/{id}/replay",
     tag = "queues",
-    params(("id" = String, Path, description = "The queue id.")),
+    params(("id" = rules::QueueId, Path, description = "The queue id.")),
     responses((status = 200, description = "How many items were replayed.", body = Replayed), (status = 404, description = "No such queue (`queue_not_found`)."))
 )]
 async fn replay_dead<B: Backend>(

@@ -16,10 +16,23 @@ use crate::hooks::{
 /// A delivery's id: the `webhook-id` of every request for it, stable across retries and
 /// restarts. It encodes the delivery's key in [`crate::DELIVERIES_QUEUE`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[cfg_attr(feature = "openapi", schema(value_type = String, example = "msg_f637f5da0000000000000001"))]
 #[serde(try_from = "String", into = "String")]
 pub struct DeliveryId(String);
+
+/// `msg_` and 24 hex digits, as [`DeliveryId::parse`] takes it.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for DeliveryId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some("^msg_[0-9A-Fa-f]{24}$"))
+            .examples(["msg_f637f5da0000000000000001"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for DeliveryId {}
 
 impl DeliveryId {
     pub(crate) fn new(nonce: &str, key: Key) -> Self {

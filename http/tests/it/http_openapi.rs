@@ -335,18 +335,29 @@ async fn request_schemas_reject_unknown_fields() {
         else {
             continue;
         };
-        // `rotate-secret` takes an optional body: `null` or the object.
-        let schema = schema["oneOf"]
-            .as_array()
-            .and_then(|alts| alts.iter().find(|s| s.get("$ref").is_some()).cloned())
-            .unwrap_or(schema);
-        let (props, _, additional) = shape(&doc, &schema);
-        assert!(!props.is_empty(), "{method} {path}: no fields documented");
-        assert_eq!(
-            additional,
-            json!(false),
-            "{method} {path}: the body rejects unknown fields, the schema must say so"
-        );
+        // `rotate-secret` takes an optional body: `null` or the object; `unsubscribe` one of
+        // two objects.
+        let schema = match schema["$ref"].as_str() {
+            Some(r) => doc["components"]["schemas"][r.rsplit('/').next().unwrap()].clone(),
+            None => schema,
+        };
+        let objects = match schema["oneOf"].as_array() {
+            Some(alts) => alts
+                .iter()
+                .filter(|s| s["type"] != "null")
+                .cloned()
+                .collect(),
+            None => vec![schema],
+        };
+        for object in objects {
+            let (props, _, additional) = shape(&doc, &object);
+            assert!(!props.is_empty(), "{method} {path}: no fields documented");
+            assert_eq!(
+                additional,
+                json!(false),
+                "{method} {path}: the body rejects unknown fields, the schema must say so"
+            );
+        }
         checked += 1;
     }
     assert_eq!(checked, 10, "every JSON request body was checked");

@@ -11,6 +11,7 @@ mod http_hooks;
 mod http_metrics;
 mod http_openapi;
 mod http_queues;
+mod http_robustness;
 mod remote;
 mod retention;
 // The receiver of the webhook tests: one file, used by both test binaries (these tests use
