@@ -90,20 +90,20 @@ impl Default for RetentionConfig {
     }
 }
 
-/// One period: the flag (or its variable) if given, else the file's, else `default`.
+/// One period: the flag (or its variable) if given, else the file's, else `default`. `name`
+/// is the file's key (`deliveries_done`); the flag is `--retain-` and that with dashes.
 fn period(
     flag: Option<String>,
     file: Option<String>,
-    flag_name: &str,
-    file_name: &str,
+    name: &str,
     default: Option<Duration>,
 ) -> Result<Option<Duration>, CliError> {
-    let (text, name) = match (flag, file) {
-        (Some(t), _) => (t, format!("--{flag_name}")),
-        (None, Some(t)) => (t, format!("config `retention.{file_name}`")),
+    let (text, setting) = match (flag, file) {
+        (Some(t), _) => (t, format!("--retain-{}", name.replace('_', "-"))),
+        (None, Some(t)) => (t, format!("config `retention.{name}`")),
         (None, None) => return Ok(default),
     };
-    parse_retain_period(&text).map_err(|e| CliError::Input(format!("{name}: {e}")))
+    parse_retain_period(&text).map_err(|e| CliError::Input(format!("{setting}: {e}")))
 }
 
 /// Resolves the retention settings (flags over the environment over the file).
@@ -117,14 +117,12 @@ pub(super) fn retention(
         done: period(
             args.retain_deliveries_done,
             file.deliveries_done,
-            "retain-deliveries-done",
             "deliveries_done",
             d.done,
         )?,
         dead: period(
             args.retain_deliveries_dead,
             file.deliveries_dead,
-            "retain-deliveries-dead",
             "deliveries_dead",
             d.dead,
         )?,
@@ -134,14 +132,12 @@ pub(super) fn retention(
         done: period(
             args.retain_callbacks_done,
             file.callbacks_done,
-            "retain-callbacks-done",
             "callbacks_done",
             d.done,
         )?,
         dead: period(
             args.retain_callbacks_dead,
             file.callbacks_dead,
-            "retain-callbacks-dead",
             "callbacks_dead",
             d.dead,
         )?,
