@@ -17,7 +17,7 @@ use hookspool_client::wire::{
     Counts, ItemList, ItemView, NewQueue, PushBody, PushedKeys, QueueInfo, QueueList, QueueUpdate,
     Removed, Replayed, SetPhase, Verified, VerifyRequest, check_metadata, rules,
 };
-use hookspool_webhooks::{INTERNAL_PREFIX, set_channel_secret};
+use hookspool_webhooks::{INTERNAL_PREFIX, Secret, SigningKey, set_channel_secret};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -133,10 +133,25 @@ async fn create_queue<B: Backend>(
             "`secret` must not be empty (leave it out for none)",
         ));
     }
+    if let Some(secret) = &body.secret {
+        check_secret(secret)?;
+    }
     set_channel_secret(&mut config, body.secret.as_ref())?;
     let config = state.store.create_queue(config).await?;
     let json = QueueInfo::new(&config, PhaseCounts::default());
     Ok((StatusCode::CREATED, Json(json)))
+}
+
+/// Refuses a channel secret that is not a Standard Webhooks (`whsec_`) secret with 400
+/// `invalid_secret`: stored, it would make every callback into the channel fail as
+/// misconfigured (500 `channel_misconfigured`).
+fn check_secret(secret: &Secret) -> Result<(), ApiError> {
+    SigningKey::from_whsec(secret.expose()).map_err(|e| {
+        hookspool_webhooks::Error::InvalidSecret(format!(
+            "a channel's `secret` must be a whsec_ secret: {e}"
+        ))
+    })?;
+    Ok(())
 }
 
 /// `GET /queues/{id}`: a queue's settings and counts.
@@ -174,6 +189,12 @@ async fn update_queue<B: Backend>(
     let id = QueueId::new(id)?;
     writable(&id, "changed")?;
     let mut config = require_queue(&state, &id).await?;
+    // (An empty secret is refused by `apply_to`, in its own words.)
+    if let Some(Some(secret)) = &body.secret
+        && !secret.expose().is_empty()
+    {
+        check_secret(secret)?;
+    }
     body.apply_to(&mut config).map_err(ApiError::bad_request)?;
     let config = state.store.update_queue(config).await?;
     let counts = state.store.counts(&id).await?;

@@ -20,7 +20,7 @@ use hookspool::{Error, Key, Lease, Result};
 use crate::Faults;
 use crate::IoOp;
 use crate::log::{io_error, sync_dir};
-use crate::record::ConfigRecord;
+use crate::record::{ConfigRecord, decode_config};
 use crate::slots::{HAS_ERROR, HAS_LEASE, HAS_META, Slot};
 use crate::state::{Extras, IN_FLIGHT, Queue, QueueHead, Side, State};
 
@@ -375,21 +375,29 @@ fn read_u32(r: &mut impl Read) -> Result<u32> {
     Ok(u32::from_le_bytes(b))
 }
 
-/// Reads a length-prefixed block into `buf`.
+/// Reads a length-prefixed block into `buf`. The buffer grows as the bytes arrive, so a
+/// damaged length in a short file costs no more memory than the file.
 fn read_block(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<()> {
     let len = read_u32(r)? as usize;
     if len > 1 << 30 {
         return Err(corrupt(format!("implausible block length {len}")));
     }
     buf.clear();
-    buf.resize(len, 0);
-    r.read_exact(buf)
-        .map_err(|e| corrupt(format!("ends early: {e}")))
+    r.take(len as u64)
+        .read_to_end(buf)
+        .map_err(|e| corrupt(format!("cannot be read: {e}")))?;
+    if buf.len() < len {
+        return Err(corrupt(format!(
+            "ends early: a block of {len} bytes has {}",
+            buf.len()
+        )));
+    }
+    Ok(())
 }
 
 fn decode_bytes<T: serde::de::DeserializeOwned>(r: &mut impl Read, buf: &mut Vec<u8>) -> Result<T> {
     read_block(r, buf)?;
-    bincode::serde::decode_from_slice(buf, bincode_config())
+    bincode::serde::decode_from_slice(buf, decode_config())
         .map(|(v, _)| v)
         .map_err(|e| corrupt(format!("does not decode: {e}")))
 }

@@ -108,9 +108,14 @@
 //! be moved or removed with `Store::settle`; otherwise it stays until its queue is reset or
 //! deleted. One process opens a directory at a time (`hookspool.lock`,
 //! [`hookspool::Error::Locked`]).
+//!
+//! The module `fuzzing`, hidden from these docs, exposes the record and checkpoint decoders
+//! to the fuzz targets (`fuzz/`); it is not part of the API.
 
 mod backend;
 mod checkpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod log;
 mod options;
 mod read;

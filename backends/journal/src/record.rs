@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use bincode::config::{Limit, LittleEndian, Varint};
 use hookspool::{
     Claim, Error, Key, QueueConfig, QueueId, Result, Retention, Selector, Timestamp, Transition,
 };
@@ -132,6 +133,17 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// The bincode settings for reading what the journal wrote (records, blobs' metadata,
+/// checkpoint blocks): those of [`config`], with a cap on what one decode may claim. bincode
+/// allocates a string or vector for the length it reads before it reads the contents, so
+/// without a cap one damaged length (a checksum that holds over garbage, a fuzzed file)
+/// asks for exabytes and aborts the process. Nothing the journal writes comes near the cap:
+/// a record is at most [`MAX_RECORD`] bytes, and the store's limits keep a batch far below.
+pub(crate) fn decode_config()
+-> bincode::config::Configuration<LittleEndian, Varint, Limit<MAX_RECORD>> {
+    config().with_limit::<MAX_RECORD>()
+}
+
 fn encode_error(e: bincode::error::EncodeError) -> Error {
     Error::Backend {
         backend: "journal",
@@ -243,7 +255,7 @@ pub(crate) fn decode_blob(blob: &[u8]) -> Result<(BTreeMap<String, String>, Vec<
     let metadata = if meta.is_empty() {
         BTreeMap::new()
     } else {
-        bincode::serde::decode_from_slice(meta, config())
+        bincode::serde::decode_from_slice(meta, decode_config())
             .map(|(m, _)| m)
             .map_err(|e| bad(&format!("metadata does not decode: {e}")))?
     };
@@ -465,7 +477,7 @@ pub(crate) fn read(segment: u64, buf: &[u8]) -> Read<'_> {
 pub(crate) fn decode(body: &[u8]) -> Result<Body> {
     let mut c = Cursor { buf: body, pos: 1 };
     match body.first() {
-        Some(&KIND_OP) => bincode::serde::decode_from_slice(&body[1..], config())
+        Some(&KIND_OP) => bincode::serde::decode_from_slice(&body[1..], decode_config())
             .map(|(op, _)| Body::Op(op))
             .map_err(|e| Error::Corrupted {
                 what: format!("a journal record passed its checksum but does not decode: {e}"),
@@ -580,6 +592,26 @@ mod tests {
                 "flip of bit {bit} is caught"
             );
         }
+    }
+
+    /// A length that claims more than any record holds is an error, not an allocation
+    /// (before the cap, this body made bincode ask for 7 EB and abort the process). Found
+    /// by the `journal_record` fuzz target.
+    #[test]
+    fn a_huge_length_in_an_operation_is_an_error_not_an_allocation() {
+        let mut body = vec![KIND_OP, 2]; // DeleteQueue(QueueId)
+        body.push(253); // a u64 string length follows (bincode varint)
+        body.extend_from_slice(&0x6473_7265_6472_6f06_u64.to_le_bytes());
+        body.extend_from_slice(b"orders");
+        assert!(matches!(decode(&body), Err(Error::Corrupted { .. })));
+
+        let mut blob = vec![0; 4];
+        blob.extend_from_slice(&11_u32.to_le_bytes()); // metadata: 11 bytes
+        blob.extend_from_slice(&[1, 253]); // one entry, its key's length a u64
+        blob.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
+        let crc = crc32fast::hash(&blob[4..]);
+        blob[..4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode_blob(&blob), Err(Error::Corrupted { .. })));
     }
 
     #[test]

@@ -49,6 +49,13 @@ pub(crate) fn recover(dir: &Path, options: &JournalOptions) -> Result<Recovered>
         state: State::default(),
         bytes: 0,
     });
+    // Segment numbers fit a u32 (a slot's `segment`): a checkpoint that starts past that
+    // is damaged, and a segment after it could not even be numbered.
+    if u32::try_from(first).is_err() {
+        return Err(Error::Corrupted {
+            what: format!("journal checkpoint: its segment number {first} is out of range"),
+        });
+    }
     let all = segments_on_disk(dir)?;
     let segments = replayed_segments(&all, first, start)?;
     let mut report = RecoveryReport::default();

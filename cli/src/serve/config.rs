@@ -329,11 +329,31 @@ impl ServeConfig {
     /// # Errors
     /// [`CliError::Input`] naming the bad setting; a non-loopback listen address without a
     /// token is refused.
-    pub fn resolve(mut args: ServeArgs, data_dir: PathBuf) -> Result<Self, CliError> {
-        let mut file = match &args.config {
+    pub fn resolve(args: ServeArgs, data_dir: PathBuf) -> Result<Self, CliError> {
+        let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        Self::resolve_file(args, file, data_dir)
+    }
+
+    /// Resolves the settings of a config file's text alone (no flags, no environment but
+    /// `DATABASE_URL`), checked as [`ServeConfig::resolve`] checks a file: the entry point
+    /// of the fuzz target `config_parse` (`fuzz/`), not part of the API.
+    ///
+    /// # Errors
+    /// As [`ServeConfig::resolve`].
+    #[doc(hidden)]
+    pub fn from_toml(text: &str, data_dir: PathBuf) -> Result<Self, CliError> {
+        let file = parse_file(text, Path::new("(text)"))?;
+        Self::resolve_file(ServeArgs::default(), file, data_dir)
+    }
+
+    fn resolve_file(
+        mut args: ServeArgs,
+        mut file: FileConfig,
+        data_dir: PathBuf,
+    ) -> Result<Self, CliError> {
         let settings = StorageSettings::take(&mut args, &mut file);
         let listen = match (args.listen, file.listen) {
             (Some(a), _) => a,
@@ -698,7 +718,11 @@ fn channel(name: &str, c: ChannelFile) -> Result<ChannelConfig, CliError> {
 fn read_file(path: &Path) -> Result<FileConfig, CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Input(format!("cannot read config file {}: {e}", path.display())))?;
-    toml::from_str(&text)
+    parse_file(&text, path)
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileConfig, CliError> {
+    toml::from_str(text)
         .map_err(|e| CliError::Input(format!("config file {}: {e}", path.display())))
 }
 

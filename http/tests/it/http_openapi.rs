@@ -394,7 +394,7 @@ async fn real_answers_have_the_documented_shape() {
     let (status, queue) = call(
         "POST",
         "/queues".into(),
-        json!({"id": "orders", "secret": "s3cr3t"}),
+        json!({"id": "orders", "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
     )
     .await;
     assert_eq!(status, 201, "{queue}");

@@ -7,6 +7,10 @@ use hookspool_webhooks::{Hooks, Secret};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
+/// A channel secret, and another: Standard Webhooks (`whsec_`) secrets, as the API requires.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
 /// A running API over a fresh memory store.
 pub(crate) struct Api {
     base: String,
@@ -140,12 +144,12 @@ async fn queue_crud_never_echoes_the_secret() {
     let created = api
         .post(
             "/queues",
-            json!({"id": "orders", "secret": "whsec_topsecret", "ttl_ms": 60000,
+            json!({"id": "orders", "secret": SECRET, "ttl_ms": 60000,
                    "retention": "remove", "metadata": {"team": "billing"}}),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
-    assert!(!String::from_utf8_lossy(&created.body).contains("topsecret"));
+    assert!(!String::from_utf8_lossy(&created.body).contains("MfKQ9r8"));
     let v = created.json();
     assert_eq!(v["id"], "orders");
     assert_eq!(v["secret"], true);
@@ -177,7 +181,7 @@ async fn queue_crud_never_echoes_the_secret() {
     let listed =
         &list["queues"].as_array().unwrap()[ids.iter().position(|i| *i == "orders").unwrap()];
     assert_eq!(listed["secret"], true);
-    assert!(!list.to_string().contains("topsecret"));
+    assert!(!list.to_string().contains("MfKQ9r8"));
 
     // PATCH changes only what it names; null clears.
     let patched = api
@@ -201,7 +205,7 @@ async fn queue_crud_never_echoes_the_secret() {
         .ok(
             Method::PATCH,
             "/queues/orders",
-            Some(json!({"ttl_ms": null, "secret": "s2"})),
+            Some(json!({"ttl_ms": null, "secret": OTHER_SECRET})),
             StatusCode::OK,
         )
         .await;
@@ -223,6 +227,44 @@ async fn queue_crud_never_echoes_the_secret() {
         .error(StatusCode::NOT_FOUND, "queue_not_found");
 }
 
+/// A secret that is not a Standard Webhooks (`whsec_`) secret is refused on create and on
+/// update (400 `invalid_secret`), so that no channel is left refusing every callback as
+/// misconfigured (500). Found by the `http_request` fuzz target.
+#[tokio::test]
+async fn a_secret_that_cannot_verify_callbacks_is_refused() {
+    let api = serve(ApiConfig::default()).await;
+    for bad in ["s3cr3t", "whsec_topsecret", "whsec_c2hvcnQ="] {
+        api.post("/queues", json!({"id": "chan", "secret": bad}))
+            .await
+            .error(StatusCode::BAD_REQUEST, "invalid_secret");
+    }
+    api.get("/queues/chan")
+        .await
+        .error(StatusCode::NOT_FOUND, "queue_not_found");
+    api.ok(
+        Method::POST,
+        "/queues",
+        Some(json!({"id": "chan"})),
+        StatusCode::CREATED,
+    )
+    .await;
+    api.send(
+        Method::PATCH,
+        "/queues/chan",
+        Some(json!({"secret": "s3cr3t"})),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_secret");
+    let shown = api
+        .ok(Method::GET, "/queues/chan", None, StatusCode::OK)
+        .await;
+    assert_eq!(shown["secret"], false, "the refused secret was not stored");
+    let accepted = api
+        .raw(Method::POST, "/callbacks/chan", Some(b"{}".to_vec()))
+        .await;
+    assert_eq!(accepted.status, StatusCode::ACCEPTED);
+}
+
 /// The channel secret has a field of its own: its metadata key is refused, on create and on
 /// update, and replacing the metadata keeps the secret.
 #[tokio::test]
@@ -231,7 +273,7 @@ async fn the_secret_is_not_the_callers_metadata() {
     api.ok(
         Method::POST,
         "/queues",
-        Some(json!({"id": "chan", "secret": "whsec_topsecret"})),
+        Some(json!({"id": "chan", "secret": SECRET})),
         StatusCode::CREATED,
     )
     .await;
