@@ -58,7 +58,8 @@ async fn url_commands_print_exactly_what_offline_commands_print() {
         r("set-phase q 2 dead").await,
         "item 2 of queue `q` is now in phase `dead`\n"
     );
-    r("queue create other --ttl 15m --secret whsec_x --meta team=a").await;
+    r("queue create other --ttl 15m --secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw --meta team=a")
+        .await;
     // ...land in the store as offline commands would have made them.
     assert_eq!(
         store.fetch_key(&q(), 3).await.unwrap().unwrap().payload,
