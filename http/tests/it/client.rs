@@ -73,7 +73,11 @@ async fn queue_settings_round_trip() {
         .with_retention(Retention::Remove)
         .with_metadata("team", "billing");
     let mut config = config;
-    hookspool_webhooks::set_channel_secret(&mut config, Some(&Secret::new("whsec_hush"))).unwrap();
+    hookspool_webhooks::set_channel_secret(
+        &mut config,
+        Some(&Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+    )
+    .unwrap();
     let created = client.create_queue(&config).await.unwrap();
     assert_eq!(created.id, orders);
     assert!(created.has_secret);
@@ -85,7 +89,7 @@ async fn queue_settings_round_trip() {
     let stored = store.queue(&orders).await.unwrap().unwrap();
     assert_eq!(
         hookspool_webhooks::channel_secret(&stored),
-        Some(Secret::new("whsec_hush"))
+        Some(Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
     );
     assert_eq!(created.created_at, stored.created_at);
 
