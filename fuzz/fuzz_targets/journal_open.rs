@@ -181,11 +181,13 @@ async fn view(store: &Store<JournalBackend>) -> Vec<QueueView> {
     };
     let mut out = Vec::with_capacity(queues.len());
     for config in queues {
+        // Dumped first: reading an item whose data is damaged quarantines it (it moves to
+        // `corrupt`), so the counts to compare are those after the read.
+        let items = dump(store, &config.id).await;
         let counts = match store.counts(&config.id).await {
             Ok(c) => c,
             Err(e) => panic!("counting a listed queue failed: {e}"),
         };
-        let items = dump(store, &config.id).await;
         if let Some(items) = &items {
             let mut recount = PhaseCounts::default();
             for item in items {
