@@ -886,7 +886,10 @@ fn settle(item: &Item, kind: &OutcomeKind, record: super::Attempt) -> Move {
         OutcomeKind::Cancelled => Move::to(phase(CANCELLED)),
     };
     let mut mv = mv.metadata(metadata);
-    mv.error = record.error;
+    // The error stays the last one recorded when this attempt has none. Passing it along
+    // (rather than leaving it unset, which keeps it too) spares a backend that keeps both
+    // on disk a read of the old ones (the journal's notes).
+    mv.error = record.error.or_else(|| item.last_error.clone());
     mv
 }
 

@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hookspool::{
-    Action, Backend, Capabilities, Checked, Claim, Error, Item, Key, Move, NewItem, Phase,
-    PhaseCounts, QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition,
-    check_expect,
+    Backend, Capabilities, Checked, Claim, Error, Item, Key, NewItem, Phase, PhaseCounts,
+    QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition,
 };
 
+use crate::calls;
 use crate::checkpoint::{self, CHECKPOINT_FILE};
 use crate::log::{Log, Settings, create_segment, io_error, segment_name, sync_dir};
-use crate::read::{self, Blob, Blobs, Call, Files, Gates, Step, Taken, fill};
+use crate::read::{self, Files, Gates};
 use crate::record::{self, Op, RECORD_HEADER, SEGMENT_HEADER};
 use crate::recover;
-use crate::state::{Header, Loc, State};
+use crate::state::{Loc, State};
 use crate::{JournalOptions, RecoveryReport};
 
 const LOCK_FILE: &str = "hookspool.lock";
@@ -117,13 +117,13 @@ impl Inner {
         Ok(lsn)
     }
 
-    /// Counts blob bytes that left segments older than the last checkpoint.
-    pub(crate) fn freed(&self, headers: &[Header]) {
+    /// Counts blob and note bytes that left segments older than the last checkpoint.
+    pub(crate) fn freed(&self, locs: &[Loc]) {
         let first = self.checkpoint_segment.load(Ordering::Relaxed);
-        let old: u64 = headers
+        let old: u64 = locs
             .iter()
-            .filter(|h| u64::from(h.loc.segment) < first)
-            .map(|h| u64::from(h.loc.len))
+            .filter(|l| u64::from(l.segment) < first)
+            .map(|l| u64::from(l.len))
             .sum();
         if old > 0 {
             self.reclaimable.fetch_add(old, Ordering::Relaxed);
@@ -201,7 +201,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::backend("journal", e))?
 }
 
-fn segment_u32(segment: u64) -> Result<u32> {
+pub(crate) fn segment_u32(segment: u64) -> Result<u32> {
     u32::try_from(segment)
         .map_err(|_| Error::internal("the journal has run out of segment numbers"))
 }
@@ -410,7 +410,7 @@ impl JournalBackend {
                         .header(q, *key)
                         .ok()
                         .flatten()
-                        .is_some_and(|h| h.loc == *loc);
+                        .is_some_and(|h| h.loc == *loc || h.note == Some(*loc));
                     if !here {
                         continue;
                     }
@@ -522,311 +522,6 @@ impl JournalBackend {
     }
 }
 
-/// The headers of `keys`, selected under the same lock (so all there).
-fn headers(st: &State, queue: &QueueId, keys: &[Key]) -> Vec<Header> {
-    keys.iter()
-        .filter_map(|k| st.header(queue, *k).ok().flatten())
-        .collect()
-}
-
-/// Whether an item is quarantined: its blob is known to be damaged, so it is not read.
-fn quarantined(header: &Header) -> bool {
-    header.item.phase == Phase::CORRUPT
-}
-
-/// The blobs to read for `headers`: those of the items that are not quarantined.
-fn locs(headers: &[Header]) -> Vec<Loc> {
-    headers
-        .iter()
-        .filter(|h| !quarantined(h))
-        .map(|h| h.loc)
-        .collect()
-}
-
-/// The items of `headers`, with the blobs [`locs`] named, in order.
-fn fill_all(headers: Vec<Header>, blobs: Vec<Blob>) -> Vec<Item> {
-    let mut blobs = blobs.into_iter();
-    headers
-        .into_iter()
-        .map(|h| {
-            let blob = if quarantined(&h) { None } else { blobs.next() };
-            fill(h, blob)
-        })
-        .collect()
-}
-
-/// Quarantines the items whose blobs a step found damaged: each moves to
-/// [`Phase::CORRUPT`] with the damage as its error (a lease, if any, is dropped), in one
-/// `UpdateMany` record, so the move replays and is durable with the next sync (a call that
-/// appends after it waits for it). Its time is the latest `updated_at` of those items: a
-/// backend does not read the clock. Then the step starts over, without them.
-fn quarantine(
-    inner: &Inner,
-    st: &mut State,
-    queue: &QueueId,
-    damaged: &[(Key, Timestamp, String)],
-) -> Result<()> {
-    let now = damaged.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
-    let updates: Vec<(Key, Transition)> = damaged
-        .iter()
-        .map(|(key, _, what)| {
-            tracing::error!(%queue, key, damage = %what, "hookspool-journal: item quarantined");
-            let to_corrupt = Move {
-                phase: Phase::CORRUPT,
-                not_before: None,
-                error: Some(format!("quarantined: {what}")),
-                metadata: None,
-            };
-            (
-                *key,
-                Transition {
-                    expect: hookspool::Expect::default(),
-                    action: Action::Move(to_corrupt),
-                },
-            )
-        })
-        .collect();
-    let body = record::encode(&Op::UpdateMany {
-        queue: queue.clone(),
-        updates: updates.clone(),
-        now,
-    })?;
-    // Like `update_many`: an entry that fails (none can: each item was just read where the
-    // state places it) fails alone, and replay sees the same.
-    for (key, transition) in updates {
-        if let Err(e) = st.update(queue, key, transition, now) {
-            tracing::warn!(%queue, key, error = %e, "hookspool-journal: quarantine not applied");
-        }
-    }
-    inner.append(&body)?;
-    Ok(())
-}
-
-/// The keys (with `updated_at`) and damage of the headers whose blobs are `damaged`.
-fn damaged_items(headers: &[Header], damaged: &[(Loc, String)]) -> Vec<(Key, Timestamp, String)> {
-    damaged
-        .iter()
-        .filter_map(|(loc, what)| {
-            let h = headers.iter().find(|h| h.loc == *loc)?;
-            Some((h.item.key, h.item.updated_at, what.clone()))
-        })
-        .collect()
-}
-
-/// `fetch`: changes nothing, so once its read succeeded it finishes without taking the
-/// lock again, with the items as its step saw them (the blobs read since are theirs: the
-/// bytes at a location never change).
-struct Fetch {
-    queue: QueueId,
-    selector: Selector,
-    /// The items the last step saw, waiting for their blobs.
-    seen: Option<Vec<Header>>,
-}
-
-impl Call for Fetch {
-    type Out = Vec<Item>;
-
-    fn step(
-        &mut self,
-        inner: &Inner,
-        st: &mut State,
-        blobs: &mut Blobs,
-    ) -> Result<Step<Vec<Item>>> {
-        let keys = st.select(&self.queue, &self.selector)?;
-        let headers = headers(st, &self.queue, &keys);
-        match blobs.take(&locs(&headers))? {
-            Taken::All(found) => Ok(Step::Done(fill_all(headers, found))),
-            Taken::Missing(missing) => {
-                self.seen = Some(headers);
-                Ok(Step::Need(missing))
-            }
-            Taken::Damaged(damaged) => {
-                quarantine(inner, st, &self.queue, &damaged_items(&headers, &damaged))?;
-                Ok(Step::Need(Vec::new()))
-            }
-        }
-    }
-
-    fn after_read(&mut self, blobs: &mut Blobs) -> Option<Result<Vec<Item>>> {
-        // A failed read means another step: the item may have moved and its old segment
-        // been deleted, or the damage is real, which only a step can tell.
-        let headers = self
-            .seen
-            .take_if(|h| blobs.all_read(h.iter().map(|h| h.loc)))?;
-        match blobs.take(&locs(&headers)) {
-            Ok(Taken::All(found)) => Some(Ok(fill_all(headers, found))),
-            // Damage is quarantined by a step, under the lock.
-            Ok(Taken::Missing(_) | Taken::Damaged(_)) => None,
-            Err(e) => Some(Err(e)),
-        }
-    }
-}
-
-/// `pop`: removes exactly what the selector selects when it is applied, which is what
-/// replaying the logged `Pop` selects.
-struct Pop {
-    queue: QueueId,
-    selector: Selector,
-    body: Vec<u8>,
-}
-
-impl Call for Pop {
-    type Out = (Vec<Item>, Option<u64>);
-
-    fn gate(&self) -> Option<&QueueId> {
-        // A pop by key competes with no one for its item in a way a retry does not settle
-        // at once; a page wants the head of the queue, like the other consumers.
-        matches!(self.selector, Selector::Page(_)).then_some(&self.queue)
-    }
-
-    fn step(
-        &mut self,
-        inner: &Inner,
-        st: &mut State,
-        blobs: &mut Blobs,
-    ) -> Result<Step<Self::Out>> {
-        let keys = st.select(&self.queue, &self.selector)?;
-        if keys.is_empty() {
-            return Ok(Step::Done((Vec::new(), None)));
-        }
-        let headers = headers(st, &self.queue, &keys);
-        let found = match blobs.take(&locs(&headers))? {
-            Taken::All(found) => found,
-            Taken::Missing(missing) => return Ok(Step::Need(missing)),
-            Taken::Damaged(damaged) => {
-                quarantine(inner, st, &self.queue, &damaged_items(&headers, &damaged))?;
-                return Ok(Step::Need(Vec::new()));
-            }
-        };
-        inner.freed(&headers);
-        st.remove(&self.queue, &keys)?;
-        let lsn = inner.append(&self.body)?;
-        Ok(Step::Done((fill_all(headers, found), Some(lsn))))
-    }
-}
-
-/// `claim`: sweeps, then leases exactly the claimable items of the moment it is applied,
-/// which is what replaying the logged `Claim` (sweep, select, lease) does.
-struct ClaimItems {
-    queue: QueueId,
-    claim: Claim,
-    now: Timestamp,
-    sweep: Vec<u8>,
-    body: Vec<u8>,
-    /// The last sweep record this call appended.
-    swept: Option<u64>,
-}
-
-impl Call for ClaimItems {
-    type Out = (Vec<Item>, Option<u64>);
-
-    fn gate(&self) -> Option<&QueueId> {
-        Some(&self.queue)
-    }
-
-    fn step(
-        &mut self,
-        inner: &Inner,
-        st: &mut State,
-        blobs: &mut Blobs,
-    ) -> Result<Step<Self::Out>> {
-        let swept = st.sweep(&self.queue, self.now)?;
-        if swept.released > 0 || swept.expired > 0 {
-            // Logged on its own, so that it replays even if nothing is leased (or a read
-            // fails) below. A later step's sweep finds only what changed since: at most
-            // another record, which replays the same way.
-            self.swept = Some(inner.append(&self.sweep)?);
-        }
-        let keys = st.claimable(&self.queue, self.claim.limit, self.now)?;
-        if keys.is_empty() {
-            return Ok(Step::Done((Vec::new(), self.swept)));
-        }
-        // Claimable items are pending, never quarantined: each has its blob to read.
-        let locs = st.locs(&self.queue, &keys)?;
-        let found = match blobs.take(&locs)? {
-            Taken::All(found) => found,
-            Taken::Missing(missing) => return Ok(Step::Need(missing)),
-            Taken::Damaged(damaged) => {
-                // Quarantined, then claimed around: the others are handed out as usual.
-                let bad: Vec<Key> = keys
-                    .iter()
-                    .zip(&locs)
-                    .filter(|(_, loc)| damaged.iter().any(|(d, _)| d == *loc))
-                    .map(|(key, _)| *key)
-                    .collect();
-                let headers = headers(st, &self.queue, &bad);
-                quarantine(inner, st, &self.queue, &damaged_items(&headers, &damaged))?;
-                return Ok(Step::Need(Vec::new()));
-            }
-        };
-        let claim = &self.claim;
-        let leased = st.lease(
-            &self.queue,
-            &keys,
-            &claim.owner,
-            claim.lease_until,
-            self.now,
-        )?;
-        let lsn = inner.append(&self.body)?;
-        Ok(Step::Done((fill_all(leased, found), Some(lsn))))
-    }
-}
-
-/// `update`: checks its precondition and applies its action in the step that has the
-/// item's blob.
-struct Update {
-    queue: QueueId,
-    key: Key,
-    transition: Transition,
-    now: Timestamp,
-    body: Vec<u8>,
-}
-
-impl Call for Update {
-    type Out = (Item, u64);
-
-    fn step(
-        &mut self,
-        inner: &Inner,
-        st: &mut State,
-        blobs: &mut Blobs,
-    ) -> Result<Step<Self::Out>> {
-        let before = st
-            .header(&self.queue, self.key)?
-            .ok_or_else(|| Error::ItemNotFound {
-                queue: self.queue.clone(),
-                key: self.key,
-            })?;
-        // A precondition that fails needs no read: the call fails as of now, unchanged.
-        check_expect(&before.item, &self.transition)?;
-        let blob = if quarantined(&before) {
-            None
-        } else {
-            match blobs.take(&[before.loc])? {
-                Taken::All(found) => Some(
-                    found
-                        .into_iter()
-                        .next()
-                        .ok_or_else(|| Error::internal("a journal blob read went missing"))?,
-                ),
-                Taken::Missing(missing) => return Ok(Step::Need(missing)),
-                Taken::Damaged(damaged) => {
-                    let before = [before];
-                    quarantine(inner, st, &self.queue, &damaged_items(&before, &damaged))?;
-                    return Ok(Step::Need(Vec::new()));
-                }
-            }
-        };
-        let removes = matches!(self.transition.action, Action::Remove);
-        let after = st.update(&self.queue, self.key, self.transition.clone(), self.now)?;
-        if removes {
-            inner.freed(std::slice::from_ref(&after));
-        }
-        let lsn = inner.append(&self.body)?;
-        Ok(Step::Done((fill(after, blob), lsn)))
-    }
-}
-
 impl Backend for JournalBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities::EXCLUSIVE
@@ -901,7 +596,7 @@ impl Backend for JournalBackend {
 
     async fn fetch(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {
         self.inner.log.check()?;
-        let call = Fetch {
+        let call = calls::Fetch {
             queue: queue.clone(),
             selector: selector.clone(),
             seen: None,
@@ -916,7 +611,7 @@ impl Backend for JournalBackend {
             selector: selector.clone(),
         })?;
         let bytes = body.len();
-        let call = Pop {
+        let call = calls::Pop {
             queue: queue.clone(),
             selector: selector.clone(),
             body,
@@ -956,21 +651,13 @@ impl Backend for JournalBackend {
         now: Timestamp,
     ) -> Result<Item> {
         self.inner.log.check()?;
-        let body = record::encode(&Op::Update {
-            queue: queue.clone(),
-            key,
-            transition: transition.clone(),
-            now,
-        })?;
-        let bytes = body.len();
-        let call = Update {
+        let call = calls::Update {
             queue: queue.clone(),
             key,
             transition,
             now,
-            body,
         };
-        let (item, lsn) = read::run(&self.inner, call).await?;
+        let (item, (lsn, bytes)) = read::run(&self.inner, call).await?;
         self.finish(lsn, bytes).await?;
         Ok(item)
     }
@@ -981,39 +668,18 @@ impl Backend for JournalBackend {
         updates: Vec<(Key, Transition)>,
         now: Timestamp,
     ) -> Result<Vec<Result<()>>> {
-        let inner = &self.inner;
-        inner.log.check()?;
-        let body = record::encode(&Op::UpdateMany {
+        self.inner.log.check()?;
+        // Settling reads nothing from disk, unless an update carries over part of an item's
+        // note (see `calls`): the index holds all that the preconditions and the moves need.
+        // (So an item whose blob is damaged can still be settled.)
+        let call = calls::UpdateMany {
             queue: queue.clone(),
-            updates: updates.clone(),
+            updates,
             now,
-        })?;
-        let (results, lsn) = {
-            let mut st = inner.state();
-            if !st.has_queue(queue) {
-                return Err(Error::QueueNotFound(queue.clone()));
-            }
-            // Settling reads nothing from disk: the index holds all that the preconditions
-            // and the moves need. (So an item whose blob is damaged can still be settled.)
-            let mut results = Vec::with_capacity(updates.len());
-            for (key, transition) in updates {
-                let removes = matches!(transition.action, Action::Remove);
-                let result = st.update(queue, key, transition, now).map(|h| {
-                    if removes {
-                        inner.freed(std::slice::from_ref(&h));
-                    }
-                });
-                results.push(result);
-            }
-            let lsn = if results.iter().any(Result::is_ok) {
-                Some(inner.append(&body)?)
-            } else {
-                None
-            };
-            (results, lsn)
         };
-        if let Some(lsn) = lsn {
-            self.finish(lsn, body.len()).await?;
+        let (results, appended) = read::run(&self.inner, call).await?;
+        if let Some((lsn, bytes)) = appended {
+            self.finish(lsn, bytes).await?;
         }
         Ok(results)
     }
@@ -1048,12 +714,15 @@ impl Backend for JournalBackend {
             // Like `update_many`: an entry that failed (none can: they were chosen just now)
             // fails alone, and replay sees the same.
             let mut removed = 0;
+            let mut gone = Vec::with_capacity(updates.len());
             for (key, transition) in updates {
-                if let Ok(header) = st.update(queue, key, transition, before) {
-                    inner.freed(std::slice::from_ref(&header));
+                if let Ok(header) = st.update(queue, key, transition, before, None) {
+                    gone.push(header.loc);
+                    gone.extend(header.note);
                     removed += 1;
                 }
             }
+            inner.freed(&gone);
             (removed, inner.append(&body)?, body.len())
         };
         self.finish(lsn, len).await?;
@@ -1076,7 +745,7 @@ impl Backend for JournalBackend {
             now,
         })?;
         let bytes = body.len();
-        let call = ClaimItems {
+        let call = calls::ClaimItems {
             queue: queue.clone(),
             claim,
             now,

@@ -4,7 +4,8 @@
 //!
 //! Layout: `[magic][segment: u64][offset: u64][queues: u32]`, then per queue its settings,
 //! next key, in-order tail and phase table, its side strings (bincode), its item count, and
-//! its slots in blocks of [`BLOCK`] delta-encoded varints; last the crc32 of everything
+//! its slots in blocks of [`BLOCK`] delta-encoded varints (three more for an item with a
+//! note: where it is); last the crc32 of everything
 //! after the magic. A checkpoint is written to [`CHECKPOINT_TMP`], synced, then renamed to
 //! [`CHECKPOINT_FILE`] and the directory synced: a crash leaves the old one or the new one,
 //! never a mix.
@@ -21,14 +22,18 @@ use crate::Faults;
 use crate::IoOp;
 use crate::log::{io_error, sync_dir};
 use crate::record::{ConfigRecord, decode_config};
-use crate::slots::{HAS_ERROR, HAS_LEASE, HAS_META, Slot};
+use crate::slots::{HAS_ERROR, HAS_LEASE, HAS_META, HAS_NOTE, Slot};
 use crate::state::{Extras, IN_FLIGHT, Queue, QueueHead, Side, State};
 
 pub(crate) const CHECKPOINT_FILE: &str = "checkpoint";
 pub(crate) const CHECKPOINT_TMP: &str = "checkpoint.tmp";
 
 /// First bytes of the checkpoint file.
-const CHECKPOINT_MAGIC: &[u8; 8] = b"HSPJCKP2";
+const CHECKPOINT_MAGIC: &[u8; 8] = b"HSPJCKP3";
+/// First bytes of a checkpoint written before items had notes: the same layout, in which
+/// no slot has [`HAS_NOTE`]. Read, never written. (The bump keeps an older version from
+/// misreading a newer checkpoint: it refuses it as not a checkpoint.)
+const CHECKPOINT_MAGIC_V2: &[u8; 8] = b"HSPJCKP2";
 /// Slots per block of the checkpoint.
 const BLOCK: usize = 4096;
 
@@ -207,6 +212,17 @@ pub(crate) fn encode(
             put_var(&mut block, zigzag(prev.1.created_at, s.created_at));
             put_var(&mut block, zigzag(s.created_at, s.updated_at));
             put_var(&mut block, zigzag(s.created_at, s.not_before));
+            if let Some(note) = s.note() {
+                put_var(
+                    &mut block,
+                    zigzag(u64::from(s.segment), u64::from(note.segment)),
+                );
+                put_var(
+                    &mut block,
+                    zigzag(u64::from(s.offset), u64::from(note.offset)),
+                );
+                put_var(&mut block, u64::from(note.len));
+            }
             prev = (key, *s);
             in_block += 1;
             items += 1;
@@ -238,7 +254,7 @@ pub(crate) fn decode(input: impl Read) -> Result<((u64, u64), State)> {
     r.inner
         .read_exact(&mut magic)
         .map_err(|e| corrupt(format!("too short: {e}")))?;
-    if &magic != CHECKPOINT_MAGIC {
+    if &magic != CHECKPOINT_MAGIC && &magic != CHECKPOINT_MAGIC_V2 {
         return Err(corrupt("not a checkpoint file (bad magic)"));
     }
     let segment = read_u64(&mut r)?;
@@ -302,10 +318,11 @@ fn read_queue(state: &mut State, r: &mut impl Read, buf: &mut Vec<u8>) -> Result
             if s.has(HAS_LEASE) {
                 extras.lease = leases.remove(&key);
             }
-            if s.has(HAS_ERROR) {
+            // An item with a note has its error and replaced metadata there.
+            if s.has(HAS_ERROR) && !s.has(HAS_NOTE) {
                 extras.error = errors.remove(&key);
             }
-            if s.has(HAS_META) {
+            if s.has(HAS_META) && !s.has(HAS_NOTE) {
                 extras.metadata = metadata.remove(&key);
             }
             if (s.phase == IN_FLIGHT) != extras.lease.is_some() {
@@ -323,6 +340,9 @@ fn read_queue(state: &mut State, r: &mut impl Read, buf: &mut Vec<u8>) -> Result
                 run = (s.segment, 0);
             }
             run.1 += u64::from(s.len);
+            if let Some(note) = s.note() {
+                state.restore_live(note.segment, u64::from(note.len));
+            }
             q.restore_item(key, s, extras);
             prev = (key, s);
             read += 1;
@@ -354,6 +374,14 @@ fn decode_slot(c: &mut VarCursor<'_>, prev: (Key, Slot)) -> Result<(Key, Slot)> 
     s.created_at = unzigzag(prev.1.created_at, c.next()?);
     s.updated_at = unzigzag(s.created_at, c.next()?);
     s.not_before = unzigzag(s.created_at, c.next()?);
+    if s.has(HAS_NOTE) {
+        s.note_segment = narrow(unzigzag(u64::from(s.segment), c.next()?))?;
+        s.note_offset = narrow(unzigzag(u64::from(s.offset), c.next()?))?;
+        s.note_len = narrow(c.next()?)?;
+        if s.note_len == 0 {
+            return Err(corrupt(format!("item {key} has an empty note")));
+        }
+    }
     Ok((key, s))
 }
 

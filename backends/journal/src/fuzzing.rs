@@ -37,9 +37,11 @@ pub fn read_record(segment: u64, buf: &[u8]) -> Result<Option<(Range<usize>, usi
 /// What a record body decoded to.
 #[derive(Debug)]
 pub struct DecodedBody {
-    /// Where each item's blob is in the body (pushes and relocations).
+    /// Where each item's blob is in the body (pushes and relocations), or each note (noted
+    /// updates).
     pub blobs: Vec<Range<usize>>,
-    /// An operation (not a push or relocation) encoded again.
+    /// An operation (not a push or relocation) encoded again; for a noted update, its
+    /// operation without the notes.
     pub reencoded: Option<Vec<u8>>,
 }
 
@@ -61,6 +63,11 @@ pub fn decode_body(body: &[u8]) -> Result<DecodedBody> {
         Body::Relocate { items, .. } => DecodedBody {
             blobs: items.iter().map(|i| range(i.blob)).collect(),
             reencoded: None,
+        },
+        // The operation of a noted update, encoded again on its own (its notes are blobs).
+        Body::Noted { op, notes } => DecodedBody {
+            blobs: notes.iter().map(|n| range(n.blob)).collect(),
+            reencoded: Some(encode(&op)?),
         },
     })
 }

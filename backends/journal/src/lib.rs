@@ -11,12 +11,15 @@
 //!   only once its own record is synced ([`Durability::Immediate`], the default).
 //!   [`Durability::Periodic`] returns once the record is written to the file (it survives
 //!   `kill -9`, not a power loss) and syncs on an interval: weaker, and named so.
-//! - **State.** In memory is a compact index: one 48-byte slot per item (phase, attempts,
-//!   times, and where its *blob* is), plus small maps for what only some items carry (lease
-//!   owners, errors, replaced metadata). Payloads and their metadata stay in the segment
-//!   files, each item's blob with its own checksum, and are read with `pread` (nearby ones in
-//!   one call) when an item is returned. Counts come from counters; claim order needs no
-//!   per-item index for items pushed in order (see `state`).
+//! - **State.** In memory is a compact index: one 56-byte slot per item (phase, attempts,
+//!   times, where its *blob* is and where its *note* is), plus the lease owners of the items
+//!   in flight. Payloads and their metadata stay in the segment files, each item's blob with
+//!   its own checksum, and are read with `pread` (nearby ones in one call) when an item is
+//!   returned. So do metadata and errors set after the push: an update that sets them writes
+//!   them, both as they are after it, in a note (a blob with its own checksum) inside its
+//!   record, and the slot points there. A done delivery with its attempt log costs its slot,
+//!   however long it is kept. Counts come from counters; claim order needs no per-item
+//!   index for items pushed in order (see `state`).
 //! - **Reads.** No read that could block runs on an async thread, and no reader ever waits
 //!   for the writer. A call that returns items (`fetch`, `pop`, `claim`, `update`) looks at
 //!   the index under the state lock, reads the blobs it needs with the lock released, then
@@ -60,7 +63,9 @@
 //!   One flipped byte stops nothing but its own item.
 //! - **Batched acks.** `update_many` (`Store::ack_many`, and the single `ack`, `nack` and
 //!   `kill`) is one record and one sync for the whole batch, and reads no item data: the
-//!   index holds all that settling needs.
+//!   index holds all that settling needs. (One exception: an update that sets an item's
+//!   metadata but not its error, or the other way round, while its note holds the other,
+//!   first reads that note to carry it over.)
 //!
 //! - **Its own directory.** [`JournalBackend::detect`] tells whether a directory holds a
 //!   journal (a checkpoint or a segment), so that a tool can open a directory with the
@@ -93,26 +98,26 @@
 //!
 //! # Limits
 //!
-//! Memory grows with the number of items (48 bytes each, plus the strings of leased or
-//! failed items), not with their size, plus the records kept for readers (those not yet
-//! written, and 4 MiB of the latest written). A call that reads item data the page cache
+//! Memory grows with the number of items (56 bytes each, plus the lease owners of those in
+//! flight), not with their size nor with what was recorded about them, plus the records
+//! kept for readers (those not yet written, and 4 MiB of the latest written). Items last
+//! changed by a version before notes keep their error and replaced metadata in memory
+//! until their next change. A directory written with notes cannot be opened by such a
+//! version (its checkpoint is refused as not one, its noted records as of unknown kind). A call that reads item data the page cache
 //! does not hold, or more than 256 KiB of it at once, or any at all on a file system without
 //! `RWF_NOWAIT` (such as tmpfs) or a system other than Linux, hands that read to a blocking
 //! thread, which costs tens of microseconds per call on the development machine on top of
 //! the read. Encoding a checkpoint holds the state lock: writers wait that long (a
 //! whole checkpoint of a million items took 33 ms on the development machine). An item
-//! whose data is damaged on disk cannot be fetched, popped (or deleted), claimed or
-//! updated, since each would return it: the call fails with
-//! [`hookspool::Error::Corrupted`] and changes nothing. Settling reads no data, so such an
-//! item that was already claimed can still be acked, nacked or killed, and any such item can
-//! be moved or removed with `Store::settle`; otherwise it stays until its queue is reset or
-//! deleted. One process opens a directory at a time (`hookspool.lock`,
+//! whose data is damaged on disk is quarantined when read (see above); an item moved to
+//! `corrupt` keeps its replaced metadata only if its note was whole. One process opens a directory at a time (`hookspool.lock`,
 //! [`hookspool::Error::Locked`]).
 //!
 //! The module `fuzzing`, hidden from these docs, exposes the record and checkpoint decoders
 //! to the fuzz targets (`fuzz/`); it is not part of the API.
 
 mod backend;
+mod calls;
 mod checkpoint;
 #[doc(hidden)]
 pub mod fuzzing;

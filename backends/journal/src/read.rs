@@ -85,7 +85,7 @@ use hookspool::{Error, Item, QueueId, Result};
 
 use crate::backend::{Inner, blocking};
 use crate::log::segment_name;
-use crate::record;
+use crate::record::{self, Note};
 use crate::state::{Header, Loc, State};
 use crate::{Faults, IoOp};
 
@@ -230,15 +230,17 @@ pub(crate) enum Taken {
     All(Vec<Blob>),
     /// Those not read yet.
     Missing(Vec<Loc>),
-    /// Blobs that could not be read or decoded, with why: the caller asks for current
-    /// locations only, so that is damage. The caller quarantines their items (see
-    /// `backend::quarantine`) and takes another step; nothing else was taken out.
+    /// Blobs that could not be read or decoded, with why (once nothing asked for is
+    /// missing): the caller asks for current locations only, so that is damage. The caller
+    /// quarantines their items (see `backend::quarantine`) and takes another step; nothing
+    /// else was taken out.
     Damaged(Vec<(Loc, String)>),
 }
 
 impl Blobs {
-    /// The blobs at `locs`, in order, taken out; or those still missing; or those that are
-    /// damaged (see [`Taken`]).
+    /// The blobs at `locs`, in order, taken out; or those still missing; or, once none is,
+    /// those that are damaged (see [`Taken`]): so that a quarantine has every other blob of
+    /// its items at hand.
     pub(crate) fn take(&mut self, locs: &[Loc]) -> Result<Taken> {
         let mut missing = Vec::new();
         let mut damaged = Vec::new();
@@ -249,14 +251,14 @@ impl Blobs {
                 None => missing.push(*loc),
             }
         }
+        if !missing.is_empty() {
+            return Ok(Taken::Missing(missing));
+        }
         if !damaged.is_empty() {
             for (loc, _) in &damaged {
                 self.0.remove(loc);
             }
             return Ok(Taken::Damaged(damaged));
-        }
-        if !missing.is_empty() {
-            return Ok(Taken::Missing(missing));
         }
         locs.iter()
             .map(|loc| match self.0.remove(loc) {
@@ -265,6 +267,26 @@ impl Blobs {
             })
             .collect::<Result<Vec<Blob>>>()
             .map(Taken::All)
+    }
+
+    /// The note at `loc`, if it was read and is whole (it stays for [`Blobs::take`]).
+    pub(crate) fn note(&self, loc: Loc) -> Option<Note> {
+        match self.0.get(&loc) {
+            Some(Ok(blob)) => Some(Note::from_blob(blob.clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether the blob at `loc` was read (whole or not).
+    pub(crate) fn has(&self, loc: Loc) -> bool {
+        self.0.contains_key(&loc)
+    }
+
+    /// Drops what was read at these locations (damage already dealt with).
+    pub(crate) fn forget(&mut self, damaged: &[(Loc, String)]) {
+        for (loc, _) in damaged {
+            self.0.remove(loc);
+        }
     }
 
     /// Why the blob at `loc` could not be read or decoded, if it could not.
@@ -344,16 +366,24 @@ impl Blobs {
     }
 }
 
-/// An item from its header and its blob (none for a quarantined item: its payload is left
-/// empty, its metadata is what the header has).
-pub(crate) fn fill(header: Header, blob: Option<Blob>) -> Item {
-    let Some((metadata, payload)) = blob else {
-        return header.item;
-    };
+/// An item from its header, its blob (none for a quarantined item: its payload is left
+/// empty) and its note, if it has one: the note's metadata and error stand, then the
+/// blob's metadata unless it was replaced, then what the header has.
+pub(crate) fn fill(header: Header, blob: Option<Blob>, note: Option<Note>) -> Item {
     let mut item = header.item;
-    item.payload = payload;
-    if !header.replaced_metadata {
-        item.metadata = metadata;
+    if let Some((metadata, payload)) = blob {
+        item.payload = payload;
+        if !header.replaced_metadata {
+            item.metadata = metadata;
+        }
+    }
+    if let Some(note) = note {
+        if let Some(metadata) = note.metadata {
+            item.metadata = metadata;
+        }
+        if note.error.is_some() {
+            item.last_error = note.error;
+        }
     }
     item
 }
@@ -660,7 +690,11 @@ mod tests {
             blobs: &mut Blobs,
         ) -> Result<Step<Self::Out>> {
             self.steps += 1;
-            let locs = st.locs(&self.queue, &[1])?;
+            let locs: Vec<Loc> = st
+                .header(&self.queue, 1)?
+                .map(|h| h.loc)
+                .into_iter()
+                .collect();
             if self.steps < self.finish_at {
                 return Ok(Step::Need(locs));
             }

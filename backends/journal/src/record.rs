@@ -8,7 +8,12 @@
 //! - [`KIND_OP`]: one [`Op`] in bincode 2;
 //! - [`KIND_PUSH`]: a push, laid out so that each item's *blob* (checksum, metadata,
 //!   payload) sits at a known offset: the index points at it and reads it with one `pread`;
-//! - [`KIND_RELOCATE`]: blobs copied forward out of an old segment by compaction.
+//! - [`KIND_RELOCATE`]: blobs copied forward out of an old segment by compaction;
+//! - [`KIND_NOTED`]: an `Update` or `UpdateMany` that changes items' metadata or errors:
+//!   the operation with those left out, then one *note* per update that changed them, a
+//!   blob holding the item's metadata (if replaced since its push) and error as they are
+//!   after it. The index points at the note, as at the payload's blob, so that neither
+//!   stays in memory (see [`Note`]).
 //!
 //! A blob is `[crc32 of the rest: u32][metadata length: u32][metadata, bincode][payload]`
 //! (metadata length 0: no metadata), so that a blob read long after its record was checked
@@ -36,6 +41,12 @@ pub(crate) const MAX_RECORD: usize = 1 << 30;
 pub(crate) const KIND_OP: u8 = 1;
 pub(crate) const KIND_PUSH: u8 = 2;
 pub(crate) const KIND_RELOCATE: u8 = 3;
+pub(crate) const KIND_NOTED: u8 = 4;
+
+/// A note's tag: it holds the item's replaced metadata.
+pub(crate) const NOTE_META: u8 = 1;
+/// A note's tag: it holds the item's error.
+pub(crate) const NOTE_ERROR: u8 = 2;
 
 /// One logged operation other than a push: a mutating backend call with everything it was
 /// given, `now` included, so that replaying it on the state it was applied to gives the same
@@ -181,6 +192,46 @@ pub(crate) struct Relocated {
     pub blob: BlobAt,
 }
 
+/// What an item's note holds: its metadata, if replaced after its push (otherwise the
+/// metadata in its blob stands), and its error, as the update that wrote the note left them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Note {
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub error: Option<String>,
+}
+
+impl Note {
+    pub(crate) fn tag(&self) -> u8 {
+        let mut tag = 0;
+        if self.metadata.is_some() {
+            tag |= NOTE_META;
+        }
+        if self.error.is_some() {
+            tag |= NOTE_ERROR;
+        }
+        tag
+    }
+
+    /// The note in a blob read back and decoded ([`decode_blob`]).
+    pub(crate) fn from_blob((metadata, payload): (BTreeMap<String, String>, Vec<u8>)) -> Note {
+        let tag = payload.first().copied().unwrap_or(0);
+        Note {
+            metadata: (tag & NOTE_META != 0).then_some(metadata),
+            error: (tag & NOTE_ERROR != 0)
+                .then(|| String::from_utf8_lossy(&payload[1..]).into_owned()),
+        }
+    }
+}
+
+/// One note of a noted record: the position of the update that wrote it among the
+/// operation's updates, its tag, and where its blob is in the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct NoteAt {
+    pub index: u32,
+    pub tag: u8,
+    pub blob: BlobAt,
+}
+
 /// A decoded record body.
 #[derive(Debug)]
 pub(crate) enum Body {
@@ -193,6 +244,12 @@ pub(crate) enum Body {
     Relocate {
         queue: QueueId,
         items: Vec<Relocated>,
+    },
+    /// An `Update` or `UpdateMany` (its moves without metadata or errors) and its notes,
+    /// in the order of the updates that wrote them.
+    Noted {
+        op: Op,
+        notes: Vec<NoteAt>,
     },
 }
 
@@ -326,6 +383,37 @@ pub(crate) fn encode_relocate(
         });
     }
     Ok((out, moved))
+}
+
+/// Encodes an `Update` or `UpdateMany` whose moves no longer carry metadata or errors, with
+/// the notes `notes` (each with the position of its update): `[kind][op length: u32][op]
+/// [count: u32]` then per note `[index: u32][tag: u8][blob length: u32][blob]`. Returns the
+/// body and where each note's blob is.
+pub(crate) fn encode_noted(op: &Op, notes: &[(u32, &Note)]) -> Result<(Vec<u8>, Vec<NoteAt>)> {
+    let encoded = bincode::serde::encode_to_vec(op, config()).map_err(encode_error)?;
+    let mut out = Vec::with_capacity(encoded.len() + 16 + notes.len() * 256);
+    out.push(KIND_NOTED);
+    put_u32(&mut out, encoded.len(), "an update")?;
+    out.extend_from_slice(&encoded);
+    put_u32(&mut out, notes.len(), "an update")?;
+    let mut placed = Vec::with_capacity(notes.len());
+    for &(index, note) in notes {
+        let tag = note.tag();
+        out.extend_from_slice(&index.to_le_bytes());
+        out.push(tag);
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let mut payload = Vec::with_capacity(1 + note.error.as_ref().map_or(0, String::len));
+        payload.push(tag);
+        if let Some(error) = &note.error {
+            payload.extend_from_slice(error.as_bytes());
+        }
+        let empty = BTreeMap::new();
+        let blob = put_blob(&mut out, note.metadata.as_ref().unwrap_or(&empty), &payload)?;
+        out[len_at..len_at + 4].copy_from_slice(&blob.len.to_le_bytes());
+        placed.push(NoteAt { index, tag, blob });
+    }
+    Ok((out, placed))
 }
 
 /// Reads fixed-size fields off the front of a body.
@@ -516,6 +604,38 @@ pub(crate) fn decode(body: &[u8]) -> Result<Body> {
             }
             Ok(Body::Relocate { queue, items })
         }
+        Some(&KIND_NOTED) => {
+            let bad = |why: &str| Error::Corrupted {
+                what: format!("a journal record of notes {why}"),
+            };
+            let len = c.u32()? as usize;
+            let (op, _): (Op, usize) =
+                bincode::serde::decode_from_slice(c.take(len)?, decode_config())
+                    .map_err(|e| bad(&format!("does not decode: {e}")))?;
+            let updates = match &op {
+                Op::Update { .. } => 1,
+                Op::UpdateMany { updates, .. } => updates.len(),
+                _ => return Err(bad("holds an operation that takes no notes")),
+            };
+            let n = c.u32()? as usize;
+            let mut notes: Vec<NoteAt> = Vec::with_capacity(n.min(body.len() / 9));
+            for _ in 0..n {
+                let index = c.u32()?;
+                let tag = c.u8()?;
+                if index as usize >= updates || notes.last().is_some_and(|l| l.index >= index) {
+                    return Err(bad("names its updates out of order or out of range"));
+                }
+                if tag == 0 || tag & !(NOTE_META | NOTE_ERROR) != 0 {
+                    return Err(bad(&format!("has a note with the unknown tag {tag}")));
+                }
+                notes.push(NoteAt {
+                    index,
+                    tag,
+                    blob: c.blob()?,
+                });
+            }
+            Ok(Body::Noted { op, notes })
+        }
         other => Err(Error::Corrupted {
             what: format!("a journal record of unknown kind {other:?}"),
         }),
@@ -612,6 +732,48 @@ mod tests {
         let crc = crc32fast::hash(&blob[4..]);
         blob[..4].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(decode_blob(&blob), Err(Error::Corrupted { .. })));
+    }
+
+    #[test]
+    fn a_noted_update_round_trips_with_its_notes() {
+        let queue = QueueId::new("q").unwrap();
+        let op = Op::UpdateMany {
+            queue: queue.clone(),
+            updates: vec![
+                (3, Transition::remove_from(hookspool::Phase::DONE)),
+                (4, Transition::remove_from(hookspool::Phase::DONE)),
+            ],
+            now: Timestamp(5),
+        };
+        let meta: BTreeMap<String, String> = [("k".to_owned(), "v".to_owned())].into();
+        let both = Note {
+            metadata: Some(meta.clone()),
+            error: Some("boom".to_owned()),
+        };
+        let error_only = Note {
+            metadata: None,
+            error: Some(String::new()),
+        };
+        let (body, placed) = encode_noted(&op, &[(0, &both), (1, &error_only)]).unwrap();
+        let Body::Noted { op: back, notes } = decode(&body).unwrap() else {
+            panic!("a noted record decodes as one")
+        };
+        assert!(matches!(back, Op::UpdateMany { updates, .. } if updates.len() == 2));
+        assert_eq!(notes, placed);
+        let note = |i: usize| {
+            let b = notes[i].blob;
+            Note::from_blob(decode_blob(&body[b.at as usize..(b.at + b.len) as usize]).unwrap())
+        };
+        assert_eq!(note(0), both);
+        assert_eq!(note(1), error_only);
+        assert_eq!(notes[0].tag, NOTE_META | NOTE_ERROR);
+
+        // A note for an update the operation does not have is damage.
+        let (body, _) = encode_noted(&op, &[(2, &both)]).unwrap();
+        assert!(matches!(decode(&body), Err(Error::Corrupted { .. })));
+        let pop = Op::Reset(queue);
+        let (body, _) = encode_noted(&pop, &[]).unwrap();
+        assert!(matches!(decode(&body), Err(Error::Corrupted { .. })));
     }
 
     #[test]

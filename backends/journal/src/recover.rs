@@ -313,6 +313,39 @@ fn apply(state: &mut State, body: Body, segment: u32, base: u64) -> Result<()> {
             Ok(())
         }
         Body::Op(op) => replay(state, op),
+        Body::Noted { op, notes } => {
+            let (queue, updates, now) = match op {
+                Op::Update {
+                    queue,
+                    key,
+                    transition,
+                    now,
+                } => (queue, vec![(key, transition)], now),
+                Op::UpdateMany {
+                    queue,
+                    updates,
+                    now,
+                } => (queue, updates, now),
+                // `record::decode` lets no other operation carry notes.
+                other => return replay(state, other),
+            };
+            let mut notes = notes.into_iter().peekable();
+            for (i, (key, transition)) in updates.into_iter().enumerate() {
+                let note = notes.next_if(|n| n.index as usize == i);
+                // As in `Op::UpdateMany`: an entry that failed its precondition failed the
+                // same way when logged (and a single update that failed was not logged).
+                match state.update(&queue, key, transition, now, note.map(|n| n.tag)) {
+                    Ok(_) => {
+                        if let Some(n) = note {
+                            state.set_note(&queue, key, at(n.blob)?);
+                        }
+                    }
+                    Err(e) if !e.fails_one_entry() => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            Ok(())
+        }
     }
 }
 
@@ -335,7 +368,7 @@ fn replay(state: &mut State, op: Op) -> Result<()> {
             key,
             transition,
             now,
-        } => state.update(&queue, key, transition, now).map(drop),
+        } => state.update(&queue, key, transition, now, None).map(drop),
         Op::Claim { queue, claim, now } => {
             state.sweep(&queue, now)?;
             let keys = state.claimable(&queue, claim.limit, now)?;
@@ -351,7 +384,7 @@ fn replay(state: &mut State, op: Op) -> Result<()> {
         } => {
             for (key, transition) in updates {
                 // An entry that failed its precondition failed the same way when logged.
-                match state.update(&queue, key, transition, now) {
+                match state.update(&queue, key, transition, now, None) {
                     Err(e) if !e.fails_one_entry() => return Err(e),
                     _ => {}
                 }

@@ -2,7 +2,7 @@
 //! strings), in chunks of 256 consecutive keys.
 //!
 //! Keys are assigned consecutively and consumed mostly in order, so a chunk is usually full
-//! and costs `256 × size_of::<Slot>()` bytes with no per-item overhead: 48 bytes an item. A
+//! and costs `256 × size_of::<Slot>()` bytes with no per-item overhead: 56 bytes an item. A
 //! chunk whose items are mostly removed is compacted (removed slots dropped, its vector
 //! shrunk), so a sparse queue (a few dead items among many removed ones) does not pay for
 //! the keys it no longer holds.
@@ -24,9 +24,14 @@ pub(crate) const IN_ORDER: u8 = 1;
 pub(crate) const HAS_LEASE: u8 = 2;
 /// The item has a `last_error` (in the queue's error map).
 pub(crate) const HAS_ERROR: u8 = 4;
-/// The item's metadata was replaced after its push (in the queue's metadata map); otherwise
-/// it is the metadata stored with the payload.
+/// The item's metadata was replaced after its push (in its note, or, for an item last
+/// changed by an older version of the journal, in the queue's metadata map); otherwise it
+/// is the metadata stored with the payload.
 pub(crate) const HAS_META: u8 = 8;
+/// The item has a *note*: a second blob, written by the update that last changed its
+/// metadata or error, which holds them (see `record`). Without it, those live in the
+/// queue's side maps (flags [`HAS_META`], [`HAS_ERROR`]), as older versions kept them.
+pub(crate) const HAS_NOTE: u8 = 16;
 
 /// Everything about an item that is not a string or the payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +43,10 @@ pub(crate) struct Slot {
     pub segment: u32,
     pub offset: u32,
     pub len: u32,
+    /// Where the item's note is, when it has one ([`HAS_NOTE`]): segment, offset, length.
+    pub note_segment: u32,
+    pub note_offset: u32,
+    pub note_len: u32,
     pub attempts: u32,
     /// Index into the queue's phase table; [`REMOVED`] for a removed slot.
     pub phase: u16,
@@ -56,6 +65,9 @@ impl Slot {
             segment: 0,
             offset: 0,
             len: 0,
+            note_segment: 0,
+            note_offset: 0,
+            note_len: 0,
             attempts: 0,
             phase: 0,
             flags: 0,
@@ -276,8 +288,10 @@ mod tests {
         assert_eq!(all, model.keys().copied().collect::<Vec<_>>());
     }
 
+    /// The index is all an item costs in memory: its metadata and error are on disk (in its
+    /// blob, or its note), whatever it has been through.
     #[test]
-    fn a_slot_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<Slot>(), 48);
+    fn a_slot_is_56_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
     }
 }

@@ -1,7 +1,10 @@
 //! The journal's working state: every queue's settings, counters and indexes, and one
-//! 48-byte [`Slot`] per item. Payloads and their metadata stay in the segment files (the
-//! slot says where); strings that change after a push (lease owners, errors, replaced
-//! metadata) are in small side maps, held only for the items that have them.
+//! 56-byte [`Slot`] per item. Payloads and their metadata stay in the segment files (the
+//! slot says where), and so do metadata and errors set after the push: in the item's
+//! *note*, a blob that the update which set them wrote (see `record`), which the slot
+//! points at too. Only lease owners, held while an item is in flight, are strings in
+//! memory (a small side map). Items last changed by an older version of the journal may
+//! still have their error and replaced metadata in side maps, until their next change.
 //!
 //! The state applies operations; it never does I/O. The backend reads blobs before it
 //! applies an operation that returns items (see `read`), and replay applies the same
@@ -25,8 +28,8 @@ use hookspool::{
     SweepReport, Timestamp, Transition, apply_move, check_expect,
 };
 
-use crate::record::PushedItem;
-use crate::slots::{HAS_ERROR, HAS_LEASE, HAS_META, IN_ORDER, Slot, Slots};
+use crate::record::{NOTE_ERROR, NOTE_META, PushedItem};
+use crate::slots::{HAS_ERROR, HAS_LEASE, HAS_META, HAS_NOTE, IN_ORDER, Slot, Slots};
 
 /// Where an item's blob is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -36,13 +39,58 @@ pub(crate) struct Loc {
     pub len: u32,
 }
 
-/// An item without what is in its blob: the payload, and the metadata unless it was
-/// replaced after the push (`metadata` then holds it).
+impl Slot {
+    /// Where the item's blob is.
+    pub(crate) fn loc(&self) -> Loc {
+        Loc {
+            segment: self.segment,
+            offset: self.offset,
+            len: self.len,
+        }
+    }
+
+    /// Where the item's note is, if it has one.
+    pub(crate) fn note(&self) -> Option<Loc> {
+        self.has(HAS_NOTE).then_some(Loc {
+            segment: self.note_segment,
+            offset: self.note_offset,
+            len: self.note_len,
+        })
+    }
+
+    fn set_note(&mut self, loc: Option<Loc>) {
+        let loc = loc.unwrap_or(Loc {
+            segment: 0,
+            offset: 0,
+            len: 0,
+        });
+        self.note_segment = loc.segment;
+        self.note_offset = loc.offset;
+        self.note_len = loc.len;
+        self.set(HAS_NOTE, loc.len > 0);
+    }
+}
+
+/// An item without what is on disk: the payload, and the metadata unless it was replaced
+/// after the push; and for an item with a note, its replaced metadata and its error too.
+/// (For an item with no note, `item` holds those, from the side maps.)
 #[derive(Debug)]
 pub(crate) struct Header {
     pub item: Item,
     pub loc: Loc,
+    /// The item's note, which holds its replaced metadata and error.
+    pub note: Option<Loc>,
     pub replaced_metadata: bool,
+    pub has_error: bool,
+}
+
+impl Header {
+    /// The blobs to read to return the item: its blob (not for a quarantined item, whose
+    /// blob is known to be damaged) and its note.
+    pub(crate) fn locs(&self) -> impl Iterator<Item = Loc> + '_ {
+        let blob = (self.item.phase != Phase::CORRUPT).then_some(self.loc);
+        blob.into_iter().chain(self.note)
+    }
 }
 
 /// Every queue, and the live blob bytes in each segment.
@@ -156,7 +204,7 @@ impl Queue {
     }
 
     fn add(&mut self, key: Key, slot: Slot, extras: Extras, live: &mut HashMap<u32, u64>) {
-        *live.entry(slot.segment).or_default() += u64::from(slot.len);
+        add_live(live, &slot);
         self.add_indexed(key, slot, extras);
     }
 
@@ -202,7 +250,7 @@ impl Queue {
             self.leases.remove(&(l.until.as_millis(), key));
         }
         self.counts[slot.phase as usize] -= 1;
-        subtract_live(live, slot.segment, slot.len);
+        subtract_slot(live, &slot);
         let error = if slot.has(HAS_ERROR) {
             self.errors.remove(&key)
         } else {
@@ -267,12 +315,10 @@ impl Queue {
                     BTreeMap::new()
                 },
             },
-            loc: Loc {
-                segment: slot.segment,
-                offset: slot.offset,
-                len: slot.len,
-            },
+            loc: slot.loc(),
+            note: slot.note(),
             replaced_metadata: replaced,
+            has_error: slot.has(HAS_ERROR),
         }
     }
 
@@ -382,6 +428,22 @@ impl Queue {
             }
         }
         report
+    }
+}
+
+/// Counts an item's blob and note as live.
+fn add_live(live: &mut HashMap<u32, u64>, slot: &Slot) {
+    *live.entry(slot.segment).or_default() += u64::from(slot.len);
+    if let Some(note) = slot.note() {
+        *live.entry(note.segment).or_default() += u64::from(note.len);
+    }
+}
+
+/// Counts an item's blob and note as dead.
+fn subtract_slot(live: &mut HashMap<u32, u64>, slot: &Slot) {
+    subtract_live(live, slot.segment, slot.len);
+    if let Some(note) = slot.note() {
+        subtract_live(live, note.segment, note.len);
     }
 }
 
@@ -543,7 +605,7 @@ impl State {
             return false;
         };
         for (_, slot) in q.slots.after(None) {
-            subtract_live(&mut self.live, slot.segment, slot.len);
+            subtract_slot(&mut self.live, slot);
         }
         true
     }
@@ -597,18 +659,26 @@ impl State {
         Ok(q.slots.get(key).map(|s| q.header(key, s)))
     }
 
-    /// Where the blobs of `keys` are (a missing key is skipped).
-    pub(crate) fn locs(&self, queue: &QueueId, keys: &[Key]) -> Result<Vec<Loc>> {
-        let q = self.queues.get(queue).ok_or_else(|| not_found(queue))?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| q.slots.get(*k))
-            .map(|s| Loc {
-                segment: s.segment,
-                offset: s.offset,
-                len: s.len,
-            })
-            .collect())
+    /// Where an item's note is, if it is there and has one.
+    pub(crate) fn note_of(&self, queue: &QueueId, key: Key) -> Option<Loc> {
+        self.queues.get(queue)?.slots.get(key)?.note()
+    }
+
+    /// Points an item at the note its last update wrote (see [`State::update`]); an item
+    /// removed since is skipped.
+    pub(crate) fn set_note(&mut self, queue: &QueueId, key: Key, loc: Loc) {
+        let Some(slot) = self
+            .queues
+            .get_mut(queue)
+            .and_then(|q| q.slots.get_mut(key))
+        else {
+            return;
+        };
+        if let Some(old) = slot.note() {
+            subtract_live(&mut self.live, old.segment, old.len);
+        }
+        slot.set_note(Some(loc));
+        *self.live.entry(loc.segment).or_default() += u64::from(loc.len);
     }
 
     /// Removes items; returns how many were there.
@@ -671,7 +741,7 @@ impl State {
     pub(crate) fn reset(&mut self, queue: &QueueId) -> Result<u64> {
         let q = queue_mut!(self, queue);
         for (_, slot) in q.slots.after(None) {
-            subtract_live(&mut self.live, slot.segment, slot.len);
+            subtract_slot(&mut self.live, slot);
         }
         let n = q.slots.len() as u64;
         q.slots.clear();
@@ -688,12 +758,21 @@ impl State {
 
     /// Checks and applies a transition; returns the item's header as it is now (as it was,
     /// for a removal). Nothing changes on error.
+    ///
+    /// `note` is the tag of the note this update writes, if it writes one (a move that sets
+    /// metadata or an error): the move's metadata and error are then ignored (they are in
+    /// the note), the item's flags follow the tag, and its old note (or side-map strings)
+    /// are dropped. The item points at no note until [`State::set_note`] places the new
+    /// one, once the record is appended (replay: once it is read), under the same hold of
+    /// the state. Without a note, a move that sets metadata or an error is one logged by an
+    /// older version of the journal, and those go to the side maps as they did then.
     pub(crate) fn update(
         &mut self,
         queue: &QueueId,
         key: Key,
         transition: Transition,
         now: Timestamp,
+        note: Option<u8>,
     ) -> Result<Header> {
         let q = queue_mut!(self, queue);
         let slot = *q.slots.get(key).ok_or_else(|| Error::ItemNotFound {
@@ -709,6 +788,18 @@ impl State {
             }
             Action::Move(m) => m,
         };
+        let mut m = m;
+        if note.is_some() {
+            m.metadata = None;
+            m.error = None;
+        } else if slot.has(HAS_NOTE) && (m.metadata.is_some() || m.error.is_some()) {
+            return Err(Error::Corrupted {
+                what: format!(
+                    "journal: item {key} of queue `{queue}` has a note, and a logged update \
+                     changes its metadata or error without one"
+                ),
+            });
+        }
         let phase = q.phase_id(&m.phase)?;
         let replaces_metadata = m.metadata.is_some();
         apply_move(&mut header.item, m, now);
@@ -724,14 +815,28 @@ impl State {
         slot.updated_at = item.updated_at.as_millis();
         slot.set(IN_ORDER, false);
         slot.set(HAS_LEASE, false);
-        slot.set(HAS_ERROR, item.last_error.is_some());
-        header.replaced_metadata |= replaces_metadata;
-        slot.set(HAS_META, header.replaced_metadata);
-        let extras = Extras {
-            lease: None,
-            error: item.last_error.clone(),
-            metadata: header.replaced_metadata.then(|| item.metadata.clone()),
+        let extras = if let Some(tag) = note {
+            header.replaced_metadata = tag & NOTE_META != 0;
+            header.has_error = tag & NOTE_ERROR != 0;
+            header.note = None;
+            header.item.metadata = BTreeMap::new();
+            header.item.last_error = None;
+            slot.set_note(None);
+            Extras::default()
+        } else if slot.has(HAS_NOTE) {
+            // A move that sets neither: both stay in the note, and the flags as they were.
+            Extras::default()
+        } else {
+            header.replaced_metadata |= replaces_metadata;
+            header.has_error = item.last_error.is_some();
+            Extras {
+                lease: None,
+                error: item.last_error.clone(),
+                metadata: header.replaced_metadata.then(|| item.metadata.clone()),
+            }
         };
+        slot.set(HAS_ERROR, header.has_error);
+        slot.set(HAS_META, header.replaced_metadata);
         q.add(key, slot, extras, &mut self.live);
         Ok(header)
     }
@@ -782,24 +887,31 @@ impl State {
         Ok(q.sweep(now.as_millis(), &mut self.live))
     }
 
-    /// Points items whose blob was at `(from_segment, from_offset)` at its new place.
-    /// Returns how many still were there (an item removed since is skipped).
+    /// Points items whose blob or note was at `(from_segment, from_offset)` at its new
+    /// place. Returns how many still were there (an item removed since is skipped).
     pub(crate) fn relocate(&mut self, queue: &QueueId, moves: &[(Key, u32, u32, Loc)]) -> usize {
         let Some(q) = self.queues.get_mut(queue) else {
             return 0;
         };
         let mut n = 0;
         for &(key, from_segment, from_offset, to) in moves {
-            if let Some(slot) = q.slots.get_mut(key)
-                && (slot.segment, slot.offset) == (from_segment, from_offset)
-            {
+            let Some(slot) = q.slots.get_mut(key) else {
+                continue;
+            };
+            let from = (from_segment, from_offset);
+            if (slot.segment, slot.offset) == from {
                 subtract_live(&mut self.live, slot.segment, slot.len);
                 slot.segment = to.segment;
                 slot.offset = to.offset;
                 slot.len = to.len;
-                *self.live.entry(to.segment).or_default() += u64::from(to.len);
-                n += 1;
+            } else if let Some(note) = slot.note().filter(|l| (l.segment, l.offset) == from) {
+                subtract_live(&mut self.live, note.segment, note.len);
+                slot.set_note(Some(to));
+            } else {
+                continue;
             }
+            *self.live.entry(to.segment).or_default() += u64::from(to.len);
+            n += 1;
         }
         n
     }
@@ -809,27 +921,22 @@ impl State {
         self.queues.get(queue).map_or(0, |q| {
             q.slots
                 .after(None)
-                .filter(|(_, s)| u64::from(s.segment) < first)
-                .map(|(_, s)| u64::from(s.len))
+                .flat_map(|(_, s)| std::iter::once(s.loc()).chain(s.note()))
+                .filter(|l| u64::from(l.segment) < first)
+                .map(|l| u64::from(l.len))
                 .sum()
         })
     }
 
-    /// Every item whose blob is in `segment`: queue, key, where.
+    /// Every blob and note in `segment`: queue, key of its item, where.
     pub(crate) fn in_segment(&self, segment: u32) -> Vec<(QueueId, Key, Loc)> {
         let mut out = Vec::new();
         for (id, q) in &self.queues {
             for (key, s) in q.slots.after(None) {
-                if s.segment == segment {
-                    out.push((
-                        id.clone(),
-                        key,
-                        Loc {
-                            segment: s.segment,
-                            offset: s.offset,
-                            len: s.len,
-                        },
-                    ));
+                for loc in std::iter::once(s.loc()).chain(s.note()) {
+                    if loc.segment == segment {
+                        out.push((id.clone(), key, loc));
+                    }
                 }
             }
         }

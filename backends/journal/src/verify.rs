@@ -1,5 +1,5 @@
-//! `Backend::check` for the journal: reads every blob of a page of items and checks it,
-//! quarantining nothing (that is `Store::verify`'s choice to make).
+//! `Backend::check` for the journal: reads every blob and note of a page of items and
+//! checks it, quarantining nothing (that is `Store::verify`'s choice to make).
 
 use std::sync::Arc;
 
@@ -24,8 +24,10 @@ pub(crate) async fn check(
     let mut page = Page::first(limit);
     page.after = after;
     let mut out = Checked::default();
-    // Keys with their location, to read.
+    // Keys with the location of their blob or note, to read.
     let mut todo: Vec<(Key, Loc)> = Vec::new();
+    // Quarantined items whose error is in their note.
+    let mut noted: Vec<(Key, Loc)> = Vec::new();
     {
         let st = inner.state();
         let keys = st.select(queue, &Selector::Page(page))?;
@@ -38,11 +40,28 @@ pub(crate) async fn check(
                 continue;
             };
             if header.item.phase == Phase::CORRUPT {
-                let error = header.item.last_error.unwrap_or_default();
-                out.quarantined.push((key, error));
+                if let Some(loc) = header.note {
+                    noted.push((key, loc));
+                } else {
+                    let error = header.item.last_error.unwrap_or_default();
+                    out.quarantined.push((key, error));
+                }
             } else {
-                todo.push((key, header.loc));
+                todo.extend(header.locs().map(|loc| (key, loc)));
             }
+        }
+    }
+    if !noted.is_empty() {
+        let mut blobs = Blobs::default();
+        read(inner, noted.iter().map(|(_, l)| *l).collect(), &mut blobs).await?;
+        for (key, loc) in noted {
+            let error = match blobs.note(loc) {
+                Some(note) => note.error.unwrap_or_default(),
+                None => blobs.damage(loc).map_or_else(String::new, |what| {
+                    format!("its note is damaged too: {what}")
+                }),
+            };
+            out.quarantined.push((key, error));
         }
     }
     for _ in 0..ROUNDS {
@@ -66,8 +85,13 @@ pub(crate) async fn check(
             match st.header(queue, key)? {
                 // Still where it was read: the damage is real.
                 Some(h) if h.loc == loc => out.damaged.push((Some(key), what)),
+                Some(h) if h.note == Some(loc) => {
+                    out.damaged.push((Some(key), format!("its note: {what}")));
+                }
                 // Moved meanwhile: read it again where it is now.
-                Some(h) if h.item.phase != Phase::CORRUPT => todo.push((key, h.loc)),
+                Some(h) if h.item.phase != Phase::CORRUPT => {
+                    todo.extend(h.locs().map(|l| (key, l)));
+                }
                 // Gone, or quarantined by a call that read it meanwhile.
                 _ => {}
             }
