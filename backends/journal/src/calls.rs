@@ -501,12 +501,17 @@ impl Call for ClaimItems {
             return Ok(Step::Done((Vec::new(), self.swept)));
         }
         // Claimable items are pending, never quarantined: each has its blob to read, and
-        // its note if it has one.
-        let before = headers(st, &self.queue, &keys);
-        // A damaged one is quarantined, then claimed around: the others are handed out.
-        let found = match take_all(inner, st, &self.queue, &before, blobs)? {
-            Ok(found) => found,
-            Err(need) => return Ok(Step::Need(need)),
+        // its note if it has one (taken from the slots: no header is built on this path).
+        let found = match blobs.take(&st.item_locs(&self.queue, &keys)?)? {
+            Taken::All(found) => found,
+            Taken::Missing(missing) => return Ok(Step::Need(missing)),
+            Taken::Damaged(damaged) => {
+                // Quarantined, then claimed around: the others are handed out as usual.
+                let before = headers(st, &self.queue, &keys);
+                let bad = damaged_items(&before, &damaged);
+                quarantine(inner, st, &self.queue, &bad, blobs)?;
+                return Ok(Step::Need(Vec::new()));
+            }
         };
         let claim = &self.claim;
         // Leasing changes neither where an item's blob and note are nor whether it is
@@ -751,12 +756,19 @@ mod tests {
         }
         store.sync().await.unwrap();
         assert_eq!(in_memory(store.backend()), (0, 1, 1));
-        // Replayed from the log, then from a checkpoint (side tables and all).
+        // Replayed from the log, then from a checkpoint (side tables and all) as the older
+        // version wrote it: the same layout under the previous magic.
         drop(store);
         let store = open(tmp.path());
         store.backend().checkpoint().await.unwrap();
         drop(store);
+        let path = tmp.path().join(crate::checkpoint::CHECKPOINT_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..8], b"HSPJCKP3");
+        bytes[..8].copy_from_slice(b"HSPJCKP2");
+        std::fs::write(&path, bytes).unwrap();
         let store = open(tmp.path());
+        assert_eq!(store.backend().recovery().replayed_records, 0);
         assert_eq!(in_memory(store.backend()), (0, 1, 1));
         let item = store.fetch_key(&q, key).await.unwrap().unwrap();
         assert_eq!(

@@ -659,6 +659,17 @@ impl State {
         Ok(q.slots.get(key).map(|s| q.header(key, s)))
     }
 
+    /// The blobs and notes to read for pending items `keys`, in order: each one's blob, then
+    /// its note if it has one, as [`Header::locs`] lists them (a missing key is skipped).
+    pub(crate) fn item_locs(&self, queue: &QueueId, keys: &[Key]) -> Result<Vec<Loc>> {
+        let q = self.queues.get(queue).ok_or_else(|| not_found(queue))?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| q.slots.get(*k))
+            .flat_map(|s| std::iter::once(s.loc()).chain(s.note()))
+            .collect())
+    }
+
     /// Where an item's note is, if it is there and has one.
     pub(crate) fn note_of(&self, queue: &QueueId, key: Key) -> Option<Loc> {
         self.queues.get(queue)?.slots.get(key)?.note()
