@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use hookspool::{
     Item, Key, MemoryBackend, NewItem, Page, Phase, QueueConfig, QueueId, Retention, Store,
+    Transition,
 };
 
 use hookspool_journal::{JournalBackend, JournalOptions};
@@ -189,6 +190,19 @@ impl AnyStore {
     /// `Store::ack_many` by [`OWNER`]: every key must be acked.
     pub async fn ack_many(&self, queue: &QueueId, keys: &[Key]) -> BenchResult<()> {
         let results = each!(self, s => s.ack_many(queue, keys, OWNER).await?);
+        if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// `Store::update_many`: every entry must succeed.
+    pub async fn update_many(
+        &self,
+        queue: &QueueId,
+        updates: Vec<(Key, Transition)>,
+    ) -> BenchResult<()> {
+        let results = each!(self, s => s.update_many(queue, updates).await?);
         if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
             return Err(e.into());
         }

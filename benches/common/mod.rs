@@ -173,14 +173,23 @@ pub fn measure(case: &str, args: &[(&str, String)]) -> BenchResult<Metrics> {
     Ok(metrics)
 }
 
-fn peak_rss_kib() -> BenchResult<f64> {
+/// The high-water mark of this process's resident set (`VmHWM`), in KiB.
+pub fn peak_rss_kib() -> BenchResult<f64> {
+    status_kib("VmHWM")
+}
+
+/// This process's resident set now (`VmRSS`), in KiB.
+pub fn rss_kib() -> BenchResult<f64> {
+    status_kib("VmRSS")
+}
+
+/// A `kB` figure of `/proc/self/status`, such as `VmRSS` or `VmHWM`.
+fn status_kib(field: &str) -> BenchResult<f64> {
     let status = fs::read_to_string("/proc/self/status")?;
-    let line = status
+    let kib = status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .ok_or("no VmHWM in /proc/self/status")?;
-    let kib = line
-        .trim_start_matches("VmHWM:")
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))?
         .trim()
         .trim_end_matches("kB")
         .trim();
