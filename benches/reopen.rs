@@ -733,8 +733,9 @@ fn retained_memory(
          child's just before the open (its runtime already started), divided by N; peak uses \
          VmHWM instead (replay and checkpoint loading included). It is what the open store \
          holds per item, plus what the allocator kept of what the open freed; the journal's \
-         index slot is 48 B an item today (backends/journal/src/slots.rs), and the target of \
-         the issue is near it (≤ 64 B). Every item has a \
+         index slot is 56 B an item (backends/journal/src/slots.rs; metadata and errors set \
+         after the push are in notes on disk), and the target of the issue is near it \
+         (≤ 64 B). Every item has a \
          {PAYLOAD_LEN} B payload and the metadata event, subscription, request_id \
          ({} B of keys + values); a delivered one then has attempts and attempt.0001 (a JSON \
          attempt record: number, time, status 200, duration, response snippet; {} B of \

@@ -19,6 +19,7 @@ use crate::log::{Log, Settings, create_segment, io_error, segment_name, sync_dir
 use crate::read::{self, Files, Gates};
 use crate::record::{self, Op, RECORD_HEADER, SEGMENT_HEADER};
 use crate::recover;
+use crate::settle;
 use crate::state::{Loc, State};
 use crate::{JournalOptions, RecoveryReport};
 
@@ -671,13 +672,14 @@ impl Backend for JournalBackend {
         self.inner.log.check()?;
         // Settling reads nothing from disk, unless an update carries over part of an item's
         // note (see `calls`): the index holds all that the preconditions and the moves need.
-        // (So an item whose blob is damaged can still be settled.)
-        let call = calls::UpdateMany {
-            queue: queue.clone(),
-            updates,
-            now,
+        // (So an item whose blob is damaged can still be settled.) Acks and other moves that
+        // write no note take the short way: encoded before the lock, applied under it.
+        let (results, appended) = if updates.iter().any(|(_, t)| calls::writes_note(t)) {
+            let call = settle::UpdateMany::new(queue, updates, now)?;
+            read::run(&self.inner, call).await?
+        } else {
+            settle::settle_plain(&self.inner, queue, updates, now)?
         };
-        let (results, appended) = read::run(&self.inner, call).await?;
         if let Some((lsn, bytes)) = appended {
             self.finish(lsn, bytes).await?;
         }

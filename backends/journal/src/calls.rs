@@ -183,12 +183,12 @@ fn carries(h: &Header, t: &Transition) -> bool {
 }
 
 /// Whether `t` writes a note: a move that sets metadata or an error.
-fn writes_note(t: &Transition) -> bool {
+pub(crate) fn writes_note(t: &Transition) -> bool {
     matches!(&t.action, Action::Move(m) if m.metadata.is_some() || m.error.is_some())
 }
 
 /// The notes to read before `updates` can be applied: those an update carries over from.
-fn carried(st: &State, queue: &QueueId, updates: &[(Key, Transition)]) -> Vec<Loc> {
+pub(crate) fn carried(st: &State, queue: &QueueId, updates: &[(Key, Transition)]) -> Vec<Loc> {
     let mut locs: Vec<Loc> = updates
         .iter()
         .filter(|(_, t)| writes_note(t))
@@ -583,61 +583,6 @@ impl Call for Update {
         let appended =
             appended.ok_or_else(|| Error::internal("a journal update was not logged"))?;
         Ok(Step::Done((fill(after, blob, note.or(old_note)), appended)))
-    }
-}
-
-/// `update_many`: applies its updates in one step, reading first only the notes an update
-/// carries over from (none, for acks and settles that set both metadata and error).
-pub(crate) struct UpdateMany {
-    pub queue: QueueId,
-    pub updates: Vec<(Key, Transition)>,
-    pub now: Timestamp,
-}
-
-impl Call for UpdateMany {
-    type Out = (Vec<Result<()>>, Option<Appended>);
-
-    fn step(
-        &mut self,
-        inner: &Inner,
-        st: &mut State,
-        blobs: &mut Blobs,
-    ) -> Result<Step<Self::Out>> {
-        if !st.has_queue(&self.queue) {
-            return Err(Error::QueueNotFound(self.queue.clone()));
-        }
-        let need = carried(st, &self.queue, &self.updates);
-        let missing: Vec<Loc> = need.iter().copied().filter(|l| !blobs.has(*l)).collect();
-        if !missing.is_empty() {
-            return Ok(Step::Need(missing));
-        }
-        let damaged: Vec<(Loc, String)> = need
-            .iter()
-            .filter_map(|l| blobs.damage(*l).map(|what| (*l, what.to_owned())))
-            .collect();
-        if !damaged.is_empty() {
-            let keys: Vec<Key> = self.updates.iter().map(|(k, _)| *k).collect();
-            let bad = damaged_items(&headers(st, &self.queue, &keys), &damaged);
-            quarantine(inner, st, &self.queue, &bad, blobs)?;
-            blobs.forget(&damaged);
-            return Ok(Step::Need(Vec::new()));
-        }
-        let updates = std::mem::take(&mut self.updates);
-        let read = |loc: Loc| blobs.note(loc);
-        let (results, appended) = apply_updates(
-            inner,
-            st,
-            &self.queue,
-            updates,
-            self.now,
-            &read,
-            Carry::Required,
-            Logged::Many,
-        )?;
-        Ok(Step::Done((
-            results.into_iter().map(|r| r.map(drop)).collect(),
-            appended,
-        )))
     }
 }
 

@@ -126,6 +126,7 @@ mod options;
 mod read;
 mod record;
 mod recover;
+mod settle;
 mod slots;
 mod state;
 #[cfg(feature = "testing")]
