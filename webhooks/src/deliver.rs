@@ -241,7 +241,7 @@ impl<B: Backend> Deliverer<B> {
                     break Ok(());
                 }
                 Some(done) = lp.tasks.join_next_with_id(), if !lp.tasks.is_empty() => {
-                    lp.finished(done).await
+                    lp.finished_all(done).await
                 }
                 () = lp.d.hooks.inner.wake.notified(), if idle => Ok(()),
                 () = tokio::time::sleep(wait), if idle => Ok(()),
@@ -502,6 +502,20 @@ impl<B: Backend> Loop<B> {
             .tasks
             .spawn(async move { ctx.attempt(item, sub).await });
         self.spawned.insert(handle.id(), (key, sub_id));
+    }
+
+    /// Handles a finished request task, and every other one that finished meanwhile: the
+    /// next claim then fills all the room they left in one go (a claim costs a durable
+    /// write, so one per finished request would bound the loop by the disk).
+    async fn finished_all(
+        &mut self,
+        first: std::result::Result<(tokio::task::Id, Done), tokio::task::JoinError>,
+    ) -> Result<()> {
+        self.finished(first).await?;
+        while let Some(done) = self.tasks.try_join_next_with_id() {
+            self.finished(done).await?;
+        }
+        Ok(())
     }
 
     async fn finished(
