@@ -363,7 +363,10 @@ fn read_queue(state: &mut State, r: &mut impl Read, buf: &mut Vec<u8>) -> Result
 
 /// Decodes one slot, delta-encoded against the one before it in its block.
 fn decode_slot(c: &mut VarCursor<'_>, prev: (Key, Slot)) -> Result<(Key, Slot)> {
-    let key = prev.0 + c.next()?;
+    let key = prev
+        .0
+        .checked_add(c.next()?)
+        .ok_or_else(|| corrupt("an item's key is past the largest key"))?;
     let mut s = Slot::new(key);
     s.segment = narrow(unzigzag(u64::from(prev.1.segment), c.next()?))?;
     s.offset = narrow(unzigzag(u64::from(prev.1.offset), c.next()?))?;
@@ -455,4 +458,26 @@ impl VarCursor<'_> {
 
 fn to_bytes<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode_config()).map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key delta that overflows the key is damage, not a panic (found by the
+    /// `journal_checkpoint` fuzz target: overflow checks are on in its builds).
+    #[test]
+    fn a_key_past_the_largest_key_is_corrupted() {
+        let mut block = Vec::new();
+        put_var(&mut block, u64::MAX);
+        let mut c = VarCursor {
+            buf: &block,
+            pos: 0,
+        };
+        let prev = (5, Slot::new(5));
+        assert!(matches!(
+            decode_slot(&mut c, prev),
+            Err(Error::Corrupted { .. })
+        ));
+    }
 }
