@@ -671,6 +671,56 @@ mod tests {
         assert_eq!(two.last_error.as_deref(), Some("boom"));
     }
 
+    /// Every blob and note is counted live while its item holds it, and no longer once
+    /// the item is gone (segments are deleted by that count), through replay and a
+    /// checkpoint too.
+    #[tokio::test]
+    async fn notes_count_as_live_bytes_until_their_item_goes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open(tmp.path());
+        let q = QueueId::new("q").unwrap();
+        store
+            .create_queue(QueueConfig::new(q.clone()))
+            .await
+            .unwrap();
+        for _ in 0..6 {
+            store.push(&q, NewItem::new(b"x".to_vec())).await.unwrap();
+        }
+        store
+            .claim(&q, "w", 6, std::time::Duration::from_mins(1))
+            .await
+            .unwrap();
+        let live = |store: &Store<JournalBackend>| -> u64 {
+            store.backend().inner().state().live().values().sum()
+        };
+        let blobs = live(&store);
+        store
+            .update_many(
+                &q,
+                vec![
+                    (1, any(Move::to(Phase::DONE).metadata(log("1")))),
+                    (2, any(Move::to(Phase::DEAD).error("boom"))),
+                    (3, any(Move::to(Phase::DONE).metadata(log("1")).error("e"))),
+                    (4, any(Move::to(Phase::DONE))),
+                ],
+            )
+            .await
+            .unwrap();
+        store
+            .update(&q, 1, any(Move::to(Phase::DEAD).error("late")))
+            .await
+            .unwrap();
+        assert!(live(&store) > blobs, "the notes count");
+        drop(store);
+        let store = open(tmp.path());
+        assert!(live(&store) > blobs);
+        for key in 1..=6 {
+            assert!(store.delete(&q, key).await.unwrap());
+        }
+        assert_eq!(live(&store), 0);
+        assert!(store.backend().inner().state().live().is_empty());
+    }
+
     /// An item changed by an older version of the journal has its metadata and error in
     /// the side maps (logged in the update, kept in the checkpoint); its next change that
     /// sets either moves both into a note, and nothing is lost on the way.
