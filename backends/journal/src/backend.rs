@@ -719,8 +719,7 @@ impl Backend for JournalBackend {
             let mut gone = Vec::with_capacity(updates.len());
             for (key, transition) in updates {
                 if let Ok(header) = st.update(queue, key, transition, before, None) {
-                    gone.push(header.loc);
-                    gone.extend(header.note);
+                    gone.extend(header.stored());
                     removed += 1;
                 }
             }

@@ -23,7 +23,7 @@ use hookspool::{
 
 use crate::backend::{Inner, segment_u32};
 use crate::read::{Blob, Blobs, Call, Step, Taken, fill};
-use crate::record::{self, Note, Op, RECORD_HEADER};
+use crate::record::{self, Note, NoteAt, Op, RECORD_HEADER};
 use crate::state::{Header, Loc, State};
 
 /// The headers of `keys`, selected under the same lock (so all there).
@@ -284,8 +284,7 @@ pub(crate) fn apply_updates(
         ) {
             Ok(h) => {
                 if removes {
-                    dropped.push(h.loc);
-                    dropped.extend(h.note);
+                    dropped.extend(h.stored());
                 }
                 dropped.extend(old_note);
                 if let Some(n) = &note {
@@ -357,21 +356,40 @@ fn append_updates(
         let refs: Vec<(u32, &Note)> = notes.iter().map(|(i, n)| (*i, n)).collect();
         let (body, placed) = record::encode_noted(&op, &refs)?;
         let (lsn, segment, offset) = inner.log.append(&body)?;
-        let segment = segment_u32(segment)?;
-        let base = offset + RECORD_HEADER as u64;
-        for at in placed {
-            let offset = u32::try_from(base + u64::from(at.blob.at))
-                .map_err(|_| Error::internal("a journal segment is larger than 4 GiB"))?;
-            let loc = Loc {
-                segment,
-                offset,
-                len: at.blob.len,
-            };
-            st.set_note(queue, keys[at.index as usize], loc);
-        }
+        // Every note of this record is an applied update's.
+        place_notes(st, queue, (segment, offset), &placed, &keys, |_| true)?;
         (lsn, body.len())
     };
     Ok(appended)
+}
+
+/// Points the items of a noted record, appended at `(segment, offset)`, at their notes:
+/// each note of an update that `applied` (replay places the same ones).
+pub(crate) fn place_notes(
+    st: &mut State,
+    queue: &QueueId,
+    (segment, offset): (u64, u64),
+    placed: &[NoteAt],
+    keys: &[Key],
+    applied: impl Fn(usize) -> bool,
+) -> Result<()> {
+    let segment = segment_u32(segment)?;
+    let base = offset + RECORD_HEADER as u64;
+    for at in placed {
+        let i = at.index as usize;
+        if !applied(i) {
+            continue;
+        }
+        let offset = u32::try_from(base + u64::from(at.blob.at))
+            .map_err(|_| Error::internal("a journal segment is larger than 4 GiB"))?;
+        let loc = Loc {
+            segment,
+            offset,
+            len: at.blob.len,
+        };
+        st.set_note(queue, keys[i], loc);
+    }
+    Ok(())
 }
 
 /// `fetch`: changes nothing, so once its read succeeded it finishes without taking the
@@ -453,10 +471,7 @@ impl Call for Pop {
             Ok(found) => found,
             Err(need) => return Ok(Step::Need(need)),
         };
-        let gone: Vec<Loc> = headers
-            .iter()
-            .flat_map(|h| std::iter::once(h.loc).chain(h.note))
-            .collect();
+        let gone: Vec<Loc> = headers.iter().flat_map(Header::stored).collect();
         inner.freed(&gone);
         st.remove(&self.queue, &keys)?;
         let lsn = inner.append(&self.body)?;

@@ -14,13 +14,13 @@ use std::collections::HashSet;
 
 use hookspool::{Action, Error, Key, QueueId, Result, Timestamp, Transition};
 
-use crate::backend::{Inner, segment_u32};
+use crate::backend::Inner;
 use crate::calls::{
-    Appended, Carry, Logged, apply_updates, carried, damaged_items, headers, quarantine,
-    writes_note,
+    Appended, Carry, Logged, apply_updates, carried, damaged_items, headers, place_notes,
+    quarantine, writes_note,
 };
 use crate::read::{Blobs, Call, Step};
-use crate::record::{self, NOTE_ERROR, NOTE_META, Note, NoteAt, Op, RECORD_HEADER};
+use crate::record::{self, NOTE_ERROR, NOTE_META, Note, NoteAt, Op};
 use crate::state::{Loc, State};
 
 /// `update_many` of updates that write no notes (acks, and moves that set neither metadata
@@ -47,8 +47,7 @@ pub(crate) fn settle_plain(
         let removes = matches!(transition.action, Action::Remove);
         let result = st.update(queue, key, transition, now, None).map(|h| {
             if removes {
-                gone.push(h.loc);
-                gone.extend(h.note);
+                gone.extend(h.stored());
             }
         });
         results.push(result);
@@ -145,8 +144,7 @@ impl PreEncoded {
             let old_note = tag.and_then(|_| st.note_of(queue, key));
             let result = st.update(queue, key, transition, now, tag).map(|h| {
                 if removes {
-                    gone.push(h.loc);
-                    gone.extend(h.note);
+                    gone.extend(h.stored());
                 }
                 gone.extend(old_note);
             });
@@ -157,22 +155,8 @@ impl PreEncoded {
             return Ok((results, None));
         }
         let (lsn, segment, offset) = inner.log.append(&self.body)?;
-        let segment = segment_u32(segment)?;
-        let base = offset + RECORD_HEADER as u64;
-        for at in self.placed {
-            let i = at.index as usize;
-            // Replay places the note of an update only if it applied, and so does this.
-            if results.get(i).is_some_and(Result::is_ok) {
-                let offset = u32::try_from(base + u64::from(at.blob.at))
-                    .map_err(|_| Error::internal("a journal segment is larger than 4 GiB"))?;
-                let loc = Loc {
-                    segment,
-                    offset,
-                    len: at.blob.len,
-                };
-                st.set_note(queue, keys[i], loc);
-            }
-        }
+        let applied = |i: usize| results.get(i).is_some_and(Result::is_ok);
+        place_notes(st, queue, (segment, offset), &self.placed, &keys, applied)?;
         Ok((results, Some((lsn, self.body.len()))))
     }
 }

@@ -85,6 +85,12 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// Where everything the item holds on disk is: its blob and its note (what its removal
+    /// frees).
+    pub(crate) fn stored(&self) -> impl Iterator<Item = Loc> + '_ {
+        std::iter::once(self.loc).chain(self.note)
+    }
+
     /// The blobs to read to return the item: its blob (not for a quarantined item, whose
     /// blob is known to be damaged) and its note.
     pub(crate) fn locs(&self) -> impl Iterator<Item = Loc> + '_ {
