@@ -93,6 +93,7 @@ async fn serve_on<B: Backend>(
     let options = HooksOptions {
         deliveries_retain: config.retention.deliveries,
         callbacks_retain: config.retention.callbacks,
+        idempotency_ttl: config.retention.idempotency_keys,
         ..HooksOptions::default()
     };
     let hooks = Hooks::open_with(store.clone(), options).await?;

@@ -12,12 +12,31 @@ use support::{hookspool, sigterm, start};
 
 /// A minimal HTTP/1.1 GET; returns the status line and the body.
 fn get(addr: &str, path: &str, token: Option<&str>) -> (String, String) {
+    request(addr, "GET", path, token, None)
+}
+
+/// A minimal HTTP/1.1 request, with a JSON body if given; returns the status line and the
+/// body.
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let body = json.map_or(String::new(), |j| {
+        format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{j}",
+            j.len()
+        )
+    });
+    let end = if json.is_some() { "" } else { "\r\n" };
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n{end}{body}"
     )
     .unwrap();
     let mut out = String::new();
@@ -91,6 +110,14 @@ fn serve_refuses_a_bad_retention_naming_the_setting() {
             vec!["--config", config.to_str().unwrap()],
             "retention.deliveries_done",
         ),
+        (
+            vec!["--retain-idempotency-keys", "forever"],
+            "idempotency keys cannot be kept `forever`",
+        ),
+        (
+            vec!["--retain-idempotency-keys", "500ms"],
+            "--retain-idempotency-keys",
+        ),
     ] {
         let out = hookspool()
             .arg("--data-dir")
@@ -103,6 +130,66 @@ fn serve_refuses_a_bad_retention_naming_the_setting() {
         assert_eq!(out.status.code(), Some(1), "a bad setting: {err}");
         assert!(err.contains(names), "{args:?}: {err}");
     }
+}
+
+/// The daemon runs the retention pass: an item settled in a queue that keeps `done` items
+/// for 1s is removed about a second later, and the removal is counted. (It polls for at
+/// most 10 s; a daemon that never prunes fails here.)
+#[test]
+fn serve_removes_settled_items_once_their_retention_is_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path(), &["--retention-interval", "50ms"]);
+    let (status, body) = request(
+        &addr,
+        "POST",
+        "/queues",
+        None,
+        Some(r#"{"id":"orders","retain":{"done_ms":1000}}"#),
+    );
+    assert!(status.contains("201"), "{status}: {body}");
+    let (status, body) = request(
+        &addr,
+        "POST",
+        "/queues/orders/items",
+        None,
+        Some(r#"{"items":[{"payload":"a"},{"payload":"b"}]}"#),
+    );
+    assert!(status.contains("201"), "{status}: {body}");
+    let keys: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let first = keys["keys"][0].as_u64().unwrap();
+    let (status, body) = request(
+        &addr,
+        "PUT",
+        &format!("/queues/orders/items/{first}/phase"),
+        None,
+        Some(r#"{"phase":"done"}"#),
+    );
+    assert!(
+        status.contains("200") || status.contains("204"),
+        "{status}: {body}"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let (status, body) = get(&addr, "/queues/orders/count", None);
+        assert!(status.contains("200"), "{status}: {body}");
+        let counts: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if counts["total"] == 1 || std::time::Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        counts["total"], 1,
+        "the done item was not removed: {counts}"
+    );
+    assert_eq!(counts["phases"]["pending"], 1, "{counts}");
+    assert_eq!(
+        counts["pruned"]["done"], 1,
+        "the removal is counted: {counts}"
+    );
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
 }
 
 #[test]
@@ -147,6 +234,7 @@ fn serve_help_documents_every_setting() {
         "--retain-deliveries-dead",
         "--retain-callbacks-done",
         "--retain-callbacks-dead",
+        "--retain-idempotency-keys",
         "--retention-interval",
         "[channels.NAME]",
         "[[sources]]",

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use hookspool::Retain;
-use hookspool_webhooks::DEFAULT_DELIVERIES_RETAIN;
+use hookspool_webhooks::{DEFAULT_DELIVERIES_RETAIN, DEFAULT_IDEMPOTENCY_TTL};
 use serde::Deserialize;
 
 use crate::duration::{parse_duration, parse_retain_period};
@@ -52,6 +52,16 @@ pub struct RetentionArgs {
         allow_hyphen_values = true
     )]
     pub retain_callbacks_dead: Option<String>,
+    /// How long an idempotency key names its request: a publish that reuses the key within
+    /// this period gets the first answer; after it, the key is forgotten and the publish is a
+    /// new one [default: 24h]. At least 1s; not `forever`, which would keep every key.
+    #[arg(
+        long,
+        env = "HOOKSPOOL_RETAIN_IDEMPOTENCY_KEYS",
+        value_name = "PERIOD",
+        allow_hyphen_values = true
+    )]
+    pub retain_idempotency_keys: Option<String>,
     /// How often the retention pass removes what is old enough, from every queue with a
     /// retention period [default: 1s].
     #[arg(long, env = "HOOKSPOOL_RETENTION_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
@@ -66,6 +76,7 @@ pub(super) struct RetentionFile {
     deliveries_dead: Option<String>,
     callbacks_done: Option<String>,
     callbacks_dead: Option<String>,
+    idempotency_keys: Option<String>,
     interval: Option<String>,
 }
 
@@ -76,6 +87,8 @@ pub struct RetentionConfig {
     pub deliveries: Retain,
     /// For the callback channel queues the daemon creates.
     pub callbacks: Retain,
+    /// How long an idempotency key is remembered.
+    pub idempotency_keys: Duration,
     /// Between two retention passes.
     pub interval: Duration,
 }
@@ -85,6 +98,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             deliveries: DEFAULT_DELIVERIES_RETAIN,
             callbacks: DEFAULT_DELIVERIES_RETAIN,
+            idempotency_keys: DEFAULT_IDEMPOTENCY_TTL,
             interval: DEFAULT_RETENTION_INTERVAL,
         }
     }
@@ -143,6 +157,19 @@ pub(super) fn retention(
         )?,
         expired: d.expired,
     };
+    let idempotency_keys = period(
+        args.retain_idempotency_keys,
+        file.idempotency_keys,
+        "idempotency_keys",
+        Some(DEFAULT_IDEMPOTENCY_TTL),
+    )?
+    .ok_or_else(|| {
+        CliError::Input(
+            "idempotency keys cannot be kept `forever` (every key would stay); \
+             give a period such as 24h"
+                .to_owned(),
+        )
+    })?;
     let interval = match (args.retention_interval, file.interval) {
         (Some(i), _) => i,
         (None, Some(s)) => parse_duration(&s)
@@ -157,6 +184,7 @@ pub(super) fn retention(
     Ok(RetentionConfig {
         deliveries,
         callbacks,
+        idempotency_keys,
         interval,
     })
 }
@@ -179,8 +207,11 @@ mod tests {
             retain_deliveries_done: Some("1h".to_owned()),
             ..RetentionArgs::default()
         };
-        let f =
-            file("deliveries_done = \"2h\"\ndeliveries_dead = \"forever\"\ninterval = \"5s\"").ok();
+        let f = file(
+            "deliveries_done = \"2h\"\ndeliveries_dead = \"forever\"\n\
+             idempotency_keys = \"1h\"\ninterval = \"5s\"",
+        )
+        .ok();
         let got = retention(args, f).ok();
         assert_eq!(
             got,
@@ -191,6 +222,7 @@ mod tests {
                     expired: None,
                 },
                 callbacks: DEFAULT_DELIVERIES_RETAIN,
+                idempotency_keys: Duration::from_hours(1),
                 interval: Duration::from_secs(5),
             })
         );
@@ -215,6 +247,20 @@ mod tests {
             err.contains("retention.deliveries_done") && err.contains("less than 1s"),
             "{err}"
         );
+        let args = RetentionArgs {
+            retain_idempotency_keys: Some("forever".to_owned()),
+            ..RetentionArgs::default()
+        };
+        let err = retention(args, None).expect_err("forever").to_string();
+        assert!(
+            err.contains("idempotency keys") && err.contains("forever"),
+            "{err}"
+        );
+        let f = file("idempotency_keys = \"0s\"").ok();
+        let err = retention(RetentionArgs::default(), f)
+            .expect_err("zero")
+            .to_string();
+        assert!(err.contains("retention.idempotency_keys"), "{err}");
         let err = file("deliveries_forever = \"1d\"").expect_err("unknown key");
         assert!(err.contains("deliveries_forever"), "{err}");
     }
