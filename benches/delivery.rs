@@ -4,8 +4,12 @@
 //! receiver's receipt, under that load and unloaded (one event at a time). The raw disk
 //! baseline is measured in the same run.
 //!
+//! A paced case offers a steady load instead (1,000 events/s, one subscription) and measures
+//! fire → receipt at that rate: what a service sees in normal running, as opposed to a burst.
+//!
 //! `cargo bench -p hookspool-benches --bench delivery [-- FILTER]`; counts and runs come from
-//! `HOOKSPOOL_BENCH_N_DELIVERY`, `HOOKSPOOL_BENCH_N_LATENCY`, `HOOKSPOOL_BENCH_RUNS`.
+//! `HOOKSPOOL_BENCH_N_DELIVERY`, `HOOKSPOOL_BENCH_N_LATENCY`, `HOOKSPOOL_BENCH_N_PACED`,
+//! `HOOKSPOOL_BENCH_RUNS`.
 // Counts and byte sizes stay far below 2^52, where f64 would start rounding them.
 #![allow(clippy::cast_precision_loss)]
 
@@ -46,6 +50,10 @@ fn main() -> BenchResult<()> {
 const RAW_PER_RECORD: &str = "raw-per-record";
 const BURST: &str = "burst";
 const ONE_BY_ONE: &str = "one-by-one";
+const PACED: &str = "paced";
+
+/// The paced case's offered load, in events per second.
+const PACED_RATE: u64 = 1_000;
 
 /// The event every case fires.
 const EVENT: &str = "order.created";
@@ -74,6 +82,7 @@ fn parent() -> BenchResult<()> {
     let settings = Settings::from_env()?;
     let n = settings.count("HOOKSPOOL_BENCH_N_DELIVERY", 2_000, 40)?;
     let n_lat = settings.count("HOOKSPOOL_BENCH_N_LATENCY", 200, 10)?;
+    let n_paced = settings.count("HOOKSPOOL_BENCH_N_PACED", 5_000, 100)?;
     let (root, fs_desc) = data_root(env!("CARGO_TARGET_TMPDIR"))?;
     print_header(
         "delivery",
@@ -82,6 +91,7 @@ fn parent() -> BenchResult<()> {
         &[
             ("HOOKSPOOL_BENCH_N_DELIVERY (deliveries per burst)", n),
             ("HOOKSPOOL_BENCH_N_LATENCY (events fired one by one)", n_lat),
+            ("HOOKSPOOL_BENCH_N_PACED (events fired at 1,000/s)", n_paced),
         ],
     );
 
@@ -108,6 +118,13 @@ fn parent() -> BenchResult<()> {
             mode: Some(mode),
             subs: 1,
             n: n_lat,
+        });
+        plan.push(Planned {
+            id: format!("{PACED} {}", mode.name()),
+            case: PACED,
+            mode: Some(mode),
+            subs: 1,
+            n: n_paced,
         });
     }
     plan.retain(|p| p.mode.is_none() || settings.wants(&p.id));
@@ -205,6 +222,28 @@ fn print_tables(samples: &Samples, plan: &[Planned]) {
         ]);
     }
     t.print();
+    let mut t = Table::new(
+        "Steady load: events fired at 1,000/s (one subscription), each fire on its own task",
+        &[
+            "backend / mode",
+            "N",
+            "fire → receipt p50 / p99 ms",
+            "offered / achieved fires/s",
+        ],
+    );
+    for p in plan.iter().filter(|p| p.case == PACED) {
+        let Some(mode) = p.mode else { continue };
+        t.row(vec![
+            mode.label().into(),
+            p.n.to_string(),
+            pair(samples, &p.id, "p50_ms", "p99_ms", millis),
+            format!(
+                "{PACED_RATE} / {}",
+                median(samples.get(&p.id, "fire_per_s"), rate)
+            ),
+        ]);
+    }
+    t.print();
     println!(
         "A delivery is one subscription's copy of one event: each fire stores one delivery per \
          subscription in one atomic write, so with 8 subscriptions N/8 events are fired. \
@@ -267,6 +306,7 @@ async fn measure<B: Backend>(
     let m = match case {
         BURST => burst(&hooks, receiver, n, subs).await?,
         ONE_BY_ONE => one_by_one(&hooks, receiver, n).await?,
+        PACED => paced(&hooks, receiver, n).await?,
         _ => return Err(format!("unknown case {case:?}").into()),
     };
     let _ = stop.send(());
@@ -406,6 +446,52 @@ async fn one_by_one<B: Backend>(
         ("p99_ms".into(), percentile_us(&mut lat, 99) / 1e3),
         ("done_p50_ms".into(), percentile_us(&mut done_lat, 50) / 1e3),
         ("done_p99_ms".into(), percentile_us(&mut done_lat, 99) / 1e3),
+    ]))
+}
+
+/// Fires `n` events at [`PACED_RATE`] per second, each on a task of its own (a slow fire does
+/// not hold back the schedule), and waits until every one is delivered.
+async fn paced<B: Backend>(
+    hooks: &Hooks<B>,
+    receiver: &Receiver,
+    n: usize,
+) -> BenchResult<Metrics> {
+    let results = hooks.results();
+    let mut ticks = tokio::time::interval(Duration::from_micros(1_000_000 / PACED_RATE));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut fires: tokio::task::JoinSet<hookspool_webhooks::Result<(Vec<String>, Instant)>> =
+        tokio::task::JoinSet::new();
+    let start = Instant::now();
+    for seq in 0..n {
+        ticks.tick().await;
+        let hooks = hooks.clone();
+        fires.spawn(async move {
+            let at = Instant::now();
+            let ids = hooks.fire(EVENT, event_payload(seq)).await?;
+            Ok((ids.iter().map(|id| id.as_str().to_owned()).collect(), at))
+        });
+    }
+    let fire_secs = start.elapsed().as_secs_f64();
+    let mut fired_at = HashMap::with_capacity(n);
+    while let Some(r) = fires.join_next().await {
+        let (ids, at) = r??;
+        fired_at.extend(ids.into_iter().map(|id| (id, at)));
+    }
+    let (delivered, _) = wait_done(hooks, results, n).await?;
+    if fired_at.len() != n || delivered < n {
+        return Err(format!(
+            "{} fired, {delivered} delivered, {n} expected",
+            fired_at.len()
+        )
+        .into());
+    }
+    let mut lat = receiver.latencies(&fired_at)?;
+    Ok(Metrics::from([
+        ("ops".into(), n as f64),
+        ("secs".into(), start.elapsed().as_secs_f64()),
+        ("fire_per_s".into(), n as f64 / fire_secs),
+        ("p50_ms".into(), percentile_us(&mut lat, 50) / 1e3),
+        ("p99_ms".into(), percentile_us(&mut lat, 99) / 1e3),
     ]))
 }
 

@@ -1,5 +1,10 @@
-//! The delivery loop: claims due deliveries, POSTs them signed, records each attempt with
-//! the delivery's next state in one atomic update, and reports outcomes.
+//! The delivery loop: claims due deliveries, POSTs them signed ([`attempt`]), records each
+//! attempt with the delivery's next state in one atomic update, and reports outcomes. The
+//! outcomes of requests that finish close together are recorded together ([`settler`]): one
+//! `update_many`, so one durable write for the group rather than one per delivery.
+
+mod attempt;
+mod settler;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -14,14 +19,11 @@ use hookspool::{
 
 use crate::deliveries::DeliveryId;
 use crate::error::{Error, Result};
-use crate::hooks::{
-    CANCELLED, GONE, Hooks, M_ATTEMPT_PREFIX, M_ATTEMPTS, M_EVENT, M_REPLAY_BASE, M_REQUEST_ID,
-    M_SUBSCRIPTION, M_URL, attempts_made, random_unit,
-};
-use crate::net::{DeliveryClient, HttpConfig, TargetUrl};
+use crate::hooks::{CANCELLED, Hooks, M_EVENT, M_SUBSCRIPTION, attempts_made};
+use crate::net::{DeliveryClient, HttpConfig};
 use crate::retry::RetrySchedule;
-use crate::signing::{SignInput, SignatureScheme, SigningKey, sign};
-use crate::subscription::{Subscription, parse_key};
+use crate::subscription::Subscription;
+use attempt::Attempter;
 
 /// Most attempt records kept in a delivery's log (the oldest are dropped beyond this).
 pub const MAX_ATTEMPT_RECORDS: usize = 48;
@@ -262,6 +264,11 @@ impl<B: Backend> Deliverer<B> {
 struct Loop<B: Backend> {
     d: Deliverer<B>,
     tasks: JoinSet<Done>,
+    /// Where finished requests send their outcomes, and the settler that records them.
+    settles: Option<settler::Settles>,
+    settler: Option<tokio::task::JoinHandle<()>>,
+    /// The settings, shared by the request tasks.
+    config: std::sync::Arc<DeliveryConfig>,
     /// Keys claimed and not yet finished (running or waiting).
     held: HashSet<Key>,
     running: HashMap<String, usize>,
@@ -277,9 +284,14 @@ struct Loop<B: Backend> {
 
 impl<B: Backend> Loop<B> {
     async fn new(d: Deliverer<B>) -> Result<Self> {
+        let (settles, settler) = settler::spawn(d.hooks.clone());
+        let config = std::sync::Arc::new(d.config.clone());
         let mut lp = Loop {
             d,
             tasks: JoinSet::new(),
+            settles: Some(settles),
+            settler: Some(settler),
+            config,
             held: HashSet::new(),
             running: HashMap::new(),
             waiting: BTreeMap::new(),
@@ -488,13 +500,18 @@ impl<B: Backend> Loop<B> {
     }
 
     fn spawn(&mut self, item: Item, sub: Option<Subscription>) {
+        let Some(settles) = self.settles.clone() else {
+            // Only while stopping, when nothing is spawned.
+            return;
+        };
         if let Some(s) = &sub {
             *self.running.entry(s.id.clone()).or_insert(0) += 1;
         }
         let ctx = Attempter {
             hooks: self.hooks().clone(),
             client: self.d.client.clone(),
-            config: self.d.config.clone(),
+            config: std::sync::Arc::clone(&self.config),
+            settles,
         };
         let key = item.key;
         let sub_id = sub.as_ref().map(|s| s.id.clone());
@@ -630,7 +647,20 @@ impl<B: Backend> Loop<B> {
             }
         }
         self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        // A task that finished before it was aborted handed its outcome to the settler.
+        while let Some(done) = self.tasks.join_next_with_id().await {
+            if done.is_ok() {
+                self.finished(done).await?;
+            }
+        }
+        // Every outcome handed over is recorded before anything held is let go: a delivery
+        // that was sent is never put back as if it had not been.
+        self.settles = None;
+        if let Some(settler) = self.settler.take()
+            && let Err(e) = settler.await
+        {
+            tracing::error!(error = %e, "the delivery settler failed");
+        }
         let waiting: Vec<Item> = std::mem::take(&mut self.waiting)
             .into_values()
             .flatten()
@@ -652,296 +682,12 @@ impl<B: Backend> Loop<B> {
     }
 }
 
-/// Runs one attempt of one delivery; shared by the request tasks.
-struct Attempter<B: Backend> {
-    hooks: Hooks<B>,
-    client: std::sync::Arc<DeliveryClient>,
-    config: DeliveryConfig,
-}
-
-impl<B: Backend> Attempter<B> {
-    async fn attempt(self, item: Item, sub: Option<Subscription>) -> Done {
-        let key = item.key;
-        let subscription = sub.as_ref().map(|s| s.id.clone());
-        let fifo = sub.as_ref().is_some_and(|s| s.strict_fifo);
-        if let Some(why) = malformed(&item, sub.as_ref()) {
-            // Trying again cannot help, and it must not hold up the others.
-            self.quarantine(key, &why).await;
-            return Done {
-                key,
-                subscription,
-                retry_at: None,
-                fifo,
-            };
-        }
-        let retry_at = match self.try_attempt(item, sub.as_ref()).await {
-            Ok(at) => at,
-            Err(e) => {
-                // Not recorded: the lease runs out and the delivery is tried again.
-                tracing::error!(key, error = %e, "could not record a delivery attempt");
-                None
-            }
-        };
-        Done {
-            key,
-            subscription,
-            retry_at,
-            fifo,
-        }
-    }
-
-    /// Moves a delivery whose record cannot be used to [`Phase::CORRUPT`], with why, and
-    /// says so in the log.
-    async fn quarantine(&self, key: Key, error: &str) {
-        tracing::error!(key, error = %error, "delivery record malformed: quarantined");
-        let transition = Transition {
-            expect: Expect {
-                phase: Some(Phase::IN_FLIGHT),
-                lease_owner: Some(self.config.owner.clone()),
-            },
-            action: Action::Move(Move::to(Phase::CORRUPT).error(format!("quarantined: {error}"))),
-        };
-        let q = &self.hooks.inner.deliveries_queue;
-        if let Err(e) = self.hooks.store().settle(q, key, transition).await {
-            tracing::error!(key, error = %e, "could not quarantine a delivery");
-        }
-    }
-
-    async fn try_attempt(
-        &self,
-        item: Item,
-        sub: Option<&Subscription>,
-    ) -> Result<Option<Timestamp>> {
-        let store = self.hooks.store();
-        let inner = &self.hooks.inner;
-        let id = DeliveryId::new(&inner.nonce, item.key);
-        let event = item.metadata.get(M_EVENT).cloned().unwrap_or_default();
-        let url = match (sub, item.metadata.get(M_URL)) {
-            (Some(s), _) => s.url.clone(),
-            (None, Some(u)) => TargetUrl::parse(u).map_err(|e| Error::InvalidUrl {
-                url: u.clone(),
-                reason: e.to_string(),
-            })?,
-            (None, None) => {
-                return Err(StoreError::corrupted(format!("delivery {id} has no target")).into());
-            }
-        };
-        let started = store.now();
-        let headers = self.headers(&item, sub, &id, &event, started)?;
-        let number = attempts_made(&item.metadata) + 1;
-        let clock = std::time::Instant::now();
-        let result = self.client.post(&url, &headers, item.payload.clone()).await;
-        let elapsed = clock.elapsed();
-
-        let (status, error, response, retry_after) = match &result {
-            Ok(r) => (
-                Some(r.status),
-                (!(200..300).contains(&r.status)).then(|| format!("http_{}", r.status)),
-                String::from_utf8_lossy(&r.body_prefix[..r.body_prefix.len().min(RESPONSE_PREFIX)])
-                    .into_owned(),
-                r.retry_after,
-            ),
-            Err(e) => (
-                None,
-                Some(format!("{}: {e}", e.class())),
-                String::new(),
-                None,
-            ),
-        };
-        let kind = match &result {
-            Ok(r) if (200..300).contains(&r.status) => OutcomeKind::Delivered,
-            Ok(r) if r.status == 410 => OutcomeKind::Gone,
-            Ok(r) => {
-                // 429 and 5xx always; other 4xx and 3xx (redirects are not followed) by setting.
-                let retryable =
-                    r.status == 429 || r.status >= 500 || self.config.retry_client_errors;
-                self.next(retryable, number, &item, retry_after)
-            }
-            Err(e) => self.next(e.is_retryable(), number, &item, None),
-        };
-
-        let record = super::Attempt {
-            number,
-            at: started,
-            status,
-            error: error.clone(),
-            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            response,
-        };
-        let mv = settle(&item, &kind, record);
-        let transition = Transition {
-            expect: Expect {
-                phase: Some(Phase::IN_FLIGHT),
-                lease_owner: Some(self.config.owner.clone()),
-            },
-            action: Action::Move(mv),
-        };
-        // The outcome is durable before anyone hears of it.
-        ignore_lost_lease(
-            store
-                .settle(&inner.deliveries_queue, item.key, transition)
-                .await,
-        )?;
-        if kind == OutcomeKind::Gone
-            && let Some(s) = sub
-        {
-            self.hooks.unsubscribe(&s.id).await?;
-        }
-        let retry_at = match &kind {
-            OutcomeKind::Retrying { at } => Some(*at),
-            _ => None,
-        };
-        let outcome = DeliveryOutcome {
-            delivery_id: id,
-            subscription: sub.map(|s| s.id.clone()),
-            event,
-            attempt: number,
-            status,
-            error,
-            duration: elapsed,
-            kind,
-        };
-        tracing::debug!(delivery = %outcome.delivery_id, attempt = number, status = ?outcome.status, kind = ?outcome.kind, "delivery attempt");
-        self.hooks.announce(outcome);
-        Ok(retry_at)
-    }
-
-    fn next(
-        &self,
-        retryable: bool,
-        number: u32,
-        item: &Item,
-        retry_after: Option<Duration>,
-    ) -> OutcomeKind {
-        if !retryable {
-            return OutcomeKind::Dead;
-        }
-        let base: u32 = item
-            .metadata
-            .get(M_REPLAY_BASE)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        match self.config.schedule.next_delay(
-            number.saturating_sub(base),
-            retry_after,
-            random_unit(),
-        ) {
-            Some(delay) => OutcomeKind::Retrying {
-                at: self.hooks.store().now().saturating_add(delay),
-            },
-            None => OutcomeKind::Dead,
-        }
-    }
-
-    /// The request headers: content type, event name, the subscription's extra headers, the
-    /// request id (emit), and the signature headers of the scheme.
-    fn headers(
-        &self,
-        item: &Item,
-        sub: Option<&Subscription>,
-        id: &DeliveryId,
-        event: &str,
-        now: Timestamp,
-    ) -> Result<Vec<(String, String)>> {
-        let mut headers = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("x-hookspool-event".to_owned(), event.to_owned()),
-        ];
-        if let Some(r) = item.metadata.get(M_REQUEST_ID) {
-            headers.push(("x-request-id".to_owned(), r.clone()));
-        }
-        let (scheme, keys): (SignatureScheme, Vec<SigningKey>) = if let Some(s) = sub {
-            for (k, v) in &s.headers {
-                headers.push((k.to_ascii_lowercase(), v.clone()));
-            }
-            (s.scheme, s.signing_keys(now)?)
-        } else {
-            let Some(secret) = &self.hooks.inner.options.direct_secret else {
-                // Unsigned, but still with the id receivers deduplicate on.
-                headers.push(("webhook-id".to_owned(), id.to_string()));
-                headers.push((
-                    "webhook-timestamp".to_owned(),
-                    (now.as_millis() / 1000).to_string(),
-                ));
-                return Ok(headers);
-            };
-            let scheme = SignatureScheme::StandardWebhooks;
-            (scheme, vec![parse_key(scheme, secret.expose())?])
-        };
-        let refs: Vec<&SigningKey> = keys.iter().collect();
-        let input = SignInput {
-            delivery_id: id.as_str(),
-            event,
-            timestamp: now.as_millis() / 1000,
-            body: &item.payload,
-        };
-        // The id and the event name were checked when the delivery was made.
-        let signed = sign(scheme, &refs, &input).map_err(|e| Error::internal(e.to_string()))?;
-        headers.extend(signed.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        Ok(headers)
-    }
-}
-
-/// The move that records an attempt: the next phase, the attempt count and the attempt log
-/// in the metadata, and the error.
-fn settle(item: &Item, kind: &OutcomeKind, record: super::Attempt) -> Move {
-    let mut metadata = item.metadata.clone();
-    metadata.insert(M_ATTEMPTS.to_owned(), record.number.to_string());
-    metadata.insert(
-        format!("{M_ATTEMPT_PREFIX}{:04}", record.number),
-        serde_json::to_string(&record).unwrap_or_default(),
-    );
-    trim_attempts(&mut metadata);
-    let mv = match kind {
-        OutcomeKind::Delivered => Move::to(Phase::DONE),
-        OutcomeKind::Retrying { at } => Move::to(Phase::PENDING).not_before(*at),
-        OutcomeKind::Dead => Move::to(Phase::DEAD),
-        OutcomeKind::Gone => Move::to(phase(GONE)),
-        OutcomeKind::Cancelled => Move::to(phase(CANCELLED)),
-    };
-    let mut mv = mv.metadata(metadata);
-    // The error stays the last one recorded when this attempt has none. Passing it along
-    // (rather than leaving it unset, which keeps it too) spares a backend that keeps both
-    // on disk a read of the old ones (the journal's notes).
-    mv.error = record.error.or_else(|| item.last_error.clone());
-    mv
-}
-
-/// Why a delivery's record cannot be sent, ever: it names no subscription and no URL, or a
-/// URL that is not one. (A subscription that is gone is not this: such deliveries end as
-/// `gone`.)
-fn malformed(item: &Item, sub: Option<&Subscription>) -> Option<String> {
-    if sub.is_some() || sub_of(item).is_some() {
-        return None;
-    }
-    match item.metadata.get(M_URL) {
-        None => Some("the delivery record names no subscription and no URL".to_owned()),
-        Some(u) => TargetUrl::parse(u)
-            .err()
-            .map(|e| format!("the delivery record's URL {u:?} is not valid: {e}")),
-    }
-}
-
 fn sub_of(item: &Item) -> Option<&str> {
     item.metadata.get(M_SUBSCRIPTION).map(String::as_str)
 }
 
 fn phase(name: &str) -> Phase {
     Phase::new(name).unwrap_or(Phase::DEAD)
-}
-
-/// Keeps the attempt log within [`MAX_ATTEMPT_RECORDS`] entries (oldest dropped).
-fn trim_attempts(metadata: &mut BTreeMap<String, String>) {
-    let records: Vec<String> = metadata
-        .keys()
-        .filter(|k| k.starts_with(M_ATTEMPT_PREFIX))
-        .cloned()
-        .collect();
-    if records.len() > MAX_ATTEMPT_RECORDS {
-        for k in &records[..records.len() - MAX_ATTEMPT_RECORDS] {
-            metadata.remove(k);
-        }
-    }
 }
 
 /// A settle that finds the lease gone (it expired and the item was taken back) is not an
