@@ -19,7 +19,8 @@
 //! - **The delivery loop** ([`Deliverer`]): claims due deliveries, POSTs them signed through
 //!   an HTTP client that refuses private and loopback targets unless allowed
 //!   ([`NetworkPolicy`]), records each attempt with the next state in one atomic update
-//!   before announcing it ([`Hooks::results`]), retries on a [`RetrySchedule`] (honouring
+//!   before announcing it ([`Hooks::results`]; the outcomes of requests that finish together
+//!   share one `update_many`), retries on a [`RetrySchedule`] (honouring
 //!   `Retry-After` and `410 Gone`), and resumes after a crash exactly where it stopped.
 //! - **Deliveries** ([`Hooks::delivery`], `attempts`, `replay`, `replay_subscription`): the
 //!   attempt log of every delivery, and replay of dead ones.

@@ -13,4 +13,5 @@ mod net;
 mod postgres;
 mod quarantine;
 mod retention;
+mod settler;
 mod support;
