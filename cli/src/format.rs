@@ -300,13 +300,17 @@ mod tests {
         let mut config = QueueConfig::new(QueueId::new("q").unwrap())
             .with_ttl(std::time::Duration::from_mins(1))
             .with_metadata("team", "billing");
-        set_channel_secret(&mut config, Some(&Secret::new("whsec_topsecret"))).unwrap();
+        set_channel_secret(
+            &mut config,
+            Some(&Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+        )
+        .unwrap();
         let mut counts = PhaseCounts::default();
         counts.add(&Phase::PENDING, 2);
         counts.add(&Phase::new("review").unwrap(), 1);
         let queue = QueueInfo::new(&config, counts);
         let v = queue_json(&queue);
-        assert!(!v.to_string().contains("topsecret"));
+        assert!(!v.to_string().contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"));
         assert_eq!(v["has_secret"], true);
         assert_eq!(v["items"], 3);
         assert_eq!(v["ttl_ms"], 60_000);

@@ -129,7 +129,7 @@ async fn create_and_show_a_queue_with_masked_secret() {
     let store = Store::new(MemoryBackend::new());
     let out = cmd(
         &store,
-        "queue create orders --ttl 15m --secret whsec_hush --retention remove --meta team=billing",
+        "queue create orders --ttl 15m --secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw --retention remove --meta team=billing",
         PIPE,
     )
     .await
@@ -152,7 +152,10 @@ async fn create_and_show_a_queue_with_masked_secret() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(channel_secret(&stored).unwrap().expose(), "whsec_hush");
+    assert_eq!(
+        channel_secret(&stored).unwrap().expose(),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    );
 
     let e = cmd(&store, "queue create orders", PIPE).await.failure();
     assert!(
@@ -166,7 +169,7 @@ async fn update_changes_only_what_is_given() {
     let store = Store::new(MemoryBackend::new());
     cmd(
         &store,
-        "queue create q --ttl 1h --secret s --meta a=1 --meta b=2",
+        "queue create q --ttl 1h --secret whsec_YW5vdGhlci1zZWNyZXQta2V5LW9mLTMyLWJ5dGVzISE= --meta a=1 --meta b=2",
         PIPE,
     )
     .await
@@ -180,7 +183,10 @@ async fn update_changes_only_what_is_given() {
     .ok();
     let config = store.queue(&q()).await.unwrap().unwrap();
     assert_eq!(config.ttl, None);
-    assert_eq!(channel_secret(&config).unwrap().expose(), "s");
+    assert_eq!(
+        channel_secret(&config).unwrap().expose(),
+        "whsec_YW5vdGhlci1zZWNyZXQta2V5LW9mLTMyLWJ5dGVzISE="
+    );
     let shown = cmd(&store, "queue show q", PIPE).await.ok();
     assert!(shown.contains("metadata   b=2, c=3\n"), "{shown}");
     cmd(&store, "queue update q --no-secret", PIPE).await.ok();

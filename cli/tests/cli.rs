@@ -76,6 +76,25 @@ fn data_dir() -> (tempfile::TempDir, std::path::PathBuf) {
     (tmp, dir)
 }
 
+/// A channel secret that is not a Standard Webhooks one is refused offline too (every
+/// callback into the queue would be refused), naming what is wrong; nothing is created.
+#[test]
+fn a_queue_secret_that_is_not_whsec_is_refused() {
+    let (_tmp, dir) = data_dir();
+    for bad in ["whsec_x", "not base64!"] {
+        let err = fails(&dir, &["queue", "create", "orders", "--secret", bad], 1);
+        assert!(err.contains("Standard Webhooks secret"), "{bad}: {err}");
+        assert!(!err.contains(bad), "the secret is echoed: {err}");
+    }
+    ok(&dir, &["queue", "create", "orders"]);
+    let err = fails(
+        &dir,
+        &["queue", "update", "orders", "--secret", "whsec_x"],
+        1,
+    );
+    assert!(err.contains("Standard Webhooks secret"), "{err}");
+}
+
 #[test]
 fn create_push_count_fetch_and_dump_across_processes() {
     let (_tmp, dir) = data_dir();
@@ -83,7 +102,13 @@ fn create_push_count_fetch_and_dump_across_processes() {
         ok(
             &dir,
             &[
-                "queue", "create", "orders", "--ttl", "1d", "--secret", "whsec_x"
+                "queue",
+                "create",
+                "orders",
+                "--ttl",
+                "1d",
+                "--secret",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
             ]
         ),
         "created queue `orders`\n"

@@ -51,17 +51,22 @@ pub fn channel_secret(queue: &QueueConfig) -> Option<Secret> {
 
 /// Sets (or, with `None`, removes) a channel's signing secret on its queue's settings; store
 /// them with `Store::update_queue` or `create_queue`. Callbacks are verified with it as a
-/// Standard Webhooks (`whsec_`) secret: with anything else, every callback into the channel
-/// is refused as misconfigured.
+/// Standard Webhooks (`whsec_`) secret, so nothing else is taken.
 ///
 /// # Errors
-/// [`Error::InvalidSecret`] for an empty secret.
+/// [`Error::InvalidSecret`] for an empty secret, or one that is not a `whsec_` secret.
 pub fn set_channel_secret(queue: &mut QueueConfig, secret: Option<&Secret>) -> Result<()> {
     match secret {
         Some(s) if s.expose().is_empty() => Err(Error::InvalidSecret(
             "a channel's secret must not be empty".to_owned(),
         )),
         Some(s) => {
+            if let Err(e) = SigningKey::from_whsec(s.expose()) {
+                return Err(Error::InvalidSecret(format!(
+                    "a channel's secret must be a Standard Webhooks secret (`whsec_` and \
+                     base64): {e}"
+                )));
+            }
             queue
                 .metadata
                 .insert(CHANNEL_SECRET.to_owned(), s.expose().to_owned());

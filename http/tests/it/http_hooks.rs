@@ -886,21 +886,21 @@ async fn payloads_are_delivered_exactly_as_published() {
     assert_eq!(again.headers["idempotent-replayed"], "true");
 }
 
-/// A channel whose secret is not a whsec_ secret refuses every callback as misconfigured
-/// (500), storing nothing.
+/// A channel whose secret is not a whsec_ secret (`set_channel_secret` refuses one, but an
+/// older version stored what it was given) refuses every callback as misconfigured (500),
+/// storing nothing.
 #[tokio::test]
 async fn a_channel_whose_secret_cannot_verify_refuses_callbacks() {
     let api = start().await;
     let broken = QueueId::new("broken").unwrap();
-    api.store
-        .create_queue({
-            let mut q = QueueConfig::new(broken.clone());
-            hookspool_webhooks::set_channel_secret(&mut q, Some(&Secret::new("not-whsec")))
-                .unwrap();
-            q
-        })
-        .await
-        .unwrap();
+    let mut q = QueueConfig::new(broken.clone());
+    let refused = hookspool_webhooks::set_channel_secret(&mut q, Some(&Secret::new("not-whsec")));
+    assert!(refused.is_err(), "a secret that cannot verify is refused");
+    q.metadata.insert(
+        hookspool_webhooks::CHANNEL_SECRET.to_owned(),
+        "not-whsec".to_owned(),
+    );
+    api.store.create_queue(q).await.unwrap();
     let a = api
         .raw(Method::POST, "/callbacks/broken", "text/plain", "x")
         .await;
