@@ -581,6 +581,7 @@ impl Backend for JournalBackend {
             if !st.has_queue(queue) {
                 return Err(Error::QueueNotFound(queue.clone()));
             }
+            st.check_keys(queue, pushed.len())?;
             let (lsn, segment, offset) = inner.log.append(&body)?;
             let keys = st.push(
                 queue,

@@ -56,6 +56,17 @@ pub(crate) fn recover(dir: &Path, options: &JournalOptions) -> Result<Recovered>
             what: format!("journal checkpoint: its segment number {first} is out of range"),
         });
     }
+    // Records start after a segment's header: a start inside it is damage (found by the
+    // `journal_open` fuzz target: accepted, it opened once, and then the header read back as
+    // a record once the segment existed).
+    if start < SEGMENT_HEADER {
+        return Err(Error::Corrupted {
+            what: format!(
+                "journal checkpoint: it starts at offset {start} of segment {first}, inside the \
+                 segment's {SEGMENT_HEADER}-byte header"
+            ),
+        });
+    }
     let all = segments_on_disk(dir)?;
     let segments = replayed_segments(&all, first, start)?;
     let mut report = RecoveryReport::default();

@@ -616,6 +616,18 @@ impl State {
         true
     }
 
+    /// Refuses a push of `n` items to a queue whose keys would run out (its next key, as a
+    /// damaged or crafted store may hold, too close to `u64::MAX`): checked before the push's
+    /// record is written, so that no record the state cannot apply reaches the log.
+    pub(crate) fn check_keys(&self, queue: &QueueId, n: usize) -> Result<()> {
+        match self.queues.get(queue) {
+            Some(q) if q.next_key.checked_add(n as u64).is_none() => Err(Error::invalid(format!(
+                "queue `{queue}` has run out of keys"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Adds pushed items whose blobs are in segment `segment` at `base + blob.at`.
     pub(crate) fn push(
         &mut self,
@@ -625,6 +637,9 @@ impl State {
         segment: u32,
         base: u64,
     ) -> Result<Vec<Key>> {
+        // Replay applies logged pushes through here too: a log whose keys run out is refused,
+        // never wrapped around.
+        self.check_keys(queue, items.len())?;
         let q = queue_mut!(self, queue);
         let now = now.as_millis();
         let mut keys = Vec::with_capacity(items.len());
@@ -958,5 +973,42 @@ impl State {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
+mod tests {
+    use super::*;
+    use crate::record::BlobAt;
+
+    /// Found by the `journal_open` fuzz target: a checkpoint whose queue's next key is
+    /// `u64::MAX`, then a push, overflowed the key (a panic with overflow checks, keys wrapping
+    /// around without). A push that would run out of keys is now refused, whole, and changes
+    /// nothing.
+    #[test]
+    fn a_push_past_the_last_key_is_refused_and_changes_nothing() {
+        let mut st = State::default();
+        let id = QueueId::new("q").unwrap();
+        st.create_queue(QueueConfig::new(id.clone())).unwrap();
+        st.queues.get_mut(&id).unwrap().next_key = u64::MAX - 2;
+        let item = PushedItem {
+            not_before: None,
+            blob: BlobAt { at: 0, len: 4 },
+        };
+        let now = Timestamp(1_000);
+        assert_eq!(
+            st.push(&id, &[item], now, 1, 0).unwrap(),
+            [u64::MAX - 2],
+            "the last keys are handed out"
+        );
+        for n in [2, 3] {
+            assert!(st.check_keys(&id, n).is_err());
+            let err = st.push(&id, &vec![item; n], now, 1, 0).unwrap_err();
+            assert!(err.to_string().contains("run out of keys"), "{err}");
+        }
+        assert_eq!(st.queues[&id].next_key, u64::MAX - 1, "nothing was taken");
+        assert_eq!(st.push(&id, &[item], now, 1, 0).unwrap(), [u64::MAX - 1]);
+        assert!(st.check_keys(&id, 1).is_err(), "u64::MAX is never a key");
     }
 }

@@ -69,3 +69,23 @@ fn a_checkpoint_claiming_a_huge_string_is_corrupted() {
     write_segment(tmp.path(), 1);
     assert_corrupted(tmp.path());
 }
+
+/// A checkpoint that starts inside its segment's 16-byte header, its segment not there yet:
+/// the first open took it (nothing to replay) and created the segment, and the next open
+/// read the segment's header as a record and refused the store. Now the first open refuses
+/// it, with what is wrong, whether the segment is there or not.
+#[test]
+fn a_checkpoint_starting_inside_a_segment_header_is_corrupted() {
+    for with_segment in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        write_checkpoint(tmp.path(), 2, 0, 0, &[]);
+        if with_segment {
+            write_segment(tmp.path(), 2);
+        }
+        match JournalBackend::open(tmp.path()) {
+            Err(Error::Corrupted { what }) => assert!(what.contains("header"), "{what}"),
+            Err(e) => panic!("expected Corrupted, got {e}"),
+            Ok(_) => panic!("a checkpoint starting at offset 0 opened"),
+        }
+    }
+}
