@@ -284,6 +284,14 @@ pub(crate) fn decode(input: impl Read) -> Result<((u64, u64), State)> {
 fn read_queue(state: &mut State, r: &mut impl Read, buf: &mut Vec<u8>) -> Result<Queue> {
     let ConfigRecord(config) = decode_bytes(r, buf)?;
     let next_key = read_u64(r)?;
+    if next_key == 0 {
+        // Keys start at 1 (found by `journal_open`: a queue restored with 0 handed out key 0,
+        // which the next checkpoint, rightly, could not read back).
+        return Err(corrupt(format!(
+            "queue `{}`: its next key is 0 (keys start at 1)",
+            config.id
+        )));
+    }
     let tail_created = read_u64(r)?;
     let phases = decode_bytes(r, buf)?;
     let mut q = Queue::restore(QueueHead {
@@ -463,6 +471,34 @@ fn to_bytes<T: serde::Serialize>(value: &T) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A queue whose next key is 0 is damage (found by `journal_open`: restored, it handed
+    /// out key 0, and the checkpoint written next could not be read back).
+    #[test]
+    fn a_queue_whose_next_key_is_zero_is_corrupted() {
+        let mut state = State::default();
+        state
+            .create_queue(hookspool::QueueConfig::new(
+                hookspool::QueueId::new("events").unwrap(),
+            ))
+            .unwrap();
+        let mut bytes = Vec::new();
+        encode(&state, 1, 16, &mut bytes).unwrap();
+        assert!(decode(&bytes[..]).is_ok(), "as written, it reads back");
+        // magic, segment, offset, queue count; then the settings block; then the next key.
+        let at = 28;
+        let settings = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let next_key = at + 4 + settings;
+        assert_eq!(bytes[next_key..next_key + 8], 1u64.to_le_bytes());
+        bytes[next_key..next_key + 8].copy_from_slice(&0u64.to_le_bytes());
+        let end = bytes.len() - 4;
+        let crc = crc32fast::hash(&bytes[CHECKPOINT_MAGIC.len()..end]);
+        bytes[end..].copy_from_slice(&crc.to_le_bytes());
+        match decode(&bytes[..]) {
+            Err(Error::Corrupted { what }) => assert!(what.contains("next key is 0"), "{what}"),
+            other => panic!("expected Corrupted, got {:?}", other.map(|(at, _)| at)),
+        }
+    }
 
     /// A key delta that overflows the key is damage, not a panic (found by the
     /// `journal_checkpoint` fuzz target: overflow checks are on in its builds).
