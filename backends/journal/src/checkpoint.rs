@@ -21,7 +21,7 @@ use hookspool::{Error, Key, Lease, Result};
 use crate::Faults;
 use crate::IoOp;
 use crate::log::{io_error, sync_dir};
-use crate::record::{ConfigRecord, decode_config};
+use crate::record::{ConfigRecord, MIN_BLOB, decode_config};
 use crate::slots::{HAS_ERROR, HAS_LEASE, HAS_META, HAS_NOTE, Slot};
 use crate::state::{Extras, IN_FLIGHT, Queue, QueueHead, Side, State};
 
@@ -379,6 +379,16 @@ fn decode_slot(c: &mut VarCursor<'_>, prev: (Key, Slot)) -> Result<(Key, Slot)> 
     s.segment = narrow(unzigzag(u64::from(prev.1.segment), c.next()?))?;
     s.offset = narrow(unzigzag(u64::from(prev.1.offset), c.next()?))?;
     s.len = narrow(c.next()?)?;
+    // Every blob starts with its checksum and its metadata's length (`record::put_blob`).
+    // A shorter one is damage, and must not count as an item in a segment that holds no
+    // bytes of it (found by `journal_open`: such a slot, pointing at a segment that was not
+    // there, opened once and then not again).
+    if s.len < MIN_BLOB {
+        return Err(corrupt(format!(
+            "item {key}'s data is {} bytes, shorter than any item's",
+            s.len
+        )));
+    }
     s.phase = u16::try_from(c.next()?).map_err(corrupt)?;
     s.flags = u8::try_from(c.next()?).map_err(corrupt)?;
     s.attempts = narrow(c.next()?)?;
@@ -497,6 +507,23 @@ mod tests {
         match decode(&bytes[..]) {
             Err(Error::Corrupted { what }) => assert!(what.contains("next key is 0"), "{what}"),
             other => panic!("expected Corrupted, got {:?}", other.map(|(at, _)| at)),
+        }
+    }
+
+    /// A slot whose data is shorter than a blob's header is damage (found by `journal_open`).
+    #[test]
+    fn a_slot_shorter_than_a_blob_is_corrupted() {
+        for (len, ok) in [(0, false), (7, false), (8, true)] {
+            let mut block = Vec::new();
+            for n in [1, 0, 0, len, 0, 0, 0, 0, 0, 0] {
+                put_var(&mut block, n);
+            }
+            let mut c = VarCursor {
+                buf: &block,
+                pos: 0,
+            };
+            let decoded = decode_slot(&mut c, (0, Slot::new(0)));
+            assert_eq!(decoded.is_ok(), ok, "a slot of {len} bytes");
         }
     }
 

@@ -271,6 +271,10 @@ fn put_queue(out: &mut Vec<u8>, queue: &QueueId) {
 }
 
 /// Appends a blob: `[crc][meta len][meta][payload]`.
+/// The shortest item blob [`put_blob`] writes: its checksum and its metadata's length, with
+/// no metadata and no payload. Anything shorter is damage.
+pub(crate) const MIN_BLOB: u32 = 8;
+
 pub(crate) fn put_blob(
     out: &mut Vec<u8>,
     metadata: &BTreeMap<String, String>,
@@ -463,6 +467,20 @@ impl<'a> Cursor<'a> {
         QueueId::new(name)
     }
 
+    /// An item's blob: at least [`MIN_BLOB`] bytes long.
+    fn item_blob(&mut self) -> Result<BlobAt> {
+        let blob = self.blob()?;
+        if blob.len < MIN_BLOB {
+            return Err(Error::Corrupted {
+                what: format!(
+                    "a journal record holds an item's data of {} bytes, shorter than any item's",
+                    blob.len
+                ),
+            });
+        }
+        Ok(blob)
+    }
+
     fn blob(&mut self) -> Result<BlobAt> {
         let len = self.u32()?;
         let at = u32::try_from(self.pos).map_err(|_| too_large("a record"))?;
@@ -582,7 +600,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Body> {
                 };
                 items.push(PushedItem {
                     not_before,
-                    blob: c.blob()?,
+                    blob: c.item_blob()?,
                 });
             }
             Ok(Body::Push { queue, now, items })
@@ -599,7 +617,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Body> {
                     key,
                     from_segment,
                     from_offset,
-                    blob: c.blob()?,
+                    blob: c.item_blob()?,
                 });
             }
             Ok(Body::Relocate { queue, items })
