@@ -89,3 +89,29 @@ fn a_checkpoint_starting_inside_a_segment_header_is_corrupted() {
         }
     }
 }
+
+/// A checkpoint that starts at offset 1,256 of segment 2, whose file holds a single byte: the
+/// empty-last-segment rule (a header that never made it) removed the file and appended
+/// from offset 16 of a new segment 2, behind the checkpoint's position, so the next open
+/// skipped every record written in between (found by `journal_open`: the quarantine of
+/// items whose data was gone came back as another one). A segment the checkpoint points
+/// past the header of must hold that much.
+#[test]
+fn a_checkpoint_start_in_a_segment_without_its_header_is_corrupted() {
+    for segment in [&[0u8][..], &[0; 16], &[]] {
+        let tmp = tempfile::tempdir().unwrap();
+        write_checkpoint(tmp.path(), 2, 1256, 0, &[]);
+        std::fs::write(tmp.path().join("journal-0000000002.log"), segment).unwrap();
+        assert_corrupted(tmp.path());
+    }
+}
+
+/// The rule itself still holds where the checkpoint starts right after the header: an
+/// empty last segment whose header never made it is removed and created again.
+#[test]
+fn an_empty_segment_at_the_checkpoint_start_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_checkpoint(tmp.path(), 2, 16, 0, &[]);
+    std::fs::write(tmp.path().join("journal-0000000002.log"), [0u8; 16]).unwrap();
+    JournalBackend::open(tmp.path()).unwrap();
+}
