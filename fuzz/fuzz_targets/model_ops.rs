@@ -185,6 +185,12 @@ enum FuzzOp {
         ms: Millis,
     },
     Reopen,
+    Prune {
+        queue: u8,
+        phase: u8,
+        age_ms: Millis,
+        limit: u8,
+    },
 }
 
 impl FuzzOp {
@@ -289,6 +295,17 @@ impl FuzzOp {
             FuzzOp::Advance { ms } => Op::Advance { ms: ms.get() },
             FuzzOp::Rewind { ms } => Op::Rewind { ms: ms.get() },
             FuzzOp::Reopen => Op::Reopen,
+            FuzzOp::Prune {
+                queue,
+                phase,
+                age_ms,
+                limit,
+            } => Op::Prune {
+                queue,
+                phase,
+                age_ms: age_ms.get(),
+                limit,
+            },
         }
     }
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 use hookspool::{
-    Action, Backend, Capabilities, Claim, Error, Item, Key, NewItem, PhaseCounts, QueueConfig,
-    QueueId, Result, Selector, SweepReport, Timestamp, Transition, apply_move, check_expect,
+    Action, Backend, Capabilities, Claim, Error, Item, Key, NewItem, Phase, PhaseCounts,
+    QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition, apply_move,
+    check_expect,
 };
 use tokio::sync::broadcast;
 use tokio_postgres::types::{Json, ToSql};
@@ -659,6 +660,29 @@ impl Backend for PostgresBackend {
                 expired: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
             })
         })
+    }
+
+    async fn prune(
+        &self,
+        queue: &QueueId,
+        phase: &Phase,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = &self.inner.sql;
+        let removed = run!(self, Some(queue), conn, {
+            let stmt = conn.prepare_cached(&sql.prune).await?;
+            let row = conn
+                .query_one(
+                    &stmt,
+                    &[&queue.as_str(), &phase.as_str(), &ms(before), &limit],
+                )
+                .await?;
+            row.get::<_, Option<i64>>(0)
+                .ok_or_else(|| Failure::Engine(Error::QueueNotFound(queue.clone())))
+        })?;
+        Ok(u64::try_from(removed).unwrap_or(0))
     }
 
     async fn once<F, Fut, E>(

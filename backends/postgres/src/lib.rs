@@ -17,7 +17,9 @@
 //!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
 //!   `DELETE` (plus the counter update, sent with them); `fetch`/`pop`/`dump` page by key;
 //!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,
-//!   and the old rows are deleted in batches in the background. Durable on return: committed with `synchronous_commit = on`.
+//!   and the old rows are deleted in batches in the background; `prune` (retention) one
+//!   `DELETE` over the `(gen, phase, key)` index, reading no payload. Durable on return:
+//!   committed with `synchronous_commit = on`.
 //! - **Counts** come from sharded counter rows (one per session shard, queue generation and
 //!   phase), written by each statement that changes phases in its own transaction and
 //!   summed on read: O(1) in the queue's size, and no single hot row for every writer to

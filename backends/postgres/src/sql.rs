@@ -24,6 +24,7 @@ pub(crate) struct Sql {
     pub(crate) reset: String,
     pub(crate) claim: String,
     pub(crate) sweep: String,
+    pub(crate) prune: String,
     pub(crate) lock_items: String,
     pub(crate) lock_states: String,
     pub(crate) write_items: String,
@@ -120,6 +121,32 @@ const UNCOUNT: &str = ", uncounted AS (INSERT INTO {schema}.counts AS c (gen, ph
      SELECT gen, phase, {schema}.shard(), -count(*) FROM gone GROUP BY gen, phase \
      ORDER BY gen, phase ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n)";
 
+/// Retention's step, in one statement: removes the items of queue `$1` in phase `$2` that
+/// got there at `$3` or earlier, taking the phase's first `$4` in key order and stopping at
+/// the first younger one (as `Backend::prune` says). It walks the `items_by_phase` index
+/// and reads no payload. Rows another session holds are skipped, and the phase is checked
+/// again as each row is locked, so an item moved out of the phase meanwhile stays. Returns
+/// how many it removed, or NULL for a missing queue.
+const PRUNE: &str = "\
+WITH q AS (
+    SELECT gen FROM {schema}.queues WHERE id = $1
+), head AS (
+    SELECT i.key, i.updated_at FROM {schema}.items i, q
+    WHERE i.gen = q.gen AND i.phase = $2 ORDER BY i.key LIMIT $4
+), old AS (
+    SELECT key FROM head
+    WHERE key < coalesce((SELECT min(key) FROM head WHERE updated_at > $3), 9223372036854775807)
+), doomed AS (
+    SELECT i.key FROM {schema}.items i, q, old
+    WHERE i.gen = q.gen AND i.key = old.key AND i.phase = $2
+    FOR UPDATE OF i SKIP LOCKED
+), gone AS (
+    DELETE FROM {schema}.items i USING q, doomed
+    WHERE i.gen = q.gen AND i.key = doomed.key AND i.phase = $2
+    RETURNING i.gen, i.phase
+){uncount}
+SELECT CASE WHEN EXISTS (SELECT 1 FROM q) THEN (SELECT count(*) FROM gone) END";
+
 /// The generation of queue `$1`, as a subquery.
 const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 
@@ -177,6 +204,7 @@ impl Sql {
                 "SELECT {ITEM_COLUMNS} FROM {{schema}}.claim($1, $2, $3, $4, $5)"
             )),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
+            prune: r(&PRUNE.replace("{uncount}", UNCOUNT)),
             lock_items: r(&format!(
                 "SELECT {ITEM_COLUMNS}, gen FROM {{schema}}.items \
                  WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"
