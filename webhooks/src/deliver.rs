@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{CANCELLED, Hooks, M_EVENT, M_SUBSCRIPTION, attempts_made};
 use crate::net::{DeliveryClient, HttpConfig};
 use crate::retry::RetrySchedule;
-use crate::subscription::Subscription;
+use crate::subscription::Registered;
 use attempt::Attempter;
 
 /// Most attempt records kept in a delivery's log (the oldest are dropped beyond this).
@@ -357,13 +357,13 @@ impl<B: Backend> Loop<B> {
                             Err(e) => return Err(e.into()),
                         }
                     } else if item.not_before > now
-                        && let Some(sub) = sub_of(&item).and_then(|s| self.hooks().subscription(s))
-                        && sub.strict_fifo
+                        && let Some(r) = sub_of(&item).and_then(|s| self.hooks().registered(s))
+                        && r.sub.strict_fifo
                         && attempts_made(&item.metadata) > 0
                     {
                         let entry = self
                             .blocked
-                            .entry(sub.id.clone())
+                            .entry(r.sub.id.clone())
                             .or_insert((item.key, item.not_before));
                         if item.key < entry.0 {
                             *entry = (item.key, item.not_before);
@@ -425,7 +425,7 @@ impl<B: Backend> Loop<B> {
             self.spawn(item, None);
             return Ok(());
         };
-        let Some(sub) = self.hooks().subscription(&sub_id) else {
+        let Some(registered) = self.hooks().registered(&sub_id) else {
             self.settle_unsent(
                 item,
                 Move::to(phase(CANCELLED)).error("subscription removed"),
@@ -434,6 +434,7 @@ impl<B: Backend> Loop<B> {
             .await?;
             return Ok(());
         };
+        let sub = &registered.sub;
         if !sub.enabled {
             let at = self.hooks().store().now().saturating_add(DISABLED_RECHECK);
             self.release(item, Some(at)).await?;
@@ -480,7 +481,7 @@ impl<B: Backend> Loop<B> {
                     queue.pop_front()
                 };
                 let Some(item) = next else { break };
-                let sub = self.hooks().subscription(&id);
+                let sub = self.hooks().registered(&id);
                 self.spawn(item, sub);
             }
             if self.waiting.get(&id).is_some_and(VecDeque::is_empty) {
@@ -490,7 +491,7 @@ impl<B: Backend> Loop<B> {
     }
 
     fn limit_of(&self, sub_id: &str) -> usize {
-        match self.hooks().subscription(sub_id) {
+        match self.hooks().registered(sub_id).as_deref().map(|r| &r.sub) {
             Some(s) if s.strict_fifo => 1,
             Some(s) => s
                 .max_in_flight
@@ -499,13 +500,13 @@ impl<B: Backend> Loop<B> {
         }
     }
 
-    fn spawn(&mut self, item: Item, sub: Option<Subscription>) {
+    fn spawn(&mut self, item: Item, sub: Option<std::sync::Arc<Registered>>) {
         let Some(settles) = self.settles.clone() else {
             // Only while stopping, when nothing is spawned.
             return;
         };
-        if let Some(s) = &sub {
-            *self.running.entry(s.id.clone()).or_insert(0) += 1;
+        if let Some(r) = &sub {
+            *self.running.entry(r.sub.id.clone()).or_insert(0) += 1;
         }
         let ctx = Attempter {
             hooks: self.hooks().clone(),
@@ -514,7 +515,7 @@ impl<B: Backend> Loop<B> {
             settles,
         };
         let key = item.key;
-        let sub_id = sub.as_ref().map(|s| s.id.clone());
+        let sub_id = sub.as_ref().map(|r| r.sub.id.clone());
         let handle = self
             .tasks
             .spawn(async move { ctx.attempt(item, sub).await });

@@ -205,8 +205,8 @@ impl<B: Backend> Hooks<B> {
         let targets: Vec<String> = self
             .read_subs()
             .values()
-            .filter(|(_, s)| s.wants(event, owner))
-            .map(|(_, s)| s.id.clone())
+            .filter(|r| r.sub.wants(event, owner))
+            .map(|r| r.sub.id.clone())
             .collect();
         let items = targets
             .into_iter()

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::{Mutex, Notify, broadcast};
 
 use hookspool::{
-    Action, Backend, DUMP_PAGE, Expect, Item, Key, Move, Page, Phase, QueueConfig, QueueId, Retain,
+    Action, Backend, DUMP_PAGE, Expect, Item, Move, Page, Phase, QueueConfig, QueueId, Retain,
     Store, Transition,
 };
 
@@ -26,7 +26,7 @@ use crate::idempotency::{DEFAULT_IDEMPOTENCY_TTL, Idempotency};
 use crate::inbound;
 use crate::secret::Secret;
 use crate::stats::{self, DeliveryStatsSnapshot};
-use crate::subscription::{DEFAULT_ROTATION_GRACE, Subscription, from_item, parse_key};
+use crate::subscription::{DEFAULT_ROTATION_GRACE, Registered, from_item, parse_key};
 
 /// The queue that holds subscriptions (one item each).
 pub const SUBSCRIPTIONS_QUEUE: &str = "hookspool.subscriptions";
@@ -120,7 +120,7 @@ pub(crate) struct Inner<B: Backend> {
     /// Makes delivery ids unique across re-creations of the deliveries queue.
     pub(crate) nonce: String,
     /// Subscriptions by id, with their item keys. Never held across an `.await`.
-    pub(crate) subs: RwLock<BTreeMap<String, (Key, Subscription)>>,
+    pub(crate) subs: RwLock<BTreeMap<String, Arc<Registered>>>,
     /// Serializes registry changes (check-then-write), so `subscribe` is idempotent.
     pub(crate) registry_write: Mutex<()>,
     /// Wakes the delivery loop when something is fired or replayed.
@@ -230,7 +230,7 @@ impl<B: Backend> Hooks<B> {
 pub(crate) async fn load_subs<B: Backend>(
     store: &Store<B>,
     subs_queue: &QueueId,
-) -> Result<BTreeMap<String, (Key, Subscription)>> {
+) -> Result<BTreeMap<String, Arc<Registered>>> {
     let mut subs = BTreeMap::new();
     let mut after = None;
     loop {
@@ -245,7 +245,7 @@ pub(crate) async fn load_subs<B: Backend>(
             }
             match from_item(item) {
                 Ok(sub) => {
-                    subs.insert(sub.id.clone(), (item.key, sub));
+                    subs.insert(sub.id.clone(), Registered::new(item.key, sub));
                 }
                 Err(e) => quarantine_record(store, subs_queue, item, &e).await?,
             }

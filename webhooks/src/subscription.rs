@@ -327,6 +327,55 @@ pub struct SubscriptionUpdate {
     pub strict_fifo: Option<bool>,
 }
 
+/// A subscription as the registry holds it: its item key in the subscriptions queue, and
+/// its signing keys derived once, when it was registered, rather than from the `whsec_`
+/// text on every request. Shared (`Arc`) with the delivery loop's requests, which thus
+/// never copy a subscription.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    /// The item that stores it.
+    pub(crate) key: hookspool::Key,
+    pub(crate) sub: Subscription,
+    /// The key of `secret`, and of `previous_secret` with the end of its grace period;
+    /// `None` if a stored secret does not parse (signing then says why).
+    keys: Option<(SigningKey, Option<(SigningKey, Timestamp)>)>,
+}
+
+impl Registered {
+    pub(crate) fn new(key: hookspool::Key, sub: Subscription) -> std::sync::Arc<Self> {
+        let current = parse_key(sub.scheme, sub.secret.expose()).ok();
+        let previous = match &sub.previous_secret {
+            None => Some(None),
+            Some((old, until)) => parse_key(sub.scheme, old.expose())
+                .ok()
+                .map(|k| Some((k, *until))),
+        };
+        let keys = current.zip(previous);
+        std::sync::Arc::new(Registered { key, sub, keys })
+    }
+
+    /// The keys to sign with at `now`, as [`Subscription::signing_keys`] gives them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSecret`] if a stored secret does not parse.
+    pub(crate) fn signing_keys(&self, now: Timestamp) -> Result<Vec<&SigningKey>> {
+        let Some((current, previous)) = &self.keys else {
+            // Says which secret and why.
+            self.sub.signing_keys(now)?;
+            return Err(Error::InvalidSecret(
+                "a stored secret does not parse".into(),
+            ));
+        };
+        let mut keys = vec![current];
+        if let Some((old, until)) = previous
+            && now < *until
+        {
+            keys.push(old);
+        }
+        Ok(keys)
+    }
+}
+
 /// Parses a secret for a scheme, mapping the error to [`Error::InvalidSecret`].
 pub(crate) fn parse_key(scheme: SignatureScheme, secret: &str) -> Result<SigningKey> {
     SigningKey::for_scheme(scheme, secret).map_err(|e| Error::InvalidSecret(e.to_string()))

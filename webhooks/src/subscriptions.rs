@@ -3,8 +3,9 @@
 //! (one item each) and, for matching at fire time, in memory.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use hookspool::{Action, Backend, Expect, Key, Move, NewItem, Transition};
+use hookspool::{Action, Backend, Expect, Move, NewItem, Transition};
 
 use crate::error::{Error, Result};
 
@@ -26,8 +27,8 @@ use crate::hooks::{Hooks, random_hex};
 use crate::net::TargetUrl;
 use crate::secret::Secret;
 use crate::subscription::{
-    EventPattern, SubscribeOptions, Subscription, SubscriptionUpdate, check_headers, check_id,
-    generate_secret, parse_key, phase_of, to_metadata,
+    EventPattern, Registered, SubscribeOptions, Subscription, SubscriptionUpdate, check_headers,
+    check_id, generate_secret, parse_key, phase_of, to_metadata,
 };
 
 impl<B: Backend> Hooks<B> {
@@ -68,7 +69,8 @@ impl<B: Backend> Hooks<B> {
             self.reload_subs().await?;
         }
         let find = |hooks: &Self| {
-            hooks.read_subs().values().find_map(|(_, s)| {
+            hooks.read_subs().values().find_map(|r| {
+                let s = &r.sub;
                 (s.url == url && s.owner == options.owner && s.events == [pattern.clone()])
                     .then(|| s.clone())
             })
@@ -278,7 +280,8 @@ impl<B: Backend> Hooks<B> {
         store
             .settle(&self.inner.subs_queue, key, transition)
             .await?;
-        self.write_subs().insert(sub.id.clone(), (key, sub.clone()));
+        self.write_subs()
+            .insert(sub.id.clone(), Registered::new(key, sub.clone()));
         Ok(sub)
     }
 
@@ -290,7 +293,7 @@ impl<B: Backend> Hooks<B> {
     }
 
     pub(crate) async fn remove_subscription(&self, id: &str) -> Result<bool> {
-        let Some(key) = self.read_subs().get(id).map(|(k, _)| *k) else {
+        let Some(key) = self.read_subs().get(id).map(|r| r.key) else {
             return Ok(false);
         };
         self.inner.store.delete(&self.inner.subs_queue, key).await?;
@@ -306,8 +309,8 @@ impl<B: Backend> Hooks<B> {
         let ids: Vec<String> = self
             .read_subs()
             .values()
-            .filter(|(_, s)| s.url == url)
-            .map(|(_, s)| s.id.clone())
+            .filter(|r| r.sub.url == url)
+            .map(|r| r.sub.id.clone())
             .collect();
         for id in &ids {
             self.remove_subscription(id).await?;
@@ -317,12 +320,18 @@ impl<B: Backend> Hooks<B> {
 
     /// Every subscription, ordered by id.
     pub fn subscriptions(&self) -> Vec<Subscription> {
-        self.read_subs().values().map(|(_, s)| s.clone()).collect()
+        self.read_subs().values().map(|r| r.sub.clone()).collect()
     }
 
     /// One subscription.
     pub fn subscription(&self, id: &str) -> Option<Subscription> {
-        self.read_subs().get(id).map(|(_, s)| s.clone())
+        self.read_subs().get(id).map(|r| r.sub.clone())
+    }
+
+    /// One subscription as the registry holds it, shared rather than copied (the delivery
+    /// loop's view).
+    pub(crate) fn registered(&self, id: &str) -> Option<Arc<Registered>> {
+        self.read_subs().get(id).cloned()
     }
 
     /// Changes a subscription.
@@ -407,7 +416,7 @@ impl<B: Backend> Hooks<B> {
         let key = self
             .read_subs()
             .get(&sub.id)
-            .map(|(k, _)| *k)
+            .map(|r| r.key)
             .ok_or_else(|| Error::SubscriptionNotFound(sub.id.clone()))?;
         let action = Move::to(phase_of(&sub)).metadata(to_metadata(&sub));
         let transition = Transition {
@@ -419,7 +428,8 @@ impl<B: Backend> Hooks<B> {
             .store
             .settle(&self.inner.subs_queue, key, transition)
             .await?;
-        self.write_subs().insert(sub.id.clone(), (key, sub.clone()));
+        self.write_subs()
+            .insert(sub.id.clone(), Registered::new(key, sub.clone()));
         if sub.enabled {
             self.inner.wake.notify_one();
         }
@@ -433,7 +443,7 @@ impl<B: Backend> Hooks<B> {
 
     pub(crate) fn read_subs(
         &self,
-    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, (Key, Subscription)>> {
+    ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Registered>>> {
         self.inner
             .subs
             .read()
@@ -442,7 +452,7 @@ impl<B: Backend> Hooks<B> {
 
     pub(crate) fn write_subs(
         &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, (Key, Subscription)>> {
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Registered>>> {
         self.inner
             .subs
             .write()

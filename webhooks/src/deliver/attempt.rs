@@ -1,7 +1,9 @@
 //! One attempt of one delivery, as a request task runs it: the signed POST, the outcome it
 //! leads to (with the attempt added to the delivery's log), handed to the settler.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hookspool::{
@@ -21,7 +23,7 @@ use crate::hooks::{
 };
 use crate::net::{DeliveryClient, TargetUrl};
 use crate::signing::{SignInput, SignatureScheme, SigningKey, sign};
-use crate::subscription::{Subscription, parse_key};
+use crate::subscription::{Registered, Subscription, parse_key};
 
 /// Runs one attempt of one delivery; shared by the request tasks.
 pub(super) struct Attempter<B: Backend> {
@@ -33,11 +35,12 @@ pub(super) struct Attempter<B: Backend> {
 }
 
 impl<B: Backend> Attempter<B> {
-    pub(super) async fn attempt(self, item: Item, sub: Option<Subscription>) -> Done {
+    pub(super) async fn attempt(self, item: Item, registered: Option<Arc<Registered>>) -> Done {
         let key = item.key;
-        let subscription = sub.as_ref().map(|s| s.id.clone());
-        let fifo = sub.as_ref().is_some_and(|s| s.strict_fifo);
-        if let Some(why) = malformed(&item, sub.as_ref()) {
+        let sub = registered.as_deref();
+        let subscription = sub.map(|r| r.sub.id.clone());
+        let fifo = sub.is_some_and(|r| r.sub.strict_fifo);
+        if let Some(why) = malformed(&item, sub.map(|r| &r.sub)) {
             // Trying again cannot help, and it must not hold up the others.
             self.quarantine(key, &why).await;
             return Done {
@@ -47,7 +50,7 @@ impl<B: Backend> Attempter<B> {
                 fifo,
             };
         }
-        let retry_at = match self.try_attempt(item, sub.as_ref()).await {
+        let retry_at = match self.try_attempt(item, sub).await {
             Ok(at) => at,
             Err(e) => {
                 // Not sent: the lease runs out and the delivery is tried again.
@@ -83,24 +86,25 @@ impl<B: Backend> Attempter<B> {
     async fn try_attempt(
         &self,
         mut item: Item,
-        sub: Option<&Subscription>,
+        registered: Option<&Registered>,
     ) -> Result<Option<Timestamp>> {
+        let sub = registered.map(|r| &r.sub);
         let store = self.hooks.store();
         let inner = &self.hooks.inner;
         let id = DeliveryId::new(&inner.nonce, item.key);
         let event = item.metadata.get(M_EVENT).cloned().unwrap_or_default();
         let url = match (sub, item.metadata.get(M_URL)) {
-            (Some(s), _) => s.url.clone(),
-            (None, Some(u)) => TargetUrl::parse(u).map_err(|e| Error::InvalidUrl {
+            (Some(s), _) => Cow::Borrowed(&s.url),
+            (None, Some(u)) => Cow::Owned(TargetUrl::parse(u).map_err(|e| Error::InvalidUrl {
                 url: u.clone(),
                 reason: e.to_string(),
-            })?,
+            })?),
             (None, None) => {
                 return Err(StoreError::corrupted(format!("delivery {id} has no target")).into());
             }
         };
         let started = store.now();
-        let headers = self.headers(&item, sub, &id, &event, started)?;
+        let headers = self.headers(&item, registered, &id, &event, started)?;
         let number = attempts_made(&item.metadata) + 1;
         let clock = std::time::Instant::now();
         // Signed: the body is not needed again (the outcome keeps the metadata only).
@@ -223,7 +227,7 @@ impl<B: Backend> Attempter<B> {
     fn headers(
         &self,
         item: &Item,
-        sub: Option<&Subscription>,
+        registered: Option<&Registered>,
         id: &DeliveryId,
         event: &str,
         now: Timestamp,
@@ -235,11 +239,12 @@ impl<B: Backend> Attempter<B> {
         if let Some(r) = item.metadata.get(M_REQUEST_ID) {
             headers.push(("x-request-id".to_owned(), r.clone()));
         }
-        let (scheme, keys): (SignatureScheme, Vec<SigningKey>) = if let Some(s) = sub {
-            for (k, v) in &s.headers {
+        let direct;
+        let (scheme, keys): (SignatureScheme, Vec<&SigningKey>) = if let Some(r) = registered {
+            for (k, v) in &r.sub.headers {
                 headers.push((k.to_ascii_lowercase(), v.clone()));
             }
-            (s.scheme, s.signing_keys(now)?)
+            (r.sub.scheme, r.signing_keys(now)?)
         } else {
             let Some(secret) = &self.hooks.inner.options.direct_secret else {
                 // Unsigned, but still with the id receivers deduplicate on.
@@ -251,9 +256,9 @@ impl<B: Backend> Attempter<B> {
                 return Ok(headers);
             };
             let scheme = SignatureScheme::StandardWebhooks;
-            (scheme, vec![parse_key(scheme, secret.expose())?])
+            direct = parse_key(scheme, secret.expose())?;
+            (scheme, vec![&direct])
         };
-        let refs: Vec<&SigningKey> = keys.iter().collect();
         let input = SignInput {
             delivery_id: id.as_str(),
             event,
@@ -261,7 +266,7 @@ impl<B: Backend> Attempter<B> {
             body: &item.payload,
         };
         // The id and the event name were checked when the delivery was made.
-        let signed = sign(scheme, &refs, &input).map_err(|e| Error::internal(e.to_string()))?;
+        let signed = sign(scheme, &keys, &input).map_err(|e| Error::internal(e.to_string()))?;
         headers.extend(signed.into_iter().map(|(k, v)| (k.to_owned(), v)));
         Ok(headers)
     }
