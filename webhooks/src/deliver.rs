@@ -458,19 +458,27 @@ impl<B: Backend> Loop<B> {
 
     /// Starts waiting deliveries of every subscription that has room.
     fn start_waiting(&mut self) {
-        let subs: Vec<String> = self.waiting.keys().cloned().collect();
-        for id in subs {
-            let limit = self.limit_of(&id);
-            loop {
-                let running = self.running.get(&id).copied().unwrap_or(0);
-                if running >= limit {
-                    break;
-                }
-                let Some(queue) = self.waiting.get_mut(&id) else {
-                    break;
-                };
-                // Strict FIFO: oldest key first.
-                let next = if queue.len() > 1 {
+        if self.waiting.is_empty() {
+            return;
+        }
+        // Taken out while its deliveries start (`spawn` does not look at it), so that no
+        // subscription id is copied to walk it.
+        let mut waiting = std::mem::take(&mut self.waiting);
+        for (id, queue) in &mut waiting {
+            let registered = self.hooks().registered(id);
+            let sub = registered.as_deref().map(|r| &r.sub);
+            let fifo = sub.is_some_and(|s| s.strict_fifo);
+            let limit = match sub {
+                Some(s) if s.strict_fifo => 1,
+                Some(s) => s
+                    .max_in_flight
+                    .map_or(self.d.config.per_subscription, |n| n as usize),
+                None => self.d.config.per_subscription,
+            };
+            while self.running.get(id).copied().unwrap_or(0) < limit {
+                // Strict FIFO: oldest key first (a retried delivery may wait behind later
+                // ones). Others start in the order they were claimed.
+                let next = if fifo && queue.len() > 1 {
                     let (i, _) = queue
                         .iter()
                         .enumerate()
@@ -481,23 +489,11 @@ impl<B: Backend> Loop<B> {
                     queue.pop_front()
                 };
                 let Some(item) = next else { break };
-                let sub = self.hooks().registered(&id);
-                self.spawn(item, sub);
-            }
-            if self.waiting.get(&id).is_some_and(VecDeque::is_empty) {
-                self.waiting.remove(&id);
+                self.spawn(item, registered.clone());
             }
         }
-    }
-
-    fn limit_of(&self, sub_id: &str) -> usize {
-        match self.hooks().registered(sub_id).as_deref().map(|r| &r.sub) {
-            Some(s) if s.strict_fifo => 1,
-            Some(s) => s
-                .max_in_flight
-                .map_or(self.d.config.per_subscription, |n| n as usize),
-            None => self.d.config.per_subscription,
-        }
+        waiting.retain(|_, queue| !queue.is_empty());
+        self.waiting = waiting;
     }
 
     fn spawn(&mut self, item: Item, sub: Option<std::sync::Arc<Registered>>) {
@@ -506,7 +502,12 @@ impl<B: Backend> Loop<B> {
             return;
         };
         if let Some(r) = &sub {
-            *self.running.entry(r.sub.id.clone()).or_insert(0) += 1;
+            match self.running.get_mut(&r.sub.id) {
+                Some(n) => *n += 1,
+                None => {
+                    self.running.insert(r.sub.id.clone(), 1);
+                }
+            }
         }
         let ctx = Attempter {
             hooks: self.hooks().clone(),

@@ -314,14 +314,51 @@ fn malformed(item: &Item, sub: Option<&Subscription>) -> Option<String> {
 
 /// Keeps the attempt log within [`MAX_ATTEMPT_RECORDS`] entries (oldest dropped).
 fn trim_attempts(metadata: &mut BTreeMap<String, String>) {
-    let records: Vec<String> = metadata
-        .keys()
-        .filter(|k| k.starts_with(M_ATTEMPT_PREFIX))
-        .cloned()
-        .collect();
-    if records.len() > MAX_ATTEMPT_RECORDS {
-        for k in &records[..records.len() - MAX_ATTEMPT_RECORDS] {
+    let is_record = |k: &&String| k.starts_with(M_ATTEMPT_PREFIX);
+    let records = metadata.keys().filter(is_record).count();
+    if records > MAX_ATTEMPT_RECORDS {
+        // Numbered with leading zeros, so the oldest come first.
+        let oldest: Vec<String> = metadata
+            .keys()
+            .filter(is_record)
+            .take(records - MAX_ATTEMPT_RECORDS)
+            .cloned()
+            .collect();
+        for k in &oldest {
             metadata.remove(k);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attempt_log_keeps_the_newest_records() {
+        let mut metadata = BTreeMap::from([
+            ("event".to_owned(), "order.created".to_owned()),
+            (M_ATTEMPTS.to_owned(), "50".to_owned()),
+        ]);
+        for n in 1..=50 {
+            metadata.insert(format!("{M_ATTEMPT_PREFIX}{n:04}"), n.to_string());
+        }
+        trim_attempts(&mut metadata);
+        let kept: Vec<&String> = metadata
+            .keys()
+            .filter(|k| k.starts_with(M_ATTEMPT_PREFIX))
+            .collect();
+        assert_eq!(kept.len(), MAX_ATTEMPT_RECORDS);
+        assert_eq!(
+            kept[0],
+            &format!("{M_ATTEMPT_PREFIX}0003"),
+            "the two oldest go"
+        );
+        assert_eq!(metadata["event"], "order.created", "other entries stay");
+        assert_eq!(metadata[M_ATTEMPTS], "50");
+        // Within the limit, nothing goes.
+        let before = metadata.clone();
+        trim_attempts(&mut metadata);
+        assert_eq!(metadata, before);
     }
 }
