@@ -4,6 +4,10 @@
 //! receiver's receipt, under that load and unloaded (one event at a time). The raw disk
 //! baseline is measured in the same run.
 //!
+//! Two `http-only` cases measure the ceiling underneath: the same client POSTing to the same
+//! receiver from as many tasks as the loop's global limit, with nothing stored (signed as a
+//! delivery is, and unsigned).
+//!
 //! A paced case offers a steady load instead (1,000 events/s, one subscription) and measures
 //! fire → receipt at that rate: what a service sees in normal running, as opposed to a burst.
 //!
@@ -16,6 +20,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,8 +31,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hookspool::{Backend, Phase, QueueId, Store};
 use hookspool_webhooks::{
-    DeliveryConfig, HEADER_WEBHOOK_ID, Hooks, HttpConfig, NetworkPolicy, OutcomeKind,
-    SubscribeOptions,
+    DeliveryClient, DeliveryConfig, HEADER_WEBHOOK_ID, Hooks, HttpConfig, NetworkPolicy,
+    OutcomeKind, SignInput, SignatureScheme, SigningKey, SubscribeOptions, TargetUrl, sign,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -51,6 +56,10 @@ const RAW_PER_RECORD: &str = "raw-per-record";
 const BURST: &str = "burst";
 const ONE_BY_ONE: &str = "one-by-one";
 const PACED: &str = "paced";
+const HTTP_ONLY: &str = "http-only";
+
+/// Concurrent requests of the `http-only` cases: the delivery loop's default global limit.
+const HTTP_CONCURRENCY: usize = 32;
 
 /// The paced case's offered load, in events per second.
 const PACED_RATE: u64 = 1_000;
@@ -102,6 +111,19 @@ fn parent() -> BenchResult<()> {
         subs: 0,
         n,
     }];
+    // `subs` says whether requests are signed (1) or not (0).
+    for signed in [1, 0] {
+        plan.push(Planned {
+            id: format!(
+                "{HTTP_ONLY} {}",
+                if signed == 1 { "signed" } else { "unsigned" }
+            ),
+            case: HTTP_ONLY,
+            mode: None,
+            subs: signed,
+            n,
+        });
+    }
     for mode in Mode::ALL {
         for subs in SUBSCRIPTIONS {
             plan.push(Planned {
@@ -127,7 +149,7 @@ fn parent() -> BenchResult<()> {
             n: n_paced,
         });
     }
-    plan.retain(|p| p.mode.is_none() || settings.wants(&p.id));
+    plan.retain(|p| p.case == RAW_PER_RECORD || settings.wants(&p.id));
 
     let mut samples = Samples::default();
     for round in 1..=settings.runs {
@@ -222,6 +244,7 @@ fn print_tables(samples: &Samples, plan: &[Planned]) {
         ]);
     }
     t.print();
+    print_http_only(samples, plan);
     print_paced(samples, plan);
     println!(
         "A delivery is one subscription's copy of one event: each fire stores one delivery per \
@@ -232,6 +255,36 @@ fn print_tables(samples: &Samples, plan: &[Planned]) {
          behind earlier deliveries. Ratio = deliveries/s ÷ the raw baseline's records/s. The \
          receiver runs in the measured process, on its own thread. Medians over the runs.\n"
     );
+}
+
+/// The ceiling: HTTP alone, nothing stored.
+fn print_http_only(samples: &Samples, plan: &[Planned]) {
+    let mut t = Table::new(
+        "HTTP alone, nothing stored: the delivery client POSTing N requests of 256 B to the \
+         same receiver from 32 tasks (the loop's default global limit), with a delivery's \
+         headers",
+        &[
+            "requests",
+            "N",
+            "requests/s median (min..max)",
+            "ratio to fdatasync per record",
+            "non-2xx",
+        ],
+    );
+    for p in plan.iter().filter(|p| p.case == HTTP_ONLY) {
+        t.row(vec![
+            if p.subs == 1 {
+                "signed (Standard Webhooks)".into()
+            } else {
+                "unsigned".into()
+            },
+            p.n.to_string(),
+            spread(samples.get(&p.id, "ops_per_s"), rate),
+            ratio_to(samples, &p.id, RAW_PER_RECORD),
+            median(samples.get(&p.id, "failed"), |x| format!("{x:.0}")),
+        ]);
+    }
+    t.print();
 }
 
 /// The paced case's table.
@@ -269,8 +322,12 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
     if case == RAW_PER_RECORD {
         return raw::per_record(&dir, n);
     }
-    let mode = Mode::parse(args.str("mode")?)?;
     let subs = args.usize("subs")?;
+    if case == HTTP_ONLY {
+        let receiver = Receiver::start()?;
+        return runtime()?.block_on(http_only(&receiver, n, subs == 1));
+    }
+    let mode = Mode::parse(args.str("mode")?)?;
     let receiver = Receiver::start()?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -501,6 +558,81 @@ async fn paced<B: Backend>(
     ]))
 }
 
+/// Sends `n` requests as the delivery loop would, minus everything it stores: the same
+/// client, payload and headers (signed with one key when `signed`), [`HTTP_CONCURRENCY`] at
+/// a time.
+async fn http_only(receiver: &Receiver, n: usize, signed: bool) -> BenchResult<Metrics> {
+    let client = Arc::new(DeliveryClient::new(HttpConfig {
+        policy: NetworkPolicy::new().allow_loopback(),
+        ..HttpConfig::default()
+    })?);
+    let url = Arc::new(TargetUrl::parse(&format!(
+        "http://{}/hook/0",
+        receiver.addr
+    ))?);
+    let key = Arc::new(SigningKey::generate()?);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks: tokio::task::JoinSet<BenchResult<usize>> = tokio::task::JoinSet::new();
+    for _ in 0..HTTP_CONCURRENCY {
+        let (client, url, key, next) = (
+            Arc::clone(&client),
+            Arc::clone(&url),
+            Arc::clone(&key),
+            Arc::clone(&next),
+        );
+        tasks.spawn(async move {
+            let mut failed = 0;
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= n {
+                    return Ok(failed);
+                }
+                let id = format!("msg_{seq:024x}");
+                let body = event_payload(seq);
+                let mut headers = vec![
+                    ("content-type".to_owned(), "application/json".to_owned()),
+                    ("x-hookspool-event".to_owned(), EVENT.to_owned()),
+                ];
+                let timestamp = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs();
+                if signed {
+                    let input = SignInput {
+                        delivery_id: &id,
+                        event: EVENT,
+                        timestamp,
+                        body: &body,
+                    };
+                    let signed = sign(SignatureScheme::StandardWebhooks, &[&key], &input)?;
+                    headers.extend(signed.into_iter().map(|(k, v)| (k.to_owned(), v)));
+                } else {
+                    headers.push((HEADER_WEBHOOK_ID.to_owned(), id));
+                    headers.push(("webhook-timestamp".to_owned(), timestamp.to_string()));
+                }
+                let response = client.post(&url, &headers, body).await?;
+                if !response.is_success() {
+                    failed += 1;
+                }
+            }
+        });
+    }
+    let mut failed = 0;
+    while let Some(r) = tasks.join_next().await {
+        failed += r??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Every id once: a request the client says was answered must have arrived.
+    if receiver.received() < n {
+        return Err(format!("{} of {n} requests received", receiver.received()).into());
+    }
+    Ok(Metrics::from([
+        ("ops".into(), n as f64),
+        ("secs".into(), secs),
+        ("failed".into(), failed as f64),
+    ]))
+}
+
 // ---- the receiver -----------------------------------------------------------------------
 
 /// A keep-alive HTTP receiver on 127.0.0.1 that answers 200 at once and records when each
@@ -522,6 +654,14 @@ impl Receiver {
             .with_state(Arc::clone(&first_seen));
         let addr = serve_loopback(app)?;
         Ok(Receiver { addr, first_seen })
+    }
+
+    /// How many distinct `webhook-id`s arrived.
+    fn received(&self) -> usize {
+        self.first_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Fire → first receipt of every delivery in `fired_at`.
