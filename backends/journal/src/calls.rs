@@ -81,27 +81,30 @@ fn take_all(
 }
 
 /// The keys (with `updated_at`) and damage of the headers whose blobs or notes are
-/// `damaged`, each item once.
+/// `damaged`, each item once: an item is damaged by what it needs read ([`Header::locs`]),
+/// so a quarantined item's blob does not count. Every item that needs a damaged location
+/// is named, not only the first: a damaged store may point two items at the same bytes,
+/// and naming only one (found by `journal_open`: an already quarantined item whose blob
+/// sat where another item's note was) left the other one to be found damaged again on
+/// every round, until the call gave up with an internal error.
 pub(crate) fn damaged_items(
     headers: &[Header],
     damaged: &[(Loc, String)],
 ) -> Vec<(Key, Timestamp, String)> {
     let mut out: Vec<(Key, Timestamp, String)> = Vec::new();
-    for (loc, what) in damaged {
-        let Some(h) = headers
-            .iter()
-            .find(|h| h.loc == *loc || h.note == Some(*loc))
-        else {
+    for h in headers {
+        if out.iter().any(|(k, _, _)| *k == h.item.key) {
+            continue;
+        }
+        let Some((loc, what)) = damaged.iter().find(|(loc, _)| h.locs().any(|l| l == *loc)) else {
             continue;
         };
-        if !out.iter().any(|(k, _, _)| *k == h.item.key) {
-            let what = if h.note == Some(*loc) {
-                format!("its note: {what}")
-            } else {
-                what.clone()
-            };
-            out.push((h.item.key, h.item.updated_at, what));
-        }
+        let what = if h.note == Some(*loc) && h.loc != *loc {
+            format!("its note: {what}")
+        } else {
+            what.clone()
+        };
+        out.push((h.item.key, h.item.updated_at, what));
     }
     out
 }
@@ -633,6 +636,55 @@ mod tests {
 
     fn open(dir: &Path) -> Store<JournalBackend> {
         Store::new(JournalBackend::open(dir).unwrap())
+    }
+
+    fn header(key: Key, phase: Phase, loc: Loc, note: Option<Loc>) -> Header {
+        let item = hookspool::Item {
+            key,
+            payload: Vec::new(),
+            phase,
+            attempts: 0,
+            created_at: Timestamp(1),
+            updated_at: Timestamp(1),
+            not_before: Timestamp(1),
+            lease: None,
+            last_error: None,
+            metadata: BTreeMap::new(),
+        };
+        Header {
+            item,
+            loc,
+            note,
+            replaced_metadata: false,
+            has_error: note.is_some(),
+        }
+    }
+
+    /// Damage is put on every item that needs the damaged bytes, and only on those: here
+    /// a quarantined item's blob (never read again) sits where another item's note is.
+    #[test]
+    fn damage_is_put_on_each_item_that_needs_the_bytes() {
+        let at = |offset| Loc {
+            segment: 2,
+            offset,
+            len: 10,
+        };
+        let headers = vec![
+            header(38, Phase::CORRUPT, at(100), Some(at(200))),
+            header(39, Phase::PENDING, at(300), None),
+            header(40, Phase::PENDING, at(400), Some(at(100))),
+            header(41, Phase::PENDING, at(100), None),
+        ];
+        let damaged = vec![(at(100), "bad".to_owned())];
+        let found: Vec<(Key, String)> = damaged_items(&headers, &damaged)
+            .into_iter()
+            .map(|(k, _, what)| (k, what))
+            .collect();
+        assert_eq!(
+            found,
+            vec![(40, "its note: bad".to_owned()), (41, "bad".to_owned())],
+            "not key 38, whose damaged blob is not read; both keys that read the bytes"
+        );
     }
 
     /// However an item is settled, its metadata and error are on disk, not in memory.
