@@ -325,3 +325,21 @@ impl<B: Backend> Hooks<B> {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may panic on failure
+mod tests {
+    use super::*;
+
+    /// The id written out by hand is the `msg_{nonce}{key:016x}` it replaced, parses, and
+    /// gives its key back, at both ends of the key range.
+    #[test]
+    fn an_id_is_its_nonce_and_its_key_in_hex() {
+        for key in [0, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX] {
+            let id = DeliveryId::new("0a1b2c3d", key);
+            assert_eq!(id.as_str(), format!("msg_0a1b2c3d{key:016x}"));
+            assert_eq!(DeliveryId::parse(id.as_str()).unwrap(), id);
+            assert_eq!(id.key("0a1b2c3d"), Some(key));
+        }
+    }
+}
