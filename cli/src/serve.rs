@@ -8,6 +8,7 @@
 
 pub mod command;
 mod config;
+mod console;
 mod retention;
 
 use std::future::Future;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use hookspool::{Backend, MemoryBackend, QueueConfig, Retain, Store};
 use hookspool_client::NewSubscription;
-use hookspool_http::{ApiConfig, ApiState, router};
+use hookspool_http::{ApiConfig, ApiState, ConsoleConfig, router};
 use hookspool_journal::JournalBackend;
 use hookspool_sled::SledBackend;
 use hookspool_webhooks::{Hooks, HooksOptions, channel_secret, set_channel_secret};
@@ -28,6 +29,7 @@ use crate::error::CliError;
 pub use config::{
     BackendKind, ChannelConfig, DEFAULT_LISTEN, LogFormat, ServeArgs, ServeConfig, SourceConfig,
 };
+pub use console::{ConsoleArgs, ConsoleSettings, DEFAULT_CONSOLE_PATH};
 pub use retention::{DEFAULT_RETENTION_INTERVAL, RetentionArgs, RetentionConfig};
 
 /// Runs the daemon until `shutdown` completes: opens the data directory, serves the API on
@@ -112,7 +114,20 @@ async fn serve_on<B: Backend>(
         body_limit: config.body_limit,
         ..ApiConfig::default()
     };
-    let app = router(ApiState::new(hooks.clone(), api));
+    let state = ApiState::new(hooks.clone(), api);
+    let mut app = router(state.clone());
+    if let Some(settings) = &config.console {
+        let console_config = ConsoleConfig {
+            session_ttl: settings.session_ttl,
+            // Behind HTTPS the session cookie is only ever sent over HTTPS.
+            secure_cookie: config
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://")),
+            ..ConsoleConfig::new(settings.path.as_str(), "")
+        };
+        app = hookspool_http::console(state, console_config).merge(app);
+    }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     if let Some(db) = &config.database {

@@ -14,8 +14,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hookspool::Backend;
 use hookspool_client::wire::{
-    Accepted, Delivery, JsonObject, NewSubscription, Publish, Published, Removed, RotateSecret,
-    SubscriptionChange, SubscriptionInfo, SubscriptionList, Unsubscribe, rules,
+    Accepted, Delivery, DeliveryList, JsonObject, NewSubscription, Publish, Published, Removed,
+    RotateSecret, SubscriptionChange, SubscriptionInfo, SubscriptionList, TestSent, Unsubscribe,
+    rules,
 };
 use hookspool_webhooks::{DeliveryId, Error, FireOptions, SubscribeOptions, check_idempotency_key};
 use serde::Deserialize;
@@ -40,7 +41,9 @@ pub(crate) fn routes<B: Backend>() -> ApiRoutes<ApiState<B>> {
         .route::<__path_update_subscription, _, _>(update_subscription::<B>)
         .route::<__path_delete_subscription, _, _>(delete_subscription::<B>)
         .route::<__path_rotate_secret, _, _>(rotate_secret::<B>)
+        .route::<__path_test_subscription, _, _>(test_subscription::<B>)
         .route::<__path_publish, _, _>(publish::<B>)
+        .route::<__path_list_deliveries, _, _>(list_deliveries::<B>)
         .route::<__path_get_delivery, _, _>(get_delivery::<B>)
         .route::<__path_replay_delivery, _, _>(replay_delivery::<B>)
 }
@@ -60,6 +63,20 @@ struct ListQuery {
     /// Only this owner's subscriptions.
     owner: Option<String>,
 }
+
+/// `GET /deliveries`.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeliveriesQuery {
+    /// Only this subscription's deliveries.
+    subscription: Option<String>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<usize>,
+}
+
+/// Most deliveries `GET /deliveries` answers.
+const MAX_DELIVERIES: usize = 500;
 
 // ---- REST Hooks ---------------------------------------------------------------------------
 
@@ -255,6 +272,29 @@ async fn rotate_secret<B: Backend>(
     Ok(Json(SubscriptionInfo::with_secret(&sub)).into_response())
 }
 
+/// `POST /hooks/subscriptions/{id}/test`: sends the subscription one signed test event
+/// (`hookspool.test`), whatever events it asked for; 202 with the delivery id, whose
+/// outcome `GET /deliveries/{id}` shows.
+#[utoipa::path(
+    post,
+    path = "/hooks/subscriptions/{id}/test",
+    tag = "hooks",
+    params(("id" = String, Path, description = "The subscription id (`sub_…`).")),
+    responses(
+        (status = 202, description = "The test delivery is stored and will be sent.", body = TestSent),
+        (status = 400, description = "The subscription is disabled (`invalid_input`)."),
+        (status = 404, description = "No such subscription (`subscription_not_found`).")
+    )
+)]
+async fn test_subscription<B: Backend>(
+    State(state): State<ApiState<B>>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    require_subscription(&state, &id)?;
+    let delivery_id = state.hooks.fire_test(&id).await?;
+    Ok((StatusCode::ACCEPTED, Json(TestSent { delivery_id })).into_response())
+}
+
 // ---- publishing ---------------------------------------------------------------------------
 
 /// `POST /events`: 202 with the delivery ids once every delivery is stored. With an
@@ -349,6 +389,34 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> Result<Option<S
 }
 
 // ---- delivery log -------------------------------------------------------------------------
+
+/// `GET /deliveries`: the newest deliveries, newest first, optionally one subscription's.
+/// Reads at most the newest 2,000 deliveries to find them, so its cost does not grow with
+/// the log.
+#[utoipa::path(
+    get,
+    path = "/deliveries",
+    tag = "deliveries",
+    params(DeliveriesQuery),
+    responses((status = 200, description = "The deliveries found, newest first.", body = DeliveryList), (status = 400, description = "A limit of 0 or above 500 (`invalid_input`)."))
+)]
+async fn list_deliveries<B: Backend>(
+    State(state): State<ApiState<B>>,
+    ApiQuery(query): ApiQuery<DeliveriesQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(50);
+    if limit == 0 || limit > MAX_DELIVERIES {
+        return Err(Error::invalid(format!(
+            "limit must be between 1 and {MAX_DELIVERIES}, got {limit}"
+        ))
+        .into());
+    }
+    let deliveries = state
+        .hooks
+        .recent_deliveries(query.subscription.as_deref(), limit)
+        .await?;
+    Ok(Json(DeliveryList { deliveries }).into_response())
+}
 
 /// `GET /deliveries/{id}`: state, event, subscription, next attempt and every attempt.
 #[utoipa::path(

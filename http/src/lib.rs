@@ -39,6 +39,7 @@
 //! their document registered in one place, `ApiRoutes::route`), `error` ([`ApiError`] and the
 //! extractors whose rejections are API errors). No features.
 
+pub mod console;
 mod error;
 mod hooks_api;
 mod metrics;
@@ -53,6 +54,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
+pub use console::{ConsoleConfig, DEFAULT_SESSION_TTL, console};
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 use hookspool::{Backend, Store};
@@ -94,6 +96,8 @@ pub struct ApiState<B: Backend> {
     /// The API's settings.
     pub config: Arc<ApiConfig>,
     metrics: Arc<metrics::HttpMetrics>,
+    /// Console sessions, which the bearer check accepts in place of a token.
+    sessions: Arc<console::session::Sessions>,
 }
 
 impl<B: Backend> Clone for ApiState<B> {
@@ -103,6 +107,7 @@ impl<B: Backend> Clone for ApiState<B> {
             hooks: self.hooks.clone(),
             config: Arc::clone(&self.config),
             metrics: Arc::clone(&self.metrics),
+            sessions: Arc::clone(&self.sessions),
         }
     }
 }
@@ -115,6 +120,7 @@ impl<B: Backend> ApiState<B> {
             hooks,
             config: Arc::new(config),
             metrics: Arc::default(),
+            sessions: Arc::default(),
         }
     }
 }
@@ -219,7 +225,9 @@ async fn not_found() -> ApiError {
     ApiError::not_found("no such endpoint")
 }
 
-/// Bearer-token check, in constant time per token.
+/// The API's authentication: a bearer token (compared in constant time per token), or a
+/// console session cookie whose changes carry the session's CSRF token
+/// ([`console::session`]).
 async fn auth<B: Backend>(State(state): State<ApiState<B>>, req: Request, next: Next) -> Response {
     if state.config.tokens.is_empty() {
         return next.run(req).await;
@@ -237,20 +245,34 @@ async fn auth<B: Backend>(State(state): State<ApiState<B>>, req: Request, next: 
             .any(|t| constant_time_eq(t.expose().as_bytes(), given.as_bytes()))
     });
     if ok {
-        next.run(req).await
-    } else {
-        let mut resp = ApiError::new(
+        return next.run(req).await;
+    }
+    let refusal = match state.sessions.check(req.method(), req.headers()) {
+        console::session::Check::Valid { csrf_ok: true } => return next.run(req).await,
+        console::session::Check::Valid { csrf_ok: false } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf_failed",
+            "a change made with a console session must carry the session's CSRF token in `x-hookspool-csrf`",
+        ),
+        console::session::Check::Expired => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "session_expired",
+            "the console session has ended: sign in again",
+        ),
+        console::session::Check::None => ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "send `Authorization: Bearer <token>` with a valid token",
-        )
-        .into_response();
+        ),
+    };
+    let mut resp = refusal.into_response();
+    if resp.status() == StatusCode::UNAUTHORIZED {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
         );
-        resp
     }
+    resp
 }
 
 /// Compares two byte strings without an early exit on the first difference.

@@ -13,6 +13,11 @@ use crate::hooks::{
     M_URL, attempts_made,
 };
 
+/// How many of the newest deliveries [`Hooks::recent_deliveries`] reads at most.
+pub const RECENT_SCAN: usize = 2_000;
+/// Deliveries per page read by [`Hooks::recent_deliveries`].
+const RECENT_PAGE: usize = 250;
+
 /// A delivery's id: the `webhook-id` of every request for it, stable across retries and
 /// restarts. It encodes the delivery's key in [`crate::DELIVERIES_QUEUE`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -300,6 +305,39 @@ impl<B: Backend> Hooks<B> {
             }
         }
         Ok(n)
+    }
+
+    /// The newest deliveries, newest first: at most `limit`, and only `subscription`'s if
+    /// given. Reads at most [`RECENT_SCAN`] of the newest deliveries to find them (a
+    /// subscription with few recent deliveries may get fewer than `limit`), so the cost
+    /// does not grow with the queue.
+    pub async fn recent_deliveries(
+        &self,
+        subscription: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let store = &self.inner.store;
+        let q = &self.inner.deliveries_queue;
+        let mut found = Vec::new();
+        let mut after = None;
+        let mut scanned = 0;
+        while found.len() < limit && scanned < RECENT_SCAN {
+            let mut page = Page::first(RECENT_PAGE.min(RECENT_SCAN - scanned)).reverse();
+            page.after = after;
+            let items = store.fetch_page(q, page).await?;
+            let Some(last) = items.last() else { break };
+            after = Some(last.key);
+            scanned += items.len();
+            for item in items {
+                let wanted = subscription.is_none_or(|s| {
+                    item.metadata.get(M_SUBSCRIPTION).map(String::as_str) == Some(s)
+                });
+                if wanted && found.len() < limit {
+                    found.push(self.view(item));
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// The delivery an item of the deliveries queue stands for.

@@ -13,6 +13,9 @@ use crate::idempotency::{self, Record};
 use crate::subscription::{check_event_name, check_id};
 use crate::subscriptions::parse_url;
 
+/// The event name of [`Hooks::fire_test`]'s deliveries.
+pub const TEST_EVENT: &str = "hookspool.test";
+
 /// Gives the target URLs of an event at fire time, for [`Hooks::fire_resolved`] (e.g. from
 /// the application's own database).
 pub trait UrlResolver: Send + Sync {
@@ -193,6 +196,37 @@ impl<B: Backend> Hooks<B> {
             request_id: record.request_id,
             replayed,
         })
+    }
+
+    /// Sends one test event to one subscription, whatever events it asked for: event
+    /// [`TEST_EVENT`], payload `{"type":"hookspool.test","subscription":ID,"sent_at":MS}`,
+    /// signed and retried like any other delivery. For checking that a receiver is reachable
+    /// and verifies signatures (the console's "send a test event").
+    ///
+    /// # Errors
+    /// [`Error::SubscriptionNotFound`]; [`Error::InvalidInput`] if the subscription is
+    /// disabled (the delivery would wait until it is enabled); as [`Hooks::fire`].
+    pub async fn fire_test(&self, subscription: &str) -> Result<DeliveryId> {
+        let Some(registered) = self.registered(subscription) else {
+            return Err(Error::SubscriptionNotFound(subscription.to_owned()));
+        };
+        if !registered.sub.enabled {
+            return Err(Error::invalid(format!(
+                "subscription {subscription} is disabled: enable it to send a test event"
+            )));
+        }
+        let payload = serde_json::json!({
+            "type": TEST_EVENT,
+            "subscription": subscription,
+            "sent_at": self.inner.store.now().0,
+        })
+        .to_string();
+        let item = NewItem::new(payload.as_bytes())
+            .with_metadata(M_EVENT, TEST_EVENT)
+            .with_metadata(M_SUBSCRIPTION, subscription);
+        let mut ids = self.push_deliveries(vec![item], payload.len()).await?;
+        ids.pop()
+            .ok_or_else(|| Error::internal("a push of one delivery returned no id"))
     }
 
     async fn fire_matching(

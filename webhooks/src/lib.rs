@@ -104,11 +104,11 @@ mod subscriptions;
 #[cfg(feature = "delivery")]
 pub use deliver::{Deliverer, DeliveryConfig, DeliveryOutcome, OutcomeKind};
 #[cfg(feature = "delivery")]
-pub use deliveries::{Attempt, Delivery, DeliveryId};
+pub use deliveries::{Attempt, Delivery, DeliveryId, RECENT_SCAN};
 #[cfg(feature = "delivery")]
 pub use error::{Error, Result};
 #[cfg(feature = "delivery")]
-pub use firing::{FireOptions, Fired, RequestId, UrlResolver};
+pub use firing::{FireOptions, Fired, RequestId, TEST_EVENT, UrlResolver};
 #[cfg(feature = "delivery")]
 pub use hooks::{
     CANCELLED, DEFAULT_DELIVERIES_RETAIN, DELIVERIES_QUEUE, GONE, Hooks, HooksOptions,

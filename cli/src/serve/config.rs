@@ -22,6 +22,7 @@ use hookspool_webhooks::{
 use serde::Deserialize;
 
 use super::command::CommandHandler;
+use super::console::{ConsoleArgs, ConsoleFile, ConsoleSettings, console};
 use super::retention::{RetentionArgs, RetentionConfig, RetentionFile, retention};
 use crate::duration::parse_duration;
 use crate::error::CliError;
@@ -177,6 +178,10 @@ pub struct ServeArgs {
     /// Retention of deliveries and callbacks.
     #[command(flatten)]
     pub retention: RetentionArgs,
+
+    /// The web console.
+    #[command(flatten)]
+    pub console: ConsoleArgs,
 }
 
 /// A `[channels.NAME]` table of the config file.
@@ -258,6 +263,7 @@ struct FileConfig {
     channels: Option<BTreeMap<String, ChannelFile>>,
     sources: Option<Vec<SourceFile>>,
     retention: Option<RetentionFile>,
+    console: Option<ConsoleFile>,
 }
 
 /// The daemon's settings, resolved from file, environment and flags and checked.
@@ -291,6 +297,8 @@ pub struct ServeConfig {
     pub callbacks: CallbackConfig,
     /// How long deliveries and callbacks stay once settled.
     pub retention: RetentionConfig,
+    /// The web console, unless it is off.
+    pub console: Option<ConsoleSettings>,
 }
 
 /// Where the `postgres` backend keeps the queues. Its `Debug` masks the password.
@@ -427,6 +435,7 @@ impl ServeConfig {
         }
         let sources = sources(file.sources, &channels, listen, public_url.as_deref())?;
         let retention = retention(args.retention, file.retention)?;
+        let console = console(args.console, file.console)?;
         let (backend, database) =
             storage(settings, &data_dir, listen, &mut delivery, &mut callbacks)?;
         Ok(ServeConfig {
@@ -447,6 +456,7 @@ impl ServeConfig {
             sources,
             callbacks,
             retention,
+            console,
         })
     }
 }

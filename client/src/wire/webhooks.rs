@@ -150,6 +150,22 @@ pub struct SubscriptionList {
     pub subscriptions: Vec<SubscriptionInfo>,
 }
 
+/// `GET /deliveries`: the newest deliveries, newest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryList {
+    /// The deliveries found, newest first.
+    pub deliveries: Vec<Delivery>,
+}
+
+/// `POST /hooks/subscriptions/{id}/test`: the test delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TestSent {
+    /// The test delivery's id (`msg_…`).
+    pub delivery_id: DeliveryId,
+}
+
 /// `POST /events`: an event to publish.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

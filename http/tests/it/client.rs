@@ -10,7 +10,7 @@ use hookspool::{
 };
 use hookspool_client::{Client, Error, NewSubscription, Publish, QueueUpdate};
 use hookspool_http::{ApiConfig, ApiState, router};
-use hookspool_webhooks::{DeliveryConfig, Hooks, HttpConfig, NetworkPolicy, RetrySchedule, Secret};
+use hookspool_webhooks::{Hooks, Secret};
 
 use crate::support::{self, receiver};
 
@@ -338,19 +338,7 @@ async fn subscribe_publish_and_follow_the_delivery() {
     let (base, _store, hooks) = serve_api("").await;
     let client = Client::new(&base, Some(Secret::new(TOKEN))).unwrap();
     let mut rx = receiver(200).await;
-    let delivery = DeliveryConfig {
-        poll_interval: Duration::from_millis(10),
-        schedule: RetrySchedule {
-            delays: Vec::new(),
-            jitter: 0.0,
-            ..RetrySchedule::standard()
-        },
-        http: HttpConfig {
-            policy: NetworkPolicy::new().allow_loopback(),
-            ..HttpConfig::default()
-        },
-        ..DeliveryConfig::default()
-    };
+    let delivery = crate::loopback_delivery(Vec::new());
     tokio::spawn(
         hooks
             .deliverer(delivery)

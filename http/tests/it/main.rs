@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod console;
 mod disk_full;
 mod http_hooks;
 mod http_metrics;
@@ -19,3 +20,22 @@ mod retention;
 #[allow(dead_code)]
 #[path = "../../../webhooks/tests/it/support.rs"]
 mod support;
+
+/// A delivery loop for tests: polls every 10 ms, retries after `delays` (none: the first
+/// failure is final), no jitter, loopback targets allowed.
+pub fn loopback_delivery(delays: Vec<std::time::Duration>) -> hookspool_webhooks::DeliveryConfig {
+    use hookspool_webhooks::{DeliveryConfig, HttpConfig, NetworkPolicy, RetrySchedule};
+    DeliveryConfig {
+        poll_interval: std::time::Duration::from_millis(10),
+        schedule: RetrySchedule {
+            delays,
+            jitter: 0.0,
+            ..RetrySchedule::standard()
+        },
+        http: HttpConfig {
+            policy: NetworkPolicy::new().allow_loopback(),
+            ..HttpConfig::default()
+        },
+        ..DeliveryConfig::default()
+    }
+}
