@@ -32,8 +32,9 @@
 //! map of metadata.
 //!
 //! The crates above this one: `hookspool-webhooks` (signing, subscriptions, firing and the
-//! delivery loop), `hookspool-http` (the axum router of the HTTP API), `hookspool-client`
-//! (a typed client of that API), `hookspool-cli` (the `hookspool` tool and daemon).
+//! delivery loop), `hookspool-http` (the axum router of the HTTP API, and the web console
+//! beside it), `hookspool-client` (a typed client of that API), `hookspool-cli` (the
+//! `hookspool` tool and daemon).
 //!
 //! # Durability
 //!

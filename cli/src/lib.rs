@@ -24,8 +24,9 @@
 //! - `format`: tables and JSON; `duration`: `15m`-style durations; `error`: [`CliError`] and
 //!   the exit codes.
 //! - [`serve`]: the daemon. `serve::config` resolves its settings (TOML file, environment,
-//!   flags, channels, sources); `serve` runs it; [`serve::command`] is the handler that runs
-//!   a command per callback.
+//!   flags, channels, sources), with `serve::retention` and `serve::console` (the web
+//!   console: on or off, its path, how long a sign-in lasts); `serve` runs it;
+//!   [`serve::command`] is the handler that runs a command per callback.
 //!
 //! Which durable backend a data directory holds is for each backend to tell
 //! (`JournalBackend::detect`, `SledBackend::detect`); [`serve::BackendKind::detect`] asks

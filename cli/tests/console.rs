@@ -149,6 +149,9 @@ fn shot_dirs() -> Vec<PathBuf> {
 }
 
 async fn shot(browser: &Browser, name: &str) {
+    // Whatever the page shows was rendered as text, not as a stringified object.
+    let text = browser.page_text().await;
+    assert!(!text.contains("[object "), "{name}: {text}");
     for dir in shot_dirs() {
         browser.screenshot(&dir.join(format!("{name}.png"))).await;
     }

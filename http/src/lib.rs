@@ -1,7 +1,8 @@
 //! hookspool-http: the hookspool HTTP API as an axum [`Router`] that an application mounts
 //! under any prefix and wraps with its own layers (queue admin, REST Hooks subscriptions,
-//! publishing, the delivery log, inbound callbacks, metrics, health), and its OpenAPI
-//! document. `hookspool serve` serves exactly this router.
+//! publishing, the delivery log, inbound callbacks, metrics, health), its OpenAPI
+//! document, and the web [`console()`] to serve beside it. `hookspool serve` serves exactly
+//! these.
 //!
 //! A thin adapter: each handler reads a request body of [`hookspool_client::wire`], calls the
 //! engine's `Store` or hookspool-webhooks' `Hooks`, and answers with a wire type; errors
@@ -12,7 +13,8 @@
 //! ([`ApiError`]); request bodies reject unknown fields, naming them. Everything but
 //! `/healthz`, `/readyz` and `/callbacks/{channel}` (which use signatures) requires
 //! `Authorization: Bearer <token>` when tokens are configured (`/metrics` too, unless
-//! [`ApiConfig::public_metrics`]). `GET /openapi.json`, public too, is the OpenAPI document
+//! [`ApiConfig::public_metrics`]), or a console session cookie whose changes carry the
+//! session's CSRF token ([`console::session`]). `GET /openapi.json`, public too, is the OpenAPI document
 //! of the routes, generated from the handlers' attributes and types ([`openapi()`]).
 //!
 //! # Example
@@ -37,7 +39,9 @@
 //! `queues` (the queue admin routes), `hooks_api` (subscriptions, publishing, deliveries,
 //! callbacks), `metrics` (`GET /metrics` and the request counter), `openapi` (routes and
 //! their document registered in one place, `ApiRoutes::route`), `error` ([`ApiError`] and the
-//! extractors whose rejections are API errors). No features.
+//! extractors whose rejections are API errors), [`console`] (the web console: its page and
+//! assets embedded in the binary, [`console::session`] sign-in and CSRF, [`console::stats`]
+//! the overview's outcome chart and failing subscriptions). No features.
 
 pub mod console;
 mod error;

@@ -24,7 +24,7 @@ function h(tag, attrs, ...children) {
     else if (v === true) el.setAttribute(k, '');
     else el.setAttribute(k, String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -38,7 +38,7 @@ function svg(tag, attrs) {
 }
 
 function fill(el, ...children) {
-  el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
 function time(ms) {
@@ -293,7 +293,8 @@ function drawChart(stats) {
   const points = stats.points.filter((p) => p.secs > 0.5);
   if (!points.length) return h('p', { class: 'muted' }, 'No outcomes yet.');
   const W = 900, H = 160, pad = 4;
-  const max = Math.max(1, ...points.map((p) => Math.max(rate(p.delivered, p), rate(p.failed, p))));
+  const peak = Math.max(0, ...points.map((p) => Math.max(rate(p.delivered, p), rate(p.failed, p))));
+  const max = Math.max(1, peak);
   const slots = Math.round(900 / step);
   const bw = (W - 2 * pad) / slots;
   const s = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img' });
@@ -308,7 +309,7 @@ function drawChart(stats) {
   const last = points[points.length - 1];
   const total = points.reduce((a, p) => ({ d: a.d + p.delivered, f: a.f + p.failed, t: a.t + p.secs }), { d: 0, f: 0, t: 0 });
   const summary = `Last ${Math.max(1, Math.round(total.t / 60))} min: ${total.d} delivered, ${total.f} failed attempts; ` +
-    `now ${rate(last.delivered, last).toFixed(1)} deliveries/s and ${rate(last.failed, last).toFixed(1)} failures/s (peak ${max.toFixed(1)}/s).`;
+    `now ${rate(last.delivered, last).toFixed(1)} deliveries/s and ${rate(last.failed, last).toFixed(1)} failures/s (peak ${peak.toFixed(1)}/s).`;
   s.setAttribute('aria-label', summary);
   return [s, h('div', { class: 'legend' }, h('span', { class: 'delivered' }, 'delivered/s'), h('span', { class: 'failed' }, 'failed/s')),
     h('p', { class: 'muted', id: 'chart-summary' }, summary)];
