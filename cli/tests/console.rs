@@ -574,20 +574,38 @@ async fn forged_requests(w: &World) {
 
 /// A phone-width window: nothing wider than the screen.
 async fn phone_width(w: &World) {
-    let World { b, ui, good, .. } = w;
+    let World {
+        b,
+        ui,
+        good,
+        dead_id,
+        ..
+    } = w;
     b.set_size(390, 844).await;
+    // Each page, once its content is there: nothing wider than the window.
+    let pages = [
+        (String::new(), "main h1", "Overview"),
+        ("#/queues/orders".to_owned(), "main h1", "Queue orders"),
+        ("#/subscriptions".to_owned(), "main h1", "Subscriptions"),
+        (format!("#/subscriptions/{good}"), "#enabled", "yes"),
+        (format!("#/deliveries/{dead_id}"), "#state", "done"),
+    ];
+    for (hash, css, text) in pages {
+        b.goto(&format!("{ui}{hash}")).await;
+        b.find_text(css, text).await;
+        let overflow = b
+            .eval(
+                "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+                json!([]),
+            )
+            .await;
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{hash}: the page scrolls sideways by {overflow} px"
+        );
+    }
     b.goto(&format!("{ui}#/subscriptions/{good}")).await;
     b.find_text("#enabled", "yes").await;
-    let overflow = b
-        .eval(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
-            json!([]),
-        )
-        .await;
-    assert!(
-        overflow.as_i64().unwrap() <= 0,
-        "the page scrolls sideways by {overflow} px"
-    );
     shot(b, "phone-subscription").await;
     b.set_size(1280, 800).await;
 }

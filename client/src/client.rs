@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::wire::{
-    Counts, Delivery, ErrorBody, ItemList, ItemView, NewQueue, NewSubscription, Publish, Published,
-    PushBody, PushItem, PushedKeys, QueueInfo, QueueList, QueueUpdate, Removed, Replayed,
-    RotateSecret, SetPhase, SubscriptionInfo, SubscriptionList, Unsubscribe, Verified,
-    VerifyRequest,
+    Counts, Delivery, DeliveryId, DeliveryList, ErrorBody, ItemList, ItemView, NewQueue,
+    NewSubscription, Publish, Published, PushBody, PushItem, PushedKeys, QueueInfo, QueueList,
+    QueueUpdate, Removed, Replayed, RotateSecret, SetPhase, SubscriptionInfo, SubscriptionList,
+    TestSent, Unsubscribe, Verified, VerifyRequest,
 };
 
 /// Default time allowed to establish a connection.
@@ -815,6 +815,41 @@ impl Client {
     pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
         let answer = self.get(self.url(&["deliveries", id])).await;
         absent_if(answer, "delivery_not_found")
+    }
+
+    /// The newest deliveries, newest first (`GET /deliveries`): at most `limit` (1 to 500),
+    /// only `subscription`'s if given, found among the server's newest 2,000.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] with code `invalid_input` (400) for a limit out of range.
+    pub async fn deliveries(
+        &self,
+        subscription: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>> {
+        let mut url = self.url(&["deliveries"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(sub) = subscription {
+                q.append_pair("subscription", sub);
+            }
+            q.append_pair("limit", &limit.to_string());
+        }
+        let answer: DeliveryList = self.get(url).await?;
+        Ok(answer.deliveries)
+    }
+
+    /// Sends a subscription one signed test event (`POST /hooks/subscriptions/{id}/test`,
+    /// event `hookspool.test`), whatever events it asked for; returns the test delivery's
+    /// id, whose outcome [`Client::delivery`] shows.
+    ///
+    /// # Errors
+    /// [`Error::Remote`]: `subscription_not_found` (404); `invalid_input` (400) when the
+    /// subscription is disabled.
+    pub async fn test_subscription(&self, id: &str) -> Result<DeliveryId> {
+        let url = self.url(&["hooks", "subscriptions", id, "test"]);
+        let answer: TestSent = self.call(Method::POST, url, None::<&()>).await?;
+        Ok(answer.delivery_id)
     }
 
     // ---- plumbing ---------------------------------------------------------------------------

@@ -19,7 +19,10 @@
 //!   them, both as they are after it, in a note (a blob with its own checksum) inside its
 //!   record, and the slot points there. A done delivery with its attempt log costs its slot,
 //!   however long it is kept. Counts come from counters; claim order needs no per-item
-//!   index for items pushed in order (see `state`).
+//!   index for items pushed in order (see `state`). A page of one phase walks the slots in
+//!   key order, but stops as soon as no item of the phase can be left: at once for an empty
+//!   phase, after the phase's count from an end of the queue, and below the phase's lowest
+//!   possible key walking down.
 //! - **Reads.** No read that could block runs on an async thread, and no reader ever waits
 //!   for the writer. A call that returns items (`fetch`, `pop`, `claim`, `update`) looks at
 //!   the index under the state lock, reads the blobs it needs with the lock released, then

@@ -328,6 +328,11 @@ impl Queue {
         }
     }
 
+    /// The keys a selector picks. A page of one phase walks the slots but stops as soon as
+    /// no item of the phase can be left: at once for a phase with no items, after the
+    /// phase's count of them when the walk starts at an end of the queue, and below the
+    /// phase's lowest possible key ([`Queue::prune_from`]) when it walks down. So a page of a
+    /// rare or empty phase of a large queue does not read every slot.
     fn select(&self, selector: &Selector) -> Vec<Key> {
         let page = match selector {
             Selector::Key(k) => return self.slots.get(*k).map(|_| *k).into_iter().collect(),
@@ -340,19 +345,54 @@ impl Queue {
                 None => return Vec::new(),
             },
         };
-        let keep = |s: &Slot| phase.is_none_or(|p| s.phase == p);
+        // How many items of the phase the walk can meet, when that is known, and the
+        // phase's lowest possible key.
+        let (mut left, lowest) = match phase {
+            None => (u64::MAX, 0),
+            Some(p) => {
+                let count = self.counts[p as usize];
+                let from_an_end = page.after.is_none();
+                let lowest = self.prune_from.get(p as usize).copied().unwrap_or(0);
+                (if from_an_end { count } else { u64::MAX }, lowest)
+            }
+        };
+        if phase.is_some_and(|p| self.counts[p as usize] == 0) {
+            return Vec::new();
+        }
+        let mut keep = move |s: &Slot| {
+            if left == 0 {
+                return None;
+            }
+            match phase {
+                Some(p) if s.phase != p => Some(false),
+                Some(_) => {
+                    left -= 1;
+                    Some(true)
+                }
+                None => Some(true),
+            }
+        };
         if page.reverse {
             self.slots
                 .before(page.after)
-                .filter(|(_, s)| keep(s))
+                .take_while(|(k, _)| *k >= lowest)
+                .map_while(|(k, s)| keep(s).map(|kept| (k, kept)))
+                .filter(|(_, kept)| *kept)
                 .skip(page.offset)
                 .take(page.limit)
                 .map(|(k, _)| k)
                 .collect()
         } else {
+            // No item of the phase lies below its lowest possible key: start there.
+            let after = match (page.after, lowest.checked_sub(1)) {
+                (Some(a), Some(l)) => Some(a.max(l)),
+                (a, l) if phase.is_some() => a.or(l),
+                (a, _) => a,
+            };
             self.slots
-                .after(page.after)
-                .filter(|(_, s)| keep(s))
+                .after(after)
+                .map_while(|(k, s)| keep(s).map(|kept| (k, kept)))
+                .filter(|(_, kept)| *kept)
                 .skip(page.offset)
                 .take(page.limit)
                 .map(|(k, _)| k)

@@ -452,6 +452,24 @@ async fn subscribe_publish_and_follow_the_delivery() {
         Publish::new("order.paid", &serde_json::json!({"id": 8})).idempotency_key("order-7-paid");
     remote(client.publish(&reused).await, 422, "idempotency_key_reused");
 
+    // A test event, and the newest deliveries of the subscription, newest first.
+    let test = client.test_subscription(&sub.id).await.unwrap();
+    assert!(String::from_utf8_lossy(&rx.next().await.body).contains("hookspool.test"));
+    wait_for_state(&client, &test, "done").await;
+    let newest = client.deliveries(Some(&sub.id), 10).await.unwrap();
+    let ids: Vec<&str> = newest.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [test.as_str(), first.delivery_ids[0].as_str(), id.as_str()]
+    );
+    assert_eq!(client.deliveries(None, 1).await.unwrap().len(), 1);
+    remote(client.deliveries(None, 0).await, 400, "invalid_input");
+    remote(
+        client.test_subscription("sub_nope").await,
+        404,
+        "subscription_not_found",
+    );
+
     assert!(client.unsubscribe(&sub.id).await.unwrap());
     assert!(!client.unsubscribe(&sub.id).await.unwrap());
     client
