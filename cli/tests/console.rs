@@ -11,13 +11,15 @@ mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use hookspool_webhooks::{SigningKey, verify};
 use reqwest::Method;
 use serde_json::{Value, json};
 use webdriver::Browser;
@@ -99,25 +101,29 @@ impl Drop for Daemon {
     }
 }
 
-/// A receiver on 127.0.0.1:0 answering `status` (switchable), counting test events.
+/// A receiver on 127.0.0.1:0 answering `status` (switchable); it keeps the test events it
+/// got, headers and body.
 struct Receiver {
     url: String,
     status: Arc<AtomicU16>,
-    tests: Arc<AtomicU16>,
+    tests: TestEvents,
 }
+
+type TestEvents = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 async fn receiver(status: u16) -> Receiver {
     async fn hook(
-        State((status, tests)): State<(Arc<AtomicU16>, Arc<AtomicU16>)>,
-        body: String,
+        State((status, tests)): State<(Arc<AtomicU16>, TestEvents)>,
+        headers: HeaderMap,
+        body: Bytes,
     ) -> StatusCode {
-        if body.contains("\"hookspool.test\"") {
-            tests.fetch_add(1, Ordering::SeqCst);
+        if String::from_utf8_lossy(&body).contains("\"hookspool.test\"") {
+            tests.lock().unwrap().push((headers, body));
         }
         StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap()
     }
     let status = Arc::new(AtomicU16::new(status));
-    let tests = Arc::new(AtomicU16::new(0));
+    let tests = TestEvents::default();
     let app = Router::new()
         .fallback(hook)
         .with_state((status.clone(), tests.clone()));
@@ -460,16 +466,22 @@ async fn subscription_pages(w: &World) {
     b.click_on("#test").await;
     b.find_text("#flash", "Test event sent").await;
     for _ in 0..500 {
-        if ok.tests.load(Ordering::SeqCst) > 0 {
+        if !ok.tests.lock().unwrap().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        ok.tests.load(Ordering::SeqCst),
-        1,
-        "the test event did not arrive"
-    );
+    // The test event arrived once, signed with the secret the page showed.
+    let tests = ok.tests.lock().unwrap().clone();
+    assert_eq!(tests.len(), 1, "the test event did not arrive once");
+    let (headers, body) = &tests[0];
+    let key = SigningKey::from_whsec(&secret).unwrap();
+    let lookup = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    verify(&[&key], lookup, body, now).unwrap();
     b.find_text("main tbody", "hookspool.test").await;
     shot(b, "subscription").await;
 }
