@@ -140,6 +140,7 @@ pub fn router<B: Backend>(state: ApiState<B>) -> Router {
     });
     api.method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(middleware::from_fn(same_origin_changes))
         .layer(Extension(Arc::new(doc)))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -278,6 +279,43 @@ async fn auth<B: Backend>(State(state): State<ApiState<B>>, req: Request, next: 
     }
     resp
 }
+
+/// Refuses a change (any method but `GET`, `HEAD`, `OPTIONS`) that a browser sends from
+/// another origin: a page elsewhere cannot make an operator's browser reset a queue, with or
+/// without a session cookie, even on a daemon without tokens. Browsers say where a request
+/// comes from (`Sec-Fetch-Site`, else `Origin`); other clients send neither and pass.
+async fn same_origin_changes(req: Request, next: Next) -> Response {
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if changes && from_another_origin(req.headers()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "a browser request from another origin may not change anything here",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether a browser says the request comes from a page of another origin.
+fn from_another_origin(headers: &axum::http::HeaderMap) -> bool {
+    let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+    match text(HEADER_FETCH_SITE) {
+        Some(site) => site != "same-origin" && site != "none",
+        None => match (text(header::ORIGIN.as_str()), text(header::HOST.as_str())) {
+            (Some(origin), Some(host)) => {
+                origin.split_once("://").map(|(_, rest)| rest) != Some(host)
+            }
+            _ => false,
+        },
+    }
+}
+
+/// The header in which browsers say whose page sent a request.
+const HEADER_FETCH_SITE: &str = "sec-fetch-site";
 
 /// Compares two byte strings without an early exit on the first difference.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

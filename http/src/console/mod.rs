@@ -140,6 +140,7 @@ pub fn console<B: Backend>(state: ApiState<B>, config: ConsoleConfig) -> Router 
         .route(&format!("{p}/api/login"), post(login::<B>))
         .merge(protected)
         .with_state(console)
+        .layer(middleware::from_fn(crate::same_origin_changes))
         .layer(middleware::map_response(secure_headers))
 }
 

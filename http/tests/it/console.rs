@@ -494,3 +494,68 @@ async fn the_console_mounts_under_any_path_beside_a_nested_api() {
         .unwrap();
     assert_eq!(q.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_browser_request_from_another_origin_changes_nothing_even_without_tokens() {
+    let c = start(Vec::new(), Duration::from_mins(1)).await;
+    let host = c.base.trim_start_matches("http://").to_owned();
+    let same_origin = format!("http://{host}");
+    let create = |id: &str| Some(json!({ "id": id }));
+    for headers in [
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("sec-fetch-site", "same-site")],
+        vec![("origin", "http://127.0.0.1:1")],
+        vec![("origin", "null")],
+    ] {
+        let a = c
+            .call(Method::POST, "/queues", create("forged"), &headers)
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{headers:?}: {}", a.json);
+        assert_eq!(a.json["error"], "cross_origin");
+        let a = c
+            .call(
+                Method::POST,
+                "/ui/api/login",
+                Some(json!({"token": "x"})),
+                &headers,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{headers:?}: {}", a.json);
+    }
+    let a = c
+        .call(
+            Method::GET,
+            "/queues",
+            None,
+            &[("sec-fetch-site", "cross-site")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "reads stay allowed");
+    let ids: Vec<String> = a.json["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!ids.contains(&"forged".to_owned()), "{ids:?}");
+    // The console's own page, a browser's address bar, and clients that are not browsers.
+    for (i, headers) in [
+        vec![("sec-fetch-site", "same-origin")],
+        vec![("sec-fetch-site", "none")],
+        vec![("origin", same_origin.as_str())],
+        vec![],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let a = c
+            .call(
+                Method::POST,
+                "/queues",
+                create(&format!("ok-{i}")),
+                &headers,
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{headers:?}: {}", a.json);
+    }
+}
