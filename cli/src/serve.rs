@@ -126,7 +126,9 @@ async fn serve_on<B: Backend>(
                 .is_some_and(|u| u.starts_with("https://")),
             ..ConsoleConfig::new(settings.path.as_str(), "")
         };
-        app = hookspool_http::console(state, console_config).merge(app);
+        let console = hookspool_http::console(state, console_config)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+        app = console.merge(app);
     }
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;

@@ -58,7 +58,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 
-pub use console::{ConsoleConfig, DEFAULT_SESSION_TTL, console};
+pub use console::{
+    ConsoleConfig, ConsolePathError, DEFAULT_SESSION_TTL, check_console_path, console,
+};
 pub use error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 use hookspool::{Backend, Store};

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use hookspool_http::DEFAULT_SESSION_TTL;
+use hookspool_http::{DEFAULT_SESSION_TTL, check_console_path};
 use serde::Deserialize;
 
 use crate::duration::parse_duration;
@@ -90,32 +90,15 @@ const API_PATHS: [&str; 10] = [
     "openapi.json",
 ];
 
-/// A console path: `/` and segments of letters, digits, `-`, `_` and `.`, not one of the
-/// API's own top-level paths.
+/// A console path ([`hookspool_http::check_console_path`]) that is not one of the API's own
+/// top-level paths.
 fn check_path(path: &str) -> Result<String, String> {
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() && path.starts_with('/') {
-        return Err("must be below the root, where the API is: e.g. /ui".to_owned());
-    }
-    if !trimmed.starts_with('/') {
-        return Err("must start with `/`, e.g. /ui".to_owned());
-    }
-    let ok = trimmed[1..].split('/').all(|seg| {
-        !seg.is_empty()
-            && seg != "."
-            && seg != ".."
-            && seg
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    });
-    if !ok {
-        return Err("may only hold segments of letters, digits, `-`, `_` and `.`".to_owned());
-    }
-    let first = trimmed[1..].split('/').next().unwrap_or_default();
+    let checked = check_console_path(path).map_err(|e| e.reason.to_owned())?;
+    let first = checked[1..].split('/').next().unwrap_or_default();
     if API_PATHS.contains(&first) {
         return Err(format!("`/{first}` belongs to the API"));
     }
-    Ok(trimmed.to_owned())
+    Ok(checked)
 }
 
 #[cfg(test)]

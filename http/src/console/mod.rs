@@ -24,7 +24,7 @@
 //! let state = ApiState::new(hooks, ApiConfig::default());
 //! let app = axum::Router::new()
 //!     .nest("/hookspool", router(state.clone()))
-//!     .merge(console(state, ConsoleConfig::new("/admin/hooks", "/hookspool")));
+//!     .merge(console(state, ConsoleConfig::new("/admin/hooks", "/hookspool"))?);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
 //! # Ok(())
@@ -63,7 +63,7 @@ const APP_CSS: &str = include_str!("assets/app.css");
 /// Where the console is and how its sessions behave.
 #[derive(Clone, Debug)]
 pub struct ConsoleConfig {
-    /// The path the console is served at, e.g. `/ui` (no trailing slash).
+    /// The path the console is served at, e.g. `/ui` (see [`check_console_path`]).
     pub path: String,
     /// The path the browser reaches the API at: `""` when the API router is served at the
     /// root, `/hookspool` when it is nested there.
@@ -79,12 +79,63 @@ impl ConsoleConfig {
     /// The console at `path`, the API at `api_base`, with the default session length.
     pub fn new(path: impl Into<String>, api_base: impl Into<String>) -> Self {
         ConsoleConfig {
-            path: path.into().trim_end_matches('/').to_owned(),
+            path: path.into(),
             api_base: api_base.into().trim_end_matches('/').to_owned(),
             session_ttl: DEFAULT_SESSION_TTL,
             secure_cookie: false,
         }
     }
+}
+
+/// A console path [`console()`] cannot serve at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsolePathError {
+    /// The path given.
+    pub path: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for ConsolePathError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "console path {:?}: {}", self.path, self.reason)
+    }
+}
+
+impl std::error::Error for ConsolePathError {}
+
+/// Checks a console path and returns it without a trailing `/`: `/` then segments of
+/// letters, digits, `-`, `_` and `.` (`/ui`, `/admin/hooks`). The root is refused (that is
+/// where an API served as is lives).
+///
+/// # Errors
+/// [`ConsolePathError`] saying what is wrong.
+pub fn check_console_path(path: &str) -> Result<String, ConsolePathError> {
+    let refuse = |reason| {
+        Err(ConsolePathError {
+            path: path.to_owned(),
+            reason,
+        })
+    };
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() && path.starts_with('/') {
+        return refuse("must be below the root: e.g. /ui");
+    }
+    let Some(rest) = trimmed.strip_prefix('/') else {
+        return refuse("must start with `/`, e.g. /ui");
+    };
+    let ok = rest.split('/').all(|seg| {
+        !seg.is_empty()
+            && seg != "."
+            && seg != ".."
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    });
+    if !ok {
+        return refuse("may only hold segments of letters, digits, `-`, `_` and `.`");
+    }
+    Ok(trimmed.to_owned())
 }
 
 struct ConsoleState<B: Backend> {
@@ -109,8 +160,17 @@ impl<B: Backend> Clone for ConsoleState<B> {
 /// `PATH/api/…` (session and statistics). Merge it into the router that serves the API with
 /// the same `state`, so that the API accepts the console's sessions.
 ///
-/// Call it inside a tokio runtime: it starts the task that samples delivery statistics.
-pub fn console<B: Backend>(state: ApiState<B>, config: ConsoleConfig) -> Router {
+/// Call it inside a tokio runtime: it starts the task that samples delivery statistics. Its
+/// routes must not overlap the application's (axum refuses overlapping routes when they are
+/// merged).
+///
+/// # Errors
+/// [`ConsolePathError`] for a path [`check_console_path`] refuses.
+pub fn console<B: Backend>(
+    state: ApiState<B>,
+    mut config: ConsoleConfig,
+) -> Result<Router, ConsolePathError> {
+    config.path = check_console_path(&config.path)?;
     let index = INDEX_HTML
         .replace("{{path}}", &html_attr(&config.path))
         .replace("{{api}}", &html_attr(&config.api_base));
@@ -126,13 +186,8 @@ pub fn console<B: Backend>(state: ApiState<B>, config: ConsoleConfig) -> Router 
         .route(&format!("{p}/api/stats"), get(stats_view::<B>))
         .route(&format!("{p}/api/logout"), post(logout::<B>))
         .route_layer(middleware::from_fn_with_state(state, crate::auth::<B>));
-    let root = if p.is_empty() {
-        "/".to_owned()
-    } else {
-        p.clone()
-    };
-    Router::new()
-        .route(&root, get(index_page::<B>))
+    Ok(Router::new()
+        .route(&p, get(index_page::<B>))
         .route(&format!("{p}/"), get(index_page::<B>))
         .route(&format!("{p}/app.js"), get(app_js))
         .route(&format!("{p}/app.css"), get(app_css))
@@ -141,7 +196,7 @@ pub fn console<B: Backend>(state: ApiState<B>, config: ConsoleConfig) -> Router 
         .merge(protected)
         .with_state(console)
         .layer(middleware::from_fn(crate::same_origin_changes))
-        .layer(middleware::map_response(secure_headers))
+        .layer(middleware::map_response(secure_headers)))
 }
 
 /// Headers on every console response.

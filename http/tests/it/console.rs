@@ -43,7 +43,7 @@ async fn start(tokens: Vec<Secret>, ttl: Duration) -> Console {
         session_ttl: ttl,
         ..ConsoleConfig::new("/ui", "")
     };
-    let app = console(state.clone(), config).merge(router(state));
+    let app = console(state.clone(), config).unwrap().merge(router(state));
     let addr = support::serve(app).await;
     Console {
         base: format!("http://{addr}"),
@@ -469,10 +469,7 @@ async fn the_console_mounts_under_any_path_beside_a_nested_api() {
     let state = ApiState::new(hooks, ApiConfig::default());
     let app = axum::Router::new()
         .nest("/hookspool", router(state.clone()))
-        .merge(console(
-            state,
-            ConsoleConfig::new("/admin/hooks/", "/hookspool/"),
-        ));
+        .merge(console(state, ConsoleConfig::new("/admin/hooks/", "/hookspool/")).unwrap());
     let base = format!("http://{}", support::serve(app).await);
     let page = reqwest::get(format!("{base}/admin/hooks/"))
         .await
@@ -558,4 +555,22 @@ async fn a_browser_request_from_another_origin_changes_nothing_even_without_toke
             .await;
         assert_eq!(a.status, StatusCode::CREATED, "{headers:?}: {}", a.json);
     }
+}
+
+#[tokio::test]
+async fn a_console_path_that_cannot_be_served_is_refused() {
+    let hooks = Hooks::open(Store::new(MemoryBackend::new())).await.unwrap();
+    let state = ApiState::new(hooks, ApiConfig::default());
+    for (bad, why) in [
+        ("/", "below the root"),
+        ("", "start with"),
+        ("ui", "start with"),
+        ("/a//b", "segments"),
+        ("/ui/{id}", "segments"),
+        ("/../x", "segments"),
+    ] {
+        let e = console(state.clone(), ConsoleConfig::new(bad, "")).unwrap_err();
+        assert!(e.to_string().contains(why), "{bad}: {e}");
+    }
+    assert!(console(state, ConsoleConfig::new("/admin/hooks/", "")).is_ok());
 }
