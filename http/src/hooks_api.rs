@@ -72,6 +72,7 @@ struct DeliveriesQuery {
     /// Only this subscription's deliveries.
     subscription: Option<String>,
     /// At most this many (default 50, at most 500).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
