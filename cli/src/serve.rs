@@ -137,6 +137,9 @@ async fn serve_on<B: Backend>(
     } else {
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "hookspool serving");
     }
+    if let Some(settings) = &config.console {
+        tracing::info!("web console at http://{addr}{}/", settings.path);
+    }
     ready(addr);
 
     // One shutdown signal, seen by the server and both loops.

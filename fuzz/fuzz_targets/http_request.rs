@@ -1,5 +1,6 @@
-//! Fuzzes the HTTP API's request path: the router of `hookspool-http` with its extractors
-//! over a fresh memory store, fed arbitrary requests (method, path and query, headers,
+//! Fuzzes the HTTP API's request path: the router of `hookspool-http` with its extractors,
+//! and the web console merged beside it at `/ui` (sign-in, sessions, CSRF), over a fresh
+//! memory store, fed arbitrary requests (method, path and query, headers,
 //! body) through `tower::ServiceExt::oneshot`. No request may panic it or get a server
 //! error: on the memory backend nothing is locked or unreachable, so the API's only
 //! documented 5xx (503 `locked` or `unavailable`) cannot happen, and a 500 is a finding.
@@ -32,7 +33,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use hookspool::{MemoryBackend, Store};
-use hookspool_http::{ApiConfig, ApiState, router};
+use hookspool_http::{ApiConfig, ApiState, ConsoleConfig, console, router};
 use hookspool_webhooks::{Hooks, Secret};
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt;
@@ -124,7 +125,12 @@ async fn app(with_token: bool) -> Router {
         body_limit: BODY_LIMIT,
         public_metrics: true,
     };
-    let app = router(ApiState::new(hooks, config));
+    let state = ApiState::new(hooks, config);
+    let console = match console(state.clone(), ConsoleConfig::new("/ui", "")) {
+        Ok(c) => c,
+        Err(e) => panic!("the console does not mount at /ui: {e}"),
+    };
+    let app = console.merge(router(state));
     APPS.lock().unwrap_or_else(PoisonError::into_inner)[slot] = Some((app.clone(), 1));
     app
 }

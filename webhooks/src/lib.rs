@@ -14,16 +14,18 @@
 //!   concurrency and ordering.
 //! - **Firing** ([`Hooks::fire`], `notify` (one owner's subscriptions), `emit` (with a request
 //!   id), `fire_to` / `fire_resolved` (URLs without a registry), [`Hooks::fire_with`] with
-//!   [`FireOptions`]): one delivery per target, stored in one atomic push before the call
-//!   returns; an **idempotency key** makes a retried fire a no-op for 24 hours (configurable).
+//!   [`FireOptions`], `fire_test` (one signed test event to one subscription)): one delivery
+//!   per target, stored in one atomic push before the call returns; an **idempotency key**
+//!   makes a retried fire a no-op for 24 hours (configurable).
 //! - **The delivery loop** ([`Deliverer`]): claims due deliveries, POSTs them signed through
 //!   an HTTP client that refuses private and loopback targets unless allowed
 //!   ([`NetworkPolicy`]), records each attempt with the next state in one atomic update
 //!   before announcing it ([`Hooks::results`]; the outcomes of requests that finish together
 //!   share one `update_many`), retries on a [`RetrySchedule`] (honouring
 //!   `Retry-After` and `410 Gone`), and resumes after a crash exactly where it stopped.
-//! - **Deliveries** ([`Hooks::delivery`], `attempts`, `replay`, `replay_subscription`): the
-//!   attempt log of every delivery, and replay of dead ones.
+//! - **Deliveries** ([`Hooks::delivery`], `attempts`, `recent_deliveries`, `replay`,
+//!   `replay_subscription`): the attempt log of every delivery, the newest ones (of a
+//!   subscription), and replay of dead ones.
 //! - **Inbound callbacks** ([`Hooks::receive`], [`Callbacks`], [`Handler`]): a callback
 //!   channel is a queue; received requests are stored before they are acknowledged and the
 //!   channel's handler runs them with retries, ending in `dead` if they keep failing.

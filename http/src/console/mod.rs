@@ -182,17 +182,25 @@ pub fn console<B: Backend>(
         index: index.into(),
         stats: sampler,
     };
+    // Another method on a console path answers the API's 405 JSON, not an empty one.
+    let m405 = crate::method_not_allowed;
     let protected = Router::new()
-        .route(&format!("{p}/api/stats"), get(stats_view::<B>))
-        .route(&format!("{p}/api/logout"), post(logout::<B>))
+        .route(
+            &format!("{p}/api/stats"),
+            get(stats_view::<B>).fallback(m405),
+        )
+        .route(&format!("{p}/api/logout"), post(logout::<B>).fallback(m405))
         .route_layer(middleware::from_fn_with_state(state, crate::auth::<B>));
     Ok(Router::new()
-        .route(&p, get(index_page::<B>))
-        .route(&format!("{p}/"), get(index_page::<B>))
-        .route(&format!("{p}/app.js"), get(app_js))
-        .route(&format!("{p}/app.css"), get(app_css))
-        .route(&format!("{p}/api/session"), get(session_view::<B>))
-        .route(&format!("{p}/api/login"), post(login::<B>))
+        .route(&p, get(index_page::<B>).fallback(m405))
+        .route(&format!("{p}/"), get(index_page::<B>).fallback(m405))
+        .route(&format!("{p}/app.js"), get(app_js).fallback(m405))
+        .route(&format!("{p}/app.css"), get(app_css).fallback(m405))
+        .route(
+            &format!("{p}/api/session"),
+            get(session_view::<B>).fallback(m405),
+        )
+        .route(&format!("{p}/api/login"), post(login::<B>).fallback(m405))
         .merge(protected)
         .with_state(console)
         .layer(middleware::from_fn(crate::same_origin_changes))

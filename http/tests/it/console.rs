@@ -170,6 +170,15 @@ async fn the_page_and_its_assets_come_with_a_strict_policy() {
             );
         }
     }
+    // Another method is the API's 405 JSON.
+    for (method, path) in [
+        (Method::DELETE, "/ui/app.js"),
+        (Method::GET, "/ui/api/login"),
+    ] {
+        let a = c.call(method, path, None, &[]).await;
+        assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(a.json["error"], "method_not_allowed", "{path}");
+    }
     // The API is unchanged beside it.
     let a = c.call(Method::GET, "/queues", None, &[]).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
