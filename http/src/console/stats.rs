@@ -82,6 +82,9 @@ type Totals = Arc<dyn Fn() -> (u64, u64) + Send + Sync>;
 pub(crate) struct ConsoleStats {
     state: Arc<Mutex<State>>,
     totals: Totals,
+    /// Dropped with the last clone: the sampling task sees it go and ends at once (it holds
+    /// the store's `Hooks`, which must not outlive the console by a sampling interval).
+    _alive: Arc<tokio::sync::watch::Sender<()>>,
 }
 
 impl ConsoleStats {
@@ -94,15 +97,18 @@ impl ConsoleStats {
             last_at: Some(std::time::Instant::now()),
             ..State::default()
         };
+        let (alive, gone) = tokio::sync::watch::channel(());
         let console = ConsoleStats {
             state: Arc::new(Mutex::new(state)),
             totals: read,
+            _alive: Arc::new(alive),
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sample(
                 Arc::clone(&console.totals),
                 Arc::downgrade(&console.state),
                 hooks.results(),
+                gone,
             ));
         }
         console
@@ -134,12 +140,15 @@ async fn sample(
     totals: Totals,
     state: Weak<Mutex<State>>,
     mut results: tokio::sync::broadcast::Receiver<DeliveryOutcome>,
+    mut gone: tokio::sync::watch::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(STEP);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {
+            // The console was dropped.
+            _ = gone.changed() => return,
             _ = tick.tick() => {
                 let Some(state) = state.upgrade() else { return };
                 let now = totals();
@@ -292,6 +301,39 @@ mod tests {
             );
         }
         assert_eq!(state.failing.len(), MAX_FAILING);
+    }
+
+    #[tokio::test]
+    async fn the_sampler_ends_with_the_console_and_lets_the_store_go() {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let hooks = Hooks::open(hookspool::Store::new(hookspool::MemoryBackend::new()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Closed once the last `Hooks` (which holds the results' sender) is gone.
+        let mut rx = hooks.results();
+        let console = ConsoleStats::start(&hooks);
+        drop(hooks);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            rx.try_recv().err(),
+            Some(TryRecvError::Empty),
+            "the console holds it"
+        );
+        drop(console);
+        // Not a sampling interval (10 s) later: at once.
+        let mut seen = rx.try_recv().err();
+        for _ in 0..200 {
+            if seen == Some(TryRecvError::Closed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            seen = rx.try_recv().err();
+        }
+        assert_eq!(
+            seen,
+            Some(TryRecvError::Closed),
+            "the sampler outlives the console, holding the store"
+        );
     }
 
     #[test]
