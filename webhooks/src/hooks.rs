@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::idempotency::{DEFAULT_IDEMPOTENCY_TTL, Idempotency};
 use crate::inbound;
 use crate::secret::Secret;
-use crate::stats::{self, DeliveryStatsSnapshot};
+use crate::stats::{self, DeliveryStatsReader, DeliveryStatsSnapshot};
 use crate::subscription::{DEFAULT_ROTATION_GRACE, Registered, from_item, parse_key};
 
 /// The queue that holds subscriptions (one item each).
@@ -133,7 +133,7 @@ pub(crate) struct Inner<B: Backend> {
     pub(crate) results: broadcast::Sender<DeliveryOutcome>,
     /// Idempotency keys of keyed fires.
     pub(crate) idempotency: Idempotency,
-    pub(crate) stats: stats::DeliveryStats,
+    pub(crate) stats: Arc<stats::DeliveryStats>,
 }
 
 impl<B: Backend> Hooks<B> {
@@ -184,7 +184,7 @@ impl<B: Backend> Hooks<B> {
                 callback_results: broadcast::channel(1024).0,
                 callback_counts: Default::default(),
                 results,
-                stats: stats::DeliveryStats::default(),
+                stats: Arc::default(),
             }),
         };
         if hooks.inner.store.backend().capabilities().shared {
@@ -209,6 +209,12 @@ impl<B: Backend> Hooks<B> {
     /// durations), for metrics.
     pub fn delivery_stats(&self) -> DeliveryStatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// A handle that reads the same statistics as [`Hooks::delivery_stats`] without keeping
+    /// the store open: for a sampler that must not outlive the application's `Hooks`.
+    pub fn delivery_stats_reader(&self) -> DeliveryStatsReader {
+        DeliveryStatsReader(Arc::clone(&self.inner.stats))
     }
 
     /// Announces an outcome: statistics, then the results stream.

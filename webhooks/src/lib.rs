@@ -147,7 +147,7 @@ pub use signing::{
     verify_emitter, verify_github,
 };
 #[cfg(feature = "delivery")]
-pub use stats::{DURATION_BUCKETS, DeliveryStatsSnapshot};
+pub use stats::{DURATION_BUCKETS, DeliveryStatsReader, DeliveryStatsSnapshot};
 #[cfg(feature = "delivery")]
 pub use subscription::{
     DEFAULT_ROTATION_GRACE, EventPattern, MAX_EVENT_LEN, MAX_EXTRA_HEADERS, SubscribeOptions,

@@ -62,6 +62,18 @@ impl DeliveryStats {
     }
 }
 
+/// Reads a store's delivery statistics without holding the store
+/// ([`crate::Hooks::delivery_stats_reader`]).
+#[derive(Clone, Debug)]
+pub struct DeliveryStatsReader(pub(crate) std::sync::Arc<DeliveryStats>);
+
+impl DeliveryStatsReader {
+    /// The statistics now, as [`crate::Hooks::delivery_stats`] gives them.
+    pub fn snapshot(&self) -> DeliveryStatsSnapshot {
+        self.0.snapshot()
+    }
+}
+
 /// Delivery statistics since the process started.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryStatsSnapshot {

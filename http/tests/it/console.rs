@@ -436,6 +436,22 @@ async fn failing_subscriptions_show_and_a_test_event_is_refused_where_it_cannot_
     assert_eq!(f["subscription"], bad_id.as_str());
     assert_eq!(f["last_status"], 500);
     assert_eq!(f["failures"], 1);
+    // Long before the first 10 s point, the interval still running counts both outcomes.
+    let point = async {
+        loop {
+            let a = c.call(Method::GET, "/ui/api/stats", None, &[]).await;
+            let points = a.json["points"].as_array().unwrap().clone();
+            assert_eq!(points.len(), 1, "{}", a.json);
+            if points[0]["delivered"] == 1 && points[0]["failed"] == 1 {
+                return points[0].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let p = tokio::time::timeout(Duration::from_secs(5), point)
+        .await
+        .unwrap();
+    assert!(p["secs"].as_f64().unwrap() < 10.0, "{p}");
 
     // Refusals: no such subscription; a disabled one.
     let a = c
@@ -582,4 +598,44 @@ async fn a_console_path_that_cannot_be_served_is_refused() {
         assert!(e.to_string().contains(why), "{bad}: {e}");
     }
     assert!(console(state, ConsoleConfig::new("/admin/hooks/", "")).is_ok());
+}
+
+#[tokio::test]
+async fn a_dropped_console_lets_its_store_go() {
+    use tokio::sync::broadcast::error::TryRecvError;
+    use tower::ServiceExt;
+    let hooks = Hooks::open(Store::new(MemoryBackend::new())).await.unwrap();
+    // Closed once the last `Hooks` (which holds the results' sender) is gone.
+    let mut rx = hooks.results();
+    let state = ApiState::new(hooks, ApiConfig::default());
+    let app = console(state.clone(), ConsoleConfig::new("/ui", ""))
+        .unwrap()
+        .merge(router(state));
+    for path in ["/ui/", "/ui/api/stats", "/queues"] {
+        let request = axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let answer = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        rx.try_recv().err(),
+        Some(TryRecvError::Empty),
+        "the app holds it"
+    );
+    drop(app);
+    let mut seen = rx.try_recv().err();
+    for _ in 0..200 {
+        if seen == Some(TryRecvError::Closed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        seen = rx.try_recv().err();
+    }
+    assert_eq!(
+        seen,
+        Some(TryRecvError::Closed),
+        "the store outlives the app"
+    );
 }
