@@ -112,6 +112,10 @@ async fn app(with_token: bool) -> Router {
             return app.clone();
         }
     }
+    // The old router is gone: let the runtime run what its drop woke (the console's
+    // sampling task ends then), which it does only while an input waits on something.
+    APPS.lock().unwrap_or_else(PoisonError::into_inner)[slot] = None;
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     let hooks = match Hooks::open(Store::new(MemoryBackend::new())).await {
         Ok(h) => h,
         Err(e) => panic!("hooks over a memory store do not open: {e}"),

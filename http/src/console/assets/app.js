@@ -210,7 +210,9 @@ function stopRefresh() {
 function parseHash() {
   const raw = location.hash.replace(/^#/, '') || '/';
   const [path, query] = raw.split('?');
-  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  // A malformed escape in a hand-typed address is kept as typed rather than thrown.
+  const decode = (x) => { try { return decodeURIComponent(x); } catch (_) { return x; } };
+  const parts = path.split('/').filter(Boolean).map(decode);
   return { parts, params: new URLSearchParams(query || '') };
 }
 
