@@ -14,8 +14,10 @@
 //! `/healthz`, `/readyz` and `/callbacks/{channel}` (which use signatures) requires
 //! `Authorization: Bearer <token>` when tokens are configured (`/metrics` too, unless
 //! [`ApiConfig::public_metrics`]), or a console session cookie whose changes carry the
-//! session's CSRF token ([`console::session`]). `GET /openapi.json`, public too, is the OpenAPI document
-//! of the routes, generated from the handlers' attributes and types ([`openapi()`]).
+//! session's CSRF token ([`console::session`]). A change a browser sends from another
+//! origin is refused (403 `cross_origin`), with or without tokens. `GET /openapi.json`,
+//! public too, is the OpenAPI document of the routes, generated from the handlers'
+//! attributes and types ([`openapi()`]).
 //!
 //! # Example
 //!
