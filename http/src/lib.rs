@@ -41,7 +41,7 @@
 //! `queues` (the queue admin routes), `hooks_api` (subscriptions, publishing, deliveries,
 //! callbacks), `metrics` (`GET /metrics` and the request counter), `openapi` (routes and
 //! their document registered in one place, `ApiRoutes::route`), `error` ([`ApiError`] and the
-//! extractors whose rejections are API errors), [`console`] (the web console: its page and
+//! extractors whose rejections are API errors), [`mod@console`] (the web console: its page and
 //! assets embedded in the binary, [`console::session`] sign-in and CSRF, [`console::stats`]
 //! the overview's outcome chart and failing subscriptions). No features.
 

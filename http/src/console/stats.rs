@@ -4,7 +4,7 @@
 //! A background task samples the delivery loop's cumulative statistics every [`STEP`] into
 //! a ring of [`POINTS`] points, and follows the results stream to keep, per subscription,
 //! the failures since its last success. Both are bounded: the ring by its length, the
-//! failure table by [`MAX_FAILING`] entries. The task never holds the store (only its
+//! failure table by `MAX_FAILING` entries. The task never holds the store (only its
 //! statistics and its results stream), and ends when the console is dropped or the store's
 //! `Hooks` are.
 
