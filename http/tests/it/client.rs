@@ -338,13 +338,7 @@ async fn subscribe_publish_and_follow_the_delivery() {
     let (base, _store, hooks) = serve_api("").await;
     let client = Client::new(&base, Some(Secret::new(TOKEN))).unwrap();
     let mut rx = receiver(200).await;
-    let delivery = crate::loopback_delivery(Vec::new());
-    tokio::spawn(
-        hooks
-            .deliverer(delivery)
-            .unwrap()
-            .run(std::future::pending()),
-    );
+    crate::spawn_loopback_delivery(&hooks);
 
     let sub = client
         .subscribe(&NewSubscription::new("order.*", &rx.url).owner("acme"))

@@ -25,13 +25,7 @@ struct Console {
 /// loop running (no retries).
 async fn start(tokens: Vec<Secret>, ttl: Duration) -> Console {
     let hooks = Hooks::open(Store::new(MemoryBackend::new())).await.unwrap();
-    let delivery = crate::loopback_delivery(Vec::new());
-    tokio::spawn(
-        hooks
-            .deliverer(delivery)
-            .unwrap()
-            .run(std::future::pending()),
-    );
+    crate::spawn_loopback_delivery(&hooks);
     let state = ApiState::new(
         hooks,
         ApiConfig {

@@ -23,7 +23,9 @@ mod support;
 
 /// A delivery loop for tests: polls every 10 ms, retries after `delays` (none: the first
 /// failure is final), no jitter, loopback targets allowed.
-pub fn loopback_delivery(delays: Vec<std::time::Duration>) -> hookspool_webhooks::DeliveryConfig {
+pub(crate) fn loopback_delivery(
+    delays: Vec<std::time::Duration>,
+) -> hookspool_webhooks::DeliveryConfig {
     use hookspool_webhooks::{DeliveryConfig, HttpConfig, NetworkPolicy, RetrySchedule};
     DeliveryConfig {
         poll_interval: std::time::Duration::from_millis(10),
@@ -38,4 +40,10 @@ pub fn loopback_delivery(delays: Vec<std::time::Duration>) -> hookspool_webhooks
         },
         ..DeliveryConfig::default()
     }
+}
+
+/// Runs [`loopback_delivery`] without retries over `hooks` until the test ends.
+pub(crate) fn spawn_loopback_delivery<B: hookspool::Backend>(hooks: &hookspool_webhooks::Hooks<B>) {
+    let deliverer = hooks.deliverer(loopback_delivery(Vec::new())).unwrap();
+    tokio::spawn(deliverer.run(std::future::pending()));
 }

@@ -7,10 +7,7 @@ use std::time::Duration;
 use hookspool::{MemoryBackend, QueueId, Store};
 use hookspool_client::{Client, Error, NewSubscription, Publish};
 use hookspool_http::{ApiConfig, ApiState, router};
-use hookspool_webhooks::{
-    CallbackConfig, DeliveryConfig, Hooks, HttpConfig, Inbound, NetworkPolicy, RetrySchedule,
-    Secret, handler_fn,
-};
+use hookspool_webhooks::{CallbackConfig, DeliveryConfig, Hooks, Inbound, Secret, handler_fn};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::support::serve;
@@ -29,16 +26,7 @@ async fn node_a() -> Node {
     let hooks = Hooks::open(Store::new(MemoryBackend::new())).await.unwrap();
     let config = DeliveryConfig {
         poll_interval: Duration::from_millis(20),
-        schedule: RetrySchedule {
-            delays: vec![Duration::from_millis(50); 5],
-            jitter: 0.0,
-            ..RetrySchedule::standard()
-        },
-        http: HttpConfig {
-            policy: NetworkPolicy::new().allow_loopback(),
-            ..HttpConfig::default()
-        },
-        ..DeliveryConfig::default()
+        ..crate::loopback_delivery(vec![Duration::from_millis(50); 5])
     };
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(hooks.deliverer(config).unwrap().run(async {
