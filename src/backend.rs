@@ -27,7 +27,10 @@ use crate::model::{
 /// power loss (the bytes are synced to the device). Under a weaker, explicitly named setting
 /// (e.g. batched syncing), a returned call survives a process crash and is synced within the
 /// documented interval, or when [`Backend::sync`] returns. A non-durable backend (memory)
-/// says so. Reads never wait for durability.
+/// says so. Reads never wait for durability. One exception is asked for by the caller: a
+/// claim with [`Claim::durable`] `false` may return before it is durable. A crash may then
+/// undo it whole (never in part), and any durable write that returns after it makes it
+/// durable too; a backend may also treat it as durable.
 ///
 /// **Cancellation.** If the future of a mutating call is dropped before it completes, the
 /// call either took effect completely or not at all; the caller cannot know which (as with a

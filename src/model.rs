@@ -623,6 +623,18 @@ pub struct Claim {
     pub limit: usize,
     /// When the leases run out.
     pub lease_until: Timestamp,
+    /// Whether the claim must be durable when `claim` returns (`true` for
+    /// [`crate::Store::claim`]). With `false` a backend may return before the claim is
+    /// stored durably: a crash can then undo it, and the items are pending again with their
+    /// attempt not counted, as if they had never been claimed. Any durable write that
+    /// returns after the claim makes the claim durable too. A backend that cannot tell the
+    /// two apart treats every claim as durable. Not part of a stored record.
+    #[serde(skip, default = "durable_by_default")]
+    pub durable: bool,
+}
+
+fn durable_by_default() -> bool {
+    true
 }
 
 /// What a phase change requires of the item before it is applied (compare-and-set).

@@ -447,6 +447,7 @@ impl<B: Backend> Store<B> {
 
     /// Leases up to `limit` due pending items to `owner` for `lease`, oldest due first.
     /// Expired leases return to pending and items past the TTL expire before selection.
+    /// The claim is durable when this returns.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an empty or over-long owner, a zero lease, or a limit of
@@ -457,6 +458,36 @@ impl<B: Backend> Store<B> {
         owner: &str,
         limit: usize,
         lease: Duration,
+    ) -> Result<Vec<Item>> {
+        self.claim_with(queue, owner, limit, lease, true).await
+    }
+
+    /// [`Store::claim`], without waiting for the claim to be durable: for consumers that
+    /// settle what they claim durably and can live with a crash undoing the claim (the items
+    /// are then pending again, their attempt not counted, and are handed out again). Each
+    /// later durable write makes the claim durable too. On the journal this saves the claim
+    /// its own sync; on PostgreSQL it commits without waiting for the WAL flush. The
+    /// delivery loop claims this way: its attempt counts live in what it settles.
+    ///
+    /// # Errors
+    /// As [`Store::claim`].
+    pub async fn claim_without_sync(
+        &self,
+        queue: &QueueId,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Item>> {
+        self.claim_with(queue, owner, limit, lease, false).await
+    }
+
+    async fn claim_with(
+        &self,
+        queue: &QueueId,
+        owner: &str,
+        limit: usize,
+        lease: Duration,
+        durable: bool,
     ) -> Result<Vec<Item>> {
         check_owner(owner)?;
         if limit == 0 || limit > self.limits.max_batch {
@@ -473,6 +504,7 @@ impl<B: Backend> Store<B> {
             owner: owner.to_owned(),
             limit,
             lease_until: now.saturating_add(lease),
+            durable,
         };
         self.backend.claim(queue, claim, now).await
     }

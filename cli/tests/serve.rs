@@ -226,6 +226,7 @@ fn serve_help_documents_every_setting() {
         "--log-format",
         "--body-limit",
         "--concurrency",
+        "--per-subscription",
         "--retry-schedule",
         "--shutdown-grace",
         "--backend",

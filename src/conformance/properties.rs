@@ -120,6 +120,7 @@ fn claim(owner: &str, limit: usize, until: Timestamp) -> Claim {
         owner: owner.to_owned(),
         limit,
         lease_until: until,
+        durable: true,
     }
 }
 
@@ -1555,6 +1556,63 @@ pub async fn update_many_survives_reopen<F: Factory>(f: &F) {
     assert_eq!(
         ok(b.count(&q).await, "count"),
         counts(&[(&Phase::DONE, 200), (&Phase::PENDING, 100)])
+    );
+}
+
+/// A claim that need not be durable on return ([`Claim::durable`] `false`) is a claim like
+/// any other: the same items, leases, attempts and counts, and the next durable write makes
+/// it durable (it survives a reopen).
+pub async fn claim_without_sync_is_a_claim_made_durable_by_the_next_write<F: Factory>(f: &F) {
+    let (b, q) = backend_with(f, config("orders")).await;
+    push_n(&b, &q, 4, T0).await;
+    let lazy = Claim {
+        durable: false,
+        ..claim("w1", 3, at(60_000))
+    };
+    let got = ok(b.claim(&q, lazy, at(5)).await, "claim without sync");
+    assert_eq!(keys(&got), vec![1, 2, 3], "the oldest due items, in order");
+    for item in &got {
+        assert_eq!(item.phase, Phase::IN_FLIGHT);
+        assert_eq!(item.attempts, 1, "the attempt is counted");
+        assert_eq!(
+            item.lease.as_ref().map(|l| (l.owner.as_str(), l.until)),
+            Some(("w1", at(60_000)))
+        );
+        assert_eq!(
+            *item,
+            must_get(&b, &q, item.key).await,
+            "stored as returned"
+        );
+    }
+    assert_eq!(
+        ok(b.count(&q).await, "count"),
+        counts(&[(&Phase::IN_FLIGHT, 3), (&Phase::PENDING, 1)])
+    );
+    let again = ok(
+        b.claim(&q, claim("w2", 10, at(60_000)), at(6)).await,
+        "claim",
+    );
+    assert_eq!(
+        keys(&again),
+        vec![4],
+        "what was claimed is not handed out again"
+    );
+    // A durable write after it: the ack of one of the items.
+    let acked = ok(
+        b.update_many(&q, vec![(1, leased("w1", move_to(Phase::DONE)))], at(7))
+            .await,
+        "update_many",
+    );
+    assert!(acked.iter().all(Result::is_ok), "the lease holder acks");
+    if !f.durable() {
+        return;
+    }
+    let before = all(&b, &q).await;
+    let b = f.reopen(b).await;
+    assert_eq!(
+        all(&b, &q).await,
+        before,
+        "the claim without sync, and what followed it, after reopen"
     );
 }
 

@@ -228,13 +228,18 @@ impl<B: Backend> Deliverer<B> {
             Err(e) => return (Err(e), false),
         };
         let mut stopping = false;
+        // The claim under way, if any. A claim waits for a durable write, so it runs beside
+        // everything else: requests that finish meanwhile free their slots and the deliveries
+        // waiting for them start, instead of all of it stopping for the disk.
+        let mut claiming: Option<Claiming> = None;
+        // The last claim found nothing due: wait for a wake-up, a finished request or the
+        // next poll before claiming again.
+        let mut idle = false;
         let result = loop {
             lp.start_waiting();
-            let claimed = match lp.claim().await {
-                Ok(n) => n,
-                Err(e) => break Err(e),
-            };
-            let idle = claimed == 0;
+            if claiming.is_none() && !idle {
+                claiming = lp.start_claim();
+            }
             let wait = lp.idle_wait();
             let step = tokio::select! {
                 biased;
@@ -242,17 +247,40 @@ impl<B: Backend> Deliverer<B> {
                     stopping = true;
                     break Ok(());
                 }
+                claimed = next_claim(&mut claiming), if claiming.is_some() => {
+                    claiming = None;
+                    match claimed {
+                        Ok(items) => {
+                            idle = items.is_empty();
+                            lp.admit_all(items).await
+                        }
+                        Err(e) => Err(e.into()),
+                    }
+                }
                 Some(done) = lp.tasks.join_next_with_id(), if !lp.tasks.is_empty() => {
+                    idle = false;
                     lp.finished_all(done).await
                 }
-                () = lp.d.hooks.inner.wake.notified(), if idle => Ok(()),
-                () = tokio::time::sleep(wait), if idle => Ok(()),
-                () = std::future::ready(()), if !idle => Ok(()),
+                () = lp.d.hooks.inner.wake.notified(), if claiming.is_none() => {
+                    idle = false;
+                    Ok(())
+                }
+                () = tokio::time::sleep(wait), if claiming.is_none() => {
+                    idle = false;
+                    Ok(())
+                }
             };
             if let Err(e) = step {
                 break Err(e);
             }
         };
+        // A claim still under way leased its deliveries to us: hold them, so that the stop
+        // below gives them back at once rather than at the end of their lease.
+        if let Some(claim) = claiming.take()
+            && let Ok(items) = claim.await
+        {
+            lp.held.extend(items.iter().map(|item| item.key));
+        }
         // Even when the loop ends on an error, give back what it holds (best effort: the
         // error may be the backend's).
         let stopped = lp.stop().await;
@@ -392,27 +420,30 @@ impl<B: Backend> Loop<B> {
         self.tasks.len() + self.waiting.values().map(VecDeque::len).sum::<usize>()
     }
 
-    /// Claims as many due deliveries as there is room for; returns how many.
-    async fn claim(&mut self) -> Result<usize> {
+    /// Starts a claim of as many due deliveries as there is room for (none when there is no
+    /// room). The claim owns what it needs, so the loop goes on while it waits for the disk.
+    fn start_claim(&self) -> Option<Claiming> {
         let room = self.d.config.concurrency.saturating_sub(self.in_use());
         if room == 0 {
-            return Ok(0);
+            return None;
         }
-        let items = self
-            .hooks()
-            .store()
-            .claim(
-                &self.hooks().inner.deliveries_queue,
-                &self.d.config.owner,
-                room.min(self.d.config.claim_batch),
-                self.d.config.lease,
-            )
-            .await?;
-        let n = items.len();
+        let store = self.hooks().store().clone();
+        let queue = self.hooks().inner.deliveries_queue.clone();
+        let owner = self.d.config.owner.clone();
+        let limit = room.min(self.d.config.claim_batch);
+        let lease = self.d.config.lease;
+        Some(Box::pin(async move {
+            store.claim_without_sync(&queue, &owner, limit, lease).await
+        }))
+    }
+
+    /// Takes in what a claim returned. Requests that finished while it ran only made room,
+    /// so what was claimed still fits within the limits.
+    async fn admit_all(&mut self, items: Vec<Item>) -> Result<()> {
         for item in items {
             self.admit(item).await?;
         }
-        Ok(n)
+        Ok(())
     }
 
     /// Decides what to do with a claimed delivery: start it, hold it, or put it back.
@@ -681,6 +712,17 @@ impl<B: Backend> Loop<B> {
             ignore_lost_lease(self.hooks().store().settle(&q, key, transition).await)?;
         }
         Ok(self.hooks().store().sync().await?)
+    }
+}
+
+/// A claim under way (see [`Loop::start_claim`]).
+type Claiming = std::pin::Pin<Box<dyn Future<Output = hookspool::Result<Vec<Item>>> + Send>>;
+
+/// What the claim under way returns; never ready when there is none.
+async fn next_claim(claiming: &mut Option<Claiming>) -> hookspool::Result<Vec<Item>> {
+    match claiming {
+        Some(claim) => claim.await,
+        None => std::future::pending().await,
     }
 }
 

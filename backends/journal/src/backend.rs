@@ -118,6 +118,17 @@ impl Inner {
         Ok(lsn)
     }
 
+    /// [`Inner::append`], for a record that needs a sync of its own only if `durable`
+    /// (see [`Log::append_unsynced`]).
+    pub(crate) fn append_for(&self, body: &[u8], durable: bool) -> Result<u64> {
+        let (lsn, _, _) = if durable {
+            self.log.append(body)?
+        } else {
+            self.log.append_unsynced(body)?
+        };
+        Ok(lsn)
+    }
+
     /// Counts blob and note bytes that left segments older than the last checkpoint.
     pub(crate) fn freed(&self, locs: &[Loc]) {
         let first = self.checkpoint_segment.load(Ordering::Relaxed);
@@ -747,6 +758,7 @@ impl Backend for JournalBackend {
             now,
         })?;
         let bytes = body.len();
+        let durable = claim.durable;
         let call = calls::ClaimItems {
             queue: queue.clone(),
             claim,
@@ -756,8 +768,14 @@ impl Backend for JournalBackend {
             swept: None,
         };
         let (items, lsn) = read::run(&self.inner, call).await?;
-        if let Some(lsn) = lsn {
-            self.finish(lsn, bytes).await?;
+        match lsn {
+            Some(lsn) if durable => self.finish(lsn, bytes).await?,
+            // Appended and not waited for: the writer's next round takes it, and any later
+            // record that is waited for (they are written in order) makes it durable too.
+            Some(_) => {
+                self.maybe_checkpoint((bytes + RECORD_HEADER) as u64).await;
+            }
+            None => {}
         }
         Ok(items)
     }

@@ -512,7 +512,7 @@ impl Call for ClaimItems {
             // Logged on its own, so that it replays even if nothing is leased (or a read
             // fails) below. A later step's sweep finds only what changed since: at most
             // another record, which replays the same way.
-            self.swept = Some(inner.append(&self.sweep)?);
+            self.swept = Some(inner.append_for(&self.sweep, self.claim.durable)?);
         }
         let keys = st.claimable(&self.queue, self.claim.limit, self.now)?;
         if keys.is_empty() {
@@ -541,7 +541,7 @@ impl Call for ClaimItems {
             claim.lease_until,
             self.now,
         )?;
-        let lsn = inner.append(&self.body)?;
+        let lsn = inner.append_for(&self.body, claim.durable)?;
         Ok(Step::Done((fill_all(leased, found), Some(lsn))))
     }
 }

@@ -57,7 +57,8 @@ struct State {
     pending: Vec<(u64, Chunk)>,
     /// LSN of the last appended chunk.
     appended: u64,
-    /// A sync up to this LSN was asked for (`Backend::sync` under periodic durability).
+    /// A sync up to this LSN was asked for: by `Backend::sync`, and under immediate
+    /// durability by every record appended except those of [`Log::append_unsynced`].
     sync_wanted: u64,
     /// The segment appends go to, and how many bytes it will hold once written.
     segment: u64,
@@ -286,6 +287,18 @@ impl Log {
     /// segment and the offset of its header. Starts a new segment first when the record
     /// would not fit in the current one.
     pub(crate) fn append(&self, body: &[u8]) -> Result<(u64, u64, u64)> {
+        self.append_record(body, true)
+    }
+
+    /// [`Log::append`] for a record nobody waits to see synced (a claim that need not be
+    /// durable): it is written in the writer's next round, but under immediate durability
+    /// the round syncs only if a record in it (or `sync`) asks for it. Records are written
+    /// in order, so the sync of any later record covers this one too.
+    pub(crate) fn append_unsynced(&self, body: &[u8]) -> Result<(u64, u64, u64)> {
+        self.append_record(body, false)
+    }
+
+    fn append_record(&self, body: &[u8], sync: bool) -> Result<(u64, u64, u64)> {
         let mut st = self.shared.state();
         if let Some(reason) = &st.poisoned {
             return Err(Error::Poisoned {
@@ -303,6 +316,9 @@ impl Log {
         st.segment_bytes += size;
         st.appended += 1;
         let lsn = st.appended;
+        if sync && matches!(self.shared.settings.durability, Durability::Immediate) {
+            st.sync_wanted = lsn;
+        }
         // Kept for readers before anyone can learn where the record is (the caller puts
         // that in its state only after this returns).
         let mut recent = self.shared.recent();
@@ -462,7 +478,9 @@ impl Writer {
                 self.shared.recent().trim(written);
             }
             let result = result.and_then(|()| {
-                let due = periodic.is_none_or(|i| last_sync.elapsed() >= i)
+                // Immediate: whenever a record written asks for it (most do). Periodic:
+                // on the interval. Either: when `sync` asks, and at shutdown.
+                let due = periodic.is_some_and(|i| last_sync.elapsed() >= i)
                     || sync_wanted > synced
                     || shutdown;
                 if due && written > synced {

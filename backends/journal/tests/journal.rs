@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hookspool::{Error, Item, NewItem, Page, QueueConfig, QueueId, Retention, Store};
+use hookspool::{Error, Item, NewItem, Page, Phase, QueueConfig, QueueId, Retention, Store};
 use hookspool_journal::{Durability, Faults, IoOp, JournalBackend, JournalOptions};
 
 const SEGMENT_SIZE: u64 = 16 << 10;
@@ -318,6 +318,60 @@ async fn periodic_durability_syncs_on_demand() {
 
     let store = Store::new(JournalBackend::open_with(&dir, opts).unwrap());
     assert_eq!(store.count(&qid("q")).await.unwrap(), 20);
+}
+
+/// Under immediate durability, a claim that need not be durable (`Store::claim_without_sync`)
+/// is written without an fsync of its own; the next durable write (an ack) syncs it with
+/// itself, and both are there after a reopen. A durable claim still syncs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_without_sync_costs_no_fsync_and_the_next_write_syncs_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let syncs = Arc::new(CountSyncs::default());
+    let opts = JournalOptions {
+        faults: Some(syncs.clone()),
+        ..options()
+    };
+    let store = Store::new(JournalBackend::open_with(&dir, opts.clone()).unwrap());
+    let q = qid("q");
+    store
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .unwrap();
+    for i in 0..4u8 {
+        store.push(&q, NewItem::new(vec![i])).await.unwrap();
+    }
+    let lease = Duration::from_mins(5);
+    let before = syncs.0.load(Ordering::SeqCst);
+    let lazy = store.claim_without_sync(&q, "w", 2, lease).await.unwrap();
+    assert_eq!(lazy.len(), 2);
+    // The writer may still be writing the claim: give it time to sync, if it were to.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        syncs.0.load(Ordering::SeqCst),
+        before,
+        "a claim without sync issues no fsync"
+    );
+    store.ack(&q, lazy[0].key, "w").await.unwrap();
+    let after_ack = syncs.0.load(Ordering::SeqCst);
+    assert_eq!(
+        after_ack,
+        before + 1,
+        "the ack's fsync covers the claim too"
+    );
+    let durable = store.claim(&q, "w", 1, lease).await.unwrap();
+    assert_eq!(durable.len(), 1);
+    assert_eq!(
+        syncs.0.load(Ordering::SeqCst),
+        after_ack + 1,
+        "a claim syncs"
+    );
+    let expected = dumps(&store).await;
+    drop(store);
+    let store = Store::new(JournalBackend::open_with(&dir, opts).unwrap());
+    assert_eq!(dumps(&store).await, expected);
+    assert_eq!(store.count_phase(&q, &Phase::IN_FLIGHT).await.unwrap(), 2);
+    assert_eq!(store.count_phase(&q, &Phase::DONE).await.unwrap(), 1);
 }
 
 /// Under immediate durability, concurrent pushes share fsyncs (group commit).

@@ -630,8 +630,13 @@ impl Backend for PostgresBackend {
         }
         let limit = i32::try_from(claim.limit).unwrap_or(i32::MAX);
         let sql = &self.inner.sql;
+        let text = if claim.durable {
+            &sql.claim
+        } else {
+            &sql.claim_lazy
+        };
         run!(self, Some(queue), conn, {
-            let stmt = conn.prepare_cached(&sql.claim).await?;
+            let stmt = conn.prepare_cached(text).await?;
             let rows = conn
                 .query(
                     &stmt,

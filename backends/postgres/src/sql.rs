@@ -23,6 +23,8 @@ pub(crate) struct Sql {
     pub(crate) count: String,
     pub(crate) reset: String,
     pub(crate) claim: String,
+    /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
+    pub(crate) claim_lazy: String,
     pub(crate) sweep: String,
     pub(crate) prune: String,
     pub(crate) lock_items: String,
@@ -147,6 +149,20 @@ WITH q AS (
 ){uncount}
 SELECT CASE WHEN EXISTS (SELECT 1 FROM q) THEN (SELECT count(*) FROM gone) END";
 
+/// A claim of queue `$1` for owner `$2`, at most `$3` items, leased until `$4`, at `$5`.
+/// `lazy`: committed without waiting for the WAL flush (`Claim::durable` false).
+/// `synchronous_commit` is read when the statement's transaction commits, so setting it
+/// anywhere in the statement is enough (`true`: for this transaction only). A later
+/// synchronous commit flushes the WAL up to itself, this claim's commit included.
+fn claim(lazy: bool) -> String {
+    let lazy = if lazy {
+        ", set_config('synchronous_commit', 'off', true)"
+    } else {
+        ""
+    };
+    format!("SELECT {ITEM_COLUMNS} FROM {{schema}}.claim($1, $2, $3, $4, $5){lazy}")
+}
+
 /// The generation of queue `$1`, as a subquery.
 const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 
@@ -200,9 +216,8 @@ impl Sql {
             count: r("SELECT c.phase, sum(c.n)::bigint FROM {schema}.queues q \
                  LEFT JOIN {schema}.counts c ON c.gen = q.gen WHERE q.id = $1 GROUP BY c.phase"),
             reset: r("SELECT {schema}.reset($1)"),
-            claim: r(&format!(
-                "SELECT {ITEM_COLUMNS} FROM {{schema}}.claim($1, $2, $3, $4, $5)"
-            )),
+            claim: r(&claim(false)),
+            claim_lazy: r(&claim(true)),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
             prune: r(&PRUNE.replace("{uncount}", UNCOUNT)),
             lock_items: r(&format!(

@@ -151,6 +151,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKSPOOL_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
 
+    /// Most webhook requests in flight to one subscription at once, unless the subscription
+    /// sets its own `max_in_flight` [default: 4]. Per daemon: with several
+    /// daemons on one database, a subscription may get this many from each.
+    #[arg(long, env = "HOOKSPOOL_PER_SUBSCRIPTION", value_name = "N")]
+    pub per_subscription: Option<usize>,
+
     /// Delays between delivery attempts, comma-separated [default:
     /// 5s,5m,30m,2h,5h,10h,10h]; ±20 % jitter is applied.
     #[arg(
@@ -256,6 +262,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     body_limit: Option<usize>,
     concurrency: Option<usize>,
+    per_subscription: Option<usize>,
     retry_schedule: Option<Vec<String>>,
     shutdown_grace: Option<String>,
     callback_timeout: Option<String>,
@@ -402,6 +409,10 @@ impl ServeConfig {
         }
         let mut delivery = DeliveryConfig {
             concurrency: args.concurrency.or(file.concurrency).unwrap_or(32),
+            per_subscription: args
+                .per_subscription
+                .or(file.per_subscription)
+                .unwrap_or(DeliveryConfig::default().per_subscription),
             schedule: RetrySchedule {
                 delays: schedule,
                 ..RetrySchedule::standard()
@@ -758,13 +769,25 @@ mod tests {
     }
 
     #[test]
+    fn per_subscription_defaults_to_the_loops_and_the_flag_sets_it() {
+        let c = ServeConfig::resolve(ServeArgs::default(), PathBuf::from("d")).unwrap();
+        assert_eq!(c.delivery.per_subscription, 4);
+        let args = ServeArgs {
+            per_subscription: Some(16),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(args, PathBuf::from("d")).unwrap();
+        assert_eq!(c.delivery.per_subscription, 16);
+    }
+
+    #[test]
     fn file_settings_apply_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hookspool.toml");
         std::fs::write(
             &path,
             "listen = \"127.0.0.1:9999\"\nretry_schedule = [\"1s\", \"2m\"]\nconcurrency = 7\n\
-             allow_networks = [\"10.1.0.0/16\"]\n",
+             per_subscription = 6\nallow_networks = [\"10.1.0.0/16\"]\n",
         )
         .unwrap();
         let args = ServeArgs {
@@ -779,6 +802,7 @@ mod tests {
             [Duration::from_secs(1), Duration::from_mins(2)]
         );
         assert_eq!(c.delivery.concurrency, 9, "the flag wins over the file");
+        assert_eq!(c.delivery.per_subscription, 6, "from the file");
         assert!(c.delivery.http.policy.permits("10.1.2.3".parse().unwrap()));
 
         std::fs::write(&path, "lisen = \"x\"\n").unwrap();

@@ -167,6 +167,9 @@ impl<F: Factory> Harness<'_, F> {
                     owner: owner(*o),
                     limit: usize::from(*limit),
                     lease_until: Timestamp(now.0.saturating_add(*lease_ms)),
+                    // Half the consumers claim without waiting for durability: the
+                    // outcome must be the same.
+                    durable: o % 2 == 0,
                 };
                 let real = self.backend().claim(&id, claim.clone(), now).await.into();
                 (real, self.model.claim(&id, &claim, now).into())

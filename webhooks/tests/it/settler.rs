@@ -1,8 +1,10 @@
-//! How the delivery loop records outcomes: a request's slot is free once its answer is in,
-//! before its outcome is written; outcomes waiting together are written in one `update_many`;
-//! nothing is announced before it is written; a strict-FIFO subscription's next request waits
-//! for the write. Over the memory backend behind a gate that holds every `update_many` of
-//! the deliveries queue until the test opens it, and counts them.
+//! How the delivery loop records outcomes and claims: a request's slot is free once its
+//! answer is in, before its outcome is written; outcomes waiting together are written in one
+//! `update_many`; nothing is announced before it is written; a strict-FIFO subscription's
+//! next request waits for the write; requests go on starting while a claim waits for the
+//! disk, and claims do not ask to be durable. Over the memory backend behind gates that hold
+//! the deliveries queue's `update_many` (and, in one test, its claims) until the test opens
+//! them, and count them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,7 +22,7 @@ use crate::support::receiver;
 
 /// The memory backend, with the deliveries queue's `update_many` held while the gate is
 /// closed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Gated {
     inner: MemoryBackend,
     closed: AtomicBool,
@@ -28,6 +30,28 @@ struct Gated {
     /// `update_many` calls on the deliveries queue, and the entries they carried.
     calls: AtomicUsize,
     entries: AtomicUsize,
+    /// Claims of the deliveries queue that pass before the claim gate shuts (`usize::MAX`:
+    /// it never does), the claims held there now, and whether any asked to be durable.
+    free_claims: AtomicUsize,
+    claims_held: AtomicUsize,
+    claims_opened: Notify,
+    durable_claims: AtomicUsize,
+}
+
+impl Default for Gated {
+    fn default() -> Self {
+        Gated {
+            inner: MemoryBackend::default(),
+            closed: AtomicBool::new(false),
+            opened: Notify::new(),
+            calls: AtomicUsize::new(0),
+            entries: AtomicUsize::new(0),
+            free_claims: AtomicUsize::new(usize::MAX),
+            claims_held: AtomicUsize::new(0),
+            claims_opened: Notify::new(),
+            durable_claims: AtomicUsize::new(0),
+        }
+    }
 }
 
 impl Gated {
@@ -108,6 +132,20 @@ impl Backend for GatedBackend {
         self.0.inner.update_many(queue, updates, now).await
     }
     async fn claim(&self, queue: &QueueId, claim: Claim, now: Timestamp) -> Result<Vec<Item>> {
+        if queue.as_str() == DELIVERIES_QUEUE {
+            if claim.durable {
+                self.0.durable_claims.fetch_add(1, Ordering::SeqCst);
+            }
+            let free = self.0.free_claims.load(Ordering::SeqCst);
+            if free == 0 {
+                let opened = self.0.claims_opened.notified();
+                self.0.claims_held.fetch_add(1, Ordering::SeqCst);
+                opened.await;
+                self.0.claims_held.fetch_sub(1, Ordering::SeqCst);
+            } else if free != usize::MAX {
+                self.0.free_claims.store(free - 1, Ordering::SeqCst);
+            }
+        }
         self.0.inner.claim(queue, claim, now).await
     }
     async fn sweep(&self, queue: &QueueId, now: Timestamp) -> Result<SweepReport> {
@@ -266,4 +304,63 @@ async fn a_graceful_stop_writes_every_outcome_it_was_handed() {
         3,
         "every answered delivery is recorded done, none put back"
     );
+}
+
+/// A claim waits for a durable write on most backends; the loop goes on meanwhile. Three
+/// deliveries to a subscription that takes one at a time are claimed together; the loop's
+/// next claim is held at the gate, and all three are sent while it is held (a loop that
+/// waited for its claim would send only the first). No claim of the loop asks to be durable:
+/// its attempt counts live in what it settles.
+#[tokio::test]
+async fn requests_go_on_starting_while_a_claim_waits() {
+    let mut rx = receiver(200).await;
+    let gate = Arc::new(Gated::default());
+    let store = Store::new(GatedBackend(Arc::clone(&gate)));
+    let hooks = Hooks::open(store).await.unwrap();
+    hooks
+        .subscribe("e", &rx.url, SubscribeOptions::default().max_in_flight(1))
+        .await
+        .unwrap();
+    for n in 0..3 {
+        hooks.fire("e", vec![b'0' + n]).await.unwrap();
+    }
+    gate.free_claims.store(1, Ordering::SeqCst);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(hooks.deliverer(config(&[5])).unwrap().run(async {
+        let _ = stopped.await;
+    }));
+    for n in 0..3 {
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.next())
+            .await
+            .unwrap_or_else(|_| panic!("delivery {n} was not sent while a claim was held"));
+        assert_eq!(&got.body[..], &[b'0' + n][..]);
+        assert_eq!(
+            gate.claims_held.load(Ordering::SeqCst),
+            1,
+            "the loop's second claim is held at the gate"
+        );
+    }
+    assert_eq!(gate.durable_claims.load(Ordering::SeqCst), 0);
+    // A stop while the claim is held: the loop waits for the claim to end and gives back
+    // what it took (a fourth delivery, fired while the claim was held), unsent.
+    hooks.fire("e", vec![b'3']).await.unwrap();
+    let _ = stop.send(());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !task.is_finished(),
+        "the stop waits for the claim under way"
+    );
+    gate.free_claims.store(usize::MAX, Ordering::SeqCst);
+    gate.claims_opened.notify_waiters();
+    task.await.unwrap().unwrap();
+    rx.nothing_more();
+    let q = QueueId::new(DELIVERIES_QUEUE).unwrap();
+    for (phase, n) in [
+        (hookspool::Phase::DONE, 3),
+        (hookspool::Phase::PENDING, 1),
+        (hookspool::Phase::IN_FLIGHT, 0),
+    ] {
+        let got = hooks.store().count_phase(&q, &phase).await.unwrap();
+        assert_eq!(got, n, "deliveries in {phase}");
+    }
 }
