@@ -627,8 +627,10 @@ pub struct Claim {
     /// [`crate::Store::claim`]). With `false` a backend may return before the claim is
     /// stored durably: a crash can then undo it, and the items are pending again with their
     /// attempt not counted, as if they had never been claimed. Any durable write that
-    /// returns after the claim makes the claim durable too. A backend that cannot tell the
-    /// two apart treats every claim as durable. Not part of a stored record.
+    /// returns after the claim makes the claim durable too. Either way the items it returns
+    /// are durable themselves (a push still waiting for its sync is waited for). A backend
+    /// that cannot tell the two apart treats every claim as durable. Not part of a stored
+    /// record.
     #[serde(skip, default = "durable_by_default")]
     pub durable: bool,
 }

@@ -465,8 +465,10 @@ impl<B: Backend> Store<B> {
     /// [`Store::claim`], without waiting for the claim to be durable: for consumers that
     /// settle what they claim durably and can live with a crash undoing the claim (the items
     /// are then pending again, their attempt not counted, and are handed out again). Each
-    /// later durable write makes the claim durable too. On the journal this saves the claim
-    /// its own sync; on PostgreSQL it commits without waiting for the WAL flush. The
+    /// later durable write makes the claim durable too. The items it returns are durable
+    /// (an item whose push has not returned yet waits for that push's sync). On the journal
+    /// this saves the claim its own sync; on PostgreSQL it commits without waiting for the
+    /// WAL flush. The
     /// delivery loop claims this way: its attempt counts live in what it settles.
     ///
     /// # Errors

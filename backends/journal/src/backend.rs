@@ -767,12 +767,21 @@ impl Backend for JournalBackend {
             body,
             swept: None,
         };
-        let (items, lsn) = read::run(&self.inner, call).await?;
+        let (items, lsn, reach) = read::run(&self.inner, call).await?;
         match lsn {
             Some(lsn) if durable => self.finish(lsn, bytes).await?,
             // Appended and not waited for: the writer's next round takes it, and any later
             // record that is waited for (they are written in order) makes it durable too.
+            // What it leased must be durable all the same before anyone sees it: an item
+            // whose push is still on its way to the disk (its pusher not yet answered) would
+            // otherwise be handed out, then lost with the push in a crash. Those pushes asked
+            // for a sync, so this waits for no sync of its own, and none for items that were
+            // waiting in the queue.
             Some(_) => {
+                if let Some((segment, end)) = reach {
+                    let last = end.saturating_sub(1);
+                    self.inner.log.wait_durable_past(segment, last).await?;
+                }
                 self.maybe_checkpoint((bytes + RECORD_HEADER) as u64).await;
             }
             None => {}

@@ -494,8 +494,13 @@ pub(crate) struct ClaimItems {
     pub swept: Option<u64>,
 }
 
+/// What a claim leased, the LSN of its record (if it wrote one), and the end of the furthest
+/// record the leased items are made of (their blobs and notes), which a claim without sync
+/// must see durable before it hands them out.
+pub(crate) type Claimed = (Vec<Item>, Option<u64>, Option<(u64, u64)>);
+
 impl Call for ClaimItems {
-    type Out = (Vec<Item>, Option<u64>);
+    type Out = Claimed;
 
     fn gate(&self) -> Option<&QueueId> {
         Some(&self.queue)
@@ -516,11 +521,12 @@ impl Call for ClaimItems {
         }
         let keys = st.claimable(&self.queue, self.claim.limit, self.now)?;
         if keys.is_empty() {
-            return Ok(Step::Done((Vec::new(), self.swept)));
+            return Ok(Step::Done((Vec::new(), self.swept, None)));
         }
         // Claimable items are pending, never quarantined: each has its blob to read, and
         // its note if it has one (taken from the slots: no header is built on this path).
-        let found = match blobs.take(&st.item_locs(&self.queue, &keys)?)? {
+        let locs = st.item_locs(&self.queue, &keys)?;
+        let found = match blobs.take(&locs)? {
             Taken::All(found) => found,
             Taken::Missing(missing) => return Ok(Step::Need(missing)),
             Taken::Damaged(damaged) => {
@@ -542,7 +548,11 @@ impl Call for ClaimItems {
             self.now,
         )?;
         let lsn = inner.append_for(&self.body, claim.durable)?;
-        Ok(Step::Done((fill_all(leased, found), Some(lsn))))
+        let reach = locs
+            .iter()
+            .map(|l| (u64::from(l.segment), u64::from(l.offset) + u64::from(l.len)))
+            .max();
+        Ok(Step::Done((fill_all(leased, found), Some(lsn), reach)))
     }
 }
 

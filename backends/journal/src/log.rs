@@ -36,6 +36,11 @@ pub(crate) struct Progress {
     pub written: u64,
     /// Every record with an LSN ≤ this is on the device (survives a power loss).
     pub synced: u64,
+    /// The same two, as places in the log: every byte before this `(segment, offset)` is in
+    /// the file ...
+    pub written_to: (u64, u64),
+    /// ... and on the device.
+    pub synced_to: (u64, u64),
     /// Why the log stopped, once a write or sync has failed.
     pub poisoned: Option<String>,
 }
@@ -240,6 +245,8 @@ impl Log {
         let (progress, _) = watch::channel(Progress {
             written: lsn,
             synced: lsn,
+            written_to: (segment, offset),
+            synced_to: (segment, offset),
             poisoned: None,
         });
         let shared = Arc::new(Shared {
@@ -383,6 +390,18 @@ impl Log {
         self.wait(|p| p.synced >= lsn).await
     }
 
+    /// Waits until the byte at `(segment, offset)` is as durable as a returned write must
+    /// be: on the device under immediate durability, in the file under periodic. For a
+    /// record nobody waited for yet whose contents are about to be handed out (the items a
+    /// claim without sync leases: their pushes may still be on their way to the disk).
+    pub(crate) async fn wait_durable_past(&self, segment: u64, offset: u64) -> Result<()> {
+        let at = (segment, offset);
+        match self.shared.settings.durability {
+            Durability::Immediate => self.wait(|p| p.synced_to > at).await,
+            Durability::Periodic { .. } => self.wait(|p| p.written_to > at).await,
+        }
+    }
+
     /// Waits until everything appended so far is on the device.
     pub(crate) async fn sync(&self) -> Result<()> {
         let lsn = {
@@ -449,6 +468,7 @@ impl Writer {
         let mut last_sync = Instant::now();
         let mut written = self.shared.progress.borrow().written;
         let mut synced = written;
+        let mut synced_to = (self.segment, self.offset);
         loop {
             let (chunks, sync_wanted, shutdown) = {
                 let mut st = self.shared.state();
@@ -487,15 +507,19 @@ impl Writer {
                     fault(self.shared.settings.faults.as_ref(), IoOp::Sync)?;
                     self.file.sync_data()?;
                     synced = written;
+                    synced_to = (self.segment, self.offset);
                     last_sync = Instant::now();
                 }
                 Ok(())
             });
             match result {
                 Ok(()) => {
+                    let written_to = (self.segment, self.offset);
                     self.shared.progress.send_modify(|p| {
                         p.written = written;
                         p.synced = synced;
+                        p.written_to = written_to;
+                        p.synced_to = synced_to;
                     });
                 }
                 Err(e) => {

@@ -8,8 +8,8 @@
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use hookspool::{Error, Item, NewItem, Page, Phase, QueueConfig, QueueId, Retention, Store};
@@ -267,17 +267,70 @@ async fn segments_left_over_from_an_interrupted_checkpoint_are_ignored() {
     assert_eq!(dumps(&store).await, expected);
 }
 
-/// Counts the journal's fsyncs of files.
+/// Counts the journal's fsyncs of files, and holds them (the writer waits in its sync) while
+/// `hold(true)` is in force.
 #[derive(Debug, Default)]
-struct CountSyncs(AtomicU64);
+struct CountSyncs {
+    count: AtomicU64,
+    held: Mutex<bool>,
+    released: Condvar,
+    /// Syncs that found the hold in force.
+    stopped: AtomicU64,
+}
+
+impl CountSyncs {
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    fn hold(&self, held: bool) {
+        *self.held.lock().unwrap() = held;
+        self.released.notify_all();
+    }
+}
+
+/// Holds the syncs until dropped, so that a failed assertion lets the writer go (the store's
+/// close waits for it) and the test fails instead of hanging.
+struct Hold<'a>(&'a CountSyncs);
+
+impl<'a> Hold<'a> {
+    fn new(syncs: &'a CountSyncs) -> Self {
+        syncs.hold(true);
+        Hold(syncs)
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.0.hold(false);
+    }
+}
 
 impl Faults for CountSyncs {
     fn check(&self, op: IoOp) -> std::io::Result<()> {
         if op == IoOp::Sync {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            let mut held = self.held.lock().unwrap();
+            if *held {
+                self.stopped.fetch_add(1, Ordering::SeqCst);
+            }
+            while *held {
+                held = self.released.wait(held).unwrap();
+            }
+            self.count.fetch_add(1, Ordering::SeqCst);
         }
         Ok(())
     }
+}
+
+/// The test options with fsyncs counted (and held on demand).
+fn counting(durability: Durability) -> (JournalOptions, Arc<CountSyncs>) {
+    let syncs = Arc::new(CountSyncs::default());
+    let opts = JournalOptions {
+        durability,
+        faults: Some(syncs.clone()),
+        ..options()
+    };
+    (opts, syncs)
 }
 
 /// Under periodic durability a push returns without an fsync; `sync` forces one, and what
@@ -286,34 +339,29 @@ impl Faults for CountSyncs {
 async fn periodic_durability_syncs_on_demand() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let syncs = Arc::new(CountSyncs::default());
-    let opts = JournalOptions {
-        durability: Durability::Periodic {
-            interval: Duration::from_hours(1),
-        },
-        faults: Some(syncs.clone()),
-        ..options()
-    };
+    let (opts, syncs) = counting(Durability::Periodic {
+        interval: Duration::from_hours(1),
+    });
     let store = Store::new(JournalBackend::open_with(&dir, opts.clone()).unwrap());
     store
         .create_queue(QueueConfig::new(qid("q")))
         .await
         .unwrap();
-    let at_start = syncs.0.load(Ordering::SeqCst);
+    let at_start = syncs.count();
     for i in 0..20u8 {
         store.push(&qid("q"), NewItem::new(vec![i])).await.unwrap();
     }
     assert_eq!(
-        syncs.0.load(Ordering::SeqCst),
+        syncs.count(),
         at_start,
         "no fsync per push under periodic durability"
     );
     store.sync().await.unwrap();
-    let after_sync = syncs.0.load(Ordering::SeqCst);
+    let after_sync = syncs.count();
     assert_eq!(after_sync, at_start + 1, "sync issues one fsync for all 20");
     // Nothing new appended: nothing to sync.
     store.sync().await.unwrap();
-    assert_eq!(syncs.0.load(Ordering::SeqCst), after_sync);
+    assert_eq!(syncs.count(), after_sync);
     drop(store);
 
     let store = Store::new(JournalBackend::open_with(&dir, opts).unwrap());
@@ -327,11 +375,7 @@ async fn periodic_durability_syncs_on_demand() {
 async fn a_claim_without_sync_costs_no_fsync_and_the_next_write_syncs_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let syncs = Arc::new(CountSyncs::default());
-    let opts = JournalOptions {
-        faults: Some(syncs.clone()),
-        ..options()
-    };
+    let (opts, syncs) = counting(Durability::Immediate);
     let store = Store::new(JournalBackend::open_with(&dir, opts.clone()).unwrap());
     let q = qid("q");
     store
@@ -342,18 +386,18 @@ async fn a_claim_without_sync_costs_no_fsync_and_the_next_write_syncs_it() {
         store.push(&q, NewItem::new(vec![i])).await.unwrap();
     }
     let lease = Duration::from_mins(5);
-    let before = syncs.0.load(Ordering::SeqCst);
+    let before = syncs.count();
     let lazy = store.claim_without_sync(&q, "w", 2, lease).await.unwrap();
     assert_eq!(lazy.len(), 2);
     // The writer may still be writing the claim: give it time to sync, if it were to.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(
-        syncs.0.load(Ordering::SeqCst),
+        syncs.count(),
         before,
         "a claim without sync issues no fsync"
     );
     store.ack(&q, lazy[0].key, "w").await.unwrap();
-    let after_ack = syncs.0.load(Ordering::SeqCst);
+    let after_ack = syncs.count();
     assert_eq!(
         after_ack,
         before + 1,
@@ -361,11 +405,7 @@ async fn a_claim_without_sync_costs_no_fsync_and_the_next_write_syncs_it() {
     );
     let durable = store.claim(&q, "w", 1, lease).await.unwrap();
     assert_eq!(durable.len(), 1);
-    assert_eq!(
-        syncs.0.load(Ordering::SeqCst),
-        after_ack + 1,
-        "a claim syncs"
-    );
+    assert_eq!(syncs.count(), after_ack + 1, "a claim syncs");
     let expected = dumps(&store).await;
     drop(store);
     let store = Store::new(JournalBackend::open_with(&dir, opts).unwrap());
@@ -374,22 +414,65 @@ async fn a_claim_without_sync_costs_no_fsync_and_the_next_write_syncs_it() {
     assert_eq!(store.count_phase(&q, &Phase::DONE).await.unwrap(), 1);
 }
 
+/// A claim without sync waits for no fsync of its own, but hands out nothing that is not yet
+/// durable: an item whose push is still waiting for its fsync (its pusher not yet answered)
+/// is handed out only once that fsync is done, or a crash could lose an item already sent
+/// on. An item that was durable already is handed out at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_without_sync_hands_out_an_item_only_once_its_push_is_synced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (opts, syncs) = counting(Durability::Immediate);
+    let store = Store::new(JournalBackend::open_with(tmp.path(), opts).unwrap());
+    let q = qid("q");
+    store
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .unwrap();
+    store.push(&q, NewItem::new(b"old".to_vec())).await.unwrap();
+    let lease = Duration::from_mins(5);
+
+    let hold = Hold::new(&syncs);
+    let old = store.claim_without_sync(&q, "w", 1, lease).await.unwrap();
+    assert_eq!(
+        old[0].payload, b"old",
+        "a durable item is handed out at once"
+    );
+    let pushing = tokio::spawn({
+        let (store, q) = (store.clone(), q.clone());
+        async move { store.push(&q, NewItem::new(b"new".to_vec())).await }
+    });
+    // The push is applied (counted) and waits for its fsync, which is held.
+    while store.count(&q).await.unwrap() < 2 || syncs.stopped.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let claiming = tokio::spawn({
+        let (store, q) = (store.clone(), q.clone());
+        async move { store.claim_without_sync(&q, "w", 1, lease).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !claiming.is_finished(),
+        "an item was handed out before its push was synced"
+    );
+    assert!(!pushing.is_finished());
+    drop(hold);
+    let new = claiming.await.unwrap().unwrap();
+    assert_eq!(new[0].payload, b"new");
+    pushing.await.unwrap().unwrap();
+}
+
 /// Under immediate durability, concurrent pushes share fsyncs (group commit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pushes_share_fsyncs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
-    let syncs = Arc::new(CountSyncs::default());
-    let opts = JournalOptions {
-        faults: Some(syncs.clone()),
-        ..options()
-    };
+    let (opts, syncs) = counting(Durability::Immediate);
     let store = Store::new(JournalBackend::open_with(&dir, opts).unwrap());
     store
         .create_queue(QueueConfig::new(qid("q")))
         .await
         .unwrap();
-    let at_start = syncs.0.load(Ordering::SeqCst);
+    let at_start = syncs.count();
     let tasks: Vec<_> = (0..64u8)
         .map(|i| {
             let store = store.clone();
@@ -399,7 +482,7 @@ async fn concurrent_pushes_share_fsyncs() {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let used = syncs.0.load(Ordering::SeqCst) - at_start;
+    let used = syncs.count() - at_start;
     assert!(
         (1..64).contains(&used),
         "64 concurrent pushes took {used} fsyncs"

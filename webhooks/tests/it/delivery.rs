@@ -664,10 +664,10 @@ async fn bad_input_is_refused_with_typed_errors_and_nothing_is_stored() {
 
 /// A receiver that holds every request until the test lets it go, counting how many are
 /// held at once.
-struct Gate {
-    url: String,
+pub(crate) struct Gate {
+    pub(crate) url: String,
     arrived: mpsc::UnboundedReceiver<()>,
-    release: Arc<tokio::sync::Semaphore>,
+    pub(crate) release: Arc<tokio::sync::Semaphore>,
     peak: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -688,7 +688,7 @@ async fn gated(State(s): State<GateState>) -> StatusCode {
     StatusCode::OK
 }
 
-async fn gate() -> Gate {
+pub(crate) async fn gate() -> Gate {
     let (tx, arrived) = mpsc::unbounded_channel();
     let release = Arc::new(tokio::sync::Semaphore::new(0));
     let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -708,7 +708,7 @@ async fn gate() -> Gate {
 }
 
 impl Gate {
-    async fn arrived(&mut self) {
+    pub(crate) async fn arrived(&mut self) {
         tokio::time::timeout(Duration::from_secs(10), self.arrived.recv())
             .await
             .expect("no request arrived in time")

@@ -1,6 +1,7 @@
 //! Webhook delivery survives kill -9: a real child process (this test binary, re-executed)
 //! fires events and delivers them to a real axum receiver on 127.0.0.1 while the parent kills
-//! it with SIGKILL at random moments, round after round, on one sled store. The parent then
+//! it with SIGKILL at random moments, round after round, on one store (sled, then the journal,
+//! whose claims are written without a sync of their own). The parent then
 //! checks, from the receiver's log and the store itself, that every fired event arrived, that
 //! nothing recorded as delivered was sent again after a restart, and that attempt numbers
 //! continued across restarts instead of starting again from 1.
@@ -25,7 +26,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use hookspool::{Phase, QueueId, Store};
+use hookspool::{Backend, Phase, QueueId, Store};
+use hookspool_journal::JournalBackend;
 use hookspool_sled::SledBackend;
 use hookspool_webhooks::{
     Attempt, DELIVERIES_QUEUE, DeliveryConfig, DeliveryId, HEADER_WEBHOOK_ID,
@@ -41,6 +43,32 @@ const ENV_URL: &str = "HOOKSPOOL_DCRASH_URL";
 const ENV_EVENTS: &str = "HOOKSPOOL_DCRASH_EVENTS";
 /// Optional: the seed of the kill moments, to replay a failing run.
 const ENV_SEED: &str = "HOOKSPOOL_DCRASH_SEED";
+/// Set in the child: the backend, `sled` or `journal`.
+const ENV_BACKEND: &str = "HOOKSPOOL_DCRASH_BACKEND";
+
+/// The backends the test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sled,
+    Journal,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sled => "sled",
+            Kind::Journal => "journal",
+        }
+    }
+
+    fn from_env() -> Self {
+        match std::env::var(ENV_BACKEND).unwrap().as_str() {
+            "sled" => Kind::Sled,
+            "journal" => Kind::Journal,
+            other => panic!("{ENV_BACKEND}={other}: not a backend of this test"),
+        }
+    }
+}
 
 /// Events fired over the whole test.
 const EVENTS: usize = 300;
@@ -202,10 +230,18 @@ async fn kill_9_child() {
     let Some(dir) = std::env::var_os(ENV_DIR).map(PathBuf::from) else {
         return;
     };
+    let store_dir = dir.join("store");
+    match Kind::from_env() {
+        Kind::Sled => child(&dir, Store::new(SledBackend::open(store_dir).unwrap())).await,
+        Kind::Journal => child(&dir, Store::new(JournalBackend::open(store_dir).unwrap())).await,
+    }
+}
+
+/// The child's work on its store: fire the events not yet journaled, deliver until every one
+/// is done, then stop gracefully.
+async fn child<B: Backend>(dir: &Path, store: Store<B>) {
     let url = std::env::var(ENV_URL).unwrap();
     let events: usize = std::env::var(ENV_EVENTS).unwrap().parse().unwrap();
-
-    let store = Store::new(SledBackend::open(dir.join("store")).unwrap());
     let hooks = Hooks::open(store.clone()).await.unwrap();
     hooks
         .subscribe(EVENT, &url, SubscribeOptions::default())
@@ -307,7 +343,7 @@ impl Rng {
     }
 }
 
-fn spawn_child(dir: &Path, url: &str, round: usize) -> Child {
+fn spawn_child(kind: Kind, dir: &Path, url: &str, round: usize) -> Child {
     let log = File::create(dir.join(format!("child-{round}.log"))).unwrap();
     Command::new(std::env::current_exe().unwrap())
         .args([
@@ -319,6 +355,7 @@ fn spawn_child(dir: &Path, url: &str, round: usize) -> Child {
         .env(ENV_DIR, dir)
         .env(ENV_URL, url)
         .env(ENV_EVENTS, EVENTS.to_string())
+        .env(ENV_BACKEND, kind.name())
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -348,18 +385,27 @@ struct Snapshot {
 
 /// Opens the store the dead child left (its lock goes with the process, but allow a
 /// moment), reads the state of every known delivery, and closes the store again.
-async fn inspect(store_dir: &Path, known: &BTreeSet<String>) -> Snapshot {
+async fn inspect(kind: Kind, store_dir: &Path, known: &BTreeSet<String>) -> Snapshot {
+    match kind {
+        Kind::Sled => read(reopen(|| SledBackend::open(store_dir)).await, known).await,
+        Kind::Journal => read(reopen(|| JournalBackend::open(store_dir)).await, known).await,
+    }
+}
+
+async fn reopen<B: Backend>(open: impl Fn() -> hookspool::Result<B>) -> Store<B> {
     let started = Instant::now();
-    let backend = loop {
-        match SledBackend::open(store_dir) {
-            Ok(b) => break b,
+    loop {
+        match open() {
+            Ok(b) => break Store::new(b),
             Err(hookspool::Error::Locked { .. }) if started.elapsed() < Duration::from_secs(10) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             Err(e) => panic!("reopening the store after a kill: {e}"),
         }
-    };
-    let store = Store::new(backend);
+    }
+}
+
+async fn read<B: Backend>(store: Store<B>, known: &BTreeSet<String>) -> Snapshot {
     let hooks = Hooks::open(store.clone()).await.unwrap();
     let mut snap = Snapshot::default();
     for id in known {
@@ -378,7 +424,7 @@ async fn inspect(store_dir: &Path, known: &BTreeSet<String>) -> Snapshot {
     let q = QueueId::new(DELIVERIES_QUEUE).unwrap();
     snap.total = store.count(&q).await.unwrap();
     snap.total_done = store.count_phase(&q, &Phase::DONE).await.unwrap();
-    // Dropping the last handle closes sled and releases the lock for the next child.
+    // Dropping the last handle closes the store and releases the lock for the next child.
     drop(hooks);
     drop(store);
     snap
@@ -468,7 +514,7 @@ struct Run {
 }
 
 /// Runs the children, killing all but the last; inspects the store before each restart.
-async fn run_rounds(dir: &Path, rx: &Receiver, url: &str, t0: Instant) -> Run {
+async fn run_rounds(kind: Kind, dir: &Path, rx: &Receiver, url: &str, t0: Instant) -> Run {
     let mut rng = Rng::from_env();
     let mut run = Run {
         marks: Vec::new(),
@@ -477,12 +523,12 @@ async fn run_rounds(dir: &Path, rx: &Receiver, url: &str, t0: Instant) -> Run {
     };
     for round in 1..=ROUNDS {
         if round > 1 {
-            let snap = inspect(&dir.join("store"), &known_ids(dir, rx)).await;
+            let snap = inspect(kind, &dir.join("store"), &known_ids(dir, rx)).await;
             // Keep the latest log seen: later snapshots extend earlier ones.
             run.retrying.extend(snap.retrying);
             run.marks.push((rx.len(), snap.done));
         }
-        let mut child = spawn_child(dir, url, round);
+        let mut child = spawn_child(kind, dir, url, round);
         if round < ROUNDS {
             if kill_at_random(&mut child, rx, &mut rng, dir, round).await {
                 run.killed += 1;
@@ -584,7 +630,16 @@ fn check_attempts(log: &[Received], end: &Snapshot, retrying: &BTreeMap<String, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn delivery_resumes_after_kill_9_without_resending_what_was_done() {
+async fn delivery_resumes_after_kill_9_without_resending_what_was_done_on_sled() {
+    kill_rounds(Kind::Sled).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_kill_9_without_resending_what_was_done_on_the_journal() {
+    kill_rounds(Kind::Journal).await;
+}
+
+async fn kill_rounds(kind: Kind) {
     if std::env::var_os(ENV_DIR).is_some() {
         return; // in a child: only `kill_9_child` runs there
     }
@@ -592,7 +647,7 @@ async fn delivery_resumes_after_kill_9_without_resending_what_was_done() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let (rx, addr) = start_receiver().await;
-    let run = run_rounds(dir, &rx, &format!("http://{addr}/hook"), t0).await;
+    let run = run_rounds(kind, dir, &rx, &format!("http://{addr}/hook"), t0).await;
 
     let journaled: BTreeSet<String> = read_journal(&dir.join("journal"), false)
         .iter()
@@ -604,7 +659,7 @@ async fn delivery_resumes_after_kill_9_without_resending_what_was_done() {
         journaled.len()
     );
     let known = known_ids(dir, &rx);
-    let end = inspect(&dir.join("store"), &known).await;
+    let end = inspect(kind, &dir.join("store"), &known).await;
     let log = rx.log().clone();
 
     let oks = check_arrivals(&log, &journaled);
@@ -624,9 +679,10 @@ async fn delivery_resumes_after_kill_9_without_resending_what_was_done() {
     let duplicates: usize = oks.values().map(|n| n - 1).sum();
     let failed = log.iter().filter(|r| r.status == 503).count();
     eprintln!(
-        "delivery_crash: {ROUNDS} children ({} killed), {} deliveries ({} journaled), \
+        "delivery_crash ({}): {ROUNDS} children ({} killed), {} deliveries ({} journaled), \
          {} requests ({failed} answered 503), {duplicates} duplicate 2xx after kills, \
          {} deliveries resumed mid-schedule, done before each restart: {:?}, in {:?}",
+        kind.name(),
         run.killed,
         end.total,
         journaled.len(),

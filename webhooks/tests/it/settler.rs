@@ -2,23 +2,24 @@
 //! answer is in, before its outcome is written; outcomes waiting together are written in one
 //! `update_many`; nothing is announced before it is written; a strict-FIFO subscription's
 //! next request waits for the write; requests go on starting while a claim waits for the
-//! disk, and claims do not ask to be durable. Over the memory backend behind gates that hold
+//! disk, and claims do not ask to be durable; an outcome that fails its lease check leaves
+//! the rest of its group written; a slow subscription holds back no one else's outcomes. Over the memory backend behind gates that hold
 //! the deliveries queue's `update_many` (and, in one test, its claims) until the test opens
 //! them, and count them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookspool::{
     Backend, Capabilities, Claim, Item, Key, MemoryBackend, NewItem, PhaseCounts, QueueConfig,
     QueueId, Result, Selector, Store, SweepReport, Timestamp, Transition,
 };
-use hookspool_webhooks::{DELIVERIES_QUEUE, DeliveryOutcome, Hooks, SubscribeOptions};
+use hookspool_webhooks::{DELIVERIES_QUEUE, DeliveryOutcome, Hooks, OutcomeKind, SubscribeOptions};
 use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::delivery::config;
-use crate::support::receiver;
+use crate::delivery::{config, gate};
+use crate::support::{Receiver, receiver};
 
 /// The memory backend, with the deliveries queue's `update_many` held while the gate is
 /// closed.
@@ -30,6 +31,9 @@ struct Gated {
     /// `update_many` calls on the deliveries queue, and the entries they carried.
     calls: AtomicUsize,
     entries: AtomicUsize,
+    /// The keys of each `update_many` call on the deliveries queue, noted as it arrives at
+    /// the gate.
+    groups: Mutex<Vec<Vec<Key>>>,
     /// Claims of the deliveries queue that pass before the claim gate shuts (`usize::MAX`:
     /// it never does), the claims held there now, and whether any asked to be durable.
     free_claims: AtomicUsize,
@@ -46,6 +50,7 @@ impl Default for Gated {
             opened: Notify::new(),
             calls: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
+            groups: Mutex::new(Vec::new()),
             free_claims: AtomicUsize::new(usize::MAX),
             claims_held: AtomicUsize::new(0),
             claims_opened: Notify::new(),
@@ -125,6 +130,8 @@ impl Backend for GatedBackend {
         now: Timestamp,
     ) -> Result<Vec<Result<()>>> {
         if queue.as_str() == DELIVERIES_QUEUE {
+            let keys = updates.iter().map(|(key, _)| *key).collect();
+            self.0.groups.lock().unwrap().push(keys);
             self.0.pass().await;
             self.0.calls.fetch_add(1, Ordering::SeqCst);
             self.0.entries.fetch_add(updates.len(), Ordering::SeqCst);
@@ -182,6 +189,38 @@ async fn start() -> Running {
     }
 }
 
+impl Running {
+    /// The next outcome announced on the results stream.
+    async fn outcome(&mut self) -> DeliveryOutcome {
+        tokio::time::timeout(Duration::from_secs(10), self.results.recv())
+            .await
+            .expect("no outcome in time")
+            .unwrap()
+    }
+
+    /// Stops the loop gracefully; it must end without an error.
+    async fn finish(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Subscribes `rx` to `e`, shuts the outcome gate, fires `n` events and waits until `rx` has
+/// answered them all: their outcomes are then held at the gate.
+async fn answered_with_writes_held(run: &Running, rx: &mut Receiver, n: u8) {
+    run.hooks
+        .subscribe("e", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    run.gate.closed.store(true, Ordering::SeqCst);
+    for n in 0..n {
+        run.hooks.fire("e", vec![b'0' + n]).await.unwrap();
+    }
+    for _ in 0..n {
+        rx.next().await;
+    }
+}
+
 async fn done_count(hooks: &Hooks<GatedBackend>) -> u64 {
     let q = QueueId::new(DELIVERIES_QUEUE).unwrap();
     hooks
@@ -221,10 +260,7 @@ async fn slots_free_before_outcomes_are_written_and_outcomes_are_written_togethe
 
     run.gate.open();
     for _ in 0..4 {
-        let outcome = tokio::time::timeout(Duration::from_secs(10), run.results.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let outcome = run.outcome().await;
         assert!(outcome.is_final(), "{outcome:?}");
     }
     assert_eq!(done_count(&run.hooks).await, 4);
@@ -238,8 +274,7 @@ async fn slots_free_before_outcomes_are_written_and_outcomes_are_written_togethe
         "four outcomes waiting together took {calls} writes"
     );
     rx.nothing_more();
-    let _ = run.stop.send(());
-    run.task.await.unwrap().unwrap();
+    run.finish().await;
 }
 
 #[tokio::test]
@@ -265,31 +300,17 @@ async fn strict_fifo_sends_the_next_only_once_the_outcome_before_is_written() {
     run.gate.open();
     assert_eq!(&rx.next().await.body[..], b"2");
     for _ in 0..2 {
-        tokio::time::timeout(Duration::from_secs(10), run.results.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        run.outcome().await;
     }
     assert_eq!(done_count(&run.hooks).await, 2);
-    let _ = run.stop.send(());
-    run.task.await.unwrap().unwrap();
+    run.finish().await;
 }
 
 #[tokio::test]
 async fn a_graceful_stop_writes_every_outcome_it_was_handed() {
     let mut rx = receiver(200).await;
     let run = start().await;
-    run.hooks
-        .subscribe("e", &rx.url, SubscribeOptions::default())
-        .await
-        .unwrap();
-    run.gate.closed.store(true, Ordering::SeqCst);
-    for n in 0..3 {
-        run.hooks.fire("e", vec![b'0' + n]).await.unwrap();
-    }
-    for _ in 0..3 {
-        rx.next().await;
-    }
+    answered_with_writes_held(&run, &mut rx, 3).await;
     let _ = run.stop.send(());
     // The stop waits on the held writes; open the gate a moment later.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -363,4 +384,125 @@ async fn requests_go_on_starting_while_a_claim_waits() {
         let got = hooks.store().count_phase(&q, &phase).await.unwrap();
         assert_eq!(got, n, "deliveries in {phase}");
     }
+}
+
+/// The outcomes of one group are checked one by one: a delivery moved away under the loop
+/// (here by an operator, while its answer waited to be written) fails its lease check, and
+/// every other outcome of the same `update_many` is written. Nothing is sent again.
+#[tokio::test]
+async fn an_outcome_that_fails_its_lease_check_leaves_the_rest_of_its_group_written() {
+    let mut rx = receiver(200).await;
+    let mut run = start().await;
+    answered_with_writes_held(&run, &mut rx, 4).await;
+    // The settler's first group waits at the gate; the other outcomes reach its channel
+    // a moment after their answers, and will all be the second group.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let q = QueueId::new(DELIVERIES_QUEUE).unwrap();
+    let in_flight: Vec<Key> = run
+        .hooks
+        .store()
+        .fetch_page(
+            &q,
+            hookspool::Page::first(10).phase(hookspool::Phase::IN_FLIGHT),
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|item| item.key)
+        .collect();
+    assert_eq!(in_flight.len(), 4);
+    let first = run.gate.groups.lock().unwrap()[0].clone();
+    let rest: Vec<Key> = in_flight
+        .iter()
+        .copied()
+        .filter(|key| !first.contains(key))
+        .collect();
+    // Of two groups of four outcomes, one holds at least two: move one of its deliveries.
+    let group = if first.len() >= 2 { &first } else { &rest };
+    assert!(group.len() >= 2, "groups {first:?} and {rest:?}");
+    let moved = group[0];
+    let parked = hookspool::Phase::new("parked").unwrap();
+    run.hooks
+        .store()
+        .update_phase(&q, moved, parked.clone())
+        .await
+        .unwrap();
+
+    run.gate.open();
+    for _ in 0..3 {
+        let outcome = run.outcome().await;
+        assert_eq!(outcome.kind, OutcomeKind::Delivered, "{outcome:?}");
+    }
+    // Wait for the group with the moved delivery to be written in full.
+    let groups = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if run.gate.entries.load(Ordering::SeqCst) == 4 {
+                break run.gate.groups.lock().unwrap().clone();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        groups.iter().any(|g| g.contains(&moved) && g.len() >= 2),
+        "the moved delivery was not written with others: {groups:?}"
+    );
+    assert_eq!(
+        done_count(&run.hooks).await,
+        3,
+        "the rest of its group is done"
+    );
+    let item = run
+        .hooks
+        .store()
+        .fetch_key(&q, moved)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        item.phase, parked,
+        "the moved delivery stays where it was put"
+    );
+    rx.nothing_more();
+    run.finish().await;
+}
+
+/// Outcomes are written by one settler for every subscription, and a request that is still
+/// waiting for its answer is not in it: a subscription whose receiver does not answer holds
+/// back no other subscription's outcomes.
+#[tokio::test]
+async fn a_slow_subscription_does_not_hold_back_the_others_outcomes() {
+    let mut slow = gate().await;
+    let mut fast = receiver(200).await;
+    let mut run = start().await;
+    run.hooks
+        .subscribe("slow", &slow.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    run.hooks
+        .subscribe("fast", &fast.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    run.hooks.fire("slow", b"s".to_vec()).await.unwrap();
+    slow.arrived().await;
+    for n in 0..3 {
+        run.hooks.fire("fast", vec![b'0' + n]).await.unwrap();
+    }
+    for _ in 0..3 {
+        fast.next().await;
+        let outcome = run.outcome().await;
+        assert_eq!(outcome.kind, OutcomeKind::Delivered, "{outcome:?}");
+    }
+    assert_eq!(
+        done_count(&run.hooks).await,
+        3,
+        "the fast subscription's outcomes are written while the slow one's request waits"
+    );
+    slow.release.add_permits(1);
+    let outcome = run.outcome().await;
+    assert_eq!(outcome.kind, OutcomeKind::Delivered, "{outcome:?}");
+    assert_eq!(done_count(&run.hooks).await, 4);
+    fast.nothing_more();
+    run.finish().await;
 }
