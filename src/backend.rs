@@ -31,9 +31,9 @@ use crate::model::{
 /// claim with [`Claim::durable`] `false` may return before it is durable. A crash may then
 /// undo it whole (never in part), and any durable write that returns after it makes it
 /// durable too; a backend may also treat it as durable. It still returns only items whose
-/// own writes (their push, their last update) are as durable as a returned call's: an item
-/// pushed by a call that has not returned yet is handed out once that push is durable, so a
-/// crash can never take away an item a consumer was given.
+/// push is as durable as a returned call's: an item pushed by a call that has not returned
+/// yet is handed out once that push is durable, so a crash can never take away an item a
+/// consumer was given.
 ///
 /// **Cancellation.** If the future of a mutating call is dropped before it completes, the
 /// call either took effect completely or not at all; the caller cannot know which (as with a

@@ -468,8 +468,8 @@ impl<B: Backend> Store<B> {
     /// later durable write makes the claim durable too. The items it returns are durable
     /// (an item whose push has not returned yet waits for that push's sync). On the journal
     /// this saves the claim its own sync; on PostgreSQL it commits without waiting for the
-    /// WAL flush. The
-    /// delivery loop claims this way: its attempt counts live in what it settles.
+    /// WAL flush. The delivery loop claims this way: its attempt counts live in what it
+    /// settles.
     ///
     /// # Errors
     /// As [`Store::claim`].

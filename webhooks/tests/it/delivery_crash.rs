@@ -3,8 +3,9 @@
 //! it with SIGKILL at random moments, round after round, on one store (sled, then the journal,
 //! whose claims are written without a sync of their own). The parent then
 //! checks, from the receiver's log and the store itself, that every fired event arrived, that
-//! nothing recorded as delivered was sent again after a restart, and that attempt numbers
-//! continued across restarts instead of starting again from 1.
+//! every delivery the receiver saw is still in the store after each kill (nothing is sent
+//! before it is durable), that nothing recorded as delivered was sent again after a restart,
+//! and that attempt numbers continued across restarts instead of starting again from 1.
 //!
 //! `HOOKSPOOL_DCRASH_SEED=<seed printed by the test>` replays a failing run's choice of kill
 //! moments (the timing of the processes around them cannot be replayed).
