@@ -59,7 +59,9 @@ const PACED: &str = "paced";
 const HTTP_ONLY: &str = "http-only";
 
 /// Concurrent requests of the `http-only` cases: the delivery loop's default global limit.
-const HTTP_CONCURRENCY: usize = 32;
+fn http_concurrency() -> usize {
+    DeliveryConfig::default().concurrency
+}
 
 /// The paced case's offered load, in events per second.
 const PACED_RATE: u64 = 1_000;
@@ -259,10 +261,14 @@ fn print_tables(samples: &Samples, plan: &[Planned]) {
 
 /// The ceiling: HTTP alone, nothing stored.
 fn print_http_only(samples: &Samples, plan: &[Planned]) {
-    let mut t = Table::new(
+    let title = format!(
         "HTTP alone, nothing stored: the delivery client POSTing N requests of 256 B to the \
-         same receiver from 32 tasks (the loop's default global limit), with a delivery's \
+         same receiver from {} tasks (the loop's default global limit), with a delivery's \
          headers",
+        http_concurrency()
+    );
+    let mut t = Table::new(
+        &title,
         &[
             "requests",
             "N",
@@ -559,7 +565,7 @@ async fn paced<B: Backend>(
 }
 
 /// Sends `n` requests as the delivery loop would, minus everything it stores: the same
-/// client, payload and headers (signed with one key when `signed`), [`HTTP_CONCURRENCY`] at
+/// client, payload and headers (signed with one key when `signed`), [`http_concurrency`] at
 /// a time.
 async fn http_only(receiver: &Receiver, n: usize, signed: bool) -> BenchResult<Metrics> {
     let client = Arc::new(DeliveryClient::new(HttpConfig {
@@ -574,7 +580,7 @@ async fn http_only(receiver: &Receiver, n: usize, signed: bool) -> BenchResult<M
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks: tokio::task::JoinSet<BenchResult<usize>> = tokio::task::JoinSet::new();
-    for _ in 0..HTTP_CONCURRENCY {
+    for _ in 0..http_concurrency() {
         let (client, url, key, next) = (
             Arc::clone(&client),
             Arc::clone(&url),

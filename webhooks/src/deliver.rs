@@ -35,10 +35,10 @@ const DISABLED_RECHECK: Duration = Duration::from_mins(1);
 /// Settings of the delivery loop.
 #[derive(Clone, Debug)]
 pub struct DeliveryConfig {
-    /// Most requests in flight at once (default 32).
+    /// Most requests in flight at once (default 64).
     pub concurrency: usize,
     /// Most requests in flight to one subscription at once, unless the subscription sets its
-    /// own `max_in_flight` (default 4).
+    /// own `max_in_flight` (default 16).
     pub per_subscription: usize,
     /// Most deliveries claimed in one go (default 64).
     pub claim_batch: usize,
@@ -67,8 +67,8 @@ pub struct DeliveryConfig {
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
-            concurrency: 32,
-            per_subscription: 4,
+            concurrency: 64,
+            per_subscription: 16,
             claim_batch: 64,
             lease: Duration::from_mins(5),
             poll_interval: Duration::from_millis(500),

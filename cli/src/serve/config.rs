@@ -147,12 +147,12 @@ pub struct ServeArgs {
     #[arg(long, env = "HOOKSPOOL_BODY_LIMIT", value_name = "BYTES")]
     pub body_limit: Option<usize>,
 
-    /// Most webhook requests in flight at once [default: 32].
+    /// Most webhook requests in flight at once [default: 64].
     #[arg(long, env = "HOOKSPOOL_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
 
     /// Most webhook requests in flight to one subscription at once, unless the subscription
-    /// sets its own `max_in_flight` [default: 4]. Per daemon: with several
+    /// sets its own `max_in_flight` [default: 16]. Per daemon: with several
     /// daemons on one database, a subscription may get this many from each.
     #[arg(long, env = "HOOKSPOOL_PER_SUBSCRIPTION", value_name = "N")]
     pub per_subscription: Option<usize>,
@@ -370,6 +370,7 @@ impl ServeConfig {
         data_dir: PathBuf,
     ) -> Result<Self, CliError> {
         let settings = StorageSettings::take(&mut args, &mut file);
+        let (concurrency, per_subscription) = in_flight_limits(&args, &file)?;
         let listen = match (args.listen, file.listen) {
             (Some(a), _) => a,
             (None, Some(s)) => s
@@ -408,11 +409,8 @@ impl ServeConfig {
             policy = policy.allow(*net);
         }
         let mut delivery = DeliveryConfig {
-            concurrency: args.concurrency.or(file.concurrency).unwrap_or(32),
-            per_subscription: args
-                .per_subscription
-                .or(file.per_subscription)
-                .unwrap_or(DeliveryConfig::default().per_subscription),
+            concurrency,
+            per_subscription,
             schedule: RetrySchedule {
                 delays: schedule,
                 ..RetrySchedule::standard()
@@ -629,6 +627,27 @@ fn retry_delays(
     }
 }
 
+/// The delivery loop's limits on requests in flight, in total and per subscription: the
+/// loop's defaults where unset, and never zero (a loop allowed no request would never send).
+/// A flag wins over the file.
+fn in_flight_limits(args: &ServeArgs, file: &FileConfig) -> Result<(usize, usize), CliError> {
+    let defaults = DeliveryConfig::default();
+    let concurrency = (args.concurrency.or(file.concurrency)).unwrap_or(defaults.concurrency);
+    let per_subscription =
+        (args.per_subscription.or(file.per_subscription)).unwrap_or(defaults.per_subscription);
+    for (name, value) in [
+        ("concurrency", concurrency),
+        ("per-subscription", per_subscription),
+    ] {
+        if value == 0 {
+            return Err(CliError::Input(format!(
+                "{name} must be at least 1 (it is the most webhook requests in flight)"
+            )));
+        }
+    }
+    Ok((concurrency, per_subscription))
+}
+
 /// The callback loop's settings: the delivery loop's retry schedule and grace period.
 fn callback_config(
     concurrency: Option<usize>,
@@ -771,13 +790,34 @@ mod tests {
     #[test]
     fn per_subscription_defaults_to_the_loops_and_the_flag_sets_it() {
         let c = ServeConfig::resolve(ServeArgs::default(), PathBuf::from("d")).unwrap();
-        assert_eq!(c.delivery.per_subscription, 4);
+        assert_eq!(c.delivery.per_subscription, 16);
+        assert_eq!(c.delivery.concurrency, 64);
         let args = ServeArgs {
-            per_subscription: Some(16),
+            per_subscription: Some(6),
             ..ServeArgs::default()
         };
         let c = ServeConfig::resolve(args, PathBuf::from("d")).unwrap();
-        assert_eq!(c.delivery.per_subscription, 16);
+        assert_eq!(c.delivery.per_subscription, 6);
+    }
+
+    #[test]
+    fn zero_requests_in_flight_is_refused_when_the_settings_are_read() {
+        for args in [
+            ServeArgs {
+                per_subscription: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                concurrency: Some(0),
+                ..ServeArgs::default()
+            },
+        ] {
+            let err = ServeConfig::resolve(args, PathBuf::from("d")).unwrap_err();
+            assert!(
+                matches!(&err, CliError::Input(m) if m.contains("must be at least 1")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
