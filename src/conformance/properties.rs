@@ -1532,6 +1532,104 @@ pub async fn update_many_settles_each_entry_like_update<F: Factory>(f: &F) {
     );
 }
 
+/// A batch of moves only, each key once, each entry expecting a phase (the ack and the
+/// delivery loop's outcomes; a backend may apply such a batch by a path of its own): each
+/// entry still gets its own result in the order given, whatever order the keys come in,
+/// a failed one changes nothing, and the counts follow.
+pub async fn update_many_of_moves_reports_each_failed_entry<F: Factory>(f: &F) {
+    let (b, q) = backend_with(f, config("orders")).await;
+    push_n(&b, &q, 8, T0).await;
+    ok(b.claim(&q, claim("w1", 6, at(1_000)), T0).await, "claim");
+    let dead = Move::to(Phase::DEAD)
+        .error("HTTP 500")
+        .metadata(std::collections::BTreeMap::from([(
+            "attempts".to_owned(),
+            "3".to_owned(),
+        )]));
+    let later = Move::to(Phase::PENDING).not_before(at(50));
+    let batch = vec![
+        (5, leased("w1", dead.into())),
+        (2, leased("w2", move_to(Phase::DONE))),
+        (1, leased("w1", move_to(Phase::DONE))),
+        (99, leased("w1", move_to(Phase::DONE))),
+        (7, only_if(Phase::PENDING, move_to(phase("parked")))),
+        (8, only_if(Phase::DEAD, move_to(Phase::PENDING))),
+        (3, leased("w1", later.into())),
+        (4, leased("w1", move_to(Phase::PENDING))),
+    ];
+    let results = ok(b.update_many(&q, batch, at(7)).await, "update_many");
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| r.as_ref().map_or_else(Error::code, |()| "ok"))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            "ok",
+            "not_lease_owner",
+            "ok",
+            "item_not_found",
+            "ok",
+            "phase_conflict",
+            "ok",
+            "ok"
+        ],
+        "one result per entry, in the order given"
+    );
+    let killed = must_get(&b, &q, 5).await;
+    assert_eq!(
+        (
+            killed.phase.clone(),
+            killed.last_error.as_deref(),
+            killed.lease.clone()
+        ),
+        (Phase::DEAD, Some("HTTP 500"), None)
+    );
+    assert_eq!(
+        killed.metadata.get("attempts").map(String::as_str),
+        Some("3")
+    );
+    let retried = must_get(&b, &q, 3).await;
+    assert_eq!(
+        (
+            retried.phase.clone(),
+            retried.not_before,
+            retried.lease.clone()
+        ),
+        (Phase::PENDING, at(50), None),
+        "a move to pending takes its not-before time"
+    );
+    let now_due = must_get(&b, &q, 4).await;
+    assert_eq!(
+        (now_due.not_before, now_due.updated_at),
+        (at(7), at(7)),
+        "without one, it is due at once"
+    );
+    assert_eq!(must_get(&b, &q, 7).await.phase, phase("parked"));
+    let untouched = must_get(&b, &q, 2).await;
+    assert_eq!(
+        (untouched.phase.clone(), untouched.updated_at),
+        (Phase::IN_FLIGHT, T0),
+        "a failed entry changes nothing"
+    );
+    check_counts(&b, &q, "a batch of moves with failures").await;
+    let results = ok(
+        b.update_many(
+            &q,
+            vec![
+                (6, leased("w1", move_to(Phase::DONE))),
+                (2, leased("w1", move_to(Phase::DONE))),
+            ],
+            at(8),
+        )
+        .await,
+        "update_many",
+    );
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(must_get(&b, &q, 6).await.phase, Phase::DONE);
+    check_counts(&b, &q, "a batch of moves that all apply").await;
+}
+
 /// What `update_many` returned survives a reopen (for durable backends).
 pub async fn update_many_survives_reopen<F: Factory>(f: &F) {
     if !f.durable() {
