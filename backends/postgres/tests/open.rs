@@ -1,7 +1,8 @@
 //! Opening the backend on a real server: bad settings and foreign or newer schemas are
 //! refused with a typed error that says what is wrong; several processes' worth of backends
 //! opening one fresh schema at once all succeed (the migration runs once, under its lock);
-//! `reset` and `delete_queue` answer at once and leave the old rows to the background.
+//! `reset` and `delete_queue` answer at once and leave the old rows to the background; a
+//! claim without sync leaves the connection it ran on committing synchronously.
 
 use std::time::Duration;
 
@@ -248,4 +249,54 @@ async fn reset_and_delete_answer_at_once_and_the_rows_go_in_the_background() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(store.count(&q).await.expect("count"), 1);
+}
+
+/// A claim without sync turns `synchronous_commit` off for its own transaction only: the
+/// pooled connection it ran on (the only one, here) commits synchronously afterwards, so
+/// the pushes and settles that follow on it are still durable on return.
+#[tokio::test]
+async fn a_claim_without_sync_leaves_its_connection_committing_synchronously() {
+    let backend = PostgresBackend::open(testing::options().pool_size(1))
+        .await
+        .expect("open");
+    let store = Store::new(backend.clone());
+    let q = QueueId::new("lazy").expect("queue id");
+    store
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .expect("create");
+    store
+        .push_batch(
+            &q,
+            vec![NewItem::new(b"a".to_vec()), NewItem::new(b"b".to_vec())],
+        )
+        .await
+        .expect("push");
+    let setting = || async {
+        let conn = backend
+            .connection()
+            .await
+            .expect("the pool's one connection");
+        conn.query_one("SHOW synchronous_commit", &[])
+            .await
+            .expect("show")
+            .get::<_, String>(0)
+    };
+    assert_eq!(setting().await, "on", "the server's setting");
+    let lazy = store
+        .claim_without_sync(&q, "w", 1, Duration::from_mins(1))
+        .await
+        .expect("claim without sync");
+    assert_eq!(lazy.len(), 1, "it leases like any claim");
+    assert_eq!(
+        setting().await,
+        "on",
+        "after a claim without sync, the same connection commits synchronously again"
+    );
+    let durable = store
+        .claim(&q, "w", 1, Duration::from_mins(1))
+        .await
+        .expect("claim");
+    assert_eq!(durable.len(), 1);
+    assert_eq!(setting().await, "on");
 }
