@@ -306,7 +306,19 @@ async fn sql_insert_call(worker: &SqlWorker, w: usize, call: usize) -> BenchResu
     Ok(worker.batch)
 }
 
-pub async fn sql_claim(run: &Run) -> BenchResult<Metrics> {
+/// How the plain-SQL consumers settle what they claim.
+#[derive(Clone, Copy)]
+pub enum Settle {
+    /// In the claim's own transaction: each row written once, one commit per batch.
+    InTheClaim,
+    /// As a lease protocol does: the claim commits the rows leased (phase, owner, lease
+    /// end), and a second transaction marks them done if the lease is still held. Each row
+    /// written twice, two commits per batch: what `claim` + `ack_many` do.
+    Leased,
+}
+
+/// Consumers claiming due rows with `FOR UPDATE SKIP LOCKED` and marking them done.
+pub async fn sql_claim(run: &Run, settle: Settle) -> BenchResult<Metrics> {
     let admin = connect(&run.url).await?;
     let s = &run.schema;
     sql_create(&admin, s).await?;
@@ -319,11 +331,19 @@ pub async fn sql_claim(run: &Run) -> BenchResult<Metrics> {
              ORDER BY not_before, id LIMIT $3 FOR UPDATE SKIP LOCKED"
         ),
         format!("UPDATE {s}.outbox SET phase = 2 WHERE id = ANY($1)"),
+        format!(
+            "UPDATE {s}.outbox SET phase = 1, lease_owner = $2, lease_until = $3 \
+             WHERE id = ANY($1)"
+        ),
+        format!(
+            "UPDATE {s}.outbox SET phase = 2, lease_owner = NULL, lease_until = NULL \
+             WHERE id = ANY($1) AND phase = 1 AND lease_owner = $2"
+        ),
     ];
     let mut workers = sql_workers(run, &texts).await?;
     let mut warm = 0;
     for worker in &mut workers {
-        warm += sql_claim_call(worker, 1).await?;
+        warm += sql_claim_call(worker, 1, settle).await?;
     }
     checkpoint(&admin).await?;
     let (worked, secs) = drive(workers, run.limit, |_, mut worker, budget| async move {
@@ -331,7 +351,7 @@ pub async fn sql_claim(run: &Run) -> BenchResult<Metrics> {
         let mut done = Worked::default();
         while budget.more(done.calls.len()) {
             let t = Instant::now();
-            let n = sql_claim_call(&mut worker, batch).await?;
+            let n = sql_claim_call(&mut worker, batch, settle).await?;
             if n == 0 {
                 break;
             }
@@ -354,11 +374,17 @@ pub async fn sql_claim(run: &Run) -> BenchResult<Metrics> {
     Ok(m)
 }
 
-/// One claim transaction: up to `limit` due rows locked (skipping those others hold), read,
-/// and marked done. Returns how many.
-async fn sql_claim_call(worker: &mut SqlWorker, limit: usize) -> BenchResult<usize> {
+/// One claim: up to `limit` due rows locked (skipping those others hold) and read, then
+/// marked done in the same transaction, or leased and marked done by a second one
+/// ([`Settle`]). Returns how many.
+async fn sql_claim_call(
+    worker: &mut SqlWorker,
+    limit: usize,
+    settle: Settle,
+) -> BenchResult<usize> {
     let limit = i64::try_from(limit)?;
-    let (claim, done) = (worker.statements[0].clone(), worker.statements[1].clone());
+    let [claim, done, lease, finish] = [0, 1, 2, 3].map(|i| worker.statements[i].clone());
+    let owner = "bench-consumer";
     let tx = worker.client.transaction().await?;
     let rows = tx.query(&claim, &[&QUEUE, &now_ms(), &limit]).await?;
     let mut ids = Vec::with_capacity(rows.len());
@@ -370,9 +396,24 @@ async fn sql_claim_call(worker: &mut SqlWorker, limit: usize) -> BenchResult<usi
     if bytes != ids.len() * PAYLOAD_LEN {
         return Err(format!("claimed {} rows holding {bytes} payload bytes", ids.len()).into());
     }
-    if !ids.is_empty() {
-        tx.execute(&done, &[&ids]).await?;
+    if ids.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
     }
-    tx.commit().await?;
+    match settle {
+        Settle::InTheClaim => {
+            tx.execute(&done, &[&ids]).await?;
+            tx.commit().await?;
+        }
+        Settle::Leased => {
+            let until = now_ms() + 300_000;
+            tx.execute(&lease, &[&ids, &owner, &until]).await?;
+            tx.commit().await?;
+            let finished = worker.client.execute(&finish, &[&ids, &owner]).await?;
+            if finished != u64::try_from(ids.len())? {
+                return Err(format!("{finished} of {} leased rows marked done", ids.len()).into());
+            }
+        }
+    }
     Ok(ids.len())
 }
