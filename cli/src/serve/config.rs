@@ -632,9 +632,14 @@ fn retry_delays(
 /// A flag wins over the file.
 fn in_flight_limits(args: &ServeArgs, file: &FileConfig) -> Result<(usize, usize), CliError> {
     let defaults = DeliveryConfig::default();
-    let concurrency = (args.concurrency.or(file.concurrency)).unwrap_or(defaults.concurrency);
-    let per_subscription =
-        (args.per_subscription.or(file.per_subscription)).unwrap_or(defaults.per_subscription);
+    let concurrency = args
+        .concurrency
+        .or(file.concurrency)
+        .unwrap_or(defaults.concurrency);
+    let per_subscription = args
+        .per_subscription
+        .or(file.per_subscription)
+        .unwrap_or(defaults.per_subscription);
     for (name, value) in [
         ("concurrency", concurrency),
         ("per-subscription", per_subscription),
