@@ -115,6 +115,14 @@ async fn check_counts<B: Backend>(b: &B, q: &QueueId, after: &str) {
     );
 }
 
+/// Each entry's result of an `update_many`: `"ok"` or its error's code.
+fn entry_codes(results: &[crate::Result<()>]) -> Vec<&'static str> {
+    results
+        .iter()
+        .map(|r| r.as_ref().map_or_else(Error::code, |()| "ok"))
+        .collect()
+}
+
 fn claim(owner: &str, limit: usize, until: Timestamp) -> Claim {
     Claim {
         owner: owner.to_owned(),
@@ -1461,11 +1469,7 @@ pub async fn update_many_settles_each_entry_like_update<F: Factory>(f: &F) {
         (8, only_if(Phase::DEAD, move_to(Phase::PENDING))),
         (6, plain(move_to(Phase::IN_FLIGHT))),
     ];
-    let results = ok(b.update_many(&q, batch, at(7)).await, "update_many");
-    let codes: Vec<&str> = results
-        .iter()
-        .map(|r| r.as_ref().map_or_else(Error::code, |()| "ok"))
-        .collect();
+    let codes = entry_codes(&ok(b.update_many(&q, batch, at(7)).await, "update_many"));
     assert_eq!(
         codes,
         [
@@ -1557,11 +1561,7 @@ pub async fn update_many_of_moves_reports_each_failed_entry<F: Factory>(f: &F) {
         (3, leased("w1", later.into())),
         (4, leased("w1", move_to(Phase::PENDING))),
     ];
-    let results = ok(b.update_many(&q, batch, at(7)).await, "update_many");
-    let codes: Vec<&str> = results
-        .iter()
-        .map(|r| r.as_ref().map_or_else(Error::code, |()| "ok"))
-        .collect();
+    let codes = entry_codes(&ok(b.update_many(&q, batch, at(7)).await, "update_many"));
     assert_eq!(
         codes,
         [
