@@ -1,9 +1,11 @@
 //! Connections: the parsed connection string, TLS through rustls, and the pool.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime,
+};
 use tokio_postgres::config::Host;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -82,7 +84,10 @@ impl Connector {
         format!("{hosts}/{db}")
     }
 
-    pub(crate) fn pool(&self, size: usize) -> Result<Pool, OpenError> {
+    /// A pool of at most `size` connections. With `counting`, each new connection first
+    /// takes a counter shard of its own ([`CLAIM_SHARD`]): the pool's sessions write the
+    /// per-phase counts.
+    pub(crate) fn pool(&self, size: usize, counting: bool) -> Result<Pool, OpenError> {
         let manager = Manager::from_config(
             self.config.clone(),
             self.tls.clone(),
@@ -90,8 +95,12 @@ impl Connector {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        Pool::builder(manager)
+        let mut builder = Pool::builder(manager)
             .max_size(size)
+            // The connection used last is handed out first: a light load keeps to a few hot
+            // server processes instead of rotating through every idle one (first in, first
+            // out, the default, made a single producer's push about a tenth slower).
+            .queue_mode(QueueMode::Lifo)
             .runtime(Runtime::Tokio1)
             .create_timeout(Some(
                 self.config
@@ -99,11 +108,42 @@ impl Connector {
                     .copied()
                     .unwrap_or(Duration::from_secs(10)),
             ))
-            .wait_timeout(Some(Duration::from_secs(30)))
+            .wait_timeout(Some(Duration::from_secs(30)));
+        if counting {
+            builder = builder.post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(&CLAIM_SHARD)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }));
+        }
+        builder
             .build()
             .map_err(|e| OpenError::InvalidOptions(format!("cannot build the pool: {e}")))
     }
 }
+
+/// How many counter shards there are: the schema's `shard()` takes the session's shard
+/// modulo this.
+pub(crate) const COUNTER_SHARDS: i32 = 64;
+
+/// Gives the session a counter shard no other hookspool session holds, if one of the
+/// [`COUNTER_SHARDS`] is free: the first whose session advisory lock it gets (held until
+/// the connection closes), else its process id's. The schema's `shard()` reads it from the
+/// setting `hookspool.counter_shard`. Two sessions on one shard wait for each other's
+/// commit on their counter row: with 16 clients running the push statement (pgbench),
+/// shards drawn at random made 10.6k pushes/s, a shard per session 14.3k.
+static CLAIM_SHARD: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT set_config('hookspool.counter_shard', coalesce(\
+             (SELECT s FROM generate_series(0, {last}) AS s \
+              WHERE pg_try_advisory_lock(hashtext('hookspool counter shard'), s) LIMIT 1), \
+             pg_backend_pid() % {COUNTER_SHARDS})::text, false)",
+        last = COUNTER_SHARDS - 1
+    )
+});
 
 fn tls(options: &PostgresOptions) -> Result<MakeRustlsConnect, OpenError> {
     use rustls::pki_types::CertificateDer;

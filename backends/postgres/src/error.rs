@@ -190,7 +190,10 @@ fn is_unavailable(e: &tokio_postgres::Error) -> bool {
 /// reached, or every connection stayed busy past the wait timeout.
 pub(crate) fn pool(e: deadpool_postgres::PoolError) -> Error {
     match e {
-        deadpool_postgres::PoolError::Backend(e) => map(e, None),
+        deadpool_postgres::PoolError::Backend(e)
+        | deadpool_postgres::PoolError::PostCreateHook(deadpool_postgres::HookError::Backend(e)) => {
+            map(e, None)
+        }
         other => Error::Unavailable {
             backend: "postgres",
             source: Box::new(other),

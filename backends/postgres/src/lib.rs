@@ -23,7 +23,12 @@
 //! - **Counts** come from sharded counter rows (one per session shard, queue generation and
 //!   phase), written by each statement that changes phases in its own transaction and
 //!   summed on read: O(1) in the queue's size, and no single hot row for every writer to
-//!   wait on.
+//!   wait on. Each pooled connection takes a shard no other hookspool session holds when it
+//!   connects (a session advisory lock on one of 64); other sessions use their process
+//!   id's.
+//! - **Migrations** are versioned ([`SCHEMA_VERSION`]) and applied when the backend opens,
+//!   under an advisory lock: version 1 made the schema, version 2 gave each session a
+//!   counter shard of its own.
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the

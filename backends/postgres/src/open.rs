@@ -37,11 +37,15 @@ impl PostgresBackend {
         let _ = driver.await;
         migrated?;
 
-        let pool = connector.pool(options.pool_size)?;
-        let once_pool = connector.pool(options.pool_size.div_ceil(4))?;
+        let pool = connector.pool(options.pool_size, true)?;
+        // These connections write no counts: they leave the shards to those that do.
+        let once_pool = connector.pool(options.pool_size.div_ceil(4), false)?;
         // One connection now, so that a server that went away since is reported here.
         drop(pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(source) => connect_error(source),
+            deadpool_postgres::PoolError::Backend(source)
+            | deadpool_postgres::PoolError::PostCreateHook(
+                deadpool_postgres::HookError::Backend(source),
+            ) => connect_error(source),
             other => OpenError::InvalidOptions(other.to_string()),
         })?);
 

@@ -7,21 +7,29 @@ use tokio_postgres::Client;
 use crate::error::OpenError;
 
 /// The migrations, in order: version and SQL (with `{schema}` placeholders).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("sql/v1.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("sql/v1.sql")),
+    (2, include_str!("sql/v2.sql")),
+];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;
 
 /// SQL text for `schema`: `{push_statement}` becomes the locking push, `{schema}` the
 /// quoted name, `{schema_name}` the bare name (for `format('%I', …)` and `pg_notify`
-/// channels), and the store's limits their values.
+/// channels), `{counter_shards}` the number of counter shards, and the store's limits their
+/// values.
 pub(crate) fn render(sql: &str, schema: &str) -> String {
     sql.replace("{push_statement}", &crate::sql::push_locked())
         .replace("{schema}", &format!("\"{schema}\""))
         .replace("{schema_name}", schema)
+        .replace(
+            "{counter_shards}",
+            &crate::connect::COUNTER_SHARDS.to_string(),
+        )
         .replace("{max_payload}", &DEFAULT_MAX_PAYLOAD.to_string())
         .replace("{max_metadata_entries}", &MAX_METADATA_ENTRIES.to_string())
         .replace("{max_metadata_key}", &MAX_METADATA_KEY.to_string())
@@ -60,6 +68,16 @@ pub(crate) async fn migrate(
     schema: &str,
     target: &str,
 ) -> Result<(), OpenError> {
+    migrate_to(client, schema, target, SCHEMA_VERSION).await
+}
+
+/// [`migrate`], up to version `last` (tests start from an older version this way).
+pub(crate) async fn migrate_to(
+    client: &mut Client,
+    schema: &str,
+    target: &str,
+    last: i32,
+) -> Result<(), OpenError> {
     let row = client
         .query_one(
             "SELECT version(), current_setting('server_version_num')::int, \
@@ -82,7 +100,7 @@ pub(crate) async fn migrate(
             supported: SCHEMA_VERSION,
         });
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found && *v <= last) {
         let failed = |source| OpenError::Migration {
             schema: schema.to_owned(),
             version: *version,

@@ -288,3 +288,29 @@ fn watchdog(dir: &Path, bin: &Path, root: bool) {
         .stderr(Stdio::null())
         .spawn();
 }
+
+/// Creates `options`' schema at an older `version` (as an earlier hookspool left it), so
+/// that a test can open it and see the migrations after it applied.
+///
+/// # Errors
+/// As [`crate::PostgresBackend::open`].
+pub async fn create_schema_at(
+    options: &PostgresOptions,
+    version: i32,
+) -> Result<(), crate::OpenError> {
+    let connector = crate::connect::Connector::new(options)?;
+    let target = connector.target();
+    let (mut client, connection) =
+        connector
+            .connect()
+            .await
+            .map_err(|source| crate::OpenError::Connect {
+                target: target.clone(),
+                source,
+            })?;
+    let driver = tokio::spawn(connection);
+    let migrated = crate::schema::migrate_to(&mut client, &options.schema, &target, version).await;
+    drop(client);
+    let _ = driver.await;
+    migrated
+}

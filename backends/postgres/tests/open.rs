@@ -2,7 +2,9 @@
 //! refused with a typed error that says what is wrong; several processes' worth of backends
 //! opening one fresh schema at once all succeed (the migration runs once, under its lock);
 //! `reset` and `delete_queue` answer at once and leave the old rows to the background; a
-//! claim without sync leaves the connection it ran on committing synchronously.
+//! claim without sync leaves the connection it ran on committing synchronously; each pooled
+//! session counts in a shard of its own; a schema an older hookspool made is upgraded in
+//! place, keeping its items and counts.
 
 use std::time::Duration;
 
@@ -299,4 +301,106 @@ async fn a_claim_without_sync_leaves_its_connection_committing_synchronously() {
         .expect("claim");
     assert_eq!(durable.len(), 1);
     assert_eq!(setting().await, "on");
+}
+
+/// The shard `schema.shard()` gives each of `sessions`, after checking that the session
+/// holds that shard's advisory lock.
+async fn shards(schema: &str, sessions: &[deadpool_postgres::Object]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for conn in sessions {
+        let row = conn
+            .query_one(
+                &format!(
+                    "SELECT {schema}.shard(), EXISTS (SELECT 1 FROM pg_locks \
+                     WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted \
+                     AND classid::int = hashtext('hookspool counter shard') \
+                     AND objid::int = {schema}.shard() AND objsubid = 2)"
+                ),
+                &[],
+            )
+            .await
+            .expect("shard");
+        let (shard, held): (i32, bool) = (row.get(0), row.get(1));
+        assert!(held, "the session holds the lock of its shard {shard}");
+        out.push(shard);
+    }
+    out
+}
+
+/// Every pooled session of every backend on the server writes its counts to a shard no
+/// other one holds (two on one shard would wait for each other's commits); a session of
+/// the application's own uses its process id's.
+#[tokio::test]
+async fn each_pooled_session_counts_in_a_shard_of_its_own() {
+    let options = testing::options().pool_size(4);
+    let schema = options.schema.clone();
+    let one = PostgresBackend::open(options.clone()).await.expect("open");
+    let two = PostgresBackend::open(options).await.expect("open again");
+    let mut held = Vec::new();
+    for backend in [&one, &two] {
+        for _ in 0..4 {
+            held.push(backend.connection().await.expect("a pooled connection"));
+        }
+    }
+    let mut got = shards(&schema, &held).await;
+    assert!(got.iter().all(|s| (0..64).contains(s)), "{got:?}");
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got.len(), 8, "eight sessions, eight shards: {got:?}");
+    let own = scalar(&format!(
+        "SELECT ({schema}.shard() = pg_backend_pid() % 64)::int::bigint"
+    ))
+    .await;
+    assert_eq!(own, 1, "a session that took no shard uses its process id's");
+}
+
+/// A schema at version 1 (process-id shards, of 16) is brought to the current version when
+/// the backend opens: the items and counts written before stay, and new counts add to them.
+#[tokio::test]
+async fn a_schema_from_version_1_is_upgraded_and_keeps_its_items_and_counts() {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    testing::create_schema_at(&options, 1)
+        .await
+        .expect("a version 1 schema");
+    assert_eq!(
+        scalar(&format!(
+            "SELECT max(version)::bigint FROM {schema}.migrations"
+        ))
+        .await,
+        1
+    );
+    sql(&format!(
+        "SELECT {schema}.create_queue('old', NULL, 'keep', 0, '{{}}'); \
+         SELECT {schema}.push('old', 'a'::bytea); SELECT {schema}.push('old', 'b'::bytea);"
+    ))
+    .await;
+
+    let store = Store::new(PostgresBackend::open(options).await.expect("open"));
+    assert_eq!(
+        scalar(&format!(
+            "SELECT max(version)::bigint FROM {schema}.migrations"
+        ))
+        .await,
+        i64::from(SCHEMA_VERSION)
+    );
+    let q = QueueId::new("old").expect("queue id");
+    assert_eq!(
+        store.count(&q).await.expect("count"),
+        2,
+        "counted by version 1"
+    );
+    store
+        .push(&q, NewItem::new(b"c".to_vec()))
+        .await
+        .expect("push");
+    let claimed = store
+        .claim(&q, "w", 10, Duration::from_mins(1))
+        .await
+        .expect("claim");
+    let payloads: Vec<&[u8]> = claimed.iter().map(|i| i.payload.as_slice()).collect();
+    assert_eq!(payloads, [b"a".as_slice(), b"b", b"c"]);
+    let counts = store.counts(&q).await.expect("counts");
+    assert_eq!(counts.get(&hookspool::Phase::IN_FLIGHT), 3, "{counts:?}");
+    assert_eq!(counts.get(&hookspool::Phase::PENDING), 0, "{counts:?}");
 }
