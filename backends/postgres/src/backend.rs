@@ -437,10 +437,10 @@ impl Backend for PostgresBackend {
 
     async fn update_queue(&self, config: QueueConfig) -> Result<()> {
         let sql = &self.inner.sql;
-        let n = run!(self, Some(&config.id), conn, {
+        let found = run!(self, Some(&config.id), conn, {
             let stmt = conn.prepare_cached(&sql.update_queue).await?;
             Ok(conn
-                .execute(
+                .query_one(
                     &stmt,
                     &[
                         &config.id.as_str(),
@@ -449,10 +449,16 @@ impl Backend for PostgresBackend {
                         &Json(config.stored_metadata()),
                     ],
                 )
-                .await?)
+                .await?
+                .get::<_, bool>(0))
         })?;
-        if n == 0 {
+        if !found {
             return Err(Error::QueueNotFound(config.id));
+        }
+        if config.ttl.is_some() {
+            // A queue that just gained its TTL waits for the cleaner to catch up the pushes
+            // that raced the change.
+            crate::trash::wake(self);
         }
         self.announce(&config.id);
         Ok(())

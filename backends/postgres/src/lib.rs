@@ -28,7 +28,8 @@
 //!   id's.
 //! - **Migrations** are versioned ([`SCHEMA_VERSION`]) and applied when the backend opens,
 //!   under an advisory lock: version 1 made the schema, version 2 gave each session a
-//!   counter shard of its own.
+//!   counter shard of its own, version 3 indexes items by age (for the TTL sweep) only in
+//!   queues with a TTL.
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the

@@ -74,6 +74,7 @@ impl PostgresBackend {
                 pool: pool.clone(),
                 list: sql.trash.clone(),
                 empty_one: sql.empty_trash.clone(),
+                catch_up_ttl: sql.catch_up_ttl.clone(),
                 grace: options.trash_grace,
                 wake: Arc::clone(&trash_wake),
             },

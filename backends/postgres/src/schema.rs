@@ -10,15 +10,19 @@ use crate::error::OpenError;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("sql/v1.sql")),
     (2, include_str!("sql/v2.sql")),
+    (3, include_str!("sql/v3.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;
 
-/// SQL text for `schema`: `{push_statement}` becomes the locking push, `{schema}` the
+/// SQL text for `schema`: `{push_statement}` becomes the locking push of this code
+/// ([`crate::sql::push_locked`]; only the newest migration that defines `push_many` may use
+/// it, since an older one must create what it created then: when the push changes, freeze
+/// the old text into that migration, as `v1.sql` has it), `{schema}` the
 /// quoted name, `{schema_name}` the bare name (for `format('%I', …)` and `pg_notify`
 /// channels), `{counter_shards}` the number of counter shards, and the store's limits their
 /// values.

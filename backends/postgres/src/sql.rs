@@ -33,6 +33,8 @@ pub(crate) struct Sql {
     pub(crate) delete_items: String,
     pub(crate) add_counts: String,
     pub(crate) empty_trash: String,
+    /// Gives the TTL to items a push left without it while their queue gained one.
+    pub(crate) catch_up_ttl: String,
     pub(crate) trash: String,
     pub(crate) fire: String,
     pub(crate) name_insert: String,
@@ -49,15 +51,17 @@ pub(crate) struct Sql {
 /// A push, in one statement: `$1` queue, `$2` payloads, `$3` metadata, `$4` not-before
 /// times (NULL: now), `$5` now. Returns the keys, or NULL for a missing queue. Keys come
 /// from the queue's sequence in batch order (`nextval` is evaluated after the sort); the
-/// pending counter is written here, not by a trigger. `{lock}` is [`LOCK_QUEUE`] or
-/// nothing (see [`PUSH`] and [`PUSH_LOCKED`]).
+/// pending counter is written here, not by a trigger. `ttl_from` is set only in a queue
+/// with a TTL, so that only its items enter the TTL index. `{lock}` is [`LOCK_QUEUE`] or
+/// nothing (see [`push`] and [`push_locked`]).
 const PUSH_TEMPLATE: &str = "\
 WITH q AS (
-    SELECT gen, key_seq FROM {schema}.queues WHERE id = $1{lock}
+    SELECT gen, key_seq, ttl_ms FROM {schema}.queues WHERE id = $1{lock}
 ), ins AS (
-    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload)
+    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload,
+                                ttl_from)
     SELECT q.gen, nextval(q.key_seq), 'pending', $5, $5, coalesce(u.nb, $5),
-           coalesce(u.m, '{}'::json), u.p
+           coalesce(u.m, '{}'::json), u.p, CASE WHEN q.ttl_ms IS NOT NULL THEN $5::bigint END
     FROM q, unnest($2::bytea[], $3::json[], $4::bigint[]) WITH ORDINALITY AS u(p, m, nb, i)
     ORDER BY u.i
     RETURNING gen, key
@@ -75,9 +79,10 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
 /// now), `$5` now. Returns the key, or no row for a missing queue.
 const PUSH_ONE: &str = "\
 WITH ins AS (
-    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload)
+    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload,
+                                ttl_from)
     SELECT gen, nextval(key_seq), 'pending', $5::bigint, $5, coalesce($4::bigint, $5), $3::json,
-           $2::bytea
+           $2::bytea, CASE WHEN ttl_ms IS NOT NULL THEN $5::bigint END
     FROM {schema}.queues WHERE id = $1::text
     RETURNING gen, key
 ), counted AS (
@@ -200,9 +205,7 @@ impl Sql {
         Sql {
             queue_exists: r("SELECT 1 FROM {schema}.queues WHERE id = $1"),
             create_queue: r("SELECT {schema}.create_queue($1, $2, $3, $4, $5)"),
-            update_queue: r(
-                "UPDATE {schema}.queues SET ttl_ms = $2, retention = $3, metadata = $4 WHERE id = $1",
-            ),
+            update_queue: r("SELECT {schema}.update_queue($1, $2, $3, $4)"),
             get_queue: r(&format!(
                 "SELECT {QUEUE_COLUMNS} FROM {{schema}}.queues WHERE id = $1"
             )),
@@ -232,7 +235,8 @@ impl Sql {
                 "UPDATE {schema}.items i SET phase = u.phase, attempts = u.attempts, \
                  updated_at = u.updated_at, not_before = u.not_before, lease_owner = u.owner, \
                  lease_until = u.until, last_error = coalesce(u.error, i.last_error), \
-                 metadata = coalesce(u.metadata, i.metadata) \
+                 metadata = coalesce(u.metadata, i.metadata), \
+                 ttl_from = CASE WHEN u.phase = 'pending' THEN i.created_at END \
                  FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::bigint[], \
                  $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::json[]) \
                  AS u(key, phase, attempts, updated_at, not_before, owner, until, error, metadata) \
@@ -241,6 +245,7 @@ impl Sql {
             delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
             add_counts: r(ADD_COUNTS),
             empty_trash: r("SELECT {schema}.empty_trash($1, $2, $3)"),
+            catch_up_ttl: r("SELECT {schema}.catch_up_ttl($1)"),
             trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),
             fire: r("SELECT {schema}.fire($1, $2::jsonb, $3)"),
             name_insert: r(

@@ -5,6 +5,9 @@
 //! forgotten (and a deleted queue's key sequence dropped) once its rows are gone and the
 //! grace period ([`crate::PostgresOptions::trash_grace`]) has passed, so that a push that
 //! read it just before it was thrown away has landed and been deleted too.
+//!
+//! The same task gives the TTL, once the same grace period has passed, to the items that
+//! pushes racing a queue's gain of a TTL left without it (`catch_up_ttl`, see `v3.sql`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,7 @@ pub(crate) struct Cleaner {
     pub(crate) pool: Pool,
     pub(crate) list: String,
     pub(crate) empty_one: String,
+    pub(crate) catch_up_ttl: String,
     pub(crate) grace: Duration,
     pub(crate) wake: Arc<Notify>,
 }
@@ -38,7 +42,7 @@ pub(crate) async fn clean(cleaner: Cleaner, mut stop: watch::Receiver<()>) {
         let waiting = match empty(&cleaner).await {
             Ok(left) => left,
             Err(e) => {
-                tracing::warn!(error = %e, "could not delete the rows of a reset or deleted queue yet");
+                tracing::warn!(error = %e, "could not delete the rows of a reset or deleted queue, or catch up a TTL, yet");
                 true
             }
         };
@@ -65,8 +69,8 @@ async fn sleep(d: Duration) {
     }
 }
 
-/// Empties every generation in the trash; whether any is still there (waiting out its
-/// grace period).
+/// Empties every generation in the trash and catches up the TTL gains past their grace
+/// period; whether any generation or gain is still waiting out its grace period.
 async fn empty(cleaner: &Cleaner) -> Result<bool, String> {
     let conn = cleaner.pool.get().await.map_err(|e| e.to_string())?;
     let grace = i64::try_from(cleaner.grace.as_millis()).unwrap_or(i64::MAX);
@@ -90,12 +94,17 @@ async fn empty(cleaner: &Cleaner) -> Result<bool, String> {
             tokio::task::yield_now().await;
         }
     }
+    let gains_waiting: bool = conn
+        .query_one(&cleaner.catch_up_ttl, &[&grace])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
     if gens.is_empty() {
-        return Ok(false);
+        return Ok(gains_waiting);
     }
     let left = conn
         .query(&cleaner.list, &[])
         .await
         .map_err(|e| e.to_string())?;
-    Ok(!left.is_empty())
+    Ok(gains_waiting || !left.is_empty())
 }
