@@ -104,6 +104,17 @@ async fn must_get<B: Backend>(b: &B, q: &QueueId, key: Key) -> Item {
     }
 }
 
+/// The in-flight item `key` (claimed at `T0`), whose entry of an `update_many` failed, is
+/// as it was.
+async fn failed_entry_changed_nothing<B: Backend>(b: &B, q: &QueueId, key: Key) {
+    let untouched = must_get(b, q, key).await;
+    assert_eq!(
+        (untouched.phase.clone(), untouched.updated_at),
+        (Phase::IN_FLIGHT, T0),
+        "a failed entry changes nothing"
+    );
+}
+
 /// Checks that `count` equals a recount of what `fetch` returns.
 async fn check_counts<B: Backend>(b: &B, q: &QueueId, after: &str) {
     let items = all(b, q).await;
@@ -1506,12 +1517,7 @@ pub async fn update_many_settles_each_entry_like_update<F: Factory>(f: &F) {
     );
     assert_eq!(killed.metadata.get("why").map(String::as_str), Some("gone"));
     assert_eq!(must_get(&b, &q, 7).await.phase, phase("parked"));
-    let untouched = must_get(&b, &q, 2).await;
-    assert_eq!(
-        (untouched.phase.clone(), untouched.updated_at),
-        (Phase::IN_FLIGHT, T0),
-        "a failed entry changes nothing"
-    );
+    failed_entry_changed_nothing(&b, &q, 2).await;
     check_counts(&b, &q, "update_many").await;
     let before = all(&b, &q).await;
     assert!(
@@ -1606,12 +1612,7 @@ pub async fn update_many_of_moves_reports_each_failed_entry<F: Factory>(f: &F) {
         "without one, it is due at once"
     );
     assert_eq!(must_get(&b, &q, 7).await.phase, phase("parked"));
-    let untouched = must_get(&b, &q, 2).await;
-    assert_eq!(
-        (untouched.phase.clone(), untouched.updated_at),
-        (Phase::IN_FLIGHT, T0),
-        "a failed entry changes nothing"
-    );
+    failed_entry_changed_nothing(&b, &q, 2).await;
     check_counts(&b, &q, "a batch of moves with failures").await;
     let results = ok(
         b.update_many(
