@@ -188,6 +188,7 @@ macro_rules! conformance_tests {
             settling_needs_the_lease_owner
             update_many_settles_each_entry_like_update
             update_many_of_moves_reports_each_failed_entry
+            update_many_of_one_owners_leases_reports_each_failed_entry
             update_many_survives_reopen
             claim_without_sync_is_a_claim_made_durable_by_the_next_write
             reclaimed_item_rejects_the_old_owner
