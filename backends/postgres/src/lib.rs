@@ -29,7 +29,9 @@
 //! - **Migrations** are versioned ([`SCHEMA_VERSION`]) and applied when the backend opens,
 //!   under an advisory lock: version 1 made the schema, version 2 gave each session a
 //!   counter shard of its own, version 3 indexes items by age (for the TTL sweep) only in
-//!   queues with a TTL.
+//!   queues with a TTL, version 4 plans the claim and the sweep afresh at every call (a
+//!   plan kept from when a queue was small read the whole queue once it had grown; the
+//!   settle's transaction does the same with `SET LOCAL`).
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the
