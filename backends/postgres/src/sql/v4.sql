@@ -1,4 +1,5 @@
--- hookspool schema, version 4: the claim and the sweep plan their statements at every call.
+-- hookspool schema, version 4: the statements that find claimed, released and expired
+-- rows are planned at every call.
 --
 -- The server keeps a generic plan for a function's statement once it has chosen one, and it
 -- chooses it from the table sizes it sees then. A plan made while a queue held a few items
@@ -7,13 +8,93 @@
 -- item read every row of its generation: a claim of 15 took 70 ms, and a daemon delivered a
 -- few hundred a second instead of thousands, until autovacuum's next ANALYZE (up to a minute
 -- later) made the server plan again. The more often one session ran the claim, the likelier
--- it was (a pool handing out the connection used last made it happen in a run of five).
+-- it was (a pool handing out the connection used last made it happen in one run in five).
 --
--- With `plan_cache_mode = force_custom_plan` they are planned with the sizes of the moment;
--- the claim was planned at every call anyway once its table had been analyzed (about 0.1 ms),
--- since its generic plan then costs more than a custom one. `sweep_gen` runs inside both.
--- Nothing else changes: no table is touched.
-ALTER FUNCTION {schema}.claim(text, text, integer, bigint, bigint)
-    SET plan_cache_mode = force_custom_plan;
-ALTER FUNCTION {schema}.sweep(text, bigint)
-    SET plan_cache_mode = force_custom_plan;
+-- These statements now run through EXECUTE, which plans them with the sizes and values of
+-- the moment; the claim's was planned at every call anyway once its table had been analyzed
+-- (about 0.1 ms), since its generic plan then costs more than a custom one. The function's
+-- other statements (the queue's row, the checks of the lease and TTL indexes, the counters)
+-- have one sensible plan and keep theirs. Nothing else changes: no table is touched.
+
+CREATE OR REPLACE FUNCTION {schema}.sweep_gen(q {schema}.queues, p_now bigint, OUT released bigint, OUT expired bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Each update runs only when a read of its index finds work: starting an UPDATE costs
+    -- a claim more than the read, and there is usually nothing to do.
+    released := 0;
+    IF EXISTS (SELECT 1 FROM {schema}.items
+               WHERE gen = q.gen AND phase = 'in_flight' AND lease_until <= p_now) THEN
+        EXECUTE $sql$
+        WITH due AS (
+            SELECT key FROM {schema}.items
+            WHERE gen = $1 AND phase = 'in_flight' AND lease_until <= $2
+            FOR UPDATE SKIP LOCKED
+        ), done AS (
+            UPDATE {schema}.items i
+            SET phase = 'pending', lease_owner = NULL, lease_until = NULL,
+                not_before = $2, updated_at = $2, ttl_from = i.created_at
+            FROM due WHERE i.gen = $1 AND i.key = due.key
+            RETURNING 1
+        ) SELECT count(*) FROM done
+        $sql$ INTO released USING q.gen, p_now;
+    END IF;
+    expired := 0;
+    IF q.ttl_ms IS NOT NULL AND (p_now = 9223372036854775807 OR p_now >= q.ttl_ms)
+       AND EXISTS (SELECT 1 FROM {schema}.items
+                   WHERE gen = q.gen AND phase = 'pending' AND ttl_from IS NOT NULL
+                     AND (p_now = 9223372036854775807 OR ttl_from <= p_now - q.ttl_ms)) THEN
+        EXECUTE $sql$
+        WITH old AS (
+            SELECT key FROM {schema}.items
+            WHERE gen = $1 AND phase = 'pending' AND ttl_from IS NOT NULL
+              AND ($2 = 9223372036854775807 OR ttl_from <= $2 - $3)
+            FOR UPDATE SKIP LOCKED
+        ), done AS (
+            UPDATE {schema}.items i SET phase = 'expired', updated_at = $2
+            FROM old WHERE i.gen = $1 AND i.key = old.key
+            RETURNING 1
+        ) SELECT count(*) FROM done
+        $sql$ INTO expired USING q.gen, p_now, q.ttl_ms;
+    END IF;
+    IF released + expired > 0 THEN
+        PERFORM {schema}.add_counts(q.gen, ARRAY['in_flight', 'pending', 'pending', 'expired'],
+            ARRAY[-released, released, -expired, expired]);
+    END IF;
+END $$;
+
+-- Sweeps, then leases up to `p_limit` due pending items in (not_before, key) order. Rows
+-- other sessions are claiming are skipped, never waited for.
+CREATE OR REPLACE FUNCTION {schema}.claim(
+    p_queue text, p_owner text, p_limit integer, p_until bigint, p_now bigint
+) RETURNS SETOF {schema}.items LANGUAGE plpgsql AS $$
+DECLARE
+    q {schema}.queues;
+    claimed bigint;
+BEGIN
+    SELECT * INTO q FROM {schema}.queues WHERE id = p_queue;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION USING ERRCODE = 'HS404', MESSAGE = format('queue `%s` does not exist', p_queue);
+    END IF;
+    PERFORM {schema}.sweep_gen(q, p_now);
+    RETURN QUERY EXECUTE $sql$
+    WITH due AS (
+        SELECT key FROM {schema}.items
+        WHERE gen = $1 AND phase = 'pending' AND not_before <= $2
+        ORDER BY not_before, key
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE {schema}.items i
+    SET phase = 'in_flight', lease_owner = $4, lease_until = $5,
+        attempts = i.attempts + 1, updated_at = $2
+    FROM due WHERE i.gen = $1 AND i.key = due.key
+    RETURNING i.*
+    $sql$ USING q.gen, p_now, p_limit, p_owner, p_until;
+    GET DIAGNOSTICS claimed = ROW_COUNT;
+    IF claimed > 0 THEN
+        INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+        VALUES (q.gen, 'in_flight', {schema}.shard(), claimed),
+               (q.gen, 'pending', {schema}.shard(), -claimed)
+        ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
+    END IF;
+END $$;
