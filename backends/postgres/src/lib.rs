@@ -18,7 +18,9 @@
 //!   `DELETE` (plus the counter update, sent with them); `fetch`/`pop`/`dump` page by key;
 //!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,
 //!   and the old rows are deleted in batches in the background; `prune` (retention) one
-//!   `DELETE` over the `(gen, phase, key)` index, reading no payload. Durable on return:
+//!   call of the function `prune_phase` (one `DELETE` of the phase's head, found through the
+//!   `(gen, phase, key)` index, reading no payload); a `pop` of a page one call of
+//!   `pop_page`. Durable on return:
 //!   committed with `synchronous_commit = on`.
 //! - **Counts** come from sharded counter rows (one per session shard, queue generation and
 //!   phase), written by each statement that changes phases in its own transaction and
@@ -29,9 +31,10 @@
 //! - **Migrations** are versioned ([`SCHEMA_VERSION`]) and applied when the backend opens,
 //!   under an advisory lock: version 1 made the schema, version 2 gave each session a
 //!   counter shard of its own, version 3 indexes items by age (for the TTL sweep) only in
-//!   queues with a TTL, version 4 plans the claim and the sweep afresh at every call (a
-//!   plan kept from when a queue was small read the whole queue once it had grown; the
-//!   settle's transaction does the same with `SET LOCAL`).
+//!   queues with a TTL, version 4 plans the statements of the claim, the sweep, a pop of a
+//!   page and the prune afresh at every call (a plan kept from when a queue was small read
+//!   the whole queue once it had grown; the settle's transaction does the same with
+//!   `SET LOCAL`).
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the

@@ -128,32 +128,6 @@ const UNCOUNT: &str = ", uncounted AS (INSERT INTO {schema}.counts AS c (gen, ph
      SELECT gen, phase, {schema}.shard(), -count(*) FROM gone GROUP BY gen, phase \
      ORDER BY gen, phase ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n)";
 
-/// Retention's step, in one statement: removes the items of queue `$1` in phase `$2` that
-/// got there at `$3` or earlier, taking the phase's first `$4` in key order and stopping at
-/// the first younger one (as `Backend::prune` says). It walks the `items_by_phase` index
-/// and reads no payload. Rows another session holds are skipped, and the phase is checked
-/// again as each row is locked, so an item moved out of the phase meanwhile stays. Returns
-/// how many it removed, or NULL for a missing queue.
-const PRUNE: &str = "\
-WITH q AS (
-    SELECT gen FROM {schema}.queues WHERE id = $1
-), head AS (
-    SELECT i.key, i.updated_at FROM {schema}.items i, q
-    WHERE i.gen = q.gen AND i.phase = $2 ORDER BY i.key LIMIT $4
-), old AS (
-    SELECT key FROM head
-    WHERE key < coalesce((SELECT min(key) FROM head WHERE updated_at > $3), 9223372036854775807)
-), doomed AS (
-    SELECT i.key FROM {schema}.items i, q, old
-    WHERE i.gen = q.gen AND i.key = old.key AND i.phase = $2
-    FOR UPDATE OF i SKIP LOCKED
-), gone AS (
-    DELETE FROM {schema}.items i USING q, doomed
-    WHERE i.gen = q.gen AND i.key = doomed.key AND i.phase = $2
-    RETURNING i.gen, i.phase
-){uncount}
-SELECT CASE WHEN EXISTS (SELECT 1 FROM q) THEN (SELECT count(*) FROM gone) END";
-
 /// A claim of queue `$1` for owner `$2`, at most `$3` items, leased until `$4`, at `$5`.
 /// `lazy`: committed without waiting for the WAL flush (`Claim::durable` false).
 /// `synchronous_commit` is read when the statement's transaction commits, so setting it
@@ -174,25 +148,22 @@ const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
         let r = |s: &str| render(s, schema);
-        let page = |pop: bool, reverse: bool, phase: bool| {
+        let page = |pop: bool, reverse: bool, by_phase: bool| {
             let (cmp, start, order) = if reverse {
                 ("<", "9223372036854775807", "DESC")
             } else {
                 (">", "0", "ASC")
             };
-            let phase = if phase { " AND phase = $5" } else { "" };
+            let phase = if by_phase { " AND phase = $5" } else { "" };
             let filter = format!(
                 "gen = {GEN} AND key {cmp} coalesce($2::bigint, {start}){phase} \
                  ORDER BY key {order} OFFSET $3 LIMIT $4"
             );
             if pop {
-                // Rows other sessions are popping are skipped, never waited for.
+                // A function that plans its statement at every call (see `v4.sql`).
+                let phase = if by_phase { "$5" } else { "NULL" };
                 r(&format!(
-                    "WITH doomed AS (SELECT key FROM {{schema}}.items WHERE {filter} \
-                     FOR UPDATE SKIP LOCKED), \
-                     gone AS (DELETE FROM {{schema}}.items i USING doomed \
-                     WHERE i.gen = {GEN} AND i.key = doomed.key RETURNING i.*){UNCOUNT} \
-                     SELECT {ITEM_COLUMNS} FROM gone"
+                    "SELECT {ITEM_COLUMNS} FROM {{schema}}.pop_page($1, $2, $3, $4, {reverse}, {phase})"
                 ))
             } else {
                 r(&format!(
@@ -222,7 +193,7 @@ impl Sql {
             claim: r(&claim(false)),
             claim_lazy: r(&claim(true)),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
-            prune: r(&PRUNE.replace("{uncount}", UNCOUNT)),
+            prune: r("SELECT {schema}.prune_phase($1, $2, $3, $4)"),
             lock_items: r(&format!(
                 "SELECT {ITEM_COLUMNS}, gen FROM {{schema}}.items \
                  WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"

@@ -1,8 +1,8 @@
-//! The claim's plan follows the queue's size: a session that claimed while its queue held a
-//! few items, and kept the plan the server chose then, still looks the claimed rows up by
-//! key once the queue holds thousands (schema version 4), instead of reading every row of
-//! the queue's generation for each of them. Observed through the server's own count of
-//! index scans in the claiming transaction, not through timing.
+//! Plans follow the queue's size (schema version 4): a session that claimed, popped or pruned
+//! while its queue held a few items, and kept the plans the server chose then, still finds
+//! the rows it changes by key once the queue holds thousands, instead of reading every row
+//! of the queue for each of them. Observed through the server's own count of the index
+//! entries the calls read, in the measured transaction, not through timing.
 
 use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
 use tokio_postgres::Client;
@@ -16,18 +16,20 @@ async fn connect() -> Client {
     client
 }
 
-/// Scans of `schema`'s index `index` counted in this session and not yet reported.
-async fn scans(client: &Client, schema: &str, index: &str) -> i64 {
+/// Entries of `schema`'s `items_by_phase` that this session's scans returned (counted in
+/// this session and not yet reported).
+async fn by_phase_entries(client: &Client, schema: &str) -> i64 {
     client
         .query_one(
-            "SELECT pg_stat_get_xact_numscans(format('%I.%I', $1::text, $2::text)::regclass)",
-            &[&schema, &index],
+            "SELECT pg_stat_get_xact_tuples_returned(format('%I.items_by_phase', $1::text)::regclass)",
+            &[&schema],
         )
         .await
-        .expect("index scans")
+        .expect("index statistics")
         .get(0)
 }
 
+/// Pushes `n` items to queue `q`, at time 1000.
 async fn push(client: &Client, schema: &str, n: i32) {
     client
         .batch_execute(&format!(
@@ -39,8 +41,12 @@ async fn push(client: &Client, schema: &str, n: i32) {
         .expect("push");
 }
 
-#[tokio::test]
-async fn a_claim_planned_on_a_small_queue_still_finds_its_rows_by_key_once_it_has_grown() {
+/// In a session whose plans are forced generic (as the server settles on one after five
+/// calls while a table is small): runs `call` (a statement of `{schema}`, returning a
+/// count, whose `$1` is an integer) six times with `$1 = 1` on a queue of 3 items, fills the
+/// queue to 20,003 from another session, then runs it once with `$1 = 10` in a transaction.
+/// Returns what it returned then, and how many `items_by_phase` entries it read.
+async fn after_the_queue_grew(call: &str) -> (i64, i64) {
     let options = testing::options();
     let schema = options.schema.clone();
     drop(PostgresBackend::open(options).await.expect("open"));
@@ -52,39 +58,58 @@ async fn a_claim_planned_on_a_small_queue_still_finds_its_rows_by_key_once_it_ha
         ))
         .await
         .expect("queue");
-    // While the queue is small, the session's claims settle on a plan (a generic one: the
-    // server takes one after five calls when it costs no more than planning anew).
     push(&session, &schema, 3).await;
-    let claim = format!("SELECT count(*) FROM \"{schema}\".claim('q', 'w', $1, 1000000000, 2000)");
+    let call = call.replace("{schema}", &format!("\"{schema}\""));
     for _ in 0..6 {
-        session.query_one(&claim, &[&1_i32]).await.expect("claim");
+        session.query_one(&call, &[&1_i64]).await.expect(&call);
     }
-    // Another session fills the queue.
     push(&connect().await, &schema, 20_000).await;
     session.batch_execute("BEGIN").await.expect("begin");
-    let before = (
-        scans(&session, &schema, "items_by_phase").await,
-        scans(&session, &schema, "items_pkey").await,
-    );
-    let claimed: i64 = session
-        .query_one(&claim, &[&10_i32])
+    let before = by_phase_entries(&session, &schema).await;
+    let got: i64 = session
+        .query_one(&call, &[&10_i64])
         .await
-        .expect("claim")
+        .expect(&call)
         .get(0);
-    let after = (
-        scans(&session, &schema, "items_by_phase").await,
-        scans(&session, &schema, "items_pkey").await,
-    );
+    let read = by_phase_entries(&session, &schema).await - before;
     session.batch_execute("COMMIT").await.expect("commit");
+    (got, read)
+}
+
+#[tokio::test]
+async fn a_claim_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grown() {
+    let (claimed, read) = after_the_queue_grew(
+        "SELECT count(*) FROM {schema}.claim('q', 'w', ($1::bigint)::integer, 1000000000, 2000)",
+    )
+    .await;
     assert_eq!(claimed, 10);
     assert_eq!(
-        after.0 - before.0,
-        0,
-        "schema version {SCHEMA_VERSION}: the claim must not look its rows up by generation"
+        read, 0,
+        "schema version {SCHEMA_VERSION}: a claim must not find its rows by generation"
     );
+}
+
+#[tokio::test]
+async fn a_pop_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grown() {
+    let (popped, read) = after_the_queue_grew(
+        "SELECT count(*) FROM {schema}.pop_page('q', NULL, 0, $1, false, NULL)",
+    )
+    .await;
+    assert_eq!(popped, 10);
+    assert_eq!(
+        read, 0,
+        "schema version {SCHEMA_VERSION}: a pop must not find its rows by generation"
+    );
+}
+
+#[tokio::test]
+async fn a_prune_planned_on_a_small_queue_reads_only_the_head_of_its_phase_once_it_has_grown() {
+    let (pruned, read) =
+        after_the_queue_grew("SELECT {schema}.prune_phase('q', 'pending', 5000, $1)").await;
+    assert_eq!(pruned, 10);
     assert!(
-        after.1 - before.1 >= 10,
-        "each claimed row is found by its primary key: {} scans",
-        after.1 - before.1
+        read <= 20,
+        "schema version {SCHEMA_VERSION}: a prune of 10 read {read} entries of the phase's \
+         index (its head is 10; the phase holds 20,000)"
     );
 }

@@ -14,7 +14,9 @@
 -- the moment; the claim's was planned at every call anyway once its table had been analyzed
 -- (about 0.1 ms), since its generic plan then costs more than a custom one. The function's
 -- other statements (the queue's row, the checks of the lease and TTL indexes, the counters)
--- have one sensible plan and keep theirs. Nothing else changes: no table is touched.
+-- have one sensible plan and keep theirs. A pop of a page and retention's prune had the same
+-- flaw as statements the backend prepared: they become the functions `pop_page` and
+-- `prune_phase`, which do the same. Nothing else changes: no table is touched.
 
 CREATE OR REPLACE FUNCTION {schema}.sweep_gen(q {schema}.queues, p_now bigint, OUT released bigint, OUT expired bigint)
 LANGUAGE plpgsql AS $$
@@ -97,4 +99,82 @@ BEGIN
                (q.gen, 'pending', {schema}.shard(), -claimed)
         ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
     END IF;
+END $$;
+
+-- Removes and returns a page of queue `p_queue`'s items in key order (newest first with
+-- `p_reverse`): after key `p_after` (NULL: from the start), skipping `p_offset`, at most
+-- `p_limit`, only phase `p_phase` if given. Rows other sessions are popping are skipped,
+-- never waited for. Returns nothing for a missing queue.
+CREATE FUNCTION {schema}.pop_page(
+    p_queue text, p_after bigint, p_offset bigint, p_limit bigint, p_reverse boolean, p_phase text
+) RETURNS SETOF {schema}.items LANGUAGE plpgsql AS $$
+DECLARE
+    g bigint;
+BEGIN
+    SELECT gen INTO g FROM {schema}.queues WHERE id = p_queue;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format($sql$
+    WITH doomed AS (
+        SELECT key FROM {schema}.items
+        WHERE gen = $1 AND key %1$s $2 AND ($5::text IS NULL OR phase = $5)
+        ORDER BY key %2$s OFFSET $3 LIMIT $4
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM {schema}.items i USING doomed
+        WHERE i.gen = $1 AND i.key = doomed.key
+        RETURNING i.*
+    ), uncounted AS (
+        INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+        SELECT gen, phase, {schema}.shard(), -count(*) FROM gone GROUP BY gen, phase
+        ORDER BY gen, phase
+        ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n
+    )
+    SELECT * FROM gone
+    $sql$, CASE WHEN p_reverse THEN '<' ELSE '>' END, CASE WHEN p_reverse THEN 'DESC' ELSE 'ASC' END)
+    USING g, coalesce(p_after, CASE WHEN p_reverse THEN 9223372036854775807 ELSE 0 END),
+          p_offset, p_limit, p_phase;
+END $$;
+
+-- Retention's step: removes the items of queue `p_queue` in phase `p_phase` that got there
+-- at `p_before` or earlier, taking the phase's first `p_limit` in key order and stopping at
+-- the first younger one (as `Backend::prune` says). It walks the `items_by_phase` index and
+-- reads no payload. Rows another session holds are skipped, and the phase is checked again
+-- as each row is locked, so an item moved out of the phase meanwhile stays. Returns how many
+-- it removed, or NULL for a missing queue.
+CREATE FUNCTION {schema}.prune_phase(p_queue text, p_phase text, p_before bigint, p_limit bigint)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    g bigint;
+    removed bigint;
+BEGIN
+    SELECT gen INTO g FROM {schema}.queues WHERE id = p_queue;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE $sql$
+    WITH head AS (
+        SELECT key, updated_at FROM {schema}.items
+        WHERE gen = $1 AND phase = $2 ORDER BY key LIMIT $4
+    ), old AS (
+        SELECT key FROM head
+        WHERE key < coalesce((SELECT min(key) FROM head WHERE updated_at > $3), 9223372036854775807)
+    ), doomed AS (
+        SELECT key FROM {schema}.items
+        WHERE gen = $1 AND key = ANY (ARRAY(SELECT key FROM old)) AND phase = $2
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM {schema}.items
+        WHERE gen = $1 AND key = ANY (ARRAY(SELECT key FROM doomed)) AND phase = $2
+        RETURNING gen, phase
+    ), uncounted AS (
+        INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+        SELECT gen, phase, {schema}.shard(), -count(*) FROM gone GROUP BY gen, phase
+        ORDER BY gen, phase
+        ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n
+    )
+    SELECT count(*) FROM gone
+    $sql$ INTO removed USING g, p_phase, p_before, p_limit;
+    RETURN removed;
 END $$;
