@@ -1,5 +1,5 @@
--- hookspool schema, version 4: the statements that find claimed, released and expired
--- rows are planned at every call.
+-- hookspool schema, version 4: the statements that find the rows a claim, a sweep, a pop of
+-- a page or a prune changes are planned at every call.
 --
 -- The server keeps a generic plan for a function's statement once it has chosen one, and it
 -- chooses it from the table sizes it sees then. A plan made while a queue held a few items
