@@ -1,7 +1,7 @@
-//! Plans follow the queue's size (schema version 4): a session that claimed, popped or pruned
-//! while its queue held a few items, and kept the plans the server chose then, still finds
-//! the rows it changes by key once the queue holds thousands, instead of reading every row
-//! of the queue for each of them. Observed through the server's own count of the index
+//! Plans follow the queue's size (schema version 4): a session that claimed, popped, pruned
+//! or acknowledged while its queue held a few items, and kept the plans the server chose
+//! then, still finds the rows it changes by key once the queue holds thousands, instead of
+//! reading every row of the queue for each of them. Observed through the server's own count of the index
 //! entries the calls read, in the measured transaction, not through timing.
 
 use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
@@ -111,5 +111,78 @@ async fn a_prune_planned_on_a_small_queue_reads_only_the_head_of_its_phase_once_
         read <= 20,
         "schema version {SCHEMA_VERSION}: a prune of 10 read {read} entries of the phase's \
          index (its head is 10; the phase holds 20,000)"
+    );
+}
+
+/// `items_by_phase` entries this session's scans have returned, reported and not yet.
+async fn by_phase_entries_all(client: &Client, schema: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT pg_stat_get_tuples_returned(i) + pg_stat_get_xact_tuples_returned(i) \
+             FROM (SELECT format('%I.items_by_phase', $1::text)::regclass AS i) AS x",
+            &[&schema],
+        )
+        .await
+        .expect("index statistics")
+        .get(0)
+}
+
+/// The settle (`ack_many`) through the backend itself, on its one pooled session with plans
+/// forced generic: after acks on a 3-item queue, an ack of 10 once it holds 20,003 still
+/// finds its rows by key (the settle's transaction plans its statements afresh).
+#[tokio::test]
+async fn an_ack_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grown() {
+    use hookspool::{NewItem, QueueConfig, QueueId, Store};
+    use std::time::Duration;
+
+    let options = testing::options().pool_size(1);
+    let schema = options.schema.clone();
+    let backend = PostgresBackend::open(options).await.expect("open");
+    let store = Store::new(backend.clone());
+    let q = QueueId::new("q").expect("queue id");
+    store
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .expect("create");
+    let session = || async { backend.connection().await.expect("the pool's one session") };
+    session()
+        .await
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("set");
+    let items = |n: usize| {
+        (0..n)
+            .map(|i| NewItem::new(i.to_le_bytes().to_vec()))
+            .collect()
+    };
+    store.push_batch(&q, items(3)).await.expect("push");
+    let lease = Duration::from_mins(5);
+    for _ in 0..6 {
+        let keys: Vec<_> = store
+            .claim(&q, "w", 1, lease)
+            .await
+            .expect("claim")
+            .iter()
+            .map(|i| i.key)
+            .collect();
+        store.ack_many(&q, &keys, "w").await.expect("ack");
+    }
+    for _ in 0..20 {
+        store.push_batch(&q, items(1000)).await.expect("push");
+    }
+    let keys: Vec<_> = store
+        .claim(&q, "w", 10, lease)
+        .await
+        .expect("claim")
+        .iter()
+        .map(|i| i.key)
+        .collect();
+    let before = by_phase_entries_all(&*session().await, &schema).await;
+    let acked = store.ack_many(&q, &keys, "w").await.expect("ack");
+    let read = by_phase_entries_all(&*session().await, &schema).await - before;
+    assert_eq!(acked.iter().filter(|r| r.is_ok()).count(), 10);
+    assert_eq!(
+        read, 0,
+        "schema version {SCHEMA_VERSION}: an ack must not find its rows by generation"
     );
 }
