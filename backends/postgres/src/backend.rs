@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     /// Where the server is (no password), for messages.
     pub(crate) target: String,
     pub(crate) notices: Notices,
+    /// Single pushes waiting to be combined (see `combine`).
+    pub(crate) lanes: crate::combine::Lanes,
     pub(crate) changes: broadcast::Sender<QueueId>,
     /// Wakes the task that deletes thrown-away generations.
     pub(crate) trash_wake: Arc<tokio::sync::Notify>,
@@ -102,6 +104,58 @@ impl PostgresBackend {
     /// [`Error::Backend`] when no connection can be had.
     pub async fn connection(&self) -> Result<Object> {
         self.inner.pool.get().await.map_err(error::pool)
+    }
+
+    /// One push statement for `items` (the leaner one for a single item), committed.
+    pub(crate) async fn push_rows(
+        &self,
+        queue: &QueueId,
+        items: Vec<NewItem>,
+        now: Timestamp,
+    ) -> Result<Vec<Key>> {
+        let sql = &self.inner.sql;
+        let keys = if let [item] = items.as_slice() {
+            let metadata = Json(&item.metadata);
+            let not_before = item.not_before.map(ms);
+            run!(self, Some(queue), conn, {
+                let stmt = conn.prepare_cached(&sql.push_one).await?;
+                let row = conn
+                    .query_opt(
+                        &stmt,
+                        &[
+                            &queue.as_str(),
+                            &item.payload,
+                            &metadata,
+                            &not_before,
+                            &ms(now),
+                        ],
+                    )
+                    .await?;
+                match row {
+                    Some(row) => Ok(vec![row.get::<_, i64>(0)]),
+                    None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
+                }
+            })?
+        } else {
+            let (payloads, metadata, not_before) = push_columns(items);
+            run!(self, Some(queue), conn, {
+                let stmt = conn.prepare_cached(&sql.push).await?;
+                let row = conn
+                    .query_one(
+                        &stmt,
+                        &[&queue.as_str(), &payloads, &metadata, &not_before, &ms(now)],
+                    )
+                    .await?;
+                match row.get::<_, Option<Vec<i64>>>(0) {
+                    Some(keys) => Ok(keys),
+                    None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
+                }
+            })?
+        };
+        Ok(keys
+            .into_iter()
+            .map(|k| u64::try_from(k).unwrap_or(0))
+            .collect())
     }
 
     /// Tells other processes that `queue` changed (coalesced, after the fact).
@@ -513,50 +567,12 @@ impl Backend for PostgresBackend {
     }
 
     async fn push(&self, queue: &QueueId, items: Vec<NewItem>, now: Timestamp) -> Result<Vec<Key>> {
-        let sql = &self.inner.sql;
-        let keys = if let [item] = items.as_slice() {
-            let metadata = Json(&item.metadata);
-            let not_before = item.not_before.map(ms);
-            run!(self, Some(queue), conn, {
-                let stmt = conn.prepare_cached(&sql.push_one).await?;
-                let row = conn
-                    .query_opt(
-                        &stmt,
-                        &[
-                            &queue.as_str(),
-                            &item.payload,
-                            &metadata,
-                            &not_before,
-                            &ms(now),
-                        ],
-                    )
-                    .await?;
-                match row {
-                    Some(row) => Ok(vec![row.get::<_, i64>(0)]),
-                    None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
-                }
-            })?
-        } else {
-            let (payloads, metadata, not_before) = push_columns(items);
-            run!(self, Some(queue), conn, {
-                let stmt = conn.prepare_cached(&sql.push).await?;
-                let row = conn
-                    .query_one(
-                        &stmt,
-                        &[&queue.as_str(), &payloads, &metadata, &not_before, &ms(now)],
-                    )
-                    .await?;
-                match row.get::<_, Option<Vec<i64>>>(0) {
-                    Some(keys) => Ok(keys),
-                    None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
-                }
-            })?
+        let keys = match <[NewItem; 1]>::try_from(items) {
+            Ok([item]) => vec![self.push_combined(queue, item, now).await?],
+            Err(items) => self.push_rows(queue, items, now).await?,
         };
         self.announce(queue);
-        Ok(keys
-            .into_iter()
-            .map(|k| u64::try_from(k).unwrap_or(0))
-            .collect())
+        Ok(keys)
     }
 
     async fn fetch(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {

@@ -88,6 +88,7 @@ impl PostgresBackend {
                 schema: options.schema,
                 target,
                 notices,
+                lanes: crate::combine::Lanes::default(),
                 changes,
                 trash_wake,
                 _stop: stop,

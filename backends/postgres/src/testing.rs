@@ -289,6 +289,21 @@ fn watchdog(dir: &Path, bin: &Path, root: bool) {
         .spawn();
 }
 
+/// A plain session on the shared server (no TLS, no hookspool code, as an application's
+/// own client would be), its connection driven by a spawned task: for tests that look at
+/// the server's tables and statistics or act as another process.
+///
+/// # Panics
+/// When the server cannot be reached.
+pub async fn client() -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(TestServer::shared().url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test server");
+    tokio::spawn(connection);
+    client
+}
+
 /// Creates `options`' schema at an older `version` (as an earlier hookspool left it), so
 /// that a test can open it and see the migrations after it applied.
 ///

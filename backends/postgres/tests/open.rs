@@ -17,18 +17,12 @@ fn url() -> String {
 }
 
 async fn sql(statement: &str) {
-    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = testing::client().await;
     client.batch_execute(statement).await.expect(statement);
 }
 
 async fn scalar(statement: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = testing::client().await;
     client
         .query_one(statement, &[])
         .await
@@ -420,10 +414,7 @@ async fn a_schema_from_version_1_is_upgraded_and_keeps_its_items_and_counts() {
 
 /// Whether each item of `queue` carries `ttl_from` (is in the TTL index when pending), by key.
 async fn ttl_marks(schema: &str, queue: &str) -> Vec<(i64, bool)> {
-    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
+    let client = testing::client().await;
     client
         .query(
             &format!(

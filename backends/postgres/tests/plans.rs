@@ -7,15 +7,6 @@
 use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
 use tokio_postgres::Client;
 
-async fn connect() -> Client {
-    let url = testing::TestServer::shared().url();
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(connection);
-    client
-}
-
 /// Entries of `schema`'s `items_by_phase` that this session's scans returned (counted in
 /// this session and not yet reported).
 async fn by_phase_entries(client: &Client, schema: &str) -> i64 {
@@ -50,7 +41,7 @@ async fn after_the_queue_grew(call: &str) -> (i64, i64) {
     let options = testing::options();
     let schema = options.schema.clone();
     drop(PostgresBackend::open(options).await.expect("open"));
-    let session = connect().await;
+    let session = testing::client().await;
     session
         .batch_execute(&format!(
             "SELECT \"{schema}\".create_queue('q', NULL, 'keep', 0, '{{}}'); \
@@ -63,7 +54,7 @@ async fn after_the_queue_grew(call: &str) -> (i64, i64) {
     for _ in 0..6 {
         session.query_one(&call, &[&1_i64]).await.expect(&call);
     }
-    push(&connect().await, &schema, 20_000).await;
+    push(&testing::client().await, &schema, 20_000).await;
     session.batch_execute("BEGIN").await.expect("begin");
     let before = by_phase_entries(&session, &schema).await;
     let got: i64 = session

@@ -194,11 +194,7 @@ async fn sql_fire_from_a_plain_session_commits_or_rolls_back() {
     let schema = backend.schema().to_owned();
 
     // A plain client, as an application in any language would use: no hookspool code.
-    let (client, connection) =
-        tokio_postgres::connect(testing::TestServer::shared().url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = testing::client().await;
     client
         .batch_execute(&format!(
             "BEGIN; SELECT \"{schema}\".fire('order.created', '{{\"id\":41}}'); ROLLBACK; \

@@ -1,0 +1,189 @@
+//! Group commit of single pushes: many tasks pushing one item each to one queue share
+//! statements and commits, each still gets its own key (in the order of its own calls) and
+//! its own error, and one item the server refuses fails alone.
+
+use std::collections::BTreeMap;
+
+use hookspool::{Error, NewItem, QueueConfig, QueueId, Store};
+use hookspool_postgres::{PostgresBackend, testing};
+use tokio::task::JoinSet;
+use tokio_postgres::Client;
+
+async fn open() -> (Store<PostgresBackend>, QueueId, String) {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    let store = Store::new(PostgresBackend::open(options).await.expect("open"));
+    let q = QueueId::new("q").expect("queue id");
+    store
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .expect("create queue");
+    (store, q, schema)
+}
+
+/// How many transactions wrote the items of `schema` (their rows' distinct `xmin`).
+async fn transactions(client: &Client, schema: &str) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT count(DISTINCT xmin::text) FROM \"{schema}\".items"),
+            &[],
+        )
+        .await
+        .expect("xmin")
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_single_pushes_share_commits_and_each_gets_its_own_key() {
+    const TASKS: usize = 64;
+    const EACH: usize = 20;
+    let (store, q, schema) = open().await;
+    let mut tasks = JoinSet::new();
+    for t in 0..TASKS {
+        let (store, q) = (store.clone(), q.clone());
+        tasks.spawn(async move {
+            let mut keys = Vec::new();
+            for i in 0..EACH {
+                let payload = format!("task {t} item {i}").into_bytes();
+                let key = store
+                    .push(&q, NewItem::new(payload.clone()))
+                    .await
+                    .expect("push");
+                keys.push((key, payload));
+            }
+            keys
+        });
+    }
+    let mut pushed = BTreeMap::new();
+    while let Some(keys) = tasks.join_next().await {
+        let keys = keys.expect("task");
+        // Each task's keys increase from one of its pushes to the next.
+        assert!(
+            keys.windows(2).all(|w| w[0].0 < w[1].0),
+            "one task's keys out of order: {keys:?}"
+        );
+        for (key, payload) in keys {
+            assert!(
+                pushed.insert(key, payload).is_none(),
+                "key {key} given twice"
+            );
+        }
+    }
+    assert_eq!(pushed.len(), TASKS * EACH);
+    assert_eq!(store.count(&q).await.expect("count"), (TASKS * EACH) as u64);
+    for (key, payload) in &pushed {
+        let item = store
+            .fetch_key(&q, *key)
+            .await
+            .expect("fetch")
+            .expect("a pushed item is stored under its key");
+        assert_eq!(&item.payload, payload, "item {key}");
+    }
+    let commits = transactions(&testing::client().await, &schema).await;
+    assert!(
+        commits > 0 && commits <= i64::try_from(TASKS * EACH / 4).expect("small"),
+        "{} single pushes from {TASKS} tasks at once took {commits} transactions",
+        TASKS * EACH
+    );
+}
+
+#[tokio::test]
+async fn an_item_the_server_refuses_fails_alone_when_its_push_was_combined() {
+    let (store, q, schema) = open().await;
+    let admin = testing::client().await;
+    // A refusal of one payload, and a wait (on an advisory lock this test holds) for
+    // payloads starting with `hold`: those two keep the queue's running statements busy
+    // while the others wait to be combined.
+    admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.payload = 'poison'::bytea THEN
+                     RAISE EXCEPTION 'this test refuses the poison payload';
+                 END IF;
+                 IF position('hold'::bytea IN NEW.payload) = 1 THEN
+                     PERFORM pg_advisory_xact_lock_shared(7001);
+                 END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON \"{schema}\".items
+                 FOR EACH ROW EXECUTE FUNCTION \"{schema}\".refuse();
+             SELECT pg_advisory_lock(7001);"
+        ))
+        .await
+        .expect("trigger");
+    let push = |payload: &str| {
+        let (store, q, payload) = (store.clone(), q.clone(), payload.as_bytes().to_vec());
+        async move { (payload.clone(), store.push(&q, NewItem::new(payload)).await) }
+    };
+    let mut held = JoinSet::new();
+    held.spawn(push("hold 1"));
+    held.spawn(push("hold 2"));
+    // Both held pushes are running (waiting for the lock) before the others start.
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks \
+                 WHERE locktype = 'advisory' AND objid = 7001 AND objsubid = 1 AND NOT granted",
+                &[],
+            )
+            .await
+            .expect("locks")
+            .get(0);
+        if waiting == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let mut others = JoinSet::new();
+    for i in 0..30 {
+        others.spawn(push(&format!("item {i}")));
+        if i == 10 {
+            others.spawn(push("poison"));
+        }
+    }
+    // Let every other push reach its lane before the held ones end.
+    for _ in 0..64 {
+        tokio::task::yield_now().await;
+    }
+    admin
+        .batch_execute("SELECT pg_advisory_unlock(7001)")
+        .await
+        .expect("unlock");
+    let mut results: Vec<_> = held.join_all().await;
+    results.extend(others.join_all().await);
+    let mut stored = 0;
+    for (payload, result) in results {
+        if payload == b"poison" {
+            let e = result.expect_err("the poison payload is refused");
+            assert!(
+                matches!(e, Error::Backend { .. }) && e.to_string().contains("refuses the poison"),
+                "{e}"
+            );
+        } else {
+            let key = result.unwrap_or_else(|e| panic!("{payload:?}: {e}"));
+            let item = store.fetch_key(&q, key).await.expect("fetch");
+            assert_eq!(item.map(|i| i.payload), Some(payload));
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 32);
+    assert_eq!(store.count(&q).await.expect("count"), 32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_combined_push_to_a_missing_queue_is_told_so() {
+    let (store, _, _) = open().await;
+    let missing = QueueId::new("missing").expect("queue id");
+    let mut tasks = JoinSet::new();
+    for i in 0..32 {
+        let (store, missing) = (store.clone(), missing.clone());
+        tasks.spawn(async move { store.push(&missing, NewItem::new(vec![i])).await });
+    }
+    for result in tasks.join_all().await {
+        match result {
+            Err(Error::QueueNotFound(q)) => assert_eq!(q, missing),
+            other => panic!("a push to a missing queue gave {other:?}"),
+        }
+    }
+}
