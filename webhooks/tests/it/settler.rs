@@ -15,7 +15,9 @@ use hookspool::{
     Backend, Capabilities, Claim, Item, Key, MemoryBackend, NewItem, PhaseCounts, QueueConfig,
     QueueId, Result, Selector, Store, SweepReport, Timestamp, Transition,
 };
-use hookspool_webhooks::{DELIVERIES_QUEUE, DeliveryOutcome, Hooks, OutcomeKind, SubscribeOptions};
+use hookspool_webhooks::{
+    DELIVERIES_QUEUE, DeliveryConfig, DeliveryOutcome, Hooks, OutcomeKind, SubscribeOptions,
+};
 use tokio::sync::{Notify, broadcast, oneshot};
 
 use crate::delivery::{config, gate};
@@ -40,6 +42,8 @@ struct Gated {
     claims_held: AtomicUsize,
     claims_opened: Notify,
     durable_claims: AtomicUsize,
+    /// Claims of the deliveries queue made.
+    claims: AtomicUsize,
 }
 
 impl Default for Gated {
@@ -55,6 +59,7 @@ impl Default for Gated {
             claims_held: AtomicUsize::new(0),
             claims_opened: Notify::new(),
             durable_claims: AtomicUsize::new(0),
+            claims: AtomicUsize::new(0),
         }
     }
 }
@@ -140,6 +145,7 @@ impl Backend for GatedBackend {
     }
     async fn claim(&self, queue: &QueueId, claim: Claim, now: Timestamp) -> Result<Vec<Item>> {
         if queue.as_str() == DELIVERIES_QUEUE {
+            self.0.claims.fetch_add(1, Ordering::SeqCst);
             if claim.durable {
                 self.0.durable_claims.fetch_add(1, Ordering::SeqCst);
             }
@@ -171,13 +177,31 @@ struct Running {
     task: tokio::task::JoinHandle<hookspool_webhooks::Result<()>>,
 }
 
-async fn start() -> Running {
+/// Hooks on a gated memory backend, and the gate.
+async fn gated() -> (Arc<Gated>, Hooks<GatedBackend>) {
     let gate = Arc::new(Gated::default());
     let store = Store::new(GatedBackend(Arc::clone(&gate)));
-    let hooks = Hooks::open(store).await.unwrap();
+    (gate, Hooks::open(store).await.unwrap())
+}
+
+/// Subscribes `rx` to event `e`.
+async fn subscribe(hooks: &Hooks<GatedBackend>, rx: &Receiver) {
+    hooks
+        .subscribe("e", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+}
+
+async fn start() -> Running {
+    let (gate, hooks) = gated().await;
+    running(gate, hooks, config(&[5]))
+}
+
+/// Starts a delivery loop with `config`.
+fn running(gate: Arc<Gated>, hooks: Hooks<GatedBackend>, config: DeliveryConfig) -> Running {
     let results = hooks.results();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(hooks.deliverer(config(&[5])).unwrap().run(async {
+    let task = tokio::spawn(hooks.deliverer(config).unwrap().run(async {
         let _ = stopped.await;
     }));
     Running {
@@ -208,10 +232,7 @@ impl Running {
 /// Subscribes `rx` to `e`, shuts the outcome gate, fires `n` events and waits until `rx` has
 /// answered them all: their outcomes are then held at the gate.
 async fn answered_with_writes_held(run: &Running, rx: &mut Receiver, n: u8) {
-    run.hooks
-        .subscribe("e", &rx.url, SubscribeOptions::default())
-        .await
-        .unwrap();
+    subscribe(&run.hooks, rx).await;
     run.gate.closed.store(true, Ordering::SeqCst);
     for n in 0..n {
         run.hooks.fire("e", vec![b'0' + n]).await.unwrap();
@@ -335,9 +356,7 @@ async fn a_graceful_stop_writes_every_outcome_it_was_handed() {
 #[tokio::test]
 async fn requests_go_on_starting_while_a_claim_waits() {
     let mut rx = receiver(200).await;
-    let gate = Arc::new(Gated::default());
-    let store = Store::new(GatedBackend(Arc::clone(&gate)));
-    let hooks = Hooks::open(store).await.unwrap();
+    let (gate, hooks) = gated().await;
     hooks
         .subscribe("e", &rx.url, SubscribeOptions::default().max_in_flight(1))
         .await
@@ -384,6 +403,62 @@ async fn requests_go_on_starting_while_a_claim_waits() {
         let got = hooks.store().count_phase(&q, &phase).await.unwrap();
         assert_eq!(got, n, "deliveries in {phase}");
     }
+}
+
+/// With a claim pause, a claim that found less than it had room for is followed by the next
+/// only once the pause has passed since it started, however many events wake the loop
+/// meanwhile: ten events fired 10 ms apart are taken by one claim, where without the pause
+/// every event (and every 10 ms poll) starts a claim of its own.
+#[tokio::test]
+async fn after_a_claim_with_room_to_spare_the_next_waits_for_the_pause() {
+    let mut rx = receiver(200).await;
+    let (gate, hooks) = gated().await;
+    subscribe(&hooks, &rx).await;
+    let config = DeliveryConfig {
+        claim_pause: Duration::from_millis(300),
+        ..config(&[5])
+    };
+    let run = running(gate, hooks, config);
+    for n in 0..10 {
+        run.hooks.fire("e", vec![b'0' + n]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut bodies: Vec<u8> = Vec::new();
+    for _ in 0..10 {
+        bodies.extend_from_slice(&rx.next().await.body);
+    }
+    // The loop's first claim (empty, as it starts), the one the pause held back that took
+    // all ten, and at most one more if firing them took longer than the pause.
+    let claims = run.gate.claims.load(Ordering::SeqCst);
+    assert!(claims <= 3, "{claims} claims for 10 events fired in 100 ms");
+    bodies.sort_unstable();
+    assert_eq!(bodies, b"0123456789");
+    run.finish().await;
+    rx.nothing_more();
+}
+
+/// A claim that came back full is followed at once, pause or not: ten due events, claims of
+/// four, and a pause far longer than the test's patience.
+#[tokio::test]
+async fn a_full_claim_is_followed_at_once_despite_the_pause() {
+    let mut rx = receiver(200).await;
+    let (gate, hooks) = gated().await;
+    subscribe(&hooks, &rx).await;
+    for n in 0..10 {
+        hooks.fire("e", vec![b'0' + n]).await.unwrap();
+    }
+    let config = DeliveryConfig {
+        claim_pause: Duration::from_hours(1),
+        claim_batch: 4,
+        ..config(&[5])
+    };
+    let run = running(gate, hooks, config);
+    for _ in 0..10 {
+        rx.next().await;
+    }
+    let claims = run.gate.claims.load(Ordering::SeqCst);
+    assert_eq!(claims, 3, "claims of 4, 4 and 2");
+    run.finish().await;
 }
 
 /// The outcomes of one group are checked one by one: a delivery moved away under the loop
