@@ -110,11 +110,11 @@ impl PostgresBackend {
     pub(crate) async fn push_rows(
         &self,
         queue: &QueueId,
-        items: Vec<NewItem>,
+        items: &[NewItem],
         now: Timestamp,
     ) -> Result<Vec<Key>> {
         let sql = &self.inner.sql;
-        let keys = if let [item] = items.as_slice() {
+        let keys = if let [item] = items {
             let metadata = Json(&item.metadata);
             let not_before = item.not_before.map(ms);
             run!(self, Some(queue), conn, {
@@ -313,21 +313,21 @@ struct Replaced {
 }
 
 /// Payloads, metadata and not-before times, as arrays.
-pub(crate) type PushColumns = (
-    Vec<Vec<u8>>,
-    Vec<Json<BTreeMap<String, String>>>,
+pub(crate) type PushColumns<'a> = (
+    Vec<&'a [u8]>,
+    Vec<Json<&'a BTreeMap<String, String>>>,
     Vec<Option<i64>>,
 );
 
 /// A batch to push as the push statement's array parameters: payloads, metadata and
 /// not-before times.
-pub(crate) fn push_columns(items: Vec<NewItem>) -> PushColumns {
+pub(crate) fn push_columns(items: &[NewItem]) -> PushColumns<'_> {
     let mut payloads = Vec::with_capacity(items.len());
     let mut metadata = Vec::with_capacity(items.len());
     let mut not_before = Vec::with_capacity(items.len());
     for item in items {
-        payloads.push(item.payload);
-        metadata.push(Json(item.metadata));
+        payloads.push(item.payload.as_slice());
+        metadata.push(Json(&item.metadata));
         not_before.push(item.not_before.map(ms));
     }
     (payloads, metadata, not_before)
@@ -569,7 +569,7 @@ impl Backend for PostgresBackend {
     async fn push(&self, queue: &QueueId, items: Vec<NewItem>, now: Timestamp) -> Result<Vec<Key>> {
         let keys = match <[NewItem; 1]>::try_from(items) {
             Ok([item]) => vec![self.push_combined(queue, item, now).await?],
-            Err(items) => self.push_rows(queue, items, now).await?,
+            Err(items) => self.push_rows(queue, &items, now).await?,
         };
         self.announce(queue);
         Ok(keys)

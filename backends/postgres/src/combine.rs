@@ -132,7 +132,9 @@ impl PostgresBackend {
                     backend: self,
                     queue,
                 };
-                one(self.push_rows(queue, vec![item], now).await)
+                one(self
+                    .push_rows(queue, std::slice::from_ref(&item), now)
+                    .await)
             }
             Err(answer) => answer.await.unwrap_or_else(|_| {
                 Err(Error::internal(
@@ -164,15 +166,13 @@ async fn push_batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waite
         .unzip();
     let n = items.len();
     if n == 1 {
-        let result = one(backend.push_rows(queue, items, now).await);
+        let result = one(backend.push_rows(queue, &items, now).await);
         if let Some((reply, _)) = replies.into_iter().next() {
             let _ = reply.send(result);
         }
         return;
     }
-    // Kept to retry each item alone when the batch fails for one of them.
-    let copies = items.clone();
-    match backend.push_rows(queue, items, now).await {
+    match backend.push_rows(queue, &items, now).await {
         Ok(keys) if keys.len() == n => {
             for ((reply, _), key) in replies.into_iter().zip(keys) {
                 let _ = reply.send(Ok(key));
@@ -193,8 +193,11 @@ async fn push_batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waite
         }
         Err(e) => {
             tracing::debug!(error = %e, items = n, "a combined push failed; pushing its items one by one");
-            for ((reply, now), item) in replies.into_iter().zip(copies) {
-                let _ = reply.send(one(backend.push_rows(queue, vec![item], now).await));
+            for ((reply, now), item) in replies.into_iter().zip(&items) {
+                let result = backend
+                    .push_rows(queue, std::slice::from_ref(item), now)
+                    .await;
+                let _ = reply.send(one(result));
             }
         }
     }

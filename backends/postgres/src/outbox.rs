@@ -27,7 +27,7 @@ impl PostgresBackend {
     ) -> Result<Vec<Key>> {
         Limits::default().check_items(&items)?;
         let now = hookspool::Timestamp::now();
-        let (payloads, metadata, not_before) = crate::backend::push_columns(items);
+        let (payloads, metadata, not_before) = crate::backend::push_columns(&items);
         let sql = &self.inner.sql;
         let row = tx
             .query_one(
