@@ -53,7 +53,7 @@ pub struct DeliveryConfig {
     /// Under a steady stream of events the loop otherwise claims back to back, a few
     /// deliveries each time; a pause lets each claim take what arrived meanwhile, at the
     /// cost of up to this much delay. Worth it where a claim costs a round trip to a
-    /// database (`hookspool serve --backend postgres` sets 2 ms); a claim that came back
+    /// database (`hookspool serve --backend postgres` sets 5 ms); a claim that came back
     /// full is followed at once.
     pub claim_pause: Duration,
     /// The retry schedule (default [`RetrySchedule::standard`]).
