@@ -23,6 +23,9 @@
 //!   before announcing it ([`Hooks::results`]; the outcomes of requests that finish together
 //!   share one `update_many`), retries on a [`RetrySchedule`] (honouring
 //!   `Retry-After` and `410 Gone`), and resumes after a crash exactly where it stopped.
+//!   Claims run beside the requests; on a database, [`DeliveryConfig::claim_pause`] spaces
+//!   the claims that find less than they had room for, so that each takes what arrived
+//!   meanwhile.
 //! - **Deliveries** ([`Hooks::delivery`], `attempts`, `recent_deliveries`, `replay`,
 //!   `replay_subscription`): the attempt log of every delivery, the newest ones (of a
 //!   subscription), and replay of dead ones.
