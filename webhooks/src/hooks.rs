@@ -141,7 +141,7 @@ impl<B: Backend> Hooks<B> {
     /// subscriptions.
     ///
     /// # Errors
-    /// Backend errors; [`Error::Corrupted`] for a subscription record that cannot be read.
+    /// Backend errors; [`Error::Store`] ([`hookspool::Error::Corrupted`]) for a subscription record that cannot be read.
     pub async fn open(store: Store<B>) -> Result<Self> {
         Self::open_with(store, HooksOptions::default()).await
     }

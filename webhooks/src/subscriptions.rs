@@ -390,7 +390,7 @@ impl<B: Backend> Hooks<B> {
     }
 
     /// Rotates a subscription's secret (a new random one when `new` is `None`). For the
-    /// rotation grace period ([`HooksOptions::rotation_grace`]) requests carry signatures
+    /// rotation grace period ([`HooksOptions::rotation_grace`](crate::HooksOptions::rotation_grace)) requests carry signatures
     /// with both the new and the old secret (Standard Webhooks; the other schemes carry one
     /// signature, with the new secret).
     pub async fn rotate_secret(&self, id: &str, new: Option<Secret>) -> Result<Subscription> {

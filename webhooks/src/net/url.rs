@@ -52,7 +52,7 @@ pub enum UrlError {
 /// most [`MAX_URL_LEN`] bytes.
 ///
 /// It is (de)serialized as a string and validated again on deserialize. Which addresses the
-/// host may resolve to is not decided here but by the [`NetworkPolicy`] of the client at send
+/// host may resolve to is not decided here but by the [`NetworkPolicy`](crate::NetworkPolicy) of the client at send
 /// time, after DNS resolution.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
