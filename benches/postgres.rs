@@ -6,13 +6,14 @@
 //!
 //! - the baseline: plain SQL through tokio-postgres on an `outbox` table (id, queue, phase,
 //!   payload, not_before, lease columns, a partial index of what is pending): one-row
-//!   INSERTs from 1 and 16 clients, 1,000-row INSERTs from 2 clients, and 4 clients that
+//!   INSERTs from 1 and 16 clients, 8-row INSERTs from 16 (an event fired to 8
+//!   subscriptions), 1,000-row INSERTs from 2 clients, and 4 clients that
 //!   claim 100 due rows with `FOR UPDATE SKIP LOCKED` and mark them done in one transaction
 //!   (and, to show what a lease protocol costs, 4 that lease 1024 rows in one transaction
 //!   and mark them done in a second);
 //! - hookspool: `hookspool::Store` over `PostgresBackend` doing the same work: `push` from 1
-//!   and 16 producers, `push_batch` of 1024 from 2, and 4 consumers that `claim` 1024 and
-//!   `ack_many` them;
+//!   and 16 producers, `push_batch` of 8 from 16 and of 1024 from 2, and 4 consumers that
+//!   `claim` 1024 and `ack_many` them;
 //! - `count` on queues of 10k and 1M items (time per call), beside `count(*)` on the plain
 //!   table.
 //!
@@ -61,6 +62,8 @@ fn main() -> BenchResult<()> {
 
 /// Clients (or producers) of the concurrent one-row case.
 const MANY: usize = 16;
+/// Rows per call of the small-batch case: an event fired to 8 subscriptions.
+const FANOUT: usize = 8;
 /// Clients of the batched insert cases.
 const BATCH_CLIENTS: usize = 2;
 /// Rows per transaction of the batched SQL insert.
@@ -113,6 +116,14 @@ const SQL_INSERT_16: Case = Case {
     smoke_batch: 1,
     prefilled: false,
 };
+const SQL_INSERT_16X8: Case = Case {
+    id: "sql-insert-16x8",
+    what: "SQL: 16 clients, 8-row INSERT … SELECT unnest($2::bytea[]) per transaction",
+    workers: MANY,
+    batch: FANOUT,
+    smoke_batch: FANOUT,
+    prefilled: false,
+};
 const SQL_INSERT_BATCH: Case = Case {
     id: "sql-insert-batch",
     what: "SQL: 2 clients, 1,000-row INSERT … SELECT unnest($2::bytea[]) per transaction",
@@ -153,6 +164,14 @@ const HS_PUSH_16: Case = Case {
     smoke_batch: 1,
     prefilled: false,
 };
+const HS_PUSH_16X8: Case = Case {
+    id: "hs-push-16x8",
+    what: "hookspool: 16 producers (tokio tasks), push_batch of 8 items per call",
+    workers: MANY,
+    batch: FANOUT,
+    smoke_batch: FANOUT,
+    prefilled: false,
+};
 const HS_PUSH_BATCH: Case = Case {
     id: "hs-push-batch",
     what: "hookspool: 2 producers, push_batch of 1024 items per call",
@@ -171,21 +190,23 @@ const HS_CLAIM_ACK: Case = Case {
 };
 
 /// The throughput cases, in the order each round runs them (baseline, then hookspool).
-const CASES: [Case; 9] = [
+const CASES: [Case; 11] = [
     SQL_INSERT_1,
     SQL_INSERT_16,
+    SQL_INSERT_16X8,
     SQL_INSERT_BATCH,
     SQL_CLAIM_DONE,
     SQL_CLAIM_LEASED,
     HS_PUSH_1,
     HS_PUSH_16,
+    HS_PUSH_16X8,
     HS_PUSH_BATCH,
     HS_CLAIM_ACK,
 ];
 
 /// The comparisons of the summary: label, baseline case, hookspool case, target ratio
 /// (issue 11's; none for a comparison that only explains another).
-const COMPARISONS: [(&str, Case, Case, Option<f64>); 5] = [
+const COMPARISONS: [(&str, Case, Case, Option<f64>); 6] = [
     (
         "push, 1 producer, 1 item/call (rows/s)",
         SQL_INSERT_1,
@@ -197,6 +218,12 @@ const COMPARISONS: [(&str, Case, Case, Option<f64>); 5] = [
         SQL_INSERT_16,
         HS_PUSH_16,
         Some(0.8),
+    ),
+    (
+        "push, 16 producers, 8 items/call, as an event fired to 8 subscriptions (rows/s)",
+        SQL_INSERT_16X8,
+        HS_PUSH_16X8,
+        None,
     ),
     (
         "push batches, 2 producers (rows/s; SQL 1,000/tx, hookspool 1024/call)",
@@ -654,10 +681,14 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
                     .ok_or_else(|| format!("unknown case {case:?}"))?;
                 let run = Run::from_args(args)?;
                 match case.id {
-                    "sql-insert-1" | "sql-insert-16" | "sql-insert-batch" => sql_insert(&run).await,
+                    "sql-insert-1" | "sql-insert-16" | "sql-insert-16x8" | "sql-insert-batch" => {
+                        sql_insert(&run).await
+                    }
                     "sql-claim" => sql_claim(&run, Settle::InTheClaim).await,
                     "sql-claim-leased" => sql_claim(&run, Settle::Leased).await,
-                    "hs-push-1" | "hs-push-16" | "hs-push-batch" => hs_push(&run).await,
+                    "hs-push-1" | "hs-push-16" | "hs-push-16x8" | "hs-push-batch" => {
+                        hs_push(&run).await
+                    }
                     _ => hs_claim_ack(&run).await,
                 }
             }

@@ -135,6 +135,15 @@ pub trait CrashTarget: Send + Sync + 'static {
         true
     }
 
+    /// Waits, after a kill, until nothing the killed child started can still change the
+    /// store at `place`. A database server may still be running a statement the child sent
+    /// just before it died, and commit it after the kill: the checks must not read the store
+    /// before that. Nothing to wait for by default (a killed process writes nothing more).
+    fn settle(&self, place: &Place) -> impl Future<Output = ()> + Send {
+        let _ = place;
+        async {}
+    }
+
     /// Environment variables the child needs besides the kit's own (a server's URL).
     fn child_env(&self) -> Vec<(String, String)> {
         Vec::new()

@@ -68,7 +68,7 @@ pub(crate) struct Inner {
     /// Where the server is (no password), for messages.
     pub(crate) target: String,
     pub(crate) notices: Notices,
-    /// Single pushes waiting to be combined (see `combine`).
+    /// Small pushes waiting to be combined (see `combine`).
     pub(crate) lanes: crate::combine::Lanes,
     pub(crate) changes: broadcast::Sender<QueueId>,
     /// Wakes the task that deletes thrown-away generations.
@@ -567,9 +567,10 @@ impl Backend for PostgresBackend {
     }
 
     async fn push(&self, queue: &QueueId, items: Vec<NewItem>, now: Timestamp) -> Result<Vec<Key>> {
-        let keys = match <[NewItem; 1]>::try_from(items) {
-            Ok([item]) => vec![self.push_combined(queue, item, now).await?],
-            Err(items) => self.push_rows(queue, &items, now).await?,
+        let keys = if items.is_empty() || items.len() > crate::combine::MAX_COMBINED {
+            self.push_rows(queue, &items, now).await?
+        } else {
+            self.push_combined(queue, items, now).await?
         };
         self.announce(queue);
         Ok(keys)

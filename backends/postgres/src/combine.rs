@@ -1,20 +1,22 @@
-//! Group commit for single pushes: pushes of one item each to one queue, made at the same
-//! time by many tasks, share statements and commits.
+//! Group commit for small pushes: pushes of a few items each (a single item, or an event's
+//! deliveries to a few subscriptions) to one queue, made at the same time by many tasks,
+//! share statements and commits.
 //!
-//! A single push runs its own statement at once while fewer than [`RUNNING`] push statements
-//! of its queue are running (so one producer waits for nothing but its own commit). Beyond
-//! that it waits in its queue's lane; whenever a running statement ends, everything waiting
-//! leaves in one `push` statement of the whole batch (keys in arrival order), and each
-//! waiter gets its own key or error. Every item is still durable when its call returns: the
-//! statement that carried it has committed.
+//! A push of at most [`MAX_COMBINED`] items runs its own statement at once while fewer than
+//! [`RUNNING`] push statements of its queue are running (so one producer waits for nothing
+//! but its own commit). Beyond that it waits in its queue's lane; whenever a running
+//! statement ends, everything waiting leaves in one `push` statement of all their items (each
+//! caller's items together and in its order, callers in arrival order), and each waiter gets
+//! its own keys or error. Every push is still durable when its call returns, and still all
+//! or nothing: the statement that carried it has committed, or none of it has.
 //!
 //! With 16 producers pushing one item at a time, this makes 16 commits into a few: the
 //! server's cost of a push is mostly per statement and per commit, not per row (see the
 //! README's PostgreSQL figures).
 //!
-//! A combined statement that fails is tried again item by item, unless the failure is one
-//! every item shares (the server unreachable, the queue missing): one item the server refuses
-//! fails alone. A waiter whose caller gave up (its future dropped) still has its item pushed:
+//! A combined statement that fails is tried again push by push, unless the failure is one
+//! every push shares (the server unreachable, the queue missing): one push the server refuses
+//! fails alone. A waiter whose caller gave up (its future dropped) still has its items pushed:
 //! as with any push whose statement was sent, its outcome is then unknown to that caller.
 
 use std::collections::HashMap;
@@ -25,15 +27,18 @@ use tokio::sync::oneshot;
 
 use crate::backend::PostgresBackend;
 
-/// Push statements of one queue that run at once before further single pushes wait to be
+/// Push statements of one queue that run at once before further small pushes wait to be
 /// combined. Two: while one statement's commit waits for its WAL flush, the next one runs.
 const RUNNING: usize = 2;
+/// The largest push that is combined with others; a larger one is efficient as it is and
+/// runs its own statement.
+pub(crate) const MAX_COMBINED: usize = 64;
 /// Most items one combined statement carries; the rest wait for the next.
 const MAX_ITEMS: usize = 1024;
-/// Most payload bytes one combined statement carries (one item alone may exceed it).
+/// Most payload bytes one combined statement carries (one push alone may exceed it).
 const MAX_BYTES: usize = 8 << 20;
 
-/// The lanes of the queues that have single pushes running.
+/// The lanes of the queues that have small pushes running.
 #[derive(Default)]
 pub(crate) struct Lanes(Mutex<HashMap<QueueId, Lane>>);
 
@@ -45,9 +50,15 @@ struct Lane {
 }
 
 struct Waiter {
-    item: NewItem,
+    items: Vec<NewItem>,
     now: Timestamp,
-    reply: oneshot::Sender<Result<Key>>,
+    reply: oneshot::Sender<Result<Vec<Key>>>,
+}
+
+impl Waiter {
+    fn bytes(&self) -> usize {
+        self.items.iter().map(|i| i.payload.len()).sum()
+    }
 }
 
 impl Lanes {
@@ -67,13 +78,13 @@ impl Lanes {
             }
             return None;
         }
-        let mut bytes = 0;
-        let mut n = 0;
+        let (mut items, mut bytes, mut n) = (0, 0, 0);
         for w in &lane.waiting {
-            if n == MAX_ITEMS || (n > 0 && bytes + w.item.payload.len() > MAX_BYTES) {
+            if n > 0 && (items + w.items.len() > MAX_ITEMS || bytes + w.bytes() > MAX_BYTES) {
                 break;
             }
-            bytes += w.item.payload.len();
+            items += w.items.len();
+            bytes += w.bytes();
             n += 1;
         }
         Some(lane.waiting.drain(..n).collect())
@@ -106,35 +117,33 @@ impl Drop for Turn<'_> {
 }
 
 impl PostgresBackend {
-    /// Pushes one item, combined with others' single pushes to the same queue when its
-    /// queue already has [`RUNNING`] push statements running.
+    /// Pushes `items` (at most [`MAX_COMBINED`]), combined with others' small pushes to the
+    /// same queue when its queue already has [`RUNNING`] push statements running.
     pub(crate) async fn push_combined(
         &self,
         queue: &QueueId,
-        item: NewItem,
+        items: Vec<NewItem>,
         now: Timestamp,
-    ) -> Result<Key> {
+    ) -> Result<Vec<Key>> {
         let waiting = {
             let mut lanes = self.inner.lanes.lock();
             let lane = lanes.entry(queue.clone()).or_default();
             if lane.running < RUNNING {
                 lane.running += 1;
-                Ok(item)
+                Ok(items)
             } else {
                 let (reply, answer) = oneshot::channel();
-                lane.waiting.push(Waiter { item, now, reply });
+                lane.waiting.push(Waiter { items, now, reply });
                 Err(answer)
             }
         };
         match waiting {
-            Ok(item) => {
+            Ok(items) => {
                 let _turn = Turn {
                     backend: self,
                     queue,
                 };
-                one(self
-                    .push_rows(queue, std::slice::from_ref(&item), now)
-                    .await)
+                self.push_rows(queue, &items, now).await
             }
             Err(answer) => answer.await.unwrap_or_else(|_| {
                 Err(Error::internal(
@@ -160,58 +169,49 @@ async fn drain(backend: PostgresBackend, queue: QueueId, mut batch: Vec<Waiter>)
 async fn push_batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waiter>) {
     // The latest of the callers' clocks: every item is due by the time the statement runs.
     let now = batch.iter().map(|w| w.now).max().unwrap_or_default();
-    let (items, replies): (Vec<NewItem>, Vec<_>) = batch
-        .into_iter()
-        .map(|w| (w.item, (w.reply, w.now)))
-        .unzip();
-    let n = items.len();
-    if n == 1 {
-        let result = one(backend.push_rows(queue, &items, now).await);
-        if let Some((reply, _)) = replies.into_iter().next() {
-            let _ = reply.send(result);
-        }
-        return;
+    // Every waiter's items in one list; each waiter keeps its clock and its part of it.
+    let mut all = Vec::new();
+    let mut parts = Vec::with_capacity(batch.len());
+    for w in batch {
+        let start = all.len();
+        all.extend(w.items);
+        parts.push((w.reply, w.now, start..all.len()));
     }
-    match backend.push_rows(queue, &items, now).await {
-        Ok(keys) if keys.len() == n => {
-            for ((reply, _), key) in replies.into_iter().zip(keys) {
-                let _ = reply.send(Ok(key));
+    match backend.push_rows(queue, &all, now).await {
+        Ok(keys) if keys.len() == all.len() => {
+            for (reply, _, part) in parts {
+                let _ = reply.send(Ok(keys[part].to_vec()));
             }
         }
         Ok(keys) => {
-            for (reply, _) in replies {
+            for (reply, _, _) in parts {
                 let _ = reply.send(Err(Error::internal(format!(
-                    "a combined push of {n} items returned {} keys",
+                    "a combined push of {} items returned {} keys",
+                    all.len(),
                     keys.len()
                 ))));
             }
         }
+        Err(e) if parts.len() == 1 => {
+            if let Some((reply, _, _)) = parts.pop() {
+                let _ = reply.send(Err(e));
+            }
+        }
         Err(e) if shared(&e) => {
-            for (reply, _) in replies {
+            for (reply, _, _) in parts {
                 let _ = reply.send(Err(again(&e)));
             }
         }
         Err(e) => {
-            tracing::debug!(error = %e, items = n, "a combined push failed; pushing its items one by one");
-            for ((reply, now), item) in replies.into_iter().zip(&items) {
-                let result = backend
-                    .push_rows(queue, std::slice::from_ref(item), now)
-                    .await;
-                let _ = reply.send(one(result));
+            tracing::debug!(error = %e, pushes = parts.len(), "a combined push failed; pushing its parts one by one");
+            for (reply, now, part) in parts {
+                let _ = reply.send(backend.push_rows(queue, &all[part], now).await);
             }
         }
     }
 }
 
-/// The key of a push of one item.
-fn one(keys: Result<Vec<Key>>) -> Result<Key> {
-    keys?
-        .first()
-        .copied()
-        .ok_or_else(|| Error::internal("a push of one item returned no key"))
-}
-
-/// Whether a failure is every item's, not one item's: retrying item by item would only
+/// Whether a failure is every push's, not one push's: retrying push by push would only
 /// fail again.
 fn shared(e: &Error) -> bool {
     matches!(e, Error::Unavailable { .. } | Error::QueueNotFound(_))
@@ -221,6 +221,7 @@ fn shared(e: &Error) -> bool {
 fn again(e: &Error) -> Error {
     match e {
         Error::QueueNotFound(q) => Error::QueueNotFound(q.clone()),
+        Error::InvalidInput(m) => Error::InvalidInput(m.clone()),
         Error::Unavailable { backend, source } => Error::Unavailable {
             backend,
             source: source.to_string().into(),

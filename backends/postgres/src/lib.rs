@@ -11,9 +11,9 @@
 //!   once; a schema from a newer hookspool, or one holding other objects, is refused with
 //!   an [`OpenError`] that says so.
 //! - **Calls.** Each trait method is one statement or one short transaction: `push` one
-//!   plain statement (no lock on the queue row; a leaner one for a single item, and single
-//!   pushes to one queue made while two of its push statements run share the next one: group
-//!   commit, `combine`); `claim`
+//!   plain statement (no lock on the queue row; a leaner one for a single item, and pushes
+//!   of up to 64 items to one queue made while two of its push statements run share the next
+//!   one: group commit, `combine`); `claim`
 //!   one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
 //!   `(not_before, key)` order on a partial index of due pending items); `update_many` (the
 //!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
@@ -90,7 +90,7 @@
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`] and [`ServerError`]; inside: `schema` (migrations and the server checks),
 //! `sql/v1.sql` (tables, triggers, functions), `sql` (the statements), `backend`, `outbox`,
-//! `combine` (group commit of single pushes), `notify` (notices across processes), `trash` (deleting thrown-away generations),
+//! `combine` (group commit of small pushes), `notify` (notices across processes), `trash` (deleting thrown-away generations),
 //! `connect` (TLS and the pool).
 
 mod backend;

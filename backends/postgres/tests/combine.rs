@@ -1,6 +1,7 @@
-//! Group commit of single pushes: many tasks pushing one item each to one queue share
-//! statements and commits, each still gets its own key (in the order of its own calls) and
-//! its own error, and one item the server refuses fails alone.
+//! Group commit of small pushes: many tasks pushing one item (or a few) each to one queue
+//! share statements and commits, each still gets its own keys (in the order of its own calls)
+//! and its own error, each push stays all or nothing, and one push the server refuses fails
+//! alone.
 
 use std::collections::BTreeMap;
 
@@ -87,6 +88,67 @@ async fn concurrent_single_pushes_share_commits_and_each_gets_its_own_key() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_small_batches_share_commits_and_each_stays_whole_and_in_order() {
+    const TASKS: usize = 48;
+    const CALLS: usize = 10;
+    const EACH: usize = 3;
+    let (store, q, schema) = open().await;
+    let mut tasks = JoinSet::new();
+    for t in 0..TASKS {
+        let (store, q) = (store.clone(), q.clone());
+        tasks.spawn(async move {
+            let mut pushed = Vec::new();
+            for c in 0..CALLS {
+                let payloads: Vec<Vec<u8>> = (0..EACH)
+                    .map(|i| format!("task {t} call {c} item {i}").into_bytes())
+                    .collect();
+                let items = payloads.iter().cloned().map(NewItem::new).collect();
+                let keys = store.push_batch(&q, items).await.expect("push_batch");
+                pushed.push((keys, payloads));
+            }
+            pushed
+        });
+    }
+    let mut stored = BTreeMap::new();
+    while let Some(pushed) = tasks.join_next().await {
+        let mut last = 0;
+        for (keys, payloads) in pushed.expect("task") {
+            // A call's keys increase, and come after those of the task's earlier calls.
+            assert_eq!(keys.len(), EACH);
+            assert!(
+                keys[0] > last && keys.windows(2).all(|w| w[0] < w[1]),
+                "{keys:?}"
+            );
+            last = keys[EACH - 1];
+            for (key, payload) in keys.into_iter().zip(payloads) {
+                assert!(
+                    stored.insert(key, payload).is_none(),
+                    "key {key} given twice"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        store.count(&q).await.expect("count"),
+        (TASKS * CALLS * EACH) as u64
+    );
+    for (key, payload) in &stored {
+        let item = store.fetch_key(&q, *key).await.expect("fetch");
+        assert_eq!(
+            item.map(|i| i.payload).as_ref(),
+            Some(payload),
+            "item {key}"
+        );
+    }
+    let commits = transactions(&testing::client().await, &schema).await;
+    assert!(
+        commits > 0 && commits <= i64::try_from(TASKS * CALLS / 4).expect("small"),
+        "{} pushes of {EACH} items from {TASKS} tasks at once took {commits} transactions",
+        TASKS * CALLS
+    );
+}
+
 #[tokio::test]
 async fn an_item_the_server_refuses_fails_alone_when_its_push_was_combined() {
     let (store, q, schema) = open().await;
@@ -136,10 +198,20 @@ async fn an_item_the_server_refuses_fails_alone_when_its_push_was_combined() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let mut others = JoinSet::new();
+    let mut mixed = JoinSet::new();
     for i in 0..30 {
         others.spawn(push(&format!("item {i}")));
         if i == 10 {
             others.spawn(push("poison"));
+            // A push of two, one refused: neither is stored.
+            let (store, q) = (store.clone(), q.clone());
+            mixed.spawn(async move {
+                let items = vec![
+                    NewItem::new(b"beside".to_vec()),
+                    NewItem::new(b"poison".to_vec()),
+                ];
+                store.push_batch(&q, items).await
+            });
         }
     }
     // Let every other push reach its lane before the held ones end.
@@ -152,6 +224,10 @@ async fn an_item_the_server_refuses_fails_alone_when_its_push_was_combined() {
         .expect("unlock");
     let mut results: Vec<_> = held.join_all().await;
     results.extend(others.join_all().await);
+    for result in mixed.join_all().await {
+        let e = result.expect_err("a push with a refused item is refused whole");
+        assert!(e.to_string().contains("refuses the poison"), "{e}");
+    }
     let mut stored = 0;
     for (payload, result) in results {
         if payload == b"poison" {

@@ -29,6 +29,32 @@ impl CrashTarget for Postgres {
         false
     }
 
+    /// Waits until no session but this one names the schema in its statement: the killed
+    /// child's idle sessions end as soon as the server sees the connection gone, and a
+    /// statement it sent just before it died runs to its end (and may commit) first.
+    async fn settle(&self, place: &Place) {
+        let client = testing::client().await;
+        for _ in 0..3_000 {
+            let sessions: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE pid <> pg_backend_pid() AND position($1 IN query) > 0",
+                    &[&place.name],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            if sessions == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the killed child's sessions on schema {} did not end in 30 s",
+            place.name
+        );
+    }
+
     fn child_env(&self) -> Vec<(String, String)> {
         vec![(
             testing::DATABASE_URL_VAR.to_owned(),

@@ -49,6 +49,7 @@ pub(super) async fn check_round<T: CrashTarget>(
             name: place.name.clone(),
         }
     } else {
+        target.settle(place).await;
         place.clone()
     };
     let checked = check_store(target, mode, &at, ctx, journal).await;
