@@ -147,7 +147,8 @@ impl PostgresBackend {
             }
             Err(answer) => answer.await.unwrap_or_else(|_| {
                 Err(Error::internal(
-                    "a combined push was dropped before it ran (the runtime is shutting down)",
+                    "a combined push was dropped before its answer came (the runtime is \
+                     shutting down): it may or may not have been stored",
                 ))
             }),
         }
