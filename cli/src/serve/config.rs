@@ -182,7 +182,8 @@ pub struct ServeArgs {
     /// from its start to the next claim: each claim then takes what arrived meanwhile, at the
     /// cost of up to this much delay under load (a wake-up later than that is served at
     /// once, and a claim that came back full is followed at once) [default: 5ms with
-    /// `--backend postgres`, where every claim is a statement on the server; 0ms otherwise].
+    /// `--backend postgres`, where every claim is a statement on the server; 0ms otherwise;
+    /// at most 1s].
     #[arg(long, env = "HOOKSPOOL_CLAIM_PAUSE", value_parser = parse_duration, value_name = "DURATION")]
     pub claim_pause: Option<Duration>,
 
@@ -619,8 +620,18 @@ fn claim_pause(
     } else {
         Duration::ZERO
     };
-    duration_setting("claim_pause", flag, file, default)
+    let pause = duration_setting("claim_pause", flag, file, default)?;
+    if pause > MAX_CLAIM_PAUSE {
+        return Err(CliError::Input(format!(
+            "the claim pause ({pause:?}) must be at most 1s: under load every delivery may \
+             wait that long before it is claimed"
+        )));
+    }
+    Ok(pause)
 }
+
+/// The longest claim pause `serve` accepts.
+const MAX_CLAIM_PAUSE: Duration = Duration::from_secs(1);
 
 /// A duration setting: the flag's, else the file's (`name` in it, parsed), else `default`.
 fn duration_setting(

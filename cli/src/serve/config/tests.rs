@@ -226,4 +226,10 @@ fn the_claim_pause_defaults_by_backend_and_the_flag_or_file_sets_it() {
         e.to_string().contains("config `claim_pause` = \"soon\""),
         "{e}"
     );
+    let args = ServeArgs {
+        claim_pause: Some(Duration::from_secs(5)),
+        ..database()
+    };
+    let e = ServeConfig::resolve(args, dir.path().to_owned()).unwrap_err();
+    assert!(e.to_string().contains("must be at most 1s"), "{e}");
 }
