@@ -36,7 +36,8 @@
 //!   queues with a TTL, version 4 plans the statements of the claim, the sweep, a pop of a
 //!   page and the prune afresh at every call (a plan kept from when a queue was small read
 //!   the whole queue once it had grown; the settle's transaction does the same with
-//!   `SET LOCAL`).
+//!   `SET LOCAL`), version 5 has a claim lock its rows before it leases them (claims
+//!   running at once no longer race row by row for the same end of the due index).
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the
