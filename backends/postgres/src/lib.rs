@@ -37,7 +37,10 @@
 //!   page and the prune afresh at every call (a plan kept from when a queue was small read
 //!   the whole queue once it had grown; the settle's transaction does the same with
 //!   `SET LOCAL`), version 5 has a claim lock its rows before it leases them (claims
-//!   running at once no longer race row by row for the same end of the due index).
+//!   running at once no longer race row by row for the same end of the due index) and
+//!   leaves `in_flight` and `done` out of the index by phase (a claim and an ack no longer
+//!   add an entry to it; pages of those two phases read the lease index and the primary
+//!   key).
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the

@@ -1,6 +1,6 @@
 //! Every statement the backend sends, rendered once for its schema.
 
-use hookspool::Selector;
+use hookspool::{Phase, Selector};
 use tokio_postgres::types::ToSql;
 
 use crate::rows::{ITEM_COLUMNS, QUEUE_COLUMNS, STATE_COLUMNS, cursor_param, key_param};
@@ -44,8 +44,8 @@ pub(crate) struct Sql {
     pub(crate) name_expire: String,
     /// Fetch (`[0]`) and pop (`[1]`) of one key.
     by_key: [String; 2],
-    /// Pages, indexed by `[pop][reverse][by phase]`.
-    pages: [[[String; 2]; 2]; 2],
+    /// Pages, indexed by `[pop][reverse][PageFilter]`.
+    pages: [[[String; 4]; 2]; 2],
 }
 
 /// A push, in one statement: `$1` queue, `$2` payloads, `$3` metadata, `$4` not-before
@@ -145,23 +145,72 @@ fn claim(lazy: bool) -> String {
 /// The generation of queue `$1`, as a subquery.
 const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 
+/// The phase a page is limited to, as its statement names it. `items_by_phase` leaves out
+/// `in_flight` and `done` (schema version 5, `v5.sql`): a statement that a kept plan may run
+/// for any phase names that condition, so that the plan can use the index; the two phases it
+/// leaves out are named as constants, so that the server can plan them their own way
+/// (`in_flight` through `items_leases`, `done` along the primary key).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PageFilter {
+    /// Every phase.
+    None = 0,
+    /// A phase in `items_by_phase`, given as `$5`.
+    Indexed = 1,
+    InFlight = 2,
+    Done = 3,
+}
+
+impl PageFilter {
+    const ALL: [PageFilter; 4] = [Self::None, Self::Indexed, Self::InFlight, Self::Done];
+
+    fn of(phase: Option<&Phase>) -> Self {
+        match phase {
+            None => Self::None,
+            Some(p) if *p == Phase::IN_FLIGHT => Self::InFlight,
+            Some(p) if *p == Phase::DONE => Self::Done,
+            Some(_) => Self::Indexed,
+        }
+    }
+
+    /// The phase, as the statement names it (`NULL`: every phase).
+    fn phase(self) -> &'static str {
+        match self {
+            Self::None => "NULL",
+            Self::Indexed => "$5",
+            Self::InFlight => "'in_flight'",
+            Self::Done => "'done'",
+        }
+    }
+
+    /// The page statement's condition on the phase.
+    fn condition(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::Indexed => " AND phase = $5 AND phase NOT IN ('in_flight', 'done')",
+            Self::InFlight => " AND phase = 'in_flight'",
+            Self::Done => " AND phase = 'done'",
+        }
+    }
+}
+
 impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
         let r = |s: &str| render(s, schema);
-        let page = |pop: bool, reverse: bool, by_phase: bool| {
+        let page = |pop: bool, reverse: bool, filter: PageFilter| {
             let (cmp, start, order) = if reverse {
                 ("<", "9223372036854775807", "DESC")
             } else {
                 (">", "0", "ASC")
             };
-            let phase = if by_phase { " AND phase = $5" } else { "" };
+            let phase = filter.phase();
+            let condition = filter.condition();
             let filter = format!(
-                "gen = {GEN} AND key {cmp} coalesce($2::bigint, {start}){phase} \
+                "gen = {GEN} AND key {cmp} coalesce($2::bigint, {start}){condition} \
                  ORDER BY key {order} OFFSET $3 LIMIT $4"
             );
             if pop {
-                // A function that plans its statement at every call (see `v4.sql`).
-                let phase = if by_phase { "$5" } else { "NULL" };
+                // A function that plans its statement at every call (see `v4.sql`), with
+                // the phase's value in hand.
                 r(&format!(
                     "SELECT {ITEM_COLUMNS} FROM {{schema}}.pop_page($1, $2, $3, $4, {reverse}, {phase})"
                 ))
@@ -171,8 +220,8 @@ impl Sql {
                 ))
             }
         };
-        let by_phase = |pop, reverse| [page(pop, reverse, false), page(pop, reverse, true)];
-        let by_reverse = |pop| [by_phase(pop, false), by_phase(pop, true)];
+        let by_filter = |pop, reverse| PageFilter::ALL.map(|f| page(pop, reverse, f));
+        let by_reverse = |pop| [by_filter(pop, false), by_filter(pop, true)];
         Sql {
             queue_exists: r("SELECT 1 FROM {schema}.queues WHERE id = $1"),
             create_queue: r("SELECT {schema}.create_queue($1, $2, $3, $4, $5)"),
@@ -259,11 +308,12 @@ impl Sql {
                 let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
                 let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
                 let mut params: Params = vec![Box::new(after), Box::new(offset), Box::new(limit)];
-                if let Some(phase) = &page.phase {
+                let filter = PageFilter::of(page.phase.as_ref());
+                if let (PageFilter::Indexed, Some(phase)) = (filter, &page.phase) {
                     params.push(Box::new(phase.as_str().to_owned()));
                 }
-                let text = &self.pages[usize::from(pop)][usize::from(page.reverse)]
-                    [usize::from(page.phase.is_some())];
+                let text =
+                    &self.pages[usize::from(pop)][usize::from(page.reverse)][filter as usize];
                 (text, params, page.reverse)
             }
         }
