@@ -105,17 +105,44 @@ async fn a_prune_planned_on_a_small_queue_reads_only_the_head_of_its_phase_once_
     );
 }
 
-/// `items_by_phase` entries this session's scans have returned, reported and not yet.
-async fn by_phase_entries_all(client: &Client, schema: &str) -> i64 {
+/// Entries that scans of `schema`'s index `index` returned, reported and not yet.
+async fn index_entries_all(client: &Client, schema: &str, index: &str) -> i64 {
     client
         .query_one(
             "SELECT pg_stat_get_tuples_returned(i) + pg_stat_get_xact_tuples_returned(i) \
-             FROM (SELECT format('%I.items_by_phase', $1::text)::regclass AS i) AS x",
-            &[&schema],
+             FROM (SELECT format('%I.%I', $1::text, $2::text)::regclass AS i) AS x",
+            &[&schema, &index],
         )
         .await
         .expect("index statistics")
         .get(0)
+}
+
+/// A backend on a fresh schema with one pooled session, its plans forced generic, a store
+/// on it and its queue `q`; and the schema's name.
+async fn generic_store() -> (
+    PostgresBackend,
+    hookspool::Store<PostgresBackend>,
+    hookspool::QueueId,
+    String,
+) {
+    let options = testing::options().pool_size(1);
+    let schema = options.schema.clone();
+    let backend = PostgresBackend::open(options).await.expect("open");
+    let store = hookspool::Store::new(backend.clone());
+    let q = hookspool::QueueId::new("q").expect("queue id");
+    store
+        .create_queue(hookspool::QueueConfig::new(q.clone()))
+        .await
+        .expect("create");
+    backend
+        .connection()
+        .await
+        .expect("the pool's one session")
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("set");
+    (backend, store, q, schema)
 }
 
 /// The settle (`ack_many`) through the backend itself, on its one pooled session with plans
@@ -123,24 +150,11 @@ async fn by_phase_entries_all(client: &Client, schema: &str) -> i64 {
 /// finds its rows by key (the settle's transaction plans its statements afresh).
 #[tokio::test]
 async fn an_ack_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grown() {
-    use hookspool::{NewItem, QueueConfig, QueueId, Store};
+    use hookspool::NewItem;
     use std::time::Duration;
 
-    let options = testing::options().pool_size(1);
-    let schema = options.schema.clone();
-    let backend = PostgresBackend::open(options).await.expect("open");
-    let store = Store::new(backend.clone());
-    let q = QueueId::new("q").expect("queue id");
-    store
-        .create_queue(QueueConfig::new(q.clone()))
-        .await
-        .expect("create");
+    let (backend, store, q, schema) = generic_store().await;
     let session = || async { backend.connection().await.expect("the pool's one session") };
-    session()
-        .await
-        .batch_execute("SET plan_cache_mode = force_generic_plan")
-        .await
-        .expect("set");
     let items = |n: usize| {
         (0..n)
             .map(|i| NewItem::new(i.to_le_bytes().to_vec()))
@@ -168,27 +182,14 @@ async fn an_ack_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grown
         .iter()
         .map(|i| i.key)
         .collect();
-    let before = by_phase_entries_all(&*session().await, &schema).await;
+    let before = index_entries_all(&*session().await, &schema, "items_by_phase").await;
     let acked = store.ack_many(&q, &keys, "w").await.expect("ack");
-    let read = by_phase_entries_all(&*session().await, &schema).await - before;
+    let read = index_entries_all(&*session().await, &schema, "items_by_phase").await - before;
     assert_eq!(acked.iter().filter(|r| r.is_ok()).count(), 10);
     assert_eq!(
         read, 0,
         "schema version {SCHEMA_VERSION}: an ack must not find its rows by generation"
     );
-}
-
-/// Entries that scans of `schema`'s index `index` returned, reported and not yet.
-async fn index_entries_all(client: &Client, schema: &str, index: &str) -> i64 {
-    client
-        .query_one(
-            "SELECT pg_stat_get_tuples_returned(i) + pg_stat_get_xact_tuples_returned(i) \
-             FROM (SELECT format('%I.%I', $1::text, $2::text)::regclass AS i) AS x",
-            &[&schema, &index],
-        )
-        .await
-        .expect("index statistics")
-        .get(0)
 }
 
 /// `items_by_phase` leaves out `in_flight` and `done` (schema version 5). On a queue of
@@ -200,24 +201,11 @@ async fn index_entries_all(client: &Client, schema: &str, index: &str) -> i64 {
 /// lease index also holds the entries of every item that has left `in_flight`.
 #[tokio::test]
 async fn pages_of_in_flight_and_done_items_read_only_what_they_return() {
-    use hookspool::{NewItem, Page, Phase, QueueConfig, QueueId, Store};
+    use hookspool::{NewItem, Page, Phase};
     use std::time::Duration;
 
-    let options = testing::options().pool_size(1);
-    let schema = options.schema.clone();
-    let backend = PostgresBackend::open(options).await.expect("open");
-    let store = Store::new(backend.clone());
-    let q = QueueId::new("q").expect("queue id");
-    store
-        .create_queue(QueueConfig::new(q.clone()))
-        .await
-        .expect("create");
+    let (backend, store, q, schema) = generic_store().await;
     let session = || async { backend.connection().await.expect("the pool's one session") };
-    session()
-        .await
-        .batch_execute("SET plan_cache_mode = force_generic_plan")
-        .await
-        .expect("set");
     let lease = Duration::from_mins(5);
     for round in 0..20 {
         let items = (0..1000)
