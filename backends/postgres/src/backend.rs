@@ -6,16 +6,15 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 use hookspool::{
-    Action, Backend, Capabilities, Claim, Error, Item, Key, NewItem, Phase, PhaseCounts,
-    QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition, apply_move,
-    check_expect,
+    Backend, Capabilities, Claim, Error, Item, Key, NewItem, Phase, PhaseCounts, QueueConfig,
+    QueueId, Result, Selector, SweepReport, Timestamp, Transition,
 };
 use tokio::sync::broadcast;
 use tokio_postgres::types::{Json, ToSql};
 
-use crate::error::{self, is_transient, map};
+use crate::error;
 use crate::notify::Notices;
-use crate::rows::{self, key_param, ms};
+use crate::rows::{self, ms};
 use crate::sql::Sql;
 
 /// How often a call that hit a deadlock or serialization failure is tried again (each try
@@ -31,26 +30,21 @@ macro_rules! run {
         let mut tries = 0;
         loop {
             tries += 1;
-            let result: std::result::Result<_, Failure> = async { $body }.await;
+            let result: std::result::Result<_, $crate::backend::Failure> = async { $body }.await;
             match result {
                 Ok(v) => break Ok(v),
-                Err(Failure::Sql(e)) if tries < TRIES && is_transient(&e) => {
+                Err($crate::backend::Failure::Sql(e))
+                    if tries < $crate::backend::TRIES && $crate::error::is_transient(&e) => {
                     tracing::debug!(error = %e, "retrying a transaction the server aborted");
                 }
-                Err(Failure::Sql(e)) => break Err(map(e, $queue)),
-                Err(Failure::Engine(e)) => break Err(e),
+                Err($crate::backend::Failure::Sql(e)) => break Err($crate::error::map(e, $queue)),
+                Err($crate::backend::Failure::Engine(e)) => break Err(e),
             }
         }
     }};
 }
 
-/// Plans the rest of a transaction's statements with the sizes of the moment, never with a
-/// plan kept from earlier calls: a generic plan the server chose while a queue was small
-/// finds rows by their generation alone, which reads the whole queue once it has grown (see
-/// `v4.sql`). For the settle's statements, which look items up by key: a custom plan costs
-/// them nothing the server did not already spend, since it planned them afresh at every call
-/// once their table was analyzed.
-const CUSTOM_PLANS: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
+mod settle;
 
 /// A [`Backend`] on PostgreSQL: any number of processes, on any number of machines, share
 /// its queues. See the crate docs for the schema, the guarantees and the outbox.
@@ -192,126 +186,7 @@ impl PostgresBackend {
             Ok(sorted_by_key(items, reverse))
         })
     }
-
-    /// Reads, checks and applies `updates` in one transaction: the rows are locked in key
-    /// order, the transitions applied in memory in the order given (each seeing those before
-    /// it), and the results written with one `UPDATE` and one `DELETE`. With `payloads`, the
-    /// items are read whole and returned as they are after their transition (as they were,
-    /// for a removal).
-    async fn settle(
-        &self,
-        queue: &QueueId,
-        updates: Vec<(Key, Transition)>,
-        now: Timestamp,
-        payloads: bool,
-    ) -> Result<Vec<Result<Item>>> {
-        let mut keys = Vec::with_capacity(updates.len());
-        for (key, _) in &updates {
-            keys.push(key_param(*key));
-        }
-        keys.sort_unstable();
-        keys.dedup();
-        let sql = &self.inner.sql;
-        let results = run!(self, Some(queue), conn, {
-            let tx = conn.transaction().await?;
-            let select = if payloads {
-                &sql.lock_items
-            } else {
-                &sql.lock_states
-            };
-            let stmt = tx.prepare_cached(select).await?;
-            // Sent ahead of the first statement (requests go out in the order they are first
-            // polled), in the same round trip.
-            let ((), rows) = futures_util::future::try_join(
-                tx.batch_execute(CUSTOM_PLANS),
-                tx.query(&stmt, &[&queue.as_str(), &keys]),
-            )
-            .await?;
-            let Some(generation) = rows.first().map(|r| r.get::<_, i64>("gen")) else {
-                let stmt = tx.prepare_cached(&sql.queue_exists).await?;
-                if tx.query_opt(&stmt, &[&queue.as_str()]).await?.is_none() {
-                    return Err(Failure::Engine(Error::QueueNotFound(queue.clone())));
-                }
-                let missing = updates
-                    .iter()
-                    .map(|(key, _)| {
-                        Err(Error::ItemNotFound {
-                            queue: queue.clone(),
-                            key: *key,
-                        })
-                    })
-                    .collect();
-                return Ok(missing);
-            };
-            let mut items: BTreeMap<Key, Option<Item>> = BTreeMap::new();
-            for row in &rows {
-                let item = rows::item_with(row, payloads)?;
-                items.insert(item.key, Some(item));
-            }
-            let mut changed = std::collections::BTreeSet::new();
-            let mut counts = Deltas::default();
-            let mut replaced = Replaced::default();
-            let mut out = Vec::with_capacity(updates.len());
-            for (key, transition) in &updates {
-                let Some(Some(item)) = items.get_mut(key) else {
-                    out.push(Err(Error::ItemNotFound {
-                        queue: queue.clone(),
-                        key: *key,
-                    }));
-                    continue;
-                };
-                if let Err(e) = check_expect(item, transition) {
-                    out.push(Err(e));
-                    continue;
-                }
-                counts.add(item.phase.as_str(), -1);
-                match &transition.action {
-                    Action::Remove => {
-                        out.push(Ok(item.clone()));
-                        items.insert(*key, None);
-                        changed.insert(*key);
-                    }
-                    Action::Move(m) => {
-                        if m.error.is_some() {
-                            replaced.errors.insert(*key);
-                        }
-                        if m.metadata.is_some() {
-                            replaced.metadata.insert(*key);
-                        }
-                        apply_move(item, m.clone(), now);
-                        counts.add(item.phase.as_str(), 1);
-                        out.push(Ok(item.clone()));
-                        changed.insert(*key);
-                    }
-                }
-            }
-            write_back(
-                &tx,
-                sql,
-                generation,
-                changed.iter().map(|k| (*k, &items[k])),
-                &replaced,
-                counts,
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(out)
-        })?;
-        if results.iter().any(Result::is_ok) {
-            self.announce(queue);
-        }
-        Ok(results)
-    }
 }
-
-/// The items whose error or metadata a transition of the batch replaced: only those are
-/// written (a row keeps what no transition replaced, so settling never reads them).
-#[derive(Default)]
-struct Replaced {
-    errors: std::collections::BTreeSet<Key>,
-    metadata: std::collections::BTreeSet<Key>,
-}
-
 /// Payloads, metadata and not-before times, as arrays.
 pub(crate) type PushColumns<'a> = (
     Vec<&'a [u8]>,
@@ -331,120 +206,6 @@ pub(crate) fn push_columns(items: &[NewItem]) -> PushColumns<'_> {
         not_before.push(item.not_before.map(ms));
     }
     (payloads, metadata, not_before)
-}
-
-/// Count changes by phase, from a batch of transitions.
-#[derive(Default)]
-struct Deltas(BTreeMap<String, i64>);
-
-impl Deltas {
-    fn add(&mut self, phase: &str, n: i64) {
-        *self.0.entry(phase.to_owned()).or_insert(0) += n;
-    }
-}
-
-/// Writes the final state of every changed item and the count changes: one `UPDATE` for
-/// the items that remain, one `DELETE` for those removed, one counter update, sent together.
-async fn write_back<'a>(
-    tx: &deadpool_postgres::Transaction<'_>,
-    sql: &Sql,
-    generation: i64,
-    changed: impl Iterator<Item = (Key, &'a Option<Item>)>,
-    replaced: &Replaced,
-    counts: Deltas,
-) -> std::result::Result<(), Failure> {
-    let mut removed: Vec<i64> = Vec::new();
-    let mut cols = Columns::default();
-    for (key, item) in changed {
-        match item {
-            None => removed.push(key_param(key)),
-            Some(item) => cols.push(
-                key_param(key),
-                item,
-                replaced.errors.contains(&key),
-                replaced.metadata.contains(&key),
-            ),
-        }
-    }
-    let (phases, deltas): (Vec<String>, Vec<i64>) =
-        counts.0.into_iter().filter(|(_, n)| *n != 0).unzip();
-    // The three statements are independent: sent at once, they cost one round trip.
-    let update = async {
-        if !cols.keys.is_empty() {
-            let stmt = tx.prepare_cached(&sql.write_items).await?;
-            tx.execute(
-                &stmt,
-                &[
-                    &generation,
-                    &cols.keys,
-                    &cols.phases,
-                    &cols.attempts,
-                    &cols.updated_at,
-                    &cols.not_before,
-                    &cols.owners,
-                    &cols.until,
-                    &cols.errors,
-                    &cols.metadata,
-                ],
-            )
-            .await?;
-        }
-        Ok::<_, tokio_postgres::Error>(())
-    };
-    let delete = async {
-        if !removed.is_empty() {
-            let stmt = tx.prepare_cached(&sql.delete_items).await?;
-            tx.execute(&stmt, &[&generation, &removed]).await?;
-        }
-        Ok(())
-    };
-    let count = async {
-        if !phases.is_empty() {
-            let stmt = tx.prepare_cached(&sql.add_counts).await?;
-            tx.execute(&stmt, &[&generation, &phases, &deltas]).await?;
-        }
-        Ok(())
-    };
-    futures_util::future::try_join3(update, delete, count).await?;
-    Ok(())
-}
-
-/// The changed columns of several items, as arrays for one `UPDATE … FROM unnest(…)`.
-#[derive(Default)]
-struct Columns {
-    keys: Vec<i64>,
-    phases: Vec<String>,
-    attempts: Vec<i32>,
-    updated_at: Vec<i64>,
-    not_before: Vec<i64>,
-    owners: Vec<Option<String>>,
-    until: Vec<Option<i64>>,
-    errors: Vec<Option<String>>,
-    metadata: Vec<Option<Json<BTreeMap<String, String>>>>,
-}
-
-impl Columns {
-    /// One item's columns; its error and metadata only if `error` / `metadata` (else NULL:
-    /// the row keeps its own).
-    fn push(&mut self, key: i64, item: &Item, error: bool, metadata: bool) {
-        self.keys.push(key);
-        self.phases.push(item.phase.as_str().to_owned());
-        self.attempts
-            .push(i32::try_from(item.attempts).unwrap_or(i32::MAX));
-        self.updated_at.push(ms(item.updated_at));
-        self.not_before.push(ms(item.not_before));
-        self.owners
-            .push(item.lease.as_ref().map(|l| l.owner.clone()));
-        self.until.push(item.lease.as_ref().map(|l| ms(l.until)));
-        self.errors.push(
-            item.last_error
-                .as_deref()
-                .filter(|_| error)
-                .map(|e| rows::text(e).into_owned()),
-        );
-        self.metadata
-            .push(metadata.then(|| Json(item.metadata.clone())));
-    }
 }
 
 /// Why a call's body failed: a server error (maybe worth another try) or the engine's own.
@@ -654,6 +415,9 @@ impl Backend for PostgresBackend {
                 Some(_) => Ok(Vec::new()),
                 None => Err(Error::QueueNotFound(queue.clone())),
             };
+        }
+        if let Some(owner) = settle::one_owner(&updates) {
+            return self.settle_leased(queue, owner, updates, now).await;
         }
         let results = self.settle(queue, updates, now, false).await?;
         Ok(results.into_iter().map(|r| r.map(drop)).collect())

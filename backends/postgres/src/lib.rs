@@ -40,7 +40,8 @@
 //!   running at once no longer race row by row for the same end of the due index) and
 //!   leaves `in_flight` and `done` out of the index by phase (a claim and an ack no longer
 //!   add an entry to it; pages of those two phases read the lease index and the primary
-//!   key).
+//!   key) and settles a batch of 32 or more entries of one owner's leases (a large
+//!   `ack_many`) in one statement, without reading the rows first.
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the

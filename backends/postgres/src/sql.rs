@@ -32,6 +32,7 @@ pub(crate) struct Sql {
     pub(crate) write_items: String,
     pub(crate) delete_items: String,
     pub(crate) add_counts: String,
+    pub(crate) settle_leased: String,
     pub(crate) empty_trash: String,
     /// Gives the TTL to items a push left without it while their queue gained one.
     pub(crate) catch_up_ttl: String,
@@ -264,6 +265,7 @@ impl Sql {
             ),
             delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
             add_counts: r(ADD_COUNTS),
+            settle_leased: r("SELECT {schema}.settle_leased($1, $2, $3, $4, $5, $6, $7, $8)"),
             empty_trash: r("SELECT {schema}.empty_trash($1, $2, $3)"),
             catch_up_ttl: r("SELECT {schema}.catch_up_ttl($1)"),
             trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),

@@ -389,6 +389,70 @@ pub async fn update_many_of_one_owners_leases_reports_each_failed_entry<F: Facto
     failed_entry_changed_nothing(&b, &q, 6).await;
     assert_eq!(must_get(&b, &q, 10).await.phase, Phase::PENDING);
     check_counts(&b, &q, "a batch of one owner's removals with failures").await;
+    one_owners_large_batch(&b, &q).await;
+}
+
+/// The end of [`update_many_of_one_owners_leases_reports_each_failed_entry`]: the same in a
+/// batch of 103 entries in no particular order (a backend may take another way for large
+/// batches). Items 5 and 6 are still leased to w2, 9 and 10 pending.
+async fn one_owners_large_batch<B: Backend>(b: &B, q: &QueueId) {
+    push_n(b, q, 100, T0).await;
+    let claimed = ok(b.claim(q, claim("w1", 100, at(1_000)), T0).await, "claim");
+    assert_eq!(claimed.len(), 100, "9, 10 and 11-108 leased to w1");
+    let outcome = |i: usize| match i % 4 {
+        0 => move_to(Phase::DONE),
+        1 => Move::to(Phase::PENDING).not_before(at(60)).into(),
+        2 => kill_move().into(),
+        _ => Action::Remove,
+    };
+    let mut batch: Vec<(Key, Transition)> = claimed
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, item)| (item.key, leased("w1", outcome(i))))
+        .collect();
+    let failing = [
+        (10, 5, "not_lease_owner"),
+        (50, 999, "item_not_found"),
+        (90, 109, "not_lease_owner"),
+    ];
+    for (place, key, _) in failing {
+        batch.insert(place, (key, leased("w1", move_to(Phase::DONE))));
+    }
+    let codes = entry_codes(&ok(b.update_many(q, batch, at(9)).await, "update_many"));
+    for (place, code) in codes.iter().enumerate() {
+        let expected = failing
+            .iter()
+            .find(|(p, _, _)| *p == place)
+            .map_or("ok", |(_, _, code)| *code);
+        assert_eq!(*code, expected, "entry {place} of a batch of 103");
+    }
+    for (i, item) in claimed.iter().rev().enumerate() {
+        let now = get(b, q, item.key).await;
+        let seen = now.as_ref().map(|n| {
+            let error = n.last_error.as_deref().map(str::to_owned);
+            (n.phase.clone(), n.lease.is_none(), n.updated_at, error)
+        });
+        let expected = match i % 4 {
+            0 => Some((Phase::DONE, true, at(9), None)),
+            1 => Some((Phase::PENDING, true, at(9), None)),
+            2 => Some((Phase::DEAD, true, at(9), Some("HTTP 500".to_owned()))),
+            _ => None,
+        };
+        assert_eq!(seen, expected, "item {} after a batch of 103", item.key);
+        if i % 4 == 1 {
+            let not_before = now.as_ref().map(|n| n.not_before);
+            assert_eq!(not_before, Some(at(60)), "its not-before");
+        }
+        if i % 4 == 2 {
+            let attempts = now.as_ref().and_then(|n| n.metadata.get("attempts"));
+            assert_eq!(attempts.map(String::as_str), Some("3"), "its new metadata");
+        }
+    }
+    failed_entry_changed_nothing(b, q, 5).await;
+    let waiting = must_get(b, q, 109).await;
+    assert_eq!((waiting.phase, waiting.updated_at), (Phase::PENDING, T0));
+    check_counts(b, q, "a batch of 103 of one owner's entries with failures").await;
 }
 
 /// What `update_many` returned survives a reopen (for durable backends).

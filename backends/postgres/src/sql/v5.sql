@@ -1,5 +1,6 @@
 -- hookspool schema, version 5: a claim locks its rows first, then leases them; the index of
--- items by phase leaves out `in_flight` and `done`.
+-- items by phase leaves out `in_flight` and `done`; a large batch of one owner's settles is
+-- one statement (`settle_leased`, at the end).
 --
 -- The claim. Version 4's claim was one statement: `WITH due AS (SELECT … FOR UPDATE SKIP
 -- LOCKED) UPDATE … FROM due`. The server runs it row by row: it locks one due row, writes its
@@ -117,4 +118,57 @@ BEGIN
     SELECT count(*) FROM gone
     $sql$ INTO removed USING g, p_phase, p_before, p_limit;
     RETURN removed;
+END $$;
+
+-- Settles a batch whose every entry expects a lease of `p_owner` (acks, and the delivery
+-- loop's outcomes): one statement, no lock pass. Entry i moves item `p_keys[i]` to
+-- `p_phases[i]` (NULL: removes it), with `p_not_before[i]` (for `pending`; NULL: now),
+-- `p_errors[i]` and `p_metadata[i]` (NULL: kept), if and only if it is leased to `p_owner`
+-- when the row is locked. An item with a lease is in flight, so the counts follow without
+-- reading the rows first. Returns the keys it applied (the caller works out why the others
+-- were not), or NULL for a missing queue. Planned at every call, as the claim is.
+CREATE FUNCTION {schema}.settle_leased(
+    p_queue text, p_owner text, p_keys bigint[], p_phases text[], p_not_before bigint[],
+    p_errors text[], p_metadata json[], p_now bigint
+) RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE
+    g bigint;
+    applied bigint[];
+BEGIN
+    SELECT gen INTO g FROM {schema}.queues WHERE id = p_queue;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    -- Each statement reads the arrays itself: from a shared CTE, the server once joined
+    -- every updated row against all of its entries (`unnest` drives the lookups by key).
+    EXECUTE $sql$
+    WITH moved AS (
+        UPDATE {schema}.items i
+        SET phase = u.phase, lease_owner = NULL, lease_until = NULL, updated_at = $8,
+            not_before = CASE WHEN u.phase = 'pending' THEN coalesce(u.not_before, $8)
+                              ELSE i.not_before END,
+            last_error = coalesce(u.error, i.last_error),
+            metadata = coalesce(u.metadata, i.metadata),
+            ttl_from = CASE WHEN u.phase = 'pending' THEN i.created_at END
+        FROM unnest($3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::json[])
+            AS u(key, phase, not_before, error, metadata)
+        WHERE i.gen = $1 AND i.key = u.key AND u.phase IS NOT NULL AND i.lease_owner = $2
+        RETURNING i.key, i.phase
+    ), removed AS (
+        DELETE FROM {schema}.items i USING unnest($3::bigint[], $4::text[]) AS u(key, phase)
+        WHERE i.gen = $1 AND i.key = u.key AND u.phase IS NULL AND i.lease_owner = $2
+        RETURNING i.key
+    ), counted AS (
+        INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+        SELECT $1, d.phase, {schema}.shard(), sum(d.n)
+        FROM (SELECT phase, 1 AS n FROM moved
+              UNION ALL SELECT 'in_flight', -1 FROM moved
+              UNION ALL SELECT 'in_flight', -1 FROM removed) AS d
+        GROUP BY d.phase HAVING sum(d.n) <> 0 ORDER BY d.phase
+        ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n
+    )
+    SELECT coalesce(array_agg(key), '{}')
+    FROM (SELECT key FROM moved UNION ALL SELECT key FROM removed) AS done
+    $sql$ INTO applied USING g, p_owner, p_keys, p_phases, p_not_before, p_errors, p_metadata, p_now;
+    RETURN applied;
 END $$;
