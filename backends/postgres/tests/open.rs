@@ -4,7 +4,8 @@
 //! `reset` and `delete_queue` answer at once and leave the old rows to the background; a
 //! claim without sync leaves the connection it ran on committing synchronously; each pooled
 //! session counts in a shard of its own; a schema an older hookspool made is upgraded in
-//! place, keeping its items and counts; only queues with a TTL index their items by age,
+//! place, keeping its items and counts (and, from version 4, its leases, with pages of every
+//! phase right after the index by phase is rebuilt); only queues with a TTL index their items by age,
 //! and a queue that gains a TTL catches up the pushes that raced the change.
 
 use std::time::Duration;
@@ -410,6 +411,77 @@ async fn a_schema_from_version_1_is_upgraded_and_keeps_its_items_and_counts() {
         .await
         .expect("sweep");
     assert_eq!(report.expired, 1, "{report:?}");
+}
+
+/// A schema at version 4 holding items in flight and pending is brought to version 5 (the
+/// index by phase rebuilt without `in_flight` and `done`): the leases taken before still
+/// settle, in one statement (a batch of 40) and the general way, and pages of every phase
+/// and the counts agree with what happened.
+#[tokio::test]
+async fn a_schema_from_version_4_is_upgraded_with_its_leases_and_pages() {
+    use hookspool::{Page, Phase};
+
+    let options = testing::options();
+    let schema = options.schema.clone();
+    testing::create_schema_at(&options, 4)
+        .await
+        .expect("a version 4 schema");
+    sql(&format!(
+        "SELECT {schema}.create_queue('q', NULL, 'keep', 0, '{{}}'); \
+         SELECT {schema}.push('q', convert_to(i::text, 'UTF8')) FROM generate_series(1, 50) AS i; \
+         SELECT count(*) FROM {schema}.claim('q', 'w', 45, 9000000000000, {schema}.now_ms());"
+    ))
+    .await;
+
+    let store = Store::new(PostgresBackend::open(options).await.expect("open"));
+    assert_eq!(
+        scalar(&format!(
+            "SELECT max(version)::bigint FROM {schema}.migrations"
+        ))
+        .await,
+        i64::from(SCHEMA_VERSION)
+    );
+    let q = QueueId::new("q").expect("queue id");
+    let page = |phase: Phase| Page::first(100).phase(phase);
+    let keys = |items: Vec<hookspool::Item>| items.iter().map(|i| i.key).collect::<Vec<_>>();
+    let flying = keys(
+        store
+            .fetch_page(&q, page(Phase::IN_FLIGHT))
+            .await
+            .expect("page"),
+    );
+    assert_eq!(flying.len(), 45, "leased under version 4");
+    let (many, few) = flying.split_at(40);
+    for batch in [many, few] {
+        let acked = store.ack_many(&q, batch, "w").await.expect("ack");
+        assert!(acked.iter().all(Result::is_ok), "{acked:?}");
+    }
+    let in_flight = keys(
+        store
+            .fetch_page(&q, page(Phase::IN_FLIGHT))
+            .await
+            .expect("page"),
+    );
+    let done = keys(store.fetch_page(&q, page(Phase::DONE)).await.expect("page"));
+    let pending = keys(
+        store
+            .fetch_page(&q, page(Phase::PENDING))
+            .await
+            .expect("page"),
+    );
+    assert!(in_flight.is_empty(), "{in_flight:?}");
+    assert_eq!(done, flying);
+    assert_eq!(pending.len(), 5);
+    let counts = store.counts(&q).await.expect("counts");
+    assert_eq!(
+        (
+            counts.get(&Phase::DONE),
+            counts.get(&Phase::PENDING),
+            counts.get(&Phase::IN_FLIGHT)
+        ),
+        (45, 5, 0),
+        "{counts:?}"
+    );
 }
 
 /// Whether each item of `queue` carries `ttl_from` (is in the TTL index when pending), by key.
