@@ -350,6 +350,21 @@ async fn each_pooled_session_counts_in_a_shard_of_its_own() {
     assert_eq!(own, 1, "a session that took no shard uses its process id's");
 }
 
+/// Opens the backend on an older schema of `options` and checks that it now has every
+/// migration.
+async fn upgraded(options: PostgresOptions) -> Store<PostgresBackend> {
+    let schema = options.schema.clone();
+    let store = Store::new(PostgresBackend::open(options).await.expect("open"));
+    assert_eq!(
+        scalar(&format!(
+            "SELECT max(version)::bigint FROM {schema}.migrations"
+        ))
+        .await,
+        i64::from(SCHEMA_VERSION)
+    );
+    store
+}
+
 /// A schema at version 1 (process-id shards, of 16) is brought to the current version when
 /// the backend opens: the items and counts written before stay, and new counts add to them.
 #[tokio::test]
@@ -374,14 +389,7 @@ async fn a_schema_from_version_1_is_upgraded_and_keeps_its_items_and_counts() {
     ))
     .await;
 
-    let store = Store::new(PostgresBackend::open(options).await.expect("open"));
-    assert_eq!(
-        scalar(&format!(
-            "SELECT max(version)::bigint FROM {schema}.migrations"
-        ))
-        .await,
-        i64::from(SCHEMA_VERSION)
-    );
+    let store = upgraded(options).await;
     let q = QueueId::new("old").expect("queue id");
     assert_eq!(
         store.count(&q).await.expect("count"),
@@ -433,14 +441,7 @@ async fn a_schema_from_version_4_is_upgraded_with_its_leases_and_pages() {
     ))
     .await;
 
-    let store = Store::new(PostgresBackend::open(options).await.expect("open"));
-    assert_eq!(
-        scalar(&format!(
-            "SELECT max(version)::bigint FROM {schema}.migrations"
-        ))
-        .await,
-        i64::from(SCHEMA_VERSION)
-    );
+    let store = upgraded(options).await;
     let q = QueueId::new("q").expect("queue id");
     let page = |phase: Phase| Page::first(100).phase(phase);
     let keys = |items: Vec<hookspool::Item>| items.iter().map(|i| i.key).collect::<Vec<_>>();
