@@ -187,6 +187,7 @@ impl PostgresBackend {
         })
     }
 }
+
 /// Payloads, metadata and not-before times, as arrays.
 pub(crate) type PushColumns<'a> = (
     Vec<&'a [u8]>,

@@ -25,7 +25,10 @@ impl PostgresBackend {
     /// Settles a batch whose every entry expects a lease of `owner` ([`one_owner`]) with
     /// one statement and no lock pass (`settle_leased` in `v5.sql`). The entries it did not
     /// apply (someone else's lease, no lease, no item) go the general way, which reads them
-    /// and says why.
+    /// and says why. If that second step fails as a whole (the server gone), the call fails
+    /// with the entries the statement applied staying applied, as
+    /// [`hookspool::Backend::update_many`] allows: a settled lease is no longer there to
+    /// settle again.
     pub(super) async fn settle_leased(
         &self,
         queue: &QueueId,
