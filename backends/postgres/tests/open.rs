@@ -5,7 +5,8 @@
 //! claim without sync leaves the connection it ran on committing synchronously; each pooled
 //! session counts in a shard of its own; a schema an older hookspool made is upgraded in
 //! place, keeping its items and counts (and, from version 4, its leases, with pages of every
-//! phase right after the index by phase is rebuilt); only queues with a TTL index their items by age,
+//! phase right after the index by phase is rebuilt); the one-statement settle refuses
+//! arrays of different lengths; only queues with a TTL index their items by age,
 //! and a queue that gains a TTL catches up the pushes that raced the change.
 
 use std::time::Duration;
@@ -483,6 +484,42 @@ async fn a_schema_from_version_4_is_upgraded_with_its_leases_and_pages() {
         (45, 5, 0),
         "{counts:?}"
     );
+}
+
+/// `settle_leased` (the one-statement settle, schema version 5) refuses arrays of different
+/// lengths, which `unnest` would pad with NULL (a NULL phase removes an item): the leased
+/// items stay as they were.
+#[tokio::test]
+async fn settle_leased_refuses_arrays_of_different_lengths() {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    drop(PostgresBackend::open(options).await.expect("open"));
+    sql(&format!(
+        "SELECT {schema}.create_queue('q', NULL, 'keep', 0, '{{}}'); \
+         SELECT {schema}.push('q', 'a'::bytea); SELECT {schema}.push('q', 'b'::bytea); \
+         SELECT count(*) FROM {schema}.claim('q', 'w', 2, 9000000000000, {schema}.now_ms());"
+    ))
+    .await;
+    let client = testing::client().await;
+    let err = client
+        .query_one(
+            &format!(
+                "SELECT {schema}.settle_leased('q', 'w', ARRAY[1, 2]::bigint[], \
+                 ARRAY['done']::text[], ARRAY[NULL, NULL]::bigint[], \
+                 ARRAY[NULL, NULL]::text[], ARRAY[NULL, NULL]::json[], 1)"
+            ),
+            &[],
+        )
+        .await
+        .expect_err("arrays of different lengths");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "22023");
+    assert!(db.message().contains("one length"), "{}", db.message());
+    let in_flight = scalar(&format!(
+        "SELECT count(*) FROM {schema}.items WHERE phase = 'in_flight'"
+    ))
+    .await;
+    assert_eq!(in_flight, 2, "nothing settled, nothing removed");
 }
 
 /// Whether each item of `queue` carries `ttl_from` (is in the TTL index when pending), by key.

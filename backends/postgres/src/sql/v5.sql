@@ -128,7 +128,9 @@ END $$;
 -- `p_errors[i]` and `p_metadata[i]` (NULL: kept), if and only if it is leased to `p_owner`
 -- when the row is locked. An item with a lease is in flight, so the counts follow without
 -- reading the rows first. Returns the keys it applied (the caller works out why the others
--- were not), or NULL for a missing queue. Planned at every call, as the claim is.
+-- were not), or NULL for a missing queue. Planned at every call, as the claim is. Arrays of
+-- different lengths are refused: `unnest` would pad the short ones with NULL, and a NULL
+-- phase means a removal.
 CREATE FUNCTION {schema}.settle_leased(
     p_queue text, p_owner text, p_keys bigint[], p_phases text[], p_not_before bigint[],
     p_errors text[], p_metadata json[], p_now bigint
@@ -137,6 +139,15 @@ DECLARE
     g bigint;
     applied bigint[];
 BEGIN
+    IF p_keys IS NULL OR p_phases IS NULL OR p_not_before IS NULL OR p_errors IS NULL
+       OR p_metadata IS NULL
+       OR cardinality(p_phases) <> cardinality(p_keys)
+       OR cardinality(p_not_before) <> cardinality(p_keys)
+       OR cardinality(p_errors) <> cardinality(p_keys)
+       OR cardinality(p_metadata) <> cardinality(p_keys) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE =
+            'invalid input: settle_leased takes five arrays of one length';
+    END IF;
     SELECT gen INTO g FROM {schema}.queues WHERE id = p_queue;
     IF NOT FOUND THEN
         RETURN NULL;
