@@ -1,18 +1,27 @@
-//! Soak: the `hookspool serve` daemon (journal) delivering a steady stream of webhooks for a
-//! long time with a short retention, to show that memory, disk and open files stay flat.
+//! Soak: the `hookspool serve` daemon delivering a steady stream of webhooks for a long time
+//! with a short retention, to show that memory, disk and open files stay flat.
 //!
 //! Publishing clients on 127.0.0.1 send `POST /events` at a steady total rate (each event
 //! reaches one subscription: a local receiver that answers 204), and the daemon keeps done
 //! and dead deliveries for `SOAK_RETAIN` (1m). Every `SOAK_SAMPLE_SECS` (10 s) it samples
-//! the daemon's resident memory (VmRSS), the data directory's size and the daemon's open
+//! the daemon's resident memory (VmRSS), the size of what it stores and the daemon's open
 //! file descriptors, with what was published, delivered and is still held. At the end each
 //! series' mean over the last 2 minutes is compared with its mean over the 2 minutes after
 //! `SOAK_WARMUP_SECS` (300 s): flat means within ±10 % (and the run fails otherwise).
 //!
+//! `SOAK_BACKEND` picks the store:
+//! - `journal` (the default): the size is the data directory's;
+//! - `postgres`: the daemon runs `--backend postgres` on a throwaway PostgreSQL server
+//!   (`TestServer::start`, autovacuum as the server's defaults have it), and the size is
+//!   that of the daemon's schema: every table with its indexes and TOAST. Each sample also
+//!   shows the `items` table and its indexes apart, its dead rows (as the server's
+//!   statistics last counted them) and the server's WAL directory, which are not checked.
+//!
 //! `cargo bench -p hookspool-benches --bench soak` runs 30 minutes at 2,000 events/s:
 //! `SOAK_SECS` (1800), `SOAK_RATE` (2000), `SOAK_CLIENTS` (16). It builds the release
 //! binary first unless `HOOKSPOOL_BIN` names one. As a smoke run (`cargo test --benches`)
-//! it runs 4 s at 200/s with 1 s samples and checks nothing but that it works.
+//! it runs each backend for 4 s at 200/s with 1 s samples and checks nothing but that it
+//! works.
 // Counts and sizes stay far below 2^52, where f64 would start rounding them.
 #![allow(clippy::cast_precision_loss)]
 
@@ -29,6 +38,7 @@ use common::daemon::{
     Daemon, EVENT, PATTERN, Receiver, client, daemon_binary, event_payload, request,
 };
 use common::{BenchResult, Settings, data_root, scratch};
+use hookspool_postgres::testing::TestServer;
 
 /// The daemon's retention of done and dead deliveries.
 const RETAIN: &str = "1m";
@@ -44,26 +54,96 @@ type Series = fn(&Sample) -> f64;
 struct Sample {
     secs: f64,
     rss_mib: f64,
-    disk_mib: f64,
+    /// What the daemon stores: its data directory, or its PostgreSQL schema.
+    stored_mib: f64,
     fds: f64,
     published: u64,
     delivered: u64,
     held: u64,
+    /// PostgreSQL only: the `items` table, its indexes, its dead rows and the server's WAL.
+    pg: Option<PgDetail>,
+}
+
+struct PgDetail {
+    items_mib: f64,
+    indexes_mib: f64,
+    dead_rows: i64,
+    wal_mib: f64,
+}
+
+/// The store the daemon soaks on.
+#[derive(Clone, Copy, PartialEq)]
+enum Backend {
+    Journal,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Journal => "journal",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Where the size of what the daemon stores is read.
+enum Stored {
+    Dir(std::path::PathBuf),
+    Schema {
+        client: tokio_postgres::Client,
+        schema: &'static str,
+    },
+}
+
+/// The daemon's schema on the PostgreSQL server.
+const SCHEMA: &str = "soak";
+
+struct Plan {
+    secs: usize,
+    rate: usize,
+    clients: usize,
+    sample_every: Duration,
 }
 
 fn main() -> BenchResult<()> {
     let settings = Settings::from_env()?;
-    let secs = settings.count("SOAK_SECS", 1_800, 4)?;
-    let rate = settings.count("SOAK_RATE", 2_000, 200)?;
-    let clients = settings.count("SOAK_CLIENTS", 16, 2)?;
-    let sample_every = Duration::from_secs(settings.count("SOAK_SAMPLE_SECS", 10, 1)? as u64);
+    let plan = Plan {
+        secs: settings.count("SOAK_SECS", 1_800, 4)?,
+        rate: settings.count("SOAK_RATE", 2_000, 200)?,
+        clients: settings.count("SOAK_CLIENTS", 16, 2)?,
+        sample_every: Duration::from_secs(settings.count("SOAK_SAMPLE_SECS", 10, 1)? as u64),
+    };
     let warmup = settings.count("SOAK_WARMUP_SECS", 300, 2)? as f64;
-    let (root, fs_desc) = data_root(env!("CARGO_TARGET_TMPDIR"))?;
+    let backends = match std::env::var("SOAK_BACKEND").as_deref() {
+        Ok("journal") => vec![Backend::Journal],
+        Ok("postgres") => vec![Backend::Postgres],
+        Ok(other) => {
+            return Err(format!("SOAK_BACKEND={other:?}: use `journal` or `postgres`").into());
+        }
+        Err(_) if settings.smoke => vec![Backend::Journal, Backend::Postgres],
+        Err(_) => vec![Backend::Journal],
+    };
     let bin = daemon_binary(settings.smoke)?;
+    for backend in backends {
+        soak(&bin, backend, &plan, warmup, settings.smoke)?;
+    }
+    Ok(())
+}
+
+/// One soak of the daemon on `backend`.
+fn soak(bin: &Path, backend: Backend, plan: &Plan, warmup: f64, smoke: bool) -> BenchResult<()> {
+    let (root, fs_desc) = data_root(env!("CARGO_TARGET_TMPDIR"))?;
     let dir = scratch(&root, "soak")?;
+    let server = (backend == Backend::Postgres).then(TestServer::start);
     println!(
-        "soak: {secs} s at {rate} events/s from {clients} clients, retention {RETAIN}, \
-         sampled every {sample_every:?}; data on {fs_desc}"
+        "soak ({}): {} s at {} events/s from {} clients, retention {RETAIN}, sampled every \
+         {:?}; data on {fs_desc}",
+        backend.name(),
+        plan.secs,
+        plan.rate,
+        plan.clients,
+        plan.sample_every
     );
     let receiver = Receiver::start()?;
     let retain = [
@@ -72,43 +152,59 @@ fn main() -> BenchResult<()> {
         "--retain-deliveries-dead",
         RETAIN,
     ];
-    let daemon = Daemon::start(&bin, dir.path(), "soak", &[], &retain)?;
-    let data = dir.path().join("soak-data");
+    let daemon = match &server {
+        None => Daemon::start(bin, dir.path(), "soak", &[], &retain)?,
+        Some(server) => {
+            let mut serve = vec!["--backend", "postgres"];
+            serve.extend(retain);
+            Daemon::start(
+                bin,
+                dir.path(),
+                "soak",
+                &["--database-url", server.url(), "--database-schema", SCHEMA],
+                &serve,
+            )?
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let samples = rt.block_on(run(
-        &daemon,
-        &receiver,
-        &data,
-        secs,
-        rate,
-        clients,
-        sample_every,
-    ))?;
+    let samples = rt.block_on(async {
+        let stored = match &server {
+            None => Stored::Dir(dir.path().join("soak-data")),
+            Some(server) => Stored::Schema {
+                client: common::pg::connect(server.url()).await?,
+                schema: SCHEMA,
+            },
+        };
+        run(&daemon, &receiver, &stored, plan).await
+    })?;
     let warnings = daemon.log_warnings();
     daemon.stop()?;
     print_samples(&samples);
     if warnings > 0 {
         return Err(format!("the daemon logged {warnings} warnings or errors").into());
     }
-    if !settings.smoke {
+    if !smoke {
         check_flat(&samples, warmup)?;
     }
     Ok(())
 }
 
-/// Publishes at `rate` for `secs` while sampling; returns the samples.
+/// Publishes at `plan.rate` for `plan.secs` while sampling; returns the samples.
 async fn run(
     daemon: &Daemon,
     receiver: &Receiver,
-    data: &Path,
-    secs: usize,
-    rate: usize,
-    clients: usize,
-    sample_every: Duration,
+    stored: &Stored,
+    plan: &Plan,
 ) -> BenchResult<Vec<Sample>> {
+    let Plan {
+        secs,
+        rate,
+        clients,
+        sample_every,
+    } = *plan;
     let base = daemon.base();
     let setup = client()?;
     let sub = serde_json::json!({
@@ -146,13 +242,19 @@ async fn run(
     while Instant::now() < end {
         next += sample_every;
         tokio::time::sleep_until(next.into()).await;
-        let sample = sample(daemon, receiver, data, &setup, start, &published).await?;
+        let sample = sample(daemon, receiver, stored, &setup, start, &published).await?;
+        let pg = sample.pg.as_ref().map_or_else(String::new, |d| {
+            format!(
+                "  (items {:.1} + indexes {:.1} MiB, {} dead rows; WAL {:.0} MiB)",
+                d.items_mib, d.indexes_mib, d.dead_rows, d.wal_mib
+            )
+        });
         println!(
-            "{:>6.0} s  rss {:>7.1} MiB  disk {:>7.1} MiB  fds {:>4.0}  published {:>9}  \
-             delivered {:>9}  held {:>8}",
+            "{:>6.0} s  rss {:>7.1} MiB  stored {:>7.1} MiB  fds {:>4.0}  published {:>9}  \
+             delivered {:>9}  held {:>8}{pg}",
             sample.secs,
             sample.rss_mib,
-            sample.disk_mib,
+            sample.stored_mib,
             sample.fds,
             sample.published,
             sample.delivered,
@@ -169,7 +271,7 @@ async fn run(
 async fn sample(
     daemon: &Daemon,
     receiver: &Receiver,
-    data: &Path,
+    stored: &Stored,
     http: &reqwest::Client,
     start: Instant,
     published: &AtomicU64,
@@ -193,15 +295,55 @@ async fn sample(
         .bytes()
         .await?;
     let counts: Value = serde_json::from_slice(&answer)?;
+    let (stored_bytes, pg) = match stored {
+        Stored::Dir(dir) => (dir_bytes(dir)?, None),
+        Stored::Schema { client, schema } => {
+            let (bytes, detail) = schema_bytes(client, schema).await?;
+            (bytes, Some(detail))
+        }
+    };
     Ok(Sample {
         secs: start.elapsed().as_secs_f64(),
         rss_mib: rss_kib / 1024.0,
-        disk_mib: dir_bytes(data)? as f64 / (1024.0 * 1024.0),
+        stored_mib: stored_bytes as f64 / MIB,
         fds: fds as f64,
         published: published.load(Ordering::Relaxed),
         delivered: receiver.distinct() as u64,
         held: counts["total"].as_u64().unwrap_or(0),
+        pg,
     })
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Bytes of every table of `schema` with its indexes and TOAST, and the detail of `items`.
+async fn schema_bytes(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> BenchResult<(u64, PgDetail)> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                     FROM pg_class c WHERE c.relnamespace = $1::text::regnamespace
+                       AND c.relkind IN ('r', 'p', 'm')),
+                    pg_relation_size(format('%I.items', $1::text)::regclass),
+                    pg_indexes_size(format('%I.items', $1::text)::regclass),
+                    (SELECT n_dead_tup FROM pg_stat_user_tables
+                     WHERE relid = format('%I.items', $1::text)::regclass),
+                    (SELECT coalesce(sum(size), 0)::bigint FROM pg_ls_waldir())",
+            &[&schema],
+        )
+        .await?;
+    let mib = |i: usize| row.get::<_, i64>(i) as f64 / MIB;
+    Ok((
+        u64::try_from(row.get::<_, i64>(0))?,
+        PgDetail {
+            items_mib: mib(1),
+            indexes_mib: mib(2),
+            dead_rows: row.get::<_, Option<i64>>(3).unwrap_or(0),
+            wal_mib: mib(4),
+        },
+    ))
 }
 
 /// Bytes the files of `dir` take on disk (allocated blocks, as `du` counts them).
@@ -217,17 +359,40 @@ fn dir_bytes(dir: &Path) -> BenchResult<u64> {
 
 fn print_samples(samples: &[Sample]) {
     println!();
-    println!("| minute | daemon RSS (MiB) | data dir (MiB) | open fds | delivered | held |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    let pg = samples.iter().any(|s| s.pg.is_some());
+    if pg {
+        println!(
+            "| minute | daemon RSS (MiB) | schema (MiB) | items + indexes (MiB) | dead rows \
+             | WAL (MiB) | open fds | delivered | held |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    } else {
+        println!("| minute | daemon RSS (MiB) | data dir (MiB) | open fds | delivered | held |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+    }
     let mut last_minute = None;
     for s in samples {
         let minute = Duration::from_secs_f64(s.secs).as_secs() / 60;
         if last_minute != Some(minute) {
             last_minute = Some(minute);
-            println!(
-                "| {minute} | {:.1} | {:.1} | {:.0} | {} | {} |",
-                s.rss_mib, s.disk_mib, s.fds, s.delivered, s.held
-            );
+            match &s.pg {
+                Some(d) => println!(
+                    "| {minute} | {:.1} | {:.1} | {:.1} + {:.1} | {} | {:.0} | {:.0} | {} | {} |",
+                    s.rss_mib,
+                    s.stored_mib,
+                    d.items_mib,
+                    d.indexes_mib,
+                    d.dead_rows,
+                    d.wal_mib,
+                    s.fds,
+                    s.delivered,
+                    s.held
+                ),
+                None => println!(
+                    "| {minute} | {:.1} | {:.1} | {:.0} | {} | {} |",
+                    s.rss_mib, s.stored_mib, s.fds, s.delivered, s.held
+                ),
+            }
         }
     }
 }
@@ -251,7 +416,7 @@ fn check_flat(samples: &[Sample], warmup: f64) -> BenchResult<()> {
     };
     let series: [(&str, Series); 3] = [
         ("RSS (MiB)", |s| s.rss_mib),
-        ("data dir (MiB)", |s| s.disk_mib),
+        ("stored (MiB)", |s| s.stored_mib),
         ("open fds", |s| s.fds),
     ];
     let mut failed = Vec::new();
