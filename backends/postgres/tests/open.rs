@@ -5,7 +5,8 @@
 //! claim without sync leaves the connection it ran on committing synchronously; each pooled
 //! session counts in a shard of its own; a schema an older hookspool made is upgraded in
 //! place, keeping its items and counts (and, from version 4, its leases, with pages of every
-//! phase right after the index by phase is rebuilt); the one-statement settle refuses
+//! phase right after the index by phase is rebuilt, and readers going on while it is
+//! built); the one-statement settle refuses
 //! arrays of different lengths; only queues with a TTL index their items by age,
 //! and a queue that gains a TTL catches up the pushes that raced the change.
 
@@ -366,6 +367,18 @@ async fn upgraded(options: PostgresOptions) -> Store<PostgresBackend> {
     store
 }
 
+/// A schema at version 4 (as that version's SQL made it) with a queue `q`, then `setup`.
+async fn version_4_with_queue_q(options: &PostgresOptions, setup: &str) {
+    testing::create_schema_at(options, 4)
+        .await
+        .expect("a version 4 schema");
+    let schema = &options.schema;
+    sql(&format!(
+        "SELECT {schema}.create_queue('q', NULL, 'keep', 0, '{{}}'); {setup}"
+    ))
+    .await;
+}
+
 /// A schema at version 1 (process-id shards, of 16) is brought to the current version when
 /// the backend opens: the items and counts written before stay, and new counts add to them.
 #[tokio::test]
@@ -432,14 +445,13 @@ async fn a_schema_from_version_4_is_upgraded_with_its_leases_and_pages() {
 
     let options = testing::options();
     let schema = options.schema.clone();
-    testing::create_schema_at(&options, 4)
-        .await
-        .expect("a version 4 schema");
-    sql(&format!(
-        "SELECT {schema}.create_queue('q', NULL, 'keep', 0, '{{}}'); \
-         SELECT {schema}.push('q', convert_to(i::text, 'UTF8')) FROM generate_series(1, 50) AS i; \
-         SELECT count(*) FROM {schema}.claim('q', 'w', 45, 9000000000000, {schema}.now_ms());"
-    ))
+    version_4_with_queue_q(
+        &options,
+        &format!(
+            "SELECT {schema}.push('q', convert_to(i::text, 'UTF8')) FROM generate_series(1, 50) AS i; \
+             SELECT count(*) FROM {schema}.claim('q', 'w', 45, 9000000000000, {schema}.now_ms());"
+        ),
+    )
     .await;
 
     let store = upgraded(options).await;
@@ -484,6 +496,81 @@ async fn a_schema_from_version_4_is_upgraded_with_its_leases_and_pages() {
         (45, 5, 0),
         "{counts:?}"
     );
+}
+
+/// The upgrade to version 5 rebuilds the index by phase without stopping readers. A writer
+/// holds the items table, so the migration waits to build the new index; meanwhile a read of
+/// the table goes through (it would wait behind the migration if the old index were dropped
+/// before the new one is built). Once the writer commits, the upgrade completes with one
+/// index by phase, the new one.
+#[tokio::test]
+async fn the_upgrade_to_version_5_lets_readers_through_while_its_index_waits_to_be_built() {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    version_4_with_queue_q(
+        &options,
+        &format!("SELECT {schema}.push('q', 'a'::bytea) FROM generate_series(1, 5);"),
+    )
+    .await;
+    let writer = testing::client().await;
+    writer
+        .batch_execute(&format!(
+            "BEGIN; UPDATE {schema}.items SET updated_at = updated_at + 1 \
+             WHERE key = (SELECT min(key) FROM {schema}.items)"
+        ))
+        .await
+        .expect("a writer's open transaction");
+    let opening = tokio::spawn(PostgresBackend::open(options));
+    let waiting = format!(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted \
+         AND relation = '{schema}.items'::regclass"
+    );
+    let mut polls = 0;
+    while scalar(&waiting).await == 0 {
+        polls += 1;
+        assert!(polls < 1_000, "the migration never waited for the writer");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reader = testing::client().await;
+    reader
+        .batch_execute("SET lock_timeout = '5s'")
+        .await
+        .expect("set lock_timeout");
+    let read: i64 = reader
+        .query_one(&format!("SELECT count(*) FROM {schema}.items"), &[])
+        .await
+        .expect("a read while the migration waits to build its index")
+        .get(0);
+    assert_eq!(read, 5);
+    assert!(!opening.is_finished(), "the migration did not wait");
+    writer.batch_execute("COMMIT").await.expect("commit");
+    let store = Store::new(opening.await.expect("join").expect("open"));
+    assert_eq!(
+        scalar(&format!(
+            "SELECT max(version)::bigint FROM {schema}.migrations"
+        ))
+        .await,
+        i64::from(SCHEMA_VERSION)
+    );
+    let client = testing::client().await;
+    let indexes: Vec<String> = client
+        .query(
+            "SELECT indexdef FROM pg_indexes WHERE schemaname = $1 \
+             AND indexname LIKE 'items_by_phase%'",
+            &[&schema],
+        )
+        .await
+        .expect("indexes")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(indexes.len(), 1, "{indexes:?}");
+    assert!(
+        indexes[0].contains("items_by_phase ON") && indexes[0].contains("in_flight"),
+        "{indexes:?}"
+    );
+    let q = QueueId::new("q").expect("queue id");
+    assert_eq!(store.count(&q).await.expect("count"), 5);
 }
 
 /// `settle_leased` (the one-statement settle, schema version 5) refuses arrays of different

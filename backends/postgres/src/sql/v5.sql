@@ -1,6 +1,6 @@
 -- hookspool schema, version 5: a claim locks its rows first, then leases them; the index of
 -- items by phase leaves out `in_flight` and `done`; a large batch of one owner's settles is
--- one statement (`settle_leased`, at the end).
+-- one statement (`settle_leased`, near the end).
 --
 -- The claim. Version 4's claim was one statement: `WITH due AS (SELECT … FOR UPDATE SKIP
 -- LOCKED) UPDATE … FROM due`. The server runs it row by row: it locks one due row, writes its
@@ -34,7 +34,9 @@
 -- locks them by key alone, checks the phase of what it locked, and deletes those.
 --
 -- Upgrading: building the new index reads the items table once, and holds its writers
--- meanwhile (as version 3 did).
+-- meanwhile (as version 3 did). Readers go on: the new index is built under a name of its
+-- own (a build locks the table against writes only), and the old one is dropped last (a
+-- drop locks the table against everything), just before the migration commits.
 
 CREATE OR REPLACE FUNCTION {schema}.claim(
     p_queue text, p_owner text, p_limit integer, p_until bigint, p_now bigint
@@ -77,11 +79,6 @@ BEGIN
         ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n;
     END IF;
 END $$;
-
-DROP INDEX {schema}.items_by_phase;
--- Pages of one phase, by key, for the phases other than `in_flight` and `done` (see above).
-CREATE INDEX items_by_phase ON {schema}.items (gen, phase, key)
-    WHERE phase NOT IN ('in_flight', 'done');
 
 -- Retention's step, as in version 4 (see there), with the chosen rows locked and deleted by
 -- key alone: the phase of each locked row is checked after the lock (a row moved out of the
@@ -185,3 +182,10 @@ BEGIN
     $sql$ INTO applied USING g, p_owner, p_keys, p_phases, p_not_before, p_errors, p_metadata, p_now;
     RETURN applied;
 END $$;
+
+-- Pages of one phase, by key, for the phases other than `in_flight` and `done` (see above):
+-- built first, then put in the old index's place (see "Upgrading" above).
+CREATE INDEX items_by_phase_v5 ON {schema}.items (gen, phase, key)
+    WHERE phase NOT IN ('in_flight', 'done');
+DROP INDEX {schema}.items_by_phase;
+ALTER INDEX {schema}.items_by_phase_v5 RENAME TO items_by_phase;
