@@ -16,6 +16,8 @@
 //!   that of the daemon's schema: every table with its indexes and TOAST. Each sample also
 //!   shows the `items` table and its indexes apart, its dead rows (as the server's
 //!   statistics last counted them) and the server's WAL directory, which are not checked.
+//!   `SOAK_PG_HOLD=FROM-TO` has a session hold one snapshot open from second FROM to second
+//!   TO of the run, as an application's forgotten transaction would.
 //!
 //! `cargo bench -p hookspool-benches --bench soak` runs 30 minutes at 2,000 events/s:
 //! `SOAK_SECS` (1800), `SOAK_RATE` (2000), `SOAK_CLIENTS` (16). It builds the release
@@ -104,6 +106,27 @@ struct Plan {
     rate: usize,
     clients: usize,
     sample_every: Duration,
+    /// PostgreSQL only: from and to which second of the run a session holds a snapshot open.
+    hold: Option<(u64, u64)>,
+}
+
+/// `SOAK_PG_HOLD=FROM-TO`: seconds of the run between which a session on the server holds
+/// one snapshot open (a `REPEATABLE READ` transaction that read something), as a forgotten
+/// transaction of an application would: vacuum can free no row that died meanwhile.
+fn hold_from_env() -> BenchResult<Option<(u64, u64)>> {
+    let Ok(text) = std::env::var("SOAK_PG_HOLD") else {
+        return Ok(None);
+    };
+    let bad = || format!("SOAK_PG_HOLD={text:?}: give FROM-TO in seconds of the run, FROM < TO");
+    let (from, to) = text.split_once('-').ok_or_else(bad)?;
+    let (from, to): (u64, u64) = (
+        from.trim().parse().map_err(|_| bad())?,
+        to.trim().parse().map_err(|_| bad())?,
+    );
+    if from >= to {
+        return Err(bad().into());
+    }
+    Ok(Some((from, to)))
 }
 
 fn main() -> BenchResult<()> {
@@ -113,6 +136,7 @@ fn main() -> BenchResult<()> {
         rate: settings.count("SOAK_RATE", 2_000, 200)?,
         clients: settings.count("SOAK_CLIENTS", 16, 2)?,
         sample_every: Duration::from_secs(settings.count("SOAK_SAMPLE_SECS", 10, 1)? as u64),
+        hold: hold_from_env()?,
     };
     let warmup = settings.count("SOAK_WARMUP_SECS", 300, 2)? as f64;
     let backends = match std::env::var("SOAK_BACKEND").as_deref() {
@@ -178,7 +202,18 @@ fn soak(bin: &Path, backend: Backend, plan: &Plan, warmup: f64, smoke: bool) -> 
                 schema: SCHEMA,
             },
         };
-        run(&daemon, &receiver, &stored, plan).await
+        let holding = match (&server, plan.hold) {
+            (Some(server), Some((from, to))) => {
+                let session = common::pg::connect(server.url()).await?;
+                Some(tokio::spawn(hold_snapshot(session, from, to)))
+            }
+            _ => None,
+        };
+        let samples = run(&daemon, &receiver, &stored, plan).await?;
+        if let Some(holding) = holding {
+            holding.await??;
+        }
+        Ok::<_, common::BoxError>(samples)
     })?;
     let warnings = daemon.log_warnings();
     daemon.stop()?;
@@ -189,6 +224,22 @@ fn soak(bin: &Path, backend: Backend, plan: &Plan, warmup: f64, smoke: bool) -> 
     if !smoke {
         check_flat(&samples, warmup)?;
     }
+    Ok(())
+}
+
+/// Holds one snapshot open on `session` from second `from` of the run to second `to`.
+async fn hold_snapshot(session: tokio_postgres::Client, from: u64, to: u64) -> BenchResult<()> {
+    let start = tokio::time::Instant::now();
+    tokio::time::sleep_until(start + Duration::from_secs(from)).await;
+    session
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM {SCHEMA}.queues"
+        ))
+        .await?;
+    println!("{from:>6} s  a session holds a snapshot open (until {to} s)");
+    tokio::time::sleep_until(start + Duration::from_secs(to)).await;
+    session.batch_execute("COMMIT").await?;
+    println!("{to:>6} s  the session's snapshot is released");
     Ok(())
 }
 
@@ -204,6 +255,7 @@ async fn run(
         rate,
         clients,
         sample_every,
+        hold: _,
     } = *plan;
     let base = daemon.base();
     let setup = client()?;
