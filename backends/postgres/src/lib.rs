@@ -60,6 +60,11 @@
 //!   16 by default), TLS through rustls when `sslmode` asks for it. A server that cannot be
 //!   reached gives [`hookspool::Error::Unavailable`] (503 over HTTP), and the pool reconnects
 //!   by itself when it is back.
+//! - **Old snapshots.** A session that holds a snapshot open stops vacuum from freeing the
+//!   rows that died since, and claims slow down (see the README's PostgreSQL soak). Every
+//!   backend looks for one every 30 s and logs a warning naming it (process id, application,
+//!   state) once it is a minute old; [`PostgresBackend::oldest_snapshot`] answers on demand
+//!   with an [`OldSnapshot`].
 //!
 //! **It is not** a way to share a journal or sled directory: this backend keeps everything
 //! in the database.
@@ -93,10 +98,10 @@
 //! # Modules
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
-//! [`OpenError`] and [`ServerError`]; inside: `schema` (migrations and the server checks),
+//! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the server checks),
 //! `sql/v1.sql` (tables, triggers, functions), `sql` (the statements), `backend`, `outbox`,
 //! `combine` (group commit of small pushes), `notify` (notices across processes), `trash` (deleting thrown-away generations),
-//! `connect` (TLS and the pool).
+//! `snapshots` (the oldest snapshot on the server), `connect` (TLS and the pool).
 
 mod backend;
 mod combine;
@@ -109,6 +114,7 @@ mod options;
 mod outbox;
 mod rows;
 mod schema;
+mod snapshots;
 mod sql;
 mod trash;
 
@@ -119,3 +125,4 @@ pub use backend::PostgresBackend;
 pub use error::{OpenError, ServerError};
 pub use options::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresOptions, redact};
 pub use schema::SCHEMA_VERSION;
+pub use snapshots::OldSnapshot;

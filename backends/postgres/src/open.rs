@@ -69,6 +69,7 @@ impl PostgresBackend {
             changes.clone(),
             stop.subscribe(),
         ));
+        tokio::spawn(crate::snapshots::watch(pool.clone(), stop.subscribe()));
         tokio::spawn(trash::clean(
             trash::Cleaner {
                 pool: pool.clone(),

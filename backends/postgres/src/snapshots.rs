@@ -1,0 +1,104 @@
+//! The oldest snapshot on the server. While a session holds a snapshot open (a forgotten
+//! transaction, a long report), vacuum can free no row version that died after it was
+//! taken: the items table and its indexes grow, and every claim reads again the dead
+//! entries of what was claimed since, so deliveries slow down to a fraction of their rate
+//! (the README's PostgreSQL soak measures it). Nothing in hookspool can end such a session;
+//! it can say which one it is. Every backend checks every [`CHECK_EVERY`] and logs a warning
+//! naming the session when its snapshot is older than [`OLD`];
+//! [`PostgresBackend::oldest_snapshot`] answers the same question on demand.
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
+
+use crate::PostgresBackend;
+
+/// How often a backend looks for an old snapshot.
+const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// The age from which a snapshot is reported in the log.
+const OLD: Duration = Duration::from_mins(1);
+
+/// The session of this database holding the oldest snapshot, and for how long its
+/// transaction (or, outside one, its statement) has run.
+const OLDEST: &str = "\
+SELECT pid, coalesce(application_name, ''), coalesce(state, ''),
+       extract(epoch FROM now() - coalesce(xact_start, query_start))::float8
+FROM pg_stat_activity
+WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()
+  AND coalesce(xact_start, query_start) <= now() - make_interval(secs => $1)
+ORDER BY coalesce(xact_start, query_start)
+LIMIT 1";
+
+/// A session that holds a snapshot open: vacuum frees no row version that died after it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OldSnapshot {
+    /// The server process of the session (`pg_terminate_backend` takes it).
+    pub pid: i32,
+    /// The session's `application_name` (empty when it set none).
+    pub application: String,
+    /// Its state: `idle in transaction` for a transaction left open, `active` for a long
+    /// statement.
+    pub state: String,
+    /// How long its transaction (or, outside one, its statement) has run.
+    pub open_for: Duration,
+}
+
+impl PostgresBackend {
+    /// The session of this database holding the oldest snapshot, if it has held it for at
+    /// least `older_than`. Sessions of other roles are seen only by a role the server lets
+    /// read them (a superuser, or a member of `pg_read_all_stats`).
+    ///
+    /// # Errors
+    /// [`hookspool::Error::Unavailable`] when the server cannot be reached or refuses the
+    /// query.
+    pub async fn oldest_snapshot(
+        &self,
+        older_than: Duration,
+    ) -> hookspool::Result<Option<OldSnapshot>> {
+        oldest(&self.inner.pool, older_than)
+            .await
+            .map_err(|e| hookspool::Error::Unavailable {
+                backend: "postgres",
+                source: format!("looking for the oldest snapshot: {e}").into(),
+            })
+    }
+}
+
+async fn oldest(pool: &Pool, older_than: Duration) -> Result<Option<OldSnapshot>, String> {
+    let conn = pool.get().await.map_err(|e| e.to_string())?;
+    let row = conn
+        .query_opt(OLDEST, &[&older_than.as_secs_f64()])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(row.map(|r| OldSnapshot {
+        pid: r.get(0),
+        application: r.get(1),
+        state: r.get(2),
+        open_for: Duration::try_from_secs_f64(r.get::<_, f64>(3).max(0.0)).unwrap_or_default(),
+    }))
+}
+
+/// Logs a warning whenever a check finds a snapshot older than [`OLD`], until `stop` closes.
+pub(crate) async fn watch(pool: Pool, mut stop: watch::Receiver<()>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CHECK_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        match oldest(&pool, OLD).await {
+            Ok(Some(s)) => tracing::warn!(
+                pid = s.pid,
+                application = %s.application,
+                state = %s.state,
+                open_for_secs = s.open_for.as_secs(),
+                "a session has held a snapshot open for {} s: vacuum cannot free the rows that \
+                 died since, so the items table grows and claims slow down; end it, or set \
+                 idle_in_transaction_session_timeout",
+                s.open_for.as_secs()
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "could not look for an old snapshot"),
+        }
+    }
+}
