@@ -185,6 +185,15 @@ impl Daemon {
         lines.len()
     }
 
+    /// How many lines of the daemon's log so far contain `needle`.
+    pub fn log_lines_containing(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
     /// Sends SIGTERM and waits for the exit, which must be 0 (graceful shutdown).
     pub fn stop(mut self) -> BenchResult<()> {
         let kill = Command::new("kill")

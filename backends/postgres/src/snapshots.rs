@@ -65,12 +65,16 @@ impl PostgresBackend {
     }
 }
 
+/// The longest age asked of the server: a longer one (which `make_interval` would refuse as
+/// out of range) can match no session either.
+const LONGEST: Duration = Duration::from_hours(100 * 365 * 24);
+
 async fn oldest(pool: &Pool, older_than: Duration) -> Result<Option<OldSnapshot>, String> {
     let conn = pool.get().await.map_err(|e| e.to_string())?;
     let row = conn
-        .query_opt(OLDEST, &[&older_than.as_secs_f64()])
+        .query_opt(OLDEST, &[&older_than.min(LONGEST).as_secs_f64()])
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::ServerError::from(e).to_string())?;
     Ok(row.map(|r| OldSnapshot {
         pid: r.get(0),
         application: r.get(1),

@@ -1,5 +1,6 @@
 //! The oldest snapshot on the server: a session that holds one open is found and named
-//! (its process id, application and state); once it ends, it is not.
+//! (its process id, application and state); once it ends, it is not. Any age is a valid
+//! question, the longest too.
 
 use std::time::Duration;
 
@@ -40,6 +41,13 @@ async fn a_session_holding_a_snapshot_open_is_named_until_it_ends() {
             .expect("oldest snapshot")
             .is_none(),
         "a snapshot of less than an hour reported as older"
+    );
+    assert!(
+        backend
+            .oldest_snapshot(Duration::MAX)
+            .await
+            .expect("the longest age is a question too")
+            .is_none()
     );
 
     holder.batch_execute("COMMIT").await.expect("commit");
