@@ -78,7 +78,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
 /// the arrays, the sort and the aggregate, which cost a push of one item 11–17% of
 /// its time on the server. `$1` queue, `$2` payload, `$3` metadata, `$4` not-before (NULL:
 /// now), `$5` now. Returns the key, or no row for a missing queue.
-const PUSH_ONE: &str = "\
+pub(crate) const PUSH_ONE: &str = "\
 WITH ins AS (
     INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload,
                                 ttl_from)

@@ -5,7 +5,8 @@
 //! that dir) with `fsync` on. A watchdog process stops it and deletes the dir when the test
 //! process ends, however it ends. [`TestServer::start`] starts one of your own (to stop and
 //! restart it); it is stopped when dropped. [`options`] gives each caller a schema of its
-//! own on the shared server.
+//! own on the shared server. [`push_one_statement`] is the backend's push of one item as SQL,
+//! for benchmarks that take it apart.
 //!
 //! With `HOOKSPOOL_TEST_DATABASE_URL` set, no server is started: everything uses that one.
 //! As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
@@ -197,6 +198,14 @@ pub fn options() -> PostgresOptions {
     PostgresOptions::new(TestServer::shared().url())
         .schema(schema)
         .pool_size(4)
+}
+
+/// The statement the backend sends for a push of one item, for the schema `schema`: `$1`
+/// queue, `$2` payload, `$3` metadata (`json`), `$4` not-before (NULL: now), `$5` now (ms).
+/// Returns the key. For benchmarks that take the push apart (`benches/postgres_push_one.rs`).
+#[must_use]
+pub fn push_one_statement(schema: &str) -> String {
+    crate::schema::render(crate::sql::PUSH_ONE, schema)
 }
 
 fn find_binaries() -> PathBuf {
