@@ -83,6 +83,20 @@ pub fn parse_retain_period(text: &str) -> Result<Option<Duration>, String> {
     Ok(Some(period))
 }
 
+/// Parses a duration (see [`parse_duration`]) or `off`. `None` is off.
+///
+/// # Errors
+/// A message saying what is wrong, suitable for clap's `value_parser`.
+pub fn parse_duration_or_off(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_duration(text)
+        .map(Some)
+        .map_err(|e| format!("{e}, or `off`"))
+}
+
 /// Formats a retention period as [`parse_retain_period`] reads it.
 pub fn format_retain_period(period: Option<Duration>) -> String {
     period.map_or_else(|| "forever".to_owned(), format_duration)

@@ -62,9 +62,9 @@
 //!   by itself when it is back.
 //! - **Old snapshots.** A session that holds a snapshot open stops vacuum from freeing the
 //!   rows that died since, and claims slow down (see the README's PostgreSQL soak). Every
-//!   backend looks for one every 30 s and logs a warning naming it (process id, application,
-//!   state) once it is a minute old; [`PostgresBackend::oldest_snapshot`] answers on demand
-//!   with an [`OldSnapshot`].
+//!   backend logs a warning naming it (process id, application, state) once it is a minute
+//!   old ([`PostgresOptions::snapshot_warning`] changes that or turns it off);
+//!   [`PostgresBackend::oldest_snapshot`] answers on demand with an [`OldSnapshot`].
 //!
 //! **It is not** a way to share a journal or sled directory: this backend keeps everything
 //! in the database.
@@ -123,6 +123,8 @@ pub mod testing;
 
 pub use backend::PostgresBackend;
 pub use error::{OpenError, ServerError};
-pub use options::{DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, PostgresOptions, redact};
+pub use options::{
+    DEFAULT_POOL_SIZE, DEFAULT_SCHEMA, DEFAULT_SNAPSHOT_WARNING, PostgresOptions, redact,
+};
 pub use schema::SCHEMA_VERSION;
 pub use snapshots::OldSnapshot;

@@ -69,7 +69,13 @@ impl PostgresBackend {
             changes.clone(),
             stop.subscribe(),
         ));
-        tokio::spawn(crate::snapshots::watch(pool.clone(), stop.subscribe()));
+        if let Some(after) = options.snapshot_warning {
+            tokio::spawn(crate::snapshots::watch(
+                pool.clone(),
+                after,
+                stop.subscribe(),
+            ));
+        }
         tokio::spawn(trash::clean(
             trash::Cleaner {
                 pool: pool.clone(),

@@ -9,6 +9,8 @@ use crate::error::OpenError;
 pub const DEFAULT_SCHEMA: &str = "hookspool";
 /// Connections in the pool when no size is given.
 pub const DEFAULT_POOL_SIZE: usize = 16;
+/// The age of a snapshot from which the backend warns about it, unless told otherwise.
+pub const DEFAULT_SNAPSHOT_WARNING: Duration = Duration::from_mins(1);
 
 /// Settings of [`crate::PostgresBackend::open`].
 ///
@@ -34,6 +36,11 @@ pub struct PostgresOptions {
     /// was thrown away (default 60 s): a push that read the generation just before lands
     /// in it, and is deleted with it, within that time. Tests shorten it.
     pub trash_grace: Duration,
+    /// How old the oldest snapshot on the server may get before the backend logs a warning
+    /// naming the session that holds it (default 1 min; `None`: it never looks). It looks
+    /// every half of this, at most every 30 s and at least every 100 ms. See
+    /// [`crate::PostgresBackend::oldest_snapshot`].
+    pub snapshot_warning: Option<Duration>,
 }
 
 impl PostgresOptions {
@@ -46,6 +53,7 @@ impl PostgresOptions {
             ca_file: None,
             connect_timeout: Duration::from_secs(10),
             trash_grace: Duration::from_mins(1),
+            snapshot_warning: Some(DEFAULT_SNAPSHOT_WARNING),
         }
     }
 
@@ -60,6 +68,14 @@ impl PostgresOptions {
     #[must_use]
     pub fn pool_size(mut self, size: usize) -> Self {
         self.pool_size = size;
+        self
+    }
+
+    /// Warns in the log once a session has held a snapshot open this long (`None`: never
+    /// looks). See [`PostgresOptions::snapshot_warning`].
+    #[must_use]
+    pub fn snapshot_warning(mut self, after: Option<Duration>) -> Self {
+        self.snapshot_warning = after;
         self
     }
 
@@ -90,6 +106,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("ca_file", &self.ca_file)
             .field("connect_timeout", &self.connect_timeout)
             .field("trash_grace", &self.trash_grace)
+            .field("snapshot_warning", &self.snapshot_warning)
             .finish()
     }
 }

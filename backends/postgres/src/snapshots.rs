@@ -3,8 +3,9 @@
 //! taken: the items table and its indexes grow, and every claim reads again the dead
 //! entries of what was claimed since, so deliveries slow down to a fraction of their rate
 //! (the README's PostgreSQL soak measures it). Nothing in hookspool can end such a session;
-//! it can say which one it is. Every backend checks every [`CHECK_EVERY`] and logs a warning
-//! naming the session when its snapshot is older than [`OLD`];
+//! it can say which one it is. Every backend logs a warning naming the session once its
+//! snapshot is older than [`crate::PostgresOptions::snapshot_warning`] (1 minute unless told
+//! otherwise), looking every half of that ([`interval`]);
 //! [`PostgresBackend::oldest_snapshot`] answers the same question on demand.
 
 use std::time::Duration;
@@ -14,10 +15,17 @@ use tokio::sync::watch;
 
 use crate::PostgresBackend;
 
-/// How often a backend looks for an old snapshot.
-const CHECK_EVERY: Duration = Duration::from_secs(30);
-/// The age from which a snapshot is reported in the log.
-const OLD: Duration = Duration::from_mins(1);
+/// The longest time between two looks for an old snapshot.
+const LONGEST_INTERVAL: Duration = Duration::from_secs(30);
+/// The shortest time between two looks (each is a query on the server).
+const SHORTEST_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often a backend that warns about snapshots older than `after` looks for one: every
+/// half of `after`, between [`SHORTEST_INTERVAL`] and [`LONGEST_INTERVAL`]. A snapshot is
+/// then reported within `after` and `after` + the interval of being taken.
+pub(crate) fn interval(after: Duration) -> Duration {
+    (after / 2).clamp(SHORTEST_INTERVAL, LONGEST_INTERVAL)
+}
 
 /// The session of this database holding the oldest snapshot, and for how long its
 /// transaction (or, outside one, its statement) has run.
@@ -83,14 +91,15 @@ async fn oldest(pool: &Pool, older_than: Duration) -> Result<Option<OldSnapshot>
     }))
 }
 
-/// Logs a warning whenever a check finds a snapshot older than [`OLD`], until `stop` closes.
-pub(crate) async fn watch(pool: Pool, mut stop: watch::Receiver<()>) {
+/// Logs a warning whenever a check finds a snapshot older than `after`, until `stop` closes.
+pub(crate) async fn watch(pool: Pool, after: Duration, mut stop: watch::Receiver<()>) {
+    let every = interval(after);
     loop {
         tokio::select! {
-            () = tokio::time::sleep(CHECK_EVERY) => {}
+            () = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        match oldest(&pool, OLD).await {
+        match oldest(&pool, after).await {
             Ok(Some(s)) => tracing::warn!(
                 pid = s.pid,
                 application = %s.application,
@@ -104,5 +113,19 @@ pub(crate) async fn watch(pool: Pool, mut stop: watch::Receiver<()>) {
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "could not look for an old snapshot"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_looks_every_half_of_its_threshold_within_bounds() {
+        assert_eq!(interval(Duration::from_mins(1)), Duration::from_secs(30));
+        assert_eq!(interval(Duration::from_secs(10)), Duration::from_secs(5));
+        assert_eq!(interval(Duration::from_hours(1)), LONGEST_INTERVAL);
+        assert_eq!(interval(Duration::ZERO), SHORTEST_INTERVAL);
+        assert_eq!(interval(Duration::MAX), LONGEST_INTERVAL);
     }
 }

@@ -1,30 +1,23 @@
 //! The oldest snapshot on the server: a session that holds one open is found and named
 //! (its process id, application and state); once it ends, it is not. Any age is a valid
-//! question, the longest too.
+//! question, the longest too. A backend told how old is too old says so in its log.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hookspool_postgres::{PostgresBackend, testing};
 
+/// The tests of this file one at a time: each holds a snapshot open on the shared server,
+/// and the oldest of them is the one every query names.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn a_session_holding_a_snapshot_open_is_named_until_it_ends() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let backend = PostgresBackend::open(testing::options())
         .await
         .expect("open");
-    let holder = testing::client().await;
-    holder
-        .batch_execute("SET application_name = 'forgotten report'")
-        .await
-        .expect("set application_name");
-    let pid: i32 = holder
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .expect("pid")
-        .get(0);
-    holder
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
-        .await
-        .expect("a snapshot held open");
+    let (holder, pid) = hold_snapshot("forgotten report").await;
 
     let found = backend
         .oldest_snapshot(Duration::ZERO)
@@ -56,4 +49,95 @@ async fn a_session_holding_a_snapshot_open_is_named_until_it_ends() {
         .await
         .expect("oldest snapshot");
     assert!(after.as_ref().is_none_or(|s| s.pid != pid), "{after:?}");
+}
+
+/// A session named `application` that holds a snapshot open (a `REPEATABLE READ`
+/// transaction that has read something), and its process id.
+async fn hold_snapshot(application: &str) -> (tokio_postgres::Client, i32) {
+    let holder = testing::client().await;
+    holder
+        .batch_execute(&format!("SET application_name = '{application}'"))
+        .await
+        .expect("set application_name");
+    let pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+    holder
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM pg_class")
+        .await
+        .expect("a snapshot held open");
+    (holder, pid)
+}
+
+/// What a test's tracing subscriber writes, kept for the test to read.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The warning itself: a backend told to warn about snapshots older than 200 ms logs one
+/// naming the session that holds it (its pid and application), as an operator reads it.
+#[tokio::test]
+async fn a_backend_logs_a_warning_naming_the_session_that_holds_an_old_snapshot() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let log = Captured::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    // This test's runtime has one thread, so the backend's tasks log through this too.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (holder, pid) = hold_snapshot("report left open").await;
+    let backend = PostgresBackend::open(
+        testing::options().snapshot_warning(Some(Duration::from_millis(200))),
+    )
+    .await
+    .expect("open");
+
+    // Checks run every 100 ms.
+    let wanted = format!("pid={pid}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let line = loop {
+        let text = log.text();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains(&wanted) && l.contains("held a snapshot open"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no warning naming pid {pid} within 20 s; the log:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("application=report left open"), "{line}");
+    assert!(line.contains("state=idle in transaction"), "{line}");
+    assert!(
+        line.contains("idle_in_transaction_session_timeout"),
+        "{line}"
+    );
+
+    holder.batch_execute("COMMIT").await.expect("commit");
+    drop(backend);
 }

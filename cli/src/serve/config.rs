@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::command::CommandHandler;
 use super::console::{ConsoleArgs, ConsoleFile, ConsoleSettings, console};
 use super::retention::{RetentionArgs, RetentionConfig, RetentionFile, retention};
-use crate::duration::parse_duration;
+use crate::duration::{parse_duration, parse_duration_or_off};
 use crate::error::CliError;
 
 /// The delivery loop's claim pause on a database (`--claim-pause`): with one daemon on
@@ -80,6 +80,14 @@ impl BackendKind {
     }
 }
 
+/// A threshold that can be turned off (`--database-snapshot-warning`): `None` is `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WarnAfter(pub Option<Duration>);
+
+fn parse_warn_after(text: &str) -> Result<WarnAfter, String> {
+    parse_duration_or_off(text).map(WarnAfter)
+}
+
 /// `hookspool serve` flags. Each can also come from an environment variable or the config
 /// file; flags win over the environment, which wins over the file.
 #[derive(Clone, Debug, Default, Args)]
@@ -103,6 +111,13 @@ pub struct ServeArgs {
     /// Connections to PostgreSQL (with `--backend postgres`) [default: 16].
     #[arg(long, env = "HOOKSPOOL_DATABASE_POOL_SIZE", value_name = "N")]
     pub database_pool_size: Option<usize>,
+
+    /// Warn in the log once a session of the database has held a snapshot open this long
+    /// (with `--backend postgres`): vacuum frees nothing that died since, so the tables
+    /// grow and deliveries slow down. The warning names the session (process id,
+    /// application, state). `off` never looks [default: 1m].
+    #[arg(long, env = "HOOKSPOOL_DATABASE_SNAPSHOT_WARNING", value_parser = parse_warn_after, value_name = "DURATION|off")]
+    pub database_snapshot_warning: Option<WarnAfter>,
 
     /// This daemon's name among the daemons sharing one database (with `--backend
     /// postgres`): its delivery leases carry it, so that after a restart it takes back its
@@ -269,6 +284,7 @@ struct FileConfig {
     database_url: Option<String>,
     database_schema: Option<String>,
     database_pool_size: Option<usize>,
+    database_snapshot_warning: Option<String>,
     node_id: Option<String>,
     public_url: Option<String>,
     listen: Option<String>,
@@ -333,6 +349,8 @@ pub struct DatabaseConfig {
     pub schema: String,
     /// Connections in the pool.
     pub pool_size: usize,
+    /// The age of a snapshot from which the backend warns about it (`None`: never).
+    pub snapshot_warning: Option<Duration>,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -341,6 +359,7 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("url", &hookspool_postgres::redact(&self.url))
             .field("schema", &self.schema)
             .field("pool_size", &self.pool_size)
+            .field("snapshot_warning", &self.snapshot_warning)
             .finish()
     }
 }
@@ -351,6 +370,7 @@ impl DatabaseConfig {
         hookspool_postgres::PostgresOptions::new(self.url.clone())
             .schema(self.schema.clone())
             .pool_size(self.pool_size)
+            .snapshot_warning(self.snapshot_warning)
     }
 }
 
@@ -495,6 +515,9 @@ struct StorageSettings {
     url: Option<String>,
     schema: Option<String>,
     pool_size: Option<usize>,
+    /// The flag's (or environment's) snapshot warning, else the file's text.
+    snapshot_warning: Option<WarnAfter>,
+    snapshot_warning_file: Option<String>,
     node_id: Option<String>,
 }
 
@@ -507,6 +530,8 @@ impl StorageSettings {
             url: args.database_url.take().or(file.database_url.take()),
             schema: args.database_schema.take().or(file.database_schema.take()),
             pool_size: args.database_pool_size.or(file.database_pool_size),
+            snapshot_warning: args.database_snapshot_warning,
+            snapshot_warning_file: file.database_snapshot_warning.take(),
             node_id: args.node_id.take().or(file.node_id.take()),
         }
     }
@@ -548,6 +573,15 @@ fn storage(
             "the database pool size must be at least 1".to_owned(),
         ));
     }
+    let snapshot_warning = match (s.snapshot_warning, s.snapshot_warning_file) {
+        (Some(WarnAfter(after)), _) => after,
+        (None, Some(text)) => parse_duration_or_off(&text).map_err(|e| {
+            CliError::Input(format!(
+                "config `database_snapshot_warning` = {text:?}: {e}"
+            ))
+        })?,
+        (None, None) => Some(hookspool_postgres::DEFAULT_SNAPSHOT_WARNING),
+    };
     let node = s.node_id.unwrap_or_else(|| default_node_id(listen.port()));
     delivery.owner = format!("{}@{node}", delivery.owner);
     callbacks.owner = format!("{}@{node}", callbacks.owner);
@@ -560,6 +594,7 @@ fn storage(
             url,
             schema,
             pool_size,
+            snapshot_warning,
         }),
     ))
 }

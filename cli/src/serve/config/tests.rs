@@ -233,3 +233,70 @@ fn the_claim_pause_defaults_by_backend_and_the_flag_or_file_sets_it() {
     let e = ServeConfig::resolve(args, dir.path().to_owned()).unwrap_err();
     assert!(e.to_string().contains("must be at most 1s"), "{e}");
 }
+
+#[test]
+fn the_snapshot_warning_defaults_to_a_minute_and_the_flag_or_file_sets_or_turns_it_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = || ServeArgs {
+        database_url: Some("postgresql://app@db.example/app".to_owned()),
+        ..ServeArgs::default()
+    };
+    let warning = |args: ServeArgs| {
+        let c = ServeConfig::resolve(args, dir.path().to_owned()).unwrap();
+        let db = c.database.expect("a database");
+        assert_eq!(db.options().snapshot_warning, db.snapshot_warning);
+        db.snapshot_warning
+    };
+    assert_eq!(warning(database()), Some(Duration::from_mins(1)));
+    for (flag, expected) in [
+        ("off", None),
+        ("OFF", None),
+        ("2m", Some(Duration::from_mins(2))),
+        ("500ms", Some(Duration::from_millis(500))),
+    ] {
+        let args = ServeArgs {
+            database_snapshot_warning: Some(parse_warn_after(flag).unwrap()),
+            ..database()
+        };
+        assert_eq!(
+            warning(args),
+            expected,
+            "--database-snapshot-warning {flag}"
+        );
+    }
+    let e = parse_warn_after("soon").unwrap_err();
+    assert!(e.contains("\"soon\"") && e.contains("`off`"), "{e}");
+
+    let path = dir.path().join("hookspool.toml");
+    let from_file = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        ServeConfig::resolve(
+            ServeArgs {
+                config: Some(path.clone()),
+                ..database()
+            },
+            dir.path().to_owned(),
+        )
+    };
+    let c = from_file("database_snapshot_warning = \"5m\"\n").unwrap();
+    assert_eq!(
+        c.database.unwrap().snapshot_warning,
+        Some(Duration::from_mins(5))
+    );
+    let c = from_file("database_snapshot_warning = \"off\"\n").unwrap();
+    assert_eq!(c.database.unwrap().snapshot_warning, None);
+    let e = from_file("database_snapshot_warning = \"soon\"\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("config `database_snapshot_warning` = \"soon\""),
+        "{e}"
+    );
+    // The flag wins over the file.
+    std::fs::write(&path, "database_snapshot_warning = \"5m\"\n").unwrap();
+    let args = ServeArgs {
+        config: Some(path.clone()),
+        database_snapshot_warning: Some(WarnAfter(None)),
+        ..database()
+    };
+    assert_eq!(warning(args), None);
+}
