@@ -12,11 +12,14 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::wire::{
-    Counts, Delivery, DeliveryId, DeliveryList, ErrorBody, ItemList, ItemView, NewQueue,
-    NewSubscription, Publish, Published, PushBody, PushItem, PushedKeys, QueueInfo, QueueList,
-    QueueUpdate, Removed, Replayed, RotateSecret, SetPhase, SubscriptionInfo, SubscriptionList,
-    TestSent, Unsubscribe, Verified, VerifyRequest,
+    Counts, ErrorBody, ItemList, ItemView, NewQueue, PushBody, PushItem, PushedKeys, QueueInfo,
+    QueueList, QueueUpdate, Removed, Replayed, SetPhase, Verified, VerifyRequest,
 };
+
+mod dump;
+mod hooks;
+
+pub use dump::RemoteDump;
 
 /// Default time allowed to establish a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -285,7 +288,7 @@ impl Client {
 
     /// A page of a queue's items (`GET /queues/{id}/items`): `page.phase`, `offset`, `limit`
     /// (1 to the server's batch limit), `reverse` and `after` as in
-    /// [`Store::fetch_page`](crate::Store::fetch_page).
+    /// [`Store::fetch_page`](hookspool::Store::fetch_page).
     ///
     /// ```no_run
     /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -335,7 +338,7 @@ impl Client {
     }
 
     /// Item counts by phase (`GET /queues/{id}/count`); phases with no items are absent, as
-    /// from [`Store::counts`](crate::Store::counts).
+    /// from [`Store::counts`](hookspool::Store::counts).
     ///
     /// ```no_run
     /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -402,13 +405,7 @@ impl Client {
     pub async fn dump(&self, id: &QueueId) -> Result<RemoteDump> {
         let url = self.url(&["queues", id.as_str(), "dump"]);
         let response = self.request(Method::GET, url.clone(), None, true).await?;
-        Ok(RemoteDump {
-            response,
-            url,
-            buf: Vec::new(),
-            start: 0,
-            finished: false,
-        })
+        Ok(RemoteDump::new(response, url))
     }
 
     /// Calls `each` with every item of a queue, oldest first, as the dump arrives; returns how
@@ -632,226 +629,6 @@ impl Client {
         answer.try_into().map_err(invalid_response)
     }
 
-    // ---- webhooks ---------------------------------------------------------------------------
-
-    /// Subscribes a URL to an event (`POST /hooks/subscribe`). A new subscription comes back
-    /// with its signing `secret` (the only time the server shows it); subscribing the same
-    /// owner, URL and event again returns the existing one without it.
-    ///
-    /// ```no_run
-    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use hookspool_client::NewSubscription;
-    /// let sub = client
-    ///     .subscribe(&NewSubscription::new("order.*", "https://example.com/hooks").owner("acme"))
-    ///     .await?;
-    /// let secret = sub.secret.expect("a new subscription shows its secret");
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Remote`]: `invalid_event`, `invalid_url`, `invalid_secret` (400).
-    pub async fn subscribe(&self, subscription: &NewSubscription) -> Result<SubscriptionInfo> {
-        self.call(
-            Method::POST,
-            self.url(&["hooks", "subscribe"]),
-            Some(subscription),
-        )
-        .await
-    }
-
-    /// Removes a subscription by id (`DELETE /hooks/unsubscribe`); `false` if there was none.
-    ///
-    /// ```no_run
-    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let removed = client.unsubscribe("sub_0123").await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn unsubscribe(&self, id: &str) -> Result<bool> {
-        let body = Unsubscribe {
-            id: Some(id.to_owned()),
-            target_url: None,
-        };
-        let url = self.url(&["hooks", "unsubscribe"]);
-        let answer = self
-            .call::<Removed, _>(Method::DELETE, url, Some(&body))
-            .await;
-        Ok(absent_if(answer, "subscription_not_found")?.is_some())
-    }
-
-    /// Removes every subscription of a target URL (`DELETE /hooks/unsubscribe`); returns how
-    /// many there were.
-    ///
-    /// ```no_run
-    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let n = client.unsubscribe_url("https://example.com/hooks").await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn unsubscribe_url(&self, target_url: &str) -> Result<u64> {
-        let body = Unsubscribe {
-            id: None,
-            target_url: Some(target_url.to_owned()),
-        };
-        let url = self.url(&["hooks", "unsubscribe"]);
-        let answer: Removed = self.call(Method::DELETE, url, Some(&body)).await?;
-        Ok(answer.removed)
-    }
-
-    /// One subscription (`GET /hooks/subscriptions/{id}`), without its secret; `None` if
-    /// there is no such subscription.
-    ///
-    /// ```no_run
-    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let enabled = client.subscription("sub_0123").await?.is_some_and(|s| s.enabled);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn subscription(&self, id: &str) -> Result<Option<SubscriptionInfo>> {
-        let answer = self.get(self.url(&["hooks", "subscriptions", id])).await;
-        absent_if(answer, "subscription_not_found")
-    }
-
-    /// Rotates a subscription's signing secret to `secret`, or to a new random one
-    /// (`POST /hooks/subscriptions/{id}/rotate-secret`); the answer carries the new secret.
-    /// The old one keeps signing requests for the server's grace period.
-    ///
-    /// ```no_run
-    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// let sub = client.rotate_secret("sub_0123", None).await?;
-    /// let new_secret = sub.secret.expect("a rotation shows the new secret");
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Remote`]: `subscription_not_found` (404), `invalid_secret` (400).
-    pub async fn rotate_secret(
-        &self,
-        id: &str,
-        secret: Option<&Secret>,
-    ) -> Result<SubscriptionInfo> {
-        let url = self.url(&["hooks", "subscriptions", id, "rotate-secret"]);
-        match secret {
-            Some(secret) => {
-                let body = RotateSecret {
-                    secret: Some(secret.clone()),
-                };
-                self.call(Method::POST, url, Some(&body)).await
-            }
-            // An empty body asks the server for a random secret.
-            None => self.call(Method::POST, url, None::<&()>).await,
-        }
-    }
-
-    /// Every subscription, or only those of `owner` (`GET /hooks/subscriptions`), by id.
-    /// Secrets are not included.
-    ///
-    /// ```no_run
-    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// for sub in client.list_subscriptions(Some("acme")).await? {
-    ///     println!("{} -> {}", sub.id, sub.url);
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn list_subscriptions(&self, owner: Option<&str>) -> Result<Vec<SubscriptionInfo>> {
-        let mut url = self.url(&["hooks", "subscriptions"]);
-        if let Some(owner) = owner {
-            url.query_pairs_mut().append_pair("owner", owner);
-        }
-        let answer: SubscriptionList = self.get(url).await?;
-        Ok(answer.subscriptions)
-    }
-
-    /// Publishes an event (`POST /events`) to every matching subscription (of
-    /// `publish.owner`, when given); returns the delivery ids once every delivery is stored.
-    /// With an idempotency key, repeating the call returns the first call's ids and delivers
-    /// nothing again.
-    ///
-    /// ```no_run
-    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// use hookspool_client::Publish;
-    /// let published = client
-    ///     .publish(&Publish::new("order.paid", &serde_json::json!({"id": 1})).idempotency_key("order-1"))
-    ///     .await?;
-    /// println!("{} deliveries", published.delivery_ids.len());
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Remote`]: `invalid_event` (400), `idempotency_key_reused` (422) when the key
-    /// was used for a different event, owner or payload.
-    pub async fn publish(&self, publish: &Publish) -> Result<Published> {
-        let url = self.url(&["events"]);
-        let response = self
-            .request(Method::POST, url.clone(), Some(to_body(publish)?), false)
-            .await?;
-        let replayed = response
-            .headers()
-            .get("idempotent-replayed")
-            .is_some_and(|v| v.as_bytes() == b"true");
-        let mut answer: Published = read_json(response, &url).await?;
-        answer.replayed = replayed;
-        Ok(answer)
-    }
-
-    /// A delivery, its state and every attempt (`GET /deliveries/{id}`); `None` if there is
-    /// no such delivery.
-    ///
-    /// ```no_run
-    /// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-    /// if let Some(d) = client.delivery("msg_0123456789abcdef01234567").await? {
-    ///     println!("{}: {} attempts", d.state, d.attempts.len());
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Remote`] with code `invalid_input` (400) for a malformed id.
-    pub async fn delivery(&self, id: &str) -> Result<Option<Delivery>> {
-        let answer = self.get(self.url(&["deliveries", id])).await;
-        absent_if(answer, "delivery_not_found")
-    }
-
-    /// The newest deliveries, newest first (`GET /deliveries`): at most `limit` (1 to 500),
-    /// only `subscription`'s if given, found among the server's newest 2,000.
-    ///
-    /// # Errors
-    /// [`Error::Remote`] with code `invalid_input` (400) for a limit out of range.
-    pub async fn deliveries(
-        &self,
-        subscription: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<Delivery>> {
-        let mut url = self.url(&["deliveries"]);
-        {
-            let mut q = url.query_pairs_mut();
-            if let Some(sub) = subscription {
-                q.append_pair("subscription", sub);
-            }
-            q.append_pair("limit", &limit.to_string());
-        }
-        let answer: DeliveryList = self.get(url).await?;
-        Ok(answer.deliveries)
-    }
-
-    /// Sends a subscription one signed test event (`POST /hooks/subscriptions/{id}/test`,
-    /// event `hookspool.test`), whatever events it asked for; returns the test delivery's
-    /// id, whose outcome [`Client::delivery`] shows.
-    ///
-    /// # Errors
-    /// [`Error::Remote`]: `subscription_not_found` (404); `invalid_input` (400) when the
-    /// subscription is disabled.
-    pub async fn test_subscription(&self, id: &str) -> Result<DeliveryId> {
-        let url = self.url(&["hooks", "subscriptions", id, "test"]);
-        let answer: TestSent = self.call(Method::POST, url, None::<&()>).await?;
-        Ok(answer.delivery_id)
-    }
-
     // ---- plumbing ---------------------------------------------------------------------------
 
     /// The base URL with these path segments appended, each percent-encoded.
@@ -1042,201 +819,5 @@ async fn read_json<T: DeserializeOwned>(response: reqwest::Response, url: &Url) 
     })
 }
 
-// ---- the streamed dump ---------------------------------------------------------------------
-
-/// Reads a queue's items as the dump answer arrives, one JSON line at a time. Made by
-/// [`Client::dump`].
-///
-/// ```no_run
-/// # async fn example(client: hookspool_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-/// let mut dump = client.dump(&hookspool::QueueId::new("orders")?).await?;
-/// let mut n = 0;
-/// while dump.next_item().await?.is_some() {
-///     n += 1;
-/// }
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct RemoteDump {
-    response: reqwest::Response,
-    url: Url,
-    /// Received bytes; `buf[start..]` is not yet decoded.
-    buf: Vec<u8>,
-    start: usize,
-    finished: bool,
-}
-
-impl RemoteDump {
-    /// The next item, or `None` after the last one.
-    ///
-    /// ```no_run
-    /// # async fn example(mut dump: hookspool_client::RemoteDump) -> Result<(), Box<dyn std::error::Error>> {
-    /// if let Some(first) = dump.next_item().await? {
-    ///     println!("first key {}", first.key);
-    /// }
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Network`] if the answer breaks off (the server stops a dump that fails
-    /// mid-way by cutting the answer short, so a truncated dump is always reported, never
-    /// passed off as complete); [`Error::Remote`] with code `invalid_response` for a line
-    /// that is not an item.
-    pub async fn next_item(&mut self) -> Result<Option<Item>> {
-        loop {
-            if let Some(pos) = self.buf[self.start..].iter().position(|b| *b == b'\n') {
-                let line = &self.buf[self.start..self.start + pos];
-                self.start += pos + 1;
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                let view: ItemView = serde_json::from_slice(line).map_err(|e| {
-                    invalid_response(format!(
-                        "a line of the dump of {} is not an item: {e}",
-                        self.url
-                    ))
-                })?;
-                return decode_item(view).map(Some);
-            }
-            if self.finished {
-                return if self.buf[self.start..].iter().all(u8::is_ascii_whitespace) {
-                    Ok(None)
-                } else {
-                    Err(Error::Network {
-                        url: self.url.to_string(),
-                        reason: "the dump ended in the middle of an item".to_owned(),
-                    })
-                };
-            }
-            // Everything before `start` is decoded: drop it before reading more, so the
-            // buffer holds at most one partial line plus one chunk.
-            self.buf.drain(..self.start);
-            self.start = 0;
-            if self.buf.len() > MAX_DUMP_LINE {
-                return Err(invalid_response(format!(
-                    "a line of the dump of {} is over {MAX_DUMP_LINE} bytes",
-                    self.url
-                )));
-            }
-            match self.response.chunk().await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
-                Ok(None) => self.finished = true,
-                Err(e) => {
-                    return Err(Error::Network {
-                        url: self.url.to_string(),
-                        reason: format!("the dump broke off: {}", network_reason(&e)),
-                    });
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests may panic on failure
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_are_checked_and_normalised() {
-        let ok = |s: &str| parse_base(s).unwrap().to_string();
-        assert_eq!(ok("http://127.0.0.1:8080"), "http://127.0.0.1:8080/");
-        assert_eq!(ok("https://h/hookspool"), "https://h/hookspool/");
-        assert_eq!(ok("https://h/hookspool/"), "https://h/hookspool/");
-        for bad in [
-            "",
-            "127.0.0.1:8080",
-            "ftp://h/",
-            "file:///tmp/x",
-            "http://user:pw@h/",
-            "http://h/?a=1",
-            "http://h/#x",
-        ] {
-            let e = parse_base(bad).unwrap_err();
-            assert!(matches!(e, Error::InvalidInput(_)), "{bad:?}: {e}");
-            assert!(e.to_string().contains("hookspool URL"), "{e}");
-        }
-    }
-
-    #[test]
-    fn routes_extend_the_prefix_with_encoded_segments() {
-        let c = Client::new("http://h/api", None).unwrap();
-        assert_eq!(
-            c.url(&["queues", "q.1", "items", "7"]).as_str(),
-            "http://h/api/queues/q.1/items/7"
-        );
-        assert_eq!(
-            c.url(&["deliveries", "a/b?c"]).as_str(),
-            "http://h/api/deliveries/a%2Fb%3Fc"
-        );
-    }
-
-    #[test]
-    fn debug_never_shows_the_token() {
-        let c = Client::new("http://h/", Some(Secret::new("tok-supersecret"))).unwrap();
-        let shown = format!("{c:?}");
-        assert!(!shown.contains("supersecret"), "{shown}");
-        assert!(shown.contains("http://h/"), "{shown}");
-    }
-
-    #[test]
-    fn unusable_tokens_are_refused_up_front() {
-        for bad in ["", "a\nb"] {
-            let e = Client::new("http://h/", Some(Secret::new(bad))).unwrap_err();
-            assert!(matches!(e, Error::InvalidInput(_)), "{bad:?}: {e}");
-            assert!(!e.to_string().contains("a\nb"));
-        }
-    }
-
-    #[test]
-    fn payloads_decode_from_each_api_form() {
-        let item = |payload: &str| {
-            let text = format!(
-                r#"{{"key":1,"phase":"pending","attempts":0,"created_at":1,"updated_at":2,
-                "not_before":3,"lease":null,"last_error":null,"metadata":{{}},{payload}}}"#
-            );
-            serde_json::from_str::<ItemView>(&text)
-                .map_err(|e| invalid_response(e.to_string()))
-                .and_then(decode_item)
-        };
-        let p = |payload: &str| item(payload).unwrap().payload;
-        assert_eq!(
-            p(r#""payload":{"a":1,"b":[true]}"#),
-            br#"{"a":1,"b":[true]}"#
-        );
-        assert_eq!(p(r#""payload":"two\nlines""#), b"two\nlines");
-        assert_eq!(p(r#""payload":null"#), b"null");
-        assert_eq!(p(r#""payload_base64":"/wCA""#), [0xff, 0x00, 0x80]);
-        for bad in [
-            r#""payload_base64":"***""#,
-            r#""payload":1,"payload_base64":"AA==""#,
-            r#""nothing":1"#,
-        ] {
-            let e = item(bad).unwrap_err();
-            assert!(
-                matches!(&e, Error::Remote { code, .. } if code == INVALID_RESPONSE),
-                "{bad}: {e}"
-            );
-        }
-    }
-
-    #[test]
-    fn zero_counts_are_left_out_like_the_engine_does() {
-        let counts = Counts {
-            total: 3,
-            phases: std::collections::BTreeMap::from([
-                ("pending".to_owned(), 2),
-                ("dead".to_owned(), 0),
-                ("review".to_owned(), 1),
-            ]),
-            pruned: std::collections::BTreeMap::new(),
-        }
-        .to_phase_counts()
-        .unwrap();
-        assert_eq!(counts.total(), 3);
-        assert!(!counts.0.contains_key(&Phase::DEAD));
-        assert_eq!(counts.get(&Phase::new("review").unwrap()), 1);
-    }
-}
+mod tests;
