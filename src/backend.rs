@@ -315,6 +315,46 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every call that has returned so far durable (a no-op where every call already
     /// is, or where nothing is durable).
     fn sync(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Figures about the backend itself, for monitoring: the daemon's `/metrics` shows each
+    /// as a gauge. They come from what the backend already knows (no I/O, no waiting), so
+    /// they may be as old as the backend's last look. Empty (the default) for a backend
+    /// with nothing to add.
+    fn gauges(&self) -> Vec<Gauge> {
+        Vec::new()
+    }
+}
+
+/// One figure of [`Backend::gauges`]: a Prometheus-style gauge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gauge {
+    /// The metric's name, `hookspool_<backend>_<what>` (`[a-z_]`).
+    pub name: &'static str,
+    /// One line saying what it measures.
+    pub help: &'static str,
+    /// Label names and values (none for most).
+    pub labels: Vec<(&'static str, String)>,
+    /// The value now.
+    pub value: f64,
+}
+
+impl Gauge {
+    /// A gauge without labels.
+    pub fn new(name: &'static str, help: &'static str, value: f64) -> Self {
+        Gauge {
+            name,
+            help,
+            labels: Vec::new(),
+            value,
+        }
+    }
+
+    /// The same gauge with one more label.
+    #[must_use]
+    pub fn label(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.labels.push((name, value.into()));
+        self
+    }
 }
 
 /// What a backend promises beyond the common core of the [`Backend`] contract. Each

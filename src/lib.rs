@@ -24,7 +24,8 @@
 //!   `hookspool-postgres` (PostgreSQL: several processes share the queues, and applications
 //!   push in their own transactions); your own, proved by the conformance kit (feature
 //!   `conformance`). What a backend promises beyond the common contract is stated in its
-//!   [`Capabilities`] (gapless keys, storage shared by several processes).
+//!   [`Capabilities`] (gapless keys, storage shared by several processes); what it can tell
+//!   about itself for monitoring, in its [`Backend::gauges`].
 //!
 //! **It is not** a message broker (no replication of its own: a journal or sled data
 //! directory belongs to one process; to share queues between processes and machines, use
@@ -78,7 +79,7 @@
 //! # Modules
 //!
 //! The API is flat: [`Store`] (the queue API), [`Backend`] (the storage contract, with
-//! [`Capabilities`], [`check_expect`] and [`apply_move`] for implementors), [`MemoryBackend`], the model types
+//! [`Capabilities`], [`Gauge`], [`check_expect`] and [`apply_move`] for implementors), [`MemoryBackend`], the model types
 //! ([`Item`], [`Phase`], [`QueueConfig`], [`Transition`], …), [`Durability`], [`lock_file`]
 //! (the data-directory lock for backends that live in a directory) and [`Error`].
 
@@ -94,7 +95,7 @@ mod retention;
 mod store;
 mod verify;
 
-pub use backend::{Backend, Capabilities, apply_move, check_expect};
+pub use backend::{Backend, Capabilities, Gauge, apply_move, check_expect};
 pub use durability::Durability;
 pub use error::{Error, Result};
 pub use lock::lock_file;

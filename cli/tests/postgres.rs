@@ -90,6 +90,9 @@ impl Daemon {
             "127.0.0.0/8",
             "--retry-schedule",
             RETRIES,
+            // Looks for old snapshots every 500 ms, so that `/metrics` has the gauge soon.
+            "--database-snapshot-warning",
+            "1s",
         ];
         if let Some(schema) = &spec.schema {
             args.extend(["--database-schema", schema]);
@@ -603,6 +606,28 @@ async fn database_restart_loses_nothing() {
         raw_http(&daemon.addr, "GET", "/readyz", "").await,
         Some((200, "ready".to_owned()))
     );
+    // The backend's own gauges: its pool, and (looked for every 500 ms) the oldest snapshot.
+    let metrics = eventually(
+        "the backend's gauges in /metrics",
+        Duration::from_secs(10),
+        async || {
+            let (status, body) = raw_http(&daemon.addr, "GET", "/metrics", "").await?;
+            (status == 200 && body.contains("\nhookspool_postgres_oldest_snapshot_seconds "))
+                .then_some(body)
+        },
+    )
+    .await;
+    for line in [
+        "# TYPE hookspool_postgres_connections gauge",
+        "hookspool_postgres_connections{state=\"open\"} ",
+        "hookspool_postgres_connections{state=\"idle\"} ",
+        "hookspool_postgres_connections_max 16",
+    ] {
+        assert!(
+            metrics.contains(line),
+            "/metrics lacks {line:?}:\n{metrics}"
+        );
+    }
 
     let phase = Arc::new(AtomicU8::new(BEFORE));
     let stop = Arc::new(AtomicBool::new(false));

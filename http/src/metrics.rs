@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text format: items by queue and phase (from the backend's
-//! counters), delivery outcomes and attempt durations (from the delivery loop), and HTTP
-//! requests by route and status (counted by a middleware).
+//! counters), delivery outcomes and attempt durations (from the delivery loop), HTTP
+//! requests by route and status (counted by a middleware), and the backend's own gauges
+//! ([`Backend::gauges`]: PostgreSQL's pool and oldest snapshot, for example).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -50,8 +51,10 @@ pub(crate) async fn track<B: Backend>(
     path = "/metrics",
     tag = "metrics",
     description = "Items by queue and phase, delivery outcomes and attempt durations, HTTP \
-                   requests by method, route and status, in the Prometheus text format. Public \
-                   unless the server is configured otherwise (then it needs the bearer token).",
+                   requests by method, route and status, and the storage backend's own gauges \
+                   (PostgreSQL: its connections and the age of the oldest snapshot), in the \
+                   Prometheus text format. Public unless the server is configured otherwise \
+                   (then it needs the bearer token).",
     responses((status = 200, description = "Prometheus text.", body = String, content_type = "text/plain; version=0.0.4"))
 )]
 pub(crate) async fn metrics<B: Backend>(
@@ -133,12 +136,13 @@ pub(crate) async fn metrics<B: Backend>(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
     for ((method, route, status), n) in &requests {
-        let route = route.replace('\\', "\\\\").replace('"', "\\\"");
+        let route = label_value(route);
         let _ = writeln!(
             out,
             "hookspool_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
         );
     }
+    backend_gauges(&mut out, &state.store.backend().gauges());
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -147,4 +151,62 @@ pub(crate) async fn metrics<B: Backend>(
         out,
     )
         .into_response())
+}
+
+/// The backend's own gauges ([`Backend::gauges`]), each name's help and type once.
+/// Samples of one name stay together, as the text format wants, in the backend's order.
+fn backend_gauges(out: &mut String, gauges: &[hookspool::Gauge]) {
+    let mut gauges: Vec<&hookspool::Gauge> = gauges.iter().collect();
+    gauges.sort_by_key(|g| g.name);
+    let mut described = std::collections::BTreeSet::new();
+    for g in gauges {
+        if described.insert(g.name) {
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+        }
+        let labels: Vec<String> = g
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", label_value(v)))
+            .collect();
+        if labels.is_empty() {
+            let _ = writeln!(out, "{} {}", g.name, g.value);
+        } else {
+            let _ = writeln!(out, "{}{{{}}} {}", g.name, labels.join(","), g.value);
+        }
+    }
+}
+
+/// A label value as the text format writes it: backslash, double quote and newline escaped.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use hookspool::Gauge;
+
+    use super::backend_gauges;
+
+    #[test]
+    fn gauges_of_one_name_are_described_once_and_kept_together_with_labels_escaped() {
+        let gauges = [
+            Gauge::new("hookspool_x_b", "B things.", 2.0).label("state", "open"),
+            Gauge::new("hookspool_x_a", "A things.", 0.5),
+            Gauge::new("hookspool_x_b", "B things.", 1.0).label("state", "say \"hi\"\n\\"),
+        ];
+        let mut out = String::new();
+        backend_gauges(&mut out, &gauges);
+        assert_eq!(
+            out,
+            "# HELP hookspool_x_a A things.\n# TYPE hookspool_x_a gauge\nhookspool_x_a 0.5\n\
+             # HELP hookspool_x_b B things.\n# TYPE hookspool_x_b gauge\n\
+             hookspool_x_b{state=\"open\"} 2\n\
+             hookspool_x_b{state=\"say \\\"hi\\\"\\n\\\\\"} 1\n"
+        );
+        let mut none = String::new();
+        backend_gauges(&mut none, &[]);
+        assert!(none.is_empty());
+    }
 }

@@ -99,7 +99,7 @@ pub enum Op {
         queue: u8,
         /// Item TTL in milliseconds (0 is treated as 1).
         ttl_ms: Option<u64>,
-        /// Ack removes items ([`Retention::Remove`]) instead of keeping them as `done`.
+        /// Ack removes items ([`Retention::Remove`](crate::Retention::Remove)) instead of keeping them as `done`.
         remove_on_ack: bool,
     },
     /// `update_queue` with new settings.
@@ -244,12 +244,12 @@ pub enum Op {
         /// By this many milliseconds.
         ms: u64,
     },
-    /// Closes and reopens the backend ([`Factory::reopen`]); the model does not change.
+    /// Closes and reopens the backend ([`Factory::reopen`](crate::conformance::Factory::reopen)); the model does not change.
     Reopen,
 }
 
 /// What an operation returned, in a form both sides can be compared by. Errors compare by
-/// their [`Error::code`], since messages and sources are the backend's own business.
+/// their [`Error::code`](crate::Error::code), since messages and sources are the backend's own business.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Nothing (`create_queue`, `update_queue`, clock moves, reopen).

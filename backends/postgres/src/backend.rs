@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 use hookspool::{
-    Backend, Capabilities, Claim, Error, Item, Key, NewItem, Phase, PhaseCounts, QueueConfig,
-    QueueId, Result, Selector, SweepReport, Timestamp, Transition,
+    Backend, Capabilities, Claim, Error, Gauge, Item, Key, NewItem, Phase, PhaseCounts,
+    QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition,
 };
 use tokio::sync::broadcast;
 use tokio_postgres::types::{Json, ToSql};
@@ -67,6 +67,9 @@ pub(crate) struct Inner {
     pub(crate) changes: broadcast::Sender<QueueId>,
     /// Wakes the task that deletes thrown-away generations.
     pub(crate) trash_wake: Arc<tokio::sync::Notify>,
+    /// How old the oldest snapshot on the server was at the last look (see `snapshots`);
+    /// `None` before the first look, or when the backend does not look.
+    pub(crate) oldest_snapshot: crate::snapshots::Seen,
     /// Dropped with the backend: its background tasks see the channel close and stop.
     pub(crate) _stop: tokio::sync::watch::Sender<()>,
 }
@@ -242,6 +245,47 @@ impl Backend for PostgresBackend {
 
     fn changes(&self) -> Option<broadcast::Receiver<QueueId>> {
         Some(self.inner.changes.subscribe())
+    }
+
+    /// The pool's connections, and the age of the oldest snapshot at the last look (when
+    /// the backend looks: [`crate::PostgresOptions::snapshot_warning`]).
+    #[allow(clippy::cast_precision_loss)] // connection counts are small
+    fn gauges(&self) -> Vec<Gauge> {
+        let pool = self.inner.pool.status();
+        let mut gauges = vec![
+            Gauge::new(
+                "hookspool_postgres_connections",
+                "Connections of the backend's pool, open and of those idle.",
+                pool.size as f64,
+            )
+            .label("state", "open"),
+            Gauge::new(
+                "hookspool_postgres_connections",
+                "Connections of the backend's pool, open and of those idle.",
+                pool.available as f64,
+            )
+            .label("state", "idle"),
+            Gauge::new(
+                "hookspool_postgres_connections_max",
+                "The most connections the backend's pool opens.",
+                pool.max_size as f64,
+            ),
+            Gauge::new(
+                "hookspool_postgres_connection_waiters",
+                "Calls waiting for a connection of the backend's pool.",
+                pool.waiting as f64,
+            ),
+        ];
+        if let Some(age) = self.inner.oldest_snapshot.get() {
+            gauges.push(Gauge::new(
+                "hookspool_postgres_oldest_snapshot_seconds",
+                "How long the oldest snapshot held by another session of the database had \
+                 been open at the backend's last look (0: none). Vacuum frees nothing that \
+                 died after it was taken.",
+                age.as_secs_f64(),
+            ));
+        }
+        gauges
     }
 
     async fn create_queue(&self, config: QueueConfig) -> Result<()> {

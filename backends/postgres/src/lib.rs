@@ -65,6 +65,9 @@
 //!   backend logs a warning naming it (process id, application, state) once it is a minute
 //!   old ([`PostgresOptions::snapshot_warning`] changes that or turns it off);
 //!   [`PostgresBackend::oldest_snapshot`] answers on demand with an [`OldSnapshot`].
+//! - **Gauges.** [`hookspool::Backend::gauges`] gives the pool's connections (open, idle,
+//!   the most, calls waiting) and the oldest snapshot's age at the last look; the daemon's
+//!   `/metrics` shows them.
 //!
 //! **It is not** a way to share a journal or sled directory: this backend keeps everything
 //! in the database.

@@ -69,10 +69,12 @@ impl PostgresBackend {
             changes.clone(),
             stop.subscribe(),
         ));
+        let oldest_snapshot = crate::snapshots::Seen::default();
         if let Some(after) = options.snapshot_warning {
             tokio::spawn(crate::snapshots::watch(
                 pool.clone(),
                 after,
+                oldest_snapshot.clone(),
                 stop.subscribe(),
             ));
         }
@@ -98,6 +100,7 @@ impl PostgresBackend {
                 lanes: crate::combine::Lanes::default(),
                 changes,
                 trash_wake,
+                oldest_snapshot,
                 _stop: stop,
             }),
         })

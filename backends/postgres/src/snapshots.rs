@@ -6,8 +6,11 @@
 //! it can say which one it is. Every backend logs a warning naming the session once its
 //! snapshot is older than [`crate::PostgresOptions::snapshot_warning`] (1 minute unless told
 //! otherwise), looking every half of that ([`interval`]);
-//! [`PostgresBackend::oldest_snapshot`] answers the same question on demand.
+//! [`PostgresBackend::oldest_snapshot`] answers the same question on demand, and the age of
+//! the oldest snapshot at the last look is one of the backend's gauges
+//! (`hookspool_postgres_oldest_snapshot_seconds` in the daemon's `/metrics`).
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
@@ -91,16 +94,36 @@ async fn oldest(pool: &Pool, older_than: Duration) -> Result<Option<OldSnapshot>
     }))
 }
 
-/// Logs a warning whenever a check finds a snapshot older than `after`, until `stop` closes.
-pub(crate) async fn watch(pool: Pool, after: Duration, mut stop: watch::Receiver<()>) {
+/// The age of the oldest snapshot at the last look: `None` before the first (or when the
+/// backend does not look), zero when no other session held one.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Seen(Arc<Mutex<Option<Duration>>>);
+
+impl Seen {
+    pub(crate) fn get(&self) -> Option<Duration> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, age: Duration) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(age);
+    }
+}
+
+/// Records the age of the oldest snapshot at every look, and logs a warning whenever one
+/// is older than `after`, until `stop` closes.
+pub(crate) async fn watch(pool: Pool, after: Duration, seen: Seen, mut stop: watch::Receiver<()>) {
     let every = interval(after);
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
             _ = stop.changed() => return,
         }
-        match oldest(&pool, after).await {
-            Ok(Some(s)) => tracing::warn!(
+        let found = oldest(&pool, Duration::ZERO).await;
+        if let Ok(s) = &found {
+            seen.set(s.as_ref().map_or(Duration::ZERO, |s| s.open_for));
+        }
+        match found {
+            Ok(Some(s)) if s.open_for >= after => tracing::warn!(
                 pid = s.pid,
                 application = %s.application,
                 state = %s.state,
@@ -110,7 +133,7 @@ pub(crate) async fn watch(pool: Pool, after: Duration, mut stop: watch::Receiver
                  idle_in_transaction_session_timeout",
                 s.open_for.as_secs()
             ),
-            Ok(None) => {}
+            Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "could not look for an old snapshot"),
         }
     }

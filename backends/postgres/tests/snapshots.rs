@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hookspool::Backend;
 use hookspool_postgres::{PostgresBackend, testing};
 
 /// The tests of this file one at a time: each holds a snapshot open on the shared server,
@@ -92,7 +93,8 @@ impl std::io::Write for Captured {
 }
 
 /// The warning itself: a backend told to warn about snapshots older than 200 ms logs one
-/// naming the session that holds it (its pid and application), as an operator reads it.
+/// naming the session that holds it (its pid and application), as an operator reads it; and
+/// its gauges report the snapshot's age and the pool.
 #[tokio::test]
 async fn a_backend_logs_a_warning_naming_the_session_that_holds_an_old_snapshot() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -137,6 +139,31 @@ async fn a_backend_logs_a_warning_naming_the_session_that_holds_an_old_snapshot(
         line.contains("idle_in_transaction_session_timeout"),
         "{line}"
     );
+
+    // The same look is one of the backend's gauges, beside its pool's.
+    let gauges = backend.gauges();
+    let value = |name: &str, label: Option<(&str, &str)>| {
+        gauges
+            .iter()
+            .find(|g| {
+                g.name == name
+                    && label
+                        .is_none_or(|(k, v)| g.labels.iter().any(|(gk, gv)| *gk == k && gv == v))
+            })
+            .unwrap_or_else(|| panic!("no gauge {name} {label:?} in {gauges:?}"))
+            .value
+    };
+    assert!(
+        value("hookspool_postgres_oldest_snapshot_seconds", None) >= 0.2,
+        "{gauges:?}"
+    );
+    assert!(
+        value("hookspool_postgres_connections", Some(("state", "open"))) >= 1.0,
+        "{gauges:?}"
+    );
+    assert!(value("hookspool_postgres_connections", Some(("state", "idle"))) >= 0.0);
+    assert!((value("hookspool_postgres_connections_max", None) - 4.0).abs() < f64::EPSILON);
+    assert!(value("hookspool_postgres_connection_waiters", None).abs() < f64::EPSILON);
 
     holder.batch_execute("COMMIT").await.expect("commit");
     drop(backend);

@@ -328,7 +328,7 @@ impl Model {
 }
 
 /// What a selector picks out of items held in key order: the naive reading of
-/// [`Backend::fetch`]'s contract and [`Page`]'s docs.
+/// [`Backend::fetch`]'s contract and [`Page`](crate::Page)'s docs.
 pub fn select(items: &[Item], selector: &Selector) -> Vec<Item> {
     match selector {
         Selector::Key(k) => items.iter().filter(|i| i.key == *k).cloned().collect(),
