@@ -12,6 +12,7 @@ mod http_hooks;
 mod http_metrics;
 mod http_openapi;
 mod http_queues;
+mod http_queues_refused;
 mod http_robustness;
 mod remote;
 mod retention;

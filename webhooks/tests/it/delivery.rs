@@ -1,24 +1,20 @@
 //! Webhook delivery end to end: real axum receivers on 127.0.0.1:0, the real HTTP client, the
 //! delivery loop, and a manual store clock to step through retry schedules without sleeping.
+//! (Requests in flight, their limits and a graceful stop: `delivery_in_flight.rs`.)
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
 use hookspool::{ManualClock, MemoryBackend, Phase, Store, Timestamp};
 use hookspool_webhooks::{
     DeliveryConfig, DeliveryOutcome, Error, Hooks, HooksOptions, HttpConfig, NetworkPolicy,
     OutcomeKind, RetrySchedule, Secret, SignatureScheme, SigningKey, SubscribeOptions,
     SubscriptionInfo, SubscriptionUpdate, UrlResolver,
 };
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, oneshot};
 
-use crate::support::{Received, receiver, receiver_with, serve};
+use crate::support::{Received, receiver, receiver_with};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -49,7 +45,7 @@ pub(crate) struct Running {
     task: Option<tokio::task::JoinHandle<hookspool_webhooks::Result<()>>>,
 }
 
-async fn start(config: DeliveryConfig) -> Running {
+pub(crate) async fn start(config: DeliveryConfig) -> Running {
     start_with(config, HooksOptions::default()).await
 }
 
@@ -660,140 +656,6 @@ async fn bad_input_is_refused_with_typed_errors_and_nothing_is_stored() {
         "no failed call stored anything"
     );
     assert_eq!(h.subscriptions().len(), 1);
-}
-
-/// A receiver that holds every request until the test lets it go, counting how many are
-/// held at once.
-pub(crate) struct Gate {
-    pub(crate) url: String,
-    arrived: mpsc::UnboundedReceiver<()>,
-    pub(crate) release: Arc<tokio::sync::Semaphore>,
-    peak: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-#[derive(Clone)]
-struct GateState {
-    arrived: mpsc::UnboundedSender<()>,
-    release: Arc<tokio::sync::Semaphore>,
-    held: Arc<std::sync::atomic::AtomicUsize>,
-    peak: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-async fn gated(State(s): State<GateState>) -> StatusCode {
-    let now = s.held.fetch_add(1, Ordering::SeqCst) + 1;
-    s.peak.fetch_max(now, Ordering::SeqCst);
-    let _ = s.arrived.send(());
-    s.release.acquire().await.unwrap().forget();
-    s.held.fetch_sub(1, Ordering::SeqCst);
-    StatusCode::OK
-}
-
-pub(crate) async fn gate() -> Gate {
-    let (tx, arrived) = mpsc::unbounded_channel();
-    let release = Arc::new(tokio::sync::Semaphore::new(0));
-    let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let state = GateState {
-        arrived: tx,
-        release: release.clone(),
-        held: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        peak: peak.clone(),
-    };
-    let addr = serve(Router::new().fallback(gated).with_state(state)).await;
-    Gate {
-        url: format!("http://{addr}/hook"),
-        arrived,
-        release,
-        peak,
-    }
-}
-
-impl Gate {
-    pub(crate) async fn arrived(&mut self) {
-        tokio::time::timeout(Duration::from_secs(10), self.arrived.recv())
-            .await
-            .expect("no request arrived in time")
-            .unwrap();
-    }
-}
-
-#[tokio::test]
-async fn per_subscription_concurrency_is_limited() {
-    let mut g = gate().await;
-    let mut run = start(config(&[5])).await;
-    run.hooks
-        .subscribe("ping", &g.url, SubscribeOptions::default().max_in_flight(2))
-        .await
-        .unwrap();
-    for _ in 0..5 {
-        run.hooks.fire("ping", b"{}".to_vec()).await.unwrap();
-    }
-    g.arrived().await;
-    g.arrived().await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        g.arrived.try_recv().is_err(),
-        "a third request while two are in flight"
-    );
-    g.release.add_permits(5);
-    for _ in 0..5 {
-        assert_eq!(run.outcome().await.kind, OutcomeKind::Delivered);
-    }
-    assert_eq!(g.peak.load(Ordering::SeqCst), 2);
-    run.stop().await;
-}
-
-#[tokio::test]
-async fn graceful_stop_releases_requests_cut_off_by_the_grace_period() {
-    let mut g = gate().await;
-    let mut cfg = config(&[5]);
-    cfg.shutdown_grace = Duration::from_millis(100);
-    let mut run = start(cfg).await;
-    run.hooks
-        .subscribe("ping", &g.url, SubscribeOptions::default())
-        .await
-        .unwrap();
-    let id = run
-        .hooks
-        .fire("ping", b"{}".to_vec())
-        .await
-        .unwrap()
-        .remove(0);
-    g.arrived().await;
-    run.stop().await;
-    let d = run.hooks.delivery(&id).await.unwrap().unwrap();
-    assert_eq!(d.state, Phase::PENDING, "released back to pending");
-    assert!(
-        d.attempts.is_empty(),
-        "a cut-off request is not counted as an attempt"
-    );
-    g.release.add_permits(1);
-}
-
-#[tokio::test]
-async fn graceful_stop_waits_for_requests_in_flight() {
-    let mut g = gate().await;
-    let mut run = start(config(&[5])).await;
-    run.hooks
-        .subscribe("ping", &g.url, SubscribeOptions::default())
-        .await
-        .unwrap();
-    let id = run
-        .hooks
-        .fire("ping", b"{}".to_vec())
-        .await
-        .unwrap()
-        .remove(0);
-    g.arrived().await;
-    let release = g.release.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        release.add_permits(1);
-    });
-    run.stop().await;
-    assert_eq!(
-        run.hooks.delivery(&id).await.unwrap().unwrap().state,
-        Phase::DONE
-    );
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod callbacks;
 mod compat;
 mod delivery;
 mod delivery_crash;
+mod delivery_in_flight;
 mod idempotency;
 mod net;
 mod postgres;

@@ -20,7 +20,8 @@ use hookspool_webhooks::{
 };
 use tokio::sync::{Notify, broadcast, oneshot};
 
-use crate::delivery::{config, gate};
+use crate::delivery::config;
+use crate::delivery_in_flight::gate;
 use crate::support::{Receiver, receiver};
 
 /// The memory backend, with the deliveries queue's `update_many` held while the gate is
