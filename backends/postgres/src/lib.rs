@@ -63,7 +63,8 @@
 //! - **Old snapshots.** A session that holds a snapshot open stops vacuum from freeing the
 //!   rows that died since, and claims slow down (see the README's PostgreSQL soak). Every
 //!   backend logs a warning naming it (process id, application, state) once it is a minute
-//!   old ([`PostgresOptions::snapshot_warning`] changes that or turns it off);
+//!   old ([`PostgresOptions::snapshot_warning`] changes that or turns it off), and says
+//!   so once it is gone, with the `REINDEX` that gives the indexes' space back;
 //!   [`PostgresBackend::oldest_snapshot`] answers on demand with an [`OldSnapshot`].
 //! - **Gauges.** [`hookspool::Backend::gauges`] gives the pool's connections (open, idle,
 //!   the most, calls waiting) and the oldest snapshot's age at the last look; the daemon's

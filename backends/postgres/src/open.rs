@@ -75,6 +75,7 @@ impl PostgresBackend {
                 pool.clone(),
                 after,
                 oldest_snapshot.clone(),
+                options.schema.clone(),
                 stop.subscribe(),
             ));
         }

@@ -110,9 +110,19 @@ impl Seen {
 }
 
 /// Records the age of the oldest snapshot at every look, and logs a warning whenever one
-/// is older than `after`, until `stop` closes.
-pub(crate) async fn watch(pool: Pool, after: Duration, seen: Seen, mut stop: watch::Receiver<()>) {
+/// is older than `after`, until `stop` closes. Once no snapshot is that old any more, it
+/// says so (once), with what is left to do: the indexes of `items` in `schema` keep what
+/// they grew by until they are rebuilt.
+pub(crate) async fn watch(
+    pool: Pool,
+    after: Duration,
+    seen: Seen,
+    schema: String,
+    mut stop: watch::Receiver<()>,
+) {
     let every = interval(after);
+    // The process id of the session last warned about, until no snapshot is old any more.
+    let mut warned: Option<i32> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -123,17 +133,30 @@ pub(crate) async fn watch(pool: Pool, after: Duration, seen: Seen, mut stop: wat
             seen.set(s.as_ref().map_or(Duration::ZERO, |s| s.open_for));
         }
         match found {
-            Ok(Some(s)) if s.open_for >= after => tracing::warn!(
-                pid = s.pid,
-                application = %s.application,
-                state = %s.state,
-                open_for_secs = s.open_for.as_secs(),
-                "a session has held a snapshot open for {} s: vacuum cannot free the rows that \
-                 died since, so the items table grows and claims slow down; end it, or set \
-                 idle_in_transaction_session_timeout",
-                s.open_for.as_secs()
-            ),
-            Ok(_) => {}
+            Ok(Some(s)) if s.open_for >= after => {
+                tracing::warn!(
+                    pid = s.pid,
+                    application = %s.application,
+                    state = %s.state,
+                    open_for_secs = s.open_for.as_secs(),
+                    "a session has held a snapshot open for {} s: vacuum cannot free the rows \
+                     that died since, so the items table grows and claims slow down; end it, or \
+                     set idle_in_transaction_session_timeout",
+                    s.open_for.as_secs()
+                );
+                warned = Some(s.pid);
+            }
+            Ok(_) => {
+                if let Some(pid) = warned.take() {
+                    tracing::info!(
+                        pid,
+                        "no snapshot is held open any more: vacuum can free the rows that died \
+                         meanwhile, and claims catch up. The indexes of the items table keep \
+                         the space they grew by; REINDEX TABLE CONCURRENTLY \"{schema}\".items \
+                         gives it back"
+                    );
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "could not look for an old snapshot"),
         }
     }
