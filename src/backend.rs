@@ -328,7 +328,8 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 /// One figure of [`Backend::gauges`]: a Prometheus-style gauge.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gauge {
-    /// The metric's name, `hookspool_<backend>_<what>` (`[a-z_]`).
+    /// The metric's name, `hookspool_<backend>_<what>`. Names (and label names) must match
+    /// `[a-zA-Z_][a-zA-Z0-9_]*`; `/metrics` leaves out, and logs, a gauge that does not.
     pub name: &'static str,
     /// One line saying what it measures.
     pub help: &'static str,

@@ -154,25 +154,61 @@ pub(crate) async fn metrics<B: Backend>(
 }
 
 /// The backend's own gauges ([`Backend::gauges`]), each name's help and type once.
-/// Samples of one name stay together, as the text format wants, in the backend's order.
+/// Samples of one name stay together, as the text format wants, in the backend's order. A
+/// gauge whose name or a label name the format cannot carry is left out (and logged), so
+/// that one backend's mistake cannot make the whole page unreadable.
 fn backend_gauges(out: &mut String, gauges: &[hookspool::Gauge]) {
-    let mut gauges: Vec<&hookspool::Gauge> = gauges.iter().collect();
+    let mut gauges: Vec<&hookspool::Gauge> = gauges
+        .iter()
+        .filter(|g| {
+            let ok = metric_name(g.name) && g.labels.iter().all(|(k, _)| metric_name(k));
+            if !ok {
+                tracing::warn!(
+                    name = g.name,
+                    "a backend gauge with a name /metrics cannot show was left out"
+                );
+            }
+            ok
+        })
+        .collect();
     gauges.sort_by_key(|g| g.name);
     let mut described = std::collections::BTreeSet::new();
     for g in gauges {
         if described.insert(g.name) {
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", g.name, g.help, g.name);
+            let help = g.help.replace('\\', "\\\\").replace('\n', "\\n");
+            let _ = writeln!(out, "# HELP {} {help}\n# TYPE {} gauge", g.name, g.name);
         }
         let labels: Vec<String> = g
             .labels
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", label_value(v)))
             .collect();
+        let value = sample_value(g.value);
         if labels.is_empty() {
-            let _ = writeln!(out, "{} {}", g.name, g.value);
+            let _ = writeln!(out, "{} {value}", g.name);
         } else {
-            let _ = writeln!(out, "{}{{{}}} {}", g.name, labels.join(","), g.value);
+            let _ = writeln!(out, "{}{{{}}} {value}", g.name, labels.join(","));
         }
+    }
+}
+
+/// Whether `name` is a metric or label name of the text format: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A sample value as the text format writes it (`+Inf`, `-Inf` and `NaN` spelled its way).
+fn sample_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        v.to_string()
     }
 }
 
@@ -208,5 +244,26 @@ mod tests {
         let mut none = String::new();
         backend_gauges(&mut none, &[]);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_gauge_the_format_cannot_carry_is_left_out_and_odd_values_are_spelled_its_way() {
+        let gauges = [
+            Gauge::new("bad name", "Left out.", 1.0),
+            Gauge::new("hookspool_x_c", "Left out: a bad label name.", 1.0).label("bad-label", "v"),
+            Gauge::new("9starts_with_a_digit", "Left out.", 1.0),
+            Gauge::new("hookspool_x_d", "Two\nlines \\ here.", f64::INFINITY),
+            Gauge::new("hookspool_x_e", "Negative.", f64::NEG_INFINITY),
+            Gauge::new("hookspool_x_f", "Not a number.", f64::NAN),
+        ];
+        let mut out = String::new();
+        backend_gauges(&mut out, &gauges);
+        assert_eq!(
+            out,
+            "# HELP hookspool_x_d Two\\nlines \\\\ here.\n# TYPE hookspool_x_d gauge\n\
+             hookspool_x_d +Inf\n\
+             # HELP hookspool_x_e Negative.\n# TYPE hookspool_x_e gauge\nhookspool_x_e -Inf\n\
+             # HELP hookspool_x_f Not a number.\n# TYPE hookspool_x_f gauge\nhookspool_x_f NaN\n"
+        );
     }
 }
