@@ -268,6 +268,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Sweeps (see [`Backend::sweep`]), then leases up to `claim.limit` pending items with
     /// `not_before ≤ now`, in order of `(not_before, key)`: each moves to `in_flight` with
     /// `lease = (claim.owner, claim.lease_until)`, `attempts + 1`, `updated_at = now`.
+    ///
+    /// A [`Capabilities::shared`] backend may document a degraded mode in which it
+    /// claims from where its last claim ended, so that items that became due behind that
+    /// point come a bounded time late (PostgreSQL does, while another session holds a
+    /// snapshot open; see its crate docs). It must not skip an item for longer, and it
+    /// holds the order exactly otherwise: the conformance kit checks that.
     fn claim(
         &self,
         queue: &QueueId,

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use tokio_postgres::types::{Json, ToSql};
 
 use crate::error;
+use crate::held;
 use crate::notify::Notices;
 use crate::rows::{self, ms};
 use crate::sql::Sql;
@@ -70,6 +71,10 @@ pub(crate) struct Inner {
     /// How old the oldest snapshot on the server was at the last look (see `snapshots`);
     /// `None` before the first look, or when the backend does not look.
     pub(crate) oldest_snapshot: crate::snapshots::Seen,
+    /// Where claims and retention's prunes start while a snapshot is held open (see
+    /// `held`).
+    pub(crate) claims_from: held::Claims,
+    pub(crate) prunes_from: held::Prunes,
     /// Dropped with the backend: its background tasks see the channel close and stop.
     pub(crate) _stop: tokio::sync::watch::Sender<()>,
 }
@@ -284,6 +289,18 @@ impl Backend for PostgresBackend {
                  died after it was taken.",
                 age.as_secs_f64(),
             ));
+            let positioned = if self.inner.oldest_snapshot.held() {
+                self.inner.claims_from.positioned()
+            } else {
+                0
+            };
+            gauges.push(Gauge::new(
+                "hookspool_postgres_claims_from_position",
+                "Queues whose claims on this node start where its last claim ended, because \
+                 a snapshot is held open (with a full claim at least every second; 0: every \
+                 claim reads the due index from its start).",
+                positioned as f64,
+            ));
         }
         gauges
     }
@@ -476,29 +493,33 @@ impl Backend for PostgresBackend {
         }
         let limit = i32::try_from(claim.limit).unwrap_or(i32::MAX);
         let sql = &self.inner.sql;
-        let text = if claim.durable {
-            &sql.claim
-        } else {
-            &sql.claim_lazy
+        let seen = &self.inner.oldest_snapshot;
+        let plan = self
+            .inner
+            .claims_from
+            .plan(queue, seen.held(), seen.full_claim_every());
+        let (text, after) = match (plan, claim.durable) {
+            (held::Plan::Full, true) => (&sql.claim, None),
+            (held::Plan::Full, false) => (&sql.claim_lazy, None),
+            (held::Plan::After(p), true) => (&sql.claim_after, Some(p)),
+            (held::Plan::After(p), false) => (&sql.claim_after_lazy, Some(p)),
         };
-        run!(self, Some(queue), conn, {
+        let items = run!(self, Some(queue), conn, {
             let stmt = conn.prepare_cached(text).await?;
-            let rows = conn
-                .query(
-                    &stmt,
-                    &[
-                        &queue.as_str(),
-                        &claim.owner,
-                        &limit,
-                        &ms(claim.lease_until),
-                        &ms(now),
-                    ],
-                )
-                .await?;
+            let (id, until, at) = (queue.as_str(), ms(claim.lease_until), ms(now));
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &claim.owner, &limit, &until, &at];
+            if let Some((not_before, key)) = &after {
+                params.extend([not_before as &(dyn ToSql + Sync), key]);
+            }
+            let rows = conn.query(&stmt, &params).await?;
             let mut items = rows.iter().map(rows::item).collect::<Result<Vec<_>>>()?;
             items.sort_by_key(|i| (i.not_before, i.key));
             Ok(items)
-        })
+        })?;
+        self.inner
+            .claims_from
+            .advance(queue, held::claimed_up_to(&items, claim.limit, ms(now)));
+        Ok(items)
     }
 
     async fn sweep(&self, queue: &QueueId, now: Timestamp) -> Result<SweepReport> {
@@ -522,17 +543,40 @@ impl Backend for PostgresBackend {
     ) -> Result<u64> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = &self.inner.sql;
-        let removed = run!(self, Some(queue), conn, {
-            let stmt = conn.prepare_cached(&sql.prune).await?;
-            let row = conn
-                .query_one(
-                    &stmt,
-                    &[&queue.as_str(), &phase.as_str(), &ms(before), &limit],
-                )
-                .await?;
-            row.get::<_, Option<i64>>(0)
-                .ok_or_else(|| Failure::Engine(Error::QueueNotFound(queue.clone())))
+        let seen = &self.inner.oldest_snapshot;
+        let held = seen.held();
+        let step = (queue.clone(), phase.clone());
+        // While a snapshot is held, every step names where it starts and says where it
+        // ended; a full one starts before every key.
+        let after = match self.inner.prunes_from.plan(
+            &step,
+            held,
+            seen.full_claim_every() * held::FULL_PRUNE_FACTOR,
+        ) {
+            held::Plan::Full if !held => None,
+            held::Plan::Full => Some(i64::MIN),
+            held::Plan::After(key) => Some(key),
+        };
+        let (removed, last) = run!(self, Some(queue), conn, {
+            let id = queue.as_str();
+            let (phase, before) = (phase.as_str(), ms(before));
+            let missing = || Failure::Engine(Error::QueueNotFound(queue.clone()));
+            if let Some(after) = after {
+                let stmt = conn.prepare_cached(&sql.prune_after).await?;
+                let row = conn
+                    .query_one(&stmt, &[&id, &phase, &before, &limit, &after])
+                    .await?;
+                let removed = row.get::<_, Option<i64>>(0).ok_or_else(missing)?;
+                Ok((removed, row.get::<_, Option<i64>>(1)))
+            } else {
+                let stmt = conn.prepare_cached(&sql.prune).await?;
+                let row = conn
+                    .query_one(&stmt, &[&id, &phase, &before, &limit])
+                    .await?;
+                Ok((row.get::<_, Option<i64>>(0).ok_or_else(missing)?, None))
+            }
         })?;
+        self.inner.prunes_from.advance(&step, last);
         Ok(u64::try_from(removed).unwrap_or(0))
     }
 

@@ -41,7 +41,16 @@
 //!   leaves `in_flight` and `done` out of the index by phase (a claim and an ack no longer
 //!   add an entry to it; pages of those two phases read the lease index and the primary
 //!   key) and settles a batch of 32 or more entries of one owner's leases (a large
-//!   `ack_many`) in one statement, without reading the rows first.
+//!   `ack_many`) in one statement, without reading the rows first, and version 6 adds
+//!   `claim_after`, the claim from a position (below).
+//! - **A snapshot held open** by another session (a forgotten transaction, a long report)
+//!   keeps vacuum from freeing what died after it. The backend looks for one
+//!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
+//!   as a gauge. Meanwhile a claim would read the index entries of every item claimed since,
+//!   so claims of each queue start where this backend's last one ended (`claim_after`,
+//!   without a sweep), with a full claim at least every second that takes what became due
+//!   behind that point and releases expired leases: those items come up to a second late,
+//!   the one departure from `(not_before, key)` order (the README's "A snapshot held open").
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the
@@ -111,6 +120,7 @@ mod backend;
 mod combine;
 mod connect;
 mod error;
+mod held;
 mod notify;
 mod once;
 mod open;

@@ -69,7 +69,7 @@ impl PostgresBackend {
             changes.clone(),
             stop.subscribe(),
         ));
-        let oldest_snapshot = crate::snapshots::Seen::default();
+        let oldest_snapshot = crate::snapshots::Seen::new(options.snapshot_warning);
         if let Some(after) = options.snapshot_warning {
             tokio::spawn(crate::snapshots::watch(
                 pool.clone(),
@@ -102,6 +102,8 @@ impl PostgresBackend {
                 changes,
                 trash_wake,
                 oldest_snapshot,
+                claims_from: crate::held::Claims::default(),
+                prunes_from: crate::held::Prunes::default(),
                 _stop: stop,
             }),
         })

@@ -39,7 +39,9 @@ pub struct PostgresOptions {
     /// How old the oldest snapshot on the server may get before the backend logs a warning
     /// naming the session that holds it (default 1 min; `None`: it never looks). It looks
     /// every half of this, at most every 30 s and at least every 100 ms. See
-    /// [`crate::PostgresBackend::oldest_snapshot`].
+    /// [`crate::PostgresBackend::oldest_snapshot`]. While it sees such a snapshot, claims
+    /// of each queue start where this backend's last claim ended, with a full claim at
+    /// least every second (see the crate docs); `None` turns that off too.
     pub snapshot_warning: Option<Duration>,
 }
 

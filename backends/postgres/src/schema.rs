@@ -13,10 +13,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (3, include_str!("sql/v3.sql")),
     (4, include_str!("sql/v4.sql")),
     (5, include_str!("sql/v5.sql")),
+    (6, include_str!("sql/v6.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;

@@ -1,11 +1,12 @@
 //! The oldest snapshot on the server. While a session holds a snapshot open (a forgotten
 //! transaction, a long report), vacuum can free no row version that died after it was
-//! taken: the items table and its indexes grow, and every claim reads again the dead
-//! entries of what was claimed since, so deliveries slow down to a fraction of their rate
-//! (the README's PostgreSQL soak measures it). Nothing in hookspool can end such a session;
-//! it can say which one it is. Every backend logs a warning naming the session once its
-//! snapshot is older than [`crate::PostgresOptions::snapshot_warning`] (1 minute unless told
-//! otherwise), looking every half of that ([`interval`]);
+//! taken: the items table and its indexes grow, and a claim from the start of the due
+//! index reads again the dead entries of everything claimed since, so deliveries would slow
+//! down to a fraction of their rate (the README's PostgreSQL soak measures it). Nothing in
+//! hookspool can end such a session. It can say which one it is, and claim from where its
+//! last claim ended meanwhile (`held`). Every backend logs a warning naming the
+//! session once its snapshot is older than [`crate::PostgresOptions::snapshot_warning`]
+//! (1 minute unless told otherwise), looking every half of that ([`interval`]);
 //! [`PostgresBackend::oldest_snapshot`] answers the same question on demand, and the age of
 //! the oldest snapshot at the last look is one of the backend's gauges
 //! (`hookspool_postgres_oldest_snapshot_seconds` in the daemon's `/metrics`).
@@ -37,6 +38,7 @@ SELECT pid, coalesce(application_name, ''), coalesce(state, ''),
        extract(epoch FROM now() - coalesce(xact_start, query_start))::float8
 FROM pg_stat_activity
 WHERE backend_xmin IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()
+  AND backend_type = 'client backend'
   AND coalesce(xact_start, query_start) <= now() - make_interval(secs => $1)
 ORDER BY coalesce(xact_start, query_start)
 LIMIT 1";
@@ -95,17 +97,44 @@ async fn oldest(pool: &Pool, older_than: Duration) -> Result<Option<OldSnapshot>
 }
 
 /// The age of the oldest snapshot at the last look: `None` before the first (or when the
-/// backend does not look), zero when no other session held one.
+/// backend does not look), zero when no other session held one. `after` is the age from
+/// which it counts as held (the warning's; `None`: the backend does not look).
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Seen(Arc<Mutex<Option<Duration>>>);
+pub(crate) struct Seen {
+    age: Arc<Mutex<Option<Duration>>>,
+    after: Option<Duration>,
+}
 
 impl Seen {
+    pub(crate) fn new(after: Option<Duration>) -> Self {
+        Seen {
+            age: Arc::default(),
+            after,
+        }
+    }
+
     pub(crate) fn get(&self) -> Option<Duration> {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *self.age.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn set(&self, age: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(age);
+        *self.age.lock().unwrap_or_else(PoisonError::into_inner) = Some(age);
+    }
+
+    /// Whether the last look found a snapshot at least as old as the warning's threshold:
+    /// claims then run from remembered positions (see `held`).
+    pub(crate) fn held(&self) -> bool {
+        self.after
+            .zip(self.get())
+            .is_some_and(|(after, age)| age >= after)
+    }
+
+    /// The longest time between two full claims of a queue while a snapshot is held: a
+    /// second, or the time between two looks when that is shorter.
+    pub(crate) fn full_claim_every(&self) -> Duration {
+        self.after.map_or(crate::held::FULL_EVERY, |after| {
+            interval(after).min(crate::held::FULL_EVERY)
+        })
     }
 }
 
@@ -140,8 +169,9 @@ pub(crate) async fn watch(
                     state = %s.state,
                     open_for_secs = s.open_for.as_secs(),
                     "a session has held a snapshot open for {} s: vacuum cannot free the rows \
-                     that died since, so the items table grows and claims slow down; end it, or \
-                     set idle_in_transaction_session_timeout",
+                     that died since, so the items table and its indexes grow (meanwhile claims \
+                     start where this node's last claim ended, with a full claim every second); \
+                     end it, or set idle_in_transaction_session_timeout",
                     s.open_for.as_secs()
                 );
                 warned = Some(s.pid);

@@ -25,8 +25,15 @@ pub(crate) struct Sql {
     pub(crate) claim: String,
     /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
     pub(crate) claim_lazy: String,
+    /// The claim from after a position, without a sweep (`claim_after`, schema version 6):
+    /// `$6` and `$7` are the `not_before` and key of the position. See `held`.
+    pub(crate) claim_after: String,
+    pub(crate) claim_after_lazy: String,
     pub(crate) sweep: String,
     pub(crate) prune: String,
+    /// Retention's step from after key `$5`, returning also the last key it removed
+    /// (`prune_after`, schema version 6). See `held`.
+    pub(crate) prune_after: String,
     pub(crate) lock_items: String,
     pub(crate) lock_states: String,
     pub(crate) write_items: String,
@@ -134,13 +141,19 @@ const UNCOUNT: &str = ", uncounted AS (INSERT INTO {schema}.counts AS c (gen, ph
 /// `synchronous_commit` is read when the statement's transaction commits, so setting it
 /// anywhere in the statement is enough (`true`: for this transaction only). A later
 /// synchronous commit flushes the WAL up to itself, this claim's commit included.
-fn claim(lazy: bool) -> String {
+/// `after`: the claim from after the position `($6, $7)` (`claim_after`).
+fn claim(lazy: bool, after: bool) -> String {
     let lazy = if lazy {
         ", set_config('synchronous_commit', 'off', true)"
     } else {
         ""
     };
-    format!("SELECT {ITEM_COLUMNS} FROM {{schema}}.claim($1, $2, $3, $4, $5){lazy}")
+    let call = if after {
+        "claim_after($1, $2, $3, $4, $5, $6, $7)"
+    } else {
+        "claim($1, $2, $3, $4, $5)"
+    };
+    format!("SELECT {ITEM_COLUMNS} FROM {{schema}}.{call}{lazy}")
 }
 
 /// The generation of queue `$1`, as a subquery.
@@ -240,10 +253,13 @@ impl Sql {
             count: r("SELECT c.phase, sum(c.n)::bigint FROM {schema}.queues q \
                  LEFT JOIN {schema}.counts c ON c.gen = q.gen WHERE q.id = $1 GROUP BY c.phase"),
             reset: r("SELECT {schema}.reset($1)"),
-            claim: r(&claim(false)),
-            claim_lazy: r(&claim(true)),
+            claim: r(&claim(false, false)),
+            claim_lazy: r(&claim(true, false)),
+            claim_after: r(&claim(false, true)),
+            claim_after_lazy: r(&claim(true, true)),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
             prune: r("SELECT {schema}.prune_phase($1, $2, $3, $4)"),
+            prune_after: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
             lock_items: r(&format!(
                 "SELECT {ITEM_COLUMNS}, gen FROM {{schema}}.items \
                  WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"

@@ -1,11 +1,17 @@
 //! The oldest snapshot on the server: a session that holds one open is found and named
 //! (its process id, application and state); once it ends, it is not. Any age is a valid
-//! question, the longest too. A backend told how old is too old says so in its log.
+//! question, the longest too. A backend told how old is too old says so in its log, and
+//! meanwhile claims from where its last claim ended (schema version 6): such a claim reads
+//! none of the index entries the snapshot keeps alive, and nothing is left behind for long.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hookspool::Backend;
+use hookspool::{
+    Action, Backend, Claim, Expect, Item, Move, NewItem, Phase, QueueConfig, QueueId, Timestamp,
+    Transition,
+};
 use hookspool_postgres::{PostgresBackend, testing};
 
 /// The tests of this file one at a time: each holds a snapshot open on the shared server,
@@ -173,5 +179,372 @@ async fn log_line(log: &Captured, pid: &str, what: &str) -> String {
             "no line with {pid} and {what:?} within 20 s; the log:\n{text}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A claim by `w` of at most `limit` items, leased until `until`.
+fn claim(limit: usize, until: Timestamp) -> Claim {
+    Claim {
+        owner: "w".to_owned(),
+        limit,
+        lease_until: until,
+        durable: true,
+    }
+}
+
+/// Acknowledges `items` (leased to `w`): they move to `done`.
+async fn ack(backend: &PostgresBackend, q: &QueueId, items: &[Item], now: Timestamp) {
+    let done = Transition {
+        expect: Expect {
+            phase: None,
+            lease_owner: Some("w".to_owned()),
+        },
+        action: Action::Move(Move::to(Phase::DONE)),
+    };
+    let results = backend
+        .update_many(
+            q,
+            items.iter().map(|i| (i.key, done.clone())).collect(),
+            now,
+        )
+        .await
+        .expect("ack");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+}
+
+/// A backend whose own calls stay full ones (it does not look for snapshots), with a queue
+/// `q` of 2,100 items pushed at 1,000, of which the first 2,000 were claimed (leased until
+/// 2,000) and acknowledged under a snapshot held open since before the claims.
+struct HeldQueue {
+    backend: PostgresBackend,
+    q: QueueId,
+    /// Holds the snapshot until it is dropped (or commits).
+    _holder: tokio_postgres::Client,
+    /// The last item claimed: `not_before` and key.
+    last: (i64, i64),
+}
+
+async fn claimed_and_acked_under_a_held_snapshot() -> HeldQueue {
+    let backend = PostgresBackend::open(testing::options().snapshot_warning(None))
+        .await
+        .expect("open");
+    let q = QueueId::new("q").expect("queue id");
+    backend
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .expect("create");
+    let at = Timestamp::from_millis;
+    let items = (0..2_100)
+        .map(|i| NewItem::new(format!("item {i}")))
+        .collect();
+    backend.push(&q, items, at(1_000)).await.expect("push");
+    let (holder, _) = hold_snapshot("held during claims").await;
+    let mut last = None;
+    for _ in 0..20 {
+        let items = backend
+            .claim(&q, claim(100, at(2_000)), at(1_500))
+            .await
+            .expect("claim");
+        assert_eq!(items.len(), 100);
+        ack(&backend, &q, &items, at(1_600)).await;
+        last = items
+            .last()
+            .map(|i| (1_000, i64::try_from(i.key).expect("key")));
+    }
+    HeldQueue {
+        backend,
+        q,
+        _holder: holder,
+        last: last.expect("claimed"),
+    }
+}
+
+/// What `call` (a statement of the backend's schema) returned, an integer per row, and how
+/// many entries of the two indexes it read, in a transaction rolled back afterwards.
+/// Observed through the server's count of the index entries a session's scans returned,
+/// dead ones included, not through timing.
+async fn entries_read_by(
+    backend: &PostgresBackend,
+    call: &str,
+    [one, two]: [&str; 2],
+) -> (Vec<i64>, i64, i64) {
+    let session = testing::client().await;
+    let schema = backend.schema();
+    let call = call.replace("{schema}", &format!("\"{schema}\""));
+    let read = async |index: &str| -> i64 {
+        session
+            .query_one(
+                "SELECT pg_stat_get_xact_tuples_returned(format('%I.%I', $1::text, $2::text)::regclass)",
+                &[&schema, &index],
+            )
+            .await
+            .expect("index statistics")
+            .get(0)
+    };
+    session.batch_execute("BEGIN").await.expect("begin");
+    let (first, second) = (read(one).await, read(two).await);
+    let returned = session
+        .query(&call, &[])
+        .await
+        .expect(&call)
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (first, second) = (read(one).await - first, read(two).await - second);
+    session.batch_execute("ROLLBACK").await.expect("rollback");
+    (returned, first, second)
+}
+
+/// Under a held snapshot, 2,000 items were claimed and acknowledged: the full claim then
+/// reads the entries of all of them in the due index, and its sweep those in the leases
+/// index (their leases have run out at 5,000), to claim the next 10. `claim_after`, given
+/// where the last claim ended, claims the same 10 reading neither.
+#[tokio::test]
+async fn a_claim_from_a_position_reads_none_of_the_entries_a_held_snapshot_keeps() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let held = claimed_and_acked_under_a_held_snapshot().await;
+    let (not_before, key) = held.last;
+    let indexes = ["items_due", "items_leases"];
+    let (full, full_due, full_leases) = entries_read_by(
+        &held.backend,
+        "SELECT key FROM {schema}.claim('q', 'w', 10, 1000000, 5000) ORDER BY key",
+        indexes,
+    )
+    .await;
+    let (after, after_due, after_leases) = entries_read_by(
+        &held.backend,
+        &format!(
+            "SELECT key FROM {{schema}}.claim_after('q', 'w', 10, 1000000, 5000, {not_before}, \
+             {key}) ORDER BY key"
+        ),
+        indexes,
+    )
+    .await;
+
+    let next: Vec<i64> = (key + 1..=key + 10).collect();
+    assert_eq!(full, next);
+    assert_eq!(after, next, "claim_after claims what the full claim does");
+    assert!(
+        full_due >= 2_000 && full_leases >= 2_000,
+        "the premise: the full claim reads the entries of the 2,000 claimed items \
+         (due index: {full_due}, leases index: {full_leases})"
+    );
+    assert!(
+        after_due <= 20,
+        "claim_after read {after_due} entries of the due index to claim 10"
+    );
+    assert_eq!(after_leases, 0, "claim_after does not sweep");
+}
+
+/// Under a held snapshot, 2,000 items were claimed and acknowledged, and retention removed
+/// 1,990 of them: its next full step reads the primary key's entries of all those to
+/// remove the 10 left, and `prune_after`, given where the last step ended, none.
+#[tokio::test]
+async fn a_prune_from_a_position_reads_none_of_the_entries_a_held_snapshot_keeps() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let held = claimed_and_acked_under_a_held_snapshot().await;
+    let pruned = held
+        .backend
+        .prune(&held.q, &Phase::DONE, Timestamp::from_millis(10_000), 1_990)
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1_990);
+    let pruned_up_to = held.last.1 - 10;
+
+    let indexes = ["items_pkey", "items_by_phase"];
+    let (full, full_keys, _) = entries_read_by(
+        &held.backend,
+        "SELECT {schema}.prune_phase('q', 'done', 10000, 100)",
+        indexes,
+    )
+    .await;
+    let (after, after_keys, _) = entries_read_by(
+        &held.backend,
+        &format!(
+            "SELECT removed FROM {{schema}}.prune_after('q', 'done', 10000, 100, {pruned_up_to})"
+        ),
+        indexes,
+    )
+    .await;
+    assert_eq!(
+        (full, after),
+        (vec![10], vec![10]),
+        "both remove the 10 left"
+    );
+    // Each removed item left three versions (pending, in flight, done), each with an entry;
+    // what both read besides is the rest of the queue (100 items pending, 10 done).
+    assert!(
+        full_keys - after_keys >= 3 * 1_990 && after_keys < 1_990,
+        "the full step reads the entries of the 1,990 items removed, prune_after none of them \
+         (full: {full_keys}, prune_after: {after_keys})"
+    );
+}
+
+/// A backend told to warn about snapshots older than 200 ms, with a queue `q`, once it has
+/// seen a snapshot held that long; and the session that holds it.
+async fn a_backend_that_sees_a_held_snapshot() -> (PostgresBackend, QueueId, tokio_postgres::Client)
+{
+    let backend = PostgresBackend::open(
+        testing::options().snapshot_warning(Some(Duration::from_millis(200))),
+    )
+    .await
+    .expect("open");
+    let q = QueueId::new("q").expect("queue id");
+    backend
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .expect("create");
+    let (holder, _) = hold_snapshot("held while delivering").await;
+    wait_for("the backend to see the snapshot", || {
+        gauge(&backend, "hookspool_postgres_oldest_snapshot_seconds").is_some_and(|s| s >= 0.2)
+    })
+    .await;
+    (backend, q, holder)
+}
+
+fn gauge(backend: &PostgresBackend, name: &str) -> Option<f64> {
+    backend
+        .gauges()
+        .iter()
+        .find(|g| g.name == name)
+        .map(|g| g.value)
+}
+
+const HOUR: Duration = Duration::from_hours(1);
+
+/// A backend that sees a snapshot held open claims from where its last claim ended (its
+/// gauge says for how many queues), and still claims every item exactly once. What lands
+/// behind that position comes within a few full claims (one at least every 100 ms with this
+/// threshold): an item pushed with a `not_before` already past, and an item whose lease ran
+/// out. Once the snapshot is released, claims are full ones again.
+#[tokio::test]
+async fn under_a_held_snapshot_claims_start_where_the_last_ended_and_leave_nothing_behind() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (backend, q, holder) = a_backend_that_sees_a_held_snapshot().await;
+
+    let items = (0..30).map(|i| NewItem::new(format!("item {i}"))).collect();
+    let pushed = backend
+        .push(&q, items, Timestamp::now())
+        .await
+        .expect("push");
+    let mut claimed = Vec::new();
+    loop {
+        let now = Timestamp::now();
+        let items = backend
+            .claim(&q, claim(7, now.saturating_add(HOUR)), now)
+            .await
+            .expect("claim");
+        if items.is_empty() {
+            break;
+        }
+        ack(&backend, &q, &items, now).await;
+        claimed.extend(items.iter().map(|i| i.key));
+    }
+    assert_eq!(claimed, pushed, "every item, once, in order");
+    assert_eq!(
+        gauge(&backend, "hookspool_postgres_claims_from_position"),
+        Some(1.0),
+        "claims of the queue start from a position"
+    );
+
+    // Behind the position: an item due an hour ago, and one whose lease runs out at once.
+    let now = Timestamp::now();
+    let late = NewItem {
+        not_before: Some(Timestamp::from_millis(now.as_millis() - 3_600_000)),
+        ..NewItem::new("due an hour ago")
+    };
+    let leased = backend
+        .push(&q, vec![NewItem::new("leased")], now)
+        .await
+        .expect("push")[0];
+    let taken = backend.claim(&q, claim(1, now), now).await.expect("claim");
+    assert_eq!(taken.iter().map(|i| i.key).collect::<Vec<_>>(), [leased]);
+    let late = backend.push(&q, vec![late], now).await.expect("push")[0];
+
+    let mut again = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while again.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "within 20 s, claimed again only {again:?}"
+        );
+        let now = Timestamp::now();
+        for item in backend
+            .claim(&q, claim(10, now.saturating_add(HOUR)), now)
+            .await
+            .expect("claim")
+        {
+            assert!(
+                again.insert(item.key, item.attempts).is_none(),
+                "{} claimed twice",
+                item.key
+            );
+            ack(&backend, &q, &[item], now).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        again,
+        BTreeMap::from([(late, 1), (leased, 2)]),
+        "the item due an hour ago, and the expired lease's item on its second attempt"
+    );
+
+    holder.batch_execute("COMMIT").await.expect("commit");
+    wait_for("claims to be full ones again", || {
+        gauge(&backend, "hookspool_postgres_claims_from_position") == Some(0.0)
+    })
+    .await;
+}
+
+/// A backend that sees a snapshot held open prunes from where its last step ended, and an
+/// item that became done behind that key goes at the next full step (one at least every
+/// second with this threshold).
+#[tokio::test]
+async fn under_a_held_snapshot_retention_starts_where_it_ended_and_leaves_nothing_behind() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (backend, q, _holder) = a_backend_that_sees_a_held_snapshot().await;
+    let now = Timestamp::now();
+    let items = (0..5).map(|i| NewItem::new(format!("item {i}"))).collect();
+    backend.push(&q, items, now).await.expect("push");
+    let five = backend
+        .claim(&q, claim(5, now.saturating_add(HOUR)), now)
+        .await
+        .expect("claim");
+    assert_eq!(five.len(), 5);
+    // All but the first are done, and retention removes them: its step ends at the last.
+    ack(&backend, &q, &five[1..], now).await;
+    let everything = now.saturating_add(HOUR);
+    let done = async || backend.count(&q).await.expect("count").get(&Phase::DONE);
+    let prune = async || {
+        backend
+            .prune(&q, &Phase::DONE, everything, 1_000)
+            .await
+            .expect("prune")
+    };
+    assert_eq!(prune().await, 4);
+    // The first becomes done behind that key.
+    ack(&backend, &q, &five[..1], now).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut removed = 0;
+    while done().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the item done behind the last step's key is still there after 20 s"
+        );
+        removed += prune().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(removed, 1);
+}
+
+/// Waits (at most 20 s, looking every 20 ms) until `done` holds.
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited 20 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -114,8 +114,10 @@ pub struct ServeArgs {
 
     /// Warn in the log once a session of the database has held a snapshot open this long
     /// (with `--backend postgres`): vacuum frees nothing that died since, so the tables
-    /// grow and deliveries slow down. The warning names the session (process id,
-    /// application, state). `off` never looks [default: 1m].
+    /// grow. The warning names the session (process id, application, state). Meanwhile
+    /// claims start where this node's last claim ended, so that deliveries keep their pace
+    /// (with a full claim every second for what lands behind). `off` never looks
+    /// [default: 1m].
     #[arg(long, env = "HOOKSPOOL_DATABASE_SNAPSHOT_WARNING", value_parser = parse_warn_after, value_name = "DURATION|off")]
     pub database_snapshot_warning: Option<WarnAfter>,
 

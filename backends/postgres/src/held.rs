@@ -1,0 +1,228 @@
+//! Claims and prunes while a snapshot is held open.
+//!
+//! While another session holds a snapshot open, vacuum can free no row version that died
+//! after it was taken, and the server cannot mark their index entries dead. A statement
+//! that reads an index from its start then reads those entries again at every call:
+//! - a claim, the due index's entries of every item claimed since, and in its sweep the
+//!   lease index's entries of every item acknowledged since its lease ran out;
+//! - retention's prune, the primary key's entries of every item it removed since, and of
+//!   every version the items it passes over left behind.
+//!
+//! Each call then costs more than the last (see `v6.sql` for the figures). While the
+//! backend sees such a snapshot (one at least as old as
+//! [`crate::PostgresOptions::snapshot_warning`] at the watcher's last look), it remembers,
+//! per queue, where its last call ended, and the next starts after it (`claim_after`, which
+//! does not sweep, and `prune_after`). Every so often it runs the full statement instead,
+//! which takes what landed behind the position since:
+//! - for claims, at least every [`FULL_EVERY`]: an item whose push committed late, one
+//!   pushed with a `not_before` already past, a claim rolled back; and the sweep releases
+//!   expired leases. The order of claims then holds only up to those items, which come at
+//!   most that late;
+//! - for prunes, ten times less often ([`FULL_PRUNE_FACTOR`]): an item that reached the
+//!   phase after items with larger keys (a delivery that succeeded on a later attempt).
+//!
+//! Once no snapshot is that old, the positions are forgotten and every call is the full one
+//! again.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hookspool::{Item, Phase, QueueId};
+
+use crate::rows::{key_param, ms};
+
+/// The longest time between two full claims of a queue while a snapshot is held.
+pub(crate) const FULL_EVERY: Duration = Duration::from_secs(1);
+
+/// How many times longer than between two full claims the backend waits between two full
+/// prunes (10 s by default): retention can wait, and a full prune reads everything removed
+/// since.
+pub(crate) const FULL_PRUNE_FACTOR: u32 = 10;
+
+/// A position in claim order: `not_before` in milliseconds, then the key.
+pub(crate) type ClaimPosition = (i64, i64);
+
+/// What a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan<P> {
+    /// The full statement, from the start of its index (a claim with its sweep).
+    Full,
+    /// From after the position.
+    After(P),
+}
+
+/// Per `K` (a queue, or a queue's phase): the position up to which this backend's calls
+/// have done everything, and when its last full call started.
+#[derive(Debug)]
+pub(crate) struct Positions<K, P>(Mutex<HashMap<K, Bound<P>>>);
+
+impl<K, P> Default for Positions<K, P> {
+    fn default() -> Self {
+        Positions(Mutex::new(HashMap::new()))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bound<P> {
+    after: Option<P>,
+    full_at: Instant,
+}
+
+/// Where the claims of each queue start.
+pub(crate) type Claims = Positions<QueueId, ClaimPosition>;
+
+/// Where retention's prunes of each queue's phase start (after a key).
+pub(crate) type Prunes = Positions<(QueueId, Phase), i64>;
+
+impl<K: Hash + Eq + Clone, P: Ord + Copy> Positions<K, P> {
+    /// What the next call for `key` runs: `held` says whether a snapshot is held open (when
+    /// not, every position is forgotten), and `every` is the longest time between two full
+    /// calls.
+    pub(crate) fn plan(&self, key: &K, held: bool, every: Duration) -> Plan<P> {
+        let mut bounds = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !held {
+            bounds.clear();
+            return Plan::Full;
+        }
+        let now = Instant::now();
+        match bounds.get_mut(key) {
+            Some(Bound {
+                after: Some(p),
+                full_at,
+            }) if now.duration_since(*full_at) < every => Plan::After(*p),
+            Some(b) => {
+                b.full_at = now;
+                Plan::Full
+            }
+            None => {
+                bounds.insert(
+                    key.clone(),
+                    Bound {
+                        after: None,
+                        full_at: now,
+                    },
+                );
+                Plan::Full
+            }
+        }
+    }
+
+    /// Moves the position for `key` to `to`, if that is further: it never moves back. Does
+    /// nothing when no snapshot was held when the call was planned, or the positions were
+    /// forgotten since.
+    pub(crate) fn advance(&self, key: &K, to: Option<P>) {
+        let mut bounds = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bound) = bounds.get_mut(key) {
+            bound.after = bound.after.max(to);
+        }
+    }
+
+    /// How many keys have a position: their calls start from it.
+    pub(crate) fn positioned(&self) -> usize {
+        let bounds = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        bounds.values().filter(|b| b.after.is_some()).count()
+    }
+}
+
+/// Where a claim at `now` (milliseconds) of up to `limit` items that took `items` leaves
+/// everything due taken up to: the last item in claim order, or, when fewer than `limit`
+/// came (everything due and not locked by another session was taken), just before `now`,
+/// where items pushed later begin.
+pub(crate) fn claimed_up_to(items: &[Item], limit: usize, now: i64) -> Option<ClaimPosition> {
+    let last = items
+        .iter()
+        .map(|i| (ms(i.not_before), key_param(i.key)))
+        .max();
+    if items.len() < limit {
+        last.max(Some((now.saturating_sub(1), i64::MAX)))
+    } else {
+        last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hookspool::{Key, Phase, Timestamp};
+
+    use super::*;
+
+    fn item(key: Key, not_before: u64) -> Item {
+        Item {
+            key,
+            payload: Vec::new(),
+            metadata: std::collections::BTreeMap::new(),
+            phase: Phase::IN_FLIGHT,
+            attempts: 1,
+            created_at: Timestamp::from_millis(0),
+            updated_at: Timestamp::from_millis(0),
+            not_before: Timestamp::from_millis(not_before),
+            lease: None,
+            last_error: None,
+        }
+    }
+
+    fn queue() -> QueueId {
+        QueueId::new("q").expect("queue id")
+    }
+
+    #[test]
+    fn without_a_held_snapshot_every_call_is_full_and_positions_are_forgotten() {
+        let claims = Claims::default();
+        let q = queue();
+        assert_eq!(claims.plan(&q, true, FULL_EVERY), Plan::Full);
+        claims.advance(&q, Some((100, 7)));
+        assert_eq!(claims.positioned(), 1);
+        assert_eq!(claims.plan(&q, true, FULL_EVERY), Plan::After((100, 7)));
+        assert_eq!(claims.plan(&q, false, FULL_EVERY), Plan::Full);
+        assert_eq!(claims.positioned(), 0);
+        // Forgotten: the next call under a snapshot starts from the beginning again.
+        assert_eq!(claims.plan(&q, true, FULL_EVERY), Plan::Full);
+        // A call planned while no snapshot was held records nothing.
+        let other = QueueId::new("other").expect("queue id");
+        claims.advance(&other, Some((100, 9)));
+        assert_eq!(claims.plan(&other, true, FULL_EVERY), Plan::Full);
+    }
+
+    #[test]
+    fn a_position_never_moves_back() {
+        let prunes = Prunes::default();
+        let done = (queue(), Phase::DONE);
+        assert_eq!(prunes.plan(&done, true, FULL_EVERY), Plan::Full);
+        prunes.advance(&done, Some(40));
+        prunes.advance(&done, Some(12));
+        prunes.advance(&done, None);
+        assert_eq!(prunes.plan(&done, true, FULL_EVERY), Plan::After(40));
+        // Another phase of the same queue has its own.
+        let dead = (queue(), Phase::DEAD);
+        assert_eq!(prunes.plan(&dead, true, FULL_EVERY), Plan::Full);
+    }
+
+    #[test]
+    fn a_claim_ends_at_its_last_item_or_just_before_now_when_fewer_came() {
+        // A full batch: the last item in claim order, whatever order the rows came in.
+        let batch = [item(5, 200), item(3, 100), item(4, 200)];
+        assert_eq!(claimed_up_to(&batch, 3, 900), Some((200, 5)));
+        // Fewer than asked for: everything due at 900 was taken.
+        assert_eq!(claimed_up_to(&batch, 10, 900), Some((899, i64::MAX)));
+        assert_eq!(claimed_up_to(&[], 10, 900), Some((899, i64::MAX)));
+        // An item due after `now` - 1 (a `now` earlier than an item's time, as tests pass).
+        assert_eq!(claimed_up_to(&[item(8, 950)], 10, 900), Some((950, 8)));
+        // Nothing asked, nothing taken: no position.
+        assert_eq!(claimed_up_to(&[], 0, 900), None);
+        // The start of time: no underflow.
+        assert_eq!(claimed_up_to(&[], 1, i64::MIN), Some((i64::MIN, i64::MAX)));
+    }
+
+    #[test]
+    fn a_full_call_comes_again_once_the_period_has_passed() {
+        let claims = Claims::default();
+        let q = queue();
+        assert_eq!(claims.plan(&q, true, Duration::ZERO), Plan::Full);
+        claims.advance(&q, Some((10, 1)));
+        // With no time between full calls, every call is a full one.
+        assert_eq!(claims.plan(&q, true, Duration::ZERO), Plan::Full);
+        assert_eq!(claims.plan(&q, true, Duration::MAX), Plan::After((10, 1)));
+    }
+}
