@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     /// `held`).
     pub(crate) claims_from: held::Claims,
     pub(crate) prunes_from: held::Prunes,
+    /// The counter shards of the pool's sessions meanwhile.
+    pub(crate) counter_shards: Arc<held::CounterShards<deadpool_postgres::ObjectId>>,
     /// Dropped with the backend: its background tasks see the channel close and stop.
     pub(crate) _stop: tokio::sync::watch::Sender<()>,
 }
@@ -105,7 +107,23 @@ impl PostgresBackend {
     /// # Errors
     /// [`Error::Backend`] when no connection can be had.
     pub async fn connection(&self) -> Result<Object> {
-        self.inner.pool.get().await.map_err(error::pool)
+        let conn = self.inner.pool.get().await.map_err(error::pool)?;
+        // While a snapshot is held open, sessions change counter shards every period (see
+        // `held::CounterShards`): one statement, only when this one's is due.
+        let seen = &self.inner.oldest_snapshot;
+        let session = Object::id(&conn);
+        let shards = &self.inner.counter_shards;
+        if let Some(epoch) = shards.due(session, seen.held(), seen.full_claim_every()) {
+            let stmt = conn
+                .prepare_cached(&self.inner.sql.move_shard)
+                .await
+                .map_err(|e| error::map(e, None))?;
+            conn.execute(&stmt, &[&epoch])
+                .await
+                .map_err(|e| error::map(e, None))?;
+            shards.moved(session, epoch);
+        }
+        Ok(conn)
     }
 
     /// One push statement for `items` (the leaner one for a single item), committed.

@@ -126,6 +126,91 @@ impl<K: Hash + Eq + Clone, P: Ord + Copy> Positions<K, P> {
     }
 }
 
+/// The number of epochs counter shards go through before they come round again: the
+/// largest shard, [`crate::connect::COUNTER_SHARDS`] times this, stays a 32-bit integer.
+const EPOCHS: u128 = 30_000_000;
+
+/// The counter shards of the pool's sessions while a snapshot is held open.
+///
+/// Every statement that changes phases adds to its session's counter row of the queue's
+/// generation and phase. Under a held snapshot each addition leaves the row's old version
+/// behind, and finding the row (`ON CONFLICT` looks it up) visits every version since the
+/// snapshot was taken: every addition costs more than the last. So while the backend sees
+/// such a snapshot, each session moves to a new shard every period (the claims' full-claim
+/// period, a second by default): `base + COUNTER_SHARDS × epoch`, where `base` is the shard
+/// it took when it connected, so that no two sessions share one. A count sums every shard
+/// of the generation, so it stays exact. Once no snapshot is held, sessions go back to their
+/// own shard, and the watcher folds the rows of the epochs into them (`fold_counts`).
+/// `S` names a session: the pool's object id.
+#[derive(Debug)]
+pub(crate) struct CounterShards<S>(Mutex<ShardState<S>>);
+
+#[derive(Debug)]
+struct ShardState<S> {
+    /// When this backend first saw the snapshot it sees held now.
+    since: Option<Instant>,
+    /// The epoch of each session not on its own shard.
+    sessions: HashMap<S, i32>,
+    /// Sessions have written to shards of epochs since the last fold.
+    to_fold: bool,
+}
+
+impl<S> Default for CounterShards<S> {
+    fn default() -> Self {
+        CounterShards(Mutex::new(ShardState {
+            since: None,
+            sessions: HashMap::new(),
+            to_fold: false,
+        }))
+    }
+}
+
+impl<S: Hash + Eq> CounterShards<S> {
+    /// The epoch `session` must move to before its next statement, if it is not on it (0:
+    /// its own shard): `held` and `every` as for [`Positions::plan`].
+    pub(crate) fn due(
+        &self,
+        session: S,
+        held: bool,
+        every: Duration,
+    ) -> Option<i32> {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let want = if held {
+            let since = *state.since.get_or_insert_with(Instant::now);
+            state.to_fold = true;
+            let epoch = since.elapsed().as_nanos() / every.as_nanos().max(1) % EPOCHS;
+            1 + i32::try_from(epoch).unwrap_or(0)
+        } else {
+            state.since = None;
+            0
+        };
+        let have = state.sessions.get(&session).copied().unwrap_or(0);
+        (have != want).then_some(want)
+    }
+
+    /// Records that `session` moved to `epoch`.
+    pub(crate) fn moved(&self, session: S, epoch: i32) {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if epoch == 0 {
+            state.sessions.remove(&session);
+        } else {
+            state.sessions.insert(session, epoch);
+        }
+    }
+
+    /// Whether the rows of epochs are to be folded now: once no snapshot is `held` any
+    /// more, after sessions wrote to them. Say [`CounterShards::fold_failed`] if it fails.
+    pub(crate) fn take_fold(&self, held: bool) -> bool {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        !held && std::mem::take(&mut state.to_fold)
+    }
+
+    /// The fold did not happen: try again at the next look.
+    pub(crate) fn fold_failed(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).to_fold = true;
+    }
+}
+
 /// Where a claim at `now` (milliseconds) of up to `limit` items that took `items` leaves
 /// everything due taken up to: the last item in claim order, or, when fewer than `limit`
 /// came (everything due and not locked by another session was taken), just before `now`,
@@ -213,6 +298,31 @@ mod tests {
         assert_eq!(claimed_up_to(&[], 0, 900), None);
         // The start of time: no underflow.
         assert_eq!(claimed_up_to(&[], 1, i64::MIN), Some((i64::MIN, i64::MAX)));
+    }
+
+    #[test]
+    fn sessions_move_to_a_new_shard_each_period_while_held_and_back_after() {
+        let shards = CounterShards::<u32>::default();
+        let (a, b) = (1, 2);
+        assert_eq!(shards.due(a, false, Duration::MAX), None, "on its own shard");
+        assert!(!shards.take_fold(false), "nothing to fold");
+        // Held: the first period is epoch 1, for every session.
+        assert_eq!(shards.due(a, true, Duration::MAX), Some(1));
+        shards.moved(a, 1);
+        assert_eq!(shards.due(a, true, Duration::MAX), None);
+        assert_eq!(shards.due(b, true, Duration::MAX), Some(1));
+        assert!(!shards.take_fold(true), "no fold while held");
+        // With periods of a nanosecond, the epoch moves on at every look.
+        assert_ne!(shards.due(a, true, Duration::from_nanos(1)), None);
+        // Released: back to the own shard, and the epochs' rows are folded, once.
+        assert_eq!(shards.due(a, false, Duration::MAX), Some(0));
+        shards.moved(a, 0);
+        assert_eq!(shards.due(a, false, Duration::MAX), None);
+        assert_eq!(shards.due(b, false, Duration::MAX), None, "b never moved");
+        assert!(shards.take_fold(false));
+        assert!(!shards.take_fold(false));
+        shards.fold_failed();
+        assert!(shards.take_fold(false), "a failed fold comes again");
     }
 
     #[test]

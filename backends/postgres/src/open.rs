@@ -70,12 +70,17 @@ impl PostgresBackend {
             stop.subscribe(),
         ));
         let oldest_snapshot = crate::snapshots::Seen::new(options.snapshot_warning);
+        let counter_shards = Arc::new(crate::held::CounterShards::default());
         if let Some(after) = options.snapshot_warning {
             tokio::spawn(crate::snapshots::watch(
-                pool.clone(),
-                after,
-                oldest_snapshot.clone(),
-                options.schema.clone(),
+                crate::snapshots::Watcher {
+                    pool: pool.clone(),
+                    after,
+                    seen: oldest_snapshot.clone(),
+                    schema: options.schema.clone(),
+                    counter_shards: Arc::clone(&counter_shards),
+                    fold_counts: sql.fold_counts.clone(),
+                },
                 stop.subscribe(),
             ));
         }
@@ -104,6 +109,7 @@ impl PostgresBackend {
                 oldest_snapshot,
                 claims_from: crate::held::Claims::default(),
                 prunes_from: crate::held::Prunes::default(),
+                counter_shards,
                 _stop: stop,
             }),
         })

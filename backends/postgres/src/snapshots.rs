@@ -96,6 +96,15 @@ async fn oldest(pool: &Pool, older_than: Duration) -> Result<Option<OldSnapshot>
     }))
 }
 
+/// Runs the statement that folds the counts of the shards of epochs.
+async fn fold(pool: &Pool, statement: &str) -> Result<(), String> {
+    let conn = pool.get().await.map_err(|e| e.to_string())?;
+    conn.execute(statement, &[])
+        .await
+        .map(drop)
+        .map_err(|e| crate::ServerError::from(e).to_string())
+}
+
 /// The age of the oldest snapshot at the last look: `None` before the first (or when the
 /// backend does not look), zero when no other session held one. `after` is the age from
 /// which it counts as held (the warning's; `None`: the backend does not look).
@@ -138,17 +147,32 @@ impl Seen {
     }
 }
 
+/// What the watcher needs.
+pub(crate) struct Watcher {
+    pub(crate) pool: Pool,
+    /// The age from which a snapshot is held.
+    pub(crate) after: Duration,
+    pub(crate) seen: Seen,
+    pub(crate) schema: String,
+    pub(crate) counter_shards: Arc<crate::held::CounterShards<deadpool_postgres::ObjectId>>,
+    /// The statement that folds the counts of the shards of epochs.
+    pub(crate) fold_counts: String,
+}
+
 /// Records the age of the oldest snapshot at every look, and logs a warning whenever one
 /// is older than `after`, until `stop` closes. Once no snapshot is that old any more, it
 /// says so (once), with what is left to do: the indexes of `items` in `schema` keep what
-/// they grew by until they are rebuilt.
-pub(crate) async fn watch(
-    pool: Pool,
-    after: Duration,
-    seen: Seen,
-    schema: String,
-    mut stop: watch::Receiver<()>,
-) {
+/// they grew by until they are rebuilt; and it folds the counts the sessions wrote to
+/// shards of epochs meanwhile.
+pub(crate) async fn watch(w: Watcher, mut stop: watch::Receiver<()>) {
+    let Watcher {
+        pool,
+        after,
+        seen,
+        schema,
+        counter_shards,
+        fold_counts,
+    } = w;
     let every = interval(after);
     // The process id of the session last warned about, until no snapshot is old any more.
     let mut warned: Option<i32> = None;
@@ -160,6 +184,12 @@ pub(crate) async fn watch(
         let found = oldest(&pool, Duration::ZERO).await;
         if let Ok(s) = &found {
             seen.set(s.as_ref().map_or(Duration::ZERO, |s| s.open_for));
+            if counter_shards.take_fold(seen.held())
+                && let Err(e) = fold(&pool, &fold_counts).await
+            {
+                tracing::debug!(error = %e, "could not fold the counts of a held snapshot's shards");
+                counter_shards.fold_failed();
+            }
         }
         match found {
             Ok(Some(s)) if s.open_for >= after => {

@@ -34,6 +34,11 @@ pub(crate) struct Sql {
     /// Retention's step from after key `$5`, returning also the last key it removed
     /// (`prune_after`, schema version 6). See `held`.
     pub(crate) prune_after: String,
+    /// Moves this session to its counter shard of epoch `$1` (0: its own). See
+    /// `held::CounterShards`.
+    pub(crate) move_shard: String,
+    /// Folds the counter rows of epochs into their sessions' own shards.
+    pub(crate) fold_counts: String,
     pub(crate) lock_items: String,
     pub(crate) lock_states: String,
     pub(crate) write_items: String,
@@ -129,6 +134,20 @@ INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
 SELECT $1, u.phase, {schema}.shard(), sum(u.delta)
 FROM unnest($2::text[], $3::bigint[]) AS u(phase, delta)
 GROUP BY u.phase HAVING sum(u.delta) <> 0 ORDER BY u.phase
+ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n";
+
+/// Moves the counts of the shards of epochs (see `held::CounterShards`) to the shards they
+/// came from, in one transaction: a count sums every shard, so it reads the same before and
+/// after. Only for queues that still exist (the trash deletes the counts of the others).
+const FOLD_COUNTS: &str = "\
+WITH moved AS (
+    DELETE FROM {schema}.counts
+    WHERE shard >= {counter_shards} AND gen IN (SELECT gen FROM {schema}.queues)
+    RETURNING gen, phase, shard % {counter_shards} AS shard, n
+)
+INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+SELECT gen, phase, shard, sum(n) FROM moved GROUP BY gen, phase, shard
+ORDER BY gen, phase, shard
 ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n";
 
 /// A CTE that takes the rows of a CTE `gone` (deleted items) off the counts.
@@ -260,6 +279,10 @@ impl Sql {
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
             prune: r("SELECT {schema}.prune_phase($1, $2, $3, $4)"),
             prune_after: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
+            move_shard: r("SELECT set_config('hookspool.counter_shard', \
+                 (current_setting('hookspool.counter_shard')::integer % {counter_shards} \
+                 + {counter_shards} * $1::integer)::text, false)"),
+            fold_counts: r(FOLD_COUNTS),
             lock_items: r(&format!(
                 "SELECT {ITEM_COLUMNS}, gen FROM {{schema}}.items \
                  WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"

@@ -537,6 +537,62 @@ async fn under_a_held_snapshot_retention_starts_where_it_ended_and_leaves_nothin
     assert_eq!(removed, 1);
 }
 
+/// A backend that sees a snapshot held open moves each session's counter row to a new
+/// shard every period (100 ms with this threshold), and counts stay exact; once the
+/// snapshot is released, the rows of those shards are folded back into the sessions' own
+/// (below 64), and counts are still exact.
+#[tokio::test]
+async fn under_a_held_snapshot_counts_move_to_new_shards_and_fold_back_after() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (backend, q, holder) = a_backend_that_sees_a_held_snapshot().await;
+    let client = testing::client().await;
+    let schema = backend.schema().to_owned();
+    let epoch_shards = async || -> i64 {
+        client
+            .query_one(
+                &format!("SELECT count(DISTINCT shard) FROM \"{schema}\".counts WHERE shard >= 64"),
+                &[],
+            )
+            .await
+            .expect("counts")
+            .get(0)
+    };
+    let counts = async || {
+        let counts = backend.count(&q).await.expect("count");
+        (counts.get(&Phase::PENDING), counts.get(&Phase::IN_FLIGHT))
+    };
+
+    for i in 0..6 {
+        let now = Timestamp::now();
+        let item = NewItem::new(format!("item {i}"));
+        backend.push(&q, vec![item], now).await.expect("push");
+        if i % 2 == 1 {
+            let one = backend
+                .claim(&q, claim(1, now.saturating_add(HOUR)), now)
+                .await
+                .expect("claim");
+            assert_eq!(one.len(), 1);
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    assert!(
+        epoch_shards().await >= 2,
+        "pushes over several periods wrote to shards of more than one epoch"
+    );
+    assert_eq!(counts().await, (3, 3), "pending and in flight, exact");
+
+    holder.batch_execute("COMMIT").await.expect("commit");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while epoch_shards().await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the shards of epochs are still there 20 s after the snapshot was released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counts().await, (3, 3), "folded, still exact");
+}
+
 /// Waits (at most 20 s, looking every 20 ms) until `done` holds.
 async fn wait_for(what: &str, done: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -1,5 +1,5 @@
--- hookspool schema, version 6: a claim and a retention step that start after a given
--- position, for the time a snapshot is held open.
+-- hookspool schema, version 6: for the time a snapshot is held open, a claim and a
+-- retention step that start after a given position, and counter shards by epoch.
 --
 -- While a session holds a snapshot open (a forgotten transaction, a long report, a
 -- `pg_dump` of the primary), vacuum can free no row version that died after it was taken,
@@ -15,8 +15,23 @@
 -- full `claim` (with its sweep) at least once a second meanwhile: that one picks up the
 -- items that became due behind the position (a push whose transaction committed late, an
 -- item pushed with a past `not_before`, a claim rolled back), and releases expired leases.
--- `prune_after` does the same for retention (below). Nothing else changes: no table is
--- touched.
+-- `prune_after` does the same for retention (below).
+--
+-- The counter rows. Every statement that changes phases adds to its session's counter row;
+-- under a held snapshot each addition leaves the row's old version behind, and the next
+-- one's `ON CONFLICT` visits them all to find the row. Four minutes into the soak's hold,
+-- each lookup of the counters' primary key read 260 index entries, each the head of a
+-- chain of versions, and pushes were most of what the server was running. So while a
+-- process sees such a snapshot, each of its sessions moves to a new shard every second:
+-- `shard()` now returns the session's setting as it is, which may be above
+-- {counter_shards} (a shard of an epoch, `own + {counter_shards} × epoch`), and only a
+-- session without one takes its process id's modulo {counter_shards}. A count sums every
+-- shard. Once the snapshot is released, the process folds the rows of epochs back into the
+-- shards they came from. No table is touched.
+CREATE OR REPLACE FUNCTION {schema}.shard() RETURNS integer LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting('hookspool.counter_shard', true), '')::integer,
+                    pg_backend_pid() % {counter_shards})
+$$;
 
 CREATE FUNCTION {schema}.claim_after(
     p_queue text, p_owner text, p_limit integer, p_until bigint, p_now bigint,
