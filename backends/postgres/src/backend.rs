@@ -113,9 +113,9 @@ impl PostgresBackend {
         let seen = &self.inner.oldest_snapshot;
         let session = Object::id(&conn);
         let shards = &self.inner.counter_shards;
-        if let Some(epoch) = shards.due(session, seen.held(), seen.full_claim_every()) {
+        if let Some(epoch) = shards.due(&session, seen.held(), seen.full_claim_every()) {
             let stmt = conn
-                .prepare_cached(&self.inner.sql.move_shard)
+                .prepare_cached(&self.inner.sql.held.move_shard)
                 .await
                 .map_err(|e| error::map(e, None))?;
             conn.execute(&stmt, &[&epoch])
@@ -519,8 +519,8 @@ impl Backend for PostgresBackend {
         let (text, after) = match (plan, claim.durable) {
             (held::Plan::Full, true) => (&sql.claim, None),
             (held::Plan::Full, false) => (&sql.claim_lazy, None),
-            (held::Plan::After(p), true) => (&sql.claim_after, Some(p)),
-            (held::Plan::After(p), false) => (&sql.claim_after_lazy, Some(p)),
+            (held::Plan::After(p), true) => (&sql.held.claim_after, Some(p)),
+            (held::Plan::After(p), false) => (&sql.held.claim_after_lazy, Some(p)),
         };
         let items = run!(self, Some(queue), conn, {
             let stmt = conn.prepare_cached(text).await?;
@@ -580,7 +580,7 @@ impl Backend for PostgresBackend {
             let (phase, before) = (phase.as_str(), ms(before));
             let missing = || Failure::Engine(Error::QueueNotFound(queue.clone()));
             if let Some(after) = after {
-                let stmt = conn.prepare_cached(&sql.prune_after).await?;
+                let stmt = conn.prepare_cached(&sql.held.prune_after).await?;
                 let row = conn
                     .query_one(&stmt, &[&id, &phase, &before, &limit, &after])
                     .await?;

@@ -1,4 +1,4 @@
-//! Claims and prunes while a snapshot is held open.
+//! Claims, prunes and counter shards while a snapshot is held open.
 //!
 //! While another session holds a snapshot open, vacuum can free no row version that died
 //! after it was taken, and the server cannot mark their index entries dead. A statement
@@ -168,12 +168,7 @@ impl<S> Default for CounterShards<S> {
 impl<S: Hash + Eq> CounterShards<S> {
     /// The epoch `session` must move to before its next statement, if it is not on it (0:
     /// its own shard): `held` and `every` as for [`Positions::plan`].
-    pub(crate) fn due(
-        &self,
-        session: S,
-        held: bool,
-        every: Duration,
-    ) -> Option<i32> {
+    pub(crate) fn due(&self, session: &S, held: bool, every: Duration) -> Option<i32> {
         let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let want = if held {
             let since = *state.since.get_or_insert_with(Instant::now);
@@ -184,7 +179,7 @@ impl<S: Hash + Eq> CounterShards<S> {
             state.since = None;
             0
         };
-        let have = state.sessions.get(&session).copied().unwrap_or(0);
+        let have = state.sessions.get(session).copied().unwrap_or(0);
         (have != want).then_some(want)
     }
 
@@ -207,7 +202,10 @@ impl<S: Hash + Eq> CounterShards<S> {
 
     /// The fold did not happen: try again at the next look.
     pub(crate) fn fold_failed(&self) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).to_fold = true;
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .to_fold = true;
     }
 }
 
@@ -304,21 +302,25 @@ mod tests {
     fn sessions_move_to_a_new_shard_each_period_while_held_and_back_after() {
         let shards = CounterShards::<u32>::default();
         let (a, b) = (1, 2);
-        assert_eq!(shards.due(a, false, Duration::MAX), None, "on its own shard");
+        assert_eq!(
+            shards.due(&a, false, Duration::MAX),
+            None,
+            "on its own shard"
+        );
         assert!(!shards.take_fold(false), "nothing to fold");
         // Held: the first period is epoch 1, for every session.
-        assert_eq!(shards.due(a, true, Duration::MAX), Some(1));
+        assert_eq!(shards.due(&a, true, Duration::MAX), Some(1));
         shards.moved(a, 1);
-        assert_eq!(shards.due(a, true, Duration::MAX), None);
-        assert_eq!(shards.due(b, true, Duration::MAX), Some(1));
+        assert_eq!(shards.due(&a, true, Duration::MAX), None);
+        assert_eq!(shards.due(&b, true, Duration::MAX), Some(1));
         assert!(!shards.take_fold(true), "no fold while held");
         // With periods of a nanosecond, the epoch moves on at every look.
-        assert_ne!(shards.due(a, true, Duration::from_nanos(1)), None);
+        assert_ne!(shards.due(&a, true, Duration::from_nanos(1)), None);
         // Released: back to the own shard, and the epochs' rows are folded, once.
-        assert_eq!(shards.due(a, false, Duration::MAX), Some(0));
+        assert_eq!(shards.due(&a, false, Duration::MAX), Some(0));
         shards.moved(a, 0);
-        assert_eq!(shards.due(a, false, Duration::MAX), None);
-        assert_eq!(shards.due(b, false, Duration::MAX), None, "b never moved");
+        assert_eq!(shards.due(&a, false, Duration::MAX), None);
+        assert_eq!(shards.due(&b, false, Duration::MAX), None, "b never moved");
         assert!(shards.take_fold(false));
         assert!(!shards.take_fold(false));
         shards.fold_failed();

@@ -41,16 +41,23 @@
 //!   leaves `in_flight` and `done` out of the index by phase (a claim and an ack no longer
 //!   add an entry to it; pages of those two phases read the lease index and the primary
 //!   key) and settles a batch of 32 or more entries of one owner's leases (a large
-//!   `ack_many`) in one statement, without reading the rows first, and version 6 adds
-//!   `claim_after`, the claim from a position (below).
+//!   `ack_many`) in one statement, without reading the rows first, and version 6 adds what
+//!   the backend does while a snapshot is held open (below).
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
-//!   as a gauge. Meanwhile a claim would read the index entries of every item claimed since,
-//!   so claims of each queue start where this backend's last one ended (`claim_after`,
-//!   without a sweep), with a full claim at least every second that takes what became due
-//!   behind that point and releases expired leases: those items come up to a second late,
-//!   the one departure from `(not_before, key)` order (the README's "A snapshot held open").
+//!   as a gauge. Meanwhile every statement that reads an index from its start would read
+//!   the entries of everything that died since, and every counter row would drag its old
+//!   versions along, so each call would cost more than the last. So, while it sees one:
+//!   - claims of each queue start where this backend's last one ended (`claim_after`,
+//!     without a sweep), with a full claim at least every second that takes what became due
+//!     behind that point and releases expired leases: those items come up to a second late,
+//!     the one departure from `(not_before, key)` order;
+//!   - retention's prunes do the same (`prune_after`), with a full one every ten seconds;
+//!   - each pooled session moves its counter rows to a shard of its own for each second
+//!     (counts stay exact: they sum every shard), folded back once the snapshot is gone.
+//!
+//!   The README's "A snapshot held open" measures it.
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
 //!   from one push to a later one, but a rolled-back push leaves a gap and concurrent
 //!   batches may interleave ([`hookspool::Capabilities::gapless_keys`] is `false`; the

@@ -79,7 +79,7 @@ impl PostgresBackend {
                     seen: oldest_snapshot.clone(),
                     schema: options.schema.clone(),
                     counter_shards: Arc::clone(&counter_shards),
-                    fold_counts: sql.fold_counts.clone(),
+                    fold_counts: sql.held.fold_counts.clone(),
                 },
                 stop.subscribe(),
             ));

@@ -25,20 +25,10 @@ pub(crate) struct Sql {
     pub(crate) claim: String,
     /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
     pub(crate) claim_lazy: String,
-    /// The claim from after a position, without a sweep (`claim_after`, schema version 6):
-    /// `$6` and `$7` are the `not_before` and key of the position. See `held`.
-    pub(crate) claim_after: String,
-    pub(crate) claim_after_lazy: String,
     pub(crate) sweep: String,
     pub(crate) prune: String,
-    /// Retention's step from after key `$5`, returning also the last key it removed
-    /// (`prune_after`, schema version 6). See `held`.
-    pub(crate) prune_after: String,
-    /// Moves this session to its counter shard of epoch `$1` (0: its own). See
-    /// `held::CounterShards`.
-    pub(crate) move_shard: String,
-    /// Folds the counter rows of epochs into their sessions' own shards.
-    pub(crate) fold_counts: String,
+    /// What the backend runs while a snapshot is held open.
+    pub(crate) held: Held,
     pub(crate) lock_items: String,
     pub(crate) lock_states: String,
     pub(crate) write_items: String,
@@ -135,6 +125,37 @@ SELECT $1, u.phase, {schema}.shard(), sum(u.delta)
 FROM unnest($2::text[], $3::bigint[]) AS u(phase, delta)
 GROUP BY u.phase HAVING sum(u.delta) <> 0 ORDER BY u.phase
 ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n";
+
+/// The statements the backend runs while a snapshot is held open (schema version 6; see
+/// `held`).
+pub(crate) struct Held {
+    /// The claim from after a position, without a sweep (`claim_after`): `$6` and `$7` are
+    /// the `not_before` and key of the position.
+    pub(crate) claim_after: String,
+    pub(crate) claim_after_lazy: String,
+    /// Retention's step from after key `$5`, returning also the last key it removed
+    /// (`prune_after`).
+    pub(crate) prune_after: String,
+    /// Moves this session to its counter shard of epoch `$1` (0: its own).
+    pub(crate) move_shard: String,
+    /// Folds the counter rows of epochs into their sessions' own shards.
+    pub(crate) fold_counts: String,
+}
+
+impl Held {
+    fn new(schema: &str) -> Self {
+        let r = |s: &str| render(s, schema);
+        Held {
+            claim_after: r(&claim(false, true)),
+            claim_after_lazy: r(&claim(true, true)),
+            prune_after: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
+            move_shard: r("SELECT set_config('hookspool.counter_shard', \
+                 (current_setting('hookspool.counter_shard')::integer % {counter_shards} \
+                 + {counter_shards} * $1::integer)::text, false)"),
+            fold_counts: r(FOLD_COUNTS),
+        }
+    }
+}
 
 /// Moves the counts of the shards of epochs (see `held::CounterShards`) to the shards they
 /// came from, in one transaction: a count sums every shard, so it reads the same before and
@@ -274,15 +295,9 @@ impl Sql {
             reset: r("SELECT {schema}.reset($1)"),
             claim: r(&claim(false, false)),
             claim_lazy: r(&claim(true, false)),
-            claim_after: r(&claim(false, true)),
-            claim_after_lazy: r(&claim(true, true)),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
             prune: r("SELECT {schema}.prune_phase($1, $2, $3, $4)"),
-            prune_after: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
-            move_shard: r("SELECT set_config('hookspool.counter_shard', \
-                 (current_setting('hookspool.counter_shard')::integer % {counter_shards} \
-                 + {counter_shards} * $1::integer)::text, false)"),
-            fold_counts: r(FOLD_COUNTS),
+            held: Held::new(schema),
             lock_items: r(&format!(
                 "SELECT {ITEM_COLUMNS}, gen FROM {{schema}}.items \
                  WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"
