@@ -6,8 +6,9 @@
 //! - a claim, the due index's entries of every item claimed since, and in its sweep the
 //!   lease index's entries of every item acknowledged since its lease ran out;
 //! - retention's prune, the primary key's entries of every item it removed since, and of
-//!   every version the items it passes over left behind.
+//!   every version the items it passes over left behind;
 //!
+//! and every addition to a counter row finds the row through all its versions since.
 //! Each call then costs more than the last (see `v6.sql` for the figures). While the
 //! backend sees such a snapshot (one at least as old as
 //! [`crate::PostgresOptions::snapshot_warning`] at the watcher's last look), it remembers,
@@ -21,8 +22,9 @@
 //! - for prunes, ten times less often ([`FULL_PRUNE_FACTOR`]): an item that reached the
 //!   phase after items with larger keys (a delivery that succeeded on a later attempt).
 //!
-//! Once no snapshot is that old, the positions are forgotten and every call is the full one
-//! again.
+//! Counter rows move to new shards every period instead ([`CounterShards`]). Once no
+//! snapshot is that old, the positions are forgotten, every call is the full one again, and
+//! the counter rows are folded back.
 
 use std::collections::HashMap;
 use std::hash::Hash;

@@ -6,23 +6,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use hookspool::{MemoryBackend, QueueConfig, QueueId, Store};
 use hookspool_http::{ApiConfig, ApiState, router};
 use hookspool_webhooks::{
-    DELIVERIES_QUEUE, DeliveryConfig, Hooks, HttpConfig, NetworkPolicy, RetrySchedule, Secret,
-    SignInput, SignatureScheme, SigningKey, sign, verify,
+    DELIVERIES_QUEUE, DeliveryConfig, Hooks, HttpConfig, NetworkPolicy, RetrySchedule, SigningKey,
+    verify,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{self, receiver};
 
-const CHANNEL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+pub(super) const CHANNEL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(super) const OTHER_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 /// The API over a memory store, with the delivery loop running.
-struct Api {
-    base: String,
-    client: reqwest::Client,
-    store: Store<MemoryBackend>,
-    hooks: Hooks<MemoryBackend>,
+pub(super) struct Api {
+    pub(super) base: String,
+    pub(super) client: reqwest::Client,
+    pub(super) store: Store<MemoryBackend>,
+    pub(super) hooks: Hooks<MemoryBackend>,
 }
 
 async fn serve(hooks: &Hooks<MemoryBackend>, config: ApiConfig) -> String {
@@ -30,7 +30,7 @@ async fn serve(hooks: &Hooks<MemoryBackend>, config: ApiConfig) -> String {
     format!("http://{addr}")
 }
 
-async fn start_with(config: ApiConfig) -> Api {
+pub(super) async fn start_with(config: ApiConfig) -> Api {
     let store = Store::new(MemoryBackend::new());
     let hooks = Hooks::open(store.clone()).await.unwrap();
     // No retries: a failed attempt is final, so a dead delivery can be replayed at once.
@@ -59,19 +59,19 @@ async fn start_with(config: ApiConfig) -> Api {
     }
 }
 
-async fn start() -> Api {
+pub(super) async fn start() -> Api {
     start_with(ApiConfig::default()).await
 }
 
 /// A response: status, headers and the body parsed as JSON.
-struct Answer {
-    status: StatusCode,
-    headers: reqwest::header::HeaderMap,
-    json: Value,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) headers: reqwest::header::HeaderMap,
+    pub(super) json: Value,
 }
 
 impl Api {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+    pub(super) async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             req = req
@@ -81,7 +81,13 @@ impl Api {
         answer(req.send().await.unwrap()).await
     }
 
-    async fn raw(&self, method: Method, path: &str, content_type: &str, body: &str) -> Answer {
+    pub(super) async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Answer {
         let req = self
             .client
             .request(method, format!("{}{path}", self.base))
@@ -122,7 +128,7 @@ impl Api {
     }
 }
 
-async fn answer(resp: reqwest::Response) -> Answer {
+pub(super) async fn answer(resp: reqwest::Response) -> Answer {
     let status = resp.status();
     let headers = resp.headers().clone();
     let text = resp.text().await.unwrap();
@@ -135,7 +141,7 @@ async fn answer(resp: reqwest::Response) -> Answer {
     }
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -144,7 +150,7 @@ fn unix_now() -> u64 {
 
 /// Asserts a JSON error answer with its status and code.
 #[track_caller]
-fn assert_error(a: &Answer, status: StatusCode, code: &str) {
+pub(super) fn assert_error(a: &Answer, status: StatusCode, code: &str) {
     assert_eq!(a.status, status, "{}", a.json);
     assert_eq!(a.json["error"], code, "{}", a.json);
     assert!(a.json["message"].as_str().is_some_and(|m| !m.is_empty()));
@@ -717,121 +723,6 @@ async fn oversize_bodies_get_413() {
     assert_eq!(api.store.count(&inbox).await.unwrap(), 0);
 }
 
-/// Signs a callback body as a Standard Webhooks sender would.
-fn signed_headers(secret: &str, body: &[u8]) -> Vec<(&'static str, String)> {
-    let key = SigningKey::from_whsec(secret).unwrap();
-    let input = SignInput {
-        delivery_id: "msg_inbound1",
-        event: "ping",
-        timestamp: unix_now(),
-        body,
-    };
-    sign(SignatureScheme::StandardWebhooks, &[&key], &input).unwrap()
-}
-
-#[tokio::test]
-async fn callbacks_verify_signatures_and_push_durably() {
-    // Tokens configured: callbacks are public, the rest is not.
-    let api = start_with(ApiConfig {
-        tokens: vec![Secret::new("t0ken")],
-        ..ApiConfig::default()
-    })
-    .await;
-    let open = QueueId::new("inbox").unwrap();
-    let locked = QueueId::new("signed").unwrap();
-    api.store
-        .create_queue(QueueConfig::new(open.clone()))
-        .await
-        .unwrap();
-    api.store
-        .create_queue({
-            let mut q = QueueConfig::new(locked.clone());
-            hookspool_webhooks::set_channel_secret(&mut q, Some(&Secret::new(CHANNEL_SECRET)))
-                .unwrap();
-            q
-        })
-        .await
-        .unwrap();
-
-    // Unsigned, to a channel without a secret: stored with its metadata.
-    let resp = api
-        .client
-        .post(format!("{}/callbacks/inbox", api.base))
-        .header("content-type", "text/plain")
-        .header("webhook-id", "msg_abc")
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
-    let a = answer(resp).await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json);
-    let key = a.json["key"].as_u64().unwrap();
-    let item = api.store.fetch_key(&open, key).await.unwrap().unwrap();
-    assert_eq!(item.payload, b"hello");
-    assert_eq!(item.metadata["content_type"], "text/plain");
-    assert_eq!(item.metadata["webhook_id"], "msg_abc");
-
-    // To a channel with a secret: a good signature is accepted...
-    let body = br#"{"ping":1}"#;
-    let post = |headers: Vec<(&'static str, String)>| {
-        let mut req = api
-            .client
-            .post(format!("{}/callbacks/signed", api.base))
-            .header("content-type", "application/json")
-            .body(body.to_vec());
-        for (k, v) in headers {
-            req = req.header(k, v);
-        }
-        async move { answer(req.send().await.unwrap()).await }
-    };
-    let a = post(signed_headers(CHANNEL_SECRET, body)).await;
-    assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.json);
-    let item = api
-        .store
-        .fetch_key(&locked, a.json["key"].as_u64().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(item.payload, body);
-    assert_eq!(item.metadata["webhook_id"], "msg_inbound1");
-
-    // ...a wrong signature, a missing one, or a changed body are refused, and nothing is
-    // pushed.
-    let a = post(signed_headers(OTHER_SECRET, body)).await;
-    assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_signature");
-    let a = post(Vec::new()).await;
-    assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_signature");
-    let a = post(signed_headers(CHANNEL_SECRET, b"{\"ping\":2}")).await;
-    assert_error(&a, StatusCode::UNAUTHORIZED, "invalid_signature");
-    assert_eq!(api.store.count(&locked).await.unwrap(), 1);
-
-    // Unknown channels, and hookspool's own queues, do not exist as channels.
-    for channel in ["nope", "hookspool.subscriptions", "Bad%20Id"] {
-        let a = api
-            .raw(
-                Method::POST,
-                &format!("/callbacks/{channel}"),
-                "text/plain",
-                "x",
-            )
-            .await;
-        assert_error(&a, StatusCode::NOT_FOUND, "channel_not_found");
-    }
-    assert!(api.hooks.subscriptions().is_empty());
-
-    // The protected routes want the token.
-    let a = api.call(Method::GET, "/hooks/subscriptions", None).await;
-    assert_error(&a, StatusCode::UNAUTHORIZED, "unauthorized");
-    let resp = api
-        .client
-        .get(format!("{}/hooks/subscriptions", api.base))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-}
-
 /// A published payload is delivered byte for byte as the publisher wrote it (key order and
 /// spacing kept), shown in the delivery log on one line in that order, and an idempotent
 /// retry that spaces the same JSON differently is still the same request.
@@ -884,30 +775,4 @@ async fn payloads_are_delivered_exactly_as_published() {
         "the same JSON value is the same request"
     );
     assert_eq!(again.headers["idempotent-replayed"], "true");
-}
-
-/// A channel whose secret is not a whsec_ secret (`set_channel_secret` refuses one, but an
-/// older version stored what it was given) refuses every callback as misconfigured (500),
-/// storing nothing.
-#[tokio::test]
-async fn a_channel_whose_secret_cannot_verify_refuses_callbacks() {
-    let api = start().await;
-    let broken = QueueId::new("broken").unwrap();
-    let mut q = QueueConfig::new(broken.clone());
-    let refused = hookspool_webhooks::set_channel_secret(&mut q, Some(&Secret::new("not-whsec")));
-    assert!(refused.is_err(), "a secret that cannot verify is refused");
-    q.metadata.insert(
-        hookspool_webhooks::CHANNEL_SECRET.to_owned(),
-        "not-whsec".to_owned(),
-    );
-    api.store.create_queue(q).await.unwrap();
-    let a = api
-        .raw(Method::POST, "/callbacks/broken", "text/plain", "x")
-        .await;
-    assert_error(
-        &a,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "channel_misconfigured",
-    );
-    assert_eq!(api.store.count(&broken).await.unwrap(), 0);
 }

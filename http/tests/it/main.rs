@@ -8,6 +8,7 @@
 mod client;
 mod console;
 mod disk_full;
+mod http_callbacks;
 mod http_hooks;
 mod http_metrics;
 mod http_openapi;
