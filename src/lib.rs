@@ -70,7 +70,8 @@
 //!
 //! # Features
 //!
-//! - `conformance`: the [`conformance`] kit for backend authors: a `Factory` trait, one
+//! - `conformance`: the conformance kit for backend authors (module `conformance`, which
+//!   exists only with the feature on): a `Factory` trait, one
 //!   check per property of the [`Backend`] contract, a model-based property test, the
 //!   `conformance_tests!` macro that runs them all, `conformance::crash` (kill -9 testing of
 //!   any durable backend in one call per mode) and `conformance::support` for a backend's
