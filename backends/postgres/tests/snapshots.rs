@@ -496,6 +496,89 @@ async fn under_a_held_snapshot_claims_start_where_the_last_ended_and_leave_nothi
     .await;
 }
 
+/// Two backends on one schema (two nodes), both seeing a held snapshot, claim while another
+/// task pushes in small batches: every item is claimed exactly once, by one of them, and
+/// none is left behind, though each claims from a position of its own and passes over the
+/// other's claims.
+#[tokio::test]
+async fn under_a_held_snapshot_two_nodes_claim_every_item_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (a, q, _holder) = a_backend_that_sees_a_held_snapshot().await;
+    let b = PostgresBackend::open(
+        testing::options()
+            .schema(a.schema())
+            .snapshot_warning(Some(Duration::from_millis(200))),
+    )
+    .await
+    .expect("open a second node");
+    wait_for("the second node to see the snapshot", || {
+        gauge(&b, "hookspool_postgres_oldest_snapshot_seconds").is_some_and(|s| s >= 0.2)
+    })
+    .await;
+
+    let pushing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let producer = {
+        let (a, q, pushing) = (a.clone(), q.clone(), Arc::clone(&pushing));
+        tokio::spawn(async move {
+            let mut pushed = Vec::new();
+            for batch in 0..100 {
+                let items = (0..batch % 7 + 1)
+                    .map(|i| NewItem::new(format!("batch {batch} item {i}")))
+                    .collect();
+                pushed.extend(a.push(&q, items, Timestamp::now()).await.expect("push"));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            pushing.store(false, std::sync::atomic::Ordering::SeqCst);
+            pushed
+        })
+    };
+    let consumer = |node: PostgresBackend, q: QueueId| {
+        let pushing = Arc::clone(&pushing);
+        tokio::spawn(async move {
+            let mut claimed = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            // Until the pushes are over and nothing is pending or in flight, or the deadline.
+            loop {
+                let done_pushing = !pushing.load(std::sync::atomic::Ordering::SeqCst);
+                let now = Timestamp::now();
+                let items = node
+                    .claim(&q, claim(5, now.saturating_add(HOUR)), now)
+                    .await
+                    .expect("claim");
+                ack(&node, &q, &items, now).await;
+                claimed.extend(items.iter().map(|i| i.key));
+                let counts = node.count(&q).await.expect("count");
+                let open = counts.get(&Phase::PENDING) + counts.get(&Phase::IN_FLIGHT);
+                if (done_pushing && items.is_empty() && open == 0)
+                    || tokio::time::Instant::now() > deadline
+                {
+                    return (claimed, node);
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        })
+    };
+    let (from_a, from_b) = (consumer(a.clone(), q.clone()), consumer(b, q.clone()));
+    let mut pushed = producer.await.expect("producer");
+    let (mut claimed, a) = from_a.await.expect("node a");
+    let (from_b, b) = from_b.await.expect("node b");
+    assert!(
+        !claimed.is_empty() && !from_b.is_empty(),
+        "both nodes claimed"
+    );
+    claimed.extend(from_b);
+    claimed.sort_unstable();
+    pushed.sort_unstable();
+    assert_eq!(claimed, pushed, "every item claimed once, by one node");
+    for node in [&a, &b] {
+        assert_eq!(
+            gauge(node, "hookspool_postgres_claims_from_position"),
+            Some(1.0),
+            "each node claimed from a position of its own"
+        );
+    }
+}
+
 /// A backend that sees a snapshot held open prunes from where its last step ended, and an
 /// item that became done behind that key goes at the next full step (one at least every
 /// second with this threshold).
