@@ -522,7 +522,7 @@ async fn under_a_held_snapshot_two_nodes_claim_every_item_once() {
         tokio::spawn(async move {
             let mut pushed = Vec::new();
             for batch in 0..100 {
-                let items = (0..batch % 7 + 1)
+                let items = (0..=batch % 7)
                     .map(|i| NewItem::new(format!("batch {batch} item {i}")))
                     .collect();
                 pushed.extend(a.push(&q, items, Timestamp::now()).await.expect("push"));
