@@ -66,8 +66,11 @@ impl NewSubscription {
     }
 }
 
-/// `DELETE /hooks/unsubscribe`: exactly one of `id` and `target_url` (its schema is
-/// `rules::Unsubscribe`, with the `openapi` feature, which says so).
+/// `DELETE /hooks/unsubscribe`: exactly one of `id` and `target_url`.
+#[cfg_attr(
+    feature = "openapi",
+    doc = "(Its schema is [`rules::Unsubscribe`], which says so.)"
+)]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Unsubscribe {
