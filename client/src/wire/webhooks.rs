@@ -1,6 +1,11 @@
 //! Webhooks: subscriptions, secret rotation, and publishing.
 
-use super::*;
+#[cfg(feature = "openapi")]
+use super::rules;
+use super::{
+    BTreeMap, Delivery, DeliveryId, Deserialize, Key, RawValue, Secret, Serialize, SignatureScheme,
+    SubscriptionInfo, whole,
+};
 
 /// `POST /hooks/subscribe`: a subscription to create.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
