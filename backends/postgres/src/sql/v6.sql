@@ -19,15 +19,15 @@
 --
 -- The counter rows. Every statement that changes phases adds to its session's counter row;
 -- under a held snapshot each addition leaves the row's old version behind, and the next
--- one's `ON CONFLICT` visits them all to find the row. Four minutes into the soak's hold,
--- each lookup of the counters' primary key read 260 index entries, each the head of a
+-- one's `ON CONFLICT` visits them all to find the row. About three minutes into the soak's
+-- hold, each lookup of the counters' primary key read 260 index entries, each the head of a
 -- chain of versions, and pushes were most of what the server was running. So while a
 -- process sees such a snapshot, each of its sessions moves to a new shard every second:
--- `shard()` now returns the session's setting as it is, which may be above
--- {counter_shards} (a shard of an epoch, `own + {counter_shards} × epoch`), and only a
--- session without one takes its process id's modulo {counter_shards}. A count sums every
--- shard. Once the snapshot is released, the process folds the rows of epochs back into the
--- shards they came from. No table is touched.
+-- `shard()` now returns the session's setting as it is, which may be above {counter_shards}
+-- (a shard of an epoch, `own + {counter_shards} × epoch`), and only a session without one
+-- takes its process id's modulo {counter_shards}. A count sums every shard. Once the
+-- snapshot is released, the process folds the rows of epochs back into the shards they came
+-- from. No table is touched.
 CREATE OR REPLACE FUNCTION {schema}.shard() RETURNS integer LANGUAGE sql STABLE AS $$
     SELECT coalesce(nullif(current_setting('hookspool.counter_shard', true), '')::integer,
                     pg_backend_pid() % {counter_shards})
@@ -82,7 +82,7 @@ END $$;
 -- reads the primary key from the queue's first key, over the entries of every item removed
 -- since a held snapshot was taken (and of every version that the items it passes over left
 -- behind), at every step of every retention pass: in the soak at 2,000 deliveries a second,
--- 23 of 40 looks at the server's active statements, four minutes into a hold, found
+-- 23 of 40 looks at the server's active statements, about three minutes into a hold, found
 -- retention's step running. The backend uses this one only while it sees such a
 -- snapshot, from where its last step ended, and from the start (`p_after` the smallest
 -- `bigint`) every ten seconds. An item that reached the phase behind that key waits for
