@@ -566,11 +566,11 @@ impl Backend for PostgresBackend {
         let step = (queue.clone(), phase.clone());
         // While a snapshot is held, every step names where it starts and says where it
         // ended; a full one starts before every key.
-        let after = match self.inner.prunes_from.plan(
-            &step,
-            held,
-            seen.full_claim_every() * held::FULL_PRUNE_FACTOR,
-        ) {
+        let after = match self
+            .inner
+            .prunes_from
+            .plan(&step, held, seen.full_prune_every())
+        {
             held::Plan::Full if !held => None,
             held::Plan::Full => Some(i64::MIN),
             held::Plan::After(key) => Some(key),

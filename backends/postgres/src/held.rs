@@ -19,8 +19,10 @@
 //!   pushed with a `not_before` already past, a claim rolled back; and the sweep releases
 //!   expired leases. The order of claims then holds only up to those items, which come at
 //!   most that late;
-//! - for prunes, ten times less often ([`FULL_PRUNE_FACTOR`]): an item that reached the
-//!   phase after items with larger keys (a delivery that succeeded on a later attempt).
+//! - for prunes, once per the warning's threshold (a minute by default): an item that
+//!   reached the phase after items with larger keys (a delivery that succeeded on a later
+//!   attempt). Retention can wait, and a full step reads everything removed since the
+//!   snapshot was taken.
 //!
 //! Counter rows move to new shards every period instead ([`CounterShards`]). Once no
 //! snapshot is that old, the positions are forgotten, every call is the full one again, and
@@ -37,11 +39,6 @@ use crate::rows::{key_param, ms};
 
 /// The longest time between two full claims of a queue while a snapshot is held.
 pub(crate) const FULL_EVERY: Duration = Duration::from_secs(1);
-
-/// How many times longer than between two full claims the backend waits between two full
-/// prunes (10 s by default): retention can wait, and a full prune reads everything removed
-/// since.
-pub(crate) const FULL_PRUNE_FACTOR: u32 = 10;
 
 /// A position in claim order: `not_before` in milliseconds, then the key.
 pub(crate) type ClaimPosition = (i64, i64);

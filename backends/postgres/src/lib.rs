@@ -53,7 +53,8 @@
 //!     without a sweep), with a full claim at least every second that takes what became due
 //!     behind that point and releases expired leases: those items come up to a second late,
 //!     the one departure from `(not_before, key)` order;
-//!   - retention's prunes do the same (`prune_after`), with a full one every ten seconds;
+//!   - retention's prunes do the same (`prune_after`), with a full one once per the
+//!     warning's threshold (a minute by default);
 //!   - each pooled session moves its counter rows to a shard of its own for each second
 //!     (counts stay exact: they sum every shard), folded back once the snapshot is gone.
 //!

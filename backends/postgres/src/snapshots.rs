@@ -138,6 +138,13 @@ impl Seen {
             .is_some_and(|(after, age)| age >= after)
     }
 
+    /// The longest time between two full retention steps of a queue's phase while a
+    /// snapshot is held: the warning's threshold (a minute by default). Retention can wait,
+    /// and a full step reads everything removed since the snapshot was taken.
+    pub(crate) fn full_prune_every(&self) -> Duration {
+        self.after.unwrap_or(Duration::MAX)
+    }
+
     /// The longest time between two full claims of a queue while a snapshot is held: a
     /// second, or the time between two looks when that is shorter.
     pub(crate) fn full_claim_every(&self) -> Duration {

@@ -581,7 +581,7 @@ async fn under_a_held_snapshot_two_nodes_claim_every_item_once() {
 
 /// A backend that sees a snapshot held open prunes from where its last step ended, and an
 /// item that became done behind that key goes at the next full step (one at least every
-/// second with this threshold).
+/// 200 ms, the warning's threshold, here).
 #[tokio::test]
 async fn under_a_held_snapshot_retention_starts_where_it_ended_and_leaves_nothing_behind() {
     let _one = ONE_AT_A_TIME.lock().await;

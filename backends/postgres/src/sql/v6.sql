@@ -85,8 +85,8 @@ END $$;
 -- 23 of 40 looks at the server's active statements, about three minutes into a hold, found
 -- retention's step running. The backend uses this one only while it sees such a
 -- snapshot, from where its last step ended, and from the start (`p_after` the smallest
--- `bigint`) every ten seconds. An item that reached the phase behind that key waits for
--- that.
+-- `bigint`) once per its warning's threshold (a minute by default). An item that reached
+-- the phase behind that key waits for that.
 CREATE FUNCTION {schema}.prune_after(
     p_queue text, p_phase text, p_before bigint, p_limit bigint, p_after bigint,
     OUT removed bigint, OUT last bigint
