@@ -562,37 +562,35 @@ impl Backend for PostgresBackend {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = &self.inner.sql;
         let seen = &self.inner.oldest_snapshot;
-        let held = seen.held();
         let step = (queue.clone(), phase.clone());
-        // While a snapshot is held, every step names where it starts and says where it
-        // ended; a full one starts before every key.
+        // A full step starts before every key; while a snapshot is held, the others start
+        // where the last one ended (and every step says where it ended).
         let after = match self
             .inner
             .prunes_from
-            .plan(&step, held, seen.full_prune_every())
+            .plan(&step, seen.held(), seen.full_prune_every())
         {
-            held::Plan::Full if !held => None,
-            held::Plan::Full => Some(i64::MIN),
-            held::Plan::After(key) => Some(key),
+            held::Plan::Full => i64::MIN,
+            held::Plan::After(key) => key,
         };
         let (removed, last) = run!(self, Some(queue), conn, {
-            let id = queue.as_str();
-            let (phase, before) = (phase.as_str(), ms(before));
-            let missing = || Failure::Engine(Error::QueueNotFound(queue.clone()));
-            if let Some(after) = after {
-                let stmt = conn.prepare_cached(&sql.held.prune_after).await?;
-                let row = conn
-                    .query_one(&stmt, &[&id, &phase, &before, &limit, &after])
-                    .await?;
-                let removed = row.get::<_, Option<i64>>(0).ok_or_else(missing)?;
-                Ok((removed, row.get::<_, Option<i64>>(1)))
-            } else {
-                let stmt = conn.prepare_cached(&sql.prune).await?;
-                let row = conn
-                    .query_one(&stmt, &[&id, &phase, &before, &limit])
-                    .await?;
-                Ok((row.get::<_, Option<i64>>(0).ok_or_else(missing)?, None))
-            }
+            let stmt = conn.prepare_cached(&sql.prune).await?;
+            let row = conn
+                .query_one(
+                    &stmt,
+                    &[
+                        &queue.as_str(),
+                        &phase.as_str(),
+                        &ms(before),
+                        &limit,
+                        &after,
+                    ],
+                )
+                .await?;
+            let removed = row
+                .get::<_, Option<i64>>(0)
+                .ok_or_else(|| Failure::Engine(Error::QueueNotFound(queue.clone())))?;
+            Ok((removed, row.get::<_, Option<i64>>(1)))
         })?;
         self.inner.prunes_from.advance(&step, last);
         Ok(u64::try_from(removed).unwrap_or(0))

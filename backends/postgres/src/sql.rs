@@ -26,6 +26,9 @@ pub(crate) struct Sql {
     /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
     pub(crate) claim_lazy: String,
     pub(crate) sweep: String,
+    /// Retention's step from after key `$5` (the smallest `bigint`: from the start),
+    /// returning what it removed and the last key it removed (`prune_after`, schema version
+    /// 6; see `held`).
     pub(crate) prune: String,
     /// What the backend runs while a snapshot is held open.
     pub(crate) held: Held,
@@ -133,9 +136,6 @@ pub(crate) struct Held {
     /// the `not_before` and key of the position.
     pub(crate) claim_after: String,
     pub(crate) claim_after_lazy: String,
-    /// Retention's step from after key `$5`, returning also the last key it removed
-    /// (`prune_after`).
-    pub(crate) prune_after: String,
     /// Moves this session to its counter shard of epoch `$1` (0: its own).
     pub(crate) move_shard: String,
     /// Folds the counter rows of epochs into their sessions' own shards.
@@ -148,7 +148,6 @@ impl Held {
         Held {
             claim_after: r(&claim(false, true)),
             claim_after_lazy: r(&claim(true, true)),
-            prune_after: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
             move_shard: r("SELECT set_config('hookspool.counter_shard', \
                  (current_setting('hookspool.counter_shard')::integer % {counter_shards} \
                  + {counter_shards} * $1::integer)::text, false)"),
@@ -296,7 +295,7 @@ impl Sql {
             claim: r(&claim(false, false)),
             claim_lazy: r(&claim(true, false)),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
-            prune: r("SELECT {schema}.prune_phase($1, $2, $3, $4)"),
+            prune: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
             held: Held::new(schema),
             lock_items: r(&format!(
                 "SELECT {ITEM_COLUMNS}, gen FROM {{schema}}.items \

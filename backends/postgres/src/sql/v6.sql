@@ -83,10 +83,11 @@ END $$;
 -- since a held snapshot was taken (and of every version that the items it passes over left
 -- behind), at every step of every retention pass: in the soak at 2,000 deliveries a second,
 -- 23 of 40 looks at the server's active statements, about three minutes into a hold, found
--- retention's step running. The backend uses this one only while it sees such a
--- snapshot, from where its last step ended, and from the start (`p_after` the smallest
--- `bigint`) once per its warning's threshold (a minute by default). An item that reached
--- the phase behind that key waits for that.
+-- retention's step running. The backend runs every step through this one: from the start
+-- (`p_after` the smallest `bigint`) while it sees no such snapshot, and while it sees one,
+-- from where its last step ended, with a step from the start once per its warning's
+-- threshold (a minute by default). An item that reached the phase behind that key waits
+-- for that.
 CREATE FUNCTION {schema}.prune_after(
     p_queue text, p_phase text, p_before bigint, p_limit bigint, p_after bigint,
     OUT removed bigint, OUT last bigint
@@ -122,3 +123,11 @@ BEGIN
     SELECT count(*), max(key) FROM gone
     $sql$ INTO removed, last USING g, p_phase, p_before, p_limit, p_after;
 END $$;
+
+-- Version 5's step is now `prune_after` from the start, so that the schema holds one body
+-- of it (the backend calls `prune_after` for every step).
+CREATE OR REPLACE FUNCTION {schema}.prune_phase(p_queue text, p_phase text, p_before bigint, p_limit bigint)
+RETURNS bigint LANGUAGE sql AS $$
+    SELECT removed FROM {schema}.prune_after(p_queue, p_phase, p_before, p_limit,
+                                             -9223372036854775807 - 1)
+$$;
