@@ -7,13 +7,19 @@
 //!
 //! - `insert`: the plain one-row `INSERT` into the `postgres` bench's `outbox` table (its
 //!   baseline), sent with the push's five parameters (two unused);
-//! - `push`: `Store::push` on `PostgresBackend`, what an application calls;
+//! - `push`: `Store::push` on `PostgresBackend`, what an application calls, the only
+//!   backend on its schema (it sends no change notices: nobody else listens);
+//! - `push-listened`: the same while a second backend is open on the schema, so that the
+//!   first sends its change notices (`NOTIFY`, coalesced, every 5 ms at most), as a node
+//!   among several does;
 //! - `statement`: the backend's own statement for a push of one item
-//!   (`testing::push_one_statement`), prepared and sent by a bare tokio-postgres client;
-//! - `no-counter`: that statement without its counter upsert: the item's `INSERT … SELECT`
-//!   from its queue's row, nothing else;
-//! - `append-counter`: the statement with the counter written as a row appended to a table
-//!   without indexes (the design the README weighs against the counter rows);
+//!   (`testing::push_one_statement`), prepared and sent by a bare tokio-postgres client: the
+//!   item's row, and its count change appended to `count_changes` (schema version 7);
+//! - `upsert-counter`: the statement as schema version 6 sent it, and as the backend still
+//!   sends it while a snapshot is held open (`testing::push_one_upserting_statement`): the
+//!   count as an upsert of the session's counter row;
+//! - `no-counter`: the statement without its count: the item's `INSERT … SELECT` from its
+//!   queue's row, nothing else;
 //! - `row-only`: the item's `INSERT … VALUES` alone, the queue's generation and key
 //!   sequence written in as constants (no lookup of the queue);
 //! - `row-two-indexes`: the same with `items_by_phase` dropped, so that a pending item
@@ -37,7 +43,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hookspool::{NewItem, QueueConfig, QueueId, Retention, Store};
-use hookspool_postgres::testing::{TestServer, push_one_statement};
+use hookspool_postgres::testing::{TestServer, push_one_statement, push_one_upserting_statement};
 use hookspool_postgres::{PostgresBackend, PostgresOptions};
 use tokio_postgres::types::{Json, Type};
 use tokio_postgres::{Client, Statement};
@@ -61,21 +67,25 @@ fn main() -> BenchResult<()> {
 }
 
 /// The cases, in the order they run in every round: id and what it measures.
-const CASES: [(&str, &str); 7] = [
+const CASES: [(&str, &str); 8] = [
     (
         "insert",
         "plain one-row INSERT into the baseline's `outbox` (2 indexes)",
     ),
     ("push", "hookspool: `Store::push` of one item"),
     (
-        "statement",
-        "the backend's push statement, from a bare client",
+        "push-listened",
+        "the same, another backend listening (change notices sent)",
     ),
-    ("no-counter", "the statement without its counter upsert"),
     (
-        "append-counter",
-        "the statement, its counter an append to a table without indexes",
+        "statement",
+        "the backend's push statement, from a bare client (count appended)",
     ),
+    (
+        "upsert-counter",
+        "the same, counted by an upsert of a counter row (version 6's)",
+    ),
+    ("no-counter", "the statement without its count"),
     (
         "row-only",
         "the item's INSERT … VALUES alone (no queue lookup, no counter)",
@@ -178,11 +188,12 @@ fn print_summary(samples: &Samples, plan: &[(&str, &str)]) {
     // What each part costs, as a share of the INSERT's rate: one case against its neighbour.
     let parts = [
         ("hookspool's own client code", "statement", "push"),
-        ("the counter upsert", "no-counter", "statement"),
+        ("the change notices", "push", "push-listened"),
+        ("the count appended", "no-counter", "statement"),
         (
-            "the counter as an append instead",
+            "the count as an upsert instead",
             "no-counter",
-            "append-counter",
+            "upsert-counter",
         ),
         ("the queue lookup", "row-only", "no-counter"),
         ("the index by phase", "row-two-indexes", "row-only"),
@@ -211,7 +222,8 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
     let run = Run::from_args(args)?;
     runtime()?.block_on(async {
         match case {
-            "push" => store_push(&run).await,
+            "push" => store_push(&run, false).await,
+            "push-listened" => store_push(&run, true).await,
             _ => statement(case, &run).await,
         }
     })
@@ -229,9 +241,38 @@ async fn open(run: &Run) -> BenchResult<(Store<PostgresBackend>, QueueId)> {
     Ok((store, queue))
 }
 
-async fn store_push(run: &Run) -> BenchResult<Metrics> {
+/// `Store::push` one item at a time; `listened`: with a second backend open on the schema,
+/// whose listener makes the first send its change notices.
+async fn store_push(run: &Run, listened: bool) -> BenchResult<Metrics> {
     let admin = connect(&run.url).await?;
     let (store, queue) = open(run).await?;
+    let other = if listened {
+        let options = PostgresOptions::new(&run.url)
+            .schema(&run.schema)
+            .pool_size(1);
+        let other = PostgresBackend::open(options).await?;
+        // Its listener connects in the background: wait until the server shows it.
+        let name = format!("hookspool listener {}", run.schema);
+        let mut tries = 0;
+        while admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&name],
+            )
+            .await?
+            .get::<_, i64>(0)
+            < 2
+        {
+            tries += 1;
+            if tries > 500 {
+                return Err("the second backend's listener did not connect within 5 s".into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Some(other)
+    } else {
+        None
+    };
     // Warm-up, not timed: a prepared connection in the pool.
     store.push(&queue, NewItem::new(payload(u64::MAX))).await?;
     checkpoint(&admin).await?;
@@ -252,6 +293,7 @@ async fn store_push(run: &Run) -> BenchResult<Metrics> {
     let count = store.count(&queue).await?;
     check("items pushed", worked.rows + 1, i64::try_from(count)?)?;
     let m = figures(worked, secs);
+    drop(other);
     drop(store);
     drop_schema(&admin, &run.schema).await?;
     Ok(m)
@@ -281,20 +323,8 @@ async fn statement(case: &str, run: &Run) -> BenchResult<Metrics> {
         let (generation, key_seq): (i64, String) = (row.get(0), row.get(1));
         let text = match case {
             "statement" => push_one_statement(&run.schema),
+            "upsert-counter" => push_one_upserting_statement(&run.schema),
             "no-counter" => format!("{INSERT_ITEM} {SELECT_FROM_QUEUE} RETURNING key"),
-            "append-counter" => {
-                admin
-                    .batch_execute(&format!(
-                        "CREATE TABLE {s}.count_changes (gen bigint NOT NULL, phase text NOT NULL, \
-                         n bigint NOT NULL)"
-                    ))
-                    .await?;
-                format!(
-                    "WITH ins AS ({INSERT_ITEM} {SELECT_FROM_QUEUE} RETURNING gen, key), \
-                     counted AS (INSERT INTO {{schema}}.count_changes (gen, phase, n) \
-                     SELECT gen, 'pending', 1 FROM ins) SELECT key FROM ins"
-                )
-            }
             "row-only" | "row-two-indexes" => {
                 if case == "row-two-indexes" {
                     admin

@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) prunes_from: held::Prunes,
     /// The counter shards of the pool's sessions meanwhile.
     pub(crate) counter_shards: Arc<held::CounterShards<deadpool_postgres::ObjectId>>,
+    /// Set by pushes that appended count changes (see `rollup`).
+    pub(crate) pushed: crate::rollup::Pushed,
     /// Dropped with the backend: its background tasks see the channel close and stop.
     pub(crate) _stop: tokio::sync::watch::Sender<()>,
 }
@@ -134,11 +136,18 @@ impl PostgresBackend {
         now: Timestamp,
     ) -> Result<Vec<Key>> {
         let sql = &self.inner.sql;
+        // While a snapshot is held open, pushes count with the upsert (see `rollup`).
+        let held = self.inner.oldest_snapshot.held();
+        let (push, push_one) = if held {
+            (&sql.held.push, &sql.held.push_one)
+        } else {
+            (&sql.push, &sql.push_one)
+        };
         let keys = if let [item] = items {
             let metadata = Json(&item.metadata);
             let not_before = item.not_before.map(ms);
             run!(self, Some(queue), conn, {
-                let stmt = conn.prepare_cached(&sql.push_one).await?;
+                let stmt = conn.prepare_cached(push_one).await?;
                 let row = conn
                     .query_opt(
                         &stmt,
@@ -159,7 +168,7 @@ impl PostgresBackend {
         } else {
             let (payloads, metadata, not_before) = push_columns(items);
             run!(self, Some(queue), conn, {
-                let stmt = conn.prepare_cached(&sql.push).await?;
+                let stmt = conn.prepare_cached(push).await?;
                 let row = conn
                     .query_one(
                         &stmt,
@@ -172,6 +181,9 @@ impl PostgresBackend {
                 }
             })?
         };
+        if !held {
+            self.inner.pushed.mark();
+        }
         Ok(keys
             .into_iter()
             .map(|k| u64::try_from(k).unwrap_or(0))

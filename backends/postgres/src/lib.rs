@@ -4,9 +4,9 @@
 //! commits with the business change, or neither does).
 //!
 //! - **Schema.** Everything lives in one Postgres schema (default `hookspool`,
-//!   [`PostgresOptions::schema`]): tables `queues`, `items`, `counts`, `names` (the
-//!   first-writer-wins records of [`hookspool::Backend::once`]), `trash`, `migrations`,
-//!   and SQL functions. Versioned migrations are applied by
+//!   [`PostgresOptions::schema`]): tables `queues`, `items`, `counts` and `count_changes`,
+//!   `names` (the first-writer-wins records of [`hookspool::Backend::once`]), `trash`,
+//!   `migrations`, and SQL functions. Versioned migrations are applied by
 //!   [`PostgresBackend::open`] under an advisory lock, so several processes may start at
 //!   once; a schema from a newer hookspool, or one holding other objects, is refused with
 //!   an [`OpenError`] that says so.
@@ -25,11 +25,16 @@
 //!   `pop_page`. Durable on return:
 //!   committed with `synchronous_commit = on`.
 //! - **Counts** come from sharded counter rows (one per session shard, queue generation and
-//!   phase), written by each statement that changes phases in its own transaction and
-//!   summed on read: O(1) in the queue's size, and no single hot row for every writer to
-//!   wait on. Each pooled connection takes a shard no other hookspool session holds when it
-//!   connects (a session advisory lock on one of 64); other sessions use their process
-//!   id's.
+//!   phase) and, since schema version 7, from the count changes that pushes append, summed
+//!   on read in one snapshot: exact, O(1) in the queue's size, and no single hot row for
+//!   every writer to wait on. Claims, settles, pops and prunes add to their session's
+//!   counter rows in their own transaction. Each pooled connection takes a shard no other
+//!   hookspool session holds when it connects (a session advisory lock on one of 64);
+//!   other sessions use their process id's. A push instead appends a row to
+//!   `count_changes` (a table without indexes: cheaper for a push than the counter row's
+//!   upsert), and every backend rolls those rows up into its counter rows every 200 ms
+//!   while it pushes and vacuums the table (`rollup`), so that a count reads a few seconds
+//!   of pushes' changes at most.
 //! - **Migrations** are versioned ([`SCHEMA_VERSION`]) and applied when the backend opens,
 //!   under an advisory lock: version 1 made the schema, version 2 gave each session a
 //!   counter shard of its own, version 3 indexes items by age (for the TTL sweep) only in
@@ -41,8 +46,9 @@
 //!   leaves `in_flight` and `done` out of the index by phase (a claim and an ack no longer
 //!   add an entry to it; pages of those two phases read the lease index and the primary
 //!   key) and settles a batch of 32 or more entries of one owner's leases (a large
-//!   `ack_many`) in one statement, without reading the rows first, and version 6 adds what
-//!   the backend does while a snapshot is held open (below).
+//!   `ack_many`) in one statement, without reading the rows first, version 6 adds what
+//!   the backend does while a snapshot is held open (below), and version 7 has pushes
+//!   count by appending to `count_changes` (above).
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -56,7 +62,10 @@
 //!   - retention's prunes do the same (`prune_after`), with a full one once per the
 //!     warning's threshold (a minute by default);
 //!   - each pooled session moves its counter rows to a shard of its own for each second
-//!     (counts stay exact: they sum every shard), folded back once the snapshot is gone.
+//!     (counts stay exact: they sum every shard), folded back once the snapshot is gone;
+//!   - its pushes count with the counter rows' upsert, not with count changes, and it rolls
+//!     none up: a rolled-up change could not be freed until the snapshot ends, and a count
+//!     would read every one.
 //!
 //!   The README's "A snapshot held open" measures it.
 //! - **Keys** come from a sequence per queue: never reused, increasing within a batch and
@@ -68,7 +77,10 @@
 //!   processes until they expire; every change is announced after it commits with one
 //!   coalesced `NOTIFY` on the schema's channel, and [`hookspool::Backend::changes`] passes
 //!   other processes' notices on (the webhook layer wakes its loops and reloads
-//!   subscriptions on them, with a fallback poll).
+//!   subscriptions on them, with a fallback poll). A backend sends notices only while
+//!   another one listens on the schema: their listening connections are named
+//!   (`application_name` `hookspool listener <schema>`), and it looks for one in
+//!   `pg_stat_activity` (`notify`).
 //! - **The outbox.** [`PostgresBackend::push_in`] and [`PostgresBackend::fire_in`] write
 //!   inside a transaction the application opened; from any language, the SQL functions
 //!   `hookspool.push(queue, payload, metadata, not_before)` and `hookspool.fire(event,
@@ -119,10 +131,13 @@
 //! # Modules
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
-//! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the server checks),
-//! `sql/v1.sql` (tables, triggers, functions), `sql` (the statements), `backend`, `outbox`,
-//! `combine` (group commit of small pushes), `notify` (notices across processes), `trash` (deleting thrown-away generations),
-//! `snapshots` (the oldest snapshot on the server), `connect` (TLS and the pool).
+//! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
+//! server checks), `sql/v1.sql` … `sql/v7.sql` (tables, functions, and each version's
+//! reasons), `sql` (the statements), `backend`, `outbox`, `combine` (group commit of small
+//! pushes), `notify` (notices across processes), `rollup` (count changes into counter
+//! rows), `trash` (deleting thrown-away generations), `snapshots` (the oldest snapshot on
+//! the server), `held` (what the backend does while one is held open), `connect` (TLS and
+//! the pool).
 
 mod backend;
 mod combine;
@@ -134,6 +149,7 @@ mod once;
 mod open;
 mod options;
 mod outbox;
+mod rollup;
 mod rows;
 mod schema;
 mod snapshots;

@@ -9,8 +9,19 @@
 //! every other notifying commit, which would undo the server's group commit. Notices carry
 //! no data (the payload limit is 8,000 bytes) and may be lost while a connection is down,
 //! so the layers above keep a fallback poll.
+//!
+//! A backend sends notices only while another backend listens on its schema's channel: the
+//! listening connections name themselves (`application_name` [`listener_name`]), and the
+//! sender looks for one other than its own in `pg_stat_activity` (again after
+//! [`LOOK_NOBODY`] when it found none, after [`LOOK_SOMEONE`] when it found one). One
+//! process alone on a schema then sends none: with one producer pushing one item at a time,
+//! the notices (a statement every 5 ms, and the wake-up of the process's own listener for
+//! each) cost its pushes 0.07× of a one-row `INSERT`'s rate (see the README). A listener
+//! that connects meanwhile misses a change or two for at most [`LOOK_NOBODY`], as any
+//! listener misses what was sent before it connected.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,7 +29,7 @@ use deadpool_postgres::Pool;
 use futures_util::future;
 use hookspool::QueueId;
 use tokio::sync::{Notify, broadcast, watch};
-use tokio_postgres::AsyncMessage;
+use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
 
 /// Longest payload sent in one notice (the server's limit is 8,000 bytes).
 const MAX_NOTICE: usize = 7_900;
@@ -26,44 +37,141 @@ const MAX_NOTICE: usize = 7_900;
 /// queue changed in the last few milliseconds, instead of one statement per change.
 const NOTICE_GAP: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The queues changed since the last notice, and what wakes the sender.
-#[derive(Clone, Default)]
+/// How long the sender trusts a look that found no other listener.
+const LOOK_NOBODY: Duration = Duration::from_millis(250);
+/// How long it trusts a look that found one.
+const LOOK_SOMEONE: Duration = Duration::from_secs(1);
+
+/// The `application_name` of the listening connections of `channel` (the schema's name):
+/// at most 63 bytes, as the server keeps it.
+pub(crate) fn listener_name(channel: &str) -> String {
+    let mut name = format!("hookspool listener {channel}");
+    // Schema names are ASCII: any byte is a character boundary.
+    name.truncate(63);
+    name
+}
+
+/// The server process id of this backend's listening connection (0 while it has none).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct OwnListener(Arc<AtomicI32>);
+
+impl OwnListener {
+    fn set(&self, pid: i32) {
+        self.0.store(pid, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> i32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether another backend listens on the channel, from the last look and its time.
+struct Others {
+    name: String,
+    own: OwnListener,
+    last: Option<(tokio::time::Instant, bool)>,
+}
+
+impl Others {
+    /// Whether another listener is there: the last look while it holds, else a new one.
+    /// A look that fails counts as someone there.
+    async fn listening(&mut self, pool: &Pool) -> bool {
+        if let Some((at, found)) = self.last {
+            let trust = if found { LOOK_SOMEONE } else { LOOK_NOBODY };
+            if at.elapsed() < trust {
+                return found;
+            }
+        }
+        let found = async {
+            let conn = pool.get().await.map_err(|e| e.to_string())?;
+            conn.query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+                 WHERE application_name = $1 AND pid <> $2)",
+                &[&self.name, &self.own.get()],
+            )
+            .await
+            .map(|row| row.get::<_, bool>(0))
+            .map_err(|e| e.to_string())
+        }
+        .await
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "could not look for other listeners; notifying");
+            true
+        });
+        self.last = Some((tokio::time::Instant::now(), found));
+        found
+    }
+}
+
+/// The queues changed since the last notice, what wakes the sender, and whether another
+/// backend listens (at the sender's last look; until the first, yes).
+#[derive(Clone)]
 pub(crate) struct Notices {
-    shared: Arc<(Mutex<BTreeSet<String>>, Notify)>,
+    shared: Arc<(Mutex<BTreeSet<String>>, Notify, AtomicBool)>,
+}
+
+impl Default for Notices {
+    fn default() -> Self {
+        Notices {
+            shared: Arc::new((Mutex::default(), Notify::new(), AtomicBool::new(true))),
+        }
+    }
 }
 
 impl Notices {
+    /// Records a change of `queue` for the next notice; nothing while nobody else listens
+    /// (a push then neither takes the lock nor wakes the sender).
     pub(crate) fn add(&self, queue: &QueueId) {
-        let (pending, wake) = &*self.shared;
-        let fresh = pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(queue.as_str().to_owned());
-        if fresh {
-            wake.notify_one();
+        let (pending, wake, listened) = &*self.shared;
+        if !listened.load(Ordering::Relaxed) {
+            return;
         }
+        let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.contains(queue.as_str()) {
+            return;
+        }
+        pending.insert(queue.as_str().to_owned());
+        drop(pending);
+        wake.notify_one();
     }
 
     fn take(&self) -> BTreeSet<String> {
         std::mem::take(&mut *self.shared.0.lock().unwrap_or_else(PoisonError::into_inner))
     }
+
+    fn set_listened(&self, listened: bool) {
+        self.shared.2.store(listened, Ordering::Relaxed);
+    }
 }
 
-/// Sends the notices of this backend until `stop` closes.
+/// Sends the notices of this backend, while another backend listens, until `stop` closes.
+/// `own` is this backend's listener.
 pub(crate) async fn send(
     notices: Notices,
     pool: Pool,
     channel: String,
     origin: String,
+    own: OwnListener,
     mut stop: watch::Receiver<()>,
 ) {
+    let mut others = Others {
+        name: listener_name(&channel),
+        own,
+        last: None,
+    };
     loop {
+        // While nobody else listens, pushes record nothing and wake no one: look again
+        // after a while.
+        let nobody = !notices.shared.2.load(Ordering::Relaxed);
         tokio::select! {
             () = notices.shared.1.notified() => {}
+            () = tokio::time::sleep(LOOK_NOBODY), if nobody => {}
             _ = stop.changed() => return,
         }
+        let listened = others.listening(&pool).await;
+        notices.set_listened(listened);
         let queues = notices.take();
-        if queues.is_empty() {
+        if queues.is_empty() || !listened {
             continue;
         }
         for payload in payloads(&origin, &queues) {
@@ -106,12 +214,14 @@ fn payloads(origin: &str, queues: &BTreeSet<String>) -> Vec<String> {
 }
 
 /// Listens on `channel` until `stop` closes, reconnecting after a failure, and passes on
-/// the queue ids of notices from other origins.
+/// the queue ids of notices from other origins. The connection names itself
+/// ([`listener_name`]) and records its process id in `own`.
 pub(crate) async fn listen(
     connect: crate::connect::Connector,
     channel: String,
     origin: String,
     changes: broadcast::Sender<QueueId>,
+    own: OwnListener,
     mut stop: watch::Receiver<()>,
 ) {
     let mut delay = Duration::from_millis(100);
@@ -121,9 +231,13 @@ pub(crate) async fn listen(
             let mut messages = Box::pin(futures_util::stream::poll_fn(move |cx| {
                 connection.poll_message(cx)
             }));
-            let statement = format!("LISTEN \"{channel}\"");
+            // The schema's name is `[a-z0-9_]` (checked at open): no quoting needed.
+            let statement = format!(
+                "SET application_name = '{}'; LISTEN \"{channel}\"; SELECT pg_backend_pid()",
+                listener_name(&channel)
+            );
             // The connection must be polled for the LISTEN to complete.
-            let mut listen = std::pin::pin!(client.batch_execute(&statement));
+            let mut listen = std::pin::pin!(client.simple_query(&statement));
             loop {
                 match future::select(
                     listen.as_mut(),
@@ -132,7 +246,11 @@ pub(crate) async fn listen(
                 .await
                 {
                     future::Either::Left((r, _)) => {
-                        r.map_err(|e| e.to_string())?;
+                        let pid = r.map_err(|e| e.to_string())?.iter().find_map(|m| match m {
+                            SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                            _ => None,
+                        });
+                        own.set(pid.unwrap_or(0));
                         break;
                     }
                     future::Either::Right((None, _)) => return Err("connection closed".to_owned()),
@@ -148,6 +266,11 @@ pub(crate) async fn listen(
             }
             // `client` lives until here: the session (and the LISTEN) ends with it.
             Err::<(), String>("connection closed".to_owned())
+        };
+        let session = async {
+            let r = session.await;
+            own.set(0);
+            r
         };
         tokio::select! {
             r = session => {

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hookspool::QueueId;
 use tokio::sync::{Notify, broadcast, watch};
 
 use crate::backend::{Inner, PostgresBackend};
@@ -51,24 +52,8 @@ impl PostgresBackend {
 
         let sql = Sql::new(&options.schema);
         let (stop, _) = watch::channel(());
-        let (changes, _) = broadcast::channel(1024);
-        let notices = Notices::default();
-        let origin = origin();
+        let (notices, changes) = start_notices(connector, &pool, &options.schema, &stop);
         let trash_wake = Arc::new(Notify::new());
-        tokio::spawn(notify::send(
-            notices.clone(),
-            pool.clone(),
-            options.schema.clone(),
-            origin.clone(),
-            stop.subscribe(),
-        ));
-        tokio::spawn(notify::listen(
-            connector,
-            options.schema.clone(),
-            origin,
-            changes.clone(),
-            stop.subscribe(),
-        ));
         let oldest_snapshot = crate::snapshots::Seen::new(options.snapshot_warning);
         let counter_shards = Arc::new(crate::held::CounterShards::default());
         if let Some(after) = options.snapshot_warning {
@@ -84,6 +69,17 @@ impl PostgresBackend {
                 stop.subscribe(),
             ));
         }
+        let pushed = crate::rollup::Pushed::default();
+        tokio::spawn(crate::rollup::run(
+            crate::rollup::Roller {
+                pool: pool.clone(),
+                statement: sql.roll_up.clone(),
+                vacuum: sql.vacuum_changes.clone(),
+                pushed: pushed.clone(),
+                seen: oldest_snapshot.clone(),
+            },
+            stop.subscribe(),
+        ));
         tokio::spawn(trash::clean(
             trash::Cleaner {
                 pool: pool.clone(),
@@ -110,10 +106,42 @@ impl PostgresBackend {
                 claims_from: crate::held::Claims::default(),
                 prunes_from: crate::held::Prunes::default(),
                 counter_shards,
+                pushed,
                 _stop: stop,
             }),
         })
     }
+}
+
+/// Starts the tasks that send this backend's change notices and listen for other
+/// processes' (see `notify`); what records changes, and where others' arrive.
+fn start_notices(
+    connector: Connector,
+    pool: &deadpool_postgres::Pool,
+    schema: &str,
+    stop: &watch::Sender<()>,
+) -> (Notices, broadcast::Sender<QueueId>) {
+    let (changes, _) = broadcast::channel(1024);
+    let notices = Notices::default();
+    let origin = origin();
+    let own_listener = notify::OwnListener::default();
+    tokio::spawn(notify::send(
+        notices.clone(),
+        pool.clone(),
+        schema.to_owned(),
+        origin.clone(),
+        own_listener.clone(),
+        stop.subscribe(),
+    ));
+    tokio::spawn(notify::listen(
+        connector,
+        schema.to_owned(),
+        origin,
+        changes.clone(),
+        own_listener,
+        stop.subscribe(),
+    ));
+    (notices, changes)
 }
 
 /// A name for this backend's notices, unique among the processes sharing the database.

@@ -40,6 +40,7 @@ impl PostgresBackend {
             return Err(hookspool::Error::QueueNotFound(queue.clone()));
         };
         self.notify_in(tx, queue.as_str()).await?;
+        self.inner.pushed.mark();
         Ok(keys
             .into_iter()
             .map(|k| u64::try_from(k).unwrap_or(0))

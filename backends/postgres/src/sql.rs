@@ -21,6 +21,9 @@ pub(crate) struct Sql {
     pub(crate) push_one: String,
     pub(crate) push_locked: String,
     pub(crate) count: String,
+    /// Rolls the count changes up into the counter rows (see `rollup`).
+    pub(crate) roll_up: String,
+    pub(crate) vacuum_changes: String,
     pub(crate) reset: String,
     pub(crate) claim: String,
     /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
@@ -57,9 +60,9 @@ pub(crate) struct Sql {
 /// A push, in one statement: `$1` queue, `$2` payloads, `$3` metadata, `$4` not-before
 /// times (NULL: now), `$5` now. Returns the keys, or NULL for a missing queue. Keys come
 /// from the queue's sequence in batch order (`nextval` is evaluated after the sort); the
-/// pending counter is written here, not by a trigger. `ttl_from` is set only in a queue
-/// with a TTL, so that only its items enter the TTL index. `{lock}` is [`LOCK_QUEUE`] or
-/// nothing (see [`push`] and [`push_locked`]).
+/// pending count is written here, not by a trigger (`{counted}`: [`Counter`]). `ttl_from`
+/// is set only in a queue with a TTL, so that only its items enter the TTL index. `{lock}`
+/// is [`LOCK_QUEUE`] or nothing (see [`push`] and [`push_locked`]).
 const PUSH_TEMPLATE: &str = "\
 WITH q AS (
     SELECT gen, key_seq, ttl_ms FROM {schema}.queues WHERE id = $1{lock}
@@ -72,9 +75,7 @@ WITH q AS (
     ORDER BY u.i
     RETURNING gen, key
 ), counted AS (
-    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
-    SELECT gen, 'pending', {schema}.shard(), count(*) FROM ins GROUP BY gen
-    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n
+    {counted}
 )
 SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
     THEN coalesce((SELECT array_agg(key ORDER BY key) FROM ins), '{}') END";
@@ -83,7 +84,7 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
 /// the arrays, the sort and the aggregate, which cost a push of one item 11–17% of
 /// its time on the server. `$1` queue, `$2` payload, `$3` metadata, `$4` not-before (NULL:
 /// now), `$5` now. Returns the key, or no row for a missing queue.
-pub(crate) const PUSH_ONE: &str = "\
+const PUSH_ONE_TEMPLATE: &str = "\
 WITH ins AS (
     INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload,
                                 ttl_from)
@@ -92,15 +93,56 @@ WITH ins AS (
     FROM {schema}.queues WHERE id = $1::text
     RETURNING gen, key
 ), counted AS (
-    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
-    SELECT gen, 'pending', {schema}.shard(), 1 FROM ins
-    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + 1
+    {counted}
 )
 SELECT key FROM ins";
+
+/// How a push counts its items as pending (`{counted}` in [`PUSH_TEMPLATE`] and
+/// [`PUSH_ONE_TEMPLATE`]).
+#[derive(Clone, Copy)]
+pub(crate) enum Counter {
+    /// A row appended to `count_changes` (schema version 7), which the backend rolls up
+    /// into the counter rows (see `rollup`): no index to look up, no row to update.
+    Append,
+    /// An upsert of this session's counter row (up to schema version 6; while a snapshot is
+    /// held open, where a rolled-up change could not be freed and a count would read every
+    /// one since; see `held`).
+    Upsert,
+}
+
+impl Counter {
+    /// The statement that counts `n` items of the CTE `from` (with what follows it) as
+    /// pending.
+    fn statement(self, n: &str, from: &str) -> String {
+        match self {
+            Counter::Append => format!(
+                "INSERT INTO {{schema}}.count_changes (gen, phase, n)
+    SELECT gen, 'pending', {n} FROM {from}"
+            ),
+            Counter::Upsert => format!(
+                "INSERT INTO {{schema}}.counts AS c (gen, phase, shard, n)
+    SELECT gen, 'pending', {{schema}}.shard(), {n} FROM {from}
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n"
+            ),
+        }
+    }
+}
+
+/// The push of one item, counted by `counter`.
+pub(crate) fn push_one(counter: Counter) -> String {
+    PUSH_ONE_TEMPLATE.replace("{counted}", &counter.statement("1", "ins"))
+}
 
 /// Locks the queue row against `reset` and `delete_queue` (which take it exclusively) until
 /// the transaction ends.
 const LOCK_QUEUE: &str = " FOR KEY SHARE";
+
+fn push_template(counter: Counter, lock: &str) -> String {
+    PUSH_TEMPLATE.replace("{lock}", lock).replace(
+        "{counted}",
+        &counter.statement("count(*)", "ins GROUP BY gen"),
+    )
+}
 
 /// The backend's own push, a statement of its own (autocommit). It takes no lock on the
 /// queue row: many concurrent pushes to one queue would all write that row's lock and
@@ -108,15 +150,16 @@ const LOCK_QUEUE: &str = " FOR KEY SHARE";
 /// `delete_queue`) committed lands in the old generation, and is removed with it: it ran
 /// at the same time as the reset, so it counts as before it. The trash keeps the old
 /// generation for a grace period, so that its row is deleted too.
-pub(crate) fn push() -> String {
-    PUSH_TEMPLATE.replace("{lock}", "")
+pub(crate) fn push(counter: Counter) -> String {
+    push_template(counter, "")
 }
 
 /// A push inside a transaction that may stay open (the application's, through `push_in`
 /// and the SQL functions): the queue row stays locked until it commits, so that `reset`
 /// and `delete_queue` wait for it rather than throw its item away after the grace period.
+/// It appends its count change: a transaction that stays open holds no counter row.
 pub(crate) fn push_locked() -> String {
-    PUSH_TEMPLATE.replace("{lock}", LOCK_QUEUE)
+    push_template(Counter::Append, LOCK_QUEUE)
 }
 
 /// Adds `$3` to the counts of phases `$2` of generation `$1` in this session's shard: the
@@ -140,6 +183,9 @@ pub(crate) struct Held {
     pub(crate) move_shard: String,
     /// Folds the counter rows of epochs into their sessions' own shards.
     pub(crate) fold_counts: String,
+    /// The pushes, counted by the upsert of the counter row (see [`Counter::Upsert`]).
+    pub(crate) push: String,
+    pub(crate) push_one: String,
 }
 
 impl Held {
@@ -152,6 +198,8 @@ impl Held {
                  (current_setting('hookspool.counter_shard')::integer % {counter_shards} \
                  + {counter_shards} * $1::integer)::text, false)"),
             fold_counts: r(FOLD_COUNTS),
+            push: r(&push(Counter::Upsert)),
+            push_one: r(&push_one(Counter::Upsert)),
         }
     }
 }
@@ -169,6 +217,37 @@ INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
 SELECT gen, phase, shard, sum(n) FROM moved GROUP BY gen, phase, shard
 ORDER BY gen, phase, shard
 ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n";
+
+/// The counts of queue `$1` by phase: its counter rows and the count changes not yet
+/// rolled up (schema version 7), in one snapshot. No row: no such queue.
+const COUNT: &str = "\
+SELECT c.phase, sum(c.n)::bigint
+FROM {schema}.queues q
+LEFT JOIN (
+    SELECT gen, phase, n FROM {schema}.counts
+    UNION ALL SELECT gen, phase, n FROM {schema}.count_changes
+) c ON c.gen = q.gen
+WHERE q.id = $1 GROUP BY c.phase";
+
+/// Rolls every count change up into this session's counter rows, in one transaction (a
+/// count reads the same before and after), if this session gets the turn: a
+/// transaction-level advisory lock, so that two processes do not wait on each other's
+/// rows. The changes of generations no queue has any more are dropped. Returns how many
+/// changes it took (0: none, or not its turn).
+const ROLL_UP: &str = "\
+WITH turn AS (
+    SELECT pg_try_advisory_xact_lock(hashtextextended('hookspool count changes {schema_name}', 0)) AS mine
+), moved AS (
+    DELETE FROM {schema}.count_changes WHERE (SELECT mine FROM turn) RETURNING gen, phase, n
+), rolled AS (
+    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+    SELECT m.gen, m.phase, {schema}.shard(), sum(m.n)
+    FROM moved m JOIN {schema}.queues q ON q.gen = m.gen
+    GROUP BY m.gen, m.phase HAVING sum(m.n) <> 0
+    ORDER BY m.gen, m.phase
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n
+)
+SELECT count(*) FROM moved";
 
 /// A CTE that takes the rows of a CTE `gone` (deleted items) off the counts.
 const UNCOUNT: &str = ", uncounted AS (INSERT INTO {schema}.counts AS c (gen, phase, shard, n) \
@@ -286,11 +365,12 @@ impl Sql {
                 "SELECT {QUEUE_COLUMNS} FROM {{schema}}.queues ORDER BY id COLLATE \"C\""
             )),
             delete_queue: r("SELECT {schema}.delete_queue($1)"),
-            push: r(&push()),
-            push_one: r(PUSH_ONE),
+            push: r(&push(Counter::Append)),
+            push_one: r(&push_one(Counter::Append)),
             push_locked: r(&push_locked()),
-            count: r("SELECT c.phase, sum(c.n)::bigint FROM {schema}.queues q \
-                 LEFT JOIN {schema}.counts c ON c.gen = q.gen WHERE q.id = $1 GROUP BY c.phase"),
+            count: r(COUNT),
+            roll_up: r(ROLL_UP),
+            vacuum_changes: r("VACUUM (SKIP_LOCKED) {schema}.count_changes"),
             reset: r("SELECT {schema}.reset($1)"),
             claim: r(&claim(false, false)),
             claim_lazy: r(&claim(true, false)),

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::PostgresOptions;
+use crate::{PostgresBackend, PostgresOptions};
 
 /// The environment variable naming a server of your own for the tests.
 pub const DATABASE_URL_VAR: &str = "HOOKSPOOL_TEST_DATABASE_URL";
@@ -205,7 +205,33 @@ pub fn options() -> PostgresOptions {
 /// Returns the key. For benchmarks that take the push apart (`benches/postgres_push_one.rs`).
 #[must_use]
 pub fn push_one_statement(schema: &str) -> String {
-    crate::schema::render(crate::sql::PUSH_ONE, schema)
+    crate::schema::render(&crate::sql::push_one(crate::sql::Counter::Append), schema)
+}
+
+/// The same push with its count written as schema version 6 wrote it, and as the backend
+/// still writes it while a snapshot is held open: an upsert of the session's counter row.
+#[must_use]
+pub fn push_one_upserting_statement(schema: &str) -> String {
+    crate::schema::render(&crate::sql::push_one(crate::sql::Counter::Upsert), schema)
+}
+
+/// Rolls `backend`'s count changes up into its counter rows now, as its background task
+/// does every 200 ms while it pushes. Returns how many changes it moved: 0 when there were
+/// none, or when another session held the turn (the advisory lock of
+/// [`count_changes_lock`]).
+///
+/// # Errors
+/// The server's, as text.
+pub async fn roll_up_count_changes(backend: &PostgresBackend) -> Result<i64, String> {
+    crate::rollup::roll_up(&backend.inner.pool, &backend.inner.sql.roll_up).await
+}
+
+/// The statement that takes the roll-up's turn for `schema` until the session ends (or
+/// `pg_advisory_unlock` with the same key), so that a test can keep count changes from
+/// being rolled up.
+#[must_use]
+pub fn count_changes_lock(schema: &str) -> String {
+    format!("SELECT pg_advisory_lock(hashtextextended('hookspool count changes {schema}', 0))")
 }
 
 fn find_binaries() -> PathBuf {

@@ -36,10 +36,27 @@ CREATE TABLE {schema}.ttl_gains (
     since  timestamptz NOT NULL DEFAULT now()
 );
 
+-- (The push's text as it was then; version 7 replaces it.)
 CREATE OR REPLACE FUNCTION {schema}.push_many(
     p_queue text, p_payloads bytea[], p_metadata json[], p_not_before bigint[], p_now bigint
 ) RETURNS bigint[] LANGUAGE sql AS $$
-{push_statement}
+WITH q AS (
+    SELECT gen, key_seq, ttl_ms FROM {schema}.queues WHERE id = $1 FOR KEY SHARE
+), ins AS (
+    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload,
+                                ttl_from)
+    SELECT q.gen, nextval(q.key_seq), 'pending', $5, $5, coalesce(u.nb, $5),
+           coalesce(u.m, '{}'::json), u.p, CASE WHEN q.ttl_ms IS NOT NULL THEN $5::bigint END
+    FROM q, unnest($2::bytea[], $3::json[], $4::bigint[]) WITH ORDINALITY AS u(p, m, nb, i)
+    ORDER BY u.i
+    RETURNING gen, key
+), counted AS (
+    INSERT INTO {schema}.counts AS c (gen, phase, shard, n)
+    SELECT gen, 'pending', {schema}.shard(), count(*) FROM ins GROUP BY gen
+    ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n
+)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
+    THEN coalesce((SELECT array_agg(key ORDER BY key) FROM ins), '{}') END
 $$;
 
 -- As in version 1, on `ttl_from`: a released lease gives the item its TTL back.
