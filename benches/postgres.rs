@@ -413,7 +413,8 @@ fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>, smok
          >1 = hookspool faster). Payloads {PAYLOAD_LEN} B. Every commit waits for its WAL \
          flush (synchronous_commit=on) on both sides. Baseline count = `SELECT count(*) FROM \
          outbox WHERE queue = $1` on a plain table of that many rows (vacuumed, analyzed); \
-         hookspool count = `Store::count` (sums the sharded counter rows).\n"
+         hookspool count = `Store::count` (sums the sharded counter rows and the count \
+         changes not rolled up yet).\n"
     );
 }
 
@@ -472,9 +473,8 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
     rt.block_on(async {
         match case {
             "fill-count" => fill_count(args).await,
-            "sql-count-small" | "sql-count-large" | "hs-count-small" | "hs-count-large" => {
-                count_case(case, args).await
-            }
+            "sql-count-small" | "sql-count-large" | "hs-count-small" | "hs-count-large"
+            | "hs-count-busy" => count_case(case, args).await,
             _ => {
                 let case = CASES
                     .into_iter()

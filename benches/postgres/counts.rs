@@ -1,17 +1,26 @@
 //! The count cases of the `postgres` bench: `count` on queues of 10k and 1M items against
 //! `count(*)` on plain tables of as many rows. The queues are filled once per run (the
 //! parent's [`run_counts`]), then every case times calls on them (the child's
-//! [`count_case`]); the tables show whether the time grows with the queue.
+//! [`count_case`]); the tables show whether the time grows with the queue. One more case
+//! times `count` on the small queue while [`BUSY_PRODUCERS`] producers push one item at a
+//! time to another queue of the schema: a count reads the count changes of pushes not yet
+//! rolled up into the counter rows (schema version 7), and the dead rows of those rolled up
+//! since the last vacuum.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hookspool::QueueId;
+use hookspool::{NewItem, QueueConfig, QueueId, Store};
+use hookspool_postgres::PostgresBackend;
 
 use super::{FILL_BATCH, FILL_PRODUCERS, hs_fill, hs_open, hs_queue, yes_no};
 use crate::common::backends::QUEUE;
 use crate::common::pg::{Worked, check, checkpoint, connect, figures, sql_create, sql_fill};
 use crate::common::table::{Table, median, micros, rate, ratio, spread};
-use crate::common::{BenchResult, ChildArgs, Metrics, Samples, Settings, measure, run_case};
+use crate::common::{
+    BenchResult, ChildArgs, Metrics, Samples, Settings, measure, payload, run_case,
+};
 
 /// The large count queue when filling the default 1M would take longer than
 /// [`FILL_BUDGET`].
@@ -24,12 +33,18 @@ const COUNT_MIN_CALLS: usize = 5;
 const COUNT_MAX_CALLS: usize = 20_000;
 
 /// The count cases: `(id, which queue)`.
-pub(super) const COUNTS: [(&str, Size); 4] = [
+pub(super) const COUNTS: [(&str, Size); 5] = [
     ("sql-count-small", Size::Small),
     ("sql-count-large", Size::Large),
     ("hs-count-small", Size::Small),
     ("hs-count-large", Size::Large),
+    ("hs-count-busy", Size::Small),
 ];
+
+/// Producers pushing (one item per call) to another queue during `hs-count-busy`.
+const BUSY_PRODUCERS: usize = 4;
+/// How long they push before the count is timed: the roll-ups and vacuums reach their pace.
+const BUSY_WARMUP: Duration = Duration::from_secs(3);
 
 /// Which of the two count queues.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -153,6 +168,18 @@ pub(super) fn count_rows(table: &mut Table, samples: &Samples, fill: &Metrics, s
             met,
         ]);
     }
+    let busy = time("hs-count-busy");
+    table.row(vec![
+        format!(
+            "count, {} items, while {BUSY_PRODUCERS} producers push to another queue (µs per call)",
+            count_label(small)
+        ),
+        "-".into(),
+        format!("{} µs", median(busy, micros)),
+        "-".into(),
+        "reported".into(),
+        "-".into(),
+    ]);
 }
 
 fn count_label(n: f64) -> String {
@@ -204,6 +231,12 @@ pub(super) fn print_counts(samples: &Samples, (m, small_n, asked): &(Metrics, us
         t.row(vec![
             if id.starts_with("sql") {
                 "SQL: SELECT count(*) FROM outbox WHERE queue = $1".into()
+            } else if id == "hs-count-busy" {
+                format!(
+                    "hookspool: Store::count, {BUSY_PRODUCERS} producers pushing to another queue \
+                     ({} pushes/s)",
+                    median(samples.get(id, "busy_pushes_per_s"), |x| format!("{x:.0}"))
+                )
             } else {
                 "hookspool: Store::count".into()
             },
@@ -316,8 +349,14 @@ pub(super) async fn count_case(case: &str, args: &ChildArgs) -> BenchResult<Metr
             check("count(*)", expect, n)?;
         }
     } else {
-        let store = hs_open(url, COUNT_HS_SCHEMA, 2).await?;
+        let busy = case == "hs-count-busy";
+        let store = hs_open(url, COUNT_HS_SCHEMA, 2 + BUSY_PRODUCERS).await?;
         let queue = QueueId::new(count_queue(size))?;
+        let producers = if busy {
+            Some(Busy::start(&store, fixed > 0).await?)
+        } else {
+            None
+        };
         for _ in 0..20 {
             check("count", expect, i64::try_from(store.count(&queue).await?)?)?;
         }
@@ -328,6 +367,19 @@ pub(super) async fn count_case(case: &str, args: &ChildArgs) -> BenchResult<Metr
             lat.push(t.elapsed());
             check("count", expect, i64::try_from(n)?)?;
         }
+        if let Some(producers) = producers {
+            let elapsed = start.elapsed().as_secs_f64();
+            let pushed = producers.stop().await?;
+            let mut m = figures(
+                Worked {
+                    rows: lat.len(),
+                    calls: lat,
+                },
+                elapsed,
+            );
+            m.insert("busy_pushes_per_s".into(), pushed as f64 / elapsed);
+            return Ok(m);
+        }
     }
     Ok(figures(
         Worked {
@@ -336,4 +388,70 @@ pub(super) async fn count_case(case: &str, args: &ChildArgs) -> BenchResult<Metr
         },
         start.elapsed().as_secs_f64(),
     ))
+}
+
+/// The producers of `hs-count-busy`: one item per call to the queue `count-busy`, until
+/// stopped.
+struct Busy {
+    stop: Arc<AtomicBool>,
+    /// Pushes made since the count started being timed.
+    pushed: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<BenchResult<()>>>,
+}
+
+impl Busy {
+    /// Starts the producers and lets them push for [`BUSY_WARMUP`] (not in a smoke run).
+    async fn start(store: &Store<PostgresBackend>, smoke: bool) -> BenchResult<Self> {
+        // Made by the first round, used by the next.
+        let queue = QueueId::new("count-busy")?;
+        match store.create_queue(QueueConfig::new(queue.clone())).await {
+            Ok(_) | Err(hookspool::Error::QueueExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let counting = Arc::new(AtomicBool::new(false));
+        let pushed = Arc::new(AtomicU64::new(0));
+        let tasks = (0..BUSY_PRODUCERS)
+            .map(|p| {
+                let (store, queue) = (store.clone(), queue.clone());
+                let (stop, counting, pushed) = (
+                    Arc::clone(&stop),
+                    Arc::clone(&counting),
+                    Arc::clone(&pushed),
+                );
+                tokio::spawn(async move {
+                    let mut i = 0_u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        store
+                            .push(&queue, NewItem::new(payload((p as u64) << 40 | i)))
+                            .await?;
+                        i += 1;
+                        if counting.load(Ordering::Relaxed) {
+                            pushed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        if !smoke {
+            tokio::time::sleep(BUSY_WARMUP).await;
+        }
+        counting.store(true, Ordering::Relaxed);
+        Ok(Busy {
+            stop,
+            pushed,
+            tasks,
+        })
+    }
+
+    /// Stops the producers; how many pushes they made while the count was timed.
+    async fn stop(self) -> BenchResult<u64> {
+        let pushed = self.pushed.load(Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await??;
+        }
+        Ok(pushed)
+    }
 }

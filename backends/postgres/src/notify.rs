@@ -14,11 +14,17 @@
 //! listening connections name themselves (`application_name` [`listener_name`]), and the
 //! sender looks for one other than its own in `pg_stat_activity` (again after
 //! [`LOOK_NOBODY`] when it found none, after [`LOOK_SOMEONE`] when it found one). One
-//! process alone on a schema then sends none: with one producer pushing one item at a time,
-//! the notices (a statement every 5 ms, and the wake-up of the process's own listener for
-//! each) cost its pushes 0.07× of a one-row `INSERT`'s rate (see the README). A listener
-//! that connects meanwhile misses a change or two for at most [`LOOK_NOBODY`], as any
-//! listener misses what was sent before it connected.
+//! process alone on a schema then sends none, and its pushes record nothing for a notice.
+//! With one producer pushing one item at a time, the notices (a statement every 5 ms, the
+//! wake of the sender after every push, and the process's own listener woken by each) cost
+//! its pushes 0.07–0.11× of a one-row `INSERT`'s rate (see the README). They had a use by
+//! accident: each notice commits, and a commit flushes the WAL, so a process alone flushed
+//! the WAL of its large statements (batches of 1024, claims of 1024 and their acks) every
+//! 5 ms while they ran, and their own commits then had less to flush. Without the notices
+//! those run about a tenth slower at the server's default `wal_writer_delay` (200 ms); a
+//! server set to a few milliseconds gets it back for every client (the README measures
+//! both). A listener that connects meanwhile misses a change or two for at most
+//! [`LOOK_NOBODY`], as any listener misses what was sent before it connected.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -57,11 +63,11 @@ pub(crate) struct OwnListener(Arc<AtomicI32>);
 
 impl OwnListener {
     fn set(&self, pid: i32) {
-        self.0.store(pid, Ordering::Relaxed);
+        self.0.store(pid, Ordering::SeqCst);
     }
 
     fn get(&self) -> i32 {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -84,14 +90,18 @@ impl Others {
         }
         let found = async {
             let conn = pool.get().await.map_err(|e| e.to_string())?;
-            conn.query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
-                 WHERE application_name = $1 AND pid <> $2)",
-                &[&self.name, &self.own.get()],
-            )
-            .await
-            .map(|row| row.get::<_, bool>(0))
-            .map_err(|e| e.to_string())
+            let row = conn
+                .query_one(
+                    "SELECT coalesce(array_agg(pid), '{}') FROM pg_stat_activity \
+                     WHERE application_name = $1",
+                    &[&self.name],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            // Our own listener's id, read after the look: it is recorded before the
+            // connection takes its name, so a name the look saw has its id here.
+            let own = self.own.get();
+            Ok::<_, String>(row.get::<_, Vec<i32>>(0).iter().any(|&pid| pid != own))
         }
         .await
         .unwrap_or_else(|e| {
@@ -231,33 +241,25 @@ pub(crate) async fn listen(
             let mut messages = Box::pin(futures_util::stream::poll_fn(move |cx| {
                 connection.poll_message(cx)
             }));
+            // Its process id first: once the connection shows its name, the sender must be
+            // able to tell it from another backend's.
+            let pid = polled(
+                client.simple_query("SELECT pg_backend_pid()"),
+                &mut messages,
+            )
+            .await?
+            .iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+                _ => None,
+            });
+            own.set(pid.unwrap_or(0));
             // The schema's name is `[a-z0-9_]` (checked at open): no quoting needed.
             let statement = format!(
-                "SET application_name = '{}'; LISTEN \"{channel}\"; SELECT pg_backend_pid()",
+                "SET application_name = '{}'; LISTEN \"{channel}\"",
                 listener_name(&channel)
             );
-            // The connection must be polled for the LISTEN to complete.
-            let mut listen = std::pin::pin!(client.simple_query(&statement));
-            loop {
-                match future::select(
-                    listen.as_mut(),
-                    futures_util::StreamExt::next(&mut messages),
-                )
-                .await
-                {
-                    future::Either::Left((r, _)) => {
-                        let pid = r.map_err(|e| e.to_string())?.iter().find_map(|m| match m {
-                            SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
-                            _ => None,
-                        });
-                        own.set(pid.unwrap_or(0));
-                        break;
-                    }
-                    future::Either::Right((None, _)) => return Err("connection closed".to_owned()),
-                    future::Either::Right((Some(Err(e)), _)) => return Err(e.to_string()),
-                    future::Either::Right((Some(Ok(_)), _)) => {}
-                }
-            }
+            polled(client.batch_execute(&statement), &mut messages).await?;
             tracing::debug!(channel, "listening for changes of other processes");
             while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
                 if let AsyncMessage::Notification(n) = message.map_err(|e| e.to_string())? {
@@ -285,6 +287,25 @@ pub(crate) async fn listen(
             _ = stop.changed() => return,
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Runs `call` on a connection whose messages only `messages` polls (a listener's), polling
+/// them meanwhile, as the call needs.
+async fn polled<T>(
+    call: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    messages: &mut (
+             impl futures_util::Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Unpin
+         ),
+) -> Result<T, String> {
+    let mut call = std::pin::pin!(call);
+    loop {
+        match future::select(call.as_mut(), futures_util::StreamExt::next(messages)).await {
+            future::Either::Left((r, _)) => return r.map_err(|e| e.to_string()),
+            future::Either::Right((None, _)) => return Err("connection closed".to_owned()),
+            future::Either::Right((Some(Err(e)), _)) => return Err(e.to_string()),
+            future::Either::Right((Some(Ok(_)), _)) => {}
+        }
     }
 }
 

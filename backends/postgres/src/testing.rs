@@ -9,6 +9,8 @@
 //! for benchmarks that take it apart.
 //!
 //! With `HOOKSPOOL_TEST_DATABASE_URL` set, no server is started: everything uses that one.
+//! `HOOKSPOOL_TEST_PG_SETTINGS` adds settings to a server started here (`-c name=value`
+//! pairs, for example `-c wal_writer_delay=5ms`), for benchmarks of server tuning.
 //! As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
 //! Without the server binaries, every call panics with a message naming the package to
 //! install; a test is never skipped silently.
@@ -25,6 +27,9 @@ use crate::{PostgresBackend, PostgresOptions};
 
 /// The environment variable naming a server of your own for the tests.
 pub const DATABASE_URL_VAR: &str = "HOOKSPOOL_TEST_DATABASE_URL";
+
+/// The environment variable with extra settings for a server started here.
+pub const SETTINGS_VAR: &str = "HOOKSPOOL_TEST_PG_SETTINGS";
 
 /// A PostgreSQL server in a temp dir.
 #[derive(Debug)]
@@ -147,9 +152,10 @@ impl TestServer {
             .expect("a server given by URL cannot be controlled");
         let settings = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on \
-             -c max_connections=400 -c shared_buffers=256MB",
+             -c max_connections=400 -c shared_buffers=256MB {}",
             self.port,
-            dir.display()
+            dir.display(),
+            std::env::var(SETTINGS_VAR).unwrap_or_default()
         );
         let out = self
             .pg_ctl()
