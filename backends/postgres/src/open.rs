@@ -75,6 +75,7 @@ impl PostgresBackend {
                 pool: pool.clone(),
                 statement: sql.roll_up.clone(),
                 vacuum: sql.vacuum_changes.clone(),
+                vacuum_truncate: sql.vacuum_changes_truncate.clone(),
                 pushed: pushed.clone(),
                 seen: oldest_snapshot.clone(),
             },

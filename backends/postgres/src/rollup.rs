@@ -8,7 +8,11 @@
 //! statement moves them all into this session's counter rows, unless another process is
 //! doing it at that moment; and every [`VACUUM_EVERY`] after it moved some, it vacuums the
 //! table, so that the space of the rows it moved is used again. A count then reads a few
-//! seconds of pushes' rows at most, however many items the queue holds.
+//! seconds of pushes' rows at most, however many items the queue holds. The table is made
+//! with `vacuum_truncate` off, so that those vacuums take no exclusive lock; at most every
+//! [`TRUNCATE_EVERY`] one of them also gives back the table's empty tail (`TRUNCATE`: the
+//! server takes that lock only if no one waits, and lets go as soon as someone does), so
+//! that a table grown while rows could not be freed (a snapshot held open) shrinks again.
 //!
 //! Nothing is rolled up while a snapshot is held open (see `held`): a moved row could not
 //! be freed until the snapshot ends, and a count would read every one. The backend's own
@@ -30,6 +34,8 @@ pub(crate) const EVERY: Duration = Duration::from_millis(200);
 pub(crate) const IDLE_EVERY: Duration = Duration::from_secs(2);
 /// How often the table is vacuumed after changes were moved.
 pub(crate) const VACUUM_EVERY: Duration = Duration::from_secs(2);
+/// How often one of those vacuums also truncates the table's empty tail.
+pub(crate) const TRUNCATE_EVERY: Duration = Duration::from_mins(1);
 
 /// Whether this process appended count changes since the last roll-up.
 #[derive(Clone, Debug, Default)]
@@ -55,6 +61,8 @@ pub(crate) struct Roller {
     /// The statement that moves the changes (`ROLL_UP` in `sql`).
     pub(crate) statement: String,
     pub(crate) vacuum: String,
+    /// The same vacuum, with `TRUNCATE`.
+    pub(crate) vacuum_truncate: String,
     pub(crate) pushed: Pushed,
     pub(crate) seen: Seen,
 }
@@ -64,6 +72,7 @@ pub(crate) struct Roller {
 pub(crate) async fn run(r: Roller, mut stop: watch::Receiver<()>) {
     let mut last_roll_up = Instant::now();
     let mut last_vacuum = Instant::now();
+    let mut last_truncate = Instant::now();
     let mut moved_since_vacuum = 0;
     loop {
         tokio::select! {
@@ -81,9 +90,15 @@ pub(crate) async fn run(r: Roller, mut stop: watch::Receiver<()>) {
         if moved_since_vacuum > 0 && last_vacuum.elapsed() >= VACUUM_EVERY {
             last_vacuum = Instant::now();
             moved_since_vacuum = 0;
+            let vacuum = if last_truncate.elapsed() >= TRUNCATE_EVERY {
+                last_truncate = Instant::now();
+                &r.vacuum_truncate
+            } else {
+                &r.vacuum
+            };
             // A role that does not own the table only gets a warning from the server;
             // autovacuum (set to run after a thousand changes) does it then.
-            if let Err(e) = execute(&r.pool, &r.vacuum).await {
+            if let Err(e) = execute(&r.pool, vacuum).await {
                 tracing::debug!(error = %e, "could not vacuum the count changes");
             }
         }
@@ -100,7 +115,7 @@ pub(crate) async fn roll_up(pool: &Pool, statement: &str) -> Result<i64, String>
         .map_err(|e| crate::ServerError::from(e).to_string())
 }
 
-async fn execute(pool: &Pool, statement: &str) -> Result<(), String> {
+pub(crate) async fn execute(pool: &Pool, statement: &str) -> Result<(), String> {
     let conn = pool.get().await.map_err(|e| e.to_string())?;
     conn.batch_execute(statement)
         .await

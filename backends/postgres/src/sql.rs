@@ -24,6 +24,7 @@ pub(crate) struct Sql {
     /// Rolls the count changes up into the counter rows (see `rollup`).
     pub(crate) roll_up: String,
     pub(crate) vacuum_changes: String,
+    pub(crate) vacuum_changes_truncate: String,
     pub(crate) reset: String,
     pub(crate) claim: String,
     /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
@@ -371,6 +372,7 @@ impl Sql {
             count: r(COUNT),
             roll_up: r(ROLL_UP),
             vacuum_changes: r("VACUUM (SKIP_LOCKED) {schema}.count_changes"),
+            vacuum_changes_truncate: r("VACUUM (SKIP_LOCKED, TRUNCATE) {schema}.count_changes"),
             reset: r("SELECT {schema}.reset($1)"),
             claim: r(&claim(false, false)),
             claim_lazy: r(&claim(true, false)),

@@ -232,6 +232,21 @@ pub async fn roll_up_count_changes(backend: &PostgresBackend) -> Result<i64, Str
     crate::rollup::roll_up(&backend.inner.pool, &backend.inner.sql.roll_up).await
 }
 
+/// Vacuums `backend`'s count changes now, as its background task does every 2 s after a
+/// roll-up; `truncate`: with `TRUNCATE`, as it does at most once a minute.
+///
+/// # Errors
+/// The server's, as text.
+pub async fn vacuum_count_changes(backend: &PostgresBackend, truncate: bool) -> Result<(), String> {
+    let sql = &backend.inner.sql;
+    let statement = if truncate {
+        &sql.vacuum_changes_truncate
+    } else {
+        &sql.vacuum_changes
+    };
+    crate::rollup::execute(&backend.inner.pool, statement).await
+}
+
 /// The statement that takes the roll-up's turn for `schema` until the session ends (or
 /// `pg_advisory_unlock` with the same key), so that a test can keep count changes from
 /// being rolled up.

@@ -19,7 +19,9 @@
 --
 -- `vacuum_truncate = false`: a vacuum does not take the exclusive lock that cutting the
 -- table's empty tail needs (which pushes would queue behind); the pages stay, and pushes
--- fill them again.
+-- fill them again. Once a minute the backend's vacuum asks for `TRUNCATE` all the same
+-- (the server takes that lock only when no one waits for the table, and lets go as soon as
+-- someone does), so that a table grown while a snapshot was held open shrinks again.
 CREATE TABLE {schema}.count_changes (
     gen    bigint NOT NULL,
     phase  text COLLATE "C" NOT NULL,
