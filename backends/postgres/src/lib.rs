@@ -15,7 +15,8 @@
 //!   of up to 64 items to one queue made while two of its push statements run share the next
 //!   one: group commit, `combine`); `claim`
 //!   one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
-//!   `(not_before, key)` order on a partial index of due pending items); `update_many` (the
+//!   `(not_before, key)` order on a partial index of due pending items, then the lease
+//!   written to the rows locked, found by address); `update_many` (the
 //!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
 //!   `DELETE` (plus the counter update, sent with them); `fetch`/`pop`/`dump` page by key;
 //!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,
@@ -47,8 +48,11 @@
 //!   add an entry to it; pages of those two phases read the lease index and the primary
 //!   key) and settles a batch of 32 or more entries of one owner's leases (a large
 //!   `ack_many`) in one statement, without reading the rows first, version 6 adds what
-//!   the backend does while a snapshot is held open (below), and version 7 has pushes
-//!   count by appending to `count_changes` (above).
+//!   the backend does while a snapshot is held open (below), version 7 has pushes
+//!   count by appending to `count_changes` (above), and version 8 has a claim lease the
+//!   rows it locked by their address (`ctid`, a TID scan) instead of by key, and applies a
+//!   batch of one owner's leases that all move to one phase (an `ack_many`) with
+//!   `settle_leased_to`, which takes the keys and that phase instead of five arrays.
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -132,7 +136,7 @@
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
-//! server checks), `sql/v1.sql` … `sql/v7.sql` (tables, functions, and each version's
+//! server checks), `sql/v1.sql` … `sql/v8.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend`, `outbox`, `combine` (group commit of small
 //! pushes), `notify` (notices across processes), `rollup` (count changes into counter
 //! rows), `trash` (deleting thrown-away generations), `snapshots` (the oldest snapshot on

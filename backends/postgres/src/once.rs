@@ -46,14 +46,14 @@ impl PostgresBackend {
             .map_err(|e| E::from(error::pool(e)))?;
         let tx = conn.transaction().await.map_err(db)?;
         let inserted = tx
-            .query_opt(&sql.name_insert, &[&space, &name, &now_ms])
+            .query_opt(&sql.names.insert, &[&space, &name, &now_ms])
             .await
             .map_err(db)?
             .is_some();
         if !inserted {
             // Someone wrote it (we waited for their commit): ours if it expired since.
             let row = tx
-                .query_opt(&sql.name_lock, &[&space, &name])
+                .query_opt(&sql.names.lock, &[&space, &name])
                 .await
                 .map_err(db)?;
             match row {
@@ -63,27 +63,27 @@ impl PostgresBackend {
                         tx.commit().await.map_err(db)?;
                         return Ok((row.get(0), true));
                     }
-                    tx.execute(&sql.name_renew, &[&space, &name, &now_ms])
+                    tx.execute(&sql.names.renew, &[&space, &name, &now_ms])
                         .await
                         .map_err(db)?;
                 }
                 None => {
                     // Deleted (expired) between our insert and our read: insert again.
-                    tx.execute(&sql.name_insert, &[&space, &name, &now_ms])
+                    tx.execute(&sql.names.insert, &[&space, &name, &now_ms])
                         .await
                         .map_err(db)?;
                 }
             }
         }
         let value = write().await?;
-        tx.execute(&sql.name_store, &[&space, &name, &value])
+        tx.execute(&sql.names.store, &[&space, &name, &value])
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
         // Best effort: forget names that expired, oldest first, a batch at a time.
         if let Err(e) = conn
             .execute(
-                &sql.name_expire,
+                &sql.names.expire,
                 &[&space, &now_ms.saturating_sub(ttl_ms), &EXPIRE_BATCH],
             )
             .await

@@ -15,10 +15,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (5, include_str!("sql/v5.sql")),
     (6, include_str!("sql/v6.sql")),
     (7, include_str!("sql/v7.sql")),
+    (8, include_str!("sql/v8.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 7;
+pub const SCHEMA_VERSION: i32 = 8;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;

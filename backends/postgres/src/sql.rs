@@ -42,16 +42,15 @@ pub(crate) struct Sql {
     pub(crate) delete_items: String,
     pub(crate) add_counts: String,
     pub(crate) settle_leased: String,
+    /// A batch of one owner's leases all moved to one phase (or all removed; `v8.sql`).
+    pub(crate) settle_leased_to: String,
     pub(crate) empty_trash: String,
     /// Gives the TTL to items a push left without it while their queue gained one.
     pub(crate) catch_up_ttl: String,
     pub(crate) trash: String,
     pub(crate) fire: String,
-    pub(crate) name_insert: String,
-    pub(crate) name_lock: String,
-    pub(crate) name_renew: String,
-    pub(crate) name_store: String,
-    pub(crate) name_expire: String,
+    /// The first-writer-wins records of `once`.
+    pub(crate) names: Names,
     /// Fetch (`[0]`) and pop (`[1]`) of one key.
     by_key: [String; 2],
     /// Pages, indexed by `[pop][reverse][PageFilter]`.
@@ -326,6 +325,37 @@ impl PageFilter {
     }
 }
 
+/// The statements of `once`'s records (`names`).
+pub(crate) struct Names {
+    pub(crate) insert: String,
+    pub(crate) lock: String,
+    pub(crate) renew: String,
+    pub(crate) store: String,
+    pub(crate) expire: String,
+}
+
+impl Names {
+    fn new(schema: &str) -> Self {
+        let r = |s: &str| render(s, schema);
+        Names {
+            insert: r(
+                "INSERT INTO {schema}.names (space, name, value, created_at) \
+                 VALUES ($1, $2, '', $3) ON CONFLICT (space, name) DO NOTHING RETURNING 1",
+            ),
+            lock: r("SELECT value, created_at FROM {schema}.names \
+                 WHERE space = $1 AND name = $2 FOR UPDATE"),
+            renew: r("UPDATE {schema}.names SET value = '', created_at = $3 \
+                 WHERE space = $1 AND name = $2"),
+            store: r("UPDATE {schema}.names SET value = $3 WHERE space = $1 AND name = $2"),
+            expire: r(
+                "DELETE FROM {schema}.names WHERE (space, name) IN (SELECT space, name \
+                 FROM {schema}.names WHERE space = $1 AND created_at <= $2 \
+                 ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)",
+            ),
+        }
+    }
+}
+
 impl Sql {
     pub(crate) fn new(schema: &str) -> Self {
         let r = |s: &str| render(s, schema);
@@ -401,24 +431,12 @@ impl Sql {
             delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
             add_counts: r(ADD_COUNTS),
             settle_leased: r("SELECT {schema}.settle_leased($1, $2, $3, $4, $5, $6, $7, $8)"),
+            settle_leased_to: r("SELECT {schema}.settle_leased_to($1, $2, $3, $4, $5)"),
             empty_trash: r("SELECT {schema}.empty_trash($1, $2, $3)"),
             catch_up_ttl: r("SELECT {schema}.catch_up_ttl($1)"),
             trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),
             fire: r("SELECT {schema}.fire($1, $2::jsonb, $3)"),
-            name_insert: r(
-                "INSERT INTO {schema}.names (space, name, value, created_at) \
-                 VALUES ($1, $2, '', $3) ON CONFLICT (space, name) DO NOTHING RETURNING 1",
-            ),
-            name_lock: r("SELECT value, created_at FROM {schema}.names \
-                 WHERE space = $1 AND name = $2 FOR UPDATE"),
-            name_renew: r("UPDATE {schema}.names SET value = '', created_at = $3 \
-                 WHERE space = $1 AND name = $2"),
-            name_store: r("UPDATE {schema}.names SET value = $3 WHERE space = $1 AND name = $2"),
-            name_expire: r(
-                "DELETE FROM {schema}.names WHERE (space, name) IN (SELECT space, name \
-                 FROM {schema}.names WHERE space = $1 AND created_at <= $2 \
-                 ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED)",
-            ),
+            names: Names::new(schema),
             by_key: [
                 r(&format!(
                     "SELECT {ITEM_COLUMNS} FROM {{schema}}.items WHERE gen = {GEN} AND key = $2"

@@ -32,23 +32,33 @@ async fn push(client: &Client, schema: &str, n: i32) {
         .expect("push");
 }
 
-/// In a session whose plans are forced generic (as the server settles on one after five
-/// calls while a table is small): runs `call` (a statement of `{schema}`, returning a
-/// count, whose `$1` is an integer) six times with `$1 = 1` on a queue of 3 items, fills the
-/// queue to 20,003 from another session, then runs it once with `$1 = 10` in a transaction.
-/// Returns what it returned then, and how many `items_by_phase` entries it read.
-async fn after_the_queue_grew(call: &str) -> (i64, i64) {
+/// A fresh schema (migrated by a backend) with an empty queue `q` that keeps its items, a
+/// session of its own, and the schema's name.
+async fn fresh_queue() -> (Client, String) {
     let options = testing::options();
     let schema = options.schema.clone();
     drop(PostgresBackend::open(options).await.expect("open"));
     let session = testing::client().await;
     session
         .batch_execute(&format!(
-            "SELECT \"{schema}\".create_queue('q', NULL, 'keep', 0, '{{}}'); \
-             SET plan_cache_mode = force_generic_plan"
+            "SELECT \"{schema}\".create_queue('q', NULL, 'keep', 0, '{{}}')"
         ))
         .await
         .expect("queue");
+    (session, schema)
+}
+
+/// In a session whose plans are forced generic (as the server settles on one after five
+/// calls while a table is small): runs `call` (a statement of `{schema}`, returning a
+/// count, whose `$1` is an integer) six times with `$1 = 1` on a queue of 3 items, fills the
+/// queue to 20,003 from another session, then runs it once with `$1 = 10` in a transaction.
+/// Returns what it returned then, and how many `items_by_phase` entries it read.
+async fn after_the_queue_grew(call: &str) -> (i64, i64) {
+    let (session, schema) = fresh_queue().await;
+    session
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("generic plans");
     push(&session, &schema, 3).await;
     let call = call.replace("{schema}", &format!("\"{schema}\""));
     for _ in 0..6 {
@@ -78,6 +88,44 @@ async fn a_claim_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grow
         read, 0,
         "schema version {SCHEMA_VERSION}: a claim must not find its rows by generation"
     );
+}
+
+/// Schema version 8: the claim's second statement finds the rows its first one locked by
+/// their address, so a claim reads no entry of the primary key (version 7 read one per
+/// claimed item, looking each up again by key).
+#[tokio::test]
+async fn a_claim_leases_the_rows_it_locked_by_their_address() {
+    let (session, schema) = fresh_queue().await;
+    push(&session, &schema, 2_000).await;
+    session.batch_execute("BEGIN").await.expect("begin");
+    let before = index_entries_all(&session, &schema, "items_pkey").await;
+    let claimed: i64 = session
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".claim('q', 'w', 1000, 1000000000, 2000)"),
+            &[],
+        )
+        .await
+        .expect("claim")
+        .get(0);
+    let read = index_entries_all(&session, &schema, "items_pkey").await - before;
+    session.batch_execute("COMMIT").await.expect("commit");
+    assert_eq!(claimed, 1000);
+    assert_eq!(
+        read, 0,
+        "schema version {SCHEMA_VERSION}: a claim must not look its rows up again by key"
+    );
+    let leased: i64 = session
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{schema}\".items \
+                 WHERE phase = 'in_flight' AND lease_owner = 'w' AND attempts = 1 AND key <= 1000"
+            ),
+            &[],
+        )
+        .await
+        .expect("leased")
+        .get(0);
+    assert_eq!(leased, 1000, "the claim leased the 1000 oldest items");
 }
 
 #[tokio::test]

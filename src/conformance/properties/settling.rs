@@ -453,6 +453,60 @@ async fn one_owners_large_batch<B: Backend>(b: &B, q: &QueueId) {
     let waiting = must_get(b, q, 109).await;
     assert_eq!((waiting.phase, waiting.updated_at), (Phase::PENDING, T0));
     check_counts(b, q, "a batch of 103 of one owner's entries with failures").await;
+    one_owners_uniform_batches(b, q).await;
+}
+
+/// The end of [`one_owners_large_batch`]: large batches of one owner's entries that all do
+/// the same thing and nothing more, as an `ack_many` does (a backend may take yet another
+/// way for those): all to `done`, all back to `pending` (due at once, the lease gone), all
+/// removed, each with an entry for someone else's lease and one for a missing item among
+/// them. Item 5 is still leased to w2.
+async fn one_owners_uniform_batches<B: Backend>(b: &B, q: &QueueId) {
+    push_n(b, q, 120, T0).await;
+    let claimed = ok(b.claim(q, claim("w1", 120, at(1_000)), T0).await, "claim");
+    assert_eq!(claimed.len(), 120, "109 and the 119 new items leased to w1");
+    let cases = [
+        ("done", Some(Phase::DONE)),
+        ("pending", Some(Phase::PENDING)),
+        ("removed", None),
+    ];
+    for ((what, phase), chunk) in cases.into_iter().zip(claimed.chunks(40)) {
+        let action = phase.clone().map_or(Action::Remove, move_to);
+        let mut batch: Vec<(Key, Transition)> = chunk
+            .iter()
+            .map(|item| (item.key, leased("w1", action.clone())))
+            .collect();
+        batch.insert(7, (5, leased("w1", action.clone())));
+        batch.insert(30, (9999, leased("w1", action.clone())));
+        let codes = entry_codes(&ok(b.update_many(q, batch, at(10)).await, what));
+        for (place, code) in codes.iter().enumerate() {
+            let expected = match place {
+                7 => "not_lease_owner",
+                30 => "item_not_found",
+                _ => "ok",
+            };
+            assert_eq!(*code, expected, "entry {place} of the batch of {what}");
+        }
+        for item in chunk {
+            let now = get(b, q, item.key).await;
+            let seen = now.map(|n| (n.phase, n.lease.is_none(), n.updated_at, n.not_before));
+            let expected = phase.clone().map(|p| {
+                let not_before = if p == Phase::PENDING {
+                    at(10)
+                } else {
+                    item.not_before
+                };
+                (p, true, at(10), not_before)
+            });
+            assert_eq!(
+                seen, expected,
+                "item {} after the batch of {what}",
+                item.key
+            );
+        }
+        failed_entry_changed_nothing(b, q, 5).await;
+        check_counts(b, q, &format!("a batch of one owner's entries, all {what}")).await;
+    }
 }
 
 /// What `update_many` returned survives a reopen (for durable backends).

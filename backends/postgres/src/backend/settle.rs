@@ -36,51 +36,61 @@ impl PostgresBackend {
         updates: Vec<(Key, Transition)>,
         now: Timestamp,
     ) -> Result<Vec<Result<()>>> {
-        let mut keys = Vec::with_capacity(updates.len());
-        let mut phases: Vec<Option<&str>> = Vec::with_capacity(updates.len());
-        let mut not_before = Vec::with_capacity(updates.len());
-        let mut errors = Vec::with_capacity(updates.len());
-        let mut metadata = Vec::with_capacity(updates.len());
         // In key order, as the general settle locks its rows.
         let mut order: Vec<&(Key, Transition)> = updates.iter().collect();
         order.sort_unstable_by_key(|(key, _)| *key);
-        for (key, transition) in order {
-            keys.push(key_param(*key));
-            match &transition.action {
-                Action::Remove => {
-                    phases.push(None);
-                    not_before.push(None);
-                    errors.push(None);
-                    metadata.push(None);
-                }
-                Action::Move(m) => {
-                    phases.push(Some(m.phase.as_str()));
-                    not_before.push(m.not_before.map(ms));
-                    errors.push(m.error.as_deref().map(rows::text));
-                    metadata.push(m.metadata.as_ref().map(Json));
+        let keys: Vec<i64> = order.iter().map(|(key, _)| key_param(*key)).collect();
+        let sql = &self.inner.sql;
+        let applied: Option<Vec<i64>> = if let Some(same) = uniform(&updates) {
+            let phase = same.phase();
+            run!(self, Some(queue), conn, {
+                let stmt = conn.prepare_cached(&sql.settle_leased_to).await?;
+                let row = conn
+                    .query_one(&stmt, &[&queue.as_str(), &owner, &keys, &phase, &ms(now)])
+                    .await?;
+                Ok(row.get::<_, Option<Vec<i64>>>(0))
+            })?
+        } else {
+            let mut phases: Vec<Option<&str>> = Vec::with_capacity(updates.len());
+            let mut not_before = Vec::with_capacity(updates.len());
+            let mut errors = Vec::with_capacity(updates.len());
+            let mut metadata = Vec::with_capacity(updates.len());
+            for (_, transition) in order {
+                match &transition.action {
+                    Action::Remove => {
+                        phases.push(None);
+                        not_before.push(None);
+                        errors.push(None);
+                        metadata.push(None);
+                    }
+                    Action::Move(m) => {
+                        phases.push(Some(m.phase.as_str()));
+                        not_before.push(m.not_before.map(ms));
+                        errors.push(m.error.as_deref().map(rows::text));
+                        metadata.push(m.metadata.as_ref().map(Json));
+                    }
                 }
             }
-        }
-        let sql = &self.inner.sql;
-        let applied: Option<Vec<i64>> = run!(self, Some(queue), conn, {
-            let stmt = conn.prepare_cached(&sql.settle_leased).await?;
-            let row = conn
-                .query_one(
-                    &stmt,
-                    &[
-                        &queue.as_str(),
-                        &owner,
-                        &keys,
-                        &phases,
-                        &not_before,
-                        &errors,
-                        &metadata,
-                        &ms(now),
-                    ],
-                )
-                .await?;
-            Ok(row.get::<_, Option<Vec<i64>>>(0))
-        })?;
+            run!(self, Some(queue), conn, {
+                let stmt = conn.prepare_cached(&sql.settle_leased).await?;
+                let row = conn
+                    .query_one(
+                        &stmt,
+                        &[
+                            &queue.as_str(),
+                            &owner,
+                            &keys,
+                            &phases,
+                            &not_before,
+                            &errors,
+                            &metadata,
+                            &ms(now),
+                        ],
+                    )
+                    .await?;
+                Ok(row.get::<_, Option<Vec<i64>>>(0))
+            })?
+        };
         let Some(applied) = applied else {
             return Err(Error::QueueNotFound(queue.clone()));
         };
@@ -253,6 +263,50 @@ pub(super) fn one_owner(updates: &[(Key, Transition)]) -> Option<String> {
         }
     }
     Some(owner.clone())
+}
+
+/// What every entry of a [`one_owner`] batch does, when the entries differ in nothing else
+/// (see [`uniform`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Same<'a> {
+    /// Moves its item to this phase, setting no not-before time, error or metadata.
+    MoveTo(&'a str),
+    /// Removes its item.
+    Remove,
+}
+
+impl<'a> Same<'a> {
+    fn of(t: &'a Transition) -> Option<Self> {
+        match &t.action {
+            Action::Remove => Some(Same::Remove),
+            Action::Move(m)
+                if m.not_before.is_none() && m.error.is_none() && m.metadata.is_none() =>
+            {
+                Some(Same::MoveTo(m.phase.as_str()))
+            }
+            Action::Move(_) => None,
+        }
+    }
+
+    /// The phase, as `settle_leased_to` takes it (NULL: removed).
+    fn phase(self) -> Option<&'a str> {
+        match self {
+            Same::MoveTo(phase) => Some(phase),
+            Same::Remove => None,
+        }
+    }
+}
+
+/// What every entry of a [`one_owner`] batch does, if they all do the same thing, as in an
+/// `ack_many`: applied by `settle_leased_to` (`v8.sql`), which takes the keys and one phase
+/// instead of an array per field. `None` when any entry differs, or sets a not-before time,
+/// an error or metadata.
+fn uniform(updates: &[(Key, Transition)]) -> Option<Same<'_>> {
+    let first = Same::of(&updates.first()?.1)?;
+    updates
+        .iter()
+        .all(|(_, t)| Same::of(t) == Some(first))
+        .then_some(first)
 }
 
 /// The items whose error or metadata a transition of the batch replaced: only those are
