@@ -176,7 +176,12 @@ impl PostgresBackend {
                     )
                     .await?;
                 match row.get::<_, Option<Vec<i64>>>(0) {
-                    Some(keys) => Ok(keys),
+                    // In batch order: the statement drew them from the sequence in that
+                    // order, and returns them in none (see `sql::push`).
+                    Some(mut keys) => {
+                        keys.sort_unstable();
+                        Ok(keys)
+                    }
                     None => Err(Failure::Engine(Error::QueueNotFound(queue.clone()))),
                 }
             })?

@@ -58,11 +58,11 @@ pub(crate) struct Sql {
 }
 
 /// A push, in one statement: `$1` queue, `$2` payloads, `$3` metadata, `$4` not-before
-/// times (NULL: now), `$5` now. Returns the keys, or NULL for a missing queue. Keys come
-/// from the queue's sequence in batch order (`nextval` is evaluated after the sort); the
-/// pending count is written here, not by a trigger (`{counted}`: [`Counter`]). `ttl_from`
-/// is set only in a queue with a TTL, so that only its items enter the TTL index. `{lock}`
-/// is [`LOCK_QUEUE`] or nothing (see [`push`] and [`push_locked`]).
+/// times (NULL: now), `$5` now. Returns the keys (`{keys}`), or NULL for a missing queue.
+/// Keys come from the queue's sequence in batch order (`nextval` is evaluated after the
+/// sort); the pending count is written here, not by a trigger (`{counted}`: [`Counter`]).
+/// `ttl_from` is set only in a queue with a TTL, so that only its items enter the TTL index.
+/// `{lock}` is [`LOCK_QUEUE`] or nothing (see [`push`] and [`push_locked`]).
 const PUSH_TEMPLATE: &str = "\
 WITH q AS (
     SELECT gen, key_seq, ttl_ms FROM {schema}.queues WHERE id = $1{lock}
@@ -78,7 +78,7 @@ WITH q AS (
     {counted}
 )
 SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
-    THEN coalesce((SELECT array_agg(key ORDER BY key) FROM ins), '{}') END";
+    THEN coalesce((SELECT {keys} FROM ins), '{}') END";
 
 /// The backend's push of a single item: the same as [`push`] for a batch of one, without
 /// the arrays, the sort and the aggregate, which cost a push of one item 11–17% of
@@ -137,21 +137,25 @@ pub(crate) fn push_one(counter: Counter) -> String {
 /// the transaction ends.
 const LOCK_QUEUE: &str = " FOR KEY SHARE";
 
-fn push_template(counter: Counter, lock: &str) -> String {
-    PUSH_TEMPLATE.replace("{lock}", lock).replace(
-        "{counted}",
-        &counter.statement("count(*)", "ins GROUP BY gen"),
-    )
-}
-
 /// The backend's own push, a statement of its own (autocommit). It takes no lock on the
 /// queue row: many concurrent pushes to one queue would all write that row's lock and
 /// contend on it. A push that read the generation just before a `reset` (or
 /// `delete_queue`) committed lands in the old generation, and is removed with it: it ran
 /// at the same time as the reset, so it counts as before it. The trash keeps the old
 /// generation for a grace period, so that its row is deleted too.
+///
+/// It counts the items from the length of the payloads' array (the `INSERT` writes one row
+/// for each, or fails whole) rather than from the rows it inserted, and returns the keys in
+/// no particular order (the caller sorts them): for a batch of 1024, grouping the inserted
+/// rows and sorting their keys cost the server 0.5 of its 8 ms.
 pub(crate) fn push(counter: Counter) -> String {
-    push_template(counter, "")
+    PUSH_TEMPLATE
+        .replace("{lock}", "")
+        .replace(
+            "{counted}",
+            &counter.statement("cardinality($2)", "q WHERE cardinality($2) > 0"),
+        )
+        .replace("{keys}", "array_agg(key)")
 }
 
 /// A push inside a transaction that may stay open (the application's, through `push_in`
@@ -159,7 +163,13 @@ pub(crate) fn push(counter: Counter) -> String {
 /// and `delete_queue` wait for it rather than throw its item away after the grace period.
 /// It appends its count change: a transaction that stays open holds no counter row.
 pub(crate) fn push_locked() -> String {
-    push_template(Counter::Append, LOCK_QUEUE)
+    PUSH_TEMPLATE
+        .replace("{lock}", LOCK_QUEUE)
+        .replace(
+            "{counted}",
+            &Counter::Append.statement("count(*)", "ins GROUP BY gen"),
+        )
+        .replace("{keys}", "array_agg(key ORDER BY key)")
 }
 
 /// Adds `$3` to the counts of phases `$2` of generation `$1` in this session's shard: the
