@@ -13,11 +13,10 @@
 -- session changed meanwhile is locked at its newest version and checked again). The
 -- `UPDATE` has no other condition: one on an indexed column would let a plan made from
 -- statistics of when the queue was small read that index instead (`tests/plans.rs`). The
--- addresses
--- reach the `UPDATE` through a sub-select, so that planning it (at every call, as in
--- version 4) does not weigh each one: 0.13 ms instead of 0.28 ms for 1024. Claim 1024 +
--- `ack_many` with 4 consumers, alternating builds: 83.0-87.4k rows/s before, 87.6-91.2k
--- after.
+-- addresses reach the `UPDATE` through a sub-select, so that planning it (at every call,
+-- as in version 4) does not weigh each one: 0.13 ms instead of 0.28 ms for 1024. Claim
+-- 1024 + `ack_many` with 4 consumers, alternating builds: 83.0-87.4k rows/s before,
+-- 87.6-91.2k after.
 --
 -- The batched ack. `settle_leased` (version 5) takes five arrays, one entry per item, and
 -- joins them with the items. When every entry moves its item to the same phase and sets
