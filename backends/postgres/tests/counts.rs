@@ -60,6 +60,16 @@ async fn pending(backend: &PostgresBackend, q: &QueueId) -> u64 {
     backend.count(q).await.expect("count").get(&Phase::PENDING)
 }
 
+/// A session of its own holding the roll-up's turn of `schema` (its advisory lock), so that
+/// no backend rolls the count changes up until it gives the turn back.
+async fn take_the_turn(schema: &str) -> tokio_postgres::Client {
+    let turn = testing::client().await;
+    turn.batch_execute(&testing::count_changes_lock(schema))
+        .await
+        .expect("take the turn");
+    turn
+}
+
 /// While another session holds the roll-up's turn, every kind of push leaves its count in
 /// `count_changes` and counts are exact; once the turn is free, one roll-up moves them all
 /// into the counter rows, and counts are the same.
@@ -68,10 +78,7 @@ async fn pushes_are_counted_before_and_after_their_changes_are_rolled_up() {
     let options = testing::options();
     let schema = options.schema.clone();
     let (backend, q) = open(options).await;
-    let turn = testing::client().await;
-    turn.batch_execute(&testing::count_changes_lock(&schema))
-        .await
-        .expect("take the turn");
+    let turn = take_the_turn(&schema).await;
     let client = testing::client().await;
     let now = Timestamp::now();
 
@@ -246,10 +253,7 @@ async fn a_reset_counts_the_changes_not_rolled_up_and_they_go_with_its_generatio
     let schema = options.schema.clone();
     let (backend, q) = open(options).await;
     let client = testing::client().await;
-    let turn = testing::client().await;
-    turn.batch_execute(&testing::count_changes_lock(&schema))
-        .await
-        .expect("take the turn");
+    let turn = take_the_turn(&schema).await;
     let now = Timestamp::now();
 
     backend.push(&q, items(4, "old"), now).await.expect("push");
@@ -299,10 +303,7 @@ async fn a_vacuum_with_truncate_gives_back_the_pages_of_rolled_up_changes() {
     let schema = options.schema.clone();
     let (backend, q) = open(options).await;
     let client = testing::client().await;
-    let turn = testing::client().await;
-    turn.batch_execute(&testing::count_changes_lock(&schema))
-        .await
-        .expect("take the turn");
+    let turn = take_the_turn(&schema).await;
     let g = generation(&client, &schema).await;
     client
         .batch_execute(&format!(
