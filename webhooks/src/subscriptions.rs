@@ -142,6 +142,17 @@ impl<B: Backend> Hooks<B> {
         Ok((sub, true))
     }
 
+    /// On storage shared with other processes, reads every subscription from the store
+    /// again now: for a delivery that names one this process has not loaded yet (another
+    /// process made it since the last reload). Elsewhere a no-op.
+    pub(crate) async fn reload_shared_subs(&self) -> Result<()> {
+        if !self.inner.store.backend().capabilities().shared {
+            return Ok(());
+        }
+        let _guard = self.inner.registry_write.lock().await;
+        self.reload_subs().await
+    }
+
     /// Reads every subscription from the store again (on storage shared with other
     /// processes, which change them too). Call with `registry_write` held.
     async fn reload_subs(&self) -> Result<()> {

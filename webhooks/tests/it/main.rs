@@ -15,4 +15,5 @@ mod postgres;
 mod quarantine;
 mod retention;
 mod settler;
+mod shared;
 mod support;

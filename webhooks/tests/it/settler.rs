@@ -25,10 +25,11 @@ use crate::delivery_in_flight::gate;
 use crate::support::{Receiver, receiver};
 
 /// The memory backend, with the deliveries queue's `update_many` held while the gate is
-/// closed.
+/// closed (and, with `shared`, said to be shared by several processes, as PostgreSQL is).
 #[derive(Debug)]
-struct Gated {
+pub(crate) struct Gated {
     inner: MemoryBackend,
+    pub(crate) shared: AtomicBool,
     closed: AtomicBool,
     opened: Notify,
     /// `update_many` calls on the deliveries queue, and the entries they carried.
@@ -51,6 +52,7 @@ impl Default for Gated {
     fn default() -> Self {
         Gated {
             inner: MemoryBackend::default(),
+            shared: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             opened: Notify::new(),
             calls: AtomicUsize::new(0),
@@ -84,11 +86,13 @@ impl Gated {
 
 /// Delegates every call to the memory backend.
 #[derive(Clone, Debug)]
-struct GatedBackend(Arc<Gated>);
+pub(crate) struct GatedBackend(pub(crate) Arc<Gated>);
 
 impl Backend for GatedBackend {
     fn capabilities(&self) -> Capabilities {
-        self.0.inner.capabilities()
+        let mut capabilities = self.0.inner.capabilities();
+        capabilities.shared = self.0.shared.load(Ordering::SeqCst);
+        capabilities
     }
     async fn create_queue(&self, config: QueueConfig) -> Result<()> {
         self.0.inner.create_queue(config).await
