@@ -16,10 +16,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (6, include_str!("sql/v6.sql")),
     (7, include_str!("sql/v7.sql")),
     (8, include_str!("sql/v8.sql")),
+    (9, include_str!("sql/v9.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 8;
+pub const SCHEMA_VERSION: i32 = 9;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;

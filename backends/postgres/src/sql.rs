@@ -54,7 +54,7 @@ pub(crate) struct Sql {
     /// Fetch (`[0]`) and pop (`[1]`) of one key.
     by_key: [String; 2],
     /// Pages, indexed by `[pop][reverse][PageFilter]`.
-    pages: [[[String; 4]; 2]; 2],
+    pages: [[[String; 5]; 2]; 2],
 }
 
 /// A push, in one statement: `$1` queue, `$2` payloads, `$3` metadata, `$4` not-before
@@ -288,10 +288,12 @@ fn claim(lazy: bool, after: bool) -> String {
 const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 
 /// The phase a page is limited to, as its statement names it. `items_by_phase` leaves out
-/// `in_flight` and `done` (schema version 5, `v5.sql`): a statement that a kept plan may run
-/// for any phase names that condition, so that the plan can use the index; the two phases it
-/// leaves out are named as constants, so that the server can plan them their own way
-/// (`in_flight` through `items_leases`, `done` along the primary key).
+/// `in_flight` and `done` (schema version 5, `v5.sql`), and `pending`, which has
+/// `items_pending` (version 9, `v9.sql`): a statement that a kept plan may run for any of
+/// the phases it holds names that condition, so that the plan can use the index; the phases
+/// it leaves out are named as constants, so that the server can plan each its own way
+/// (`pending` through `items_pending`, `in_flight` through `items_leases`, `done` along the
+/// primary key).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum PageFilter {
     /// Every phase.
@@ -300,14 +302,22 @@ enum PageFilter {
     Indexed = 1,
     InFlight = 2,
     Done = 3,
+    Pending = 4,
 }
 
 impl PageFilter {
-    const ALL: [PageFilter; 4] = [Self::None, Self::Indexed, Self::InFlight, Self::Done];
+    const ALL: [PageFilter; 5] = [
+        Self::None,
+        Self::Indexed,
+        Self::InFlight,
+        Self::Done,
+        Self::Pending,
+    ];
 
     fn of(phase: Option<&Phase>) -> Self {
         match phase {
             None => Self::None,
+            Some(p) if *p == Phase::PENDING => Self::Pending,
             Some(p) if *p == Phase::IN_FLIGHT => Self::InFlight,
             Some(p) if *p == Phase::DONE => Self::Done,
             Some(_) => Self::Indexed,
@@ -321,6 +331,7 @@ impl PageFilter {
             Self::Indexed => "$5",
             Self::InFlight => "'in_flight'",
             Self::Done => "'done'",
+            Self::Pending => "'pending'",
         }
     }
 
@@ -328,9 +339,10 @@ impl PageFilter {
     fn condition(self) -> &'static str {
         match self {
             Self::None => "",
-            Self::Indexed => " AND phase = $5 AND phase NOT IN ('in_flight', 'done')",
+            Self::Indexed => " AND phase = $5 AND phase NOT IN ('pending', 'in_flight', 'done')",
             Self::InFlight => " AND phase = 'in_flight'",
             Self::Done => " AND phase = 'done'",
+            Self::Pending => " AND phase = 'pending'",
         }
     }
 }

@@ -7,12 +7,15 @@
 use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
 use tokio_postgres::Client;
 
-/// Entries of `schema`'s `items_by_phase` that this session's scans returned (counted in
-/// this session and not yet reported).
+/// Entries of `schema`'s indexes of items by phase (`items_by_phase` and, from schema
+/// version 9, `items_pending`) that this session's scans returned (counted in this session
+/// and not yet reported).
 async fn by_phase_entries(client: &Client, schema: &str) -> i64 {
     client
         .query_one(
-            "SELECT pg_stat_get_xact_tuples_returned(format('%I.items_by_phase', $1::text)::regclass)",
+            "SELECT sum(pg_stat_get_xact_tuples_returned(c.oid))::bigint FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname IN ('items_by_phase', 'items_pending')",
             &[&schema],
         )
         .await
@@ -193,6 +196,35 @@ async fn generic_store() -> (
     (backend, store, q, schema)
 }
 
+/// The keys of the first page of 10 items in `phase` (through the backend's one pooled
+/// session), and how many entries of each of `indexes` it read.
+async fn page_of(
+    backend: &PostgresBackend,
+    store: &hookspool::Store<PostgresBackend>,
+    q: &hookspool::QueueId,
+    phase: &hookspool::Phase,
+    indexes: &[&str],
+) -> (Vec<hookspool::Key>, Vec<i64>) {
+    let schema = backend.schema();
+    let session = || async { backend.connection().await.expect("the pool's one session") };
+    let mut before = Vec::new();
+    for index in indexes {
+        before.push(index_entries_all(&*session().await, schema, index).await);
+    }
+    let got = store
+        .fetch_page(q, hookspool::Page::first(10).phase(phase.clone()))
+        .await
+        .expect("page")
+        .iter()
+        .map(|i| i.key)
+        .collect();
+    let mut reads = Vec::new();
+    for (index, before) in indexes.iter().zip(before) {
+        reads.push(index_entries_all(&*session().await, schema, index).await - before);
+    }
+    (got, reads)
+}
+
 /// The settle (`ack_many`) through the backend itself, on its one pooled session with plans
 /// forced generic: after acks on a 3-item queue, an ack of 10 once it holds 20,003 still
 /// finds its rows by key (the settle's transaction plans its statements afresh).
@@ -244,16 +276,15 @@ async fn an_ack_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grown
 /// 20,000 done items, 5 in flight and 5 pending, through the backend's one pooled session
 /// with plans forced generic: a page of the in-flight items reads the lease index, not the
 /// done items before them; a page of done items reads the head of the primary key; a page
-/// of pending items reads `items_by_phase`. Each gives the right items. The table is
+/// of pending items reads `items_pending` (schema version 9). Each gives the right items. The table is
 /// vacuumed first, as autovacuum does after every few thousand changes: until then, the
 /// lease index also holds the entries of every item that has left `in_flight`.
 #[tokio::test]
 async fn pages_of_in_flight_and_done_items_read_only_what_they_return() {
-    use hookspool::{NewItem, Page, Phase};
+    use hookspool::{NewItem, Phase};
     use std::time::Duration;
 
     let (backend, store, q, schema) = generic_store().await;
-    let session = || async { backend.connection().await.expect("the pool's one session") };
     let lease = Duration::from_mins(5);
     for round in 0..20 {
         let items = (0..1000)
@@ -287,31 +318,75 @@ async fn pages_of_in_flight_and_done_items_read_only_what_they_return() {
         .await
         .expect("vacuum");
 
-    let indexes = ["items_pkey", "items_leases", "items_by_phase"];
+    let indexes = [
+        "items_pkey",
+        "items_leases",
+        "items_by_phase",
+        "items_pending",
+    ];
     for (phase, expect) in [
         (Phase::IN_FLIGHT, tail[..5].to_vec()),
         (Phase::PENDING, tail[5..].to_vec()),
         (Phase::DONE, (1..=10).collect()),
     ] {
-        let mut before = Vec::new();
-        for index in indexes {
-            before.push(index_entries_all(&*session().await, &schema, index).await);
-        }
-        let got: Vec<_> = store
-            .fetch_page(&q, Page::first(10).phase(phase.clone()))
-            .await
-            .expect("page")
-            .iter()
-            .map(|i| i.key)
-            .collect();
+        let (got, reads) = page_of(&backend, &store, &q, &phase, &indexes).await;
         assert_eq!(got, expect, "a page of {phase}");
-        for (index, before) in indexes.iter().zip(before) {
-            let read = index_entries_all(&*session().await, &schema, index).await - before;
+        for (index, read) in indexes.iter().zip(reads) {
             assert!(
                 read <= 20,
                 "schema version {SCHEMA_VERSION}: a page of 10 {phase} items read {read} \
                  entries of {index} (the queue holds 20,000 done items)"
             );
+        }
+    }
+}
+
+/// Pending items have an index of their own, `items_pending`, and `items_by_phase` holds
+/// the other phases but `in_flight` and `done` (schema version 9). On a queue of 2,000
+/// pending items and 10 dead ones after them, through the backend's one pooled session with
+/// plans forced generic, a page of each phase reads the head of its own index, and neither
+/// reads past the items it returns in any index.
+#[tokio::test]
+async fn pages_of_pending_and_dead_items_read_only_what_they_return() {
+    use hookspool::{NewItem, Phase};
+
+    let (backend, store, q, schema) = generic_store().await;
+    let items = (0..2010_u32)
+        .map(|i| NewItem::new(i.to_le_bytes().to_vec()))
+        .collect();
+    let keys = store.push_batch(&q, items).await.expect("push");
+    for key in &keys[2000..] {
+        store
+            .update_phase(&q, *key, Phase::DEAD)
+            .await
+            .expect("to dead");
+    }
+    testing::client()
+        .await
+        .batch_execute(&format!("VACUUM ANALYZE \"{schema}\".items"))
+        .await
+        .expect("vacuum");
+    let indexes = ["items_pkey", "items_by_phase", "items_pending"];
+    for (phase, expect, own) in [
+        (Phase::PENDING, keys[..10].to_vec(), "items_pending"),
+        (Phase::DEAD, keys[2000..].to_vec(), "items_by_phase"),
+    ] {
+        let (got, reads) = page_of(&backend, &store, &q, &phase, &indexes).await;
+        assert_eq!(got, expect, "a page of {phase}");
+        for (index, read) in indexes.iter().zip(reads) {
+            if *index == own {
+                assert!(
+                    (10..=20).contains(&read),
+                    "schema version {SCHEMA_VERSION}: a page of 10 {phase} items read {read} \
+                     entries of {index}, its own index"
+                );
+            } else {
+                assert!(
+                    read <= 20,
+                    "schema version {SCHEMA_VERSION}: a page of 10 {phase} items read {read} \
+                     entries of {index} (the queue holds 2,010 items)"
+                );
+            }
         }
     }
 }
