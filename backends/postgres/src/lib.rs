@@ -52,7 +52,9 @@
 //!   count by appending to `count_changes` (above), and version 8 has a claim lease the
 //!   rows it locked by their address (`ctid`, a TID scan) instead of by key, and applies a
 //!   batch of one owner's leases that all move to one phase (an `ack_many`) with
-//!   `settle_leased_to`, which takes the keys and that phase instead of five arrays.
+//!   `settle_leased_to`, which takes the keys and that phase instead of five arrays, and
+//!   version 9 pages pending items by key through an index of their own (`items_pending`,
+//!   two integers an entry), which `items_by_phase` then leaves out.
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -136,7 +138,7 @@
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
-//! server checks), `sql/v1.sql` … `sql/v8.sql` (tables, functions, and each version's
+//! server checks), `sql/v1.sql` … `sql/v9.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend`, `outbox`, `combine` (group commit of small
 //! pushes), `notify` (notices across processes), `rollup` (count changes into counter
 //! rows), `trash` (deleting thrown-away generations), `snapshots` (the oldest snapshot on
