@@ -14,7 +14,8 @@
 //! listening connections name themselves (`application_name` [`listener_name`]), and the
 //! sender looks for one other than its own in `pg_stat_activity` (again after
 //! [`LOOK_NOBODY`] when it found none, after [`LOOK_SOMEONE`] when it found one). One
-//! process alone on a schema then sends none, and its pushes record nothing for a notice.
+//! process alone on a schema then sends none, and its pushes wake nobody: they only note
+//! their queue in a set, which the next look sends if it finds a listener, else empties.
 //! With one producer pushing one item at a time, the notices (a statement every 5 ms, the
 //! wake of the sender after every push, and the process's own listener woken by each) cost
 //! its pushes 0.07–0.11× of a one-row `INSERT`'s rate (see the README). They had a use by
@@ -23,8 +24,10 @@
 //! 5 ms while they ran, and their own commits then had less to flush. Without the notices
 //! those run about a tenth slower at the server's default `wal_writer_delay` (200 ms); a
 //! server set to a few milliseconds gets it back for every client (the README measures
-//! both). A listener that connects meanwhile misses a change or two for at most
-//! [`LOOK_NOBODY`], as any listener misses what was sent before it connected.
+//! both). A listener that connects meanwhile hears of the changes made since the sender's
+//! last look at most [`LOOK_NOBODY`] late, at its next look. (Earlier, those changes were
+//! dropped: a process that made one just after another started, a subscription say, left
+//! the other to learn of it by its own poll.)
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -129,20 +132,21 @@ impl Default for Notices {
 }
 
 impl Notices {
-    /// Records a change of `queue` for the next notice; nothing while nobody else listens
-    /// (a push then neither takes the lock nor wakes the sender).
+    /// Records a change of `queue` for the next notice, and wakes the sender while another
+    /// backend listens. While nobody else does, the sender's next look (at most
+    /// [`LOOK_NOBODY`] away) sends what was recorded if it finds a listener that connected
+    /// meanwhile, or forgets it.
     pub(crate) fn add(&self, queue: &QueueId) {
         let (pending, wake, listened) = &*self.shared;
-        if !listened.load(Ordering::Relaxed) {
-            return;
-        }
         let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
         if pending.contains(queue.as_str()) {
             return;
         }
         pending.insert(queue.as_str().to_owned());
         drop(pending);
-        wake.notify_one();
+        if listened.load(Ordering::Relaxed) {
+            wake.notify_one();
+        }
     }
 
     fn take(&self) -> BTreeSet<String> {
@@ -170,8 +174,8 @@ pub(crate) async fn send(
         last: None,
     };
     loop {
-        // While nobody else listens, pushes record nothing and wake no one: look again
-        // after a while.
+        // While nobody else listens, pushes wake no one: look again after a while, and send
+        // what they recorded if someone listens by then.
         let nobody = !notices.shared.2.load(Ordering::Relaxed);
         tokio::select! {
             () = notices.shared.1.notified() => {}

@@ -58,10 +58,13 @@ async fn listeners(client: &tokio_postgres::Client, schema: &str, n: i64) {
     }
 }
 
-#[tokio::test]
-async fn a_backend_notifies_only_while_another_backend_listens() {
+/// The options of a fresh schema, the first backend open on it, and its queue `q`.
+async fn first_backend() -> (
+    hookspool_postgres::PostgresOptions,
+    PostgresBackend,
+    QueueId,
+) {
     let options = testing::options();
-    let schema = options.schema.clone();
     let a = PostgresBackend::open(options.clone())
         .await
         .expect("open a");
@@ -69,6 +72,13 @@ async fn a_backend_notifies_only_while_another_backend_listens() {
     a.create_queue(QueueConfig::new(q.clone()))
         .await
         .expect("create");
+    (options, a, q)
+}
+
+#[tokio::test]
+async fn a_backend_notifies_only_while_another_backend_listens() {
+    let (options, a, q) = first_backend().await;
+    let schema = options.schema.clone();
     let (plain, mut heard) = plain_listener(&schema).await;
     listeners(&plain, &schema, 1).await;
 
@@ -119,4 +129,33 @@ async fn a_backend_notifies_only_while_another_backend_listens() {
         .await
         .expect("the plain listener heard the notice");
     assert!(payload.ends_with("|q"), "{payload}");
+}
+
+/// A change made just after a second backend started listening reaches it. The first
+/// backend's sender had looked for listeners at its first push and found none, and it
+/// trusts that look for 250 ms; the push made meanwhile is sent at its next look, not
+/// dropped (it was, before: a subscription made on one node just after another started
+/// reached that one only by its poll).
+#[tokio::test]
+async fn a_change_made_just_after_another_backend_starts_listening_reaches_it() {
+    let (options, a, q) = first_backend().await;
+    let schema = options.schema.clone();
+    // A's sender looks at its first change, and finds no one else listening.
+    a.push(&q, vec![NewItem::new("alone")], Timestamp::now())
+        .await
+        .expect("push");
+    let (plain, _heard) = plain_listener(&schema).await;
+    listeners(&plain, &schema, 1).await;
+
+    let b = PostgresBackend::open(options).await.expect("open b");
+    let mut changes = b.changes().expect("the backend has changes");
+    listeners(&plain, &schema, 2).await;
+    a.push(&q, vec![NewItem::new("heard")], Timestamp::now())
+        .await
+        .expect("push");
+    let heard_of = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+        .await
+        .expect("the second backend heard of the push within 5 s")
+        .expect("changes");
+    assert_eq!(heard_of, q);
 }
