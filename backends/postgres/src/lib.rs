@@ -86,7 +86,8 @@
 //!   subscriptions on them, with a fallback poll). A backend sends notices only while
 //!   another one listens on the schema: their listening connections are named
 //!   (`application_name` `hookspool listener <schema>`), and it looks for one in
-//!   `pg_stat_activity` (`notify`).
+//!   `pg_stat_activity` (`notify`). Changes made while it found none are kept for its next
+//!   look (at most 250 ms later), which sends them to a listener that started meanwhile.
 //! - **The outbox.** [`PostgresBackend::push_in`] and [`PostgresBackend::fire_in`] write
 //!   inside a transaction the application opened; from any language, the SQL functions
 //!   `hookspool.push(queue, payload, metadata, not_before)` and `hookspool.fire(event,
