@@ -17,6 +17,9 @@
 //! - `count` on queues of 10k and 1M items (time per call), beside `count(*)` on the plain
 //!   table.
 //!
+//! Before the cases, the server writes about 1 GiB of WAL and keeps that much for reuse
+//! (`warm_wal`): no case pays for creating the segments that the ones after it reuse.
+//!
 //! Every throughput case runs for a fixed time (`HOOKSPOOL_BENCH_SECS`, default 5 s) in its
 //! own child process; runs come from `HOOKSPOOL_BENCH_RUNS` (default 3, medians printed).
 //! Without `--bench` (under `cargo test`) a smoke version pushes, claims and counts a few
@@ -45,7 +48,7 @@ use tokio::task::JoinSet;
 
 use common::pg::{
     Run, Settle, Worked, check, checkpoint, connect, drive, drop_schema, figures, seq, server_info,
-    sql_claim, sql_insert,
+    sql_claim, sql_insert, warm_wal,
 };
 use common::table::{Table, median, micros, rate, ratio, spread};
 use common::{
@@ -260,6 +263,10 @@ fn parent() -> BenchResult<()> {
         .log()
         .and_then(|log| log.parent().map(Path::to_path_buf))
         .ok_or("the test server has no data dir")?;
+    if !settings.smoke {
+        eprintln!("postgres: writing 1 GiB of WAL for the cases to reuse ...");
+        runtime()?.block_on(warm_wal(&url))?;
+    }
     let info = runtime()?.block_on(server_info(&url))?;
 
     print_header(

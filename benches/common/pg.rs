@@ -27,6 +27,7 @@ pub async fn server_info(url: &str) -> BenchResult<String> {
         "full_page_writes",
         "shared_buffers",
         "max_wal_size",
+        "min_wal_size",
         "commit_delay",
     ] {
         let value: String = client
@@ -166,6 +167,28 @@ pub async fn connect(url: &str) -> BenchResult<Client> {
         }
     });
     Ok(client)
+}
+
+/// Writes about 1 GiB of WAL once, before any case runs, and keeps that much for reuse
+/// (`min_wal_size`): a fresh server has few WAL segments, and the first cases on it would
+/// otherwise create the ones that every later case reuses (on this machine that cost the
+/// first case of a run a quarter of its rate). A server that has been running has its
+/// segments already; this measures every case as it would run there.
+pub async fn warm_wal(url: &str) -> BenchResult<()> {
+    let admin = connect(url).await?;
+    // One statement per call: several in one message make one transaction, and
+    // `ALTER SYSTEM` refuses to run in one.
+    for statement in [
+        "ALTER SYSTEM SET min_wal_size = '1GB'",
+        "SELECT pg_reload_conf()",
+        "CREATE TABLE public.hookspool_bench_wal_warmup AS \
+         SELECT repeat('x', 900) AS filler FROM generate_series(1, 1100000)",
+        "DROP TABLE public.hookspool_bench_wal_warmup",
+        "CHECKPOINT",
+    ] {
+        admin.batch_execute(statement).await?;
+    }
+    Ok(())
 }
 
 /// Runs `CHECKPOINT`, so that no checkpoint of an earlier case's writes lands in this one.
