@@ -470,8 +470,8 @@ impl<B: Backend> Loop<B> {
     /// On storage shared with other processes, a delivery may name a subscription that
     /// another process made after this one last loaded them (it reloads on that process's
     /// notice, or every second): the subscriptions are read again before any delivery is
-    /// taken for one of a removed subscription. If that read fails, the claimed deliveries
-    /// are held, so that the loop gives them back as it stops.
+    /// cancelled as one of a removed subscription. If that read fails, the claimed
+    /// deliveries are held, so that the loop gives them back as it stops.
     async fn admit_all(&mut self, items: Vec<Item>) -> Result<()> {
         let unknown =
             |item: &Item| sub_of(item).is_some_and(|s| self.hooks().registered(s).is_none());
