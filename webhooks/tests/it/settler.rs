@@ -16,7 +16,8 @@ use hookspool::{
     QueueId, Result, Selector, Store, SweepReport, Timestamp, Transition,
 };
 use hookspool_webhooks::{
-    DELIVERIES_QUEUE, DeliveryConfig, DeliveryOutcome, Hooks, OutcomeKind, SubscribeOptions,
+    DELIVERIES_QUEUE, DeliveryConfig, DeliveryOutcome, Hooks, OutcomeKind, SUBSCRIPTIONS_QUEUE,
+    SubscribeOptions,
 };
 use tokio::sync::{Notify, broadcast, oneshot};
 
@@ -25,11 +26,17 @@ use crate::delivery_in_flight::gate;
 use crate::support::{Receiver, receiver};
 
 /// The memory backend, with the deliveries queue's `update_many` held while the gate is
-/// closed (and, with `shared`, said to be shared by several processes, as PostgreSQL is).
+/// closed (and, with `shared`, said to be shared by several processes, as PostgreSQL is;
+/// with `sub_reads`, failing reads of the subscriptions).
 #[derive(Debug)]
 pub(crate) struct Gated {
     inner: MemoryBackend,
     pub(crate) shared: AtomicBool,
+    /// How reads of the subscriptions queue go, how many were asked for and how many
+    /// failed.
+    pub(crate) sub_reads: Mutex<SubReads>,
+    pub(crate) sub_reads_asked: AtomicUsize,
+    pub(crate) sub_reads_failed: AtomicUsize,
     closed: AtomicBool,
     opened: Notify,
     /// `update_many` calls on the deliveries queue, and the entries they carried.
@@ -53,6 +60,9 @@ impl Default for Gated {
         Gated {
             inner: MemoryBackend::default(),
             shared: AtomicBool::new(false),
+            sub_reads: Mutex::new(SubReads::Work),
+            sub_reads_asked: AtomicUsize::new(0),
+            sub_reads_failed: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             opened: Notify::new(),
             calls: AtomicUsize::new(0),
@@ -67,7 +77,37 @@ impl Default for Gated {
     }
 }
 
+/// How a [`Gated`] backend answers reads of the subscriptions queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SubReads {
+    /// As the memory backend does.
+    Work,
+    /// With [`hookspool::Error::Unavailable`], as a database that cannot be reached does.
+    Unavailable,
+    /// With another backend error ([`hookspool::Error::Backend`]).
+    Fail,
+}
+
 impl Gated {
+    /// The error a read of the subscriptions queue fails with now, if it does (counted).
+    fn sub_read_failure(&self) -> Option<hookspool::Error> {
+        self.sub_reads_asked.fetch_add(1, Ordering::SeqCst);
+        let source = "reads of the subscriptions fail (test switch)".into();
+        let error = match *self.sub_reads.lock().unwrap() {
+            SubReads::Work => return None,
+            SubReads::Unavailable => hookspool::Error::Unavailable {
+                backend: "gated",
+                source,
+            },
+            SubReads::Fail => hookspool::Error::Backend {
+                backend: "gated",
+                source,
+            },
+        };
+        self.sub_reads_failed.fetch_add(1, Ordering::SeqCst);
+        Some(error)
+    }
+
     fn open(&self) {
         self.closed.store(false, Ordering::SeqCst);
         self.opened.notify_waiters();
@@ -113,6 +153,11 @@ impl Backend for GatedBackend {
         self.0.inner.push(queue, items, now).await
     }
     async fn fetch(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {
+        if queue.as_str() == SUBSCRIPTIONS_QUEUE
+            && let Some(e) = self.0.sub_read_failure()
+        {
+            return Err(e);
+        }
         self.0.inner.fetch(queue, selector).await
     }
     async fn pop(&self, queue: &QueueId, selector: &Selector) -> Result<Vec<Item>> {

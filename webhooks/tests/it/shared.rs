@@ -2,18 +2,22 @@
 //! while a connection is down): each loads the other's new subscriptions at its next reload,
 //! once a second. A delivery loop that claims a delivery of a subscription it has not loaded
 //! yet reads the subscriptions again, and sends it, rather than take it for one removed;
-//! a delivery whose subscription is gone from the store is still cancelled.
+//! a delivery whose subscription is gone from the store is still cancelled. When that read
+//! fails, the delivery is neither sent nor cancelled: the loop gives it back to pending as
+//! it stops, or, if the store is unavailable, waits and sends it once the read works.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use hookspool::Store;
-use hookspool_webhooks::{DeliveryOutcome, Hooks, OutcomeKind, SubscribeOptions};
+use hookspool::{Phase, QueueId, Store};
+use hookspool_webhooks::{
+    DELIVERIES_QUEUE, DeliveryId, DeliveryOutcome, Hooks, OutcomeKind, SubscribeOptions,
+};
 
 use crate::delivery::config;
-use crate::settler::{Gated, GatedBackend};
-use crate::support::receiver;
+use crate::settler::{Gated, GatedBackend, SubReads};
+use crate::support::{Receiver, receiver};
 
 /// Process B loads the subscriptions when it opens, and again a second later. Within that
 /// second process A subscribes and fires, and B's delivery loop, started then, claims the
@@ -22,29 +26,9 @@ use crate::support::receiver;
 /// met now and then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_claimed_before_its_subscription_is_loaded_is_sent() {
-    let shared = shared_store();
-    let b = Hooks::open(Store::new(shared.clone())).await.unwrap();
-    // B's first reload runs as it opens; the next is a second later.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let a = Hooks::open(Store::new(shared)).await.unwrap();
-    let mut rx = receiver(200).await;
-    a.subscribe("order.created", &rx.url, SubscribeOptions::default())
-        .await
-        .unwrap();
-    let ids = a.fire("order.created", b"{}".to_vec()).await.unwrap();
-    assert_eq!(ids.len(), 1, "A matched its own subscription");
-
+    let (_a, b, _gate, mut rx, ids) = fired_before_b_loads_it().await;
     let (outcome, stop) = first_outcome(&b).await;
-    assert_eq!(outcome.delivery_id, ids[0]);
-    assert_eq!(
-        outcome.kind,
-        OutcomeKind::Delivered,
-        "B sent the delivery of the subscription A made: {outcome:?}"
-    );
-    let got = tokio::time::timeout(Duration::from_secs(10), rx.next())
-        .await
-        .expect("a request within 10 s");
-    assert_eq!(&got.body[..], b"{}");
+    sent(&outcome, &ids[0], &mut rx).await;
     stop.await;
 }
 
@@ -69,6 +53,114 @@ async fn a_delivery_whose_subscription_is_gone_from_the_store_is_cancelled() {
     assert_eq!(outcome.error.as_deref(), Some("subscription removed"));
     stop.await;
     rx.nothing_more();
+}
+
+/// B claims a delivery of a subscription it has not loaded, and the read of the
+/// subscriptions that would tell whether it was made or removed fails with an error that
+/// stops the loop. The delivery must not be cancelled (its subscription exists) nor left
+/// leased to B until the lease ends: it is back in pending when the loop has stopped, and
+/// the next loop, once the reads work, sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_claimed_while_the_subscriptions_cannot_be_read_is_given_back() {
+    let (a, b, gate, mut rx, ids) = fired_before_b_loads_it().await;
+    *gate.sub_reads.lock().unwrap() = SubReads::Fail;
+    let mut results = b.results();
+    let run = b
+        .deliverer(config(&[1]))
+        .unwrap()
+        .run(std::future::pending());
+    let stopped = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the loop stops within 10 s");
+    let e = stopped.expect_err("the loop stops on the failed read");
+    assert!(!e.is_unavailable(), "{e}");
+    assert!(e.to_string().contains("test switch"), "{e}");
+    assert!(gate.sub_reads_failed.load(Ordering::SeqCst) >= 1);
+
+    let q = QueueId::new(DELIVERIES_QUEUE).unwrap();
+    let counts = a.store().counts(&q).await.unwrap();
+    assert_eq!(counts.get(&Phase::PENDING), 1, "given back: {counts:?}");
+    assert_eq!(counts.get(&Phase::IN_FLIGHT), 0, "{counts:?}");
+    assert!(results.try_recv().is_err(), "no outcome announced");
+    rx.nothing_more();
+
+    *gate.sub_reads.lock().unwrap() = SubReads::Work;
+    let (outcome, stop) = first_outcome(&b).await;
+    sent(&outcome, &ids[0], &mut rx).await;
+    stop.await;
+    rx.nothing_more();
+}
+
+/// The same with the store unavailable (a database that cannot be reached): the loop waits
+/// and starts again, as it does for any unavailable store, and sends the delivery once,
+/// when the subscriptions can be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_claimed_while_the_store_is_unavailable_is_sent_once_it_is_back() {
+    let (_a, b, gate, mut rx, ids) = fired_before_b_loads_it().await;
+    *gate.sub_reads.lock().unwrap() = SubReads::Unavailable;
+    // The reads work again after two have failed: the loop has claimed, failed and started
+    // again at least once by then.
+    let back = tokio::spawn(async move {
+        while gate.sub_reads_failed.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        *gate.sub_reads.lock().unwrap() = SubReads::Work;
+    });
+    let (outcome, stop) = first_outcome(&b).await;
+    back.await.unwrap();
+    sent(&outcome, &ids[0], &mut rx).await;
+    stop.await;
+    rx.nothing_more();
+}
+
+/// Process B opens (and loads the subscriptions: none); then process A subscribes a
+/// receiver to `order.created` and fires it, within the second before B's next reload.
+/// Returns both, the store's switches, the receiver and the delivery ids.
+async fn fired_before_b_loads_it() -> (
+    Hooks<GatedBackend>,
+    Hooks<GatedBackend>,
+    Arc<Gated>,
+    Receiver,
+    Vec<DeliveryId>,
+) {
+    let shared = shared_store();
+    let gate = Arc::clone(&shared.0);
+    // Each process reads the subscriptions as it opens and at once again in the task that
+    // follows the other processes' changes; its next reload is a second later. Those first
+    // reads are over before the test goes on (and before it makes reads fail).
+    let b = Hooks::open(Store::new(shared.clone())).await.unwrap();
+    reads_asked(&gate, 2).await;
+    let a = Hooks::open(Store::new(shared)).await.unwrap();
+    reads_asked(&gate, 4).await;
+    let rx = receiver(200).await;
+    a.subscribe("order.created", &rx.url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let ids = a.fire("order.created", b"{}".to_vec()).await.unwrap();
+    assert_eq!(ids.len(), 1, "A matched its own subscription");
+    assert!(b.subscriptions().is_empty(), "B has not loaded it");
+    (a, b, gate, rx, ids)
+}
+
+/// `outcome` is the delivery `id`, sent, and `rx` got its request.
+async fn sent(outcome: &DeliveryOutcome, id: &DeliveryId, rx: &mut Receiver) {
+    assert_eq!(&outcome.delivery_id, id);
+    assert_eq!(outcome.kind, OutcomeKind::Delivered, "{outcome:?}");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.next())
+        .await
+        .expect("a request within 10 s");
+    assert_eq!(&got.body[..], b"{}");
+}
+
+/// Waits until `n` reads of the subscriptions have been asked for in all.
+async fn reads_asked(gate: &Gated, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while gate.sub_reads_asked.load(Ordering::SeqCst) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the first reads of the subscriptions within 10 s");
 }
 
 /// The memory backend, said to be shared by several processes (as PostgreSQL is), with its
