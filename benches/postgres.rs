@@ -52,8 +52,8 @@ use common::pg::{
 };
 use common::table::{Table, median, micros, rate, ratio, spread};
 use common::{
-    BATCH, BenchResult, ChildArgs, Metrics, PAYLOAD_LEN, Samples, Settings, child_main, payload,
-    print_footer, print_header, run_case,
+    BATCH, BenchResult, ChildArgs, Metrics, PAYLOAD_LEN, Samples, Settings, Summary, child_main,
+    payload, print_footer, print_header, run_case,
 };
 
 use counts::{COUNTS, count_case, count_rows, fill_count, print_counts, run_counts};
@@ -388,25 +388,35 @@ fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>, smok
             "baseline (plain SQL)",
             "hookspool",
             "ratio",
+            "ratio by round (min..max)",
             "target",
             "met",
         ],
     );
-    for (label, base, hs, target) in COMPARISONS {
-        let base = samples.get(base.id, "ops_per_s");
-        let hs = samples.get(hs.id, "ops_per_s");
+    for (label, base_case, hs_case, target) in COMPARISONS {
+        let base = samples.get(base_case.id, "ops_per_s");
+        let hs = samples.get(hs_case.id, "ops_per_s");
         let value = match (base, hs) {
             (Some(base), Some(hs)) if base.median > 0.0 => Some(hs.median / base.median),
             _ => None,
         };
+        // Each round's pair on its own: a slow spell of the machine that falls on one side
+        // of a pair moves that round's ratio, and the spread shows how far.
+        let rounds = samples.ratios(hs_case.id, base_case.id, "ops_per_s");
         table.row(vec![
             label.into(),
             median(base, rate),
             median(hs, rate),
             value.map_or_else(|| "-".into(), ratio),
+            spread(Summary::of(&rounds), ratio),
             target.map_or_else(|| "-".into(), |t| format!("≥ {t}×")),
             match (value, target) {
-                (Some(v), Some(t)) if !smoke => yes_no(v >= t),
+                (Some(v), Some(t)) if !smoke => format!(
+                    "{} ({} of {} rounds)",
+                    yes_no(v >= t),
+                    rounds.iter().filter(|&&r| r >= t).count(),
+                    rounds.len()
+                ),
                 _ => "-".into(),
             },
         ]);
@@ -416,8 +426,10 @@ fn print_summary(samples: &Samples, fill: Option<&(Metrics, usize, usize)>, smok
     }
     table.print();
     println!(
-        "ratio = hookspool ÷ baseline rows/s (for count: baseline time ÷ hookspool time, \
-         >1 = hookspool faster). Payloads {PAYLOAD_LEN} B. Every commit waits for its WAL \
+        "ratio = hookspool ÷ baseline rows/s, of the medians (for count: baseline time ÷ \
+         hookspool time, >1 = hookspool faster); by round = the same ratio within each round \
+         (every case runs once per round), and `met` counts the rounds at or above the \
+         target. Payloads {PAYLOAD_LEN} B. Every commit waits for its WAL \
          flush (synchronous_commit=on) on both sides. Baseline count = `SELECT count(*) FROM \
          outbox WHERE queue = $1` on a plain table of that many rows (vacuumed, analyzed); \
          hookspool count = `Store::count` (sums the sharded counter rows and the count \

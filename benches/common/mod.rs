@@ -360,6 +360,21 @@ impl Samples {
         Summary::of(&values)
     }
 
+    /// Figure `key` of `num` divided by that of `den`, run by run: the `i`-th run of each
+    /// (cases run in rounds, every case once per round, so these are pairs from the same
+    /// round). Runs missing the figure on either side are left out.
+    pub fn ratios(&self, num: &str, den: &str, key: &str) -> Vec<f64> {
+        let (Some(num), Some(den)) = (self.runs.get(num), self.runs.get(den)) else {
+            return Vec::new();
+        };
+        num.iter()
+            .zip(den)
+            .filter_map(|(n, d)| Some((n.get(key)?, d.get(key)?)))
+            .filter(|&(_, &d)| d > 0.0)
+            .map(|(n, d)| n / d)
+            .collect()
+    }
+
     /// The number of runs recorded for `case`.
     pub fn count(&self, case: &str) -> usize {
         self.runs.get(case).map_or(0, Vec::len)

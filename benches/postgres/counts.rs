@@ -164,6 +164,7 @@ pub(super) fn count_rows(table: &mut Table, samples: &Samples, fill: &Metrics, s
             format!("{} µs", median(base, micros)),
             format!("{} µs", median(hs, micros)),
             speedup,
+            "-".into(),
             target,
             met,
         ]);
@@ -176,6 +177,7 @@ pub(super) fn count_rows(table: &mut Table, samples: &Samples, fill: &Metrics, s
         ),
         "-".into(),
         format!("{} µs", median(busy, micros)),
+        "-".into(),
         "-".into(),
         "reported".into(),
         "-".into(),
