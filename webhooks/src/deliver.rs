@@ -4,6 +4,7 @@
 //! `update_many`, so one durable write for the group rather than one per delivery.
 
 mod attempt;
+mod removed;
 mod settler;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -334,6 +335,8 @@ struct Loop<B: Backend> {
     /// Times at which deliveries this loop put back become due: the idle loop wakes then
     /// instead of waiting for the next poll.
     due: std::collections::BTreeSet<Timestamp>,
+    /// Subscriptions found removed on shared storage, and up to which key.
+    removed: removed::Removed,
 }
 
 impl<B: Backend> Loop<B> {
@@ -352,6 +355,7 @@ impl<B: Backend> Loop<B> {
             blocked: HashMap::new(),
             spawned: HashMap::new(),
             due: std::collections::BTreeSet::new(),
+            removed: removed::Removed::default(),
         };
         lp.recover().await?;
         Ok(lp)
@@ -470,19 +474,50 @@ impl<B: Backend> Loop<B> {
     /// On storage shared with other processes, a delivery may name a subscription that
     /// another process made after this one last loaded them (it reloads on that process's
     /// notice, or every second): the subscriptions are read again before any delivery is
-    /// cancelled as one of a removed subscription. If that read fails, the claimed
-    /// deliveries are held, so that the loop gives them back as it stops.
+    /// cancelled as one of a removed subscription, unless an earlier read showed it to be
+    /// one (see [`removed`]). If that read fails, the claimed deliveries are held, so that
+    /// the loop gives them back as it stops.
     async fn admit_all(&mut self, items: Vec<Item>) -> Result<()> {
-        let unknown =
-            |item: &Item| sub_of(item).is_some_and(|s| self.hooks().registered(s).is_none());
+        let unknown = |item: &Item| {
+            sub_of(item).is_some_and(|s| {
+                self.hooks().registered(s).is_none() && !self.removed.covers(s, item.key)
+            })
+        };
         if items.iter().any(unknown)
-            && let Err(e) = self.hooks().reload_shared_subs().await
+            && let Err(e) = self.read_subs_again(&items).await
         {
             self.held.extend(items.iter().map(|item| item.key));
             return Err(e);
         }
         for item in items {
             self.admit(item).await?;
+        }
+        Ok(())
+    }
+
+    /// On shared storage: reads the deliveries queue's highest key, then every
+    /// subscription, and notes the subscriptions of `items` that the read did not find as
+    /// removed up to that key.
+    async fn read_subs_again(&mut self, items: &[Item]) -> Result<()> {
+        let hooks = self.hooks().clone();
+        if !hooks.store().backend().capabilities().shared {
+            return Ok(());
+        }
+        let newest = Page {
+            reverse: true,
+            ..Page::first(1)
+        };
+        let newest = hooks
+            .store()
+            .fetch_page(&hooks.inner.deliveries_queue, newest)
+            .await?;
+        hooks.reload_shared_subs().await?;
+        if let Some(up_to) = newest.first().map(|item| item.key) {
+            for sub in items.iter().filter_map(sub_of) {
+                if hooks.registered(sub).is_none() {
+                    self.removed.note(sub, up_to);
+                }
+            }
         }
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! yet reads the subscriptions again, and sends it, rather than take it for one removed;
 //! a delivery whose subscription is gone from the store is still cancelled. When that read
 //! fails, the delivery is neither sent nor cancelled: the loop gives it back to pending as
-//! it stops, or, if the store is unavailable, waits and sends it once the read works.
+//! it stops, or, if the store is unavailable, waits and sends it once the read works. The
+//! backlog of a removed subscription costs one read of the subscriptions, not one per claim,
+//! and a subscription made again under the same id gets its new deliveries.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -113,6 +115,66 @@ async fn a_delivery_claimed_while_the_store_is_unavailable_is_sent_once_it_is_ba
     rx.nothing_more();
 }
 
+/// Deliveries that A fires to its emitter `x` before it detaches it.
+const BACKLOG: u8 = 40;
+
+/// A fires [`BACKLOG`] events to its emitter `x` and detaches it; B's loop, which never
+/// loaded `x`, claims 4 deliveries at a time. It reads the subscriptions again once (when it
+/// also notes the deliveries queue's highest key), and cancels the rest of the backlog
+/// without reading them again: before, each claim read them (10 reads). Then A attaches `x`
+/// again and fires: that delivery has a higher key, B reads the subscriptions again, finds
+/// the new `x` and sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_subscriptions_backlog_costs_one_read_of_the_subscriptions() {
+    let (a, b, gate) = two_processes().await;
+    let mut rx = receiver(200).await;
+    let url = rx.url.clone();
+    a.attach("x", &["e"], &url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    for n in 0..BACKLOG {
+        assert_eq!(a.fire("e", vec![n]).await.unwrap().len(), 1);
+    }
+    assert!(a.detach("x").await.unwrap());
+    assert!(b.subscriptions().is_empty(), "B has not loaded `x`");
+
+    let before = gate.sub_reads_asked.load(Ordering::SeqCst);
+    let mut results = b.results();
+    let mut config = config(&[1]);
+    config.claim_batch = 4;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(b.deliverer(config).unwrap().run(async {
+        let _ = stopped.await;
+    }));
+    for _ in 0..BACKLOG {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), results.recv())
+            .await
+            .expect("an outcome within 10 s")
+            .unwrap();
+        assert_eq!(outcome.kind, OutcomeKind::Cancelled, "{outcome:?}");
+    }
+    // B's loop read them once; a process's reload every second may add one each.
+    let reads = gate.sub_reads_asked.load(Ordering::SeqCst) - before;
+    assert!(
+        reads <= 3,
+        "{reads} reads of the subscriptions for a backlog of {BACKLOG} claimed 4 at a time"
+    );
+    rx.nothing_more();
+
+    a.attach("x", &["e"], &url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let ids = a.fire("e", b"{}".to_vec()).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), results.recv())
+        .await
+        .expect("an outcome within 10 s")
+        .unwrap();
+    sent(&outcome, &ids[0], &mut rx).await;
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    rx.nothing_more();
+}
+
 /// Process B opens (and loads the subscriptions: none); then process A subscribes a
 /// receiver to `order.created` and fires it, within the second before B's next reload.
 /// Returns both, the store's switches, the receiver and the delivery ids.
@@ -123,15 +185,7 @@ async fn fired_before_b_loads_it() -> (
     Receiver,
     Vec<DeliveryId>,
 ) {
-    let shared = shared_store();
-    let gate = Arc::clone(&shared.0);
-    // Each process reads the subscriptions as it opens and at once again in the task that
-    // follows the other processes' changes; its next reload is a second later. Those first
-    // reads are over before the test goes on (and before it makes reads fail).
-    let b = Hooks::open(Store::new(shared.clone())).await.unwrap();
-    reads_asked(&gate, 2).await;
-    let a = Hooks::open(Store::new(shared)).await.unwrap();
-    reads_asked(&gate, 4).await;
+    let (a, b, gate) = two_processes().await;
     let rx = receiver(200).await;
     a.subscribe("order.created", &rx.url, SubscribeOptions::default())
         .await
@@ -150,6 +204,19 @@ async fn sent(outcome: &DeliveryOutcome, id: &DeliveryId, rx: &mut Receiver) {
         .await
         .expect("a request within 10 s");
     assert_eq!(&got.body[..], b"{}");
+}
+
+/// Processes B, then A, on one shared store (and its switches), their first reads of the
+/// subscriptions over: each process reads them as it opens and at once again in the task
+/// that follows the other processes' changes, and next a second later.
+async fn two_processes() -> (Hooks<GatedBackend>, Hooks<GatedBackend>, Arc<Gated>) {
+    let shared = shared_store();
+    let gate = Arc::clone(&shared.0);
+    let b = Hooks::open(Store::new(shared.clone())).await.unwrap();
+    reads_asked(&gate, 2).await;
+    let a = Hooks::open(Store::new(shared)).await.unwrap();
+    reads_asked(&gate, 4).await;
+    (a, b, gate)
 }
 
 /// Waits until `n` reads of the subscriptions have been asked for in all.
