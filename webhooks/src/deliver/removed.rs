@@ -12,9 +12,11 @@
 //! subscription of the same id has been made since (`attach` lets an application reuse an
 //! id): keys increase from one push to a later one (the `Backend` contract), so that delivery
 //! was pushed no later than the item holding the key, which was stored before the read of
-//! the subscriptions began. Its event was matched against a subscription committed before
-//! that, which the read would have found. A delivery of a subscription made after the read
-//! is pushed after it, and so has a higher key: it leads to a new read, and is sent.
+//! the subscriptions began. Its event was matched against a subscription stored before the
+//! push. Had that been one made again under the id, the read would have found it (or it was
+//! removed again before the read, and cancelling is right). A delivery of a subscription
+//! made after the read is pushed after it, and so has a higher key: it leads to a new read,
+//! which finds the subscription, and it is sent.
 
 use std::collections::HashMap;
 
