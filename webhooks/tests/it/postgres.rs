@@ -2,7 +2,9 @@
 //! fired (and items pushed) in a transaction are delivered when it commits and never when
 //! it rolls back, from Rust (`PostgresBackend::fire_in`, `push_in`) and from a plain SQL
 //! session (`SELECT hookspool.fire(…)`), and the SQL `fire` picks exactly the subscriptions
-//! `Hooks::fire` picks.
+//! `Hooks::fire` picks. Two processes on one database: an idempotency key fires once,
+//! concurrent subscribes make one subscription, and a removed subscription's backlog is
+//! cancelled while a subscription made again under its id gets its new delivery.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -22,7 +24,18 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 async fn start() -> (PostgresBackend, Hooks<PostgresBackend>) {
     let backend = PostgresBackend::open(testing::options()).await.unwrap();
     let hooks = Hooks::open(Store::new(backend.clone())).await.unwrap();
-    let config = DeliveryConfig {
+    tokio::spawn(
+        hooks
+            .deliverer(config())
+            .unwrap()
+            .run(std::future::pending()),
+    );
+    (backend, hooks)
+}
+
+/// The tests' delivery loop: a short poll, requests to loopback allowed.
+fn config() -> DeliveryConfig {
+    DeliveryConfig {
         poll_interval: Duration::from_millis(20),
         http: HttpConfig {
             timeout: Duration::from_secs(5),
@@ -30,9 +43,28 @@ async fn start() -> (PostgresBackend, Hooks<PostgresBackend>) {
             ..HttpConfig::default()
         },
         ..DeliveryConfig::default()
-    };
-    tokio::spawn(hooks.deliverer(config).unwrap().run(std::future::pending()));
-    (backend, hooks)
+    }
+}
+
+/// Two processes on one schema (each with a backend and a pool of its own).
+async fn two_processes() -> (Hooks<PostgresBackend>, Hooks<PostgresBackend>) {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    let a = Hooks::open(Store::new(PostgresBackend::open(options).await.unwrap()))
+        .await
+        .unwrap();
+    let b = Hooks::open(Store::new(
+        PostgresBackend::open(
+            hookspool_postgres::PostgresOptions::new(testing::TestServer::shared().url())
+                .schema(&schema)
+                .pool_size(4),
+        )
+        .await
+        .unwrap(),
+    ))
+    .await
+    .unwrap();
+    (a, b)
 }
 
 /// The body of the next request, after checking its signature with [`SECRET`].
@@ -438,22 +470,7 @@ async fn an_idempotency_key_fires_once_across_processes_sharing_the_database() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_subscribes_on_two_processes_make_one_subscription() {
-    let options = testing::options();
-    let schema = options.schema.clone();
-    let a = Hooks::open(Store::new(PostgresBackend::open(options).await.unwrap()))
-        .await
-        .unwrap();
-    let b = Hooks::open(Store::new(
-        PostgresBackend::open(
-            hookspool_postgres::PostgresOptions::new(testing::TestServer::shared().url())
-                .schema(&schema)
-                .pool_size(4),
-        )
-        .await
-        .unwrap(),
-    ))
-    .await
-    .unwrap();
+    let (a, b) = two_processes().await;
 
     for round in 0..10 {
         let url = format!("https://example.com/{round}");
@@ -517,4 +534,63 @@ async fn concurrent_subscribes_on_two_processes_make_one_subscription() {
     )
     .await
     .expect("attach after detach");
+}
+
+/// Process A fires 40 events to its emitter `x` and detaches it; B's delivery loop, started
+/// then and claiming 4 at a time, cancels all 40 and sends none (it remembers `x` as removed
+/// up to the deliveries queue's highest key). A attaches `x` again and fires: B sends that
+/// delivery, whose key is higher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_subscriptions_backlog_is_cancelled_and_its_id_serves_again() {
+    const BACKLOG: usize = 40;
+    let (a, b) = two_processes().await;
+    let mut rx = receiver(200).await;
+    let url = rx.url.clone();
+    a.attach("x", &["order.paid"], &url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    for n in 0..BACKLOG {
+        let ids = a.fire("order.paid", format!(r#"{{"n":{n}}}"#)).await;
+        assert_eq!(ids.unwrap().len(), 1);
+    }
+    assert!(a.detach("x").await.unwrap());
+
+    let mut results = b.results();
+    let config = DeliveryConfig {
+        claim_batch: 4,
+        ..config()
+    };
+    tokio::spawn(b.deliverer(config).unwrap().run(std::future::pending()));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), results.recv())
+            .await
+            .expect("an outcome within 10 s")
+            .unwrap()
+    };
+    for _ in 0..BACKLOG {
+        let outcome = next().await;
+        assert_eq!(
+            outcome.kind,
+            hookspool_webhooks::OutcomeKind::Cancelled,
+            "{outcome:?}"
+        );
+    }
+    rx.nothing_more();
+
+    a.attach("x", &["order.paid"], &url, SubscribeOptions::default())
+        .await
+        .unwrap();
+    let ids = a.fire("order.paid", r#"{"n":"again"}"#).await.unwrap();
+    let outcome = next().await;
+    assert_eq!(outcome.delivery_id, ids[0]);
+    assert_eq!(
+        outcome.kind,
+        hookspool_webhooks::OutcomeKind::Delivered,
+        "{outcome:?}"
+    );
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.next())
+        .await
+        .expect("a request within 10 s");
+    assert_eq!(&got.body[..], br#"{"n":"again"}"#);
+    rx.nothing_more();
 }
