@@ -17,6 +17,12 @@
 //! removed again before the read, and cancelling is right). A delivery of a subscription
 //! made after the read is pushed after it, and so has a higher key: it leads to a new read,
 //! which finds the subscription, and it is sent.
+//!
+//! One thing does change: an old delivery of the removed subscription put back by `replay`
+//! after the id was made again keeps its key. A loop that has not loaded the new subscription
+//! yet (a notice, or the reload every second, brings it) cancels that delivery again, where it
+//! used to read the subscriptions and send it to the new one. Once the new subscription is
+//! loaded, the loop sends such a delivery to it, as before.
 
 use std::collections::HashMap;
 
