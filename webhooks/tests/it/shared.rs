@@ -148,10 +148,7 @@ async fn a_removed_subscriptions_backlog_costs_one_read_of_the_subscriptions() {
         let _ = stopped.await;
     }));
     for _ in 0..BACKLOG {
-        let outcome = tokio::time::timeout(Duration::from_secs(10), results.recv())
-            .await
-            .expect("an outcome within 10 s")
-            .unwrap();
+        let outcome = next_outcome(&mut results).await;
         assert_eq!(outcome.kind, OutcomeKind::Cancelled, "{outcome:?}");
     }
     // B's loop reads them once. Each process also reloads them every second: at most
@@ -169,10 +166,7 @@ async fn a_removed_subscriptions_backlog_costs_one_read_of_the_subscriptions() {
         .await
         .unwrap();
     let ids = a.fire("e", b"{}".to_vec()).await.unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(10), results.recv())
-        .await
-        .expect("an outcome within 10 s")
-        .unwrap();
+    let outcome = next_outcome(&mut results).await;
     sent(&outcome, &ids[0], &mut rx).await;
     let _ = stop.send(());
     task.await.unwrap().unwrap();
@@ -223,6 +217,16 @@ async fn two_processes() -> (Hooks<GatedBackend>, Hooks<GatedBackend>, Arc<Gated
     (a, b, gate)
 }
 
+/// The next outcome announced on `results`, within 10 s.
+async fn next_outcome(
+    results: &mut tokio::sync::broadcast::Receiver<DeliveryOutcome>,
+) -> DeliveryOutcome {
+    tokio::time::timeout(Duration::from_secs(10), results.recv())
+        .await
+        .expect("an outcome within 10 s")
+        .unwrap()
+}
+
 /// Waits until `n` reads of the subscriptions have been asked for in all.
 async fn reads_asked(gate: &Gated, n: usize) {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -252,10 +256,7 @@ async fn first_outcome(
     let task = tokio::spawn(hooks.deliverer(config(&[1])).unwrap().run(async {
         let _ = stopped.await;
     }));
-    let outcome = tokio::time::timeout(Duration::from_secs(10), results.recv())
-        .await
-        .expect("an outcome within 10 s")
-        .unwrap();
+    let outcome = next_outcome(&mut results).await;
     let stop = async move {
         let _ = stop.send(());
         task.await.unwrap().unwrap();
