@@ -54,7 +54,10 @@
 //!   batch of one owner's leases that all move to one phase (an `ack_many`) with
 //!   `settle_leased_to`, which takes the keys and that phase instead of five arrays, and
 //!   version 9 pages pending items by key through an index of their own (`items_pending`,
-//!   two integers an entry), which `items_by_phase` then leaves out.
+//!   two integers an entry), which `items_by_phase` then leaves out, and version 10 (functions
+//!   only) has a claim lease its rows in its own body (its rows are no longer kept twice on
+//!   their way out) and hands a batched ack its keys through a sub-select (the planner no
+//!   longer weighs each key).
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -139,7 +142,7 @@
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
-//! server checks), `sql/v1.sql` … `sql/v9.sql` (tables, functions, and each version's
+//! server checks), `sql/v1.sql` … `sql/v10.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend`, `outbox`, `combine` (group commit of small
 //! pushes), `notify` (notices across processes), `rollup` (count changes into counter
 //! rows), `trash` (deleting thrown-away generations), `snapshots` (the oldest snapshot on

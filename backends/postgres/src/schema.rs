@@ -17,10 +17,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (7, include_str!("sql/v7.sql")),
     (8, include_str!("sql/v8.sql")),
     (9, include_str!("sql/v9.sql")),
+    (10, include_str!("sql/v10.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 9;
+pub const SCHEMA_VERSION: i32 = 10;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;

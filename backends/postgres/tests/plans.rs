@@ -272,6 +272,73 @@ async fn an_ack_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grown
     );
 }
 
+/// A batch of one owner's acks (`settle_leased_to`, 32 entries or more) gets its keys through
+/// a sub-select since schema version 10, so that planning does not weigh each one: the
+/// planner no longer sees how many there are, and must still look them up in the primary
+/// key rather than read the queue's generation. On a queue of 20,064 items, with plans
+/// forced generic, an ack of 64 leased items reads at most 4 entries of the primary key for
+/// each (the item's versions) and none of the indexes by phase; under either retention (the
+/// `UPDATE` to `done`, the `DELETE`).
+#[tokio::test]
+async fn a_batch_of_one_owners_acks_finds_its_rows_by_key() {
+    use hookspool::{NewItem, QueueConfig, QueueId, Retention};
+    use std::time::Duration;
+
+    let (backend, store, _, schema) = generic_store().await;
+    let session = || async { backend.connection().await.expect("the pool's one session") };
+    for retention in [Retention::Keep, Retention::Remove] {
+        let q = QueueId::new(format!("acks-{retention:?}").to_lowercase()).expect("queue id");
+        store
+            .create_queue(QueueConfig::new(q.clone()).with_retention(retention))
+            .await
+            .expect("create");
+        for _ in 0..20 {
+            let items = (0..1000_u32)
+                .map(|i| NewItem::new(i.to_le_bytes().to_vec()))
+                .collect();
+            store.push_batch(&q, items).await.expect("push");
+        }
+        let keys: Vec<_> = store
+            .claim(&q, "w", 64, Duration::from_mins(5))
+            .await
+            .expect("claim")
+            .iter()
+            .map(|i| i.key)
+            .collect();
+        assert_eq!(keys.len(), 64);
+        let read = |index: &'static str| {
+            let schema = schema.clone();
+            async move { index_entries_all(&*session().await, &schema, index).await }
+        };
+        let (pkey, by_phase, pending) = (
+            read("items_pkey").await,
+            read("items_by_phase").await,
+            read("items_pending").await,
+        );
+        let acked = store.ack_many(&q, &keys, "w").await.expect("ack");
+        assert!(acked.iter().all(Result::is_ok), "{retention:?}: {acked:?}");
+        let pkey = read("items_pkey").await - pkey;
+        let by_phase =
+            read("items_by_phase").await - by_phase + read("items_pending").await - pending;
+        assert!(
+            (64..=256).contains(&pkey),
+            "schema version {SCHEMA_VERSION}, {retention:?}: an ack of 64 read {pkey} entries \
+             of the primary key"
+        );
+        assert_eq!(
+            by_phase, 0,
+            "schema version {SCHEMA_VERSION}, {retention:?}: an ack must not page its phase"
+        );
+        assert_eq!(
+            store
+                .count_phase(&q, &hookspool::Phase::IN_FLIGHT)
+                .await
+                .expect("count"),
+            0
+        );
+    }
+}
+
 /// `items_by_phase` leaves out `in_flight` and `done` (schema version 5). On a queue of
 /// 20,000 done items, 5 in flight and 5 pending, through the backend's one pooled session
 /// with plans forced generic: a page of the in-flight items reads the lease index, not the

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Instructions the PostgreSQL server spends per item claimed and acked, for hookspool's
+# claim 1024 + `ack_many` and for the plain lease protocol the `postgres` bench compares it
+# with. Timing on a shared 2-core machine moves by a tenth from one run to the next;
+# instruction counts under callgrind move by about 2% (hookspool) and 0.3% (plain SQL).
+#
+#   benches/scripts/pg_claim_instructions.sh [ROUNDS]
+#
+# Starts a throwaway PostgreSQL server under `valgrind --tool=callgrind` (each server
+# process writes its own count when it exits), then runs the bench's own measurement
+# (`--bench postgres`'s child, one consumer, claims of 1024 from a queue of 60,000 items)
+# twice per case: with 1 round and with 1 + ROUNDS (default 8). The difference, divided by
+# 1024 x ROUNDS, is the server's cost of one item, without the fill and the setup. What is
+# counted is the statements' execution (`PortalRun`, inclusive), so that the periodic work
+# of hookspool's backend (roll-ups, its look for other listeners), which callgrind's
+# slowness multiplies, stays out; the commits' waits are not instructions.
+#
+# Needs valgrind and the PostgreSQL server binaries (Debian: `valgrind`, `postgresql`); run
+# as root (the server runs as the `postgres` user) or as a user that may run the server.
+# Takes about 5 minutes.
+set -euo pipefail
+
+rounds=${1:-8}
+items=60000
+bin_dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+[ -x "$bin_dir/postgres" ] || { echo "no PostgreSQL server binaries (apt-get install postgresql)" >&2; exit 1; }
+command -v valgrind > /dev/null || { echo "no valgrind (apt-get install valgrind)" >&2; exit 1; }
+
+cd "$(dirname "$0")/../.."
+echo "building the postgres bench ..." >&2
+bench=$(cargo bench -p hookspool-benches --bench postgres --no-run --message-format=json 2> /dev/null \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -x "$bench" ] || { echo "could not find the postgres bench binary" >&2; exit 1; }
+
+dir=$(mktemp -d /tmp/hookspool-pg-callgrind-XXXXXX)
+as_server=()
+if [ "$(id -u)" = 0 ]; then
+    chown postgres "$dir"
+    as_server=(runuser -u postgres --)
+fi
+port=$((20000 + RANDOM % 20000))
+"${as_server[@]}" "$bin_dir/initdb" -D "$dir/data" -U postgres --auth=trust > "$dir/initdb.log"
+"${as_server[@]}" valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" \
+    "$bin_dir/postgres" -D "$dir/data" -c port=$port -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$dir" -c autovacuum=off > "$dir/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2> /dev/null; wait $server 2> /dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 1 120); do
+    grep -q "ready to accept connections" "$dir/server.log" && break
+    sleep 1
+done
+url="postgresql://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+
+# Instructions in PortalRun of the server processes that ended during one measurement.
+measure() { # case calls
+    local before n last=0 still=0
+    before=$(ls "$dir"/cg.* | sort)
+    "$bench" --hookspool-bench-child "$1" "url=$url" ms=0 "calls=$2" workers=1 batch=1024 \
+        "n=$items" > "$dir/child.out" 2>&1 || { cat "$dir/child.out" >&2; exit 1; }
+    # The backends write their counts as they exit, after the client has gone: wait until
+    # no more come for 3 s.
+    for _ in $(seq 1 120); do
+        sleep 1
+        n=$(ls "$dir"/cg.* | wc -l)
+        if [ "$n" = "$last" ]; then still=$((still + 1)); else still=0; last=$n; fi
+        [ "$still" -ge 3 ] && [ "$n" -gt "$(echo "$before" | wc -l)" ] && break
+    done
+    comm -13 <(echo "$before") <(ls "$dir"/cg.* | sort) | while read -r f; do
+        callgrind_annotate --inclusive=yes --threshold=100 "$f"
+    done | awk '/ [?][?][?]:PortalRun [[]/ { gsub(",", "", $1); s += $1 } END { printf "%.0f\n", s }'
+}
+
+printf '| case | instructions per item (PortalRun) |\n|---|---|\n'
+for case in hs-claim-ack sql-claim-leased; do
+    echo "$case: 1 round, then $((rounds + 1)) ..." >&2
+    one=$(measure "$case" 1)
+    more=$(measure "$case" $((rounds + 1)))
+    printf '| %s | %s |\n' "$case" "$(( (more - one) / (1024 * rounds) ))"
+done
