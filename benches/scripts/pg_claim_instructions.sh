@@ -44,7 +44,14 @@ port=$((20000 + RANDOM % 20000))
     "$bin_dir/postgres" -D "$dir/data" -c port=$port -c listen_addresses=127.0.0.1 \
     -c unix_socket_directories="$dir" -c autovacuum=off > "$dir/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2> /dev/null; wait $server 2> /dev/null; rm -rf "$dir"' EXIT
+stop() {
+    # The postmaster runs under valgrind as a child of `runuser`: stop it by its data dir.
+    "${as_server[@]}" "$bin_dir/pg_ctl" -D "$dir/data" stop -m immediate > /dev/null 2>&1 \
+        || kill "$server" 2> /dev/null || true
+    wait "$server" 2> /dev/null || true
+    rm -rf "$dir"
+}
+trap stop EXIT
 for _ in $(seq 1 120); do
     grep -q "ready to accept connections" "$dir/server.log" && break
     sleep 1
