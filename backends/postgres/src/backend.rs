@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 use hookspool::{
-    Backend, Capabilities, Claim, Error, Gauge, Item, Key, NewItem, Phase, PhaseCounts,
+    Backend, Capabilities, Claim, Error, Gauge, Item, Key, Lease, NewItem, Phase, PhaseCounts,
     QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition,
 };
 use tokio::sync::broadcast;
@@ -547,7 +547,16 @@ impl Backend for PostgresBackend {
                 params.extend([not_before as &(dyn ToSql + Sync), key]);
             }
             let rows = conn.query(&stmt, &params).await?;
-            let mut items = rows.iter().map(rows::item).collect::<Result<Vec<_>>>()?;
+            // The lease and the time as the claim stored them: in whole milliseconds.
+            let lease = Lease {
+                owner: claim.owner.clone(),
+                until: rows::timestamp(until),
+            };
+            let at = rows::timestamp(at);
+            let mut items = rows
+                .iter()
+                .map(|row| rows::claimed(row, &lease, at))
+                .collect::<Result<Vec<_>>>()?;
             items.sort_by_key(|i| (i.not_before, i.key));
             Ok(items)
         })?;

@@ -16,7 +16,8 @@
 //!   one: group commit, `combine`); `claim`
 //!   one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
 //!   `(not_before, key)` order on a partial index of due pending items, then the lease
-//!   written to the rows locked, found by address); `update_many` (the
+//!   written to the rows locked, found by address; it sends back only the columns its
+//!   caller does not already know, not the phase, the lease or the update time); `update_many` (the
 //!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
 //!   `DELETE` (plus the counter update, sent with them); `fetch`/`pop`/`dump` page by key;
 //!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,

@@ -12,6 +12,12 @@ use tokio_postgres::types::Json;
 /// The item columns every query returns, in this order (see [`item`]).
 pub(crate) const ITEM_COLUMNS: &str = "key, phase, attempts, created_at, updated_at, not_before, \
      lease_owner, lease_until, last_error, metadata, payload";
+/// What a claim returns: the columns the claim does not set to values its caller already
+/// knows (the phase is `in_flight`, the lease is the one asked for, the update time is the
+/// claim's). Sending those three, two of them text, for every claimed row cost the server and
+/// the client their share of every claim (see [`claimed`]).
+pub(crate) const CLAIMED_COLUMNS: &str =
+    "key, attempts, created_at, not_before, last_error, metadata, payload";
 /// What settling reads (`update_many`): the state a transition checks and changes,
 /// without the payload, the error or the metadata, which a transition only replaces.
 pub(crate) const STATE_COLUMNS: &str =
@@ -25,7 +31,7 @@ pub(crate) fn ms(t: Timestamp) -> i64 {
     i64::try_from(t.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn timestamp(v: i64) -> Timestamp {
+pub(crate) fn timestamp(v: i64) -> Timestamp {
     Timestamp::from_millis(u64::try_from(v).unwrap_or(0))
 }
 
@@ -89,6 +95,27 @@ pub(crate) fn item_with(row: &Row, whole: bool) -> Result<Item> {
         not_before: timestamp(row.try_get(5).map_err(get)?),
         lease,
         last_error,
+        metadata,
+    })
+}
+
+/// An item a claim leased to `lease.owner` until `lease.until` at `now`, from a row of
+/// [`CLAIMED_COLUMNS`]. The claim stored these very values (as milliseconds, which
+/// `lease.until` and `now` already are, see [`ms`]).
+pub(crate) fn claimed(row: &Row, lease: &Lease, now: Timestamp) -> Result<Item> {
+    let get = |e: tokio_postgres::Error| corrupt(e);
+    let attempts: i32 = row.try_get(1).map_err(get)?;
+    let Json(metadata): Json<BTreeMap<String, String>> = row.try_get(5).map_err(get)?;
+    Ok(Item {
+        key: key_of(row.try_get(0).map_err(get)?),
+        payload: row.try_get(6).map_err(get)?,
+        phase: Phase::IN_FLIGHT,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        created_at: timestamp(row.try_get(2).map_err(get)?),
+        updated_at: now,
+        not_before: timestamp(row.try_get(3).map_err(get)?),
+        lease: Some(lease.clone()),
+        last_error: row.try_get(4).map_err(get)?,
         metadata,
     })
 }

@@ -3,7 +3,9 @@
 use hookspool::{Phase, Selector};
 use tokio_postgres::types::ToSql;
 
-use crate::rows::{ITEM_COLUMNS, QUEUE_COLUMNS, STATE_COLUMNS, cursor_param, key_param};
+use crate::rows::{
+    CLAIMED_COLUMNS, ITEM_COLUMNS, QUEUE_COLUMNS, STATE_COLUMNS, cursor_param, key_param,
+};
 use crate::schema::render;
 
 /// A statement's parameters after the queue id (`$1`).
@@ -281,7 +283,7 @@ fn claim(lazy: bool, after: bool) -> String {
     } else {
         "claim($1, $2, $3, $4, $5)"
     };
-    format!("SELECT {ITEM_COLUMNS} FROM {{schema}}.{call}{lazy}")
+    format!("SELECT {CLAIMED_COLUMNS} FROM {{schema}}.{call}{lazy}")
 }
 
 /// The generation of queue `$1`, as a subquery.
