@@ -13,7 +13,8 @@
 //!   and mark them done in a second);
 //! - hookspool: `hookspool::Store` over `PostgresBackend` doing the same work: `push` from 1
 //!   and 16 producers, `push_batch` of 8 from 16 and of 1024 from 2, and 4 consumers that
-//!   `claim` 1024 and `ack_many` them;
+//!   `claim` 1024 and `ack_many` them (tasks of this one process, so claims they make at
+//!   once share statements, as any process's consumers do: `claim_for`, schema version 11);
 //! - `count` on queues of 10k and 1M items (time per call), beside `count(*)` on the plain
 //!   table.
 //!

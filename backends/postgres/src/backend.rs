@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::{Object, Pool};
 use hookspool::{
-    Backend, Capabilities, Claim, Error, Gauge, Item, Key, Lease, NewItem, Phase, PhaseCounts,
+    Backend, Capabilities, Claim, Error, Gauge, Item, Key, NewItem, Phase, PhaseCounts,
     QueueConfig, QueueId, Result, Selector, SweepReport, Timestamp, Transition,
 };
 use tokio::sync::broadcast;
@@ -45,6 +45,7 @@ macro_rules! run {
     }};
 }
 
+mod claims;
 mod settle;
 
 /// A [`Backend`] on PostgreSQL: any number of processes, on any number of machines, share
@@ -65,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) notices: Notices,
     /// Small pushes waiting to be combined (see `combine`).
     pub(crate) lanes: crate::combine::Lanes,
+    /// Claims waiting to share a statement (see `gather`).
+    pub(crate) gathering: crate::gather::Gathering,
     pub(crate) changes: broadcast::Sender<QueueId>,
     /// Wakes the task that deletes thrown-away generations.
     pub(crate) trash_wake: Arc<tokio::sync::Notify>,
@@ -526,43 +529,19 @@ impl Backend for PostgresBackend {
                 "a consumer name must not contain NUL characters",
             ));
         }
-        let limit = i32::try_from(claim.limit).unwrap_or(i32::MAX);
-        let sql = &self.inner.sql;
         let seen = &self.inner.oldest_snapshot;
         let plan = self
             .inner
             .claims_from
             .plan(queue, seen.held(), seen.full_claim_every());
-        let (text, after) = match (plan, claim.durable) {
-            (held::Plan::Full, true) => (&sql.claim, None),
-            (held::Plan::Full, false) => (&sql.claim_lazy, None),
-            (held::Plan::After(p), true) => (&sql.held.claim_after, Some(p)),
-            (held::Plan::After(p), false) => (&sql.held.claim_after_lazy, Some(p)),
+        let limit = claim.limit;
+        let items = match plan {
+            held::Plan::Full => self.claim_gathered(queue, claim, now).await?,
+            held::Plan::After(p) => self.claim_alone(queue, &claim, now, Some(p)).await?,
         };
-        let items = run!(self, Some(queue), conn, {
-            let stmt = conn.prepare_cached(text).await?;
-            let (id, until, at) = (queue.as_str(), ms(claim.lease_until), ms(now));
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &claim.owner, &limit, &until, &at];
-            if let Some((not_before, key)) = &after {
-                params.extend([not_before as &(dyn ToSql + Sync), key]);
-            }
-            let rows = conn.query(&stmt, &params).await?;
-            // The lease and the time as the claim stored them: in whole milliseconds.
-            let lease = Lease {
-                owner: claim.owner.clone(),
-                until: rows::timestamp(until),
-            };
-            let at = rows::timestamp(at);
-            let mut items = rows
-                .iter()
-                .map(|row| rows::claimed(row, &lease, at))
-                .collect::<Result<Vec<_>>>()?;
-            items.sort_by_key(|i| (i.not_before, i.key));
-            Ok(items)
-        })?;
         self.inner
             .claims_from
-            .advance(queue, held::claimed_up_to(&items, claim.limit, ms(now)));
+            .advance(queue, held::claimed_up_to(&items, limit, ms(now)));
         Ok(items)
     }
 

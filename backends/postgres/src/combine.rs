@@ -219,7 +219,7 @@ fn shared(e: &Error) -> bool {
 }
 
 /// The same failure for another waiter (errors are not `Clone`: sources become messages).
-fn again(e: &Error) -> Error {
+pub(crate) fn again(e: &Error) -> Error {
     match e {
         Error::QueueNotFound(q) => Error::QueueNotFound(q.clone()),
         Error::InvalidInput(m) => Error::InvalidInput(m.clone()),

@@ -17,7 +17,10 @@
 //!   one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
 //!   `(not_before, key)` order on a partial index of due pending items, then the lease
 //!   written to the rows locked, found by address; it sends back only the columns its
-//!   caller does not already know, not the phase, the lease or the update time); `update_many` (the
+//!   caller does not already know, not the phase, the lease or the update time; claims of
+//!   one queue that this process's consumers make while two of them run wait, and leave
+//!   together in one call of `claim_for`, each consumer with its own share and lease:
+//!   `gather`); `update_many` (the
 //!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
 //!   `DELETE` (plus the counter update, sent with them); `fetch`/`pop`/`dump` page by key;
 //!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,
@@ -58,7 +61,8 @@
 //!   two integers an entry), which `items_by_phase` then leaves out, and version 10 (functions
 //!   only) has a claim lease its rows in its own body (its rows are no longer kept twice on
 //!   their way out) and hands a batched ack its keys through a sub-select (the planner no
-//!   longer weighs each key).
+//!   longer weighs each key), and version 11 (a function only) adds `claim_for`, one claim
+//!   for several consumers (below).
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -143,9 +147,10 @@
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
-//! server checks), `sql/v1.sql` … `sql/v10.sql` (tables, functions, and each version's
-//! reasons), `sql` (the statements), `backend`, `outbox`, `combine` (group commit of small
-//! pushes), `notify` (notices across processes), `rollup` (count changes into counter
+//! server checks), `sql/v1.sql` … `sql/v11.sql` (tables, functions, and each version's
+//! reasons), `sql` (the statements), `backend` (with `backend/claims` and
+//! `backend/settle`), `outbox`, `combine` (group commit of small pushes), `gather` (one
+//! claim for several consumers), `notify` (notices across processes), `rollup` (count changes into counter
 //! rows), `trash` (deleting thrown-away generations), `snapshots` (the oldest snapshot on
 //! the server), `held` (what the backend does while one is held open), `connect` (TLS and
 //! the pool).
@@ -154,6 +159,7 @@ mod backend;
 mod combine;
 mod connect;
 mod error;
+mod gather;
 mod held;
 mod notify;
 mod once;

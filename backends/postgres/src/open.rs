@@ -101,6 +101,7 @@ impl PostgresBackend {
                 target,
                 notices,
                 lanes: crate::combine::Lanes::default(),
+                gathering: crate::gather::Gathering::default(),
                 changes,
                 trash_wake,
                 oldest_snapshot,

@@ -99,23 +99,23 @@ pub(crate) fn item_with(row: &Row, whole: bool) -> Result<Item> {
     })
 }
 
-/// An item a claim leased to `lease.owner` until `lease.until` at `now`, from a row of
-/// [`CLAIMED_COLUMNS`]. The claim stored these very values (as milliseconds, which
-/// `lease.until` and `now` already are, see [`ms`]).
-pub(crate) fn claimed(row: &Row, lease: &Lease, now: Timestamp) -> Result<Item> {
+/// An item a claim leased to `lease.owner` until `lease.until` at `now`, from a row whose
+/// columns from `first` on are [`CLAIMED_COLUMNS`]. The claim stored these very values (as
+/// milliseconds, which `lease.until` and `now` already are, see [`ms`]).
+pub(crate) fn claimed(row: &Row, first: usize, lease: &Lease, now: Timestamp) -> Result<Item> {
     let get = |e: tokio_postgres::Error| corrupt(e);
-    let attempts: i32 = row.try_get(1).map_err(get)?;
-    let Json(metadata): Json<BTreeMap<String, String>> = row.try_get(5).map_err(get)?;
+    let attempts: i32 = row.try_get(first + 1).map_err(get)?;
+    let Json(metadata): Json<BTreeMap<String, String>> = row.try_get(first + 5).map_err(get)?;
     Ok(Item {
-        key: key_of(row.try_get(0).map_err(get)?),
-        payload: row.try_get(6).map_err(get)?,
+        key: key_of(row.try_get(first).map_err(get)?),
+        payload: row.try_get(first + 6).map_err(get)?,
         phase: Phase::IN_FLIGHT,
         attempts: u32::try_from(attempts).unwrap_or(0),
-        created_at: timestamp(row.try_get(2).map_err(get)?),
+        created_at: timestamp(row.try_get(first + 2).map_err(get)?),
         updated_at: now,
-        not_before: timestamp(row.try_get(3).map_err(get)?),
+        not_before: timestamp(row.try_get(first + 3).map_err(get)?),
         lease: Some(lease.clone()),
-        last_error: row.try_get(4).map_err(get)?,
+        last_error: row.try_get(first + 4).map_err(get)?,
         metadata,
     })
 }

@@ -18,10 +18,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (8, include_str!("sql/v8.sql")),
     (9, include_str!("sql/v9.sql")),
     (10, include_str!("sql/v10.sql")),
+    (11, include_str!("sql/v11.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 10;
+pub const SCHEMA_VERSION: i32 = 11;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;

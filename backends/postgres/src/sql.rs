@@ -31,6 +31,10 @@ pub(crate) struct Sql {
     pub(crate) claim: String,
     /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
     pub(crate) claim_lazy: String,
+    /// One claim for several consumers (`claim_for`, schema version 11): owners `$2`,
+    /// limits `$3` and lease ends `$4`, at `$5`; each row names its consumer's place first.
+    pub(crate) claim_for: String,
+    pub(crate) claim_for_lazy: String,
     pub(crate) sweep: String,
     /// Retention's step from after key `$5` (the smallest `bigint`: from the start),
     /// returning what it removed and the last key it removed (`prune_after`, schema version
@@ -286,6 +290,17 @@ fn claim(lazy: bool, after: bool) -> String {
     format!("SELECT {CLAIMED_COLUMNS} FROM {{schema}}.{call}{lazy}")
 }
 
+/// One claim for several consumers of queue `$1` (see [`Sql::claim_for`]); `lazy` as in
+/// [`claim`].
+fn claim_for(lazy: bool) -> String {
+    let lazy = if lazy {
+        ", set_config('synchronous_commit', 'off', true)"
+    } else {
+        ""
+    };
+    format!("SELECT who, {CLAIMED_COLUMNS} FROM {{schema}}.claim_for($1, $2, $3, $4, $5){lazy}")
+}
+
 /// The generation of queue `$1`, as a subquery.
 const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 
@@ -430,6 +445,8 @@ impl Sql {
             reset: r("SELECT {schema}.reset($1)"),
             claim: r(&claim(false, false)),
             claim_lazy: r(&claim(true, false)),
+            claim_for: r(&claim_for(false)),
+            claim_for_lazy: r(&claim_for(true)),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
             prune: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
             held: Held::new(schema),

@@ -5,7 +5,8 @@
 //! that dir) with `fsync` on. A watchdog process stops it and deletes the dir when the test
 //! process ends, however it ends. [`TestServer::start`] starts one of your own (to stop and
 //! restart it); it is stopped when dropped. [`options`] gives each caller a schema of its
-//! own on the shared server. [`push_one_statement`] is the backend's push of one item as SQL,
+//! own on the shared server ([`store_with_queue`], a store with a queue on one), and
+//! [`writing_transactions`] counts the transactions that wrote its items. [`push_one_statement`] is the backend's push of one item as SQL,
 //! for benchmarks that take it apart.
 //!
 //! With `HOOKSPOOL_TEST_DATABASE_URL` set, no server is started: everything uses that one.
@@ -358,6 +359,50 @@ pub async fn client() -> tokio_postgres::Client {
             .expect("connect to the test server");
     tokio::spawn(connection);
     client
+}
+
+/// A store on a schema of its own ([`options`]) with a queue named `queue` (default
+/// settings): the store, the queue and the schema's name.
+///
+/// # Panics
+/// When the backend cannot be opened or the queue created.
+pub async fn store_with_queue(
+    queue: &str,
+) -> (
+    hookspool::Store<crate::PostgresBackend>,
+    hookspool::QueueId,
+    String,
+) {
+    let options = options();
+    let schema = options.schema.clone();
+    let backend = crate::PostgresBackend::open(options).await.expect("open");
+    let store = hookspool::Store::new(backend);
+    let q = hookspool::QueueId::new(queue).expect("queue id");
+    store
+        .create_queue(hookspool::QueueConfig::new(q.clone()))
+        .await
+        .expect("create queue");
+    (store, q, schema)
+}
+
+/// How many transactions wrote the rows of `schema`'s items that meet `condition` (SQL;
+/// `true` for all): their distinct `xmin`. For tests of statements that share commits.
+///
+/// # Panics
+/// When the query fails.
+pub async fn writing_transactions(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    condition: &str,
+) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT count(DISTINCT xmin::text) FROM \"{schema}\".items WHERE {condition}"),
+            &[],
+        )
+        .await
+        .expect("xmin")
+        .get(0)
 }
 
 /// Creates `options`' schema at an older `version` (as an earlier hookspool left it), so

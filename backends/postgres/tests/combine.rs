@@ -5,40 +5,15 @@
 
 use std::collections::BTreeMap;
 
-use hookspool::{Error, NewItem, QueueConfig, QueueId, Store};
-use hookspool_postgres::{PostgresBackend, testing};
+use hookspool::{Error, NewItem, QueueId};
+use hookspool_postgres::testing;
 use tokio::task::JoinSet;
-use tokio_postgres::Client;
-
-async fn open() -> (Store<PostgresBackend>, QueueId, String) {
-    let options = testing::options();
-    let schema = options.schema.clone();
-    let store = Store::new(PostgresBackend::open(options).await.expect("open"));
-    let q = QueueId::new("q").expect("queue id");
-    store
-        .create_queue(QueueConfig::new(q.clone()))
-        .await
-        .expect("create queue");
-    (store, q, schema)
-}
-
-/// How many transactions wrote the items of `schema` (their rows' distinct `xmin`).
-async fn transactions(client: &Client, schema: &str) -> i64 {
-    client
-        .query_one(
-            &format!("SELECT count(DISTINCT xmin::text) FROM \"{schema}\".items"),
-            &[],
-        )
-        .await
-        .expect("xmin")
-        .get(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_single_pushes_share_commits_and_each_gets_its_own_key() {
     const TASKS: usize = 64;
     const EACH: usize = 20;
-    let (store, q, schema) = open().await;
+    let (store, q, schema) = testing::store_with_queue("q").await;
     let mut tasks = JoinSet::new();
     for t in 0..TASKS {
         let (store, q) = (store.clone(), q.clone());
@@ -80,7 +55,7 @@ async fn concurrent_single_pushes_share_commits_and_each_gets_its_own_key() {
             .expect("a pushed item is stored under its key");
         assert_eq!(&item.payload, payload, "item {key}");
     }
-    let commits = transactions(&testing::client().await, &schema).await;
+    let commits = testing::writing_transactions(&testing::client().await, &schema, "true").await;
     assert!(
         commits > 0 && commits <= i64::try_from(TASKS * EACH / 4).expect("small"),
         "{} single pushes from {TASKS} tasks at once took {commits} transactions",
@@ -93,7 +68,7 @@ async fn concurrent_small_batches_share_commits_and_each_stays_whole_and_in_orde
     const TASKS: usize = 48;
     const CALLS: usize = 10;
     const EACH: usize = 3;
-    let (store, q, schema) = open().await;
+    let (store, q, schema) = testing::store_with_queue("q").await;
     let mut tasks = JoinSet::new();
     for t in 0..TASKS {
         let (store, q) = (store.clone(), q.clone());
@@ -141,7 +116,7 @@ async fn concurrent_small_batches_share_commits_and_each_stays_whole_and_in_orde
             "item {key}"
         );
     }
-    let commits = transactions(&testing::client().await, &schema).await;
+    let commits = testing::writing_transactions(&testing::client().await, &schema, "true").await;
     assert!(
         commits > 0 && commits <= i64::try_from(TASKS * CALLS / 4).expect("small"),
         "{} pushes of {EACH} items from {TASKS} tasks at once took {commits} transactions",
@@ -151,7 +126,7 @@ async fn concurrent_small_batches_share_commits_and_each_stays_whole_and_in_orde
 
 #[tokio::test]
 async fn an_item_the_server_refuses_fails_alone_when_its_push_was_combined() {
-    let (store, q, schema) = open().await;
+    let (store, q, schema) = testing::store_with_queue("q").await;
     let admin = testing::client().await;
     // A refusal of one payload, and a wait (on an advisory lock this test holds) for
     // payloads starting with `hold`: those two keep the queue's running statements busy
@@ -249,7 +224,7 @@ async fn an_item_the_server_refuses_fails_alone_when_its_push_was_combined() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_combined_push_to_a_missing_queue_is_told_so() {
-    let (store, _, _) = open().await;
+    let (store, _, _) = testing::store_with_queue("q").await;
     let missing = QueueId::new("missing").expect("queue id");
     let mut tasks = JoinSet::new();
     for i in 0..32 {
