@@ -47,9 +47,9 @@ struct Lane {
     waiting: Vec<Waiter>,
 }
 
-pub(crate) struct Waiter {
-    pub(crate) claim: Claim,
-    pub(crate) now: Timestamp,
+struct Waiter {
+    claim: Claim,
+    now: Timestamp,
     reply: oneshot::Sender<Result<Vec<Item>>>,
 }
 
@@ -58,8 +58,8 @@ impl Gathering {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next claims of `queue` to share a statement, for one that ended; none (and the
-    /// queue no longer running) when nobody waits.
+    /// The next claims of `queue` to share a statement, for one that ended; none (and one
+    /// running statement fewer) when nobody waits.
     fn next(&self, queue: &QueueId) -> Option<Vec<Waiter>> {
         let mut lanes = self.lock();
         let lane = lanes.get_mut(queue)?;
