@@ -150,10 +150,10 @@
 //! server checks), `sql/v1.sql` … `sql/v11.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend` (with `backend/claims` and
 //! `backend/settle`), `outbox`, `combine` (group commit of small pushes), `gather` (one
-//! claim for several consumers), `notify` (notices across processes), `rollup` (count changes into counter
-//! rows), `trash` (deleting thrown-away generations), `snapshots` (the oldest snapshot on
-//! the server), `held` (what the backend does while one is held open), `connect` (TLS and
-//! the pool).
+//! claim for several consumers), `notify` (notices across processes), `rollup` (count
+//! changes into counter rows), `trash` (deleting thrown-away generations), `snapshots` (the
+//! oldest snapshot on the server), `held` (what the backend does while one is held open),
+//! `connect` (TLS and the pool).
 
 mod backend;
 mod combine;

@@ -6,8 +6,9 @@
 //! process ends, however it ends. [`TestServer::start`] starts one of your own (to stop and
 //! restart it); it is stopped when dropped. [`options`] gives each caller a schema of its
 //! own on the shared server ([`store_with_queue`], a store with a queue on one), and
-//! [`writing_transactions`] counts the transactions that wrote its items. [`push_one_statement`] is the backend's push of one item as SQL,
-//! for benchmarks that take it apart.
+//! [`writing_transactions`] counts the transactions that wrote its items.
+//! [`push_one_statement`] is the backend's push of one item as SQL, for benchmarks that
+//! take it apart.
 //!
 //! With `HOOKSPOOL_TEST_DATABASE_URL` set, no server is started: everything uses that one.
 //! `HOOKSPOOL_TEST_PG_SETTINGS` adds settings to a server started here (`-c name=value`
