@@ -234,24 +234,28 @@ impl PostgresBackend {
     }
 }
 
-/// Payloads, metadata and not-before times, as arrays.
+/// Payloads, metadata and not-before times, as arrays; no array of metadata when no item
+/// has any, and none of not-before times when every item is due at once (the statement
+/// reads a missing array as NULL for every item).
 pub(crate) type PushColumns<'a> = (
     Vec<&'a [u8]>,
-    Vec<Json<&'a BTreeMap<String, String>>>,
-    Vec<Option<i64>>,
+    Option<Vec<Json<&'a BTreeMap<String, String>>>>,
+    Option<Vec<Option<i64>>>,
 );
 
 /// A batch to push as the push statement's array parameters: payloads, metadata and
-/// not-before times.
+/// not-before times. The two last are left out when they say nothing (see [`PushColumns`]):
+/// the server then neither receives nor parses 1024 empty JSON objects for a batch.
 pub(crate) fn push_columns(items: &[NewItem]) -> PushColumns<'_> {
-    let mut payloads = Vec::with_capacity(items.len());
-    let mut metadata = Vec::with_capacity(items.len());
-    let mut not_before = Vec::with_capacity(items.len());
-    for item in items {
-        payloads.push(item.payload.as_slice());
-        metadata.push(Json(&item.metadata));
-        not_before.push(item.not_before.map(ms));
-    }
+    let payloads = items.iter().map(|i| i.payload.as_slice()).collect();
+    let metadata = items
+        .iter()
+        .any(|i| !i.metadata.is_empty())
+        .then(|| items.iter().map(|i| Json(&i.metadata)).collect());
+    let not_before = items
+        .iter()
+        .any(|i| i.not_before.is_some())
+        .then(|| items.iter().map(|i| i.not_before.map(ms)).collect());
     (payloads, metadata, not_before)
 }
 

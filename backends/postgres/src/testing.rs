@@ -223,6 +223,19 @@ pub fn push_one_upserting_statement(schema: &str) -> String {
     crate::schema::render(&crate::sql::push_one(crate::sql::Counter::Upsert), schema)
 }
 
+/// The statements the backend sends for a push of several items, for the schema `schema`:
+/// its own (counted by an appended change), the same while a snapshot is held open
+/// (counted by an upsert), and the one inside an application's transaction (`push_in`,
+/// which locks the queue row). Each takes `$1` queue, `$2` payloads (`bytea[]`), `$3`
+/// metadata (`json[]`, or NULL for none), `$4` not-before times (`bigint[]`, or NULL for
+/// none), `$5` now (ms), and returns the keys. For `tests/plans.rs`, which checks their plans.
+#[must_use]
+pub fn push_batch_statements(schema: &str) -> [String; 3] {
+    use crate::sql::{Counter, push, push_locked};
+    [push(Counter::Append), push(Counter::Upsert), push_locked()]
+        .map(|text| crate::schema::render(&text, schema))
+}
+
 /// Rolls `backend`'s count changes up into its counter rows now, as its background task
 /// does every 200 ms while it pushes. Returns how many changes it moved: 0 when there were
 /// none, or when another session held the turn (the advisory lock of

@@ -2,7 +2,8 @@
 //! or acknowledged while its queue held a few items, and kept the plans the server chose
 //! then, still finds the rows it changes by key once the queue holds thousands, instead of
 //! reading every row of the queue for each of them. Observed through the server's own count of the index
-//! entries the calls read, in the measured transaction, not through timing.
+//! entries the calls read, in the measured transaction, not through timing. And the push
+//! statements' plans keep a batch's items in their order without sorting them.
 
 use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
 use tokio_postgres::Client;
@@ -452,6 +453,129 @@ async fn pages_of_pending_and_dead_items_read_only_what_they_return() {
                     read <= 20,
                     "schema version {SCHEMA_VERSION}: a page of 10 {phase} items read {read} \
                      entries of {index} (the queue holds 2,010 items)"
+                );
+            }
+        }
+    }
+}
+
+/// A push of several items draws its keys from the queue's sequence in the items' order
+/// without sorting the items: the statement joins the queue's one row to the rows of the
+/// arrays, which only a nested loop can do, and that passes the arrays' rows on in their
+/// order, `nextval` running on each as it passes. Checked on the plans the server makes for
+/// each push statement (generic and custom); what a push stores is checked below.
+#[tokio::test]
+async fn a_batch_push_draws_its_keys_in_the_items_order_without_a_sort() {
+    let (session, schema) = fresh_queue().await;
+    for (n, statement) in testing::push_batch_statements(&schema).iter().enumerate() {
+        session
+            .batch_execute(&format!(
+                "PREPARE push{n}(text, bytea[], json[], bigint[], bigint) AS {statement}"
+            ))
+            .await
+            .expect("prepare");
+        for mode in ["force_generic_plan", "force_custom_plan"] {
+            session
+                .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+                .await
+                .expect("plan cache mode");
+            let plan = session
+                .query(
+                    &format!(
+                        "EXPLAIN (COSTS OFF) EXECUTE push{n}('q', \
+                         ARRAY['\\x01', '\\x02']::bytea[], NULL, NULL, 1000)"
+                    ),
+                    &[],
+                )
+                .await
+                .expect("explain")
+                .iter()
+                .map(|row| row.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                plan.contains("Nested Loop") && plan.contains("Function Scan on u"),
+                "push statement {n}, {mode}: the items' rows must come from the arrays \
+                 through a nested loop:\n{plan}"
+            );
+            assert!(
+                !plan.contains("Sort"),
+                "push statement {n}, {mode}: nothing may reorder the items' rows:\n{plan}"
+            );
+        }
+    }
+}
+
+/// What the push statements' plans promise (above): two tasks push 1024 items each at
+/// once, some with metadata or a due time, and each item is stored under the key its call
+/// returned for it, in the order of its batch.
+#[tokio::test]
+async fn batches_pushed_at_once_store_each_item_under_its_own_key() {
+    let (store, q, schema) = testing::store_with_queue("q").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..2_u32 {
+        let (store, q) = (store.clone(), q.clone());
+        tasks.spawn(async move {
+            let items = (0..1024_u32)
+                .map(|i| {
+                    let mut item =
+                        hookspool::NewItem::new([t.to_be_bytes(), i.to_be_bytes()].concat());
+                    if i % 3 == 0 {
+                        item = item.with_metadata("i", i.to_string());
+                    }
+                    if i % 5 == 0 {
+                        item = item.not_before(hookspool::Timestamp::from_millis(u64::from(i)));
+                    }
+                    item
+                })
+                .collect::<Vec<_>>();
+            let keys = store.push_batch(&q, items).await.expect("push");
+            (t, keys)
+        });
+    }
+    let client = testing::client().await;
+    while let Some(pushed) = tasks.join_next().await {
+        let (t, keys) = pushed.expect("task");
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "keys ascend in batch order"
+        );
+        let keys: Vec<i64> = keys
+            .iter()
+            .map(|&k| i64::try_from(k).expect("key"))
+            .collect();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT payload, metadata::text, not_before FROM \"{schema}\".items \
+                     WHERE key = ANY($1) ORDER BY key"
+                ),
+                &[&keys],
+            )
+            .await
+            .expect("items");
+        assert_eq!(rows.len(), 1024);
+        for (i, row) in (0..1024_u32).zip(&rows) {
+            assert_eq!(
+                row.get::<_, Vec<u8>>(0),
+                [t.to_be_bytes(), i.to_be_bytes()].concat(),
+                "batch {t}: item {i} under its key"
+            );
+            let metadata = if i % 3 == 0 {
+                format!("{{\"i\":\"{i}\"}}")
+            } else {
+                "{}".to_owned()
+            };
+            assert_eq!(
+                row.get::<_, String>(1),
+                metadata,
+                "batch {t}: item {i}'s metadata"
+            );
+            if i % 5 == 0 {
+                assert_eq!(
+                    row.get::<_, i64>(2),
+                    i64::from(i),
+                    "batch {t}: item {i}'s due time"
                 );
             }
         }
