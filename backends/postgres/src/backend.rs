@@ -65,9 +65,9 @@ pub(crate) struct Inner {
     pub(crate) target: String,
     pub(crate) notices: Notices,
     /// Small pushes waiting to be combined (see `combine`).
-    pub(crate) lanes: crate::combine::Lanes,
+    pub(crate) lanes: crate::lane::Lanes<crate::combine::Pushes>,
     /// Claims waiting to share a statement (see `gather`).
-    pub(crate) gathering: crate::gather::Gathering,
+    pub(crate) gathering: crate::lane::Lanes<crate::gather::Claims>,
     pub(crate) changes: broadcast::Sender<QueueId>,
     /// Wakes the task that deletes thrown-away generations.
     pub(crate) trash_wake: Arc<tokio::sync::Notify>,

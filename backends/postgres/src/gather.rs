@@ -1,6 +1,7 @@
 //! One claim for several consumers: claims of one queue that this process's consumers make
-//! while two of its claims of that queue run wait, and leave together in one call of
-//! `claim_for` (schema version 11) when one of those ends.
+//! while two of its claims of that queue run wait in the queue's lane (`lane`, as small
+//! pushes do in `combine`), and leave together in one call of `claim_for` (schema version
+//! 11) when one of those ends.
 //!
 //! Consumers claiming at the same time each start at the head of the due index, and each
 //! steps over the rows the others hold locked and over the entries of rows just claimed:
@@ -22,158 +23,65 @@
 //! one that gives up later has its items leased until its lease runs out, as with any
 //! claim whose statement was sent.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
-
-use hookspool::{Claim, Error, Item, QueueId, Result, Timestamp};
-use tokio::sync::oneshot;
+use hookspool::{Claim, Item, QueueId, Result, Timestamp};
 
 use crate::backend::PostgresBackend;
-use crate::combine::again;
+use crate::lane::{self, Lanes, Shared, Waiter, again};
 
-/// Claim statements of one queue that run at once before further claims wait to share one.
-const RUNNING: usize = 2;
 /// Most items one shared claim asks for; the consumers beyond wait for the next.
 const MAX_ITEMS: usize = 8192;
 
-/// The queues whose claims are running in this process, with the claims waiting.
-#[derive(Default)]
-pub(crate) struct Gathering(Mutex<HashMap<QueueId, Lane>>);
+/// Claims, as calls that share statements.
+pub(crate) struct Claims;
 
-#[derive(Default)]
-struct Lane {
-    /// Claim statements running (the callers' own and the shared ones).
-    running: usize,
-    waiting: Vec<Waiter>,
-}
+impl Shared for Claims {
+    type Ask = Claim;
+    type Answer = Vec<Item>;
+    const MAX: [usize; 2] = [MAX_ITEMS, usize::MAX];
+    const DROPPED: &'static str = "a shared claim was dropped before its answer came (the \
+                                   runtime is shutting down): its items may be leased until \
+                                   the lease runs out";
 
-struct Waiter {
-    claim: Claim,
-    now: Timestamp,
-    reply: oneshot::Sender<Result<Vec<Item>>>,
-}
-
-impl Gathering {
-    fn lock(&self) -> MutexGuard<'_, HashMap<QueueId, Lane>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    fn size(claim: &Claim) -> [usize; 2] {
+        [claim.limit, 0]
     }
 
-    /// The next claims of `queue` to share a statement, for one that ended; none (and one
-    /// running statement fewer) when nobody waits.
-    fn next(&self, queue: &QueueId) -> Option<Vec<Waiter>> {
-        let mut lanes = self.lock();
-        let lane = lanes.get_mut(queue)?;
-        // A caller that gave up before its statement was sent is not claimed for.
-        lane.waiting.retain(|w| !w.reply.is_closed());
-        if lane.waiting.is_empty() {
-            lane.running -= 1;
-            if lane.running == 0 {
-                lanes.remove(queue);
-            }
-            return None;
-        }
-        let waiting = &mut lane.waiting;
-        let (mut items, mut n) = (0, 0);
-        for w in waiting.iter() {
-            if n > 0 && items + w.claim.limit > MAX_ITEMS {
-                break;
-            }
-            items += w.claim.limit;
-            n += 1;
-        }
-        Some(waiting.drain(..n).collect())
+    fn lanes(backend: &PostgresBackend) -> &Lanes<Self> {
+        &backend.inner.gathering
     }
-}
 
-/// A running claim's place: when it ends (or its caller gives up), the claims waiting
-/// behind it leave in a shared statement.
-struct Turn<'a> {
-    backend: &'a PostgresBackend,
-    queue: &'a QueueId,
-}
+    async fn alone(
+        backend: &PostgresBackend,
+        queue: &QueueId,
+        claim: Claim,
+        now: Timestamp,
+    ) -> Result<Vec<Item>> {
+        backend.claim_alone(queue, &claim, now, None).await
+    }
 
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        let Some(batch) = self.backend.inner.gathering.next(self.queue) else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(drain(self.backend.clone(), self.queue.clone(), batch));
-        } else {
-            // Outside a runtime nothing can run the batch: its waiters are told (their
-            // receivers see the senders dropped) and the queue is no longer running.
-            drop(batch);
-            while let Some(more) = self.backend.inner.gathering.next(self.queue) {
-                drop(more);
-            }
-        }
+    async fn batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waiter<Self>>) {
+        claim_batch(backend, queue, batch).await;
     }
 }
 
 impl PostgresBackend {
-    /// Claims for `claim` with its own statement if no claim of `queue` runs in this
-    /// process, or else in the shared statement of the claims that wait for it to end.
+    /// Claims for `claim` with its own statement if fewer than two claims of `queue` run
+    /// in this process, or else in the shared statement of the claims that wait for one of
+    /// them to end.
     pub(crate) async fn claim_gathered(
         &self,
         queue: &QueueId,
         claim: Claim,
         now: Timestamp,
     ) -> Result<Vec<Item>> {
-        let waiting = {
-            let mut lanes = self.inner.gathering.lock();
-            let lane = lanes.entry(queue.clone()).or_default();
-            if lane.running < RUNNING {
-                lane.running += 1;
-                Ok(claim)
-            } else {
-                let (reply, answer) = oneshot::channel();
-                lane.waiting.push(Waiter { claim, now, reply });
-                Err(answer)
-            }
-        };
-        match waiting {
-            Ok(claim) => {
-                let _turn = Turn {
-                    backend: self,
-                    queue,
-                };
-                self.claim_alone(queue, &claim, now, None).await
-            }
-            Err(answer) => answer.await.unwrap_or_else(|_| {
-                Err(Error::internal(
-                    "a shared claim was dropped before its answer came (the runtime is \
-                     shutting down): its items may be leased until the lease runs out",
-                ))
-            }),
-        }
+        lane::call::<Claims>(self, queue, claim, now).await
     }
 }
 
-/// Runs shared claims of `queue` until none waits.
-async fn drain(backend: PostgresBackend, queue: QueueId, mut batch: Vec<Waiter>) {
-    loop {
-        claim_batch(&backend, &queue, batch).await;
-        match backend.inner.gathering.next(&queue) {
-            Some(next) => batch = next,
-            None => return,
-        }
-    }
-}
-
-/// One shared statement for `batch` (one claim alone when it is one), then each waiter's
-/// answer.
-async fn claim_batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waiter>) {
-    if let [only] = batch.as_slice() {
-        let items = backend
-            .claim_alone(queue, &only.claim, only.now, None)
-            .await;
-        if let Some(only) = batch.into_iter().next() {
-            let _ = only.reply.send(items);
-        }
-        return;
-    }
+/// One shared statement for `batch` (two claims or more), then each waiter's answer.
+async fn claim_batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waiter<Claims>>) {
     let now = batch.iter().map(|w| w.now).min().unwrap_or_default();
-    let claims: Vec<&Claim> = batch.iter().map(|w| &w.claim).collect();
+    let claims: Vec<&Claim> = batch.iter().map(|w| &w.ask).collect();
     match backend.claim_shared(queue, &claims, now).await {
         Ok(shares) => {
             for (w, items) in batch.into_iter().zip(shares) {

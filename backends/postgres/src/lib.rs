@@ -149,8 +149,9 @@
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
 //! server checks), `sql/v1.sql` … `sql/v11.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend` (with `backend/claims` and
-//! `backend/settle`), `outbox`, `combine` (group commit of small pushes), `gather` (one
-//! claim for several consumers), `notify` (notices across processes), `rollup` (count
+//! `backend/settle`), `outbox`, `lane` (calls of one kind and queue that wait while two
+//! run, then share a statement), `combine` (group commit of small pushes, through `lane`),
+//! `gather` (one claim for several consumers, through `lane`), `notify` (notices across processes), `rollup` (count
 //! changes into counter rows), `trash` (deleting thrown-away generations), `snapshots` (the
 //! oldest snapshot on the server), `held` (what the backend does while one is held open),
 //! `connect` (TLS and the pool).
@@ -161,6 +162,7 @@ mod connect;
 mod error;
 mod gather;
 mod held;
+mod lane;
 mod notify;
 mod once;
 mod open;

@@ -399,6 +399,58 @@ pub async fn store_with_queue(
     (store, q, schema)
 }
 
+/// A session of its own that holds `schema`'s items locked against writes (`LOCK TABLE …
+/// IN EXCLUSIVE MODE`; reads go on) until it commits: for tests that hold statements up
+/// while other calls queue behind them.
+///
+/// # Panics
+/// When the lock cannot be taken.
+pub async fn lock_items(schema: &str) -> tokio_postgres::Client {
+    let session = client().await;
+    session
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{schema}\".items IN EXCLUSIVE MODE"
+        ))
+        .await
+        .expect("lock the items");
+    session
+}
+
+/// Returns once `n` sessions wait for a lock on `schema`'s items (looked at every 5 ms).
+///
+/// # Panics
+/// When they are not there within 10 s.
+pub async fn until_waiting_for_items(client: &tokio_postgres::Client, schema: &str, n: i64) {
+    for _ in 0..2_000 {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_locks \
+                 WHERE NOT granted AND relation = (quote_ident($1) || '.items')::regclass",
+                &[&schema],
+            )
+            .await
+            .expect("pg_locks")
+            .get(0);
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("{n} sessions never waited for a lock on {schema}'s items");
+}
+
+/// Polls `call` once, which is enough for a call that waits behind others to take its
+/// place, then gives it up (drops it), as a caller that hung up would. Returns whether it
+/// was still waiting then (`false`: it had finished).
+pub async fn give_up_after_one_poll<F: std::future::Future>(call: F) -> bool {
+    let mut call = std::pin::pin!(call);
+    tokio::select! {
+        biased;
+        _ = &mut call => false,
+        () = std::future::ready(()) => true,
+    }
+}
+
 /// How many transactions wrote the rows of `schema`'s items that meet `condition` (SQL;
 /// `true` for all): their distinct `xmin`. For tests of statements that share commits.
 ///

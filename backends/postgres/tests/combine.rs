@@ -238,3 +238,56 @@ async fn every_combined_push_to_a_missing_queue_is_told_so() {
         }
     }
 }
+
+/// A push whose caller gives up while it waits behind the two push statements running is
+/// not made, and the push that waited after it is made as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_given_up_while_it_waits_is_not_made() {
+    let (store, q, schema) = testing::store_with_queue("q").await;
+    // Another session locks the items against the pushes' writes until it commits.
+    let blocker = testing::lock_items(&schema).await;
+    let mut running = JoinSet::new();
+    for name in ["a", "b"] {
+        let (store, q) = (store.clone(), q.clone());
+        running.spawn(async move { store.push(&q, NewItem::new(name.as_bytes())).await });
+    }
+    let observer = testing::client().await;
+    testing::until_waiting_for_items(&observer, &schema, 2).await;
+    // Both push statements are running: a third push waits in the queue's lane (one poll
+    // puts it there), and its caller gives up.
+    assert!(
+        testing::give_up_after_one_poll(store.push(&q, NewItem::new(b"gone".as_slice()))).await,
+        "a third push ran while two were running"
+    );
+    let kept = {
+        let (store, q) = (store.clone(), q.clone());
+        tokio::spawn(async move { store.push(&q, NewItem::new(b"kept".as_slice())).await })
+    };
+    blocker.batch_execute("COMMIT").await.expect("unlock");
+    while let Some(pushed) = running.join_next().await {
+        pushed.expect("task").expect("push");
+    }
+    let kept = kept.await.expect("task").expect("push");
+    let stored: Vec<Vec<u8>> = observer
+        .query(
+            &format!("SELECT payload FROM \"{schema}\".items ORDER BY payload"),
+            &[],
+        )
+        .await
+        .expect("items")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        stored,
+        [&b"a"[..], b"b", b"kept"],
+        "the push given up is not stored"
+    );
+    let item = store
+        .fetch_key(&q, kept)
+        .await
+        .expect("fetch")
+        .expect("kept");
+    assert_eq!(item.payload, b"kept");
+    assert_eq!(store.count(&q).await.expect("count"), 3);
+}

@@ -94,6 +94,68 @@ async fn concurrent_claims_share_statements_and_each_gets_its_own_share() {
     );
 }
 
+/// A claim whose caller gives up while it waits behind the two claims running is left out
+/// of the statement that follows them: nothing is leased to it, and the claim that waited
+/// after it is made as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_given_up_while_it_waits_is_left_out() {
+    const LIMIT: usize = 10;
+    let lease = Duration::from_mins(1);
+    let (store, q, schema) = testing::store_with_queue("q").await;
+    fill(&store, &q, 100).await;
+    // Another session locks the items against the claims' writes until it commits.
+    let blocker = testing::lock_items(&schema).await;
+    let mut running = JoinSet::new();
+    for owner in ["a", "b"] {
+        let (store, q) = (store.clone(), q.clone());
+        running.spawn(async move { store.claim(&q, owner, LIMIT, lease).await });
+    }
+    let observer = testing::client().await;
+    testing::until_waiting_for_items(&observer, &schema, 2).await;
+    // Both claim statements are running: a third claim waits in the queue's lane (one poll
+    // puts it there), and its caller gives up.
+    assert!(
+        testing::give_up_after_one_poll(store.claim(&q, "gone", LIMIT, lease)).await,
+        "a third claim ran while two were running"
+    );
+    let kept = {
+        let (store, q) = (store.clone(), q.clone());
+        tokio::spawn(async move { store.claim(&q, "kept", LIMIT, lease).await })
+    };
+    blocker.batch_execute("COMMIT").await.expect("unlock");
+    while let Some(claimed) = running.join_next().await {
+        assert_eq!(claimed.expect("task").expect("claim").len(), LIMIT);
+    }
+    let kept = kept.await.expect("task").expect("claim");
+    assert_eq!(kept.len(), LIMIT);
+    assert!(
+        kept.iter()
+            .all(|item| { item.lease.as_ref().is_some_and(|l| l.owner == "kept") })
+    );
+    let owners: BTreeMap<String, i64> = observer
+        .query(
+            &format!(
+                "SELECT lease_owner, count(*) FROM \"{schema}\".items \
+                 WHERE phase = 'in_flight' GROUP BY lease_owner"
+            ),
+            &[],
+        )
+        .await
+        .expect("leases")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let expected = ["a", "b", "kept"].map(|o| (o.to_owned(), 10_i64));
+    assert_eq!(
+        owners,
+        BTreeMap::from(expected),
+        "nothing leased to the claim given up"
+    );
+    let counts = store.counts(&q).await.expect("counts");
+    assert_eq!(counts.get(&Phase::IN_FLIGHT), 3 * LIMIT as u64);
+    assert_eq!(counts.get(&Phase::PENDING), 100 - 3 * LIMIT as u64);
+}
+
 #[tokio::test]
 async fn a_shared_claim_gives_each_consumer_its_share_in_claim_order() {
     // In milliseconds, in 2100: every item pushed now is due, and the leases are the
