@@ -29,6 +29,9 @@
 # producers do: concurrent claims step over the rows the others hold locked and the entries
 # of rows just claimed, which a single consumer never meets.
 #
+# BENCH=PATH measures that bench binary (`target/release/deps/postgres-…`, copied aside
+# from another build) instead of building one from this tree: to compare two builds.
+#
 # Needs valgrind and the PostgreSQL server binaries (Debian: `valgrind`, `postgresql`); run
 # as root (the server runs as the `postgres` user) or as a user that may run the server.
 # Takes about 3 minutes for the claims with one worker, 6 with four, and 3 for the pushes
@@ -56,10 +59,15 @@ bin_dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 command -v valgrind > /dev/null || { echo "no valgrind (apt-get install valgrind)" >&2; exit 1; }
 
 cd "$(dirname "$0")/../.."
-echo "building the postgres bench ..." >&2
-bench=$(cargo bench -p hookspool-benches --bench postgres --no-run --message-format=json \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-[ -x "$bench" ] || { echo "could not find the postgres bench binary" >&2; exit 1; }
+bench=${BENCH:-}
+if [ -n "$bench" ]; then
+    [ -x "$bench" ] || { echo "BENCH='$bench' is not an executable bench binary" >&2; exit 2; }
+else
+    echo "building the postgres bench ..." >&2
+    bench=$(cargo bench -p hookspool-benches --bench postgres --no-run --message-format=json \
+        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [ -x "$bench" ] || { echo "could not find the postgres bench binary" >&2; exit 1; }
+fi
 
 dir=$(mktemp -d /tmp/hookspool-pg-callgrind-XXXXXX)
 as_server=()
