@@ -62,7 +62,9 @@
 //!   only) has a claim lease its rows in its own body (its rows are no longer kept twice on
 //!   their way out) and hands a batched ack its keys through a sub-select (the planner no
 //!   longer weighs each key), and version 11 (a function only) adds `claim_for`, one claim
-//!   for several consumers (below).
+//!   for several consumers (below), and version 12 (a function only) gives the applications'
+//!   push (`push_many`) the backend's batch statement, which draws keys in batch order
+//!   without sorting its rows.
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -147,7 +149,7 @@
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
-//! server checks), `sql/v1.sql` … `sql/v11.sql` (tables, functions, and each version's
+//! server checks), `sql/v1.sql` … `sql/v12.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend` (with `backend/claims` and
 //! `backend/settle`), `outbox`, `lane` (calls of one kind and queue that wait while two
 //! run, then share a statement), `combine` (group commit of small pushes, through `lane`),

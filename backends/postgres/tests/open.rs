@@ -701,3 +701,72 @@ async fn only_queues_with_a_ttl_index_items_by_age_and_a_gained_ttl_catches_up()
         .expect("sweep");
     assert_eq!(report.expired, 1, "item 2 expires now: {report:?}");
 }
+
+/// The applications' push (`push_many`, under `push`, `fire` and `push_in`) as `schema`
+/// defines it, with the schema's name taken out so that two schemas compare.
+async fn push_many_definition(schema: &str) -> String {
+    let client = testing::client().await;
+    let definition: String = client
+        .query_one(
+            "SELECT pg_get_functiondef(p.oid) FROM pg_proc p \
+             JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND p.proname = 'push_many'",
+            &[&schema],
+        )
+        .await
+        .expect("push_many")
+        .get(0);
+    definition.replace(schema, "SCHEMA")
+}
+
+/// Version 12 redefines `push_many` as the backend's batch statement, which sorts nothing: a
+/// schema upgraded from version 11 gets the same function as a fresh one, and a schema
+/// created at version 11 still has the one version 7 made (frozen in `v7.sql`).
+#[tokio::test]
+async fn version_12_gives_upgraded_and_fresh_schemas_the_same_push() {
+    let old = testing::options();
+    testing::create_schema_at(&old, 11)
+        .await
+        .expect("a version 11 schema");
+    let before = push_many_definition(&old.schema).await;
+    assert!(
+        before.contains("WITH ORDINALITY") && before.contains("ORDER BY u.i"),
+        "version 7's push: {before}"
+    );
+    let old_schema = old.schema.clone();
+    let store = upgraded(old).await;
+    let after = push_many_definition(&old_schema).await;
+    assert!(
+        !after.contains("ORDINALITY") && !after.contains("ORDER BY u."),
+        "version 12's push sorts nothing: {after}"
+    );
+    let fresh = testing::options();
+    let fresh_schema = fresh.schema.clone();
+    drop(PostgresBackend::open(fresh).await.expect("open"));
+    assert_eq!(after, push_many_definition(&fresh_schema).await);
+    // And it pushes: keys in batch order, through the SQL function.
+    let q = QueueId::new("q").expect("queue id");
+    store
+        .create_queue(QueueConfig::new(q.clone()))
+        .await
+        .expect("queue");
+    let keys: Vec<i64> = testing::client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT \"{old_schema}\".push_many('q', ARRAY['a', 'b', 'c']::bytea[], NULL, \
+                 NULL, 1000)"
+            ),
+            &[],
+        )
+        .await
+        .expect("push_many")
+        .get(0);
+    assert_eq!(keys, [1, 2, 3]);
+    let items = store
+        .fetch_page(&q, hookspool::Page::first(10))
+        .await
+        .expect("page");
+    let payloads: Vec<&[u8]> = items.iter().map(|i| i.payload.as_slice()).collect();
+    assert_eq!(payloads, [b"a".as_slice(), b"b", b"c"]);
+}

@@ -15,7 +15,7 @@
 -- version 8. The plan is the same: the primary key, looked up for each key.
 --
 -- Together: the server's instructions per item claimed and acked (claims of 1024 and their
--- `ack_many`, `benches/scripts/pg_claim_instructions.sh`, 3 runs each) went from
+-- `ack_many`, `benches/scripts/pg_instructions.sh`, 3 runs each) went from
 -- 124.1-126.5k to 120.7-121.5k, planning from 4.4k to 1.9k of them.
 --
 -- A process with older code calls these functions by the same names and arguments, and gets

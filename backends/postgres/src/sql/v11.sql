@@ -4,7 +4,7 @@
 -- Consumers of one queue that claim at the same time each start at the head of the due
 -- index, and each steps over the rows the others hold locked and over the entries of the
 -- rows they have just claimed. Counted in the server's instructions per item claimed and
--- acked (`benches/scripts/pg_claim_instructions.sh`), four consumers cost 11-14% more than
+-- acked (`benches/scripts/pg_instructions.sh`), four consumers cost 11-14% more than
 -- one. A process now sends the claims of a queue that its consumers make while two of its
 -- claims run as one call of `claim_for`: it locks the due rows for all of them at once,
 -- in `(not_before, key)` order, and leases each consumer its share (the first consumer the

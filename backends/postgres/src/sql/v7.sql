@@ -33,11 +33,28 @@ CREATE TABLE {schema}.count_changes (
     autovacuum_vacuum_cost_delay = 0
 );
 
--- The push of applications (`push`, `fire`, `push_in`): this code's, which appends.
+-- The push of applications (`push`, `fire`, `push_in`), which appends. (Until version 12
+-- redefined `push_many`, this was filled in with the code's own push; it is frozen here as
+-- the code last had it, so that version 7 creates what it created.)
 CREATE OR REPLACE FUNCTION {schema}.push_many(
     p_queue text, p_payloads bytea[], p_metadata json[], p_not_before bigint[], p_now bigint
 ) RETURNS bigint[] LANGUAGE sql AS $$
-{push_statement}
+WITH q AS (
+    SELECT gen, key_seq, ttl_ms FROM {schema}.queues WHERE id = $1 FOR KEY SHARE
+), ins AS (
+    INSERT INTO {schema}.items (gen, key, phase, created_at, updated_at, not_before, metadata, payload,
+                                ttl_from)
+    SELECT q.gen, nextval(q.key_seq), 'pending', $5, $5, coalesce(u.nb, $5),
+           coalesce(u.m, '{}'::json), u.p, CASE WHEN q.ttl_ms IS NOT NULL THEN $5::bigint END
+    FROM q, unnest($2::bytea[], $3::json[], $4::bigint[]) WITH ORDINALITY AS u(p, m, nb, i)
+    ORDER BY u.i
+    RETURNING gen, key
+), counted AS (
+    INSERT INTO {schema}.count_changes (gen, phase, n)
+    SELECT gen, 'pending', count(*) FROM ins GROUP BY gen
+)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM q)
+    THEN coalesce((SELECT array_agg(key ORDER BY key) FROM ins), '{}') END
 $$;
 
 -- As in version 1; what it removed counts the changes not yet rolled up too.
