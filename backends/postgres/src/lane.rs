@@ -3,13 +3,14 @@
 //! leave together in one statement. Small pushes share statements this way (`combine`), and
 //! so do claims (`gather`); [`Shared`] says what differs between them.
 //!
-//! A call finds fewer than [`RUNNING`] statements of its kind and queue running: it runs
-//! its own at once (so a caller alone waits for nothing but its own statement). Otherwise
-//! it waits, and when a running statement ends (or its caller gives up) the callers waiting
-//! leave in one batch, as many as [`Shared::MAX`] allows, in arrival order; the next batch
-//! leaves when that one ends, until none waits. A caller that gave up before its batch left
-//! is left out of it. One that gives up later has its call made all the same, and its
-//! outcome is then unknown to it, as with any call whose statement was sent.
+//! When a call finds fewer than [`RUNNING`] statements of its kind and queue running, it
+//! runs its own at once (so a caller alone waits for nothing but its own statement).
+//! Otherwise it waits, and when a running statement ends (or its caller gives up) the
+//! callers waiting leave in one batch, as many as [`Shared::MAX`] allows, in arrival
+//! order; the next batch leaves when that one ends, until none waits. A caller that gave
+//! up before its batch left is left out of it. One that gives up later has its call made
+//! all the same, and its outcome is then unknown to it, as with any call whose statement
+//! was sent.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,7 +23,7 @@ use crate::backend::PostgresBackend;
 
 /// Statements of one kind and queue that run at once before further calls wait: two, so
 /// that while one statement's commit waits for its WAL flush, the next one runs.
-pub(crate) const RUNNING: usize = 2;
+const RUNNING: usize = 2;
 
 /// A kind of call that shares statements.
 pub(crate) trait Shared: Sized + Send + 'static {

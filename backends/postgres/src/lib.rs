@@ -153,10 +153,10 @@
 //! reasons), `sql` (the statements), `backend` (with `backend/claims` and
 //! `backend/settle`), `outbox`, `lane` (calls of one kind and queue that wait while two
 //! run, then share a statement), `combine` (group commit of small pushes, through `lane`),
-//! `gather` (one claim for several consumers, through `lane`), `notify` (notices across processes), `rollup` (count
-//! changes into counter rows), `trash` (deleting thrown-away generations), `snapshots` (the
-//! oldest snapshot on the server), `held` (what the backend does while one is held open),
-//! `connect` (TLS and the pool).
+//! `gather` (one claim for several consumers, through `lane`), `notify` (notices across
+//! processes), `rollup` (count changes into counter rows), `trash` (deleting thrown-away
+//! generations), `snapshots` (the oldest snapshot on the server), `held` (what the backend
+//! does while one is held open), `connect` (TLS and the pool).
 
 mod backend;
 mod combine;
