@@ -61,8 +61,46 @@ impl Shared for Pushes {
         backend.push_rows(queue, &items, now).await
     }
 
+    /// One combined statement for `batch`, then each waiter's answer.
     async fn batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waiter<Self>>) {
-        push_batch(backend, queue, batch).await;
+        // The latest of the callers' clocks: every item is due by the time the statement
+        // runs.
+        let now = batch.iter().map(|w| w.now).max().unwrap_or_default();
+        // Every waiter's items in one list; each waiter keeps its clock and its part of it.
+        let mut all = Vec::new();
+        let mut parts = Vec::with_capacity(batch.len());
+        for w in batch {
+            let start = all.len();
+            all.extend(w.ask);
+            parts.push((w.reply, w.now, start..all.len()));
+        }
+        match backend.push_rows(queue, &all, now).await {
+            Ok(keys) if keys.len() == all.len() => {
+                for (reply, _, part) in parts {
+                    let _ = reply.send(Ok(keys[part].to_vec()));
+                }
+            }
+            Ok(keys) => {
+                for (reply, _, _) in parts {
+                    let _ = reply.send(Err(Error::internal(format!(
+                        "a combined push of {} items returned {} keys",
+                        all.len(),
+                        keys.len()
+                    ))));
+                }
+            }
+            Err(e) if shared(&e) => {
+                for (reply, _, _) in parts {
+                    let _ = reply.send(Err(again(&e)));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, pushes = parts.len(), "a combined push failed; pushing its parts one by one");
+                for (reply, now, part) in parts {
+                    let _ = reply.send(backend.push_rows(queue, &all[part], now).await);
+                }
+            }
+        }
     }
 }
 
@@ -76,47 +114,6 @@ impl PostgresBackend {
         now: Timestamp,
     ) -> Result<Vec<Key>> {
         lane::call::<Pushes>(self, queue, items, now).await
-    }
-}
-
-/// One combined statement for `batch`, then each waiter's answer.
-async fn push_batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waiter<Pushes>>) {
-    // The latest of the callers' clocks: every item is due by the time the statement runs.
-    let now = batch.iter().map(|w| w.now).max().unwrap_or_default();
-    // Every waiter's items in one list; each waiter keeps its clock and its part of it.
-    let mut all = Vec::new();
-    let mut parts = Vec::with_capacity(batch.len());
-    for w in batch {
-        let start = all.len();
-        all.extend(w.ask);
-        parts.push((w.reply, w.now, start..all.len()));
-    }
-    match backend.push_rows(queue, &all, now).await {
-        Ok(keys) if keys.len() == all.len() => {
-            for (reply, _, part) in parts {
-                let _ = reply.send(Ok(keys[part].to_vec()));
-            }
-        }
-        Ok(keys) => {
-            for (reply, _, _) in parts {
-                let _ = reply.send(Err(Error::internal(format!(
-                    "a combined push of {} items returned {} keys",
-                    all.len(),
-                    keys.len()
-                ))));
-            }
-        }
-        Err(e) if shared(&e) => {
-            for (reply, _, _) in parts {
-                let _ = reply.send(Err(again(&e)));
-            }
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, pushes = parts.len(), "a combined push failed; pushing its parts one by one");
-            for (reply, now, part) in parts {
-                let _ = reply.send(backend.push_rows(queue, &all[part], now).await);
-            }
-        }
     }
 }
 

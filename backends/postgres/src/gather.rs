@@ -59,8 +59,22 @@ impl Shared for Claims {
         backend.claim_alone(queue, &claim, now, None).await
     }
 
+    /// One shared statement for `batch` (two claims or more), then each waiter's answer.
     async fn batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waiter<Self>>) {
-        claim_batch(backend, queue, batch).await;
+        let now = batch.iter().map(|w| w.now).min().unwrap_or_default();
+        let claims: Vec<&Claim> = batch.iter().map(|w| &w.ask).collect();
+        match backend.claim_shared(queue, &claims, now).await {
+            Ok(shares) => {
+                for (w, items) in batch.into_iter().zip(shares) {
+                    let _ = w.reply.send(Ok(items));
+                }
+            }
+            Err(e) => {
+                for w in batch {
+                    let _ = w.reply.send(Err(again(&e)));
+                }
+            }
+        }
     }
 }
 
@@ -75,23 +89,5 @@ impl PostgresBackend {
         now: Timestamp,
     ) -> Result<Vec<Item>> {
         lane::call::<Claims>(self, queue, claim, now).await
-    }
-}
-
-/// One shared statement for `batch` (two claims or more), then each waiter's answer.
-async fn claim_batch(backend: &PostgresBackend, queue: &QueueId, batch: Vec<Waiter<Claims>>) {
-    let now = batch.iter().map(|w| w.now).min().unwrap_or_default();
-    let claims: Vec<&Claim> = batch.iter().map(|w| &w.ask).collect();
-    match backend.claim_shared(queue, &claims, now).await {
-        Ok(shares) => {
-            for (w, items) in batch.into_iter().zip(shares) {
-                let _ = w.reply.send(Ok(items));
-            }
-        }
-        Err(e) => {
-            for w in batch {
-                let _ = w.reply.send(Err(again(&e)));
-            }
-        }
     }
 }
