@@ -3,8 +3,9 @@
 //! While another session holds a snapshot open, vacuum can free no row version that died
 //! after it was taken, and the server cannot mark their index entries dead. A statement
 //! that reads an index from its start then reads those entries again at every call:
-//! - a claim, the due index's entries of every item claimed since, and in its sweep the
-//!   lease index's entries of every item acknowledged since its lease ran out;
+//! - a claim, the due index's entries of every item claimed since (and in its sweep the
+//!   entries of the lease rows deleted since whose lease end has passed: one per claim,
+//!   since schema version 13, where it was one per item);
 //! - retention's prune, the primary key's entries of every item it removed since, and of
 //!   every version the items it passes over left behind;
 //!

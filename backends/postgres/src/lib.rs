@@ -16,7 +16,9 @@
 //!   one: group commit, `combine`); `claim`
 //!   one function call (a sweep, then `FOR UPDATE SKIP LOCKED` in
 //!   `(not_before, key)` order on a partial index of due pending items, then the lease
-//!   written to the rows locked, found by address; it sends back only the columns its
+//!   written to the rows locked, found by address, and one row in `leases` with the
+//!   claim's lease end and keys, through which the sweep finds expired leases and which
+//!   the acks count down and delete; it sends back only the columns its
 //!   caller does not already know, not the phase, the lease or the update time; claims of
 //!   one queue that this process's consumers make while two of them run wait, and leave
 //!   together in one call of `claim_for`, each consumer with its own share and lease:
@@ -64,7 +66,10 @@
 //!   longer weighs each key), and version 11 (a function only) adds `claim_for`, one claim
 //!   for several consumers (below), and version 12 (a function only) gives the applications'
 //!   push (`push_many`) the backend's batch statement, which draws keys in batch order
-//!   without sorting its rows.
+//!   without sorting its rows, and version 13 finds expired leases through a row per claim
+//!   (`leases`: the lease end, how many of its items are still in flight, their keys)
+//!   instead of an index entry per claimed item (`items_leases` is dropped; a check keeps
+//!   every item in flight named in a row), and pages in-flight items through those rows.
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -149,7 +154,7 @@
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
-//! server checks), `sql/v1.sql` … `sql/v12.sql` (tables, functions, and each version's
+//! server checks), `sql/v1.sql` … `sql/v13.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend` (with `backend/claims` and
 //! `backend/settle`), `outbox`, `lane` (calls of one kind and queue that wait while two
 //! run, then share a statement), `combine` (group commit of small pushes, through `lane`),

@@ -20,10 +20,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (10, include_str!("sql/v10.sql")),
     (11, include_str!("sql/v11.sql")),
     (12, include_str!("sql/v12.sql")),
+    (13, include_str!("sql/v13.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 12;
+pub const SCHEMA_VERSION: i32 = 13;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;

@@ -47,6 +47,9 @@ pub(crate) struct Sql {
     pub(crate) write_items: String,
     pub(crate) delete_items: String,
     pub(crate) add_counts: String,
+    /// Counts items taken out of flight off their lease rows (`$1`, one entry per item;
+    /// schema version 13).
+    pub(crate) close_leases: String,
     pub(crate) settle_leased: String,
     /// A batch of one owner's leases all moved to one phase (or all removed; `v8.sql`).
     pub(crate) settle_leased_to: String,
@@ -322,8 +325,9 @@ const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 /// `items_pending` (version 9, `v9.sql`): a statement that a kept plan may run for any of
 /// the phases it holds names that condition, so that the plan can use the index; the phases
 /// it leaves out are named as constants, so that the server can plan each its own way
-/// (`pending` through `items_pending`, `in_flight` through `items_leases`, `done` along the
-/// primary key).
+/// (`pending` through `items_pending`, `done` along the primary key). Items in flight are
+/// in no index by phase since version 13 (`v13.sql`): their page looks up the keys of the
+/// generation's lease rows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum PageFilter {
     /// Every phase.
@@ -370,7 +374,11 @@ impl PageFilter {
         match self {
             Self::None => "",
             Self::Indexed => " AND phase = $5 AND phase NOT IN ('pending', 'in_flight', 'done')",
-            Self::InFlight => " AND phase = 'in_flight'",
+            Self::InFlight => {
+                " AND phase = 'in_flight' AND key = ANY (ARRAY(\
+                 SELECT unnest(keys) FROM {schema}.leases \
+                 WHERE gen = (SELECT gen FROM {schema}.queues WHERE id = $1)))"
+            }
             Self::Done => " AND phase = 'done'",
             Self::Pending => " AND phase = 'pending'",
         }
@@ -464,11 +472,11 @@ impl Sql {
             prune: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
             held: Held::new(schema),
             lock_items: r(&format!(
-                "SELECT {ITEM_COLUMNS}, gen FROM {{schema}}.items \
+                "SELECT {ITEM_COLUMNS}, gen, lease_id FROM {{schema}}.items \
                  WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"
             )),
             lock_states: r(&format!(
-                "SELECT {STATE_COLUMNS}, gen FROM {{schema}}.items \
+                "SELECT {STATE_COLUMNS}, gen, lease_id FROM {{schema}}.items \
                  WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"
             )),
             write_items: r(
@@ -484,6 +492,7 @@ impl Sql {
             ),
             delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
             add_counts: r(ADD_COUNTS),
+            close_leases: r("SELECT {schema}.close_leases($1)"),
             settle_leased: r("SELECT {schema}.settle_leased($1, $2, $3, $4, $5, $6, $7, $8)"),
             settle_leased_to: r("SELECT {schema}.settle_leased_to($1, $2, $3, $4, $5)"),
             empty_trash: r("SELECT {schema}.empty_trash($1, $2, $3)"),

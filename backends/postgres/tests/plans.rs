@@ -342,11 +342,12 @@ async fn a_batch_of_one_owners_acks_finds_its_rows_by_key() {
 
 /// `items_by_phase` leaves out `in_flight` and `done` (schema version 5). On a queue of
 /// 20,000 done items, 5 in flight and 5 pending, through the backend's one pooled session
-/// with plans forced generic: a page of the in-flight items reads the lease index, not the
-/// done items before them; a page of done items reads the head of the primary key; a page
-/// of pending items reads `items_pending` (schema version 9). Each gives the right items. The table is
-/// vacuumed first, as autovacuum does after every few thousand changes: until then, the
-/// lease index also holds the entries of every item that has left `in_flight`.
+/// with plans forced generic: a page of the in-flight items looks up the keys of the lease
+/// rows (schema version 13), not the done items before them; a page of done items reads
+/// the head of the primary key; a page of pending items reads `items_pending` (schema
+/// version 9). Each gives the right items. The acks of the 20 claims before have deleted
+/// their lease rows: one is left, the last claim's. The tables are vacuumed first, as
+/// autovacuum does after every few thousand changes (hundreds, for the lease rows).
 #[tokio::test]
 async fn pages_of_in_flight_and_done_items_read_only_what_they_return() {
     use hookspool::{NewItem, Phase};
@@ -380,15 +381,33 @@ async fn pages_of_in_flight_and_done_items_read_only_what_they_return() {
         .map(|i| i.key)
         .collect();
     assert_eq!(flying, tail[..5]);
-    testing::client()
-        .await
-        .batch_execute(&format!("VACUUM ANALYZE \"{schema}\".items"))
+    let client = testing::client().await;
+    client
+        .batch_execute(&format!(
+            "VACUUM ANALYZE \"{schema}\".items, \"{schema}\".leases"
+        ))
         .await
         .expect("vacuum");
+    let leases: Vec<(i32, Vec<i64>)> = client
+        .query(&format!("SELECT open, keys FROM \"{schema}\".leases"), &[])
+        .await
+        .expect("leases")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let flying: Vec<i64> = flying
+        .iter()
+        .map(|&k| i64::try_from(k).expect("key"))
+        .collect();
+    assert_eq!(
+        leases,
+        [(5, flying)],
+        "the lease rows left after 20 acked claims and one more"
+    );
 
     let indexes = [
         "items_pkey",
-        "items_leases",
+        "leases_due",
         "items_by_phase",
         "items_pending",
     ];

@@ -131,10 +131,7 @@ impl PostgresBackend {
         now: Timestamp,
         payloads: bool,
     ) -> Result<Vec<Result<Item>>> {
-        let mut keys = Vec::with_capacity(updates.len());
-        for (key, _) in &updates {
-            keys.push(key_param(*key));
-        }
+        let mut keys: Vec<i64> = updates.iter().map(|(key, _)| key_param(*key)).collect();
         keys.sort_unstable();
         keys.dedup();
         let sql = &self.inner.sql;
@@ -169,11 +166,12 @@ impl PostgresBackend {
                     .collect();
                 return Ok(missing);
             };
-            let mut items: BTreeMap<Key, Option<Item>> = BTreeMap::new();
-            for row in &rows {
-                let item = rows::item_with(row, payloads)?;
-                items.insert(item.key, Some(item));
-            }
+            let Locked {
+                mut items,
+                lease_rows,
+            } = locked_items(&rows, payloads)?;
+            // The lease rows of the items this batch takes out of flight, one entry each.
+            let mut closed: Vec<i64> = Vec::new();
             let mut changed = std::collections::BTreeSet::new();
             let mut counts = Deltas::default();
             let mut replaced = Replaced::default();
@@ -191,6 +189,11 @@ impl PostgresBackend {
                     continue;
                 }
                 counts.add(item.phase.as_str(), -1);
+                if item.phase == Phase::IN_FLIGHT
+                    && let Some(&id) = lease_rows.get(key)
+                {
+                    closed.push(id);
+                }
                 match &transition.action {
                     Action::Remove => {
                         out.push(Ok(item.clone()));
@@ -218,6 +221,7 @@ impl PostgresBackend {
                 changed.iter().map(|k| (*k, &items[k])),
                 &replaced,
                 counts,
+                &closed,
             )
             .await?;
             tx.commit().await?;
@@ -228,6 +232,28 @@ impl PostgresBackend {
         }
         Ok(results)
     }
+}
+
+/// The items a settle locked, by key (`None` once removed), and the lease row each item in
+/// flight is named in.
+struct Locked {
+    items: BTreeMap<Key, Option<Item>>,
+    lease_rows: BTreeMap<Key, i64>,
+}
+
+fn locked_items(rows: &[tokio_postgres::Row], payloads: bool) -> Result<Locked> {
+    let mut locked = Locked {
+        items: BTreeMap::new(),
+        lease_rows: BTreeMap::new(),
+    };
+    for row in rows {
+        let item = rows::item_with(row, payloads)?;
+        if let Some(id) = row.get::<_, Option<i64>>("lease_id") {
+            locked.lease_rows.insert(item.key, id);
+        }
+        locked.items.insert(item.key, Some(item));
+    }
+    Ok(locked)
 }
 
 /// The least entries of a batch that [`PostgresBackend::settle_leased`] takes. In smaller
@@ -328,7 +354,8 @@ impl Deltas {
 }
 
 /// Writes the final state of every changed item and the count changes: one `UPDATE` for
-/// the items that remain, one `DELETE` for those removed, one counter update, sent together.
+/// the items that remain, one `DELETE` for those removed, one counter update, and the
+/// items taken out of flight counted off their lease rows (`closed`), sent together.
 async fn write_back<'a>(
     tx: &deadpool_postgres::Transaction<'_>,
     sql: &Sql,
@@ -336,6 +363,7 @@ async fn write_back<'a>(
     changed: impl Iterator<Item = (Key, &'a Option<Item>)>,
     replaced: &Replaced,
     counts: Deltas,
+    closed: &[i64],
 ) -> std::result::Result<(), Failure> {
     let mut removed: Vec<i64> = Vec::new();
     let mut cols = Columns::default();
@@ -389,7 +417,14 @@ async fn write_back<'a>(
         }
         Ok(())
     };
-    futures_util::future::try_join3(update, delete, count).await?;
+    let close = async {
+        if !closed.is_empty() {
+            let stmt = tx.prepare_cached(&sql.close_leases).await?;
+            tx.execute(&stmt, &[&closed]).await?;
+        }
+        Ok(())
+    };
+    futures_util::future::try_join4(update, delete, count, close).await?;
     Ok(())
 }
 
