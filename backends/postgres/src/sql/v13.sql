@@ -31,10 +31,12 @@
 --   the index; they hold as many keys as there are items in flight, plus those the counts
 --   have not yet taken out.
 --
--- Upgrading: the items in flight are given rows, one per owner and lease end, while the
--- table's writers wait (`SHARE` mode), and `items_leases` is dropped last.
+-- Upgrading: the items in flight are given rows, one per owner and lease end, and
+-- `items_leases` is dropped last. Adding the column holds the table whole (readers wait
+-- too) until the migration commits, so that lock is taken first: a weaker lock first, then
+-- this one, could deadlock with a claim that has locked its rows and waits to write them.
 
-LOCK TABLE {schema}.items IN SHARE MODE;
+LOCK TABLE {schema}.items IN ACCESS EXCLUSIVE MODE;
 
 CREATE SEQUENCE {schema}.lease_ids;
 
