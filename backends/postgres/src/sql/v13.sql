@@ -43,7 +43,8 @@ CREATE SEQUENCE {schema}.lease_ids;
 CREATE TABLE {schema}.leases (
     id     bigint PRIMARY KEY,
     gen    bigint NOT NULL,
-    -- The lease end of the claim; an item claimed again has a later one in a later row.
+    -- The lease end of the claim (an item claimed again is also in the later claim's row,
+    -- with that claim's end).
     until  bigint NOT NULL,
     -- Items of the claim not yet counted out of flight by an ack.
     open   integer NOT NULL,
