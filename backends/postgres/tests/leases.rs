@@ -348,3 +348,102 @@ async fn an_item_cannot_enter_flight_without_a_lease_row() {
         .expect("the item");
     assert_eq!((item.phase, item.lease), (Phase::PENDING, None));
 }
+
+/// Every function that leases writes the row: `claim`, `claim_after` (while a snapshot is
+/// held), `claim_for` (one row per consumer's share) and version 8's `lease_rows` (kept for
+/// a claim of older code). Each row holds its own lease end and keys, and a sweep past all
+/// the ends releases every item through them and leaves no row.
+#[tokio::test]
+async fn every_leasing_function_writes_its_row() {
+    let (backend, q, schema) = fresh().await;
+    let items = (0..10u8).map(|i| NewItem::new(vec![i])).collect();
+    let pushed = backend.push(&q, items, at(1_000)).await.expect("push");
+    let pushed: Vec<i64> = pushed
+        .iter()
+        .map(|&k| i64::try_from(k).expect("key"))
+        .collect();
+    let client = testing::client().await;
+    let s = format!("\"{schema}\"");
+    let leased = |sql: String| {
+        let client = &client;
+        async move {
+            let mut keys: Vec<i64> = client
+                .query(&sql, &[])
+                .await
+                .expect(&sql)
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            keys.sort_unstable();
+            keys
+        }
+    };
+    let mut got = Vec::new();
+    got.push(
+        leased(format!(
+            "SELECT key FROM {s}.claim('q', 'a', 2, 5000, 1000)"
+        ))
+        .await,
+    );
+    got.push(
+        leased(format!(
+            "SELECT key FROM {s}.claim_after('q', 'b', 2, 6000, 1000, 1000, {})",
+            pushed[1]
+        ))
+        .await,
+    );
+    let shares: Vec<(i32, i64)> = client
+        .query(
+            &format!(
+                "SELECT who, key FROM {s}.claim_for('q', ARRAY['c', 'd'], ARRAY[2, 2], \
+                 ARRAY[7000, 8000]::bigint[], 1000)"
+            ),
+            &[],
+        )
+        .await
+        .expect("claim_for")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for who in [1, 2] {
+        let mut keys: Vec<i64> = shares
+            .iter()
+            .filter(|(w, _)| *w == who)
+            .map(|(_, k)| *k)
+            .collect();
+        keys.sort_unstable();
+        got.push(keys);
+    }
+    got.push(
+        leased(format!(
+            "SELECT key FROM {s}.lease_rows((SELECT gen FROM {s}.queues WHERE id = 'q'), \
+             (SELECT array_agg(ctid) FROM (SELECT ctid FROM {s}.items \
+              WHERE phase = 'pending' ORDER BY key LIMIT 2 FOR UPDATE) AS x), \
+             'e', 9000, 1000)"
+        ))
+        .await,
+    );
+    let expected: Vec<Vec<i64>> = pushed.chunks(2).map(<[i64]>::to_vec).collect();
+    assert_eq!(got, expected, "each call leased the next two items");
+    let ends = [5_000, 6_000, 7_000, 8_000, 9_000];
+    let want: Vec<(i64, i32, Vec<i64>)> = ends
+        .iter()
+        .zip(&expected)
+        .map(|(&end, keys)| (end, 2, keys.clone()))
+        .collect();
+    assert_eq!(
+        lease_rows(&schema).await,
+        want,
+        "one row per lease, with its end"
+    );
+
+    let report = backend.sweep(&q, at(7_500)).await.expect("sweep");
+    assert_eq!(
+        report.released, 6,
+        "the leases ending at 5,000, 6,000 and 7,000"
+    );
+    assert_eq!(lease_rows(&schema).await, want[3..]);
+    let report = backend.sweep(&q, at(10_000)).await.expect("sweep");
+    assert_eq!(report.released, 4);
+    assert_eq!(lease_rows(&schema).await, []);
+}
