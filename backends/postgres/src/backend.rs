@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     pub(crate) lanes: crate::lane::Lanes<crate::combine::Pushes>,
     /// Claims waiting to share a statement (see `gather`).
     pub(crate) gathering: crate::lane::Lanes<crate::gather::Claims>,
+    /// Where this process's claimed items are, for their batched acks (see `addresses`).
+    pub(crate) addresses: crate::addresses::Addresses,
     pub(crate) changes: broadcast::Sender<QueueId>,
     /// Wakes the task that deletes thrown-away generations.
     pub(crate) trash_wake: Arc<tokio::sync::Notify>,
@@ -541,7 +543,7 @@ impl Backend for PostgresBackend {
         let limit = claim.limit;
         let items = match plan {
             held::Plan::Full => self.claim_gathered(queue, claim, now).await?,
-            held::Plan::After(p) => self.claim_alone(queue, &claim, now, Some(p)).await?,
+            held::Plan::After(p) => self.claim_after(queue, &claim, now, p).await?,
         };
         self.inner
             .claims_from

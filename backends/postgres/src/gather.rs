@@ -1,7 +1,7 @@
 //! One claim for several consumers: claims of one queue that this process's consumers make
 //! while two of its claims of that queue run wait in the queue's lane (`lane`, as small
-//! pushes do in `combine`), and leave together in one call of `claim_for` (schema version
-//! 11) when one of those ends.
+//! pushes do in `combine`), and leave together in one call of `claim_located` (schema version
+//! 14; `claim_for` before it) when one of those ends.
 //!
 //! Consumers claiming at the same time each start at the head of the due index, and each
 //! steps over the rows the others hold locked and over the entries of rows just claimed:
@@ -56,7 +56,8 @@ impl Shared for Claims {
         claim: Claim,
         now: Timestamp,
     ) -> Result<Vec<Item>> {
-        backend.claim_alone(queue, &claim, now, None).await
+        let mut shares = backend.claim_shared(queue, &[&claim], now).await?;
+        Ok(shares.pop().unwrap_or_default())
     }
 
     /// One shared statement for `batch` (two claims or more), then each waiter's answer.

@@ -19,12 +19,15 @@
 //!   written to the rows locked, found by address, and one row in `leases` with the
 //!   claim's lease end and keys, through which the sweep finds expired leases and which
 //!   the acks count down and delete; it sends back only the columns its
-//!   caller does not already know, not the phase, the lease or the update time; claims of
-//!   one queue that this process's consumers make while two of them run wait, and leave
-//!   together in one call of `claim_for`, each consumer with its own share and lease:
-//!   `gather`); `update_many` (the
-//!   batched ack) one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one
-//!   `DELETE` (plus the counter update, sent with them); `fetch`/`pop`/`dump` page by key;
+//!   caller does not already know, not the phase, the lease or the update time, and each
+//!   row's address; claims of one queue that this process's consumers make while two of
+//!   them run wait, and leave together in one call of `claim_located`, each consumer with
+//!   its own share and lease: `gather`); `update_many` one transaction of one
+//!   `SELECT … FOR UPDATE`, one `UPDATE` and one `DELETE` (plus the counter update, sent
+//!   with them), or, for 32 entries or more of one owner's leases (a large `ack_many`), one
+//!   statement that writes without reading first, finding each row at the address its
+//!   claim returned (kept by the backend until the ack, `addresses`) and by key when that
+//!   address no longer holds it; `fetch`/`pop`/`dump` page by key;
 //!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,
 //!   and the old rows are deleted in batches in the background; `prune` (retention) one
 //!   call of the function `prune_phase` (one `DELETE` of the phase's head, found through the
@@ -69,7 +72,10 @@
 //!   without sorting its rows, and version 13 finds expired leases through a row per claim
 //!   (`leases`: the lease end, how many of its items are still in flight, their keys)
 //!   instead of an index entry per claimed item (`items_leases` is dropped; a check keeps
-//!   every item in flight named in a row), and pages in-flight items through those rows.
+//!   every item in flight named in a row), and pages in-flight items through those rows,
+//!   and version 14 (functions only) has a claim return each leased row's address
+//!   (`claim_located`, for one consumer or several) and a batched ack find its rows at
+//!   those addresses (`settle_located`), instead of looking each key up in the primary key.
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -154,15 +160,17 @@
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
-//! server checks), `sql/v1.sql` … `sql/v13.sql` (tables, functions, and each version's
+//! server checks), `sql/v1.sql` … `sql/v14.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend` (with `backend/claims` and
-//! `backend/settle`), `outbox`, `lane` (calls of one kind and queue that wait while two
+//! `backend/settle`), `addresses` (where this process's claimed items are, for their
+//! acks), `outbox`, `lane` (calls of one kind and queue that wait while two
 //! run, then share a statement), `combine` (group commit of small pushes, through `lane`),
 //! `gather` (one claim for several consumers, through `lane`), `notify` (notices across
 //! processes), `rollup` (count changes into counter rows), `trash` (deleting thrown-away
 //! generations), `snapshots` (the oldest snapshot on the server), `held` (what the backend
 //! does while one is held open), `connect` (TLS and the pool).
 
+mod addresses;
 mod backend;
 mod combine;
 mod connect;

@@ -102,6 +102,7 @@ impl PostgresBackend {
                 notices,
                 lanes: crate::lane::Lanes::default(),
                 gathering: crate::lane::Lanes::default(),
+                addresses: crate::addresses::Addresses::default(),
                 changes,
                 trash_wake,
                 oldest_snapshot,

@@ -28,13 +28,12 @@ pub(crate) struct Sql {
     pub(crate) vacuum_changes: String,
     pub(crate) vacuum_changes_truncate: String,
     pub(crate) reset: String,
+    /// The claim of one consumer or several from the head of the queue (`claim_located`,
+    /// schema version 14): owners `$2`, limits `$3` and lease ends `$4`, at `$5`; each row
+    /// names its consumer's place and its row's address first.
     pub(crate) claim: String,
     /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
     pub(crate) claim_lazy: String,
-    /// One claim for several consumers (`claim_for`, schema version 11): owners `$2`,
-    /// limits `$3` and lease ends `$4`, at `$5`; each row names its consumer's place first.
-    pub(crate) claim_for: String,
-    pub(crate) claim_for_lazy: String,
     pub(crate) sweep: String,
     /// Retention's step from after key `$5` (the smallest `bigint`: from the start),
     /// returning what it removed and the last key it removed (`prune_after`, schema version
@@ -53,6 +52,8 @@ pub(crate) struct Sql {
     pub(crate) settle_leased: String,
     /// A batch of one owner's leases all moved to one phase (or all removed; `v8.sql`).
     pub(crate) settle_leased_to: String,
+    /// The same with each key's address from its claim (`settle_located`, `v14.sql`).
+    pub(crate) settle_located: String,
     pub(crate) empty_trash: String,
     /// Gives the TTL to items a push left without it while their queue gained one.
     pub(crate) catch_up_ttl: String,
@@ -224,8 +225,8 @@ impl Held {
     fn new(schema: &str) -> Self {
         let r = |s: &str| render(s, schema);
         Held {
-            claim_after: r(&claim(false, true)),
-            claim_after_lazy: r(&claim(true, true)),
+            claim_after: r(&claim_after(false)),
+            claim_after_lazy: r(&claim_after(true)),
             move_shard: r("SELECT set_config('hookspool.counter_shard', \
                  (current_setting('hookspool.counter_shard')::integer % {counter_shards} \
                  + {counter_shards} * $1::integer)::text, false)"),
@@ -286,35 +287,35 @@ const UNCOUNT: &str = ", uncounted AS (INSERT INTO {schema}.counts AS c (gen, ph
      SELECT gen, phase, {schema}.shard(), -count(*) FROM gone GROUP BY gen, phase \
      ORDER BY gen, phase ON CONFLICT (gen, phase, shard) DO UPDATE SET n = c.n + excluded.n)";
 
-/// A claim of queue `$1` for owner `$2`, at most `$3` items, leased until `$4`, at `$5`.
-/// `lazy`: committed without waiting for the WAL flush (`Claim::durable` false).
-/// `synchronous_commit` is read when the statement's transaction commits, so setting it
-/// anywhere in the statement is enough (`true`: for this transaction only). A later
-/// synchronous commit flushes the WAL up to itself, this claim's commit included.
-/// `after`: the claim from after the position `($6, $7)` (`claim_after`).
-fn claim(lazy: bool, after: bool) -> String {
-    let lazy = if lazy {
+/// `, set_config(…)` that makes a statement's transaction commit without waiting for its
+/// WAL flush (`Claim::durable` false), or nothing. `synchronous_commit` is read when the
+/// statement's transaction commits, so setting it anywhere in the statement is enough
+/// (`true`: for this transaction only). A later synchronous commit flushes the WAL up to
+/// itself, this claim's commit included.
+fn lazily(lazy: bool) -> &'static str {
+    if lazy {
         ", set_config('synchronous_commit', 'off', true)"
     } else {
         ""
-    };
-    let call = if after {
-        "claim_after($1, $2, $3, $4, $5, $6, $7)"
-    } else {
-        "claim($1, $2, $3, $4, $5)"
-    };
-    format!("SELECT {CLAIMED_COLUMNS} FROM {{schema}}.{call}{lazy}")
+    }
 }
 
-/// One claim for several consumers of queue `$1` (see [`Sql::claim_for`]); `lazy` as in
-/// [`claim`].
-fn claim_for(lazy: bool) -> String {
-    let lazy = if lazy {
-        ", set_config('synchronous_commit', 'off', true)"
-    } else {
-        ""
-    };
-    format!("SELECT who, {CLAIMED_COLUMNS} FROM {{schema}}.claim_for($1, $2, $3, $4, $5){lazy}")
+/// A claim of queue `$1` for owner `$2`, at most `$3` items, leased until `$4`, at `$5`,
+/// from after the position `($6, $7)` (`claim_after`); `lazy` as in [`lazily`].
+fn claim_after(lazy: bool) -> String {
+    format!(
+        "SELECT {CLAIMED_COLUMNS} FROM {{schema}}.claim_after($1, $2, $3, $4, $5, $6, $7){}",
+        lazily(lazy)
+    )
+}
+
+/// A claim of queue `$1` from its head for one consumer or several (see [`Sql::claim`]);
+/// `lazy` as in [`lazily`].
+fn claim(lazy: bool) -> String {
+    format!(
+        "SELECT who, address, {CLAIMED_COLUMNS} FROM {{schema}}.claim_located($1, $2, $3, $4, $5){}",
+        lazily(lazy)
+    )
 }
 
 /// The generation of queue `$1`, as a subquery.
@@ -464,10 +465,8 @@ impl Sql {
             vacuum_changes: r("VACUUM (SKIP_LOCKED) {schema}.count_changes"),
             vacuum_changes_truncate: r("VACUUM (SKIP_LOCKED, TRUNCATE) {schema}.count_changes"),
             reset: r("SELECT {schema}.reset($1)"),
-            claim: r(&claim(false, false)),
-            claim_lazy: r(&claim(true, false)),
-            claim_for: r(&claim_for(false)),
-            claim_for_lazy: r(&claim_for(true)),
+            claim: r(&claim(false)),
+            claim_lazy: r(&claim(true)),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
             prune: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
             held: Held::new(schema),
@@ -495,6 +494,7 @@ impl Sql {
             close_leases: r("SELECT {schema}.close_leases($1)"),
             settle_leased: r("SELECT {schema}.settle_leased($1, $2, $3, $4, $5, $6, $7, $8)"),
             settle_leased_to: r("SELECT {schema}.settle_leased_to($1, $2, $3, $4, $5)"),
+            settle_located: r("SELECT {schema}.settle_located($1, $2, $3, $4, $5, $6)"),
             empty_trash: r("SELECT {schema}.empty_trash($1, $2, $3)"),
             catch_up_ttl: r("SELECT {schema}.catch_up_ttl($1)"),
             trash: r("SELECT gen FROM {schema}.trash ORDER BY gen"),

@@ -4,24 +4,12 @@
 //! with the leases taken before it, an item claimed again while its first claim's row is
 //! still there, and the check that keeps every item in flight in a row.
 
-use hookspool::{
-    Action, Backend, Claim, Expect, Key, Move, NewItem, Phase, QueueConfig, QueueId, Store,
-    Timestamp, Transition,
-};
+use hookspool::{Action, Backend, Expect, Key, Move, NewItem, Phase, QueueId, Store, Transition};
 use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
 
-fn at(ms: u64) -> Timestamp {
-    Timestamp::from_millis(ms)
-}
+mod common;
 
-fn claim(owner: &str, limit: usize, until: u64) -> Claim {
-    Claim {
-        owner: owner.to_owned(),
-        limit,
-        lease_until: at(until),
-        durable: true,
-    }
-}
+use common::{at, claim, fresh};
 
 /// The lease rows of `schema`, as `(until, open, keys)`, by their keys.
 async fn lease_rows(schema: &str) -> Vec<(i64, i32, Vec<i64>)> {
@@ -36,19 +24,6 @@ async fn lease_rows(schema: &str) -> Vec<(i64, i32, Vec<i64>)> {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect()
-}
-
-/// A backend on a fresh schema with a queue `q`, and the schema's name.
-async fn fresh() -> (PostgresBackend, QueueId, String) {
-    let options = testing::options();
-    let schema = options.schema.clone();
-    let backend = PostgresBackend::open(options).await.expect("open");
-    let q = QueueId::new("q").expect("queue id");
-    backend
-        .create_queue(QueueConfig::new(q.clone()))
-        .await
-        .expect("create");
-    (backend, q, schema)
 }
 
 fn keys(items: &[hookspool::Item]) -> Vec<i64> {
@@ -349,14 +324,49 @@ async fn an_item_cannot_enter_flight_without_a_lease_row() {
     assert_eq!((item.phase, item.lease), (Phase::PENDING, None));
 }
 
+/// The keys `sql` (a leasing call returning `key` first) leased, in key order.
+async fn leased(client: &tokio_postgres::Client, sql: &str) -> Vec<i64> {
+    let mut keys: Vec<i64> = client
+        .query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// The keys of each of two consumers' shares that `sql` (a shared claim returning `who`
+/// and `key` first) leased, in key order.
+async fn shared(client: &tokio_postgres::Client, sql: &str) -> [Vec<i64>; 2] {
+    let shares: Vec<(i32, i64)> = client
+        .query(sql, &[])
+        .await
+        .expect(sql)
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    [1, 2].map(|who| {
+        let mut keys: Vec<i64> = shares
+            .iter()
+            .filter(|(w, _)| *w == who)
+            .map(|(_, k)| *k)
+            .collect();
+        keys.sort_unstable();
+        keys
+    })
+}
+
 /// Every function that leases writes the row: `claim`, `claim_after` (while a snapshot is
-/// held), `claim_for` (one row per consumer's share) and version 8's `lease_rows` (kept for
-/// a claim of older code). Each row holds its own lease end and keys, and a sweep past all
-/// the ends releases every item through them and leaves no row.
+/// held), `claim_for` (one row per consumer's share), version 8's `lease_rows` (kept for a
+/// claim of older code) and version 14's `claim_located` (for one consumer, and a row per
+/// share for two). Each row holds its own lease end and keys, and a sweep past all the ends
+/// releases every item through them and leaves no row.
 #[tokio::test]
 async fn every_leasing_function_writes_its_row() {
     let (backend, q, schema) = fresh().await;
-    let items = (0..10u8).map(|i| NewItem::new(vec![i])).collect();
+    let items = (0..16u8).map(|i| NewItem::new(vec![i])).collect();
     let pushed = backend.push(&q, items, at(1_000)).await.expect("push");
     let pushed: Vec<i64> = pushed
         .iter()
@@ -364,68 +374,69 @@ async fn every_leasing_function_writes_its_row() {
         .collect();
     let client = testing::client().await;
     let s = format!("\"{schema}\"");
-    let leased = |sql: String| {
-        let client = &client;
-        async move {
-            let mut keys: Vec<i64> = client
-                .query(&sql, &[])
-                .await
-                .expect(&sql)
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            keys.sort_unstable();
-            keys
-        }
-    };
     let mut got = Vec::new();
     got.push(
-        leased(format!(
-            "SELECT key FROM {s}.claim('q', 'a', 2, 5000, 1000)"
-        ))
+        leased(
+            &client,
+            &format!("SELECT key FROM {s}.claim('q', 'a', 2, 5000, 1000)"),
+        )
         .await,
     );
     got.push(
-        leased(format!(
-            "SELECT key FROM {s}.claim_after('q', 'b', 2, 6000, 1000, 1000, {})",
-            pushed[1]
-        ))
+        leased(
+            &client,
+            &format!(
+                "SELECT key FROM {s}.claim_after('q', 'b', 2, 6000, 1000, 1000, {})",
+                pushed[1]
+            ),
+        )
         .await,
     );
-    let shares: Vec<(i32, i64)> = client
-        .query(
+    got.extend(
+        shared(
+            &client,
             &format!(
                 "SELECT who, key FROM {s}.claim_for('q', ARRAY['c', 'd'], ARRAY[2, 2], \
                  ARRAY[7000, 8000]::bigint[], 1000)"
             ),
-            &[],
         )
-        .await
-        .expect("claim_for")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    for who in [1, 2] {
-        let mut keys: Vec<i64> = shares
-            .iter()
-            .filter(|(w, _)| *w == who)
-            .map(|(_, k)| *k)
-            .collect();
-        keys.sort_unstable();
-        got.push(keys);
-    }
+        .await,
+    );
     got.push(
-        leased(format!(
-            "SELECT key FROM {s}.lease_rows((SELECT gen FROM {s}.queues WHERE id = 'q'), \
-             (SELECT array_agg(ctid) FROM (SELECT ctid FROM {s}.items \
-              WHERE phase = 'pending' ORDER BY key LIMIT 2 FOR UPDATE) AS x), \
-             'e', 9000, 1000)"
-        ))
+        leased(
+            &client,
+            &format!(
+                "SELECT key FROM {s}.lease_rows((SELECT gen FROM {s}.queues WHERE id = 'q'), \
+                 (SELECT array_agg(ctid) FROM (SELECT ctid FROM {s}.items \
+                  WHERE phase = 'pending' ORDER BY key LIMIT 2 FOR UPDATE) AS x), \
+                 'e', 9000, 1000)"
+            ),
+        )
+        .await,
+    );
+    got.push(
+        leased(
+            &client,
+            &format!(
+                "SELECT key FROM {s}.claim_located('q', ARRAY['f'], ARRAY[2], \
+                 ARRAY[9500]::bigint[], 1000)"
+            ),
+        )
+        .await,
+    );
+    got.extend(
+        shared(
+            &client,
+            &format!(
+                "SELECT who, key FROM {s}.claim_located('q', ARRAY['g', 'h'], ARRAY[2, 2], \
+                 ARRAY[9600, 9700]::bigint[], 1000)"
+            ),
+        )
         .await,
     );
     let expected: Vec<Vec<i64>> = pushed.chunks(2).map(<[i64]>::to_vec).collect();
     assert_eq!(got, expected, "each call leased the next two items");
-    let ends = [5_000, 6_000, 7_000, 8_000, 9_000];
+    let ends = [5_000, 6_000, 7_000, 8_000, 9_000, 9_500, 9_600, 9_700];
     let want: Vec<(i64, i32, Vec<i64>)> = ends
         .iter()
         .zip(&expected)
@@ -444,6 +455,6 @@ async fn every_leasing_function_writes_its_row() {
     );
     assert_eq!(lease_rows(&schema).await, want[3..]);
     let report = backend.sweep(&q, at(10_000)).await.expect("sweep");
-    assert_eq!(report.released, 4);
+    assert_eq!(report.released, 10);
     assert_eq!(lease_rows(&schema).await, []);
 }

@@ -158,6 +158,20 @@ async fn a_prune_planned_on_a_small_queue_reads_only_the_head_of_its_phase_once_
 }
 
 /// Entries that scans of `schema`'s index `index` returned, reported and not yet.
+/// How many sequential scans of `items` the server counts, and this session has not yet
+/// sent it.
+async fn table_scans(client: &Client, schema: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT pg_stat_get_numscans(t) + pg_stat_get_xact_numscans(t) \
+             FROM (SELECT format('%I.items', $1::text)::regclass AS t) AS x",
+            &[&schema],
+        )
+        .await
+        .expect("table statistics")
+        .get(0)
+}
+
 async fn index_entries_all(client: &Client, schema: &str, index: &str) -> i64 {
     client
         .query_one(
@@ -273,20 +287,46 @@ async fn an_ack_planned_on_a_small_queue_finds_its_rows_by_key_once_it_has_grown
     );
 }
 
-/// A batch of one owner's acks (`settle_leased_to`, 32 entries or more) gets its keys through
-/// a sub-select since schema version 10, so that planning does not weigh each one: the
-/// planner no longer sees how many there are, and must still look them up in the primary
-/// key rather than read the queue's generation. On a queue of 20,064 items, with plans
-/// forced generic, an ack of 64 leased items reads at most 4 entries of the primary key for
-/// each (the item's versions) and none of the indexes by phase; under either retention (the
-/// `UPDATE` to `done`, the `DELETE`).
+/// A batch of one owner's acks (32 entries or more) finds its rows at the addresses its
+/// claim returned (`settle_located`, schema version 14), and without them by key
+/// (`settle_leased_to`, whose keys come through a sub-select since version 10, so that
+/// planning does not weigh each one: the planner no longer sees how many there are, and must
+/// still look them up in the primary key rather than read the queue's generation). On a
+/// queue of 20,064 items, with plans forced generic, an ack of 64 leased items through the
+/// backend that claimed them reads no entry of any index; through another backend (which
+/// has no addresses) it reads at most 4 entries of the primary key for each (the item's
+/// versions) and none of the indexes by phase. Under either retention (the `UPDATE` to
+/// `done`, the `DELETE`).
 #[tokio::test]
-async fn a_batch_of_one_owners_acks_finds_its_rows_by_key() {
+async fn a_batch_of_one_owners_acks_finds_its_rows_by_address_or_by_key() {
     use hookspool::{NewItem, QueueConfig, QueueId, Retention};
     use std::time::Duration;
 
     let (backend, store, _, schema) = generic_store().await;
-    let session = || async { backend.connection().await.expect("the pool's one session") };
+    let other = PostgresBackend::open(testing::options().schema(schema.clone()).pool_size(1))
+        .await
+        .expect("open a second backend");
+    other
+        .connection()
+        .await
+        .expect("its one session")
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("set");
+    let other_store = hookspool::Store::new(other.clone());
+    // Read through the acking backend's one session: the counts are the server's plus those
+    // this session has not yet sent it.
+    let read = |acker: &PostgresBackend, index: &'static str| {
+        let (acker, schema) = (acker.clone(), schema.clone());
+        async move {
+            let session = acker.connection().await.expect("the pool's one session");
+            if index == "items" {
+                table_scans(&session, &schema).await
+            } else {
+                index_entries_all(&session, &schema, index).await
+            }
+        }
+    };
     for retention in [Retention::Keep, Retention::Remove] {
         let q = QueueId::new(format!("acks-{retention:?}").to_lowercase()).expect("queue id");
         store
@@ -299,44 +339,68 @@ async fn a_batch_of_one_owners_acks_finds_its_rows_by_key() {
                 .collect();
             store.push_batch(&q, items).await.expect("push");
         }
-        let keys: Vec<_> = store
-            .claim(&q, "w", 64, Duration::from_mins(5))
-            .await
-            .expect("claim")
-            .iter()
-            .map(|i| i.key)
-            .collect();
-        assert_eq!(keys.len(), 64);
-        let read = |index: &'static str| {
-            let schema = schema.clone();
-            async move { index_entries_all(&*session().await, &schema, index).await }
-        };
-        let (pkey, by_phase, pending) = (
-            read("items_pkey").await,
-            read("items_by_phase").await,
-            read("items_pending").await,
-        );
-        let acked = store.ack_many(&q, &keys, "w").await.expect("ack");
-        assert!(acked.iter().all(Result::is_ok), "{retention:?}: {acked:?}");
-        let pkey = read("items_pkey").await - pkey;
-        let by_phase =
-            read("items_by_phase").await - by_phase + read("items_pending").await - pending;
-        assert!(
-            (64..=256).contains(&pkey),
-            "schema version {SCHEMA_VERSION}, {retention:?}: an ack of 64 read {pkey} entries \
-             of the primary key"
-        );
-        assert_eq!(
-            by_phase, 0,
-            "schema version {SCHEMA_VERSION}, {retention:?}: an ack must not page its phase"
-        );
-        assert_eq!(
-            store
-                .count_phase(&q, &hookspool::Phase::IN_FLIGHT)
+        let mut acks = 0;
+        let rounds = [
+            ("address", &backend, &store, 0..=0),
+            ("key", &other, &other_store, 64..=256),
+        ];
+        for (by, acker, acking, pkey_reads) in rounds {
+            let keys: Vec<_> = store
+                .claim(&q, "w", 64, Duration::from_mins(5))
                 .await
-                .expect("count"),
-            0
-        );
+                .expect("claim")
+                .iter()
+                .map(|i| i.key)
+                .collect();
+            assert_eq!(keys.len(), 64);
+            let (pkey, by_phase, pending, scans) = (
+                read(acker, "items_pkey").await,
+                read(acker, "items_by_phase").await,
+                read(acker, "items_pending").await,
+                read(acker, "items").await,
+            );
+            let acked = acking.ack_many(&q, &keys, "w").await.expect("ack");
+            assert!(acked.iter().all(Result::is_ok), "{retention:?}: {acked:?}");
+            let pkey = read(acker, "items_pkey").await - pkey;
+            let by_phase = read(acker, "items_by_phase").await - by_phase
+                + read(acker, "items_pending").await
+                - pending;
+            assert_eq!(
+                read(acker, "items").await - scans,
+                0,
+                "schema version {SCHEMA_VERSION}, {retention:?}: an ack by {by} read the table"
+            );
+            assert!(
+                pkey_reads.contains(&pkey),
+                "schema version {SCHEMA_VERSION}, {retention:?}: an ack of 64 by {by} read \
+                 {pkey} entries of the primary key"
+            );
+            assert_eq!(
+                by_phase, 0,
+                "schema version {SCHEMA_VERSION}, {retention:?}: an ack must not page its phase"
+            );
+            assert_eq!(
+                store
+                    .count_phase(&q, &hookspool::Phase::IN_FLIGHT)
+                    .await
+                    .expect("count"),
+                0
+            );
+            let kept = store
+                .count_phase(&q, &hookspool::Phase::DONE)
+                .await
+                .expect("count");
+            acks += 64;
+            assert_eq!(
+                kept,
+                if retention == Retention::Keep {
+                    acks
+                } else {
+                    0
+                },
+                "by {by}"
+            );
+        }
     }
 }
 

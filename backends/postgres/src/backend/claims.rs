@@ -1,37 +1,37 @@
-//! The claim statements: one consumer's claim, and one shared by several (see `gather`).
+//! The claim statements: from the head of the queue for one consumer or several (see
+//! `gather`), and from after a position (see `held`).
 
 use hookspool::{Claim, Error, Item, Lease, QueueId, Result, Timestamp};
 use tokio_postgres::types::ToSql;
 
 use super::PostgresBackend;
+use crate::addresses::Address;
 use crate::held::ClaimPosition;
-use crate::rows::{self, ms};
+use crate::rows::{self, key_param, ms};
 
 impl PostgresBackend {
-    /// `claim` in a statement of its own: from the head of the due index (with the sweep),
-    /// or from after `after` (while a snapshot is held open, see `held`).
-    pub(crate) async fn claim_alone(
+    /// `claim` from after `after`, in a statement of its own (while a snapshot is held
+    /// open, see `held`).
+    pub(crate) async fn claim_after(
         &self,
         queue: &QueueId,
         claim: &Claim,
         now: Timestamp,
-        after: Option<ClaimPosition>,
+        after: ClaimPosition,
     ) -> Result<Vec<Item>> {
         let limit = i32::try_from(claim.limit).unwrap_or(i32::MAX);
-        let sql = &self.inner.sql;
-        let text = match (after.is_some(), claim.durable) {
-            (false, true) => &sql.claim,
-            (false, false) => &sql.claim_lazy,
-            (true, true) => &sql.held.claim_after,
-            (true, false) => &sql.held.claim_after_lazy,
+        let held = &self.inner.sql.held;
+        let text = if claim.durable {
+            &held.claim_after
+        } else {
+            &held.claim_after_lazy
         };
         run!(self, Some(queue), conn, {
             let stmt = conn.prepare_cached(text).await?;
             let (id, until, at) = (queue.as_str(), ms(claim.lease_until), ms(now));
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &claim.owner, &limit, &until, &at];
-            if let Some((not_before, key)) = &after {
-                params.extend([not_before as &(dyn ToSql + Sync), key]);
-            }
+            let (not_before, key) = &after;
+            let params: [&(dyn ToSql + Sync); 7] =
+                [&id, &claim.owner, &limit, &until, &at, not_before, key];
             let rows = conn.query(&stmt, &params).await?;
             // The lease and the time as the claim stored them: in whole milliseconds.
             let lease = Lease {
@@ -48,8 +48,9 @@ impl PostgresBackend {
         })
     }
 
-    /// The claims of several consumers in one statement (`claim_for`) at `now`: each
-    /// consumer's items, in the order of `claims`. Durable unless none asked for that.
+    /// The claims of one consumer or several from the head of the queue in one statement
+    /// (`claim_located`) at `now`: each consumer's items, in the order of `claims`. Durable
+    /// unless none asked for that. The rows' addresses go into the book (see `addresses`).
     pub(crate) async fn claim_shared(
         &self,
         queue: &QueueId,
@@ -58,9 +59,9 @@ impl PostgresBackend {
     ) -> Result<Vec<Vec<Item>>> {
         let sql = &self.inner.sql;
         let text = if claims.iter().any(|c| c.durable) {
-            &sql.claim_for
+            &sql.claim
         } else {
-            &sql.claim_for_lazy
+            &sql.claim_lazy
         };
         let owners: Vec<&str> = claims.iter().map(|c| c.owner.as_str()).collect();
         let limits: Vec<i32> = claims
@@ -82,8 +83,11 @@ impl PostgresBackend {
             let rows = conn
                 .query(&stmt, &[&queue.as_str(), &owners, &limits, &untils, &at])
                 .await?;
+            let ms_now = at;
             let at = rows::timestamp(at);
             let mut shares: Vec<Vec<Item>> = claims.iter().map(|_| Vec::new()).collect();
+            let mut addresses: Vec<Vec<(i64, Address)>> =
+                claims.iter().map(|_| Vec::new()).collect();
             for row in &rows {
                 let who: i32 = row
                     .try_get(0)
@@ -98,7 +102,17 @@ impl PostgresBackend {
                             shares.len()
                         ))
                     })?;
-                shares[place].push(rows::claimed(row, 1, &leases[place], at)?);
+                let item = rows::claimed(row, 2, &leases[place], at)?;
+                let address: Address = row
+                    .try_get(1)
+                    .map_err(|e| Error::corrupted(format!("a claimed row's address: {e}")))?;
+                addresses[place].push((key_param(item.key), address));
+                shares[place].push(item);
+            }
+            for (leased, until) in addresses.into_iter().zip(&untils) {
+                if !leased.is_empty() {
+                    self.inner.addresses.note(queue, leased, *until, ms_now);
+                }
             }
             for items in &mut shares {
                 items.sort_by_key(|i| (i.not_before, i.key));

@@ -7,7 +7,7 @@ use hookspool::{
     Action, Error, Item, Key, Phase, QueueId, Result, Timestamp, Transition, apply_move,
     check_expect,
 };
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 
 use super::{Failure, PostgresBackend};
 use crate::rows::{self, key_param, ms};
@@ -41,13 +41,22 @@ impl PostgresBackend {
         order.sort_unstable_by_key(|(key, _)| *key);
         let keys: Vec<i64> = order.iter().map(|(key, _)| key_param(*key)).collect();
         let sql = &self.inner.sql;
+        // The addresses of the claims are taken whichever way the batch goes: its keys are
+        // settled (or found not to be this owner's) either way.
+        let addresses = self.inner.addresses.take(queue, &keys);
         let applied: Option<Vec<i64>> = if let Some(same) = uniform(&updates) {
             let phase = same.phase();
             run!(self, Some(queue), conn, {
-                let stmt = conn.prepare_cached(&sql.settle_leased_to).await?;
-                let row = conn
-                    .query_one(&stmt, &[&queue.as_str(), &owner, &keys, &phase, &ms(now)])
-                    .await?;
+                let row = if let Some(addresses) = &addresses {
+                    let stmt = conn.prepare_cached(&sql.settle_located).await?;
+                    let params: [&(dyn ToSql + Sync); 6] =
+                        [&queue.as_str(), &owner, &keys, addresses, &phase, &ms(now)];
+                    conn.query_one(&stmt, &params).await?
+                } else {
+                    let stmt = conn.prepare_cached(&sql.settle_leased_to).await?;
+                    conn.query_one(&stmt, &[&queue.as_str(), &owner, &keys, &phase, &ms(now)])
+                        .await?
+                };
                 Ok(row.get::<_, Option<Vec<i64>>>(0))
             })?
         } else {
@@ -134,6 +143,7 @@ impl PostgresBackend {
         let mut keys: Vec<i64> = updates.iter().map(|(key, _)| key_param(*key)).collect();
         keys.sort_unstable();
         keys.dedup();
+        self.inner.addresses.forget(queue, keys.iter().copied());
         let sql = &self.inner.sql;
         let results = run!(self, Some(queue), conn, {
             let tx = conn.transaction().await?;
