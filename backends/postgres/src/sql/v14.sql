@@ -3,8 +3,9 @@
 --
 -- An ack of a claim's items (`settle_leased_to`) looked each item up by key: one descent of
 -- the primary key per item, through the entries of the item's older versions. That cost
--- the server 8.1k instructions of an ack's item (measured on a single session, acks of
--- 1024), out of 122k for a claim and its ack (`benches/scripts/pg_instructions.sh 8 4`).
+-- the server 8.1k instructions per item more than reading the row at its address (in one
+-- session, acks of 1024). Per item claimed and acked by 4 consumers
+-- (`benches/scripts/pg_instructions.sh 8 4`): 122.3k with version 13, 115.8k with this.
 --
 -- - `claim_located` is `claim_for` (version 11, with version 13's lease rows) that also
 --   returns each leased row's address (`ctid`, the place of the version the claim wrote).
@@ -24,9 +25,8 @@
 --   read the whole generation through the primary key when its statistics made the
 --   generation look small (a queue made after the table was last analyzed); a test in
 --   `tests/plans.rs` saw it.
--- - The keys an address did not settle (or that came without one) are
---   then settled by key (`settle_leased_to`), so the result is that of `settle_leased_to`
---   alone.
+-- - The keys an address did not settle (or that came without one) are then settled by key
+--   (`settle_leased_to`), so the result is that of `settle_leased_to` alone.
 
 -- The claim of `claim_for` (version 13), returning each row's address (`address`), and
 -- without ordering the locked rows when they all go to one consumer.
