@@ -219,29 +219,54 @@ async fn a_shared_claim_gives_each_consumer_its_share_in_claim_order() {
     assert_eq!(counts.get(&Phase::PENDING), 0);
 }
 
+/// `claim_for` and `claim_located` (schema version 14, the same checks) refuse arrays of
+/// different lengths, empty ones and NULLs, with SQLSTATE 22023 and a message naming the
+/// function; an unknown queue is `HS404`. Nothing is claimed by a refused call.
 #[tokio::test]
-async fn claim_for_refuses_arrays_that_do_not_match() {
+async fn claims_for_several_owners_refuse_arrays_that_do_not_match() {
     let (store, q, schema) = testing::store_with_queue("q").await;
     fill(&store, &q, 3).await;
     let client = testing::client().await;
-    for args in [
-        "ARRAY['a', 'b'], ARRAY[1], ARRAY[1, 2]::bigint[]",
-        "ARRAY['a'], ARRAY[1], ARRAY[1, 2]::bigint[]",
-        "ARRAY[]::text[], ARRAY[]::integer[], ARRAY[]::bigint[]",
-        "ARRAY['a', NULL], ARRAY[1, 1], ARRAY[1, 2]::bigint[]",
-        "ARRAY['a'], ARRAY[NULL]::integer[], ARRAY[1]::bigint[]",
-        "NULL, ARRAY[1], ARRAY[1]::bigint[]",
-    ] {
+    for function in ["claim_for", "claim_located"] {
+        for args in [
+            "ARRAY['a', 'b'], ARRAY[1], ARRAY[1, 2]::bigint[]",
+            "ARRAY['a'], ARRAY[1], ARRAY[1, 2]::bigint[]",
+            "ARRAY[]::text[], ARRAY[]::integer[], ARRAY[]::bigint[]",
+            "ARRAY['a', NULL], ARRAY[1, 1], ARRAY[1, 2]::bigint[]",
+            "ARRAY['a'], ARRAY[NULL]::integer[], ARRAY[1]::bigint[]",
+            "ARRAY['a'], ARRAY[1], ARRAY[NULL]::bigint[]",
+            "NULL, ARRAY[1], ARRAY[1]::bigint[]",
+        ] {
+            let e = client
+                .query(
+                    &format!("SELECT * FROM \"{schema}\".{function}('q', {args}, 10)"),
+                    &[],
+                )
+                .await
+                .expect_err(&format!("{function}({args}) must be refused"));
+            let db = e.as_db_error().expect("a server error");
+            assert_eq!(db.code().code(), "22023", "{function}({args}): {db}");
+            assert!(
+                db.message().contains(&format!("{function} takes")),
+                "{function}({args}): {db}"
+            );
+        }
         let e = client
             .query(
-                &format!("SELECT * FROM \"{schema}\".claim_for('q', {args}, 10)"),
+                &format!(
+                    "SELECT * FROM \"{schema}\".{function}('nope', ARRAY['a'], ARRAY[1], \
+                     ARRAY[1]::bigint[], 10)"
+                ),
                 &[],
             )
             .await
-            .expect_err(&format!("claim_for({args}) must be refused"));
+            .expect_err(&format!("{function} on an unknown queue must be refused"));
         let db = e.as_db_error().expect("a server error");
-        assert_eq!(db.code().code(), "22023", "{args}: {db}");
-        assert!(db.message().contains("claim_for takes"), "{args}: {db}");
+        assert_eq!(db.code().code(), "HS404", "{function}: {db}");
+        assert!(
+            db.message().contains("`nope` does not exist"),
+            "{function}: {db}"
+        );
     }
     // Nothing was claimed.
     assert_eq!(
