@@ -22,7 +22,9 @@
 //!   caller does not already know, not the phase, the lease or the update time, and each
 //!   row's address; claims of one queue that this process's consumers make while two of
 //!   them run wait, and leave together in one call of `claim_located`, each consumer with
-//!   its own share and lease: `gather`); `update_many` one transaction of one
+//!   its own share and lease: `gather`; a consumer alone asking for fewer than 64 items,
+//!   as the delivery loop does, calls version 13's `claim`, which returns no addresses
+//!   and costs the server less per call, and its items are acked by key); `update_many` one transaction of one
 //!   `SELECT … FOR UPDATE`, one `UPDATE` and one `DELETE` (plus the counter update, sent
 //!   with them), or, for 32 entries or more of one owner's leases (a large `ack_many`), one
 //!   statement that writes without reading first, finding each row at the address its

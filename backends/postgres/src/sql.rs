@@ -34,6 +34,11 @@ pub(crate) struct Sql {
     pub(crate) claim: String,
     /// The same claim, committed without waiting for its WAL flush (`Claim::durable` false).
     pub(crate) claim_lazy: String,
+    /// A small claim of one consumer (`claim`, schema version 13): owner `$2`, at most `$3`
+    /// items, leased until `$4`, at `$5`; no addresses (see `claims`).
+    pub(crate) claim_small: String,
+    /// The same, committed without waiting for its WAL flush.
+    pub(crate) claim_small_lazy: String,
     pub(crate) sweep: String,
     /// Retention's step from after key `$5` (the smallest `bigint`: from the start),
     /// returning what it removed and the last key it removed (`prune_after`, schema version
@@ -318,6 +323,14 @@ fn claim(lazy: bool) -> String {
     )
 }
 
+/// A small claim of one consumer (see [`Sql::claim_small`]); `lazy` as in [`lazily`].
+fn claim_small(lazy: bool) -> String {
+    format!(
+        "SELECT {CLAIMED_COLUMNS} FROM {{schema}}.claim($1, $2, $3, $4, $5){}",
+        lazily(lazy)
+    )
+}
+
 /// The generation of queue `$1`, as a subquery.
 const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 
@@ -467,6 +480,8 @@ impl Sql {
             reset: r("SELECT {schema}.reset($1)"),
             claim: r(&claim(false)),
             claim_lazy: r(&claim(true)),
+            claim_small: r(&claim_small(false)),
+            claim_small_lazy: r(&claim_small(true)),
             sweep: r("SELECT released, expired FROM {schema}.sweep($1, $2)"),
             prune: r("SELECT removed, last FROM {schema}.prune_after($1, $2, $3, $4, $5)"),
             held: Held::new(schema),
