@@ -24,12 +24,13 @@
 //!   them run wait, and leave together in one call of `claim_located`, each consumer with
 //!   its own share and lease: `gather`; a consumer alone asking for fewer than 64 items,
 //!   as the delivery loop does, calls version 13's `claim`, which returns no addresses
-//!   and costs the server less per call, and its items are acked by key); `update_many` one transaction of one
-//!   `SELECT … FOR UPDATE`, one `UPDATE` and one `DELETE` (plus the counter update, sent
-//!   with them), or, for 32 entries or more of one owner's leases (a large `ack_many`), one
-//!   statement that writes without reading first, finding each row at the address its
-//!   claim returned (kept by the backend until the ack, `addresses`) and by key when that
-//!   address no longer holds it; `fetch`/`pop`/`dump` page by key;
+//!   and costs the server less per call, and its items are acked by key); `update_many`
+//!   one transaction of one `SELECT … FOR UPDATE`, one `UPDATE` and one `DELETE` (plus
+//!   the counter update, sent with them), or, for 32 entries or more of one owner's leases
+//!   (a large `ack_many`), one statement that writes without reading first, finding each
+//!   row at the address its claim returned (kept by the backend until the ack,
+//!   `addresses`) and by key when that address no longer holds it; `fetch`/`pop`/`dump`
+//!   page by key;
 //!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,
 //!   and the old rows are deleted in batches in the background; `prune` (retention) one
 //!   call of the function `prune_phase` (one `DELETE` of the phase's head, found through the
