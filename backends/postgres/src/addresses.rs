@@ -1,7 +1,9 @@
 //! Where this process's claimed items are: each leased row's address (`ctid`) as its claim
 //! returned it (`claim_located`, schema version 14), kept until the batched ack of those
 //! items (`settle_located`) passes them back, so that the server finds each row at its
-//! address instead of looking its key up in the primary key.
+//! address instead of looking its key up in the primary key. A consumer alone claiming
+//! fewer than 64 items gets no addresses (version 13's `claim`, see `backend/claims`): its
+//! items are acked by key.
 //!
 //! An address is only a shortcut. The server settles a row at its address only if it is
 //! still that key's row leased to the owner, and settles by key whatever an address missed
