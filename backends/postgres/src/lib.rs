@@ -34,9 +34,9 @@
 //!   `reset` and `delete_queue` move the queue to a new generation in a short transaction,
 //!   and the old rows are deleted in batches in the background; `prune` (retention) one
 //!   call of the function `prune_phase` (one `DELETE` of the phase's head, found through the
-//!   `(gen, phase, key)` index, reading no payload); a `pop` of a page one call of
-//!   `pop_page`. Durable on return:
-//!   committed with `synchronous_commit = on`.
+//!   `(gen, listed, key)` index, or along the primary key for `done`, reading no payload);
+//!   a `pop` of a page one call of `pop_page`. Durable on return: committed with
+//!   `synchronous_commit = on`.
 //! - **Counts** come from sharded counter rows (one per session shard, queue generation and
 //!   phase) and, since schema version 7, from the count changes that pushes append, summed
 //!   on read in one snapshot: exact, O(1) in the queue's size, and no single hot row for
@@ -78,7 +78,11 @@
 //!   every item in flight named in a row), and pages in-flight items through those rows,
 //!   and version 14 (functions only) has a claim return each leased row's address
 //!   (`claim_located`, for one consumer or several) and a batched ack find its rows at
-//!   those addresses (`settle_located`), instead of looking each key up in the primary key.
+//!   those addresses (`settle_located`), instead of looking each key up in the primary key,
+//!   and version 15 has the indexes of the items name `listed` (the phase as they list it,
+//!   NULL for `in_flight` and `done`; a check keeps it true to `phase`) instead of `phase`,
+//!   so that an ack, which changes no indexed column, is written in place (a HOT update, no
+//!   new index entry) when its page has room.
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age

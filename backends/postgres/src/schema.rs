@@ -22,10 +22,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (12, include_str!("sql/v12.sql")),
     (13, include_str!("sql/v13.sql")),
     (14, include_str!("sql/v14.sql")),
+    (15, include_str!("sql/v15.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 14;
+pub const SCHEMA_VERSION: i32 = 15;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;

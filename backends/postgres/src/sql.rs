@@ -334,14 +334,15 @@ fn claim_small(lazy: bool) -> String {
 /// The generation of queue `$1`, as a subquery.
 const GEN: &str = "(SELECT gen FROM {schema}.queues WHERE id = $1)";
 
-/// The phase a page is limited to, as its statement names it. `items_by_phase` leaves out
-/// `in_flight` and `done` (schema version 5, `v5.sql`), and `pending`, which has
-/// `items_pending` (version 9, `v9.sql`): a statement that a kept plan may run for any of
-/// the phases it holds names that condition, so that the plan can use the index; the phases
-/// it leaves out are named as constants, so that the server can plan each its own way
-/// (`pending` through `items_pending`, `done` along the primary key). Items in flight are
-/// in no index by phase since version 13 (`v13.sql`): their page looks up the keys of the
-/// generation's lease rows.
+/// The phase a page is limited to, as its statement names it. The indexes by phase read
+/// `listed`, the phase as they list it (NULL for `in_flight` and `done`; schema version 15,
+/// `v15.sql`, so that an ack changes no indexed column). `items_by_phase` leaves out
+/// `pending` too, which has `items_pending` (version 9, `v9.sql`): a statement that a kept
+/// plan may run for any of the phases it holds names that condition, so that the plan can
+/// use the index; the other phases are named as constants, so that the server can plan each
+/// its own way (`pending` through `items_pending`, `done` along the primary key). Items in
+/// flight are in no index by phase since version 13 (`v13.sql`): their page looks up the
+/// keys of the generation's lease rows.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum PageFilter {
     /// Every phase.
@@ -387,14 +388,14 @@ impl PageFilter {
     fn condition(self) -> &'static str {
         match self {
             Self::None => "",
-            Self::Indexed => " AND phase = $5 AND phase NOT IN ('pending', 'in_flight', 'done')",
+            Self::Indexed => " AND listed = $5 AND listed <> 'pending'",
             Self::InFlight => {
                 " AND phase = 'in_flight' AND key = ANY (ARRAY(\
                  SELECT unnest(keys) FROM {schema}.leases \
                  WHERE gen = (SELECT gen FROM {schema}.queues WHERE id = $1)))"
             }
             Self::Done => " AND phase = 'done'",
-            Self::Pending => " AND phase = 'pending'",
+            Self::Pending => " AND listed = 'pending'",
         }
     }
 }
@@ -493,8 +494,9 @@ impl Sql {
                 "SELECT {STATE_COLUMNS}, gen, lease_id FROM {{schema}}.items \
                  WHERE gen = {GEN} AND key = ANY($2) ORDER BY key FOR UPDATE"
             )),
-            write_items: r(
-                "UPDATE {schema}.items i SET phase = u.phase, attempts = u.attempts, \
+            write_items: r("UPDATE {schema}.items i SET phase = u.phase, \
+                 listed = CASE WHEN u.phase IN ('in_flight', 'done') THEN NULL ELSE u.phase END, \
+                 attempts = u.attempts, \
                  updated_at = u.updated_at, not_before = u.not_before, lease_owner = u.owner, \
                  lease_until = u.until, last_error = coalesce(u.error, i.last_error), \
                  metadata = coalesce(u.metadata, i.metadata), \
@@ -502,8 +504,7 @@ impl Sql {
                  FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::bigint[], \
                  $6::bigint[], $7::text[], $8::bigint[], $9::text[], $10::json[]) \
                  AS u(key, phase, attempts, updated_at, not_before, owner, until, error, metadata) \
-                 WHERE i.gen = $1 AND i.key = u.key",
-            ),
+                 WHERE i.gen = $1 AND i.key = u.key"),
             delete_items: r("DELETE FROM {schema}.items WHERE gen = $1 AND key = ANY($2)"),
             add_counts: r(ADD_COUNTS),
             close_leases: r("SELECT {schema}.close_leases($1)"),

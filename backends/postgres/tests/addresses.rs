@@ -8,33 +8,12 @@
 
 use std::time::Duration;
 
-use hookspool::{Action, Backend, Expect, Key, Move, NewItem, Phase, QueueId, Result, Transition};
+use hookspool::{Backend, Key, NewItem, Phase, QueueId, Result};
 use hookspool_postgres::{PostgresBackend, testing};
 
 mod common;
 
-use common::{at, claim, fresh};
-
-/// Acks of `keys` for `owner`'s leases, as `Store::ack_many` makes them on a queue that
-/// keeps done items.
-fn acks(keys: &[Key], owner: &str) -> Vec<(Key, Transition)> {
-    keys.iter()
-        .map(|key| {
-            let ack = Transition {
-                expect: Expect {
-                    phase: None,
-                    lease_owner: Some(owner.to_owned()),
-                },
-                action: Action::Move(Move::to(Phase::DONE)),
-            };
-            (*key, ack)
-        })
-        .collect()
-}
-
-fn keys_of(items: &[hookspool::Item]) -> Vec<Key> {
-    items.iter().map(|i| i.key).collect()
-}
+use common::{acks, at, claim, fresh, keys_of};
 
 /// A backend on a fresh schema with a queue `q` of `n` pending items, and the schema.
 async fn filled(n: usize) -> (PostgresBackend, QueueId, String) {

@@ -378,10 +378,12 @@ async fn a_prune_from_a_position_reads_none_of_the_entries_a_held_snapshot_keeps
         (vec![10], vec![10]),
         "both remove the 10 left"
     );
-    // Each removed item left three versions (pending, in flight, done), each with an entry;
-    // what both read besides is the rest of the queue (100 items pending, 10 done).
+    // Each removed item left three versions (pending, in flight, done); the first two have an
+    // entry each, and the third too where its page had no room for an update in place
+    // (schema version 15). What both read besides is the rest of the queue (100 items
+    // pending, 10 done).
     assert!(
-        full_keys - after_keys >= 3 * 1_990 && after_keys < 1_990,
+        full_keys - after_keys >= 2 * 1_990 && after_keys < 1_990,
         "the full step reads the entries of the 1,990 items removed, prune_after none of them \
          (full: {full_keys}, prune_after: {after_keys})"
     );

@@ -1,6 +1,11 @@
 //! Helpers the PostgreSQL backend's tests of leases and acks share.
 
-use hookspool::{Backend, Claim, QueueConfig, QueueId, Timestamp};
+// Each test crate that includes this module uses only some of them.
+#![allow(dead_code)]
+
+use hookspool::{
+    Action, Backend, Claim, Expect, Key, Move, Phase, QueueConfig, QueueId, Timestamp, Transition,
+};
 use hookspool_postgres::{PostgresBackend, testing};
 
 /// The time `ms` milliseconds after the epoch.
@@ -29,4 +34,25 @@ pub async fn fresh() -> (PostgresBackend, QueueId, String) {
         .await
         .expect("create");
     (backend, q, schema)
+}
+
+/// Acks of `keys` for `owner`'s leases, as `Store::ack_many` makes them on a queue that
+/// keeps done items.
+pub fn acks(keys: &[Key], owner: &str) -> Vec<(Key, Transition)> {
+    keys.iter()
+        .map(|key| {
+            let ack = Transition {
+                expect: Expect {
+                    phase: None,
+                    lease_owner: Some(owner.to_owned()),
+                },
+                action: Action::Move(Move::to(Phase::DONE)),
+            };
+            (*key, ack)
+        })
+        .collect()
+}
+
+pub fn keys_of(items: &[hookspool::Item]) -> Vec<Key> {
+    items.iter().map(|i| i.key).collect()
 }
