@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hookspool::{Backend, Key, NewItem, Page, Phase, QueueConfig, QueueId, Selector};
+use hookspool::{Backend, NewItem, Page, Phase, QueueConfig, QueueId, Selector};
 use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
 
 mod common;
@@ -36,10 +36,10 @@ async fn hot_updates(backend: &PostgresBackend, schema: &str) -> i64 {
 
 /// Claims of 10 (through version 13's `claim`, acked by key) and of 64 (through
 /// `claim_located`, acked by address) from a queue with a TTL, each acked at once: every
-/// ack's update is written in place. The items table is given a fillfactor of 10 first, so that each page keeps
-/// room for its rows' next versions whatever other sessions' snapshots keep (a held
-/// snapshot stops the server from reclaiming dead versions); the claims' updates change
-/// `listed` and are never in place.
+/// ack's update is written in place. The items table is given a fillfactor of 10 first, so
+/// that each page keeps room for its rows' next versions whatever other sessions' snapshots
+/// keep (a held snapshot stops the server from reclaiming dead versions); the claims'
+/// updates change `listed` and are never in place.
 #[tokio::test]
 async fn an_ack_is_written_in_place_when_its_page_has_room() {
     let options = testing::options().pool_size(1);
@@ -153,10 +153,6 @@ async fn listings(schema: &str) -> Vec<(i64, String, Option<String>)> {
         .collect()
 }
 
-fn keys(items: &[hookspool::Item]) -> Vec<Key> {
-    keys_of(items)
-}
-
 /// A schema at version 14 with items in every kind of phase (pending, in flight, done,
 /// `dead`, and an application's own `held`) is upgraded: each item is listed as its phase
 /// says, and claims, acks, pages by phase and the TTL sweep work on them.
@@ -226,7 +222,7 @@ async fn an_upgrade_lists_each_item_as_its_phase_says() {
         .claim(&q, claim("c", 10, 60_000), at(2_000))
         .await
         .expect("claim");
-    assert_eq!(keys(&claimed), [7, 8, 9, 10]);
+    assert_eq!(keys_of(&claimed), [7, 8, 9, 10]);
     for (phase, expected) in [
         ("dead", vec![5]),
         ("held", vec![6]),
@@ -237,7 +233,7 @@ async fn an_upgrade_lists_each_item_as_its_phase_says() {
             .fetch(&q, &Selector::Page(page))
             .await
             .expect("page");
-        assert_eq!(keys(&items), expected, "a page of {phase}");
+        assert_eq!(keys_of(&items), expected, "a page of {phase}");
     }
     // Queue `t`'s items, pushed under version 14, expire once past the TTL.
     let swept = backend
