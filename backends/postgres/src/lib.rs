@@ -82,7 +82,11 @@
 //!   and version 15 has the indexes of the items name `listed` (the phase as they list it,
 //!   NULL for `in_flight` and `done`; a check keeps it true to `phase`) instead of `phase`,
 //!   so that an ack, which changes no indexed column, is written in place (a HOT update, no
-//!   new index entry) when its page has room.
+//!   new index entry) when its page has room, and version 16 (functions only) has the
+//!   claims read their due items, and the TTL sweep its expired ones, with sorting turned
+//!   off for that one statement, so that they go through `items_due` and `items_ttl`
+//!   whatever the table's statistics say (statistics taken while the queues were drained
+//!   had a claim read and sort every pending item).
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age

@@ -157,7 +157,6 @@ async fn a_prune_planned_on_a_small_queue_reads_only_the_head_of_its_phase_once_
     );
 }
 
-/// Entries that scans of `schema`'s index `index` returned, reported and not yet.
 /// How many sequential scans of `items` the server counts, and this session has not yet
 /// sent it.
 async fn table_scans(client: &Client, schema: &str) -> i64 {
@@ -172,6 +171,7 @@ async fn table_scans(client: &Client, schema: &str) -> i64 {
         .get(0)
 }
 
+/// Entries that scans of `schema`'s index `index` returned, reported and not yet.
 async fn index_entries_all(client: &Client, schema: &str, index: &str) -> i64 {
     client
         .query_one(
