@@ -8,6 +8,10 @@
 use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
 use tokio_postgres::Client;
 
+mod common;
+
+use common::{fresh_schema, index_entries_all, table_scans};
+
 /// Entries of `schema`'s indexes of items by phase (`items_by_phase` and, from schema
 /// version 9, `items_pending`) that this session's scans returned (counted in this session
 /// and not yet reported).
@@ -39,10 +43,7 @@ async fn push(client: &Client, schema: &str, n: i32) {
 /// A fresh schema (migrated by a backend) with an empty queue `q` that keeps its items, a
 /// session of its own, and the schema's name.
 async fn fresh_queue() -> (Client, String) {
-    let options = testing::options();
-    let schema = options.schema.clone();
-    drop(PostgresBackend::open(options).await.expect("open"));
-    let session = testing::client().await;
+    let (session, schema) = fresh_schema().await;
     session
         .batch_execute(&format!(
             "SELECT \"{schema}\".create_queue('q', NULL, 'keep', 0, '{{}}')"
@@ -155,33 +156,6 @@ async fn a_prune_planned_on_a_small_queue_reads_only_the_head_of_its_phase_once_
         "schema version {SCHEMA_VERSION}: a prune of 10 read {read} entries of the phase's \
          index (its head is 10; the phase holds 20,000)"
     );
-}
-
-/// How many sequential scans of `items` the server counts, and this session has not yet
-/// sent it.
-async fn table_scans(client: &Client, schema: &str) -> i64 {
-    client
-        .query_one(
-            "SELECT pg_stat_get_numscans(t) + pg_stat_get_xact_numscans(t) \
-             FROM (SELECT format('%I.items', $1::text)::regclass AS t) AS x",
-            &[&schema],
-        )
-        .await
-        .expect("table statistics")
-        .get(0)
-}
-
-/// Entries that scans of `schema`'s index `index` returned, reported and not yet.
-async fn index_entries_all(client: &Client, schema: &str, index: &str) -> i64 {
-    client
-        .query_one(
-            "SELECT pg_stat_get_tuples_returned(i) + pg_stat_get_xact_tuples_returned(i) \
-             FROM (SELECT format('%I.%I', $1::text, $2::text)::regclass AS i) AS x",
-            &[&schema, &index],
-        )
-        .await
-        .expect("index statistics")
-        .get(0)
 }
 
 /// A backend on a fresh schema with one pooled session, its plans forced generic, a store

@@ -7,11 +7,17 @@
 //! table scans of the measured calls (autovacuum is off for the table, so the statistics
 //! stay as the test leaves them).
 
-use hookspool_postgres::{PostgresBackend, testing};
 use tokio_postgres::Client;
+
+mod common;
+
+use common::{fresh_schema, index_entries_all, table_scans};
 
 /// The lease end of every claim here.
 const UNTIL: i64 = 9_000_000_000_000;
+
+/// The indexes whose entries the measured calls read.
+const INDEXES: [&str; 3] = ["items_due", "items_pending", "items_ttl"];
 
 /// What scans of `schema`'s items have read so far, counted by the server (reported, and
 /// this session's not yet reported): entries of each of `INDEXES`, then sequential scans of
@@ -19,29 +25,11 @@ const UNTIL: i64 = 9_000_000_000_000;
 async fn reads(client: &Client, schema: &str) -> Vec<i64> {
     let mut got = Vec::new();
     for index in INDEXES {
-        let row = client
-            .query_one(
-                "SELECT pg_stat_get_tuples_returned(i) + pg_stat_get_xact_tuples_returned(i) \
-                 FROM (SELECT format('%I.%I', $1::text, $2::text)::regclass AS i) AS x",
-                &[&schema, &index],
-            )
-            .await
-            .expect("index statistics");
-        got.push(row.get(0));
+        got.push(index_entries_all(client, schema, index).await);
     }
-    let row = client
-        .query_one(
-            "SELECT pg_stat_get_numscans(t) + pg_stat_get_xact_numscans(t) \
-             FROM (SELECT format('%I.items', $1::text)::regclass AS t) AS x",
-            &[&schema],
-        )
-        .await
-        .expect("table statistics");
-    got.push(row.get(0));
+    got.push(table_scans(client, schema).await);
     got
 }
-
-const INDEXES: [&str; 3] = ["items_due", "items_pending", "items_ttl"];
 
 /// Runs `statement` (returning a count) and gives what it returned and what it read: the
 /// entries of each of `INDEXES`, then the table's sequential scans.
@@ -61,10 +49,7 @@ async fn measured(client: &Client, schema: &str, statement: &str) -> (i64, Vec<i
 /// A fresh schema whose items table autovacuum leaves alone, with a queue `q` that keeps
 /// its items and has a TTL of `ttl_ms` (none if `None`); a session and the schema's name.
 async fn fresh_queue(ttl_ms: Option<i64>) -> (Client, String) {
-    let options = testing::options();
-    let schema = options.schema.clone();
-    drop(PostgresBackend::open(options).await.expect("open"));
-    let session = testing::client().await;
+    let (session, schema) = fresh_schema().await;
     session
         .batch_execute(&format!(
             "ALTER TABLE \"{schema}\".items SET (autovacuum_enabled = false)"
