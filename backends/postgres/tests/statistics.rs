@@ -169,6 +169,29 @@ async fn claims_read_the_due_index_of_a_table_analyzed_while_drained() {
     claims_read_the_due_index(&client, &schema).await;
 }
 
+/// A pop of a page of pending items (by key) on a table analyzed while drained reads the
+/// head of `items_pending`, not `items_due` and a sort: no guard does this, the page's
+/// conditions fit `items_pending` better whatever the statistics say; kept here so that
+/// it stays so.
+#[tokio::test]
+async fn a_pop_of_pending_items_reads_the_pending_index_of_a_table_analyzed_while_drained() {
+    let (client, schema) = fresh_queue(None).await;
+    analyzed_while_drained(&client, &schema).await;
+    push(&client, &schema, "q", 60_000, 1_000).await;
+    let pop = "SELECT count(*) FROM {schema}.pop_page('q', NULL, 0, 10, false, 'pending')";
+    let (popped, read) = measured(&client, &schema, pop).await;
+    assert_eq!(popped, 10);
+    let [due, pending, _, table_scans] = read[..] else {
+        unreachable!("three indexes and the table")
+    };
+    assert_eq!(due, 0, "the pop read items_due: {read:?}");
+    assert_eq!(table_scans, 0, "the pop scanned the table: {read:?}");
+    assert!(
+        (10..=20).contains(&pending),
+        "the pop read {pending} entries of items_pending: {read:?}"
+    );
+}
+
 /// The TTL sweep (in a claim) on a table analyzed while drained: it expires the 10 items
 /// past their TTL reading the head of `items_ttl` alone, and so does a second sweep, which
 /// finds none past their TTL (each reads the oldest entry, and the first the 10 expired
