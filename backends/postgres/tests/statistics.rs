@@ -77,6 +77,18 @@ async fn push(client: &Client, schema: &str, queue: &str, n: i32, now: i64) {
         .expect("push");
 }
 
+/// How many of `schema`'s items have expired.
+async fn expired_items(client: &Client, schema: &str) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".items WHERE phase = 'expired'"),
+            &[],
+        )
+        .await
+        .expect("expired items")
+        .get(0)
+}
+
 /// Pushes 2,000 items to another queue, claims and acks them all, and analyzes the table:
 /// its statistics then say that no item is pending (`listed` is NULL in every row). The
 /// other queue's items leave entries in the indexes that the server may not remove yet
@@ -219,14 +231,103 @@ async fn the_ttl_sweep_reads_the_ttl_index_of_a_table_analyzed_while_drained() {
             (1..=21).contains(&ttl),
             "the {sweep} sweep read {ttl} entries of items_ttl: {read:?}"
         );
-        let expired: i64 = client
-            .query_one(
-                &format!("SELECT count(*) FROM \"{schema}\".items WHERE phase = 'expired'"),
-                &[],
-            )
-            .await
-            .expect("expired items")
-            .get(0);
-        assert_eq!(expired, 10, "after the {sweep} sweep");
+        assert_eq!(
+            expired_items(&client, &schema).await,
+            10,
+            "after the {sweep} sweep"
+        );
+    }
+}
+
+/// The claims and the TTL sweep turn sorting off for one statement each and put back what
+/// they found, so a caller's own statements in the same transaction plan as before: each
+/// of the four claims and the sweep on its own, on a queue whose oldest items are past
+/// their TTL, in a transaction whose `enable_sort` is `on` or `off` (`SET LOCAL`), and in
+/// a session set to `off` outside any transaction block. (The claims put back what they
+/// found at their start, which would hide a sweep inside them that did not: the sweep is
+/// also called on its own.)
+#[tokio::test]
+async fn the_claims_and_the_sweep_leave_enable_sort_as_they_found_it() {
+    let (client, schema) = fresh_queue(Some(3_600_000)).await;
+    // Each call, what it returns (the items it claimed, or those it expired: the two
+    // pushed for it, since the claim before it left nothing pending) and whether it
+    // sweeps (`claim_after` does not).
+    let calls = [
+        (
+            format!("SELECT count(*) FROM {{schema}}.claim('q', 'w', 4, {UNTIL}, {{now}})"),
+            4,
+            true,
+        ),
+        (
+            format!(
+                "SELECT count(*) FROM {{schema}}.claim_after('q', 'w', 4, {UNTIL}, {{now}}, 0, 0)"
+            ),
+            4,
+            false,
+        ),
+        (
+            format!(
+                "SELECT count(*) FROM {{schema}}.claim_for('q', ARRAY['w', 'v'], ARRAY[2, 2], \
+                 ARRAY[{UNTIL}, {UNTIL}]::bigint[], {{now}})"
+            ),
+            4,
+            true,
+        ),
+        (
+            format!(
+                "SELECT count(*) FROM {{schema}}.claim_located('q', ARRAY['w'], ARRAY[4], \
+                 ARRAY[{UNTIL}]::bigint[], {{now}})"
+            ),
+            4,
+            true,
+        ),
+        (
+            "SELECT expired FROM {schema}.sweep('q', {now})".to_string(),
+            2,
+            true,
+        ),
+    ];
+    let mut now = 10_000;
+    for (begin, expected) in [
+        (Some("BEGIN; SET LOCAL enable_sort = on"), "on"),
+        (Some("BEGIN; SET LOCAL enable_sort = off"), "off"),
+        (None, "off"),
+    ] {
+        if begin.is_none() {
+            client
+                .batch_execute("SET enable_sort = off")
+                .await
+                .expect("session setting");
+        }
+        for (call, returns, sweeps) in &calls {
+            // Two items past their TTL at the call's time, and four due at it.
+            push(&client, &schema, "q", 2, now).await;
+            now += 3_600_001;
+            push(&client, &schema, "q", 4, now).await;
+            let expired_before = expired_items(&client, &schema).await;
+            if let Some(begin) = begin {
+                client.batch_execute(begin).await.expect("begin");
+            }
+            let call = call
+                .replace("{schema}", &format!("\"{schema}\""))
+                .replace("{now}", &now.to_string());
+            let returned: i64 = client.query_one(&call, &[]).await.expect(&call).get(0);
+            assert_eq!(returned, *returns, "{call}");
+            let sorting: String = client
+                .query_one("SHOW enable_sort", &[])
+                .await
+                .expect("show")
+                .get(0);
+            assert_eq!(sorting, expected, "after {call} ({begin:?})");
+            if begin.is_some() {
+                client.batch_execute("COMMIT").await.expect("commit");
+            }
+            if *sweeps {
+                assert!(
+                    expired_items(&client, &schema).await > expired_before,
+                    "{call} expired nothing"
+                );
+            }
+        }
     }
 }
