@@ -33,7 +33,7 @@ use serde_json::Value;
 
 use common::daemon::{
     self, Daemon, PATTERN, Receiver, Requests, client, daemon_binary, event_body, process_cpu_secs,
-    receipt_figures, request, single_delivery_id, stat_fields,
+    receipt_figures, request, server_tree_cpu_secs, single_delivery_id,
 };
 use common::pg::{self, Limit, Run, server_info, sql_insert};
 use common::raw;
@@ -478,24 +478,9 @@ async fn execute(url: &str, sql: &str) -> BenchResult<()> {
 
 // ---- CPU time -----------------------------------------------------------------------------
 
-/// CPU seconds of the PostgreSQL server whose data dir is `pg_dir/data`: its postmaster
-/// with every reaped child (backends that ended) plus its live children.
+/// CPU seconds of the PostgreSQL server whose data dir is `pg_dir/data` (see
+/// [`server_tree_cpu_secs`]).
 fn server_cpu_secs(pg_dir: &Path) -> Option<f64> {
     let pidfile = std::fs::read_to_string(pg_dir.join("data/postmaster.pid")).ok()?;
-    let postmaster = pidfile.lines().next()?.trim().to_owned();
-    let mut secs = process_cpu_secs(&postmaster, true)?;
-    let parent: u64 = postmaster.parse().ok()?;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            continue;
-        };
-        if stat_fields(pid).and_then(|f| f.get(1).copied()) == Some(parent) {
-            secs += process_cpu_secs(pid, false).unwrap_or(0.0);
-        }
-    }
-    Some(secs)
+    server_tree_cpu_secs(pidfile.lines().next()?.trim())
 }

@@ -452,10 +452,18 @@ fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
             "rows/s median (min..max)",
             "rows per run (median)",
             "µs per call p50 / p99",
+            "CPU µs per row: client / server",
             "peak RSS MiB (client)",
         ],
     );
     for case in plan {
+        let cpu = |key| match (
+            samples.get(case.id, key).map(|s| s.median),
+            samples.get(case.id, "ops").map(|s| s.median),
+        ) {
+            (Some(secs), Some(rows)) if rows > 0.0 => format!("{:.1}", secs / rows * 1e6),
+            _ => "-".into(),
+        };
         let lat = match (
             samples.get(case.id, "p50_us"),
             samples.get(case.id, "p99_us"),
@@ -469,6 +477,7 @@ fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
             spread(samples.get(case.id, "ops_per_s"), rate),
             median(samples.get(case.id, "ops"), |x| format!("{x:.0}")),
             lat,
+            format!("{} / {}", cpu("client_cpu_s"), cpu("server_cpu_s")),
             median(samples.get(case.id, "peak_rss_kib"), |k| {
                 format!("{:.1}", k / 1024.0)
             }),
@@ -482,7 +491,10 @@ fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
          (pushed untimed: plain INSERT … SELECT generate_series for the baseline, \
          `push_batch` of {FILL_BATCH} for hookspool) and stop at the time limit or when \
          the queue is empty, whichever is first. Each worker connects and makes one call \
-         before the clock starts (connections made, statements prepared).\n"
+         before the clock starts (connections made, statements prepared). CPU per row: \
+         the medians of the timed phase's CPU seconds (the bench client's process; the whole \
+         server: postmaster, backends, WAL writer, checkpointer) over its median rows, from \
+         `/proc` in clock ticks.\n"
     );
 }
 
@@ -591,7 +603,7 @@ async fn hs_push(run: &Run) -> BenchResult<Metrics> {
     checkpoint(&admin).await?;
     let states = vec![(store.clone(), queue.clone()); run.workers];
     let batch = run.batch;
-    let (worked, secs) = drive(states, run.limit, |w, (store, queue), budget| async move {
+    let (worked, secs) = drive(run, states, |w, (store, queue), budget| async move {
         let mut done = Worked::default();
         while budget.more(done.calls.len()) {
             let call = done.calls.len();
@@ -644,7 +656,7 @@ async fn hs_claim_ack(run: &Run) -> BenchResult<Metrics> {
     checkpoint(&admin).await?;
     let states = vec![(store.clone(), queue.clone()); run.workers];
     let batch = run.batch;
-    let (worked, secs) = drive(states, run.limit, |w, (store, queue), budget| async move {
+    let (worked, secs) = drive(run, states, |w, (store, queue), budget| async move {
         let owner = owner(w);
         let mut done = Worked::default();
         while budget.more(done.calls.len()) {

@@ -277,7 +277,7 @@ async fn store_push(run: &Run, listened: bool) -> BenchResult<Metrics> {
     store.push(&queue, NewItem::new(payload(u64::MAX))).await?;
     checkpoint(&admin).await?;
     let state = vec![(store.clone(), queue.clone())];
-    let (worked, secs) = drive(state, run.limit, |w, (store, queue), budget| async move {
+    let (worked, secs) = drive(run, state, |w, (store, queue), budget| async move {
         let mut done = Worked::default();
         while budget.more(done.calls.len()) {
             let t = Instant::now();
@@ -355,7 +355,7 @@ async fn statement(case: &str, run: &Run) -> BenchResult<Metrics> {
     checkpoint(&admin).await?;
     let cpu_before = server_cpu_ns(pid)?;
     let state = vec![(Arc::clone(&client), stmt)];
-    let (worked, secs) = drive(state, run.limit, |w, (client, stmt), budget| async move {
+    let (worked, secs) = drive(run, state, |w, (client, stmt), budget| async move {
         let mut done = Worked::default();
         while budget.more(done.calls.len()) {
             let t = Instant::now();

@@ -307,6 +307,27 @@ pub fn process_cpu_secs(pid: &str, children: bool) -> Option<f64> {
     Some(ticks as f64 / clock_ticks())
 }
 
+/// CPU seconds of the PostgreSQL server whose postmaster is `postmaster`: the postmaster
+/// with every reaped child (backends that ended) plus its live children (backends, the WAL
+/// writer, the checkpointer, autovacuum).
+pub fn server_tree_cpu_secs(postmaster: &str) -> Option<f64> {
+    let mut secs = process_cpu_secs(postmaster, true)?;
+    let parent: u64 = postmaster.parse().ok()?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if stat_fields(pid).and_then(|f| f.get(1).copied()) == Some(parent) {
+            secs += process_cpu_secs(pid, false).unwrap_or(0.0);
+        }
+    }
+    Some(secs)
+}
+
 // ---- the receiver -----------------------------------------------------------------------
 
 /// Serves `app` on a free port of 127.0.0.1 from a thread and runtime of its own, as a

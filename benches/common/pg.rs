@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::backends::QUEUE;
+use super::daemon::{process_cpu_secs, server_tree_cpu_secs, stat_fields};
 use super::raw::percentile_us;
 use super::{BenchResult, ChildArgs, Metrics, PAYLOAD_LEN, fill_payload, payload};
 
@@ -95,23 +96,51 @@ impl Budget {
     }
 }
 
-/// What a worker did in the timed phase.
+/// What a worker did in the timed phase (and, summed by [`drive`], what the whole phase
+/// cost in CPU).
 #[derive(Default)]
 pub struct Worked {
     pub rows: usize,
     pub calls: Vec<Duration>,
+    /// CPU seconds of this process (the client) over the phase.
+    pub client_cpu_s: Option<f64>,
+    /// CPU seconds of the whole server (every backend, the WAL writer, the checkpointer,
+    /// autovacuum) over the phase.
+    pub server_cpu_s: Option<f64>,
 }
 
-/// Runs `work` on every state at once (each a task) within `limit`; returns the rows and
-/// call latencies of all of them and the seconds from the start until the last finished.
-pub async fn drive<S, F, Fut>(states: Vec<S>, limit: Limit, work: F) -> BenchResult<(Worked, f64)>
+/// The postmaster's process id of the server at `url`: the parent of a backend's.
+async fn postmaster_pid(url: &str) -> BenchResult<String> {
+    let client = connect(url).await?;
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await?
+        .get(0);
+    let parent = stat_fields(&backend.to_string())
+        .and_then(|f| f.get(1).copied())
+        .ok_or_else(|| format!("cannot read the parent of server process {backend}"))?;
+    Ok(parent.to_string())
+}
+
+/// Runs `work` on every state at once (each a task) within `run`'s limit; returns the rows
+/// and call latencies of all of them, the CPU seconds the client and the server used, and
+/// the seconds from the start until the last finished.
+pub async fn drive<S, F, Fut>(run: &Run, states: Vec<S>, work: F) -> BenchResult<(Worked, f64)>
 where
     S: Send + 'static,
     F: Fn(usize, S, Budget) -> Fut,
     Fut: Future<Output = BenchResult<Worked>> + Send + 'static,
 {
+    let postmaster = postmaster_pid(&run.url).await?;
+    let cpu = || {
+        (
+            process_cpu_secs("self", false),
+            server_tree_cpu_secs(&postmaster),
+        )
+    };
+    let before = cpu();
     let start = Instant::now();
-    let budget = match limit {
+    let budget = match run.limit {
         Limit::Time(d) => Budget::Until(start + d),
         Limit::Calls(n) => Budget::Calls(n),
     };
@@ -125,18 +154,31 @@ where
         total.rows += w.rows;
         total.calls.extend(w.calls);
     }
-    Ok((total, start.elapsed().as_secs_f64()))
+    let secs = start.elapsed().as_secs_f64();
+    let after = cpu();
+    total.client_cpu_s = after.0.zip(before.0).map(|(a, b)| a - b);
+    total.server_cpu_s = after.1.zip(before.1).map(|(a, b)| a - b);
+    Ok((total, secs))
 }
 
 /// The figures of a timed phase.
 pub fn figures(mut worked: Worked, secs: f64) -> Metrics {
-    Metrics::from([
+    let mut m = Metrics::from([
         ("ops".into(), worked.rows as f64),
         ("secs".into(), secs),
         ("calls".into(), worked.calls.len() as f64),
         ("p50_us".into(), percentile_us(&mut worked.calls, 50)),
         ("p99_us".into(), percentile_us(&mut worked.calls, 99)),
-    ])
+    ]);
+    for (key, cpu) in [
+        ("client_cpu_s", worked.client_cpu_s),
+        ("server_cpu_s", worked.server_cpu_s),
+    ] {
+        if let Some(cpu) = cpu {
+            m.insert(key.into(), cpu);
+        }
+    }
+    m
 }
 
 /// Payload `i` of worker `w` (distinct across workers).
@@ -287,7 +329,7 @@ pub async fn sql_insert(run: &Run) -> BenchResult<Metrics> {
         warm += sql_insert_call(worker, w, usize::MAX).await?;
     }
     checkpoint(&admin).await?;
-    let (worked, secs) = drive(workers, run.limit, |w, worker, budget| async move {
+    let (worked, secs) = drive(run, workers, |w, worker, budget| async move {
         let mut done = Worked::default();
         while budget.more(done.calls.len()) {
             let t = Instant::now();
@@ -370,7 +412,7 @@ pub async fn sql_claim(run: &Run, settle: Settle) -> BenchResult<Metrics> {
         warm += sql_claim_call(worker, 1, settle).await?;
     }
     checkpoint(&admin).await?;
-    let (worked, secs) = drive(workers, run.limit, |_, mut worker, budget| async move {
+    let (worked, secs) = drive(run, workers, |_, mut worker, budget| async move {
         let batch = worker.batch;
         let mut done = Worked::default();
         while budget.more(done.calls.len()) {

@@ -376,6 +376,7 @@ pub(super) async fn count_case(case: &str, args: &ChildArgs) -> BenchResult<Metr
                 Worked {
                     rows: lat.len(),
                     calls: lat,
+                    ..Worked::default()
                 },
                 elapsed,
             );
@@ -387,6 +388,7 @@ pub(super) async fn count_case(case: &str, args: &ChildArgs) -> BenchResult<Metr
         Worked {
             rows: lat.len(),
             calls: lat,
+            ..Worked::default()
         },
         start.elapsed().as_secs_f64(),
     ))
