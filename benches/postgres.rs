@@ -453,17 +453,20 @@ fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
             "rows per run (median)",
             "µs per call p50 / p99",
             "CPU µs per row: client / server",
+            "WAL bytes per row",
             "peak RSS MiB (client)",
         ],
     );
     for case in plan {
-        let cpu = |key| match (
+        // The median of `key` over the median rows, times `scale`.
+        let per_row = |key, scale: f64, decimals: usize| match (
             samples.get(case.id, key).map(|s| s.median),
             samples.get(case.id, "ops").map(|s| s.median),
         ) {
-            (Some(secs), Some(rows)) if rows > 0.0 => format!("{:.1}", secs / rows * 1e6),
+            (Some(x), Some(rows)) if rows > 0.0 => format!("{:.decimals$}", x / rows * scale),
             _ => "-".into(),
         };
+        let cpu = |key| per_row(key, 1e6, 1);
         let lat = match (
             samples.get(case.id, "p50_us"),
             samples.get(case.id, "p99_us"),
@@ -478,6 +481,7 @@ fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
             median(samples.get(case.id, "ops"), |x| format!("{x:.0}")),
             lat,
             format!("{} / {}", cpu("client_cpu_s"), cpu("server_cpu_s")),
+            per_row("wal_bytes", 1.0, 0),
             median(samples.get(case.id, "peak_rss_kib"), |k| {
                 format!("{:.1}", k / 1024.0)
             }),
@@ -494,7 +498,8 @@ fn print_details(samples: &Samples, plan: &[Case], claim_n: usize) {
          before the clock starts (connections made, statements prepared). CPU per row: \
          the medians of the timed phase's CPU seconds (the bench client's process; the whole \
          server: postmaster, backends, WAL writer, checkpointer) over its median rows, from \
-         `/proc` in clock ticks.\n"
+         `/proc` in clock ticks; WAL bytes per row: the same for the WAL the server wrote \
+         (every session's, so a checkpoint's or autovacuum's too).\n"
     );
 }
 

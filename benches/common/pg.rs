@@ -107,11 +107,13 @@ pub struct Worked {
     /// CPU seconds of the whole server (every backend, the WAL writer, the checkpointer,
     /// autovacuum) over the phase.
     pub server_cpu_s: Option<f64>,
+    /// Bytes of WAL the server wrote over the phase (every session's).
+    pub wal_bytes: Option<f64>,
 }
 
-/// The postmaster's process id of the server at `url`: the parent of a backend's.
-async fn postmaster_pid(url: &str) -> BenchResult<String> {
-    let client = connect(url).await?;
+/// The postmaster's process id of the server `client` is connected to: the parent of its
+/// backend's.
+async fn postmaster_pid(client: &Client) -> BenchResult<String> {
     let backend: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
         .await?
@@ -122,22 +124,36 @@ async fn postmaster_pid(url: &str) -> BenchResult<String> {
     Ok(parent.to_string())
 }
 
+/// The server's WAL insert position, in bytes.
+async fn wal_position(client: &Client) -> BenchResult<f64> {
+    let lsn: f64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::float8",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok(lsn)
+}
+
 /// Runs `work` on every state at once (each a task) within `run`'s limit; returns the rows
-/// and call latencies of all of them, the CPU seconds the client and the server used, and
-/// the seconds from the start until the last finished.
+/// and call latencies of all of them, the CPU seconds the client and the server used, the
+/// bytes of WAL written, and the seconds from the start until the last finished.
 pub async fn drive<S, F, Fut>(run: &Run, states: Vec<S>, work: F) -> BenchResult<(Worked, f64)>
 where
     S: Send + 'static,
     F: Fn(usize, S, Budget) -> Fut,
     Fut: Future<Output = BenchResult<Worked>> + Send + 'static,
 {
-    let postmaster = postmaster_pid(&run.url).await?;
+    let watch = connect(&run.url).await?;
+    let postmaster = postmaster_pid(&watch).await?;
     let cpu = || {
         (
             process_cpu_secs("self", false),
             server_tree_cpu_secs(&postmaster),
         )
     };
+    let wal_before = wal_position(&watch).await?;
     let before = cpu();
     let start = Instant::now();
     let budget = match run.limit {
@@ -158,6 +174,7 @@ where
     let after = cpu();
     total.client_cpu_s = after.0.zip(before.0).map(|(a, b)| a - b);
     total.server_cpu_s = after.1.zip(before.1).map(|(a, b)| a - b);
+    total.wal_bytes = Some(wal_position(&watch).await? - wal_before);
     Ok((total, secs))
 }
 
@@ -173,6 +190,7 @@ pub fn figures(mut worked: Worked, secs: f64) -> Metrics {
     for (key, cpu) in [
         ("client_cpu_s", worked.client_cpu_s),
         ("server_cpu_s", worked.server_cpu_s),
+        ("wal_bytes", worked.wal_bytes),
     ] {
         if let Some(cpu) = cpu {
             m.insert(key.into(), cpu);
