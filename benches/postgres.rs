@@ -18,6 +18,11 @@
 //! - `count` on queues of 10k and 1M items (time per call), beside `count(*)` on the plain
 //!   table.
 //!
+//! Every throughput case also reports what its timed phase cost per row: the CPU time of
+//! the bench's own process (the client) and of the whole server (`/proc`: the postmaster,
+//! its backends, the WAL writer, the checkpointer), and the WAL the server wrote. Where the
+//! disk is fast, a case's rate follows its CPU per row; these say where it goes.
+//!
 //! Before the cases, the server writes about 1 GiB of WAL and keeps that much for reuse
 //! (`warm_wal`): no case pays for creating the segments that the ones after it reuse.
 //!

@@ -15,6 +15,9 @@
 //! - `statement`: the backend's own statement for a push of one item
 //!   (`testing::push_one_statement`), prepared and sent by a bare tokio-postgres client: the
 //!   item's row, and its count change appended to `count_changes` (schema version 7);
+//! - `no-checks`: the same statement on a table whose two CHECK constraints are dropped
+//!   (`items_in_flight_have_a_lease_row`, `items_listed_by_phase`): what checking them
+//!   costs a one-row write;
 //! - `upsert-counter`: the statement as schema version 6 sent it, and as the backend still
 //!   sends it while a snapshot is held open (`testing::push_one_upserting_statement`): the
 //!   count as an upsert of the session's counter row;
@@ -67,7 +70,7 @@ fn main() -> BenchResult<()> {
 }
 
 /// The cases, in the order they run in every round: id and what it measures.
-const CASES: [(&str, &str); 8] = [
+const CASES: [(&str, &str); 9] = [
     (
         "insert",
         "plain one-row INSERT into the baseline's `outbox` (2 indexes)",
@@ -80,6 +83,10 @@ const CASES: [(&str, &str); 8] = [
     (
         "statement",
         "the backend's push statement, from a bare client (count appended)",
+    ),
+    (
+        "no-checks",
+        "the same, the table's two CHECK constraints dropped",
     ),
     (
         "upsert-counter",
@@ -189,6 +196,7 @@ fn print_summary(samples: &Samples, plan: &[(&str, &str)]) {
     let parts = [
         ("hookspool's own client code", "statement", "push"),
         ("the change notices", "push", "push-listened"),
+        ("the CHECK constraints", "no-checks", "statement"),
         ("the count appended", "no-counter", "statement"),
         (
             "the count as an upsert instead",
@@ -323,6 +331,15 @@ async fn statement(case: &str, run: &Run) -> BenchResult<Metrics> {
         let (generation, key_seq): (i64, String) = (row.get(0), row.get(1));
         let text = match case {
             "statement" => push_one_statement(&run.schema),
+            "no-checks" => {
+                admin
+                    .batch_execute(&format!(
+                        "ALTER TABLE {s}.items DROP CONSTRAINT items_in_flight_have_a_lease_row, \
+                         DROP CONSTRAINT items_listed_by_phase"
+                    ))
+                    .await?;
+                push_one_statement(&run.schema)
+            }
             "upsert-counter" => push_one_upserting_statement(&run.schema),
             "no-counter" => format!("{INSERT_ITEM} {SELECT_FROM_QUEUE} RETURNING key"),
             "row-only" | "row-two-indexes" => {
