@@ -105,23 +105,31 @@ pub struct Worked {
     /// CPU seconds of this process (the client) over the phase.
     pub client_cpu_s: Option<f64>,
     /// CPU seconds of the whole server (every backend, the WAL writer, the checkpointer,
-    /// autovacuum) over the phase.
+    /// autovacuum) over the phase; `None` for a server on another machine.
     pub server_cpu_s: Option<f64>,
     /// Bytes of WAL the server wrote over the phase (every session's).
     pub wal_bytes: Option<f64>,
 }
 
-/// The postmaster's process id of the server `client` is connected to: the parent of its
-/// backend's.
-async fn postmaster_pid(client: &Client) -> BenchResult<String> {
+/// The postmaster's process id of the server `client` is connected to (the parent of its
+/// backend's), if that server runs on this machine where this process can see it: the
+/// backend and its parent both named `postgres` in `/proc`. A server elsewhere (a
+/// `HOOKSPOOL_TEST_DATABASE_URL` on another host) has none, and its CPU is not reported.
+async fn postmaster_pid(client: &Client) -> Option<String> {
     let backend: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
-        .await?
+        .await
+        .ok()?
         .get(0);
-    let parent = stat_fields(&backend.to_string())
-        .and_then(|f| f.get(1).copied())
-        .ok_or_else(|| format!("cannot read the parent of server process {backend}"))?;
-    Ok(parent.to_string())
+    let is_postgres = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres")
+    };
+    let backend = backend.to_string();
+    if !is_postgres(&backend) {
+        return None;
+    }
+    let parent = stat_fields(&backend)?.get(1)?.to_string();
+    is_postgres(&parent).then_some(parent)
 }
 
 /// The server's WAL insert position, in bytes.
@@ -146,11 +154,11 @@ where
     Fut: Future<Output = BenchResult<Worked>> + Send + 'static,
 {
     let watch = connect(&run.url).await?;
-    let postmaster = postmaster_pid(&watch).await?;
+    let postmaster = postmaster_pid(&watch).await;
     let cpu = || {
         (
             process_cpu_secs("self", false),
-            server_tree_cpu_secs(&postmaster),
+            postmaster.as_deref().and_then(server_tree_cpu_secs),
         )
     };
     let wal_before = wal_position(&watch).await?;
