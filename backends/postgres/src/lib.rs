@@ -74,19 +74,24 @@
 //!   push (`push_many`) the backend's batch statement, which draws keys in batch order
 //!   without sorting its rows, and version 13 finds expired leases through a row per claim
 //!   (`leases`: the lease end, how many of its items are still in flight, their keys)
-//!   instead of an index entry per claimed item (`items_leases` is dropped; a check keeps
+//!   instead of an index entry per claimed item (`items_leases` is dropped; a rule keeps
 //!   every item in flight named in a row), and pages in-flight items through those rows,
 //!   and version 14 (functions only) has a claim return each leased row's address
 //!   (`claim_located`, for one consumer or several) and a batched ack find its rows at
 //!   those addresses (`settle_located`), instead of looking each key up in the primary key,
 //!   and version 15 has the indexes of the items name `listed` (the phase as they list it,
-//!   NULL for `in_flight` and `done`; a check keeps it true to `phase`) instead of `phase`,
+//!   NULL for `in_flight` and `done`; a rule keeps it true to `phase`) instead of `phase`,
 //!   so that an ack, which changes no indexed column, is written in place (a HOT update, no
 //!   new index entry) when its page has room, and version 16 (functions only) has the
 //!   claims read their due items, and the TTL sweep its expired ones, with sorting turned
 //!   off for that one statement, so that they go through `items_due` and `items_ttl`
 //!   whatever the table's statistics say (statistics taken while the queues were drained
-//!   had a claim read and sort every pending item).
+//!   had a claim read and sort every pending item), and version 17 keeps the two rules of
+//!   an item's row (in flight only with a lease row; `listed` true to `phase`) with a row
+//!   trigger after updates (`items_rules`) instead of CHECK constraints, which PostgreSQL
+//!   prepared afresh for every statement writing the table, a push included (a quarter of
+//!   the server's instructions for a push of one item); no insert can break them, since
+//!   every push writes a pending item with no lease and `listed` at its default.
 //! - **A snapshot held open** by another session (a forgotten transaction, a long report)
 //!   keeps vacuum from freeing what died after it. The backend looks for one
 //!   ([`PostgresOptions::snapshot_warning`]), warns naming the session, and reports its age
@@ -171,7 +176,7 @@
 //!
 //! [`PostgresBackend`] (open, the trait, the outbox calls), [`PostgresOptions`],
 //! [`OpenError`], [`ServerError`] and [`OldSnapshot`]; inside: `schema` (migrations and the
-//! server checks), `sql/v1.sql` … `sql/v14.sql` (tables, functions, and each version's
+//! server checks), `sql/v1.sql` … `sql/v17.sql` (tables, functions, and each version's
 //! reasons), `sql` (the statements), `backend` (with `backend/claims` and
 //! `backend/settle`), `addresses` (where this process's claimed items are, for their
 //! acks), `outbox`, `lane` (calls of one kind and queue that wait while two

@@ -24,10 +24,11 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (14, include_str!("sql/v14.sql")),
     (15, include_str!("sql/v15.sql")),
     (16, include_str!("sql/v16.sql")),
+    (17, include_str!("sql/v17.sql")),
 ];
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i32 = 16;
+pub const SCHEMA_VERSION: i32 = 17;
 
 /// Oldest supported server (`server_version_num`).
 const MIN_SERVER: i32 = 130_000;

@@ -2,8 +2,9 @@
 //! `phase`, only `listed` (the phase, NULL for `in_flight` and `done`), so that an ack
 //! changes no indexed column and PostgreSQL can write its version in place (HOT, no index
 //! entry). Checked here: that acks are written in place when their page has room, by key
-//! and by address; that a write changing `phase` without `listed` is refused; and that an
-//! upgrade from version 14 lists every item where its phase says.
+//! and by address; that a write changing `phase` without `listed` is refused (by a check
+//! up to version 16, by the trigger `items_rules` since version 17), whole; and that the
+//! upgrades from versions 14 and 16 keep every item where its phase says.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use hookspool_postgres::{PostgresBackend, SCHEMA_VERSION, testing};
 
 mod common;
 
-use common::{acks, at, claim, keys_of};
+use common::{acks, at, claim, fresh, keys_of};
 
 /// Updates of `schema`'s items written in place so far, as the backend's one pooled
 /// session, which wrote them, sees them: the counts already reported plus those of its own
@@ -89,18 +90,12 @@ async fn an_ack_is_written_in_place_when_its_page_has_room() {
     );
 }
 
-/// A statement that changes an item's phase without `listed` is refused by the check
-/// (`23514`), and the item stays where it was: pending, and claimed next.
+/// A statement that changes an item's phase without `listed` is refused by the trigger
+/// `items_rules` (`23514`, naming the constraint version 15's check had), and the item
+/// stays where it was: pending, and claimed next.
 #[tokio::test]
 async fn a_phase_changed_without_listed_is_refused() {
-    let options = testing::options();
-    let schema = options.schema.clone();
-    let backend = PostgresBackend::open(options).await.expect("open");
-    let q = QueueId::new("q").expect("queue id");
-    backend
-        .create_queue(QueueConfig::new(q.clone()))
-        .await
-        .expect("create");
+    let (backend, q, schema) = fresh().await;
     let items = (0..3u8).map(|i| NewItem::new(vec![i])).collect();
     let keys = backend.push(&q, items, at(0)).await.expect("push");
     let first = i64::try_from(keys[0]).expect("key");
@@ -133,6 +128,158 @@ async fn a_phase_changed_without_listed_is_refused() {
         .await
         .expect("claim");
     assert_eq!(keys_of(&claimed), [keys[0]]);
+}
+
+/// An update of many items of which one breaks a rule is refused whole: the trigger runs
+/// after each row, and its error undoes the statement, rows already written included. The
+/// rows whose update keeps the rules are written as before, and an update that names
+/// neither `phase`, `listed` nor `lease_id` is not looked at.
+#[tokio::test]
+async fn an_update_breaking_a_rule_in_one_row_is_refused_whole() {
+    let (backend, q, schema) = fresh().await;
+    let items = (0..5u8).map(|i| NewItem::new(vec![i])).collect();
+    let keys = backend.push(&q, items, at(0)).await.expect("push");
+    let last = i64::try_from(keys[4]).expect("key");
+    let client = testing::client().await;
+    // Keys 1-4 moved to `held` with their listing; the last one without it.
+    let err = client
+        .batch_execute(&format!(
+            "UPDATE \"{schema}\".items SET phase = 'held', \
+                 listed = CASE WHEN key = {last} THEN 'pending' ELSE 'held' END"
+        ))
+        .await
+        .expect_err("one row listed as pending while held");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(
+        (db.code(), db.constraint(), db.table()),
+        (
+            &tokio_postgres::error::SqlState::CHECK_VIOLATION,
+            Some("items_listed_by_phase"),
+            Some("items")
+        ),
+        "{db:?}"
+    );
+    assert!(
+        db.message().contains(&format!("item {last} of generation")),
+        "the message names the item: {db:?}"
+    );
+    let unchanged: Vec<(String, Option<String>)> = listings(&schema)
+        .await
+        .into_iter()
+        .map(|(_, phase, listed)| (phase, listed))
+        .collect();
+    assert_eq!(
+        unchanged,
+        vec![("pending".to_owned(), Some("pending".to_owned())); 5],
+        "nothing of the refused statement is left"
+    );
+    // The same update with every row listed as its phase says is written; so is one of
+    // other columns only.
+    client
+        .batch_execute(&format!(
+            "UPDATE \"{schema}\".items SET phase = 'held', listed = 'held' WHERE key <> {last};
+             UPDATE \"{schema}\".items SET attempts = attempts + 1, last_error = 'x'"
+        ))
+        .await
+        .expect("updates that keep the rules");
+    let held = listings(&schema)
+        .await
+        .iter()
+        .filter(|(_, phase, listed)| phase == "held" && listed.as_deref() == Some("held"))
+        .count();
+    assert_eq!(held, 4);
+    let claimed = backend
+        .claim(&q, claim("a", 5, 60_000), at(1_000))
+        .await
+        .expect("claim");
+    assert_eq!(keys_of(&claimed), [keys[4]]);
+}
+
+/// A schema at version 16 (the rules held by CHECK constraints) with items pending, in
+/// flight and done is upgraded: the checks are gone, the rules are the trigger's, and the
+/// items go on as before (the one in flight is acked, the pending ones claimed). An
+/// in-flight item written without its lease row is still refused, naming version 13's
+/// constraint.
+#[tokio::test]
+async fn an_upgrade_from_version_16_keeps_the_rules_on_updates_only() {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    testing::create_schema_at(&options, 16)
+        .await
+        .expect("a version 16 schema");
+    let s = format!("\"{schema}\"");
+    let client = testing::client().await;
+    client
+        .batch_execute(&format!(
+            "SELECT {s}.create_queue('q', NULL, 'keep', 0, '{{}}');
+             SELECT {s}.push_many('q', array_agg(convert_to(i::text, 'UTF8')), NULL, NULL, 1000)
+                 FROM generate_series(1, 4) AS i;
+             SELECT {s}.settle_leased_to('q', 'a', ARRAY(SELECT key FROM {s}.claim('q', 'a', 1, 60000, 1000)), 'done', 1000);
+             SELECT count(*) FROM {s}.claim('q', 'a', 1, 60000, 1000);"
+        ))
+        .await
+        .expect("items under version 16");
+    assert_eq!(
+        rules(&client, &schema).await,
+        (2, 0),
+        "version 16: two checks"
+    );
+
+    let backend = PostgresBackend::open(options).await.expect("open");
+    assert_eq!(
+        rules(&client, &schema).await,
+        (0, 1),
+        "version 17: the trigger"
+    );
+    let q = QueueId::new("q").expect("queue id");
+    let results = backend
+        .update_many(&q, acks(&[2], "a"), at(2_000))
+        .await
+        .expect("ack");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let claimed = backend
+        .claim(&q, claim("c", 10, 60_000), at(2_000))
+        .await
+        .expect("claim");
+    assert_eq!(keys_of(&claimed), [3, 4]);
+    let err = client
+        .batch_execute(&format!(
+            "UPDATE {s}.items SET lease_id = NULL WHERE key = 3"
+        ))
+        .await
+        .expect_err("an item in flight without its lease row");
+    assert_eq!(
+        err.as_db_error().and_then(|e| e.constraint()),
+        Some("items_in_flight_have_a_lease_row"),
+        "{err:?}"
+    );
+    let counts = backend.count(&q).await.expect("counts");
+    assert_eq!(
+        (
+            counts.get(&Phase::DONE),
+            counts.get(&Phase::IN_FLIGHT),
+            counts.get(&Phase::PENDING)
+        ),
+        (2, 2, 0),
+        "{counts:?}"
+    );
+}
+
+/// The CHECK constraints of `schema`'s items table, and its triggers named `items_rules`.
+async fn rules(client: &tokio_postgres::Client, schema: &str) -> (i64, i64) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_constraint c \
+                     WHERE c.conrelid = r.oid AND c.contype = 'c'), \
+                    (SELECT count(*) FROM pg_trigger t \
+                     WHERE t.tgrelid = r.oid AND t.tgname = 'items_rules') \
+             FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace \
+             WHERE n.nspname = $1 AND r.relname = 'items'",
+            &[&schema],
+        )
+        .await
+        .expect("constraints and triggers");
+    (row.get(0), row.get(1))
 }
 
 /// `(key, phase, listed)` of every item of `schema`'s queue `q`, by key.
