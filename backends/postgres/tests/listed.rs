@@ -132,8 +132,8 @@ async fn a_phase_changed_without_listed_is_refused() {
 
 /// An update of many items of which one breaks a rule is refused whole: the trigger runs
 /// after each row, and its error undoes the statement, rows already written included. The
-/// rows whose update keeps the rules are written as before, and an update that names
-/// neither `phase`, `listed` nor `lease_id` is not looked at.
+/// rows whose update keeps the rules are written as before. Inserts, and updates that name
+/// neither `phase`, `listed` nor `lease_id`, are not looked at.
 #[tokio::test]
 async fn an_update_breaking_a_rule_in_one_row_is_refused_whole() {
     let (backend, q, schema) = fresh().await;
@@ -173,15 +173,13 @@ async fn an_update_breaking_a_rule_in_one_row_is_refused_whole() {
         vec![("pending".to_owned(), Some("pending".to_owned())); 5],
         "nothing of the refused statement is left"
     );
-    // The same update with every row listed as its phase says is written; so is one of
-    // other columns only.
+    // The same update with every row listed as its phase says is written.
     client
         .batch_execute(&format!(
-            "UPDATE \"{schema}\".items SET phase = 'held', listed = 'held' WHERE key <> {last};
-             UPDATE \"{schema}\".items SET attempts = attempts + 1, last_error = 'x'"
+            "UPDATE \"{schema}\".items SET phase = 'held', listed = 'held' WHERE key <> {last}"
         ))
         .await
-        .expect("updates that keep the rules");
+        .expect("an update that keeps the rules");
     let held = listings(&schema)
         .await
         .iter()
@@ -193,6 +191,28 @@ async fn an_update_breaking_a_rule_in_one_row_is_refused_whole() {
         .await
         .expect("claim");
     assert_eq!(keys_of(&claimed), [keys[4]]);
+    // Inserts are not looked at (every push writes a pending item), nor are updates that
+    // name none of the trigger's columns: a row written by hand against the rules takes
+    // both, and is refused at its first update that names `phase`.
+    let stray = "INSERT INTO {s}.items (gen, key, phase, created_at, updated_at, not_before, \
+                 metadata, payload) SELECT gen, 1000, 'dead', 0, 0, 0, '{}', 'x' \
+                 FROM {s}.queues WHERE id = 'q'; \
+                 UPDATE {s}.items SET attempts = attempts + 1, last_error = 'x' WHERE key = 1000";
+    client
+        .batch_execute(&stray.replace("{s}", &format!("\"{schema}\"")))
+        .await
+        .expect("an insert, and an update of other columns");
+    let err = client
+        .batch_execute(&format!(
+            "UPDATE \"{schema}\".items SET phase = phase WHERE key = 1000"
+        ))
+        .await
+        .expect_err("`dead` listed as pending");
+    assert_eq!(
+        err.as_db_error().and_then(|e| e.constraint()),
+        Some("items_listed_by_phase"),
+        "{err:?}"
+    );
 }
 
 /// A schema at version 16 (the rules held by CHECK constraints) with items pending, in
