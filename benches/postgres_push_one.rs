@@ -12,6 +12,9 @@
 //! - `push-listened`: the same while a second backend is open on the schema, so that the
 //!   first sends its change notices (`NOTIFY`, coalesced, every 5 ms at most), as a node
 //!   among several does;
+//! - `pool-statement`: the push statement of `statement` (below) sent as `push_rows` sends
+//!   it, through the backend's own pool (`PostgresBackend::connection`, `prepare_cached`,
+//!   `query_opt`), without the layers above it (`Store`, the combining lane, the notices);
 //! - `statement`: the backend's own statement for a push of one item
 //!   (`testing::push_one_statement`), prepared and sent by a bare tokio-postgres client: the
 //!   item's row, and its count change appended to `count_changes` (schema version 7);
@@ -71,7 +74,7 @@ fn main() -> BenchResult<()> {
 }
 
 /// The cases, in the order they run in every round: id and what it measures.
-const CASES: [(&str, &str); 9] = [
+const CASES: [(&str, &str); 10] = [
     (
         "insert",
         "plain one-row INSERT into the baseline's `outbox` (2 indexes)",
@@ -80,6 +83,10 @@ const CASES: [(&str, &str); 9] = [
     (
         "push-listened",
         "the same, another backend listening (change notices sent)",
+    ),
+    (
+        "pool-statement",
+        "the same statement through the backend's pool, as `push_rows` sends it",
     ),
     (
         "statement",
@@ -195,7 +202,8 @@ fn print_summary(samples: &Samples, plan: &[(&str, &str)]) {
     t.print();
     // What each part costs, as a share of the INSERT's rate: one case against its neighbour.
     let parts = [
-        ("hookspool's own client code", "statement", "push"),
+        ("the backend's pool", "statement", "pool-statement"),
+        ("the layers above the pool", "pool-statement", "push"),
         ("the change notices", "push", "push-listened"),
         ("version 16's CHECK constraints", "statement", "checks-v16"),
         ("the count appended", "no-counter", "statement"),
@@ -233,6 +241,7 @@ fn child(case: &str, args: &ChildArgs) -> BenchResult<Metrics> {
         match case {
             "push" => store_push(&run, false).await,
             "push-listened" => store_push(&run, true).await,
+            "pool-statement" => pool_statement(&run).await,
             _ => statement(case, &run).await,
         }
     })
@@ -299,13 +308,68 @@ async fn store_push(run: &Run, listened: bool) -> BenchResult<Metrics> {
         Ok(done)
     })
     .await?;
-    let count = store.count(&queue).await?;
-    check("items pushed", worked.rows + 1, i64::try_from(count)?)?;
-    let m = figures(worked, secs);
     drop(other);
+    stored_and_dropped(&admin, run, store, &queue, worked, secs).await
+}
+
+/// Checks that a store case stored every push it timed (and its warm-up push), drops its
+/// schema, and gives its figures.
+async fn stored_and_dropped(
+    admin: &Client,
+    run: &Run,
+    store: Store<PostgresBackend>,
+    queue: &QueueId,
+    worked: Worked,
+    secs: f64,
+) -> BenchResult<Metrics> {
+    let count = store.count(queue).await?;
+    check("items pushed", worked.rows + 1, i64::try_from(count)?)?;
     drop(store);
-    drop_schema(&admin, &run.schema).await?;
-    Ok(m)
+    drop_schema(admin, &run.schema).await?;
+    Ok(figures(worked, secs))
+}
+
+/// The backend's push statement through the backend's own pool, as `push_rows` sends it
+/// (`PostgresBackend::connection`, `prepare_cached`, `query_opt`), without the layers above.
+async fn pool_statement(run: &Run) -> BenchResult<Metrics> {
+    let admin = connect(&run.url).await?;
+    let (store, queue) = open(run).await?;
+    let backend = Arc::clone(store.backend());
+    let text = push_one_statement(&run.schema);
+    let call = |backend: Arc<PostgresBackend>, text: String, i: u64| async move {
+        let mut buf = [0u8; PAYLOAD_LEN];
+        fill_payload(&mut buf, i);
+        let metadata = Json(BTreeMap::<String, String>::new());
+        let not_before: Option<i64> = None;
+        let conn = backend.connection().await?;
+        let stmt = conn.prepare_cached(&text).await?;
+        let row = conn
+            .query_opt(
+                &stmt,
+                &[&QUEUE, &&buf[..], &metadata, &not_before, &now_ms()],
+            )
+            .await?;
+        if row.is_none() {
+            return Err::<(), Box<dyn std::error::Error + Send + Sync>>("no key".into());
+        }
+        Ok(())
+    };
+    call(Arc::clone(&backend), text.clone(), u64::MAX).await?;
+    checkpoint(&admin).await?;
+    let state = vec![(Arc::clone(&backend), text)];
+    let (worked, secs) = drive(run, state, |w, (backend, text), budget| async move {
+        let mut done = Worked::default();
+        while budget.more(done.calls.len()) {
+            let t = Instant::now();
+            call(Arc::clone(&backend), text.clone(), seq(w, done.calls.len())).await?;
+            done.calls.push(t.elapsed());
+            done.rows += 1;
+        }
+        Ok(done)
+    })
+    .await?;
+    drop(backend);
+    stored_and_dropped(&admin, run, store, &queue, worked, secs).await
 }
 
 /// One of the statement cases: the text it sends, and the query counting what it stored.
