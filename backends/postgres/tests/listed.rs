@@ -222,13 +222,7 @@ async fn an_update_breaking_a_rule_in_one_row_is_refused_whole() {
 /// constraint.
 #[tokio::test]
 async fn an_upgrade_from_version_16_keeps_the_rules_on_updates_only() {
-    let options = testing::options();
-    let schema = options.schema.clone();
-    testing::create_schema_at(&options, 16)
-        .await
-        .expect("a version 16 schema");
-    let s = format!("\"{schema}\"");
-    let client = testing::client().await;
+    let (options, schema, s, client) = schema_at(16).await;
     client
         .batch_execute(&format!(
             "SELECT {s}.create_queue('q', NULL, 'keep', 0, '{{}}');
@@ -285,6 +279,25 @@ async fn an_upgrade_from_version_16_keeps_the_rules_on_updates_only() {
     );
 }
 
+/// Options for a fresh schema made at an older `version`, its name, its name quoted for
+/// SQL, and a client of the test server.
+async fn schema_at(
+    version: i32,
+) -> (
+    hookspool_postgres::PostgresOptions,
+    String,
+    String,
+    tokio_postgres::Client,
+) {
+    let options = testing::options();
+    let schema = options.schema.clone();
+    testing::create_schema_at(&options, version)
+        .await
+        .unwrap_or_else(|e| panic!("a version {version} schema: {e}"));
+    let quoted = format!("\"{schema}\"");
+    (options, schema, quoted, testing::client().await)
+}
+
 /// The CHECK constraints of `schema`'s items table, and its triggers named `items_rules`.
 async fn rules(client: &tokio_postgres::Client, schema: &str) -> (i64, i64) {
     let row = client
@@ -325,13 +338,7 @@ async fn listings(schema: &str) -> Vec<(i64, String, Option<String>)> {
 /// says, and claims, acks, pages by phase and the TTL sweep work on them.
 #[tokio::test]
 async fn an_upgrade_lists_each_item_as_its_phase_says() {
-    let options = testing::options();
-    let schema = options.schema.clone();
-    testing::create_schema_at(&options, 14)
-        .await
-        .expect("a version 14 schema");
-    let s = format!("\"{schema}\"");
-    let client = testing::client().await;
+    let (options, schema, s, client) = schema_at(14).await;
     // 10 items in queue `q`; keys 1-2 done, 3-4 in flight to `a`, 5 dead, 6 held, 7-10
     // pending; and 2 pending items in queue `t`, whose TTL is 1 second.
     client
